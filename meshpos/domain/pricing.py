@@ -1,0 +1,222 @@
+"""Pricing a sale: lines, discounts, GST per line, tenders, change and loyalty points.
+
+Everything is integer paise. Prices are tax-inclusive (Indian MRP), so a discount lowers the line
+total and GST is the part of that total the line's rate contains.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpos.domain.money import allocate, inclusive_tax, parse_rate, parse_rupees, rupees
+from meshpos.errors import InputError
+
+TENDER_METHODS = ("cash", "card", "points")
+_ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    price: int
+    gst_rate: int
+    barcode: str = ""
+    category: str = ""
+    size: str = ""
+    colour: str = ""
+    active: int = 1
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Product:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+@dataclass(frozen=True)
+class CartLine:
+    product: Product
+    qty: int
+    line_discount: str | None = None
+
+
+@dataclass(frozen=True)
+class Tender:
+    method: str
+    amount: int | None = None  # paise; for points, the number of points
+    card_last4: str | None = None
+    card_brand: str | None = None
+
+
+@dataclass(frozen=True)
+class LoyaltyRule:
+    earn_per_100: int = 1  # points earned per 100 rupees paid other than by points
+    point_value: int = 100  # paise one point is worth when redeemed
+
+
+@dataclass(frozen=True)
+class PricedSale:
+    lines: list[dict[str, Any]]
+    subtotal: int
+    discount: int
+    tax: int
+    total: int
+    tenders: list[dict[str, Any]] = field(default_factory=list)
+    points_earned: int = 0
+    points_redeemed: int = 0
+    change: int = 0
+
+
+def parse_item(text: str) -> tuple[str, int]:
+    """'TSH-BLK-M' -> (code, 1); 'TSH-BLK-Mx3' -> (code, 3). Quantity must be a positive integer."""
+    m = _ITEM.match(text.strip())
+    if not m:
+        raise InputError(f"item {text!r} is not SKU or SKUxQTY")
+    qty = int(m.group("qty")) if m.group("qty") is not None else 1
+    if qty <= 0:
+        raise InputError(f"item {text!r}: quantity must be a positive whole number, got {qty}")
+    if qty > 10000:
+        raise InputError(f"item {text!r}: quantity {qty} is implausible (limit 10000)")
+    return m.group("code"), qty
+
+
+def parse_tender(text: str) -> Tender:
+    """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are points."""
+    method, _, amount = text.partition(":")
+    method = method.strip().lower()
+    if method not in TENDER_METHODS:
+        raise InputError(f"payment {text!r}: method must be one of {', '.join(TENDER_METHODS)}")
+    if not amount:
+        return Tender(method)
+    if method == "points":
+        if not amount.isdigit() or int(amount) <= 0:
+            raise InputError(f"payment {text!r}: points must be a positive whole number")
+        return Tender(method, int(amount))
+    value = parse_rupees(amount, f"payment {text!r}")
+    if value <= 0:
+        raise InputError(f"payment {text!r}: amount must be more than zero")
+    return Tender(method, value)
+
+
+def _discount_amount(spec: str, base: int, what: str) -> int:
+    spec = spec.strip()
+    if spec.endswith("%"):
+        bp = parse_rate(spec, f"{what} {spec!r}")
+        amount = (base * bp + 5000) // 10000
+    else:
+        amount = parse_rupees(spec, f"{what} {spec!r}")
+    if amount > base:
+        raise InputError(f"{what} {spec!r} is more than the {rupees(base)} it applies to")
+    return amount
+
+
+def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> PricedSale:
+    if not cart:
+        raise InputError("a sale needs at least one item")
+    gross = [c.product.price * c.qty for c in cart]
+    line_disc = [
+        _discount_amount(c.line_discount, g, f"discount on {c.product.sku}") if c.line_discount else 0
+        for c, g in zip(cart, gross, strict=True)
+    ]
+    net = [g - d for g, d in zip(gross, line_disc, strict=True)]
+    extra = _discount_amount(sale_discount, sum(net), "discount") if sale_discount else 0
+    shares = allocate(extra, net)
+    lines = []
+    for c, g, d, share in zip(cart, gross, line_disc, shares, strict=True):
+        total = g - d - share
+        p = c.product
+        lines.append(
+            {
+                "sku": p.sku,
+                "name": p.name,
+                "category": p.category,
+                "size": p.size,
+                "colour": p.colour,
+                "qty": c.qty,
+                "unit_price": p.price,
+                "discount": d + share,
+                "gst_rate": p.gst_rate,
+                "tax": inclusive_tax(total, p.gst_rate),
+                "total": total,
+            }
+        )
+    return PricedSale(
+        lines=lines,
+        subtotal=sum(gross),
+        discount=sum(line_disc) + extra,
+        tax=sum(ln["tax"] for ln in lines),
+        total=sum(ln["total"] for ln in lines),
+    )
+
+
+def settle(
+    priced: PricedSale,
+    tenders: Sequence[Tender],
+    rule: LoyaltyRule,
+    *,
+    customer: str | None,
+    points_balance: int = 0,
+) -> PricedSale:
+    """Apply tenders in order; a tender without an amount pays what is still due. Cash may exceed
+    what is due (change is given); card and points may not."""
+    due = priced.total
+    out: list[dict[str, Any]] = []
+    redeemed = 0
+    change = 0
+    for t in tenders or [Tender("cash")]:
+        if due <= 0:
+            raise InputError(f"payment {t.method}: the sale is already paid in full")
+        if t.method == "points":
+            if customer is None:
+                raise InputError("paying with points needs a customer (--customer ID)")
+            points = t.amount if t.amount is not None else min(
+                points_balance - redeemed, -(-due // rule.point_value)
+            )
+            value = points * rule.point_value
+            if value > due:
+                points = due // rule.point_value
+                value = points * rule.point_value
+                if points <= 0:
+                    raise InputError("the amount still due is less than one point's value")
+            if points <= 0 or points + redeemed > points_balance:
+                raise InputError(
+                    f"customer {customer} has {points_balance - redeemed} points; "
+                    f"{points} cannot be redeemed"
+                )
+            redeemed += points
+            due -= value
+            out.append({"method": "points", "amount": value, "points": points})
+            continue
+        amount = t.amount if t.amount is not None else due
+        entry: dict[str, Any] = {"method": t.method, "amount": min(amount, due)}
+        if t.method == "cash":
+            entry["tendered"] = amount
+            if amount > due:
+                change = amount - due
+                entry["change"] = change
+        elif amount > due:
+            raise InputError(f"card payment {rupees(amount)} is more than the {rupees(due)} due")
+        else:
+            if t.card_last4:
+                entry["card_last4"] = t.card_last4
+            if t.card_brand:
+                entry["card_brand"] = t.card_brand
+        due -= entry["amount"]
+        out.append(entry)
+    if due > 0:
+        raise InputError(f"payments are {rupees(due)} short of the total {rupees(priced.total)}")
+    paid_money = priced.total - redeemed * rule.point_value
+    earned = (paid_money // 10000) * rule.earn_per_100 if customer else 0
+    return PricedSale(
+        lines=priced.lines,
+        subtotal=priced.subtotal,
+        discount=priced.discount,
+        tax=priced.tax,
+        total=priced.total,
+        tenders=out,
+        points_earned=earned,
+        points_redeemed=redeemed,
+        change=change,
+    )

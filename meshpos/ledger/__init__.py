@@ -1,0 +1,1 @@
+"""The durable op log and the views folded from it (SQLite)."""

@@ -1,0 +1,263 @@
+"""Write a batch's `Changes` into the view tables of one schema, then re-check conflicts.
+
+The same code fills the live views (schema `main`) and the scratch copy that `verify` folds from
+scratch, which is what makes "incremental equals rebuild" a meaningful check.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from meshpos.ledger.fold import (
+    CUSTOMER_FIELDS,
+    NEGATIVE_POINTS,
+    OVER_RETURN,
+    OVERSELL,
+    PRODUCT_FIELDS,
+    UNKNOWN_PRODUCT,
+    Changes,
+)
+
+INSERT_WIDTH = {
+    "stock_moves": 6,
+    "sales": 17,
+    "sale_lines": 12,
+    "tenders": 6,
+    "returned": 5,
+    "resolutions": 7,
+}
+ENTITY_TABLE = {
+    "product": ("products", "sku", PRODUCT_FIELDS),
+    "customer": ("customers", "customer_id", CUSTOMER_FIELDS),
+}
+
+
+def apply_changes(conn: sqlite3.Connection, ch: Changes, s: str = "main") -> None:
+    for table, rows in ch.rows.items():
+        marks = ",".join("?" * INSERT_WIDTH[table])
+        conn.executemany(f"INSERT INTO {s}.{table} VALUES ({marks})", rows)
+    if ch.stock:
+        conn.executemany(
+            f"INSERT INTO {s}.stock VALUES (?, ?) "
+            "ON CONFLICT(sku) DO UPDATE SET qty = qty + excluded.qty",
+            ch.stock.items(),
+        )
+    if ch.points:
+        conn.executemany(
+            f"INSERT INTO {s}.loyalty VALUES (?, ?) "
+            "ON CONFLICT(customer_id) DO UPDATE SET points = points + excluded.points",
+            ch.points.items(),
+        )
+    if ch.registers:
+        conn.executemany(
+            f"INSERT INTO {s}.registers VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(entity, key, field) DO UPDATE SET "
+            "value = excluded.value, hlc = excluded.hlc, origin = excluded.origin "
+            "WHERE (excluded.hlc, excluded.origin) > (registers.hlc, registers.origin)",
+            ch.registers,
+        )
+        for entity, key in ch.entities:
+            _refresh_entity(conn, s, entity, key)
+    check_conflicts(conn, ch.touched, s)
+
+
+def _refresh_entity(conn: sqlite3.Connection, s: str, entity: str, key: str) -> None:
+    values = {
+        field: json.loads(value)
+        for field, value in conn.execute(
+            f"SELECT field, value FROM {s}.registers WHERE entity = ? AND key = ?", (entity, key)
+        )
+    }
+    if entity == "setting":
+        conn.execute(
+            f"INSERT OR REPLACE INTO {s}.settings VALUES (?, ?)",
+            (key, json.dumps(values.get("value"))),
+        )
+        return
+    table, pk, fields = ENTITY_TABLE[entity]
+    present = [f for f in fields if f in values]
+    cols = ", ".join([pk, *present])
+    marks = ", ".join("?" * (len(present) + 1))
+    updates = ", ".join(f"{f} = excluded.{f}" for f in present) or f"{pk} = excluded.{pk}"
+    conn.execute(
+        f"INSERT INTO {s}.{table} ({cols}) VALUES ({marks}) "
+        f"ON CONFLICT({pk}) DO UPDATE SET {updates}",
+        [key, *(values[f] for f in present)],
+    )
+
+
+def _chunks(items: Sequence[str], n: int = 500) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, items: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(items):
+        marks = ",".join("?" * len(chunk))
+        found.update(row[0] for row in conn.execute(sql.format(marks=marks), chunk))
+    return found
+
+
+def check_conflicts(conn: sqlite3.Connection, touched: set[tuple[str, str]], s: str = "main") -> None:
+    """Re-evaluate the conflict of every touched subject.
+
+    A conflict row is a pure function of the current views: open while its condition holds beyond
+    the level a manager acknowledged, resolved once a resolution exists and the condition no longer
+    holds, absent otherwise. A cheap batch query first narrows the subjects worth a full look.
+    """
+    by_kind: dict[str, list[str]] = {}
+    for kind, subject in touched:
+        by_kind.setdefault(kind, []).append(subject)
+    for kind, subjects in by_kind.items():
+        ids = [f"{kind}:{x}" for x in subjects]
+        known = _select_in(
+            conn, f"SELECT conflict_id FROM {s}.conflicts WHERE conflict_id IN ({{marks}})", ids
+        ) | _select_in(
+            conn,
+            f"SELECT DISTINCT conflict_id FROM {s}.resolutions WHERE conflict_id IN ({{marks}})",
+            ids,
+        )
+        suspects = _suspects(conn, s, kind, subjects)
+        for subject in sorted(suspects | {c.partition(":")[2] for c in known}):
+            _evaluate(conn, s, kind, subject)
+
+
+def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) -> set[str]:
+    if kind == OVERSELL:
+        sql = f"SELECT sku FROM {s}.stock WHERE sku IN ({{marks}}) AND qty < 0"
+    elif kind == NEGATIVE_POINTS:
+        sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
+    elif kind == OVER_RETURN:
+        sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
+    elif kind == UNKNOWN_PRODUCT:
+        return set(subjects) - _select_in(
+            conn, f"SELECT sku FROM {s}.products WHERE sku IN ({{marks}})", subjects
+        )
+    else:
+        raise ValueError(f"unknown conflict kind {kind!r}")
+    return _select_in(conn, sql, subjects)
+
+
+def _evaluate(conn: sqlite3.Connection, s: str, kind: str, subject: str) -> None:
+    cid = f"{kind}:{subject}"
+    latest = conn.execute(
+        f"SELECT origin, seq, ack_level, note, user FROM {s}.resolutions WHERE conflict_id = ? "
+        "ORDER BY hlc DESC, origin DESC LIMIT 1",
+        (cid,),
+    ).fetchone()
+    ack = latest[2] if latest and latest[2] is not None else None
+    found = _CHECKS[kind](conn, s, subject, ack)
+    if found is None and latest is None:
+        conn.execute(f"DELETE FROM {s}.conflicts WHERE conflict_id = ?", (cid,))
+        return
+    if found is None:
+        status, resolved_by = "resolved", f"{latest[0]}:{latest[1]}"
+        detail = {"note": latest[3], "ack_level": ack, "by": latest[4]}
+        ops = [resolved_by]
+    else:
+        status, resolved_by = "open", None
+        detail, ops = found
+    conn.execute(
+        f"INSERT OR REPLACE INTO {s}.conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (cid, kind, subject, status, json.dumps(detail, sort_keys=True), json.dumps(ops), resolved_by),
+    )
+
+
+Found = tuple[dict[str, Any], list[str]] | None
+
+
+def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Found:
+    row = conn.execute(f"SELECT qty FROM {s}.stock WHERE sku = ?", (sku,)).fetchone()
+    qty = row[0] if row else 0
+    if qty >= min(ack if ack is not None else 0, 0):
+        return None
+    deficit, ops = -qty, []
+    for origin, seq, delta in conn.execute(
+        f"SELECT origin, seq, delta FROM {s}.stock_moves WHERE sku = ? AND delta < 0 "
+        "ORDER BY hlc DESC, origin DESC",
+        (sku,),
+    ):
+        ops.append(f"{origin}:{seq}")
+        deficit += delta
+        if deficit <= 0 or len(ops) >= 20:
+            break
+    return {"sku": sku, "stock": qty}, ops
+
+
+def _negative_points(conn: sqlite3.Connection, s: str, cust: str, ack: int | None) -> Found:
+    row = conn.execute(f"SELECT points FROM {s}.loyalty WHERE customer_id = ?", (cust,)).fetchone()
+    points = row[0] if row else 0
+    if points >= min(ack if ack is not None else 0, 0):
+        return None
+    ops = [
+        f"{o}:{q}"
+        for o, q in conn.execute(
+            f"SELECT origin, seq FROM {s}.sales WHERE customer_id = ? AND points_redeemed > 0 "
+            "ORDER BY hlc DESC, origin DESC LIMIT 20",
+            (cust,),
+        )
+    ]
+    return {"customer_id": cust, "points": points}, ops
+
+
+def _over_return(conn: sqlite3.Connection, s: str, sale_id: str, ack: int | None) -> Found:
+    sale = conn.execute(
+        f"SELECT origin, seq FROM {s}.sales WHERE sale_id = ? AND kind != 'return' "
+        "ORDER BY origin, seq LIMIT 1",
+        (sale_id,),
+    ).fetchone()
+    if sale is None:
+        return None
+    sold = dict(
+        conn.execute(
+            f"SELECT sku, SUM(qty) FROM {s}.sale_lines WHERE origin = ? AND seq = ? AND qty > 0 "
+            "GROUP BY sku",
+            sale,
+        ).fetchall()
+    )
+    back = dict(
+        conn.execute(
+            f"SELECT sku, SUM(qty) FROM {s}.returned WHERE ref_sale = ? GROUP BY sku", (sale_id,)
+        ).fetchall()
+    )
+    excess = {sku: q - sold.get(sku, 0) for sku, q in back.items() if q > sold.get(sku, 0)}
+    if sum(excess.values()) <= (ack or 0):
+        return None
+    ops = [f"{sale[0]}:{sale[1]}"] + [
+        f"{o}:{q}"
+        for o, q in conn.execute(
+            f"SELECT DISTINCT origin, seq FROM {s}.returned WHERE ref_sale = ? ORDER BY origin, seq",
+            (sale_id,),
+        )
+    ]
+    return {"sale_id": sale_id, "excess": dict(sorted(excess.items()))}, ops
+
+
+def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Found:
+    if conn.execute(f"SELECT 1 FROM {s}.products WHERE sku = ?", (sku,)).fetchone():
+        return None
+    if ack is not None:
+        return None
+    ops = [
+        f"{o}:{q}"
+        for o, q in conn.execute(
+            f"SELECT origin, seq FROM {s}.stock_moves WHERE sku = ? "
+            "ORDER BY hlc DESC, origin DESC LIMIT 20",
+            (sku,),
+        )
+    ]
+    if not ops:
+        return None
+    return {"sku": sku}, ops
+
+
+_CHECKS = {
+    OVERSELL: _oversell,
+    NEGATIVE_POINTS: _negative_points,
+    OVER_RETURN: _over_return,
+    UNKNOWN_PRODUCT: _unknown_product,
+}

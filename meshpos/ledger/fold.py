@@ -1,0 +1,253 @@
+"""Fold rules: what each kind of op does to the views. Pure code, no SQL.
+
+`fold(ops)` turns a batch of ops into `Changes`: rows to insert, counter deltas, register writes and
+the conflict subjects to re-check. Every rule is order-independent — counters add, registers keep the
+greatest `(hlc, origin)`, records are keyed by op id, conflicts are a function of the resulting state —
+so any replica that holds the same set of ops holds the same views, whatever order they came in.
+A payload that does not have the shape its kind requires raises `EncodingError` before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpos.errors import EncodingError
+from meshpos.ops import Op
+
+PRODUCT_FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "active")
+INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
+CUSTOMER_FIELDS = ("name", "phone", "email")
+
+OVERSELL = "oversell"
+OVER_RETURN = "over_return"
+UNKNOWN_PRODUCT = "unknown_product"
+NEGATIVE_POINTS = "negative_points"
+
+
+@dataclass
+class Changes:
+    """Everything a batch of ops does to the views, gathered before any SQL runs."""
+
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    stock: Counter[str] = field(default_factory=Counter)
+    points: Counter[str] = field(default_factory=Counter)
+    registers: list[tuple[str, str, str, str, int, str]] = field(default_factory=list)
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    entities: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+def _get(payload: Mapping[str, Any], key: str, typ: type | tuple[type, ...], op: Op) -> Any:
+    value = payload.get(key)
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+        raise EncodingError(f"op {op.origin}:{op.seq} ({op.kind}): field {key!r} is malformed")
+    return value
+
+
+def _opt(payload: Mapping[str, Any], key: str, typ: type, op: Op) -> Any:
+    if payload.get(key) is None:
+        return None
+    return _get(payload, key, typ, op)
+
+
+def _register(ch: Changes, op: Op, entity: str, key: str, fields: Mapping[str, Any]) -> None:
+    for name, value in fields.items():
+        ch.registers.append((entity, key, name, json.dumps(value), op.hlc, op.origin))
+    ch.entities.add((entity, key))
+
+
+def _product(ch: Changes, op: Op) -> None:
+    sku = _get(op.payload, "sku", str, op)
+    fields = _get(op.payload, "fields", dict, op)
+    for name, value in fields.items():
+        expected = int if name in INT_PRODUCT_FIELDS else str
+        if name not in PRODUCT_FIELDS or not isinstance(value, expected):
+            raise EncodingError(f"op {op.origin}:{op.seq}: product field {name!r} is malformed")
+    _register(ch, op, "product", sku, fields)
+    ch.touched.add((UNKNOWN_PRODUCT, sku))
+
+
+def _customer(ch: Changes, op: Op) -> None:
+    cid = _get(op.payload, "customer_id", str, op)
+    fields = _get(op.payload, "fields", dict, op)
+    for name, value in fields.items():
+        if name not in CUSTOMER_FIELDS or not isinstance(value, str):
+            raise EncodingError(f"op {op.origin}:{op.seq}: customer field {name!r} is malformed")
+    _register(ch, op, "customer", cid, fields)
+
+
+def _setting(ch: Changes, op: Op) -> None:
+    key = _get(op.payload, "key", str, op)
+    _register(ch, op, "setting", key, {"value": op.payload.get("value")})
+
+
+def _move(ch: Changes, op: Op, sku: str, delta: int, kind: str) -> None:
+    ch.stock[sku] += delta
+    ch.touched.add((OVERSELL, sku))
+    ch.touched.add((UNKNOWN_PRODUCT, sku))
+    ch.add("stock_moves", (op.origin, op.seq, sku, delta, kind, op.hlc))
+
+
+def _stock(ch: Changes, op: Op) -> None:
+    sku = _get(op.payload, "sku", str, op)
+    delta = _get(op.payload, "delta", int, op)
+    _get(op.payload, "reason", str, op)
+    _move(ch, op, sku, delta, op.kind)
+
+
+def _points(ch: Changes, customer: str | None, delta: int) -> None:
+    if customer and delta:
+        ch.points[customer] += delta
+        ch.touched.add((NEGATIVE_POINTS, customer))
+
+
+SECTIONS: dict[str, tuple[tuple[str, int], ...]] = {
+    "sale": (("lines", 1),),
+    "return": (("lines", -1),),
+    "exchange": (("lines", 1), ("returned", -1)),
+}
+
+
+def _record(ch: Changes, op: Op) -> None:
+    """Sales, returns and exchanges: immutable records plus their stock and loyalty effects."""
+    p = op.payload
+    sale_id = _get(p, "sale_id", str, op)
+    customer = _opt(p, "customer", str, op)
+    ref = _opt(p, "ref_sale", str, op)
+    earned = _get(p, "points_earned", int, op)
+    redeemed = _get(p, "points_redeemed", int, op)
+    flip = -1 if op.kind == "return" else 1
+    ch.add(
+        "sales",
+        (
+            sale_id,
+            op.origin,
+            op.seq,
+            op.kind,
+            _get(p, "number", int, op),
+            _get(p, "terminal", str, op),
+            op.hlc,
+            _get(p, "ts_ms", int, op),
+            op.user,
+            customer,
+            flip * _get(p, "subtotal", int, op),
+            flip * _get(p, "discount", int, op),
+            flip * _get(p, "tax", int, op),
+            flip * _get(p, "total", int, op),
+            earned,
+            redeemed,
+            ref,
+        ),
+    )
+    moves: Counter[str] = Counter()
+    back: Counter[str] = Counter()
+    n = 0
+    for key, sign in SECTIONS[op.kind]:
+        for line in _get(p, key, list, op):
+            if not isinstance(line, dict):
+                raise EncodingError(f"op {op.origin}:{op.seq}: a sale line is malformed")
+            sku = _get(line, "sku", str, op)
+            qty = _get(line, "qty", int, op)
+            if qty <= 0:
+                raise EncodingError(f"op {op.origin}:{op.seq}: line quantity must be positive")
+            ch.add(
+                "sale_lines",
+                (
+                    op.origin,
+                    op.seq,
+                    n,
+                    sku,
+                    _get(line, "name", str, op),
+                    str(line.get("category") or ""),
+                    sign * qty,
+                    _get(line, "unit_price", int, op),
+                    sign * _get(line, "discount", int, op),
+                    _get(line, "gst_rate", int, op),
+                    sign * _get(line, "tax", int, op),
+                    sign * _get(line, "total", int, op),
+                ),
+            )
+            n += 1
+            moves[sku] -= sign * qty
+            if sign < 0:
+                back[sku] += qty
+    for sku, delta in moves.items():
+        if delta:
+            _move(ch, op, sku, delta, op.kind)
+    if back:
+        if ref is None:
+            raise EncodingError(f"op {op.origin}:{op.seq}: a return must name its original sale")
+        for sku, qty in back.items():
+            ch.add("returned", (op.origin, op.seq, ref, sku, qty))
+        ch.touched.add((OVER_RETURN, ref))
+    for i, tender in enumerate(_get(p, "tenders", list, op)):
+        if not isinstance(tender, dict):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a tender is malformed")
+        points = tender.get("points") or 0
+        if not isinstance(points, int):
+            raise EncodingError(f"op {op.origin}:{op.seq}: tender points are malformed")
+        method = _get(tender, "method", str, op)
+        amount = flip * _get(tender, "amount", int, op)
+        ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
+    if op.kind != "return":
+        ch.touched.add((OVER_RETURN, sale_id))
+    _points(ch, customer, earned - redeemed)
+
+
+def _loyalty(ch: Changes, op: Op) -> None:
+    customer = _get(op.payload, "customer_id", str, op)
+    _get(op.payload, "reason", str, op)
+    _points(ch, customer, _get(op.payload, "delta", int, op))
+
+
+def _resolve(ch: Changes, op: Op) -> None:
+    cid = _get(op.payload, "conflict_id", str, op)
+    kind, _, subject = cid.partition(":")
+    if kind not in (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS) or not subject:
+        raise EncodingError(f"op {op.origin}:{op.seq}: conflict id {cid!r} is malformed")
+    ack = _opt(op.payload, "ack_level", int, op)
+    note = _get(op.payload, "note", str, op)
+    ch.add("resolutions", (op.origin, op.seq, cid, op.hlc, op.user, ack, note))
+    ch.touched.add((kind, subject))
+
+
+def _inert(ch: Changes, op: Op) -> None:
+    """Ops that live in the log (audit trail, node records) but change no view."""
+
+
+RULES: dict[str, Callable[[Changes, Op], None]] = {
+    "product.upsert": _product,
+    "customer.upsert": _customer,
+    "setting.set": _setting,
+    "stock.receive": _stock,
+    "stock.adjust": _stock,
+    "sale": _record,
+    "return": _record,
+    "exchange": _record,
+    "loyalty.adjust": _loyalty,
+    "conflict.resolve": _resolve,
+    "note": _inert,
+    "report.z": _inert,
+}
+
+
+def register_rule(kind: str, rule: Callable[[Changes, Op], None]) -> None:
+    """Let a subsystem (escrow, payments, staff) add its op kinds without editing this module."""
+    RULES[kind] = rule
+
+
+def fold(ops: Iterable[Op], into: Changes | None = None) -> Changes:
+    ch = into if into is not None else Changes()
+    for op in ops:
+        rule = RULES.get(op.kind)
+        if rule is None:
+            raise EncodingError(f"op {op.origin}:{op.seq} has unknown kind {op.kind!r}")
+        rule(ch, op)
+    return ch

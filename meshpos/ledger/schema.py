@@ -1,0 +1,194 @@
+"""SQLite schema: the op log, its bookkeeping, and the views folded from it.
+
+Views are created from the same DDL in the main database and in a scratch database that `verify`
+folds from scratch, so the two can be compared table by table.
+"""
+
+from __future__ import annotations
+
+LOG_DDL = """
+CREATE TABLE IF NOT EXISTS ops (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    hlc    INTEGER NOT NULL,
+    user   TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    body   BLOB NOT NULL,
+    sig    BLOB NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE INDEX IF NOT EXISTS ops_hlc ON ops (hlc);
+CREATE INDEX IF NOT EXISTS ops_user ON ops (user, hlc);
+CREATE TABLE IF NOT EXISTS vv (
+    origin TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL,
+    head   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    body   BLOB NOT NULL,
+    sig    BLOB NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id    TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    store      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    cert       BLOB
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+VIEW_TABLES = (
+    "registers",
+    "products",
+    "customers",
+    "settings",
+    "stock",
+    "stock_moves",
+    "loyalty",
+    "sales",
+    "sale_lines",
+    "tenders",
+    "returned",
+    "resolutions",
+    "conflicts",
+)
+
+VIEW_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.registers (
+    entity TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    field  TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    hlc    INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (entity, key, field)
+);
+CREATE TABLE IF NOT EXISTS {s}.products (
+    sku      TEXT PRIMARY KEY,
+    name     TEXT NOT NULL DEFAULT '',
+    barcode  TEXT NOT NULL DEFAULT '',
+    category TEXT NOT NULL DEFAULT '',
+    size     TEXT NOT NULL DEFAULT '',
+    colour   TEXT NOT NULL DEFAULT '',
+    price    INTEGER NOT NULL DEFAULT 0,
+    gst_rate INTEGER NOT NULL DEFAULT 0,
+    active   INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS {s}.products_barcode ON products (barcode);
+CREATE TABLE IF NOT EXISTS {s}.customers (
+    customer_id TEXT PRIMARY KEY,
+    name  TEXT NOT NULL DEFAULT '',
+    phone TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS {s}.customers_phone ON customers (phone);
+CREATE TABLE IF NOT EXISTS {s}.settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.stock (
+    sku TEXT PRIMARY KEY,
+    qty INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.stock_moves (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    sku    TEXT NOT NULL,
+    delta  INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    hlc    INTEGER NOT NULL,
+    PRIMARY KEY (origin, seq, sku)
+);
+CREATE INDEX IF NOT EXISTS {s}.stock_moves_sku ON stock_moves (sku, hlc);
+CREATE TABLE IF NOT EXISTS {s}.loyalty (
+    customer_id TEXT PRIMARY KEY,
+    points      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.sales (
+    sale_id  TEXT NOT NULL,
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    number   INTEGER NOT NULL,
+    terminal TEXT NOT NULL,
+    hlc      INTEGER NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    user     TEXT NOT NULL,
+    customer_id TEXT,
+    subtotal INTEGER NOT NULL,
+    discount INTEGER NOT NULL,
+    tax      INTEGER NOT NULL,
+    total    INTEGER NOT NULL,
+    points_earned   INTEGER NOT NULL,
+    points_redeemed INTEGER NOT NULL,
+    ref_sale TEXT,
+    PRIMARY KEY (origin, seq)
+);
+CREATE INDEX IF NOT EXISTS {s}.sales_id ON sales (sale_id);
+CREATE INDEX IF NOT EXISTS {s}.sales_number ON sales (origin, number);
+CREATE INDEX IF NOT EXISTS {s}.sales_ts ON sales (ts_ms);
+CREATE TABLE IF NOT EXISTS {s}.sale_lines (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    line     INTEGER NOT NULL,
+    sku      TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    category TEXT NOT NULL,
+    qty      INTEGER NOT NULL,
+    unit_price INTEGER NOT NULL,
+    discount INTEGER NOT NULL,
+    gst_rate INTEGER NOT NULL,
+    tax      INTEGER NOT NULL,
+    total    INTEGER NOT NULL,
+    PRIMARY KEY (origin, seq, line)
+);
+CREATE TABLE IF NOT EXISTS {s}.tenders (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (origin, seq, idx)
+);
+CREATE TABLE IF NOT EXISTS {s}.returned (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    ref_sale TEXT NOT NULL,
+    sku      TEXT NOT NULL,
+    qty      INTEGER NOT NULL,
+    PRIMARY KEY (origin, seq, sku)
+);
+CREATE INDEX IF NOT EXISTS {s}.returned_ref ON returned (ref_sale);
+CREATE TABLE IF NOT EXISTS {s}.resolutions (
+    origin      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    conflict_id TEXT NOT NULL,
+    hlc         INTEGER NOT NULL,
+    user        TEXT NOT NULL,
+    ack_level   INTEGER,
+    note        TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE INDEX IF NOT EXISTS {s}.resolutions_conflict ON resolutions (conflict_id, hlc);
+CREATE TABLE IF NOT EXISTS {s}.conflicts (
+    conflict_id TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    ops         TEXT NOT NULL,
+    resolved_by TEXT
+);
+"""
+
+
+def view_ddl(schema: str = "main") -> str:
+    return VIEW_DDL.format(s=schema)

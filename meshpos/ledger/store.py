@@ -1,0 +1,387 @@
+"""The SQLite adapter: the durable op log, version vector, pending gaps and live views.
+
+One database file per node, WAL mode, `synchronous=FULL`: an op insert and its view updates commit in
+one transaction, so a crash never leaves a view that disagrees with the log, and every sale that was
+reported is on disk. Several processes (the daemon, a CLI command) may write the same file: every
+write is a `BEGIN IMMEDIATE` transaction, and the next local seq is read inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshpos.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
+from meshpos.ledger.apply import apply_changes
+from meshpos.ledger.fold import fold
+from meshpos.ledger.schema import LOG_DDL, VIEW_TABLES, view_ddl
+from meshpos.ops import GENESIS, Op, Payload, Signer, decode_body, make_op, node_id_of, verify_run
+
+RawOp = tuple[bytes, bytes]
+VersionVector = dict[str, int]
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What a ledger must know about an origin to accept its ops: its key and its store."""
+
+    node_id: str
+    public_key: bytes
+    store: str
+    name: str
+    cert: bytes | None = None
+
+    def as_row(self) -> tuple[str, bytes, str, str, bytes | None]:
+        return (self.node_id, self.public_key, self.store, self.name, self.cert)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    applied: int
+    duplicates: int
+    pending: int
+    max_hlc: int
+    applied_ops: tuple[Op, ...] = ()
+
+
+class Ledger:
+    """One node's replica. Not thread-safe: one Ledger per thread, any number per file."""
+
+    def __init__(self, path: str | os.PathLike[str], store: str, *, durable: bool = True) -> None:
+        self.path = str(path)
+        self.store = store
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
+        self._depth = 0
+        with self.write():
+            for stmt in (LOG_DDL + view_ddl("main")).split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO meta VALUES ('store', ?)", (store,))
+            elif row[0] != store:
+                raise WrongStore(f"database {self.path} belongs to store {row[0]!r}, not {store!r}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; nested uses join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def add_node(self, node: NodeRecord) -> None:
+        if node_id_of(node.public_key) != node.node_id:
+            raise RemoteError(f"node {node.node_id} does not match its public key")
+        if node.store != self.store:
+            raise WrongStore(f"node {node.node_id} belongs to store {node.store!r}, not {self.store!r}")
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
+                "name = excluded.name, cert = COALESCE(excluded.cert, nodes.cert)",
+                node.as_row(),
+            )
+
+    def nodes(self) -> list[NodeRecord]:
+        return [NodeRecord(*row) for row in self.conn.execute("SELECT * FROM nodes ORDER BY name")]
+
+    def public_key(self, node_id: str) -> bytes | None:
+        row = self.conn.execute(
+            "SELECT public_key FROM nodes WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- version vectors ------------------------------------------------------------------------
+
+    def vv(self) -> VersionVector:
+        return dict(self.conn.execute("SELECT origin, seq FROM vv").fetchall())
+
+    def head(self, origin: str) -> tuple[int, bytes]:
+        row = self.conn.execute("SELECT seq, head FROM vv WHERE origin = ?", (origin,)).fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def max_hlc(self) -> int:
+        row = self.conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+        return int(row[0] or 0)
+
+    def pending_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+    def gaps(self) -> dict[str, int]:
+        """Per origin, the lowest seq held past a gap: what to ask peers for again."""
+        return dict(self.conn.execute("SELECT origin, MIN(seq) FROM pending GROUP BY origin"))
+
+    # -- local writes ---------------------------------------------------------------------------
+
+    def append(self, signer: Signer, *, kind: str, payload: Payload, user: str, hlc: int) -> Op:
+        """Sign a new local op, store it and fold it, in one durable transaction."""
+        with self.write():
+            seq, prev = self.head(signer.node_id)
+            op = make_op(
+                signer,
+                store=self.store,
+                seq=seq + 1,
+                hlc=hlc,
+                user=user,
+                kind=kind,
+                payload=payload,
+                prev=prev,
+            )
+            self._commit_ops([op])
+        return op
+
+    def _commit_ops(self, ops: Sequence[Op]) -> None:
+        changes = fold(ops)
+        self.conn.executemany(
+            "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(o.origin, o.seq, o.hlc, o.user, o.kind, o.body, o.sig) for o in ops],
+        )
+        last: dict[str, Op] = {}
+        for o in ops:
+            last[o.origin] = o
+        self.conn.executemany(
+            "INSERT INTO vv VALUES (?, ?, ?) ON CONFLICT(origin) DO UPDATE SET "
+            "seq = excluded.seq, head = excluded.head",
+            [(o.origin, o.seq, o.hash) for o in last.values()],
+        )
+        apply_changes(self.conn, changes)
+
+    # -- merging foreign ops --------------------------------------------------------------------
+
+    def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult:
+        """Merge ops from elsewhere. All of it is checked before anything is written: on any error
+        the whole call changes nothing. Ops past a gap are kept in `pending` until it is filled."""
+        with self.write():
+            for node in nodes:
+                self.add_node(node)
+            by_origin: dict[str, dict[int, Op]] = {}
+            for op in ops:
+                if op.store != self.store:
+                    raise WrongStore(
+                        f"op {op.origin}:{op.seq} belongs to store {op.store!r}, not {self.store!r}"
+                    )
+                by_origin.setdefault(op.origin, {})[op.seq] = op
+            applied: list[Op] = []
+            parked: list[Op] = []
+            dupes = 0
+            for origin in sorted(by_origin):
+                got = by_origin[origin]
+                key = self.public_key(origin)
+                if key is None:
+                    raise RemoteError(f"ops from unknown node {origin}: it is not enrolled here")
+                held, head = self.head(origin)
+                old = [seq for seq in got if seq <= held]
+                dupes += len(old)
+                self._check_duplicates(origin, [got[s] for s in old])
+                fresh = {seq: op for seq, op in got.items() if seq > held}
+                waiting = self._pending(origin)
+                for seq, op in fresh.items():
+                    if seq in waiting and waiting[seq].hash != op.hash:
+                        raise ChainError(f"node {origin} signed two different ops with seq {seq}")
+                merged = {**waiting, **fresh}
+                run: list[Op] = []
+                seq = held + 1
+                while seq in merged:
+                    run.append(merged.pop(seq))
+                    seq += 1
+                verify_run(run, key, head)
+                for segment in _segments(sorted(merged.values(), key=lambda o: o.seq)):
+                    verify_run(segment, key, None)
+                applied.extend(run)
+                parked.extend(op for op in merged.values() if op.seq not in waiting)
+                if run:
+                    self.conn.execute(
+                        "DELETE FROM pending WHERE origin = ? AND seq <= ?", (origin, run[-1].seq)
+                    )
+            if parked:
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?)",
+                    [(o.origin, o.seq, o.body, o.sig) for o in parked],
+                )
+            if applied:
+                self._commit_ops(applied)
+        return IngestResult(
+            applied=len(applied),
+            duplicates=dupes,
+            pending=len(parked),
+            max_hlc=max((o.hlc for o in applied), default=0),
+            applied_ops=tuple(applied),
+        )
+
+    def _pending(self, origin: str) -> dict[int, Op]:
+        return {
+            seq: decode_body(body, sig)
+            for seq, body, sig in self.conn.execute(
+                "SELECT seq, body, sig FROM pending WHERE origin = ?", (origin,)
+            )
+        }
+
+    def _check_duplicates(self, origin: str, ops: list[Op]) -> None:
+        for op in ops:
+            row = self.conn.execute(
+                "SELECT body FROM ops WHERE origin = ? AND seq = ?", (origin, op.seq)
+            ).fetchone()
+            if row is not None and row[0] != op.body:
+                raise ChainError(f"node {origin} signed two different ops with seq {op.seq}")
+
+    # -- reading the log ------------------------------------------------------------------------
+
+    def raw_since(
+        self, theirs: Mapping[str, int], limit: int | None = None
+    ) -> list[tuple[str, int, bytes, bytes]]:
+        """Ops the holder of version vector `theirs` lacks, per origin in seq order."""
+        out: list[tuple[str, int, bytes, bytes]] = []
+        for origin, seq in sorted(self.vv().items()):
+            have = theirs.get(origin, 0)
+            if seq <= have:
+                continue
+            room = -1 if limit is None else limit - len(out)
+            if room == 0:
+                break
+            out.extend(
+                (origin, s, body, sig)
+                for s, body, sig in self.conn.execute(
+                    "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (origin, have, room),
+                )
+            )
+        return out
+
+    def ops_since(self, theirs: Mapping[str, int], limit: int | None = None) -> list[Op]:
+        return [decode_body(b, s) for _, _, b, s in self.raw_since(theirs, limit)]
+
+    def get(self, origin: str, seq: int) -> Op | None:
+        row = self.conn.execute(
+            "SELECT body, sig FROM ops WHERE origin = ? AND seq = ?", (origin, seq)
+        ).fetchone()
+        return decode_body(row[0], row[1]) if row else None
+
+    def tail(self, n: int = 20) -> list[Op]:
+        rows = self.conn.execute(
+            "SELECT body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
+        ).fetchall()
+        return [decode_body(b, s) for b, s in reversed(rows)]
+
+    def op_count(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]  # type: ignore[misc]
+
+    # -- verify and rebuild ---------------------------------------------------------------------
+
+    def verify(self, *, every_signature: bool = False, batch: int = 5000) -> list[str]:
+        """Check every hash chain, the signatures, and that each view equals a fresh fold of the
+        log. Returns the problems found (empty means the ledger is sound)."""
+        problems: list[str] = []
+        scratch = self._scratch_path()
+        try:
+            self.conn.execute("ATTACH DATABASE ? AS fresh", (scratch,))
+            self.conn.execute("PRAGMA fresh.synchronous = OFF")
+            self.conn.execute("PRAGMA fresh.journal_mode = OFF")
+            for stmt in view_ddl("fresh").split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            problems += self._fold_all("fresh", every_signature, batch)
+            problems += self._compare("fresh")
+        finally:
+            self.conn.execute("DETACH DATABASE fresh")
+            for suffix in ("", "-journal"):
+                Path(scratch + suffix).unlink(missing_ok=True)
+        return problems
+
+    def rebuild(self, batch: int = 5000) -> None:
+        """Drop and refold every view from the op log."""
+        with self.write():
+            for table in VIEW_TABLES:
+                self.conn.execute(f"DELETE FROM main.{table}")
+            problems = self._fold_all("main", False, batch)
+            if problems:
+                raise MeshposError("rebuild stopped: " + "; ".join(problems[:3]))
+
+    def _scratch_path(self) -> str:
+        base = Path(self.path).parent if self.path != ":memory:" else Path("/tmp")
+        return str(base / f".verify-{os.getpid()}-{id(self)}.db")
+
+    def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
+        problems: list[str] = []
+        for origin, held, head in self.conn.execute("SELECT origin, seq, head FROM vv").fetchall():
+            key = self.public_key(origin)
+            if key is None:
+                problems.append(f"origin {origin} has ops but no known key")
+                continue
+            prev = GENESIS
+            last_seq = 0
+            cursor = self.conn.execute(
+                "SELECT seq, body, sig FROM ops WHERE origin = ? ORDER BY seq", (origin,)
+            )
+            while rows := cursor.fetchmany(batch):
+                try:
+                    ops = [decode_body(body, sig) for _, body, sig in rows]
+                    verify_run(ops, key, prev)
+                    if every_signature:
+                        for op in ops[:-1]:
+                            verify_run([op], key, None)
+                except (RemoteError, EncodingError) as exc:
+                    problems.append(str(exc))
+                    break
+                prev, last_seq = ops[-1].hash, ops[-1].seq
+                apply_changes(self.conn, fold(ops), schema)
+            if last_seq != held or prev != head:
+                problems.append(f"origin {origin}: log ends at seq {last_seq}, version vector says {held}")
+        return problems
+
+    def _compare(self, schema: str) -> list[str]:
+        problems = []
+        for table in VIEW_TABLES:
+            for a, b, label in (("main", schema, "only in the live view"), (schema, "main", "missing from the live view")):
+                rows = self.conn.execute(
+                    f"SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table} LIMIT 3"
+                ).fetchall()
+                for row in rows:
+                    problems.append(f"{table}: {label}: {row}")
+        return problems
+
+
+def _segments(ops: list[Op]) -> Iterator[list[Op]]:
+    run: list[Op] = []
+    for op in ops:
+        if run and op.seq != run[-1].seq + 1:
+            yield run
+            run = []
+        run.append(op)
+    if run:
+        yield run

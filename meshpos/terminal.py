@@ -1,0 +1,491 @@
+"""The terminal service layer: every business action a till, the CLI or the web page can take.
+
+It wires the pure rules (domain/, ledger/fold) to one node's ledger, key and clock. No business rule
+lives in the CLI or the web page; they call these methods. Time comes from an injected `now_ms` so
+the simulator and tests can drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshpos.clock import HLC
+from meshpos.config import NodeConfig, load_config, load_signer, resolve_dir
+from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.pricing import (
+    CartLine,
+    LoyaltyRule,
+    PricedSale,
+    Product,
+    Tender,
+    price_lines,
+    settle,
+)
+from meshpos.errors import InputError, NotFound
+from meshpos.ledger.fold import CUSTOMER_FIELDS
+from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
+from meshpos.ops import Op, Payload, Signer
+from meshpos.sync.bundle import decode_bundle, encode_bundle
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    op: Op
+    payload: dict[str, Any]
+
+    @property
+    def sale_id(self) -> str:
+        return str(self.payload["sale_id"])
+
+
+class Terminal:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        signer: Signer,
+        ledger: Ledger,
+        now_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.cfg = cfg
+        self.signer = signer
+        self.ledger = ledger
+        self.now_ms = now_ms
+        self.clock = HLC(ledger.max_hlc())
+        if ledger.public_key(signer.node_id) is None:
+            ledger.add_node(self.node_record())
+
+    @classmethod
+    def open(cls, directory: str | Path | None = None, **kw: Any) -> Terminal:
+        cfg = load_config(resolve_dir(directory))
+        signer = load_signer(cfg)
+        return cls(cfg, signer, Ledger(cfg.db_path, cfg.store), **kw)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def node_record(self) -> NodeRecord:
+        return NodeRecord(self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name)
+
+    @property
+    def node_id(self) -> str:
+        return self.signer.node_id
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    def append(self, kind: str, payload: Payload, user: str | None = None) -> Op:
+        """Record a local op; joins the caller's transaction if there is one."""
+        with self.ledger.write():
+            hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
+            return self.ledger.append(
+                self.signer, kind=kind, payload=payload, user=user or self.cfg.user, hlc=hlc
+            )
+
+    def ingest(self, ops: Sequence[Op], nodes: Sequence[NodeRecord] = ()) -> IngestResult:
+        result = self.ledger.ingest(ops, nodes)
+        if result.max_hlc:
+            self.clock.observe(result.max_hlc, self.now_ms())
+        return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.ledger.write():
+            yield
+
+    # -- catalogue ------------------------------------------------------------------------------
+
+    def import_catalog(
+        self, rows: Sequence[CatalogRow], user: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """One product op per row, plus a stock receipt where the row has stock. All or nothing."""
+        products = receipts = 0
+        with self.transaction():
+            for i, row in enumerate(rows):
+                self.append("product.upsert", {"sku": row.sku, "fields": row.fields}, user)
+                products += 1
+                if row.stock:
+                    self.append(
+                        "stock.receive",
+                        {"sku": row.sku, "delta": row.stock, "reason": "catalogue import"},
+                        user,
+                    )
+                    receipts += 1
+                if progress:
+                    progress(i + 1)
+        return products, receipts
+
+    def product(self, code: str) -> Product:
+        rows = self.ledger.query(
+            "SELECT * FROM products WHERE (sku = ? OR barcode = ?) AND active = 1 "
+            "ORDER BY sku = ? DESC LIMIT 1",
+            (code, code, code),
+        )
+        if not rows:
+            raise NotFound(f"unknown product {code!r}: no SKU or barcode matches")
+        return Product.from_row(rows[0])
+
+    def products(self, search: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT p.*, COALESCE(s.qty, 0) AS stock FROM products p "
+            "LEFT JOIN stock s ON s.sku = p.sku "
+        )
+        params: list[Any] = []
+        if search:
+            sql += "WHERE p.sku LIKE ? OR p.name LIKE ? OR p.barcode = ? OR p.category LIKE ? "
+            like = f"%{search}%"
+            params += [like, like, search, like]
+        return self.ledger.query(sql + "ORDER BY p.sku LIMIT ?", [*params, limit])
+
+    def set_price(self, sku: str, price: int, user: str | None = None) -> Op:
+        self.product(sku)
+        if price < 0:
+            raise InputError("price must be >= 0")
+        return self.append("product.upsert", {"sku": sku, "fields": {"price": price}}, user)
+
+    # -- stock ----------------------------------------------------------------------------------
+
+    def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
+        if sku is not None:
+            self.product(sku)
+            return self.ledger.query(
+                "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
+                "FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.sku = ?",
+                (sku,),
+            )
+        return self.ledger.query(
+            "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
+            "FROM products p LEFT JOIN stock s ON s.sku = p.sku ORDER BY p.sku"
+        )
+
+    def move_stock(self, kind: str, sku: str, qty: int, reason: str, user: str | None = None) -> Op:
+        self.product(sku)
+        if not reason.strip():
+            raise InputError("a stock change needs a reason (--reason)")
+        if kind == "receive" and qty <= 0:
+            raise InputError(f"received quantity must be positive, got {qty}")
+        if kind == "adjust" and qty == 0:
+            raise InputError("an adjustment of 0 changes nothing")
+        return self.append(f"stock.{kind}", {"sku": sku, "delta": qty, "reason": reason}, user)
+
+    # -- customers and loyalty ------------------------------------------------------------------
+
+    def add_customer(self, fields: Mapping[str, str], user: str | None = None) -> str:
+        clean = self._customer_fields(fields)
+        if not clean.get("name"):
+            raise InputError("a customer needs a name (--name)")
+        if clean.get("phone") and self.ledger.query(
+            "SELECT 1 FROM customers WHERE phone = ?", (clean["phone"],)
+        ):
+            raise InputError(f"a customer with phone {clean['phone']} already exists")
+        with self.transaction():
+            seq = self.ledger.head(self.node_id)[0] + 1
+            cid = f"C{self.node_id[:6]}{seq}"
+            self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
+        return cid
+
+    def edit_customer(self, cid: str, fields: Mapping[str, str], user: str | None = None) -> Op:
+        self.customer(cid)
+        clean = self._customer_fields(fields)
+        if not clean:
+            raise InputError("nothing to change: give --name, --phone or --email")
+        return self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
+
+    @staticmethod
+    def _customer_fields(fields: Mapping[str, str]) -> dict[str, str]:
+        out = {}
+        for key, value in fields.items():
+            if value is None:
+                continue
+            if key not in CUSTOMER_FIELDS:
+                raise InputError(f"unknown customer field {key!r}")
+            value = value.strip()
+            if key == "phone" and value and not value.lstrip("+").isdigit():
+                raise InputError(f"phone {value!r} must be digits")
+            if key == "email" and value and "@" not in value:
+                raise InputError(f"email {value!r} is not an email address")
+            out[key] = value
+        return out
+
+    def customer(self, cid: str) -> dict[str, Any]:
+        rows = self.ledger.query(
+            "SELECT c.*, COALESCE(l.points, 0) AS points FROM customers c "
+            "LEFT JOIN loyalty l ON l.customer_id = c.customer_id "
+            "WHERE c.customer_id = ? OR (c.phone = ? AND c.phone != '')",
+            (cid, cid),
+        )
+        if not rows:
+            raise NotFound(f"unknown customer {cid!r}")
+        return rows[0]
+
+    def points(self, cid: str) -> int:
+        return int(self.customer(cid)["points"])
+
+    def loyalty_rule(self) -> LoyaltyRule:
+        settings = {
+            r["key"]: json.loads(r["value"])
+            for r in self.ledger.query("SELECT key, value FROM settings WHERE key LIKE 'loyalty.%'")
+        }
+        return LoyaltyRule(
+            earn_per_100=int(settings.get("loyalty.earn_per_100", self.cfg.earn_per_100)),
+            point_value=int(settings.get("loyalty.point_value", self.cfg.point_value)),
+        )
+
+    # -- sales, returns, exchanges --------------------------------------------------------------
+
+    def cart(self, items: Sequence[tuple[str, int]], line_discounts: Mapping[str, str]) -> list[CartLine]:
+        lines = [CartLine(self.product(code), qty) for code, qty in items]
+        unknown = set(line_discounts) - {c.product.sku for c in lines}
+        if unknown:
+            raise InputError(f"discount names SKU(s) not in the sale: {', '.join(sorted(unknown))}")
+        return [CartLine(c.product, c.qty, line_discounts.get(c.product.sku)) for c in lines]
+
+    def _next_number(self) -> int:
+        row = self.ledger.conn.execute(
+            "SELECT COALESCE(MAX(number), 0) FROM sales WHERE origin = ?", (self.node_id,)
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def _record(
+        self, kind: str, priced: PricedSale, customer: str | None, user: str | None,
+        extra: Mapping[str, Any],
+    ) -> SaleResult:
+        with self.transaction():
+            number = self._next_number()
+            payload: dict[str, Any] = {
+                "sale_id": f"{self.cfg.store}-{self.cfg.name}-{number:06d}",
+                "receipt": f"{self.cfg.name}-{number:06d}",
+                "number": number,
+                "terminal": self.cfg.name,
+                "customer": customer,
+                "lines": priced.lines,
+                "subtotal": priced.subtotal,
+                "discount": priced.discount,
+                "tax": priced.tax,
+                "total": priced.total,
+                "tenders": priced.tenders,
+                "points_earned": priced.points_earned,
+                "points_redeemed": priced.points_redeemed,
+                "ts_ms": self.now_ms(),
+                **extra,
+            }
+            op = self.append(kind, payload, user)
+        return SaleResult(op, dict(op.payload))
+
+    def sell(
+        self,
+        items: Sequence[tuple[str, int]],
+        *,
+        tenders: Sequence[Tender] = (),
+        customer: str | None = None,
+        discount: str | None = None,
+        line_discounts: Mapping[str, str] | None = None,
+        user: str | None = None,
+    ) -> SaleResult:
+        with self.transaction():
+            cid = self.customer(customer)["customer_id"] if customer else None
+            priced = price_lines(self.cart(items, line_discounts or {}), discount)
+            balance = self.points(cid) if cid else 0
+            settled = settle(priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance)
+            return self._record("sale", settled, cid, user, {"ref_sale": None})
+
+    def sale(self, sale_id: str) -> dict[str, Any]:
+        rows = self.ledger.query(
+            "SELECT * FROM sales WHERE (sale_id = ? OR sale_id LIKE ?) AND kind != 'return' "
+            "ORDER BY origin, seq",
+            (sale_id, f"%-{sale_id}"),
+        )
+        if not rows:
+            raise NotFound(f"unknown sale {sale_id!r}")
+        if len({r["sale_id"] for r in rows}) > 1:
+            raise InputError(f"sale {sale_id!r} is ambiguous: give the full sale id")
+        sale = rows[0]
+        op = self.ledger.get(sale["origin"], sale["seq"])
+        assert op is not None
+        sale["payload"] = dict(op.payload)
+        return sale
+
+    def returnable(self, sale_id: str) -> dict[str, dict[str, Any]]:
+        """Per SKU of a sale: what was sold (qty, refund per unit) and what may still come back."""
+        sale = self.sale(sale_id)
+        out: dict[str, dict[str, Any]] = {}
+        for line in sale["payload"]["lines"]:
+            entry = out.setdefault(
+                line["sku"], {"line": line, "qty": 0, "total": 0, "tax": 0, "returned": 0}
+            )
+            entry["qty"] += line["qty"]
+            entry["total"] += line["total"]
+            entry["tax"] += line["tax"]
+        for sku, qty in self.ledger.conn.execute(
+            "SELECT sku, SUM(qty) FROM returned WHERE ref_sale = ? GROUP BY sku", (sale["sale_id"],)
+        ):
+            if sku in out:
+                out[sku]["returned"] = qty
+        return out
+
+    def _refund_lines(self, sale_id: str, items: Sequence[tuple[str, int]]) -> tuple[str, list[dict[str, Any]], int]:
+        if not items:
+            raise InputError("name at least one item to return")
+        sale = self.sale(sale_id)
+        avail = self.returnable(sale_id)
+        wanted: dict[str, int] = {}
+        for code, qty in items:
+            sku = code if code in avail else self.product(code).sku
+            wanted[sku] = wanted.get(sku, 0) + qty
+        lines = []
+        for sku, qty in wanted.items():
+            if sku not in avail:
+                raise InputError(f"sale {sale['sale_id']} has no {sku}")
+            entry = avail[sku]
+            left = entry["qty"] - entry["returned"]
+            if qty > left:
+                raise InputError(
+                    f"sale {sale['sale_id']}: only {left} of {sku} can still be returned, not {qty}"
+                )
+            line = dict(entry["line"])
+            total = entry["total"] * qty // entry["qty"]
+            line.update(qty=qty, total=total, discount=line["unit_price"] * qty - total)
+            line["tax"] = entry["tax"] * qty // entry["qty"]
+            lines.append(line)
+        return sale["sale_id"], lines, sale["payload"].get("points_earned", 0)
+
+    def return_items(
+        self, sale_id: str, items: Sequence[tuple[str, int]], *, refund: str = "cash",
+        user: str | None = None,
+    ) -> SaleResult:
+        if refund not in ("cash", "card", "points"):
+            raise InputError(f"refund method {refund!r} must be cash, card or points")
+        with self.transaction():
+            ref, lines, earned = self._refund_lines(sale_id, items)
+            orig = self.sale(ref)
+            total = sum(ln["total"] for ln in lines)
+            customer = orig["customer_id"]
+            if refund == "points" and not customer:
+                raise InputError("a refund to points needs a sale with a customer")
+            clawback = earned * total // orig["total"] if orig["total"] else 0
+            rule = self.loyalty_rule()
+            points_back = -(-total // rule.point_value) if refund == "points" else 0
+            tender: dict[str, Any] = {"method": refund, "amount": total}
+            if refund == "points":
+                tender["points"] = points_back
+            priced = PricedSale(
+                lines=lines,
+                subtotal=sum(ln["unit_price"] * ln["qty"] for ln in lines),
+                discount=sum(ln["discount"] for ln in lines),
+                tax=sum(ln["tax"] for ln in lines),
+                total=total,
+                tenders=[tender],
+                points_earned=-clawback,
+                points_redeemed=-points_back,
+            )
+            return self._record("return", priced, customer, user, {"ref_sale": ref})
+
+    def exchange(
+        self, sale_id: str, back: Sequence[tuple[str, int]], take: Sequence[tuple[str, int]], *,
+        tenders: Sequence[Tender] = (), user: str | None = None,
+    ) -> SaleResult:
+        with self.transaction():
+            ref, returned, _ = self._refund_lines(sale_id, back)
+            orig = self.sale(ref)
+            new = price_lines(self.cart(take, {}))
+            credit = sum(ln["total"] for ln in returned)
+            net = new.total - credit
+            if net > 0:
+                due = PricedSale(new.lines, new.subtotal, new.discount, new.tax, net)
+                paid = settle(due, tenders, self.loyalty_rule(), customer=None).tenders
+            else:
+                if tenders:
+                    raise InputError("nothing is due on this exchange; leave out --pay")
+                paid = [{"method": "cash", "amount": net}] if net else []
+            priced = PricedSale(
+                lines=new.lines,
+                subtotal=new.subtotal - sum(ln["unit_price"] * ln["qty"] for ln in returned),
+                discount=new.discount - sum(ln["discount"] for ln in returned),
+                tax=new.tax - sum(ln["tax"] for ln in returned),
+                total=net,
+                tenders=paid,
+            )
+            return self._record(
+                "exchange", priced, orig["customer_id"], user, {"ref_sale": ref, "returned": returned}
+            )
+
+    # -- conflicts ------------------------------------------------------------------------------
+
+    def conflicts(self, status: str | None = "open") -> list[dict[str, Any]]:
+        sql = "SELECT * FROM conflicts"
+        params: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            params = (status,)
+        rows = self.ledger.query(sql + " ORDER BY conflict_id", params)
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+            row["ops"] = json.loads(row["ops"])
+        return rows
+
+    def resolve(
+        self, conflict_id: str, note: str, *, adjust: int | None = None, user: str | None = None
+    ) -> Op:
+        rows = self.ledger.query("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
+        if not rows:
+            raise NotFound(f"unknown conflict {conflict_id!r}: see `meshpos conflicts list`")
+        if rows[0]["status"] != "open":
+            raise InputError(f"conflict {conflict_id} is already resolved")
+        if not note.strip():
+            raise InputError("a resolution needs a note saying what was done (--note)")
+        kind, subject = rows[0]["kind"], rows[0]["subject"]
+        with self.transaction():
+            if adjust:
+                if kind != "oversell":
+                    raise InputError("--adjust applies only to oversell conflicts")
+                self.move_stock("adjust", subject, adjust, f"resolve {conflict_id}: {note}", user)
+            level = self._current_level(kind, subject)
+            return self.append(
+                "conflict.resolve",
+                {"conflict_id": conflict_id, "note": note, "ack_level": level},
+                user,
+            )
+
+    def _current_level(self, kind: str, subject: str) -> int | None:
+        if kind == "oversell":
+            row = self.ledger.conn.execute("SELECT qty FROM stock WHERE sku = ?", (subject,)).fetchone()
+            return int(row[0]) if row else 0
+        if kind == "negative_points":
+            row = self.ledger.conn.execute(
+                "SELECT points FROM loyalty WHERE customer_id = ?", (subject,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+        if kind == "over_return":
+            detail = json.loads(
+                self.ledger.conn.execute(
+                    "SELECT detail FROM conflicts WHERE conflict_id = ?", (f"{kind}:{subject}",)
+                ).fetchone()[0]
+            )
+            return int(sum(detail.get("excess", {}).values()))
+        return 0
+
+    # -- sync by file ---------------------------------------------------------------------------
+
+    def export_bundle(self, since: Mapping[str, int] | None = None) -> tuple[bytes, int]:
+        raw = self.ledger.raw_since(since or {})
+        data = encode_bundle(
+            self.signer,
+            self.cfg.store,
+            self.ledger.nodes(),
+            self.ledger.vv(),
+            [(body, sig) for _, _, body, sig in raw],
+        )
+        return data, len(raw)
+
+    def import_bundle(self, data: bytes) -> IngestResult:
+        bundle = decode_bundle(data, self.cfg.store)
+        return self.ingest(list(bundle.ops), list(bundle.nodes))
