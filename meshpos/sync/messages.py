@@ -1,0 +1,156 @@
+"""Sync protocol messages: frozen dataclasses and their msgpack wire form.
+
+Every message is a msgpack map with a type tag `t`. Decoding is strict: anything that does not have
+exactly the expected shape raises `MalformedMessage`, which the protocol answers with an Error message
+and otherwise ignores. No message is ever half-applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meshpos.errors import RemoteError
+from meshpos.ops import pack, unpack
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_BATCH_OPS = 2000
+
+
+class MalformedMessage(RemoteError):
+    """A peer sent bytes that are not a valid sync message."""
+
+
+NodeRow = tuple[str, bytes, str, str, bytes | None]
+
+
+@dataclass(frozen=True)
+class Hello:
+    proto: int
+    store: str
+    node: NodeRow
+    vv: dict[str, int]
+    epoch: int = 0  # changes when the sender restarts, so the receiver resets its session
+    reply: bool = False  # the sender has no session with us yet and waits for our Hello
+
+
+@dataclass(frozen=True)
+class Ops:
+    ops: tuple[bytes, ...]
+    nodes: tuple[NodeRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class Have:
+    vv: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Error:
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """Ask a peer for something that becomes an op there (e.g. loyalty redemption rights)."""
+
+    kind: str
+    body: dict[str, Any]
+
+
+Message = Hello | Ops | Have | Ping | Error | Request
+
+
+def encode(msg: Message) -> bytes:
+    if isinstance(msg, Hello):
+        return pack({"t": "hello", "p": msg.proto, "s": msg.store, "n": list(msg.node), "v": msg.vv,
+                     "e": msg.epoch, "r": msg.reply})
+    if isinstance(msg, Ops):
+        body: dict[str, Any] = {"t": "ops", "o": list(msg.ops)}
+        if msg.nodes:
+            body["n"] = [list(n) for n in msg.nodes]
+        return pack(body)
+    if isinstance(msg, Have):
+        return pack({"t": "have", "v": msg.vv})
+    if isinstance(msg, Ping):
+        return pack({"t": "ping"})
+    if isinstance(msg, Error):
+        return pack({"t": "err", "c": msg.code, "r": msg.reason})
+    return pack({"t": "req", "k": msg.kind, "b": msg.body})
+
+
+def _vv(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > 100_000:
+        raise MalformedMessage("version vector is not a map")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise MalformedMessage("version vector entry is malformed")
+    return value
+
+
+def _node(value: Any) -> NodeRow:
+    if (
+        not isinstance(value, list)
+        or len(value) != 5
+        or not isinstance(value[0], str)
+        or not isinstance(value[1], bytes)
+        or not isinstance(value[2], str)
+        or not isinstance(value[3], str)
+        or not (value[4] is None or isinstance(value[4], bytes))
+    ):
+        raise MalformedMessage("node record is malformed")
+    return (value[0], value[1], value[2], value[3], value[4])
+
+
+def decode(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        body = unpack(data, "message")
+    except RemoteError as exc:
+        raise MalformedMessage(str(exc)) from None
+    if not isinstance(body, dict):
+        raise MalformedMessage("message is not a map")
+    t = body.get("t")
+    if t == "hello":
+        proto, store, epoch, reply = body.get("p"), body.get("s"), body.get("e"), body.get("r")
+        if not (
+            isinstance(proto, int)
+            and isinstance(store, str)
+            and isinstance(epoch, int)
+            and isinstance(reply, bool)
+        ):
+            raise MalformedMessage("hello is malformed")
+        return Hello(proto, store, _node(body.get("n")), _vv(body.get("v")), epoch, reply)
+    if t == "ops":
+        ops = body.get("o")
+        if not isinstance(ops, list) or not all(isinstance(o, bytes) for o in ops):
+            raise MalformedMessage("ops batch is malformed")
+        if len(ops) > MAX_BATCH_OPS:
+            raise MalformedMessage(f"ops batch of {len(ops)} exceeds {MAX_BATCH_OPS}")
+        nodes = body.get("n", [])
+        if not isinstance(nodes, list) or len(nodes) > 1000:
+            raise MalformedMessage("ops batch node list is malformed")
+        return Ops(tuple(ops), tuple(_node(n) for n in nodes))
+    if t == "have":
+        return Have(_vv(body.get("v")))
+    if t == "ping":
+        return Ping()
+    if t == "err":
+        code, reason = body.get("c"), body.get("r")
+        if not isinstance(code, str) or not isinstance(reason, str):
+            raise MalformedMessage("error message is malformed")
+        return Error(code, reason[:500])
+    if t == "req":
+        kind, req = body.get("k"), body.get("b")
+        if not isinstance(kind, str) or not isinstance(req, dict):
+            raise MalformedMessage("request is malformed")
+        return Request(kind, req)
+    raise MalformedMessage(f"unknown message type {t!r}")

@@ -1,0 +1,454 @@
+"""The sync protocol as a sans-IO state machine: bytes and the time in, actions out.
+
+One `SyncNode` per terminal keeps a `Session` per peer. It never touches a socket, a clock or a
+thread: the transport (ZeroMQ in the daemon, a simulated network in `sim/` and the tests) feeds it
+`receive(peer, data, now)` and `tick(now)`, and carries out the `Send` actions it returns. It reads
+and merges ops through the small `Replica` interface, which the SQLite `Ledger` implements.
+
+How it converges:
+- on connect each side sends Hello with its version vector; each then pushes exactly the ops the
+  other lacks, per origin in seq order, in bounded batches;
+- every applied batch is acknowledged with Have (the receiver's version vector, durable on its
+  disk), which frees the sender's window (flow control) and counts as a copy of the sender's ops;
+- new local ops, and ops applied from any peer, are pushed to every other session at once, so ops
+  are forwarded through peers that can see each other;
+- anti-entropy: Have is resent periodically; a sender whose window sees no progress for a while
+  goes back to what the peer acknowledged and resends (lost or reordered batches heal);
+- ping keeps an idle link alive and a silent peer is declared down.
+Every message is untrusted: malformed messages, wrong versions, wrong stores, refused nodes and
+ops that fail their signature or chain are answered with Error and logged; nothing is half-applied,
+and every other session carries on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshpos.errors import MeshposError, RemoteError
+from meshpos.ledger.store import IngestResult, NodeRecord
+from meshpos.ops import Op, decode_op, pack
+from meshpos.sync.messages import (
+    MAX_BATCH_OPS,
+    PROTOCOL_VERSION,
+    Error,
+    Have,
+    Hello,
+    MalformedMessage,
+    Message,
+    Ops,
+    Ping,
+    Request,
+    decode,
+    encode,
+)
+
+
+class Replica(Protocol):
+    """What the protocol needs of a ledger."""
+
+    store: str
+
+    def vv(self) -> dict[str, int]: ...
+
+    def raw_since(
+        self, theirs: Mapping[str, int], limit: int | None = None
+    ) -> list[tuple[str, int, bytes, bytes]]: ...
+
+    def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult: ...
+
+    def nodes(self) -> list[NodeRecord]: ...
+
+    def public_key(self, node_id: str) -> bytes | None: ...
+
+
+# -- actions the driver carries out ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PeerUp:
+    peer: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PeerDown:
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """We refused something a peer sent; logged with the reason."""
+
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerComplained:
+    """A peer refused something we sent."""
+
+    peer: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    peer: str
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    peer: str
+    kind: str
+    body: dict[str, object]
+
+
+Action = Send | PeerUp | PeerDown | Rejected | PeerComplained | Applied | RequestReceived
+Admit = Callable[[NodeRecord], str | None]
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    batch_ops: int = 500
+    batch_bytes: int = 1024 * 1024
+    window_ops: int = 4000
+    ping_ms: int = 1000
+    anti_entropy_ms: int = 5000
+    retransmit_ms: int = 1500
+    hello_retry_ms: int = 1000
+    dead_after_ms: int = 4000
+    forward_delay_ms: int = 200
+
+
+@dataclass
+class Session:
+    peer: str
+    created: int
+    ready: bool = False
+    name: str = ""
+    peer_epoch: int | None = None
+    their_vv: dict[str, int] = field(default_factory=dict)
+    sent_vv: dict[str, int] = field(default_factory=dict)
+    known_nodes: set[str] = field(default_factory=set)
+    lag_since: dict[str, int] = field(default_factory=dict)
+    have_due: bool = False
+    last_heard: int = 0
+    last_sent: int = 0
+    last_hello: int = -(10**12)
+    last_have: int = 0
+    last_progress: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def inflight(self) -> int:
+        return sum(max(0, s - self.their_vv.get(o, 0)) for o, s in self.sent_vv.items())
+
+
+def _max_merge(into: dict[str, int], other: Mapping[str, int]) -> bool:
+    grew = False
+    for origin, seq in other.items():
+        if seq > into.get(origin, 0):
+            into[origin] = seq
+            grew = True
+    return grew
+
+
+class SyncNode:
+    def __init__(
+        self,
+        replica: Replica,
+        me: NodeRecord,
+        *,
+        epoch: int,
+        admit: Admit | None = None,
+        config: SyncConfig | None = None,
+    ) -> None:
+        self.replica = replica
+        self.me = me
+        self.epoch = epoch
+        self.admit = admit or (lambda node: None)
+        self.config = config or SyncConfig()
+        self.sessions: dict[str, Session] = {}
+
+    # -- driver entry points --------------------------------------------------------------------
+
+    def connect(self, peer: str, now: int) -> list[Action]:
+        """Open (or reopen) a session; the peer answers our Hello with its own."""
+        if peer == self.me.node_id:
+            return []
+        session = self.sessions.get(peer)
+        if session is None:
+            session = self.sessions[peer] = Session(peer, created=now, last_heard=now)
+        out: list[Action] = []
+        self._hello(session, now, out)
+        return out
+
+    def disconnect(self, peer: str) -> list[Action]:
+        session = self.sessions.pop(peer, None)
+        return [PeerDown(peer, "disconnected")] if session and session.ready else []
+
+    def receive(self, peer: str, data: bytes, now: int) -> list[Action]:
+        out: list[Action] = []
+        try:
+            msg = decode(data)
+        except MalformedMessage as exc:
+            self._refuse(peer, "malformed", str(exc), now, out)
+            return out
+        session = self.sessions.get(peer)
+        if session is None:
+            if not isinstance(msg, Hello):
+                if not isinstance(msg, Error):
+                    self.sessions[peer] = session = Session(peer, created=now, last_heard=now)
+                    self._hello(session, now, out)
+                return out
+            session = self.sessions[peer] = Session(peer, created=now, last_heard=now)
+        session.last_heard = now
+        session.bytes_received += len(data)
+        if isinstance(msg, Hello):
+            self._on_hello(session, msg, now, out)
+        elif isinstance(msg, Error):
+            out.append(PeerComplained(peer, msg.code, msg.reason))
+        elif not session.ready:
+            self._hello(session, now, out)
+        elif isinstance(msg, Ops):
+            self._on_ops(session, msg, now, out)
+        elif isinstance(msg, Have):
+            self._on_have(session, msg, now, out)
+        elif isinstance(msg, Request):
+            out.append(RequestReceived(peer, msg.kind, dict(msg.body)))
+        return out
+
+    def tick(self, now: int) -> list[Action]:
+        out: list[Action] = []
+        cfg = self.config
+        for session in list(self.sessions.values()):
+            if not session.ready:
+                if now - session.last_hello >= cfg.hello_retry_ms:
+                    self._hello(session, now, out)
+                continue
+            if now - session.last_heard > cfg.dead_after_ms:
+                self.sessions.pop(session.peer, None)
+                out.append(PeerDown(session.peer, f"silent for {now - session.last_heard} ms"))
+                continue
+            if session.inflight() and now - session.last_progress > cfg.retransmit_ms:
+                session.sent_vv = dict(session.their_vv)
+                session.last_progress = now
+            self._pump(session, now, out)
+            if session.have_due or now - session.last_have >= cfg.anti_entropy_ms:
+                session.have_due = False
+                self._send(session, Have(self.replica.vv()), now, out)
+                session.last_have = now
+            elif now - session.last_sent >= cfg.ping_ms:
+                self._send(session, Ping(), now, out)
+        return out
+
+    def local_changed(self, now: int) -> list[Action]:
+        """New ops are in the replica (rung here, or merged from a bundle): push them now."""
+        out: list[Action] = []
+        for session in self.sessions.values():
+            self._pump(session, now, out)
+        return out
+
+    def request(self, peer: str, kind: str, body: dict[str, object], now: int) -> list[Action]:
+        out: list[Action] = []
+        session = self.sessions.get(peer)
+        if session and session.ready:
+            self._send(session, Request(kind, dict(body)), now, out)
+        return out
+
+    # -- what the daemon and status screens ask -------------------------------------------------
+
+    def ready_peers(self) -> list[str]:
+        return sorted(p for p, s in self.sessions.items() if s.ready)
+
+    def copies(self, seq: int, origin: str | None = None) -> int:
+        """How many nodes (this one included) are known to hold `origin`'s op `seq` durably."""
+        origin = origin or self.me.node_id
+        return 1 + sum(
+            1 for s in self.sessions.values() if s.ready and s.their_vv.get(origin, 0) >= seq
+        )
+
+    def acked_by_peer(self, origin: str | None = None) -> int:
+        """The highest seq of `origin` some peer acknowledged (0 when none did)."""
+        origin = origin or self.me.node_id
+        return max((s.their_vv.get(origin, 0) for s in self.sessions.values() if s.ready), default=0)
+
+    # -- message handlers -----------------------------------------------------------------------
+
+    def _hello(self, session: Session, now: int, out: list[Action]) -> None:
+        msg = Hello(
+            PROTOCOL_VERSION,
+            self.replica.store,
+            self.me.as_row(),
+            self.replica.vv(),
+            self.epoch,
+            reply=not session.ready,
+        )
+        session.last_hello = now
+        self._send(session, msg, now, out)
+
+    def _on_hello(self, session: Session, msg: Hello, now: int, out: list[Action]) -> None:
+        node = NodeRecord(*msg.node)
+        reason = None
+        if msg.proto != PROTOCOL_VERSION:
+            reason = f"protocol version {msg.proto} is not supported (this node speaks {PROTOCOL_VERSION})"
+        elif msg.store != self.replica.store:
+            reason = f"node belongs to store {msg.store!r}, not {self.replica.store!r}"
+        elif node.node_id != session.peer:
+            reason = f"hello claims node {node.node_id} but the link is authenticated as {session.peer}"
+        elif node.store != self.replica.store:
+            reason = f"node record names store {node.store!r}"
+        else:
+            reason = self.admit(node)
+        if reason is not None:
+            code = "version" if msg.proto != PROTOCOL_VERSION else "refused"
+            self.sessions.pop(session.peer, None)
+            self._refuse(session.peer, code, reason, now, out)
+            return
+        fresh = session.peer_epoch != msg.epoch
+        was_ready = session.ready
+        session.peer_epoch = msg.epoch
+        session.name = node.name
+        vv = msg.vv
+        if fresh:
+            session.their_vv = dict(vv)
+            session.sent_vv = dict(vv)
+            session.known_nodes = set()
+            session.last_progress = now
+        else:
+            _max_merge(session.their_vv, vv)
+            _max_merge(session.sent_vv, session.their_vv)
+        if not was_ready:
+            if self.replica.public_key(node.node_id) is None:
+                try:
+                    self.replica.ingest([], [node])
+                except MeshposError as exc:
+                    self.sessions.pop(session.peer, None)
+                    self._refuse(session.peer, "refused", str(exc), now, out)
+                    return
+            session.ready = True
+            out.append(PeerUp(session.peer, node.name))
+        if msg.reply:
+            self._hello(session, now, out)
+        self._pump(session, now, out)
+
+    def _on_ops(self, session: Session, msg: Ops, now: int, out: list[Action]) -> None:
+        try:
+            ops = [decode_op(w) for w in msg.ops]
+            nodes = [NodeRecord(*n) for n in msg.nodes]
+        except RemoteError as exc:
+            self._refuse(session.peer, "malformed", str(exc), now, out)
+            return
+        for node in nodes:
+            reason = self.admit(node) if node.store == self.replica.store else "wrong store"
+            if reason is not None:
+                self._refuse(session.peer, "refused", f"node {node.node_id}: {reason}", now, out)
+                return
+        by_origin: dict[str, list[Op]] = {}
+        for op in ops:
+            # A peer sends an origin's ops from what its log holds, so it holds what it sends.
+            by_origin.setdefault(op.origin, []).append(op)
+            if op.seq > session.their_vv.get(op.origin, 0):
+                session.their_vv[op.origin] = op.seq
+        applied: list[Op] = []
+        for origin in sorted(by_origin):
+            group_nodes = [n for n in nodes if n.node_id == origin]
+            try:
+                result = self.replica.ingest(by_origin[origin], group_nodes)
+            except MeshposError as exc:
+                self._refuse(session.peer, "rejected", str(exc), now, out)
+                continue
+            applied.extend(result.applied_ops)
+        _max_merge(session.sent_vv, session.their_vv)
+        self._send(session, Have(self.replica.vv()), now, out)
+        session.last_have = now
+        if applied:
+            out.append(Applied(session.peer, tuple(applied)))
+            for other in self.sessions.values():
+                if other is not session and other.ready:
+                    other.have_due = True
+                    self._pump(other, now, out)
+
+    def _on_have(self, session: Session, msg: Have, now: int, out: list[Action]) -> None:
+        if _max_merge(session.their_vv, msg.vv):
+            session.last_progress = now
+        _max_merge(session.sent_vv, session.their_vv)
+        self._pump(session, now, out)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _pump(self, session: Session, now: int, out: list[Action]) -> None:
+        """Send what the peer lacks, in bounded batches, while the window has room.
+
+        Our own ops go at once. Ops of other origins are forwarded only after `forward_delay_ms`
+        without the peer acknowledging them: in a full mesh the peer gets them from their origin
+        directly, and the delay (plus the Have every node sends after applying) avoids sending
+        each op twice; when the origin is out of the peer's reach, the delay is all it costs.
+        """
+        if not session.ready:
+            return
+        cfg = self.config
+        room = cfg.window_ops - session.inflight()
+        if room <= 0:
+            return
+        ours = self.replica.vv()
+        eligible = dict(session.sent_vv)
+        for origin, seq in ours.items():
+            if seq <= session.sent_vv.get(origin, 0):
+                session.lag_since.pop(origin, None)
+            elif origin != self.me.node_id:
+                since = session.lag_since.setdefault(origin, now)
+                if now - since < cfg.forward_delay_ms:
+                    eligible[origin] = seq
+        while room > 0:
+            raw = self.replica.raw_since(eligible, min(cfg.batch_ops, room, MAX_BATCH_OPS))
+            if not raw:
+                return
+            batch: list[bytes] = []
+            size = 0
+            for origin, seq, body, sig in raw:
+                wire = _wire(body, sig)
+                if batch and size + len(wire) > cfg.batch_bytes:
+                    break
+                batch.append(wire)
+                size += len(wire)
+                session.sent_vv[origin] = eligible[origin] = seq
+            origins = {origin for origin, *_ in raw[: len(batch)]}
+            missing = origins - session.known_nodes
+            nodes: tuple[tuple[str, bytes, str, str, bytes | None], ...] = ()
+            if missing:
+                nodes = tuple(n.as_row() for n in self.replica.nodes() if n.node_id in missing)
+                session.known_nodes |= missing
+            if session.inflight() == len(batch):
+                session.last_progress = now
+            self._send(session, Ops(tuple(batch), nodes), now, out)
+            room -= len(batch)
+
+    def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:
+        data = encode(msg)
+        session.last_sent = now
+        session.bytes_sent += len(data)
+        out.append(Send(session.peer, data))
+
+    def _refuse(self, peer: str, code: str, reason: str, now: int, out: list[Action]) -> None:
+        out.append(Rejected(peer, reason))
+        out.append(Send(peer, encode(Error(code, reason))))
+
+
+def _wire(body: bytes, sig: bytes) -> bytes:
+    return pack([body, sig])
+
+
+def sends(actions: Sequence[Action]) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
