@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meshpos import __version__
-from meshpos.config import init_node, resolve_dir
+from meshpos.config import check_name, init_node, resolve_dir
 from meshpos.domain.catalog import parse_csv
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import parse_item, parse_tender
@@ -27,8 +27,17 @@ from meshpos.terminal import Terminal
 
 SAMPLE_CATALOG = Path(__file__).parent / "data" / "sample_catalog.csv"
 MONEY_KEYS = {
-    "price", "total", "net", "tax", "gross", "discounts", "discount", "subtotal", "amount",
-    "unit_price", "taxable_incl",
+    "price",
+    "total",
+    "net",
+    "tax",
+    "gross",
+    "discounts",
+    "discount",
+    "subtotal",
+    "amount",
+    "unit_price",
+    "taxable_incl",
 }
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -74,8 +83,12 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def emit(rows: Sequence[dict[str, Any]] | dict[str, Any], as_json: bool, title: str = "",
-         columns: Iterable[str] | None = None) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]] | dict[str, Any],
+    as_json: bool,
+    title: str = "",
+    columns: Iterable[str] | None = None,
+) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -103,8 +116,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dir", "directory", type=click.Path(file_okay=False), envvar="MESHPOS_DIR",
-              help="Node directory (default $MESHPOS_DIR or ./meshpos-node).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    envvar="MESHPOS_DIR",
+    help="Node directory (default $MESHPOS_DIR or ./meshpos-node).",
+)
 @click.option("--user", envvar="MESHPOS_USER", help="Acting user recorded on every op.")
 @click.version_option(__version__, prog_name="meshpos")
 @click.pass_context
@@ -112,22 +130,29 @@ def cli(ctx: click.Context, directory: str | None, user: str | None) -> None:
     """meshpos: a point of sale whose terminals keep selling when the internet is down."""
     ctx.ensure_object(dict)
     ctx.obj["dir"] = resolve_dir(directory)
-    ctx.obj["user"] = user
+    ctx.obj["user"] = check_name(user, "user") if user else None
 
 
 @cli.command()
 @click.option("--store", required=True, help="Store id shared by every terminal of the store.")
 @click.option("--name", required=True, help="This terminal's name, unique in the store (e.g. T1).")
-@click.option("--default-user", default="cashier", show_default=True,
-              help="User recorded on ops when --user is not given.")
+@click.option(
+    "--default-user",
+    default="cashier",
+    show_default=True,
+    help="User recorded on ops when --user is not given.",
+)
 @json_option
 @click.pass_context
 def init(ctx: click.Context, store: str, name: str, default_user: str, as_json: bool) -> None:
     """Create a node: key pair (0600), config file and database."""
     cfg = init_node(ctx.obj["dir"], store, name, default_user)
     t = _open(ctx)
-    emit({"dir": str(cfg.dir), "store": cfg.store, "name": cfg.name, "node_id": t.node_id},
-         as_json, "node created")
+    emit(
+        {"dir": str(cfg.dir), "store": cfg.store, "name": cfg.name, "node_id": t.node_id},
+        as_json,
+        "node created",
+    )
 
 
 # -- catalogue --------------------------------------------------------------------------------
@@ -154,8 +179,12 @@ def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: 
         raise InputError(f"cannot read {path}: {exc}") from None
     rows = parse_csv(text, path.name)
     t = _open(ctx)
-    with click.progressbar(length=len(rows), label="importing", file=sys.stderr,
-                           hidden=as_json or not sys.stderr.isatty()) as bar:
+    with click.progressbar(
+        length=len(rows),
+        label="importing",
+        file=sys.stderr,
+        hidden=as_json or not sys.stderr.isatty(),
+    ) as bar:
         last = [0]
 
         def tick(n: int) -> None:
@@ -174,8 +203,12 @@ def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: 
 def catalog_list(ctx: click.Context, search: str | None, limit: int, as_json: bool) -> None:
     """List products with price, GST rate and stock."""
     rows = _open(ctx).products(search, limit)
-    emit(rows, as_json, "products",
-         ["sku", "name", "size", "colour", "category", "barcode", "price", "gst_rate", "stock"])
+    emit(
+        rows,
+        as_json,
+        "products",
+        ["sku", "name", "size", "colour", "category", "barcode", "price", "gst_rate", "stock"],
+    )
 
 
 @catalog.command("set-price")
@@ -205,34 +238,59 @@ def _discounts(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
     return sale, lines
 
 
+LINE_COLUMNS = ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
+
+
 def _print_sale(result: Any, as_json: bool, title: str) -> None:
     p = result.payload
     if as_json:
-        click.echo(json.dumps({"sale_id": result.sale_id, "op": f"{result.op.origin}:{result.op.seq}",
-                               **p}, indent=2))
+        click.echo(
+            json.dumps(
+                {"sale_id": result.sale_id, "op": f"{result.op.origin}:{result.op.seq}", **p},
+                indent=2,
+            )
+        )
         return
-    emit([{k: ln[k] for k in ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax",
-                              "total")} for ln in p["lines"]], False, title)
+    emit([{k: ln[k] for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
     change = sum(t.get("change", 0) for t in p["tenders"])
-    tenders = ", ".join(f"{t['method']} {rupees(t['amount'])}" for t in p["tenders"])
-    click.echo(f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
-               f"paid {tenders or '-'}" + (f"  change {rupees(change)}" if change else ""))
+    tenders = ", ".join(f"{t['method']} {rupees(abs(t['amount']))}" for t in p["tenders"])
+    paid = "refunded" if p["total"] < 0 or result.op.kind == "return" else "paid"
+    click.echo(
+        f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
+        f"{paid} {tenders or '-'}" + (f"  change {rupees(change)}" if change else "")
+    )
     if p.get("customer"):
-        click.echo(f"customer {p['customer']}: +{p['points_earned']} points, "
-                   f"-{p['points_redeemed']} redeemed")
+        click.echo(
+            f"customer {p['customer']}: points {p['points_earned']:+d} earned, "
+            f"{-p['points_redeemed']:+d} by tender"
+        )
 
 
 @cli.command()
 @click.argument("items", nargs=-1, required=True)
 @click.option("--customer", help="Customer id or phone, for loyalty points.")
-@click.option("--pay", "pays", multiple=True,
-              help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total.")
-@click.option("--discount", "discounts", multiple=True,
-              help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.")
+@click.option(
+    "--pay",
+    "pays",
+    multiple=True,
+    help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total.",
+)
+@click.option(
+    "--discount",
+    "discounts",
+    multiple=True,
+    help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.",
+)
 @json_option
 @click.pass_context
-def sell(ctx: click.Context, items: tuple[str, ...], customer: str | None, pays: tuple[str, ...],
-         discounts: tuple[str, ...], as_json: bool) -> None:
+def sell(
+    ctx: click.Context,
+    items: tuple[str, ...],
+    customer: str | None,
+    pays: tuple[str, ...],
+    discounts: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2)."""
     sale_disc, line_disc = _discounts(discounts)
     result = _open(ctx).sell(
@@ -249,15 +307,18 @@ def sell(ctx: click.Context, items: tuple[str, ...], customer: str | None, pays:
 @cli.command("return")
 @click.argument("sale_id")
 @click.argument("items", nargs=-1, required=True)
-@click.option("--refund", default="cash", show_default=True,
-              type=click.Choice(["cash", "card", "points"]))
+@click.option(
+    "--refund", default="cash", show_default=True, type=click.Choice(["cash", "card", "points"])
+)
 @json_option
 @click.pass_context
-def return_cmd(ctx: click.Context, sale_id: str, items: tuple[str, ...], refund: str,
-               as_json: bool) -> None:
+def return_cmd(
+    ctx: click.Context, sale_id: str, items: tuple[str, ...], refund: str, as_json: bool
+) -> None:
     """Return ITEMS (SKU[xQTY]) of an earlier sale; refunds what they were sold for."""
-    result = _open(ctx).return_items(sale_id, [parse_item(i) for i in items], refund=refund,
-                                     user=_user(ctx))
+    result = _open(ctx).return_items(
+        sale_id, [parse_item(i) for i in items], refund=refund, user=_user(ctx)
+    )
     _print_sale(result, as_json, "return")
 
 
@@ -268,12 +329,21 @@ def return_cmd(ctx: click.Context, sale_id: str, items: tuple[str, ...], refund:
 @click.option("--pay", "pays", multiple=True, help="Tender for any difference due.")
 @json_option
 @click.pass_context
-def exchange(ctx: click.Context, sale_id: str, back: tuple[str, ...], take: tuple[str, ...],
-             pays: tuple[str, ...], as_json: bool) -> None:
+def exchange(
+    ctx: click.Context,
+    sale_id: str,
+    back: tuple[str, ...],
+    take: tuple[str, ...],
+    pays: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Exchange items of an earlier sale for others; the difference is paid or refunded."""
     result = _open(ctx).exchange(
-        sale_id, [parse_item(i) for i in back], [parse_item(i) for i in take],
-        tenders=[parse_tender(p) for p in pays], user=_user(ctx),
+        sale_id,
+        [parse_item(i) for i in back],
+        [parse_item(i) for i in take],
+        tenders=[parse_tender(p) for p in pays],
+        user=_user(ctx),
     )
     _print_sale(result, as_json, "exchange")
 
@@ -303,6 +373,7 @@ def _stock_cmd(kind: str, help_text: str) -> Callable[..., None]:
     def command(ctx: click.Context, sku: str, qty: int, reason: str) -> None:
         t = _open(ctx)
         op = t.move_stock(kind, sku, qty, reason, _user(ctx))
+        sku = op.payload["sku"]
         level = t.stock(sku)[0]["qty"]
         click.echo(f"{kind} {qty:+d} {sku}: stock now {level} (op {op.origin}:{op.seq})")
 
@@ -310,8 +381,12 @@ def _stock_cmd(kind: str, help_text: str) -> Callable[..., None]:
     return command
 
 
-stock.command("receive")(_stock_cmd("receive", "Receive QTY units of SKU into stock."))
-stock.command("adjust", context_settings={"ignore_unknown_options": True})(
+# A QTY like -3 is a number, not an option: let it through to the quantity checks.
+_QTY_ARGS = {"ignore_unknown_options": True}
+stock.command("receive", context_settings=_QTY_ARGS)(
+    _stock_cmd("receive", "Receive QTY units of SKU into stock.")
+)
+stock.command("adjust", context_settings=_QTY_ARGS)(
     _stock_cmd("adjust", "Adjust stock of SKU by QTY (negative for shrinkage).")
 )
 
@@ -330,11 +405,13 @@ def customer() -> None:
 @click.option("--email")
 @json_option
 @click.pass_context
-def customer_add(ctx: click.Context, name: str, phone: str | None, email: str | None,
-                 as_json: bool) -> None:
+def customer_add(
+    ctx: click.Context, name: str, phone: str | None, email: str | None, as_json: bool
+) -> None:
     """Add a customer; prints the new customer id."""
-    cid = _open(ctx).add_customer({"name": name, "phone": phone or "", "email": email or ""},
-                                  _user(ctx))
+    cid = _open(ctx).add_customer(
+        {"name": name, "phone": phone or "", "email": email or ""}, _user(ctx)
+    )
     emit({"customer_id": cid}, as_json, "customer added")
 
 
@@ -353,11 +430,13 @@ def customer_show(ctx: click.Context, customer_id: str, as_json: bool) -> None:
 @click.option("--phone")
 @click.option("--email")
 @click.pass_context
-def customer_edit(ctx: click.Context, customer_id: str, name: str | None, phone: str | None,
-                  email: str | None) -> None:
+def customer_edit(
+    ctx: click.Context, customer_id: str, name: str | None, phone: str | None, email: str | None
+) -> None:
     """Change a customer's name, phone or email (each field last-writer-wins)."""
-    op = _open(ctx).edit_customer(customer_id, {"name": name, "phone": phone, "email": email},
-                                  _user(ctx))
+    op = _open(ctx).edit_customer(
+        customer_id, {"name": name, "phone": phone, "email": email}, _user(ctx)
+    )
     click.echo(f"customer {customer_id} updated (op {op.origin}:{op.seq})")
 
 
@@ -373,8 +452,11 @@ def loyalty() -> None:
 def loyalty_show(ctx: click.Context, customer_id: str, as_json: bool) -> None:
     """A customer's points balance."""
     c = _open(ctx).customer(customer_id)
-    emit({"customer_id": c["customer_id"], "name": c["name"], "points": c["points"]}, as_json,
-         "loyalty")
+    emit(
+        {"customer_id": c["customer_id"], "name": c["name"], "points": c["points"]},
+        as_json,
+        "loyalty",
+    )
 
 
 # -- reports ----------------------------------------------------------------------------------
@@ -415,14 +497,19 @@ def _print_shift(totals: dict[str, Any], as_json: bool, title: str) -> None:
 
 
 @report.command("sales")
-@click.option("--by", default="sku", show_default=True,
-              type=click.Choice(["sku", "category", "hour", "day", "payment", "cashier", "terminal"]))
+@click.option(
+    "--by",
+    default="sku",
+    show_default=True,
+    type=click.Choice(["sku", "category", "hour", "day", "payment", "cashier", "terminal"]),
+)
 @click.option("--from", "date_from", help="First day, YYYY-MM-DD (UTC).")
 @click.option("--to", "date_to", help="Last day, YYYY-MM-DD (UTC).")
 @json_option
 @click.pass_context
-def report_sales(ctx: click.Context, by: str, date_from: str | None, date_to: str | None,
-                 as_json: bool) -> None:
+def report_sales(
+    ctx: click.Context, by: str, date_from: str | None, date_to: str | None, as_json: bool
+) -> None:
     """Store-wide sales (every terminal's, as replicated here) grouped --by."""
     from meshpos.reports import sales_report
 
@@ -443,8 +530,12 @@ def conflicts() -> None:
 @click.pass_context
 def conflicts_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Open conflicts with the ops involved."""
-    emit(_open(ctx).conflicts(None if show_all else "open"), as_json, "conflicts",
-         ["conflict_id", "status", "detail", "ops", "resolved_by"])
+    emit(
+        _open(ctx).conflicts(None if show_all else "open"),
+        as_json,
+        "conflicts",
+        ["conflict_id", "status", "detail", "ops", "resolved_by"],
+    )
 
 
 @conflicts.command("resolve")
@@ -477,8 +568,11 @@ def sync_vv(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(vv, indent=2, sort_keys=True))
         return
     names = {n.node_id: n.name for n in t.ledger.nodes()}
-    emit([{"origin": o, "name": names.get(o, "?"), "seq": s} for o, s in sorted(vv.items())],
-         False, "version vector")
+    emit(
+        [{"origin": o, "name": names.get(o, "?"), "seq": s} for o, s in sorted(vv.items())],
+        False,
+        "version vector",
+    )
 
 
 def _read_vv(path: str) -> dict[str, int]:
@@ -495,16 +589,24 @@ def _read_vv(path: str) -> dict[str, int]:
 
 @sync.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--since", "since_file", type=click.Path(dir_okay=False),
-              help="The other side's `meshpos sync vv --json`; export only what it lacks.")
+@click.option(
+    "--since",
+    "since_file",
+    type=click.Path(dir_okay=False),
+    help="The other side's `meshpos sync vv --json`; export only what it lacks.",
+)
 @click.pass_context
 def sync_export(ctx: click.Context, file: str, since_file: str | None) -> None:
     """Write a signed bundle of ops to FILE."""
     since = _read_vv(since_file) if since_file else None
     data, count = _open(ctx).export_bundle(since)
     tmp = Path(file + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(file)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {file}: {exc.strerror}") from None
     click.echo(f"exported {count} ops ({len(data)} bytes) to {file}")
 
 
@@ -518,8 +620,10 @@ def sync_import(ctx: click.Context, file: str) -> None:
     except OSError as exc:
         raise InputError(f"cannot read {file}: {exc.strerror}") from None
     r = _open(ctx).import_bundle(data)
-    click.echo(f"imported {r.applied} new ops ({r.duplicates} already held, {r.pending} waiting "
-               "for a gap to fill)")
+    click.echo(
+        f"imported {r.applied} new ops ({r.duplicates} already held, {r.pending} waiting "
+        "for a gap to fill)"
+    )
 
 
 # -- audit, verify ----------------------------------------------------------------------------
@@ -545,14 +649,16 @@ def ops_tail(ctx: click.Context, count: int, as_json: bool) -> None:
         when = wall_of(op.hlc) / 1000
         import datetime as dt
 
-        rows.append({
-            "op": f"{op.origin}:{op.seq}",
-            "terminal": names.get(op.origin, op.origin),
-            "time": dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            "user": op.user,
-            "kind": op.kind,
-            "summary": _summary(op.payload),
-        })
+        rows.append(
+            {
+                "op": f"{op.origin}:{op.seq}",
+                "terminal": names.get(op.origin, op.origin),
+                "time": dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                "user": op.user,
+                "kind": op.kind,
+                "summary": _summary(op.payload),
+            }
+        )
     emit(rows, as_json, "ops")
 
 
@@ -590,8 +696,11 @@ def rebuild(ctx: click.Context) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="meshpos",
-                 standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="meshpos",
+            standalone_mode=False,
+        )
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -607,3 +716,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+from meshpos import cli_mesh  # noqa: E402,F401  (registers the mesh commands)

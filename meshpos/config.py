@@ -59,6 +59,22 @@ class NodeConfig:
     def key_path(self) -> Path:
         return self.dir / KEY_FILE
 
+    @property
+    def store_public_key(self) -> bytes | None:
+        """The store key pinned by `store init` or `enroll install`; None before enrolment."""
+        value = self.section("store").get("public_key")
+        if value is None:
+            return None
+        try:
+            raw = bytes.fromhex(str(value))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                f"{self.dir / CONFIG_FILE}: [store] public_key must be 64 hex digits"
+            )
+        return raw
+
     def section(self, name: str) -> dict[str, Any]:
         value = self.raw.get(name, {})
         if not isinstance(value, dict):
@@ -74,6 +90,7 @@ def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> 
     """Create a node directory: key pair, config. Refuses to overwrite an existing node."""
     check_name(store, "store id")
     check_name(name, "terminal name")
+    check_name(user, "default user")
     if (directory / CONFIG_FILE).exists() or (directory / KEY_FILE).exists():
         raise ConfigError(f"{directory} already holds a meshpos node; choose another --dir")
     directory.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,9 @@ Encoding is msgpack (see docs/decisions.md): the signed body is the msgpack arra
 floats, so the same op always has the same bytes on every node and in every language. The body bytes
 travel verbatim next to the signature, so nobody ever re-encodes before checking a hash or signature.
 
-Each op names the hash of its origin's previous op. The chain makes removal or alteration evident, and
-lets a receiver check one Ed25519 signature for a contiguous run of an origin's ops plus one hash per op.
+Each op names the hash of its origin's previous op (body and signature, see `op_hash`). The chain
+makes removal or alteration evident, and lets a receiver check one Ed25519 signature for a
+contiguous run of an origin's ops plus one hash per op.
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ FORMAT = 1
 GENESIS = bytes(32)
 MAX_OP_BYTES = 64 * 1024
 SIG_BYTES = 64
+MAX_INT = 2**63  # SQLite integers are signed 64-bit
 
 Payload = Mapping[str, Any]
 
 
 def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def op_hash(body: bytes, sig: bytes) -> bytes:
+    """The chain link. It covers the signature too: otherwise a run verified by its last signature
+    could carry an altered signature on an earlier op, which would be stored, forwarded, and then
+    refused by every peer that receives that op at the end of a run."""
+    return digest(body + sig)
 
 
 def node_id_of(public_key: bytes) -> str:
@@ -49,19 +58,18 @@ def canonical(value: Any, where: str = "payload") -> Any:
             raise LocalError(f"{where}: integer {value} is out of range")
         return value
     if isinstance(value, Mapping):
-        out = {}
-        for key in sorted(value):
+        for key in value:
             if not isinstance(key, str):
                 raise LocalError(f"{where}: map keys must be text, got {key!r}")
-            out[key] = canonical(value[key], f"{where}.{key}")
-        return out
+        return {key: canonical(value[key], f"{where}.{key}") for key in sorted(value)}
     if isinstance(value, list | tuple):
         return [canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise LocalError(f"{where}: {type(value).__name__} is not allowed in an op (money is integer paise)")
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
 
 
 def unpack(data: bytes, what: str = "data") -> Any:
@@ -146,6 +154,7 @@ def make_op(
     body = pack([FORMAT, store, signer.node_id, seq, hlc, user, kind, clean, prev])
     if len(body) > MAX_OP_BYTES:
         raise LocalError(f"{kind} op is {len(body)} bytes; the limit is {MAX_OP_BYTES}")
+    sig = signer.sign(body)
     return Op(
         store=store,
         origin=signer.node_id,
@@ -156,8 +165,8 @@ def make_op(
         payload=clean,
         prev=prev,
         body=body,
-        sig=signer.sign(body),
-        hash=digest(body),
+        sig=sig,
+        hash=op_hash(body, sig),
     )
 
 
@@ -178,8 +187,8 @@ def decode_body(body: bytes, sig: bytes) -> Op:
     checks = (
         (isinstance(store, str) and store, "store"),
         (isinstance(origin, str) and len(origin) == 12, "origin"),
-        (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1, "seq"),
-        (isinstance(hlc, int) and not isinstance(hlc, bool) and hlc >= 0, "hlc"),
+        (isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < MAX_INT, "seq"),
+        (isinstance(hlc, int) and not isinstance(hlc, bool) and 0 <= hlc < MAX_INT, "hlc"),
         (isinstance(user, str), "user"),
         (isinstance(kind, str) and kind, "kind"),
         (isinstance(payload, dict), "payload"),
@@ -199,7 +208,7 @@ def decode_body(body: bytes, sig: bytes) -> Op:
         prev=prev,
         body=body,
         sig=sig,
-        hash=digest(body),
+        hash=op_hash(body, sig),
     )
 
 

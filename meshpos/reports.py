@@ -23,10 +23,9 @@ BY = {
 }
 
 
-
 def _last_z(t: Terminal) -> tuple[int, int]:
     row = t.ledger.conn.execute(
-        "SELECT seq, body FROM ops WHERE origin = ? AND kind = 'report.z' ORDER BY seq DESC LIMIT 1",
+        "SELECT seq FROM ops WHERE origin = ? AND kind = 'report.z' ORDER BY seq DESC LIMIT 1",
         (t.node_id,),
     ).fetchone()
     if row is None:
@@ -40,7 +39,7 @@ def shift_totals(t: Terminal) -> dict[str, Any]:
     number, after_seq = _last_z(t)
     where = "s.origin = ? AND s.seq > ?"
     args = (t.node_id, after_seq)
-    head = t.ledger.query(
+    head = t.query(
         "SELECT COUNT(*) FILTER (WHERE kind = 'sale') AS sales, "
         "COUNT(*) FILTER (WHERE kind = 'return') AS returns, "
         "COUNT(*) FILTER (WHERE kind = 'exchange') AS exchanges, "
@@ -50,13 +49,13 @@ def shift_totals(t: Terminal) -> dict[str, Any]:
         f"FROM sales s WHERE {where}",
         args,
     )[0]
-    tenders = t.ledger.query(
+    tenders = t.query(
         "SELECT t.method, SUM(t.amount) AS amount, COUNT(*) AS count FROM tenders t "
         f"JOIN sales s ON s.origin = t.origin AND s.seq = t.seq WHERE {where} "
         "GROUP BY t.method ORDER BY t.method",
         args,
     )
-    gst = t.ledger.query(
+    gst = t.query(
         "SELECT l.gst_rate, SUM(l.total) AS taxable_incl, SUM(l.tax) AS tax FROM sale_lines l "
         f"JOIN sales s ON s.origin = l.origin AND s.seq = l.seq WHERE {where} "
         "GROUP BY l.gst_rate ORDER BY l.gst_rate",
@@ -122,6 +121,9 @@ def sales_report(
             f"FROM sales s WHERE {cond} GROUP BY key ORDER BY key"
         )
     for value, name in ((date_from, "--from"), (date_to, "--to")):
-        if value and t.ledger.conn.execute("SELECT strftime('%s', ?)", (value,)).fetchone()[0] is None:
+        if (
+            value
+            and t.ledger.conn.execute("SELECT strftime('%s', ?)", (value,)).fetchone()[0] is None
+        ):
             raise InputError(f"{name} {value!r} is not a date (YYYY-MM-DD)")
-    return t.ledger.query(sql, args)
+    return t.query(sql, args)

@@ -8,6 +8,7 @@ the simulator and tests can drive it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,8 @@ from meshpos.domain.pricing import (
     price_lines,
     settle,
 )
-from meshpos.errors import InputError, NotFound
+from meshpos.enrol import admit_record
+from meshpos.errors import InputError, NotFound, RemoteError
 from meshpos.ledger.fold import CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
 from meshpos.ops import Op, Payload, Signer
@@ -46,6 +48,12 @@ class SaleResult:
     @property
     def sale_id(self) -> str:
         return str(self.payload["sale_id"])
+
+
+def _share(amount: int, sold: int, done: int, qty: int) -> int:
+    """The part of a line's `amount` that `qty` more of its `sold` units carry once `done` have
+    come back; cumulative, so a line returned in parts refunds what it would returned whole."""
+    return amount * (done + qty) // sold - amount * done // sold
 
 
 class Terminal:
@@ -74,7 +82,9 @@ class Terminal:
         self.ledger.close()
 
     def node_record(self) -> NodeRecord:
-        return NodeRecord(self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name)
+        return NodeRecord(
+            self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name
+        )
 
     @property
     def node_id(self) -> str:
@@ -96,6 +106,11 @@ class Terminal:
             self.clock.observe(result.max_hlc, self.now_ms())
         return result
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read on the views, as dicts keyed by column name."""
+        rows: list[Any] = self.ledger.query(sql, params)
+        return rows
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self.ledger.write():
@@ -104,16 +119,21 @@ class Terminal:
     # -- catalogue ------------------------------------------------------------------------------
 
     def import_catalog(
-        self, rows: Sequence[CatalogRow], user: str | None = None,
+        self,
+        rows: Sequence[CatalogRow],
+        user: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> tuple[int, int]:
-        """One product op per row, plus a stock receipt where the row has stock. All or nothing."""
+        """One product op per row. The stock column is opening stock: it is received only for
+        products new to the catalogue, so re-importing a price list does not double the stock.
+        All or nothing."""
         products = receipts = 0
         with self.transaction():
+            known = {r[0] for r in self.ledger.conn.execute("SELECT sku FROM products")}
             for i, row in enumerate(rows):
                 self.append("product.upsert", {"sku": row.sku, "fields": row.fields}, user)
                 products += 1
-                if row.stock:
+                if row.stock and row.sku not in known:
                     self.append(
                         "stock.receive",
                         {"sku": row.sku, "delta": row.stock, "reason": "catalogue import"},
@@ -125,7 +145,7 @@ class Terminal:
         return products, receipts
 
     def product(self, code: str) -> Product:
-        rows = self.ledger.query(
+        rows = self.query(
             "SELECT * FROM products WHERE (sku = ? OR barcode = ?) AND active = 1 "
             "ORDER BY sku = ? DESC LIMIT 1",
             (code, code, code),
@@ -144,10 +164,10 @@ class Terminal:
             sql += "WHERE p.sku LIKE ? OR p.name LIKE ? OR p.barcode = ? OR p.category LIKE ? "
             like = f"%{search}%"
             params += [like, like, search, like]
-        return self.ledger.query(sql + "ORDER BY p.sku LIMIT ?", [*params, limit])
+        return self.query(sql + "ORDER BY p.sku LIMIT ?", [*params, limit])
 
-    def set_price(self, sku: str, price: int, user: str | None = None) -> Op:
-        self.product(sku)
+    def set_price(self, code: str, price: int, user: str | None = None) -> Op:
+        sku = self.product(code).sku
         if price < 0:
             raise InputError("price must be >= 0")
         return self.append("product.upsert", {"sku": sku, "fields": {"price": price}}, user)
@@ -156,19 +176,20 @@ class Terminal:
 
     def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
         if sku is not None:
-            self.product(sku)
-            return self.ledger.query(
+            return self.query(
                 "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
                 "FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.sku = ?",
-                (sku,),
+                (self.product(sku).sku,),
             )
-        return self.ledger.query(
+        return self.query(
             "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
             "FROM products p LEFT JOIN stock s ON s.sku = p.sku ORDER BY p.sku"
         )
 
-    def move_stock(self, kind: str, sku: str, qty: int, reason: str, user: str | None = None) -> Op:
-        self.product(sku)
+    def move_stock(
+        self, kind: str, code: str, qty: int, reason: str, user: str | None = None
+    ) -> Op:
+        sku = self.product(code).sku
         if not reason.strip():
             raise InputError("a stock change needs a reason (--reason)")
         if kind == "receive" and qty <= 0:
@@ -179,11 +200,11 @@ class Terminal:
 
     # -- customers and loyalty ------------------------------------------------------------------
 
-    def add_customer(self, fields: Mapping[str, str], user: str | None = None) -> str:
+    def add_customer(self, fields: Mapping[str, str | None], user: str | None = None) -> str:
         clean = self._customer_fields(fields)
         if not clean.get("name"):
             raise InputError("a customer needs a name (--name)")
-        if clean.get("phone") and self.ledger.query(
+        if clean.get("phone") and self.query(
             "SELECT 1 FROM customers WHERE phone = ?", (clean["phone"],)
         ):
             raise InputError(f"a customer with phone {clean['phone']} already exists")
@@ -193,15 +214,23 @@ class Terminal:
             self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
         return cid
 
-    def edit_customer(self, cid: str, fields: Mapping[str, str], user: str | None = None) -> Op:
-        self.customer(cid)
+    def edit_customer(
+        self, code: str, fields: Mapping[str, str | None], user: str | None = None
+    ) -> Op:
+        cid = self.customer(code)["customer_id"]
         clean = self._customer_fields(fields)
         if not clean:
             raise InputError("nothing to change: give --name, --phone or --email")
+        if "name" in clean and not clean["name"]:
+            raise InputError("a customer's name cannot be empty")
+        if clean.get("phone") and self.query(
+            "SELECT 1 FROM customers WHERE phone = ? AND customer_id != ?", (clean["phone"], cid)
+        ):
+            raise InputError(f"a customer with phone {clean['phone']} already exists")
         return self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
 
     @staticmethod
-    def _customer_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    def _customer_fields(fields: Mapping[str, str | None]) -> dict[str, str]:
         out = {}
         for key, value in fields.items():
             if value is None:
@@ -217,7 +246,7 @@ class Terminal:
         return out
 
     def customer(self, cid: str) -> dict[str, Any]:
-        rows = self.ledger.query(
+        rows = self.query(
             "SELECT c.*, COALESCE(l.points, 0) AS points FROM customers c "
             "LEFT JOIN loyalty l ON l.customer_id = c.customer_id "
             "WHERE c.customer_id = ? OR (c.phone = ? AND c.phone != '')",
@@ -233,7 +262,7 @@ class Terminal:
     def loyalty_rule(self) -> LoyaltyRule:
         settings = {
             r["key"]: json.loads(r["value"])
-            for r in self.ledger.query("SELECT key, value FROM settings WHERE key LIKE 'loyalty.%'")
+            for r in self.query("SELECT key, value FROM settings WHERE key LIKE 'loyalty.%'")
         }
         return LoyaltyRule(
             earn_per_100=int(settings.get("loyalty.earn_per_100", self.cfg.earn_per_100)),
@@ -242,7 +271,9 @@ class Terminal:
 
     # -- sales, returns, exchanges --------------------------------------------------------------
 
-    def cart(self, items: Sequence[tuple[str, int]], line_discounts: Mapping[str, str]) -> list[CartLine]:
+    def cart(
+        self, items: Sequence[tuple[str, int]], line_discounts: Mapping[str, str]
+    ) -> list[CartLine]:
         lines = [CartLine(self.product(code), qty) for code, qty in items]
         unknown = set(line_discounts) - {c.product.sku for c in lines}
         if unknown:
@@ -256,7 +287,11 @@ class Terminal:
         return int(row[0]) + 1
 
     def _record(
-        self, kind: str, priced: PricedSale, customer: str | None, user: str | None,
+        self,
+        kind: str,
+        priced: PricedSale,
+        customer: str | None,
+        user: str | None,
         extra: Mapping[str, Any],
     ) -> SaleResult:
         with self.transaction():
@@ -295,14 +330,16 @@ class Terminal:
             cid = self.customer(customer)["customer_id"] if customer else None
             priced = price_lines(self.cart(items, line_discounts or {}), discount)
             balance = self.points(cid) if cid else 0
-            settled = settle(priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance)
+            settled = settle(
+                priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance
+            )
             return self._record("sale", settled, cid, user, {"ref_sale": None})
 
     def sale(self, sale_id: str) -> dict[str, Any]:
-        rows = self.ledger.query(
-            "SELECT * FROM sales WHERE (sale_id = ? OR sale_id LIKE ?) AND kind != 'return' "
-            "ORDER BY origin, seq",
-            (sale_id, f"%-{sale_id}"),
+        rows = self.query(
+            "SELECT * FROM sales WHERE (sale_id = ? OR sale_id LIKE ? ESCAPE '\\') "
+            "AND kind != 'return' ORDER BY origin, seq",
+            (sale_id, "%-" + re.sub(r"([\\%_])", r"\\\1", sale_id)),
         )
         if not rows:
             raise NotFound(f"unknown sale {sale_id!r}")
@@ -332,7 +369,9 @@ class Terminal:
                 out[sku]["returned"] = qty
         return out
 
-    def _refund_lines(self, sale_id: str, items: Sequence[tuple[str, int]]) -> tuple[str, list[dict[str, Any]], int]:
+    def _refund_lines(
+        self, sale_id: str, items: Sequence[tuple[str, int]]
+    ) -> tuple[str, list[dict[str, Any]], int]:
         if not items:
             raise InputError("name at least one item to return")
         sale = self.sale(sale_id)
@@ -352,14 +391,18 @@ class Terminal:
                     f"sale {sale['sale_id']}: only {left} of {sku} can still be returned, not {qty}"
                 )
             line = dict(entry["line"])
-            total = entry["total"] * qty // entry["qty"]
+            total = _share(entry["total"], entry["qty"], entry["returned"], qty)
             line.update(qty=qty, total=total, discount=line["unit_price"] * qty - total)
-            line["tax"] = entry["tax"] * qty // entry["qty"]
+            line["tax"] = _share(entry["tax"], entry["qty"], entry["returned"], qty)
             lines.append(line)
         return sale["sale_id"], lines, sale["payload"].get("points_earned", 0)
 
     def return_items(
-        self, sale_id: str, items: Sequence[tuple[str, int]], *, refund: str = "cash",
+        self,
+        sale_id: str,
+        items: Sequence[tuple[str, int]],
+        *,
+        refund: str = "cash",
         user: str | None = None,
     ) -> SaleResult:
         if refund not in ("cash", "card", "points"):
@@ -371,27 +414,64 @@ class Terminal:
             customer = orig["customer_id"]
             if refund == "points" and not customer:
                 raise InputError("a refund to points needs a sale with a customer")
-            clawback = earned * total // orig["total"] if orig["total"] else 0
-            rule = self.loyalty_rule()
-            points_back = -(-total // rule.point_value) if refund == "points" else 0
-            tender: dict[str, Any] = {"method": refund, "amount": total}
-            if refund == "points":
-                tender["points"] = points_back
+            tenders, points_back, clawback = self._refund_tenders(orig, total, earned, refund)
             priced = PricedSale(
                 lines=lines,
                 subtotal=sum(ln["unit_price"] * ln["qty"] for ln in lines),
                 discount=sum(ln["discount"] for ln in lines),
                 tax=sum(ln["tax"] for ln in lines),
                 total=total,
-                tenders=[tender],
+                tenders=tenders,
                 points_earned=-clawback,
                 points_redeemed=-points_back,
             )
             return self._record("return", priced, customer, user, {"ref_sale": ref})
 
+    def _refund_tenders(
+        self, orig: Mapping[str, Any], total: int, earned: int, refund: str
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """How `total` of a sale goes back: the share paid with points returns as points, the rest
+        by `refund`; and the share of the points it earned to take back. Shares are counted on the
+        running refunded total, so a sale returned in parts gives back exactly what it took."""
+        row = self.ledger.conn.execute(
+            "SELECT COALESCE(-SUM(total), 0) FROM sales WHERE ref_sale = ? AND kind = 'return'",
+            (orig["sale_id"],),
+        ).fetchone()
+        sold = int(orig["total"])
+        before = min(int(row[0]), sold)
+        now = min(total, sold - before)
+        paid = [t for t in orig["payload"]["tenders"] if t["method"] == "points"]
+
+        def share(amount: int) -> int:
+            return _share(amount, sold, before, now) if sold > 0 else 0
+
+        points = share(sum(int(t.get("points", 0)) for t in paid))
+        tenders: list[dict[str, Any]] = []
+        if points:
+            tenders.append(
+                {
+                    "method": "points",
+                    "amount": share(sum(t["amount"] for t in paid)),
+                    "points": points,
+                }
+            )
+        rest = total - sum(t["amount"] for t in tenders)
+        if rest or not tenders:
+            tender: dict[str, Any] = {"method": refund, "amount": rest}
+            if refund == "points":
+                tender["points"] = -(-rest // self.loyalty_rule().point_value)
+                points += tender["points"]
+            tenders.append(tender)
+        return tenders, points, share(earned)
+
     def exchange(
-        self, sale_id: str, back: Sequence[tuple[str, int]], take: Sequence[tuple[str, int]], *,
-        tenders: Sequence[Tender] = (), user: str | None = None,
+        self,
+        sale_id: str,
+        back: Sequence[tuple[str, int]],
+        take: Sequence[tuple[str, int]],
+        *,
+        tenders: Sequence[Tender] = (),
+        user: str | None = None,
     ) -> SaleResult:
         with self.transaction():
             ref, returned, _ = self._refund_lines(sale_id, back)
@@ -415,7 +495,11 @@ class Terminal:
                 tenders=paid,
             )
             return self._record(
-                "exchange", priced, orig["customer_id"], user, {"ref_sale": ref, "returned": returned}
+                "exchange",
+                priced,
+                orig["customer_id"],
+                user,
+                {"ref_sale": ref, "returned": returned},
             )
 
     # -- conflicts ------------------------------------------------------------------------------
@@ -426,7 +510,7 @@ class Terminal:
         if status:
             sql += " WHERE status = ?"
             params = (status,)
-        rows = self.ledger.query(sql + " ORDER BY conflict_id", params)
+        rows = self.query(sql + " ORDER BY conflict_id", params)
         for row in rows:
             row["detail"] = json.loads(row["detail"])
             row["ops"] = json.loads(row["ops"])
@@ -435,7 +519,7 @@ class Terminal:
     def resolve(
         self, conflict_id: str, note: str, *, adjust: int | None = None, user: str | None = None
     ) -> Op:
-        rows = self.ledger.query("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
+        rows = self.query("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
         if not rows:
             raise NotFound(f"unknown conflict {conflict_id!r}: see `meshpos conflicts list`")
         if rows[0]["status"] != "open":
@@ -457,7 +541,9 @@ class Terminal:
 
     def _current_level(self, kind: str, subject: str) -> int | None:
         if kind == "oversell":
-            row = self.ledger.conn.execute("SELECT qty FROM stock WHERE sku = ?", (subject,)).fetchone()
+            row = self.ledger.conn.execute(
+                "SELECT qty FROM stock WHERE sku = ?", (subject,)
+            ).fetchone()
             return int(row[0]) if row else 0
         if kind == "negative_points":
             row = self.ledger.conn.execute(
@@ -488,4 +574,12 @@ class Terminal:
 
     def import_bundle(self, data: bytes) -> IngestResult:
         bundle = decode_bundle(data, self.cfg.store)
+        pinned = self.cfg.store_public_key
+        if pinned is not None:
+            for node in bundle.nodes:
+                if self.ledger.public_key(node.node_id) == node.public_key and node.cert is None:
+                    continue
+                reason = admit_record(node, pinned, self.cfg.store)
+                if reason is not None:
+                    raise RemoteError(f"bundle lists node {node.name} ({node.node_id}): {reason}")
         return self.ingest(list(bundle.ops), list(bundle.nodes))

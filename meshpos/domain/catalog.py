@@ -24,53 +24,77 @@ class CatalogRow:
 
 def parse_csv(text: str, source: str = "CSV") -> list[CatalogRow]:
     """Parse a catalogue CSV. Raises InputError naming line and column of the first bad cell."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+    except csv.Error as exc:
+        raise InputError(f"{source} line 1: the header is not valid CSV ({exc})") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(f"{source}: header lacks column(s) {', '.join(missing)}")
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
         raise InputError(f"{source}: unknown column(s) {', '.join(unknown)}")
-    reader.fieldnames = header
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputError(f"{source}: header repeats column(s) {', '.join(repeated)}")
     rows: list[CatalogRow] = []
     seen: dict[str, int] = {}
-    for raw in reader:
-        line = reader.line_num
-        if None in raw:
-            raise InputError(f"{source} line {line}: more cells than the header has columns")
-        cells = {k: (v or "").strip() for k, v in raw.items()}
+    while True:
+        line = reader.line_num + 1
+        try:
+            raw = next(reader, None)
+        except csv.Error as exc:
+            raise InputError(f"{source} line {line}: not valid CSV ({exc})") from None
+        if raw is None:
+            break
+        if len(raw) > len(header):
+            raise InputError(
+                f"{source} line {line}, column {len(header) + 1}: more cells than the header's "
+                f"{len(header)} columns"
+            )
+        cells = dict(zip(header, (v.strip() for v in raw), strict=False))
+        for col, value in cells.items():
+            if any(ch in value for ch in "\r\n"):
+                raise InputError(
+                    f"{source} line {line}, column {col}: the cell runs over several lines "
+                    "(a quote is not closed?)"
+                )
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise InputError(f"{source} line {line}, column {col}: holds control characters")
         if not any(cells.values()):
             continue
-        for col in REQUIRED:
-            if not cells.get(col):
-                raise InputError(f"{source} line {line}, column {col}: value is missing")
-        sku = cells["sku"]
-        if any(ch.isspace() for ch in sku) or len(sku) > 64:
-            raise InputError(f"{source} line {line}, column sku: {sku!r} is not a valid SKU")
-        if sku in seen:
-            raise InputError(f"{source} line {line}, column sku: {sku!r} repeats line {seen[sku]}")
-        seen[sku] = line
-        fields: dict[str, str | int] = {"name": cells["name"]}
-        for col in ("barcode", "category", "size", "colour"):
-            if cells.get(col):
-                fields[col] = cells[col]
-        if cells.get("barcode") and not cells["barcode"].isdigit():
-            raise InputError(f"{source} line {line}, column barcode: {cells['barcode']!r} is not digits")
-        try:
-            fields["price"] = parse_rupees(cells["price"], "price")
-            fields["gst_rate"] = parse_rate(cells["gst_rate"], "gst_rate")
-        except InputError as exc:
-            col = "price" if "price" in str(exc) else "gst_rate"
-            raise InputError(f"{source} line {line}, column {col}: {exc}") from None
-        stock_text = cells.get("stock") or "0"
-        if not stock_text.isdigit():
-            raise InputError(
-                f"{source} line {line}, column stock: {stock_text!r} is not a whole number >= 0"
-            )
-        rows.append(CatalogRow(line, sku, fields, int(stock_text)))
+        rows.append(_row(cells, line, source, seen))
         if len(rows) > MAX_ROWS:
             raise InputError(f"{source}: more than {MAX_ROWS} rows; split the file")
     if not rows:
         raise InputError(f"{source}: no products in the file")
     return rows
+
+
+def _row(cells: dict[str, str], line: int, source: str, seen: dict[str, int]) -> CatalogRow:
+    where = f"{source} line {line}, column"
+    for col in REQUIRED:
+        if not cells.get(col):
+            raise InputError(f"{where} {col}: value is missing")
+    sku = cells["sku"]
+    if any(ch.isspace() for ch in sku) or len(sku) > 64:
+        raise InputError(f"{where} sku: {sku!r} is not a valid SKU")
+    if sku in seen:
+        raise InputError(f"{where} sku: {sku!r} repeats line {seen[sku]}")
+    seen[sku] = line
+    fields: dict[str, str | int] = {"name": cells["name"]}
+    for col in ("barcode", "category", "size", "colour"):
+        if cells.get(col):
+            fields[col] = cells[col]
+    if cells.get("barcode") and not (cells["barcode"].isascii() and cells["barcode"].isdigit()):
+        raise InputError(f"{where} barcode: {cells['barcode']!r} is not digits")
+    for col, parse in (("price", parse_rupees), ("gst_rate", parse_rate)):
+        try:
+            fields[col] = parse(cells[col], col)
+        except InputError as exc:
+            raise InputError(f"{where} {col}: {exc}") from None
+    stock_text = cells.get("stock") or "0"
+    if not (stock_text.isascii() and stock_text.isdigit()):
+        raise InputError(f"{where} stock: {stock_text!r} is not a whole number >= 0")
+    return CatalogRow(line, sku, fields, int(stock_text))

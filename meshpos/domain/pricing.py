@@ -83,7 +83,8 @@ def parse_item(text: str) -> tuple[str, int]:
 
 
 def parse_tender(text: str) -> Tender:
-    """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are points."""
+    """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are
+    points."""
     method, _, amount = text.partition(":")
     method = method.strip().lower()
     if method not in TENDER_METHODS:
@@ -103,10 +104,10 @@ def parse_tender(text: str) -> Tender:
 def _discount_amount(spec: str, base: int, what: str) -> int:
     spec = spec.strip()
     if spec.endswith("%"):
-        bp = parse_rate(spec, f"{what} {spec!r}")
+        bp = parse_rate(spec, what)
         amount = (base * bp + 5000) // 10000
     else:
-        amount = parse_rupees(spec, f"{what} {spec!r}")
+        amount = parse_rupees(spec, what)
     if amount > base:
         raise InputError(f"{what} {spec!r} is more than the {rupees(base)} it applies to")
     return amount
@@ -117,13 +118,15 @@ def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> P
         raise InputError("a sale needs at least one item")
     gross = [c.product.price * c.qty for c in cart]
     line_disc = [
-        _discount_amount(c.line_discount, g, f"discount on {c.product.sku}") if c.line_discount else 0
+        _discount_amount(c.line_discount, g, f"discount on {c.product.sku}")
+        if c.line_discount
+        else 0
         for c, g in zip(cart, gross, strict=True)
     ]
     net = [g - d for g, d in zip(gross, line_disc, strict=True)]
     extra = _discount_amount(sale_discount, sum(net), "discount") if sale_discount else 0
     shares = allocate(extra, net)
-    lines = []
+    lines: list[dict[str, Any]] = []
     for c, g, d, share in zip(cart, gross, line_disc, shares, strict=True):
         total = g - d - share
         p = c.product
@@ -171,8 +174,10 @@ def settle(
         if t.method == "points":
             if customer is None:
                 raise InputError("paying with points needs a customer (--customer ID)")
-            points = t.amount if t.amount is not None else min(
-                points_balance - redeemed, -(-due // rule.point_value)
+            points = (
+                t.amount
+                if t.amount is not None
+                else min(points_balance - redeemed, -(-due // rule.point_value))
             )
             value = points * rule.point_value
             if value > due:

@@ -146,7 +146,7 @@ def _evaluate(conn: sqlite3.Connection, s: str, kind: str, subject: str) -> None
     cid = f"{kind}:{subject}"
     latest = conn.execute(
         f"SELECT origin, seq, ack_level, note, user FROM {s}.resolutions WHERE conflict_id = ? "
-        "ORDER BY hlc DESC, origin DESC LIMIT 1",
+        "ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 1",
         (cid,),
     ).fetchone()
     ack = latest[2] if latest and latest[2] is not None else None
@@ -171,6 +171,8 @@ Found = tuple[dict[str, Any], list[str]] | None
 
 
 def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Found:
+    """Names the newest removals that together took the stock from above zero to below it: for two
+    counters that both sold the last unit, both sales."""
     row = conn.execute(f"SELECT qty FROM {s}.stock WHERE sku = ?", (sku,)).fetchone()
     qty = row[0] if row else 0
     if qty >= min(ack if ack is not None else 0, 0):
@@ -178,12 +180,12 @@ def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Fo
     deficit, ops = -qty, []
     for origin, seq, delta in conn.execute(
         f"SELECT origin, seq, delta FROM {s}.stock_moves WHERE sku = ? AND delta < 0 "
-        "ORDER BY hlc DESC, origin DESC",
+        "ORDER BY hlc DESC, origin DESC, seq DESC",
         (sku,),
     ):
         ops.append(f"{origin}:{seq}")
         deficit += delta
-        if deficit <= 0 or len(ops) >= 20:
+        if deficit < 0 or len(ops) >= 20:
             break
     return {"sku": sku, "stock": qty}, ops
 
@@ -197,7 +199,7 @@ def _negative_points(conn: sqlite3.Connection, s: str, cust: str, ack: int | Non
         f"{o}:{q}"
         for o, q in conn.execute(
             f"SELECT origin, seq FROM {s}.sales WHERE customer_id = ? AND points_redeemed > 0 "
-            "ORDER BY hlc DESC, origin DESC LIMIT 20",
+            "ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 20",
             (cust,),
         )
     ]
@@ -246,7 +248,7 @@ def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None
         f"{o}:{q}"
         for o, q in conn.execute(
             f"SELECT origin, seq FROM {s}.stock_moves WHERE sku = ? "
-            "ORDER BY hlc DESC, origin DESC LIMIT 20",
+            "ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 20",
             (sku,),
         )
     ]

@@ -28,6 +28,11 @@ OVER_RETURN = "over_return"
 UNKNOWN_PRODUCT = "unknown_product"
 NEGATIVE_POINTS = "negative_points"
 
+# Integers in payloads stay exact in JSON and JavaScript (registers hold JSON, the till reads it),
+# and far inside SQLite's 64-bit range, so a signed but absurd op is refused rather than crashing
+# the insert.
+MAX_INT = 2**53
+
 
 @dataclass
 class Changes:
@@ -44,9 +49,13 @@ class Changes:
         self.rows.setdefault(table, []).append(row)
 
 
+def _int_ok(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT
+
+
 def _get(payload: Mapping[str, Any], key: str, typ: type | tuple[type, ...], op: Op) -> Any:
     value = payload.get(key)
-    if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+    if not (_int_ok(value) if typ is int else isinstance(value, typ)):
         raise EncodingError(f"op {op.origin}:{op.seq} ({op.kind}): field {key!r} is malformed")
     return value
 
@@ -67,8 +76,8 @@ def _product(ch: Changes, op: Op) -> None:
     sku = _get(op.payload, "sku", str, op)
     fields = _get(op.payload, "fields", dict, op)
     for name, value in fields.items():
-        expected = int if name in INT_PRODUCT_FIELDS else str
-        if name not in PRODUCT_FIELDS or not isinstance(value, expected):
+        ok = _int_ok(value) if name in INT_PRODUCT_FIELDS else isinstance(value, str)
+        if name not in PRODUCT_FIELDS or not ok:
             raise EncodingError(f"op {op.origin}:{op.seq}: product field {name!r} is malformed")
     _register(ch, op, "product", sku, fields)
     ch.touched.add((UNKNOWN_PRODUCT, sku))
@@ -85,7 +94,12 @@ def _customer(ch: Changes, op: Op) -> None:
 
 def _setting(ch: Changes, op: Op) -> None:
     key = _get(op.payload, "key", str, op)
-    _register(ch, op, "setting", key, {"value": op.payload.get("value")})
+    value = op.payload.get("value")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise EncodingError(f"op {op.origin}:{op.seq}: setting {key!r} has no JSON form") from None
+    _register(ch, op, "setting", key, {"value": value})
 
 
 def _move(ch: Changes, op: Op, sku: str, delta: int, kind: str) -> None:
@@ -102,9 +116,12 @@ def _stock(ch: Changes, op: Op) -> None:
     _move(ch, op, sku, delta, op.kind)
 
 
-def _points(ch: Changes, customer: str | None, delta: int) -> None:
+def _points(ch: Changes, customer: str | None, delta: int, redeemed: int = 0) -> None:
+    """A redemption re-checks the customer's conflict even when it nets to zero points: it is one
+    of the ops a negative-points conflict names."""
     if customer and delta:
         ch.points[customer] += delta
+    if customer and (delta or redeemed):
         ch.touched.add((NEGATIVE_POINTS, customer))
 
 
@@ -191,14 +208,14 @@ def _record(ch: Changes, op: Op) -> None:
         if not isinstance(tender, dict):
             raise EncodingError(f"op {op.origin}:{op.seq}: a tender is malformed")
         points = tender.get("points") or 0
-        if not isinstance(points, int):
+        if not _int_ok(points):
             raise EncodingError(f"op {op.origin}:{op.seq}: tender points are malformed")
         method = _get(tender, "method", str, op)
         amount = flip * _get(tender, "amount", int, op)
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
-    _points(ch, customer, earned - redeemed)
+    _points(ch, customer, earned - redeemed, redeemed)
 
 
 def _loyalty(ch: Changes, op: Op) -> None:

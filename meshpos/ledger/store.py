@@ -12,41 +12,20 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshpos.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.fold import fold
+from meshpos.ledger.records import IngestResult, NodeRecord
 from meshpos.ledger.schema import LOG_DDL, VIEW_TABLES, view_ddl
 from meshpos.ops import GENESIS, Op, Payload, Signer, decode_body, make_op, node_id_of, verify_run
 
+__all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector"]
+
 RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """What a ledger must know about an origin to accept its ops: its key and its store."""
-
-    node_id: str
-    public_key: bytes
-    store: str
-    name: str
-    cert: bytes | None = None
-
-    def as_row(self) -> tuple[str, bytes, str, str, bytes | None]:
-        return (self.node_id, self.public_key, self.store, self.name, self.cert)
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    applied: int
-    duplicates: int
-    pending: int
-    max_hlc: int
-    applied_ops: tuple[Op, ...] = ()
 
 
 class Ledger:
@@ -185,15 +164,22 @@ class Ledger:
             for node in nodes:
                 self.add_node(node)
             by_origin: dict[str, dict[int, Op]] = {}
+            dupes = 0
             for op in ops:
                 if op.store != self.store:
                     raise WrongStore(
                         f"op {op.origin}:{op.seq} belongs to store {op.store!r}, not {self.store!r}"
                     )
-                by_origin.setdefault(op.origin, {})[op.seq] = op
+                same = by_origin.setdefault(op.origin, {})
+                twin = same.get(op.seq)
+                if twin is None:
+                    same[op.seq] = op
+                    continue
+                if twin.body != op.body:
+                    raise ChainError(f"node {op.origin} signed two different ops with seq {op.seq}")
+                dupes += 1
             applied: list[Op] = []
             parked: list[Op] = []
-            dupes = 0
             for origin in sorted(by_origin):
                 got = by_origin[origin]
                 key = self.public_key(origin)
@@ -206,9 +192,13 @@ class Ledger:
                 fresh = {seq: op for seq, op in got.items() if seq > held}
                 waiting = self._pending(origin)
                 for seq, op in fresh.items():
-                    if seq in waiting and waiting[seq].hash != op.hash:
-                        raise ChainError(f"node {origin} signed two different ops with seq {seq}")
-                merged = {**waiting, **fresh}
+                    if seq in waiting:
+                        if waiting[seq].body != op.body:
+                            raise ChainError(
+                                f"node {origin} signed two different ops with seq {seq}"
+                            )
+                        dupes += 1
+                merged = {**fresh, **waiting}
                 run: list[Op] = []
                 seq = held + 1
                 while seq in merged:
@@ -315,8 +305,14 @@ class Ledger:
             for stmt in view_ddl("fresh").split(";"):
                 if stmt.strip():
                     self.conn.execute(stmt)
-            problems += self._fold_all("fresh", every_signature, batch)
-            problems += self._compare("fresh")
+            # One read transaction: the fold and the comparison see the same snapshot of the log
+            # and views, however much a running daemon commits meanwhile.
+            self.conn.execute("BEGIN")
+            try:
+                problems += self._fold_all("fresh", every_signature, batch)
+                problems += self._compare("fresh")
+            finally:
+                self.conn.execute("COMMIT")
         finally:
             self.conn.execute("DETACH DATABASE fresh")
             for suffix in ("", "-journal"):

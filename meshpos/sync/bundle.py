@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.errors import EncodingError, SignatureError, WrongStore
-from meshpos.ledger.store import NodeRecord
+from meshpos.ledger.records import NodeRecord
 from meshpos.ops import Op, Signer, decode_body, node_id_of, pack, unpack
 
 MAGIC = "meshpos-bundle"

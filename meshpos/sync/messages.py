@@ -39,11 +39,13 @@ class Hello:
 class Ops:
     ops: tuple[bytes, ...]
     nodes: tuple[NodeRow, ...] = ()
+    epoch: int = 0  # the sender's, so a peer can tell a previous incarnation's messages apart
 
 
 @dataclass(frozen=True)
 class Have:
     vv: dict[str, int]
+    epoch: int = 0  # the sender's: a wiped node's old Have must not speak for its new ledger
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,14 @@ def encode(msg: Message) -> bytes:
         body: dict[str, Any] = {"t": "ops", "o": list(msg.ops)}
         if msg.nodes:
             body["n"] = [list(n) for n in msg.nodes]
+        if msg.epoch:
+            body["e"] = msg.epoch
         return pack(body)
     if isinstance(msg, Have):
-        return pack({"t": "have", "v": msg.vv})
+        have: dict[str, Any] = {"t": "have", "v": msg.vv}
+        if msg.epoch:
+            have["e"] = msg.epoch
+        return pack(have)
     if isinstance(msg, Ping):
         return pack({"t": "ping"})
     if isinstance(msg, Error):
@@ -92,6 +99,12 @@ def _vv(value: Any) -> dict[str, int]:
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise MalformedMessage("version vector entry is malformed")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedMessage(f"{what} is malformed")
     return value
 
 
@@ -121,14 +134,12 @@ def decode(data: bytes) -> Message:
     t = body.get("t")
     if t == "hello":
         proto, store, epoch, reply = body.get("p"), body.get("s"), body.get("e"), body.get("r")
-        if not (
-            isinstance(proto, int)
-            and isinstance(store, str)
-            and isinstance(epoch, int)
-            and isinstance(reply, bool)
-        ):
+        if not (isinstance(store, str) and isinstance(reply, bool)):
             raise MalformedMessage("hello is malformed")
-        return Hello(proto, store, _node(body.get("n")), _vv(body.get("v")), epoch, reply)
+        return Hello(
+            _int(proto, "hello"), store, _node(body.get("n")), _vv(body.get("v")),
+            _int(epoch, "hello"), reply,
+        )
     if t == "ops":
         ops = body.get("o")
         if not isinstance(ops, list) or not all(isinstance(o, bytes) for o in ops):
@@ -138,9 +149,9 @@ def decode(data: bytes) -> Message:
         nodes = body.get("n", [])
         if not isinstance(nodes, list) or len(nodes) > 1000:
             raise MalformedMessage("ops batch node list is malformed")
-        return Ops(tuple(ops), tuple(_node(n) for n in nodes))
+        return Ops(tuple(ops), tuple(_node(n) for n in nodes), _int(body.get("e", 0), "ops epoch"))
     if t == "have":
-        return Have(_vv(body.get("v")))
+        return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"))
     if t == "ping":
         return Ping()
     if t == "err":

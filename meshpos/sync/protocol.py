@@ -12,8 +12,9 @@ How it converges:
   disk), which frees the sender's window (flow control) and counts as a copy of the sender's ops;
 - new local ops, and ops applied from any peer, are pushed to every other session at once, so ops
   are forwarded through peers that can see each other;
-- anti-entropy: Have is resent periodically; a sender whose window sees no progress for a while
-  goes back to what the peer acknowledged and resends (lost or reordered batches heal);
+- anti-entropy: Have is resent periodically; for an origin whose ops in flight see no progress for
+  a while, the sender goes back to what the peer acknowledged and resends (lost, reordered or
+  refused batches heal);
 - ping keeps an idle link alive and a silent peer is declared down.
 Every message is untrusted: malformed messages, wrong versions, wrong stores, refused nodes and
 ops that fail their signature or chain are answered with Error and logged; nothing is half-applied,
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.errors import MeshposError, RemoteError
-from meshpos.ledger.store import IngestResult, NodeRecord
+from meshpos.ledger.records import IngestResult, NodeRecord
 from meshpos.ops import Op, decode_op, pack
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
@@ -147,7 +148,7 @@ class Session:
     last_sent: int = 0
     last_hello: int = -(10**12)
     last_have: int = 0
-    last_progress: int = 0
+    progress: dict[str, int] = field(default_factory=dict)  # per origin: last ack, or first send
     bytes_sent: int = 0
     bytes_received: int = 0
 
@@ -155,12 +156,12 @@ class Session:
         return sum(max(0, s - self.their_vv.get(o, 0)) for o, s in self.sent_vv.items())
 
 
-def _max_merge(into: dict[str, int], other: Mapping[str, int]) -> bool:
-    grew = False
+def _max_merge(into: dict[str, int], other: Mapping[str, int]) -> list[str]:
+    grew = []
     for origin, seq in other.items():
         if seq > into.get(origin, 0):
             into[origin] = seq
-            grew = True
+            grew.append(origin)
     return grew
 
 
@@ -241,13 +242,11 @@ class SyncNode:
                 self.sessions.pop(session.peer, None)
                 out.append(PeerDown(session.peer, f"silent for {now - session.last_heard} ms"))
                 continue
-            if session.inflight() and now - session.last_progress > cfg.retransmit_ms:
-                session.sent_vv = dict(session.their_vv)
-                session.last_progress = now
+            self._retransmit(session, now)
             self._pump(session, now, out)
             if session.have_due or now - session.last_have >= cfg.anti_entropy_ms:
                 session.have_due = False
-                self._send(session, Have(self.replica.vv()), now, out)
+                self._send(session, Have(self.replica.vv(), self.epoch), now, out)
                 session.last_have = now
             elif now - session.last_sent >= cfg.ping_ms:
                 self._send(session, Ping(), now, out)
@@ -325,7 +324,7 @@ class SyncNode:
             session.their_vv = dict(vv)
             session.sent_vv = dict(vv)
             session.known_nodes = set()
-            session.last_progress = now
+            session.progress = {}
         else:
             _max_merge(session.their_vv, vv)
             _max_merge(session.sent_vv, session.their_vv)
@@ -356,10 +355,12 @@ class SyncNode:
                 self._refuse(session.peer, "refused", f"node {node.node_id}: {reason}", now, out)
                 return
         by_origin: dict[str, list[Op]] = {}
+        current = msg.epoch == session.peer_epoch
         for op in ops:
-            # A peer sends an origin's ops from what its log holds, so it holds what it sends.
+            # A peer sends an origin's ops from what its log holds, so it holds what it sends;
+            # unless the batch comes from an earlier incarnation, whose ledger may be gone.
             by_origin.setdefault(op.origin, []).append(op)
-            if op.seq > session.their_vv.get(op.origin, 0):
+            if current and op.seq > session.their_vv.get(op.origin, 0):
                 session.their_vv[op.origin] = op.seq
         applied: list[Op] = []
         for origin in sorted(by_origin):
@@ -371,7 +372,7 @@ class SyncNode:
                 continue
             applied.extend(result.applied_ops)
         _max_merge(session.sent_vv, session.their_vv)
-        self._send(session, Have(self.replica.vv()), now, out)
+        self._send(session, Have(self.replica.vv(), self.epoch), now, out)
         session.last_have = now
         if applied:
             out.append(Applied(session.peer, tuple(applied)))
@@ -381,12 +382,25 @@ class SyncNode:
                     self._pump(other, now, out)
 
     def _on_have(self, session: Session, msg: Have, now: int, out: list[Action]) -> None:
-        if _max_merge(session.their_vv, msg.vv):
-            session.last_progress = now
+        if msg.epoch != session.peer_epoch:
+            return  # sent before the peer restarted (or overtook its Hello): not its state now
+        for origin in _max_merge(session.their_vv, msg.vv):
+            session.progress[origin] = now
         _max_merge(session.sent_vv, session.their_vv)
         self._pump(session, now, out)
 
     # -- sending --------------------------------------------------------------------------------
+
+    def _retransmit(self, session: Session, now: int) -> None:
+        """Go back to what the peer acknowledged for each origin whose ops in flight saw no
+        progress for `retransmit_ms` (a batch was lost, or refused for lack of a node record, which
+        therefore goes again too). Per origin, so acks for busy origins do not hide a stuck one."""
+        for origin, sent in session.sent_vv.items():
+            acked = session.their_vv.get(origin, 0)
+            if sent > acked and now - session.progress.get(origin, now) > self.config.retransmit_ms:
+                session.sent_vv[origin] = acked
+                session.known_nodes.discard(origin)
+                session.progress[origin] = now
 
     def _pump(self, session: Session, now: int, out: list[Action]) -> None:
         """Send what the peer lacks, in bounded batches, while the window has room.
@@ -423,6 +437,8 @@ class SyncNode:
                     break
                 batch.append(wire)
                 size += len(wire)
+                if session.sent_vv.get(origin, 0) <= session.their_vv.get(origin, 0):
+                    session.progress[origin] = now
                 session.sent_vv[origin] = eligible[origin] = seq
             origins = {origin for origin, *_ in raw[: len(batch)]}
             missing = origins - session.known_nodes
@@ -430,9 +446,7 @@ class SyncNode:
             if missing:
                 nodes = tuple(n.as_row() for n in self.replica.nodes() if n.node_id in missing)
                 session.known_nodes |= missing
-            if session.inflight() == len(batch):
-                session.last_progress = now
-            self._send(session, Ops(tuple(batch), nodes), now, out)
+            self._send(session, Ops(tuple(batch), nodes, self.epoch), now, out)
             room -= len(batch)
 
     def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:

@@ -1,0 +1,147 @@
+"""Helpers for the bench sections: timing, percentiles, tables, peak memory, child processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from meshpos.errors import MeshposError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+_T0 = time.perf_counter()
+
+
+class BenchError(MeshposError):
+    """A bench step could not run or produced a result that cannot be trusted."""
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, stamped with seconds since the bench started."""
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) with linear interpolation between closest ranks (numpy's
+    default), so p99 of 2,000 samples sits between the 20th and 21st largest."""
+    if not values:
+        raise BenchError("percentile of no samples")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, in MiB.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: a child started by subprocess (vfork + exec) inherits
+    its parent's ru_maxrss, so a lean child of a fat bench would report the bench's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other work on this machine skews every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+class Stopwatch:
+    """Accumulates wall time over several `with sw:` blocks."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
+@contextmanager
+def timed(label: str) -> Iterator[Stopwatch]:
+    """Time a phase and log its duration when it ends."""
+    sw = Stopwatch()
+    with sw:
+        yield sw
+    log(f"{label}: {sw.seconds:.1f} s")
+
+
+def rate(count: float, seconds: float) -> float | None:
+    return count / seconds if seconds > 0 else None
+
+
+def fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int | float):
+        return format(value, spec)
+    return str(value)
+
+
+def table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], notes: Sequence[str] = ()
+) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            row[i].ljust(widths[i]) if i == 0 else row[i].rjust(widths[i])
+            for i in range(len(headers))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "-" * len(line(cells[0]))
+    out = [f"== {title}", line(cells[0]), rule, *(line(r) for r in cells[1:])]
+    out += [f"  {n}" for n in notes]
+    return "\n".join(out)
+
+
+def run_child(module: str, args: Sequence[str], timeout: float = 3600) -> dict[str, Any]:
+    """Run `python -m module args...` in a fresh interpreter (so its peak RSS is its own) and
+    return the JSON object it prints as its last line of stdout. Its stderr passes through."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BenchError(
+            f"child `{module} {' '.join(args)}` failed with exit code {proc.returncode}"
+        )
+    result = json.loads(lines[-1])
+    if not isinstance(result, dict):
+        raise BenchError(f"child `{module}` printed {lines[-1][:80]!r}, not a JSON object")
+    return result

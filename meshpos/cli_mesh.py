@@ -1,0 +1,156 @@
+"""`meshpos` commands of the store mesh: store key, enrolment, the daemon, peers and status."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from meshpos import membership
+from meshpos.cli import _open, cli, emit, json_option
+from meshpos.errors import InputError
+from meshpos.node import acked_seq, daemon_status, run_daemon
+
+
+@cli.group()
+def store() -> None:
+    """The store's key: the root of who may join its mesh."""
+
+
+@store.command("init")
+@json_option
+@click.pass_context
+def store_init(ctx: click.Context, as_json: bool) -> None:
+    """Create the store key on this terminal and enrol this terminal (run once per store)."""
+    t = _open(ctx)
+    cert = membership.store_init(t)
+    pub = membership.store_public_key(t.cfg)
+    emit(
+        {"store": cert.store, "node": cert.name, "node_id": cert.node_id,
+         "store_public_key": pub.hex() if pub else ""},
+        as_json, "store key created; this terminal is enrolled",
+    )
+
+
+@cli.group()
+def enroll() -> None:
+    """Enrol a terminal: `request` on it, `sign` where the store key is, `install` back on it."""
+
+
+def _write(path: str, data: bytes) -> None:
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+@enroll.command("request")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Request file to write.")
+@click.pass_context
+def enroll_request(ctx: click.Context, out: str) -> None:
+    """Write this node's enrolment request (its public keys, signed by it)."""
+    _write(out, membership.request(_open(ctx)))
+    click.echo(f"request written to {out}: take it to the terminal that holds the store key")
+
+
+@enroll.command("sign")
+@click.argument("request_file", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Enrolment to write.")
+@click.option("--role", default="terminal", type=click.Choice(["terminal", "hq"]))
+@click.pass_context
+def enroll_sign(ctx: click.Context, request_file: str, out: str, role: str) -> None:
+    """Certify a node's request with the store key (run where `store init` was run)."""
+    _write(out, membership.sign(_open(ctx), _read(request_file), role))
+    click.echo(f"enrolment written to {out}: install it with `meshpos enroll install {out}`")
+
+
+@enroll.command("install")
+@click.argument("enrolment_file", type=click.Path(dir_okay=False))
+@click.pass_context
+def enroll_install(ctx: click.Context, enrolment_file: str) -> None:
+    """Install a signed enrolment on this node: pins the store key, stores the certificate."""
+    cert = membership.install(_open(ctx), _read(enrolment_file))
+    click.echo(f"node {cert.name} ({cert.node_id}) is enrolled in store {cert.store}")
+
+
+@cli.group()
+def node() -> None:
+    """The terminal daemon."""
+
+
+@node.command("run")
+@click.option("--host", help="Address to listen on (default [mesh] host or 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="TCP port (default [mesh] port; 0 = any).")
+@click.option("--no-discovery", is_flag=True, help="Do not use mDNS; only [mesh] static_peers.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.pass_context
+def node_run(ctx: click.Context, host: str | None, port: int | None, no_discovery: bool,
+             log_level: str) -> None:
+    """Run the mesh daemon in the foreground: discovery, replication, logs (Ctrl-C stops)."""
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if no_discovery:
+        overrides["discovery"] = False
+    run_daemon(ctx.find_root().obj["dir"], overrides)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def peers(ctx: click.Context, as_json: bool) -> None:
+    """The LAN peers the running daemon sees: address, last seen, ops behind/ahead."""
+    t = _open(ctx)
+    status = daemon_status(t.cfg.dir)
+    if not status:
+        raise InputError("the daemon is not running: start it with `meshpos node run`")
+    now = time.time() * 1000
+    rows = [
+        {**p, "last_seen": f"{(now - p['last_seen_ms']) / 1000:.1f} s ago" if p["last_seen_ms"] else "never"}
+        for p in status["peers"]
+    ]
+    if as_json:
+        emit(status["peers"], True)
+        return
+    emit(rows, False, "peers", ["name", "node_id", "address", "up", "last_seen", "behind", "ahead"])
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """This terminal's state: LAN peers, sync lag, copies held, conflicts, WAN."""
+    t = _open(ctx)
+    d = daemon_status(t.cfg.dir)
+    own = t.ledger.head(t.node_id)[0]
+    acked = acked_seq(t)
+    info = {
+        "terminal": t.cfg.name,
+        "store": t.cfg.store,
+        "node_id": t.node_id,
+        "daemon": "running" if d else "not running",
+        "lan_peers_up": d.get("peers_up", 0),
+        "lan_peers_known": len(d.get("peers", [])),
+        "max_peer_lag_ops": max((p["behind"] for p in d.get("peers", [])), default=0),
+        "ops_total": t.ledger.op_count(),
+        "local_ops": own,
+        "held_by_one_copy": max(0, own - acked),
+        "pending_gaps": t.ledger.pending_count(),
+        "conflicts_open": len(t.conflicts()),
+        "enrolled": (t.cfg.dir / membership.NODE_CERT).exists(),
+        "wan": "not configured",
+    }
+    emit(info, as_json, "status")
