@@ -241,12 +241,18 @@ def _discounts(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
 LINE_COLUMNS = ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
 
 
-def _print_sale(result: Any, as_json: bool, title: str) -> None:
+def _print_sale(result: Any, as_json: bool, title: str, copies: int | None = None) -> None:
     p = result.payload
     if as_json:
+        extra = {} if copies is None else {"copies": copies}
         click.echo(
             json.dumps(
-                {"sale_id": result.sale_id, "op": f"{result.op.origin}:{result.op.seq}", **p},
+                {
+                    "sale_id": result.sale_id,
+                    "op": f"{result.op.origin}:{result.op.seq}",
+                    **extra,
+                    **p,
+                },
                 indent=2,
             )
         )
@@ -263,6 +269,12 @@ def _print_sale(result: Any, as_json: bool, title: str) -> None:
         click.echo(
             f"customer {p['customer']}: points {p['points_earned']:+d} earned, "
             f"{-p['points_redeemed']:+d} by tender"
+        )
+    if copies is not None:
+        click.echo(
+            "safe: held by 2 copies (a peer confirmed it)"
+            if copies >= 2
+            else "held by 1 copy only: no peer confirmed it yet (it will sync when one can)"
         )
 
 
@@ -292,16 +304,27 @@ def sell(
     as_json: bool,
 ) -> None:
     """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2)."""
+    from meshpos.daemon_state import daemon_status, wait_for_copies
+    from meshpos.escrow import sell_with_escrow
+
     sale_disc, line_disc = _discounts(discounts)
-    result = _open(ctx).sell(
-        [parse_item(i) for i in items],
+    t = _open(ctx)
+    daemon = daemon_status(t.cfg.dir)
+    result = sell_with_escrow(
+        t,
+        peers_up=bool(daemon.get("peers_up")),
+        items=[parse_item(i) for i in items],
         tenders=[parse_tender(p) for p in pays],
         customer=customer,
         discount=sale_disc,
         line_discounts=line_disc,
         user=_user(ctx),
     )
-    _print_sale(result, as_json, "sale")
+    copies = None
+    if daemon:
+        wait = int(t.cfg.section("mesh").get("copy_wait_ms", 50))
+        copies = wait_for_copies(t, result.op.seq, wait)
+    _print_sale(result, as_json, "sale", copies)
 
 
 @cli.command("return")

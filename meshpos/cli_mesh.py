@@ -12,7 +12,7 @@ import click
 from meshpos import membership
 from meshpos.cli import _open, cli, emit, json_option
 from meshpos.errors import InputError
-from meshpos.node import acked_seq, daemon_status, run_daemon
+from meshpos.daemon_state import acked_seq, daemon_status
 
 
 @cli.group()
@@ -105,6 +105,8 @@ def node_run(ctx: click.Context, host: str | None, port: int | None, no_discover
     overrides: dict[str, object] = {"host": host, "port": port}
     if no_discovery:
         overrides["discovery"] = False
+    from meshpos.node import run_daemon
+
     run_daemon(ctx.find_root().obj["dir"], overrides)
 
 

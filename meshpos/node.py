@@ -10,16 +10,25 @@ sells, and the daemon pushes the backlog when it starts.
 The daemon records, per peer, the highest seq of this node's ops that the peer acknowledged as
 durable (`peer_acks`), so a selling process can wait a few tens of ms for a second copy and
 `meshpos status` can say how many local ops are held by this node only. It also writes
-`status.json` every second for `meshpos status` and `meshpos peers`.
+`status.json` every second (and at once when a peer comes or goes) for `meshpos status` and
+`meshpos peers`. Acks go through a second connection with `synchronous=OFF`: they are advice (a
+power cut can only make the count lower), so recording one costs no fsync on the path of a sale.
+
+Latency: commits by other processes are noticed by polling `data_version` every `wake_ms` (the
+transport poll's timeout), so a CLI sale reaches its peers within a few ms; a link that comes up
+(after a partition or a peer's restart) opens a sync session at once, and a link that is up with
+no session (the session died of silence while ZeroMQ kept the TCP link) gets one within a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,8 +37,10 @@ from typing import Any
 
 from zmq.utils import z85
 
+from meshpos import escrow
+from meshpos.daemon_state import STATUS_FILE, acked_seq, ensure_acks_table
 from meshpos.enrol import admit_record, read_certificate
-from meshpos.errors import ConfigError, MeshposError
+from meshpos.errors import ConfigError, MeshposError, NotFound
 from meshpos.ledger.store import NodeRecord
 from meshpos.membership import Membership, load
 from meshpos.sync.discovery import Advert, Discovery, PeerAdded, PeerEvent, PeerRemoved
@@ -46,18 +57,10 @@ from meshpos.sync.protocol import (
     SyncConfig,
     SyncNode,
 )
-from meshpos.sync.transport import Transport
+from meshpos.sync.transport import LinkState, Transport
 from meshpos.terminal import Terminal, wall_ms
 
 log = logging.getLogger("meshpos.node")
-STATUS_FILE = "status.json"
-ACKS_DDL = """
-CREATE TABLE IF NOT EXISTS peer_acks (
-    peer  TEXT PRIMARY KEY,
-    seq   INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class MeshSettings:
     min_copies: int = 2
     copy_wait_ms: int = 50
     tick_ms: int = 50
+    wake_ms: int = 5
 
     @classmethod
     def from_config(cls, raw: dict[str, Any], where: str) -> MeshSettings:
@@ -80,7 +84,7 @@ class MeshSettings:
         if unknown:
             raise ConfigError(f"{where}: unknown [mesh] key(s) {', '.join(sorted(unknown))}")
         values = dict(raw)
-        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms"):
+        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms", "wake_ms"):
             if key in values and (not isinstance(values[key], int) or values[key] < 0):
                 raise ConfigError(f"{where}: [mesh] {key} must be a whole number >= 0")
         peers = values.get("static_peers", [])
@@ -92,48 +96,6 @@ class MeshSettings:
         return cls(**values)
 
 
-def ensure_acks_table(t: Terminal) -> None:
-    t.ledger.conn.execute(ACKS_DDL)
-
-
-def acked_seq(t: Terminal) -> int:
-    """The highest seq of this node's ops some peer confirmed durable (0 if none or no daemon)."""
-    try:
-        row = t.ledger.conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()
-    except Exception:  # the table exists only once a daemon ran
-        return 0
-    return int(row[0] or 0)
-
-
-def wait_for_copies(t: Terminal, seq: int, wait_ms: int) -> int:
-    """Wait (bounded) until a peer acknowledges op `seq` of this node; returns copies known."""
-    if not daemon_status(t.cfg.dir).get("peers_up"):
-        return 1
-    deadline = time.monotonic() + wait_ms / 1000
-    while True:
-        if acked_seq(t) >= seq:
-            return 2
-        if time.monotonic() >= deadline:
-            return 1
-        time.sleep(0.001)
-
-
-def daemon_status(directory: Path) -> dict[str, Any]:
-    """The running daemon's last status, or {} if none is running."""
-    path = directory / STATUS_FILE
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    try:
-        os.kill(int(status.get("pid", -1)), 0)
-    except (OSError, ValueError):
-        return {}
-    if time.time() - float(status.get("written", 0)) > 10:
-        return {}
-    return status
-
-
 @dataclass
 class PeerInfo:
     node_id: str
@@ -141,6 +103,7 @@ class PeerInfo:
     address: str = ""
     last_seen_ms: int = 0
     up: bool = False
+    vv: dict[str, int] = field(default_factory=dict)  # last known, kept when the session ends
 
 
 @dataclass
@@ -161,6 +124,9 @@ class Daemon:
         self.me = NodeRecord(
             t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, self.membership.cert.raw
         )
+        # Our own row travels with our ops: without the certificate (a fresh or replaced
+        # database holds a bare row) peers would refuse every op we send.
+        t.ledger.add_node(self.me)
         self.sync = SyncNode(
             t.ledger,
             self.me,
@@ -175,6 +141,10 @@ class Daemon:
         self._data_version = 0
         self._last_ack = acked_seq(t)
         self._acks: dict[str, int] = {}
+        self._acks_conn = sqlite3.connect(t.ledger.path, isolation_level=None)
+        self._acks_conn.execute("PRAGMA busy_timeout = 30000")
+        self._acks_conn.execute("PRAGMA synchronous = OFF")
+        self._status_due = False
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -209,7 +179,11 @@ class Daemon:
         self._allow_known()
         log.info(
             "node %s (%s) of store %s listening on %s:%d",
-            t.cfg.name, t.node_id, t.cfg.store, self.mesh.host, self.transport.port,
+            t.cfg.name,
+            t.node_id,
+            t.cfg.store,
+            self.mesh.host,
+            self.transport.port,
         )
         if self.mesh.discovery:
             fp = z85.decode(self.membership.curve.public).hex()
@@ -227,6 +201,7 @@ class Daemon:
         if self.discovery is not None:
             self.discovery.close()
         self.transport.close()
+        self._acks_conn.close()
         self._write_status(final=True)
 
     def run(self) -> None:
@@ -240,8 +215,13 @@ class Daemon:
         next_tick = 0.0
         next_status = 0.0
         while not self.stop_event.is_set():
-            for peer, data in self.transport.poll(timeout_ms=self.mesh.tick_ms // 2 or 1):
+            wait = min(self.mesh.tick_ms // 2, self.mesh.wake_ms) or 1
+            received = self.transport.poll(timeout_ms=wait)
+            for peer, data in received:
                 self._do(self.sync.receive(peer, data, wall_ms()))
+            if received:
+                self._record_acks()
+            self._link_events()
             self._discovery_events()
             self._local_changes()
             now = time.monotonic()
@@ -252,6 +232,9 @@ class Daemon:
             if now >= next_status:
                 next_status = now + 1.0
                 self._allow_known()
+                self._resume_sessions()
+                self._write_status()
+            elif self._status_due:
                 self._write_status()
 
     # -- events ---------------------------------------------------------------------------------
@@ -275,6 +258,18 @@ class Daemon:
         self.transport.connect(node_id, host, port, key)
         self._do(self.sync.connect(node_id, wall_ms()))
 
+    def _link_events(self) -> None:
+        for event in self.transport.link_events():
+            if event.state is LinkState.UP:
+                self._do(self.sync.connect(event.node_id, wall_ms()))
+            elif event.state is LinkState.DOWN:
+                self._do(self.sync.disconnect(event.node_id))
+
+    def _resume_sessions(self) -> None:
+        for peer in self.transport.peers():
+            if self.transport.is_up(peer) and peer not in self.sync.sessions:
+                self._do(self.sync.connect(peer, wall_ms()))
+
     def _discovery_events(self) -> None:
         while True:
             try:
@@ -289,6 +284,7 @@ class Daemon:
                 self._dial(a.node_id, host, a.port, a.key_fingerprint)
             elif isinstance(event, PeerRemoved):
                 log.info("peer %s left the LAN (mDNS goodbye)", event.node_id)
+                self._do(self.sync.disconnect(event.node_id))
             else:
                 a = event.advert
                 host = a.addresses[0] if a.addresses else "127.0.0.1"
@@ -299,18 +295,24 @@ class Daemon:
         if version != self._data_version:
             self._data_version = version
             self._do(self.sync.local_changed(wall_ms()))
+            self._escrow_asks()
 
     def _do(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
-                self.transport.send(a.peer, a.data)
+                # No link yet: the peer dialled us before discovery told us where it listens.
+                # Dropped, not queued: the protocol resends once the link is up.
+                with contextlib.suppress(NotFound):
+                    self.transport.send(a.peer, a.data)
             elif isinstance(a, PeerUp):
                 info = self.peers.setdefault(a.peer, PeerInfo(a.peer))
                 info.name, info.up = a.name, True
+                self._status_due = True
                 log.info("peer %s (%s) is up", a.name, a.peer)
             elif isinstance(a, PeerDown):
                 if a.peer in self.peers:
                     self.peers[a.peer].up = False
+                self._status_due = True
                 log.info("peer %s is down: %s", a.peer, a.reason)
             elif isinstance(a, Rejected):
                 addr = self.transport.inbound_address(a.peer) or "unknown address"
@@ -322,33 +324,62 @@ class Daemon:
                     self.peers[a.peer].last_seen_ms = wall_ms()
                 log.debug("applied %d ops from %s", len(a.ops), a.peer)
             elif isinstance(a, RequestReceived):
-                log.info("request %s from %s", a.kind, a.peer)
+                self._on_request(a)
+
+    def _on_request(self, req: RequestReceived) -> None:
+        if req.kind == escrow.NEED:
+            try:
+                granted = escrow.handle_need(self.terminal, req.peer, req.body)
+            except MeshposError as exc:
+                log.warning("refused request from %s: %s", req.peer, exc)
+                return
+            log.info(
+                "escrow: granted %d points of %s to %s",
+                granted,
+                req.body.get("customer_id"),
+                req.peer,
+            )
+            if granted:
+                self._do(self.sync.local_changed(wall_ms()))
+        else:
+            log.warning("unknown request %r from %s", req.kind, req.peer)
+
+    def _escrow_asks(self) -> None:
+        for customer, points in escrow.take_unsent(self.terminal):
+            body: dict[str, object] = {"customer_id": customer, "points": points}
+            for peer in self.sync.ready_peers():
+                self._do(self.sync.request(peer, escrow.NEED, body, wall_ms()))
+            log.info(
+                "escrow: asked %d peers for %d points of %s",
+                len(self.sync.ready_peers()),
+                points,
+                customer,
+            )
 
     def _record_acks(self) -> None:
         me = self.me.node_id
         rows = []
         for peer, session in self.sync.sessions.items():
             if session.ready:
-                self.peers.setdefault(peer, PeerInfo(peer)).last_seen_ms = session.last_heard
+                info = self.peers.setdefault(peer, PeerInfo(peer))
+                info.last_seen_ms, info.vv = session.last_heard, session.their_vv
                 seq = session.their_vv.get(me, 0)
                 if seq > self._acks.get(peer, 0):
                     self._acks[peer] = seq
                     rows.append((peer, seq, wall_ms()))
         if rows:
-            with self.terminal.ledger.write():
-                self.terminal.ledger.conn.executemany(
+            with self._acks_conn:
+                self._acks_conn.execute("BEGIN IMMEDIATE")
+                self._acks_conn.executemany(
                     "INSERT OR REPLACE INTO peer_acks VALUES (?, ?, ?)", rows
                 )
-            self._data_version = self.terminal.ledger.conn.execute(
-                "PRAGMA data_version"
-            ).fetchone()[0]
 
     def status(self) -> dict[str, Any]:
         ours = self.terminal.ledger.vv()
         peers = []
         for nid, info in sorted(self.peers.items(), key=lambda kv: kv[1].name):
             session = self.sync.sessions.get(nid)
-            theirs = session.their_vv if session else {}
+            theirs = session.their_vv if session else info.vv
             behind = sum(max(0, s - theirs.get(o, 0)) for o, s in ours.items())
             ahead = sum(max(0, s - ours.get(o, 0)) for o, s in theirs.items())
             peers.append(
@@ -371,10 +402,21 @@ class Daemon:
             "peers_up": sum(1 for p in peers if p["up"]),
             "peers": peers,
             "rejected": self.transport.rejected,
+            "traffic": {
+                nid: {
+                    "messages_sent": st.messages_sent,
+                    "bytes_sent": st.bytes_sent,
+                    "messages_received": st.messages_received,
+                    "bytes_received": st.bytes_received,
+                    "sends_refused": st.sends_refused,
+                }
+                for nid, st in self.transport.stats().items()
+            },
         }
 
     def _write_status(self, final: bool = False) -> None:
         path = self.terminal.cfg.dir / STATUS_FILE
+        self._status_due = False
         if final:
             path.unlink(missing_ok=True)
             return

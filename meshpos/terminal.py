@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from meshpos.clock import HLC
 from meshpos.config import NodeConfig, load_config, load_signer, resolve_dir
@@ -29,7 +29,7 @@ from meshpos.domain.pricing import (
     settle,
 )
 from meshpos.enrol import admit_record
-from meshpos.errors import InputError, NotFound, RemoteError
+from meshpos.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.ledger.fold import CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
 from meshpos.ops import Op, Payload, Signer
@@ -38,6 +38,19 @@ from meshpos.sync.bundle import decode_bundle, encode_bundle
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class EscrowShortfall(LocalError):
+    """A redemption needs more points than this terminal holds rights to (loyalty escrow)."""
+
+    def __init__(self, customer: str, needed: int, held: int, elsewhere: Mapping[str, int]) -> None:
+        self.customer, self.needed, self.held = customer, needed, held
+        where = ", ".join(f"{name} {pts}" for name, pts in elsewhere.items()) or "no other counter"
+        super().__init__(
+            f"only {max(held, 0)} of customer {customer}'s points can be redeemed at this counter "
+            f"now ({needed} asked); the rest are held by {where}. Ask again when those counters "
+            "are reachable, or redeem fewer points"
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,9 @@ class SaleResult:
         return str(self.payload["sale_id"])
 
 
+RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
+
+
 def _share(amount: int, sold: int, done: int, qty: int) -> int:
     """The part of a line's `amount` that `qty` more of its `sold` units carry once `done` have
     come back; cumulative, so a line returned in parts refunds what it would returned whole."""
@@ -57,6 +73,11 @@ def _share(amount: int, sold: int, done: int, qty: int) -> int:
 
 
 class Terminal:
+    # Called with (terminal, op, payload) inside the transaction that records a sale, return or
+    # exchange, so a side table (the print queue) commits or rolls back with the op. The class list
+    # applies to every terminal in the process; `on_record` holds one terminal's own.
+    record_hooks: ClassVar[list[RecordHook]] = []
+
     def __init__(
         self,
         cfg: NodeConfig,
@@ -69,6 +90,7 @@ class Terminal:
         self.ledger = ledger
         self.now_ms = now_ms
         self.clock = HLC(ledger.max_hlc())
+        self.on_record: list[RecordHook] = []
         if ledger.public_key(signer.node_id) is None:
             ledger.add_node(self.node_record())
 
@@ -314,6 +336,8 @@ class Terminal:
                 **extra,
             }
             op = self.append(kind, payload, user)
+            for hook in (*Terminal.record_hooks, *self.on_record):
+                hook(self, op, dict(op.payload))
         return SaleResult(op, dict(op.payload))
 
     def sell(
@@ -330,10 +354,48 @@ class Terminal:
             cid = self.customer(customer)["customer_id"] if customer else None
             priced = price_lines(self.cart(items, line_discounts or {}), discount)
             balance = self.points(cid) if cid else 0
+            held = self.rights(cid) if cid else 0
+            if any(t.method == "points" and t.amount is None for t in tenders):
+                balance = min(balance, held)
             settled = settle(
                 priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance
             )
+            if cid and settled.points_redeemed > held:
+                raise EscrowShortfall(cid, settled.points_redeemed, held, self.rights_elsewhere(cid))
             return self._record("sale", settled, cid, user, {"ref_sale": None})
+
+    # -- loyalty escrow -------------------------------------------------------------------------
+
+    def rights(self, customer_id: str, node: str | None = None) -> int:
+        """Points of this customer that `node` (default: this terminal) may redeem."""
+        row = self.ledger.conn.execute(
+            "SELECT points FROM rights WHERE customer_id = ? AND node = ?",
+            (customer_id, node or self.node_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def rights_elsewhere(self, customer_id: str) -> dict[str, int]:
+        names = {n.node_id: n.name for n in self.ledger.nodes()}
+        return {
+            names.get(node, node): int(points)
+            for node, points in self.ledger.conn.execute(
+                "SELECT node, points FROM rights WHERE customer_id = ? AND node != ? "
+                "AND points > 0 ORDER BY node",
+                (customer_id, self.node_id),
+            )
+        }
+
+    def grant_rights(self, customer_id: str, to: str, wanted: int, user: str | None = None) -> int:
+        """Hand up to `wanted` of this terminal's redemption rights to node `to`; returns how many
+        were granted (0 when this terminal holds none)."""
+        with self.transaction():
+            points = min(wanted, self.rights(customer_id))
+            if points <= 0 or to == self.node_id:
+                return 0
+            self.append(
+                "escrow.transfer", {"customer_id": customer_id, "to": to, "points": points}, user
+            )
+            return points
 
     def sale(self, sale_id: str) -> dict[str, Any]:
         rows = self.query(

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from meshpos import escrow
 from meshpos.clock import HLC
 from meshpos.config import NodeConfig
 from meshpos.domain.catalog import CatalogRow
+from meshpos.errors import MeshposError
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger, NodeRecord
 from meshpos.ops import Op, Signer, make_op
 from meshpos.sync.memnet import LinkSpec, MemNet
-from meshpos.sync.protocol import Admit, SyncConfig, SyncNode
+from meshpos.sync.protocol import Action, Admit, RequestReceived, Send, SyncConfig, SyncNode
 from meshpos.terminal import SaleResult, Terminal
 
 STORE = "S1"
@@ -103,6 +105,9 @@ class Mesh:
         self.config = config
         self.admit = admit or (lambda i: None)
         self.net = MemNet(seed=seed, link=link, tick_ms=tick_ms)
+        self.net.on_action = self._on_action
+        self.watchers: list[Callable[[str, Action], None]] = []
+        self.may_sign: Callable[[int], bool] = lambda i: True
         self.nodes = [self._terminal(i, signer(i, salt)) for i in range(n)]
         self.rows = list(rows if rows is not None else catalog())
         self.customers: list[str] = []
@@ -151,6 +156,28 @@ class Mesh:
         self.net.add(self._sync(node))
         return node
 
+    def watch(self, fn: Callable[[str, Action], None]) -> None:
+        """Call `fn(node_id, action)` for every action any SyncNode returns."""
+        self.watchers.append(fn)
+
+    def index(self, node_id: str) -> int:
+        return next(n.index for n in self.nodes if n.node_id == node_id)
+
+    def _on_action(self, nid: str, action: Action) -> None:
+        """What the daemon does with requests: a peer asking for loyalty redemption rights is
+        granted what this terminal holds, and the grant (an op) is pushed at once."""
+        if isinstance(action, RequestReceived) and action.kind == escrow.NEED:
+            i = self.index(nid)
+            if self.may_sign(i):
+                try:
+                    granted = escrow.handle_need(self.nodes[i].terminal, action.peer, action.body)
+                except MeshposError:
+                    granted = 0
+                if granted:
+                    self.net.local_changed(nid)
+        for fn in self.watchers:
+            fn(nid, action)
+
     # -- acting at a terminal -------------------------------------------------------------------
 
     def sync_node(self, i: int) -> SyncNode:
@@ -168,6 +195,19 @@ class Mesh:
     def earn(self, i: int, customer: str, points: int) -> Op:
         payload = {"customer_id": customer, "delta": points, "reason": "promotion"}
         return self.act(i, lambda t: t.append("loyalty.adjust", payload))
+
+    def ask_rights(self, i: int, customer: str, points: int) -> int:
+        """Terminal `i` asks every peer it can reach for `points` of `customer`'s redemption
+        rights, as the daemon does after an EscrowShortfall; returns how many peers were asked."""
+        node = self.nodes[i]
+        sync = self.net.nodes[node.node_id]
+        peers = sync.ready_peers() if node.node_id in self.net.up else []
+        body: dict[str, object] = {"customer_id": customer, "points": points}
+        for peer in peers:
+            for action in sync.request(peer, escrow.NEED, body, self.net.now):
+                if isinstance(action, Send):
+                    self.net.send(node.node_id, action.peer, action.data)
+        return len(peers)
 
     def receive_stock(self, i: int, sku: str, qty: int) -> Op:
         return self.act(i, lambda t: t.move_stock("receive", sku, qty, "delivery"))

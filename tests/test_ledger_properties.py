@@ -371,6 +371,8 @@ def test_a_redemption_that_nets_to_zero_points_still_updates_the_conflict_it_bel
     negative-points conflict names, so it must re-check that conflict wherever it arrives."""
     a, b = make_replicas(2)
     (cid, _) = genesis([a, b])
+    assert a.terminal.grant_rights(cid, b.terminal.node_id, 4) == 4  # escrow: b may redeem 4
+    sync(a, b)
     a.terminal.append("loyalty.adjust", {"customer_id": cid, "delta": -10, "reason": "typo"})
     # 499.00 paid as 4 points + 495.00 cash earns 4 points: the balance does not move.
     sale = b.terminal.sell(

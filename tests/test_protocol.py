@@ -262,7 +262,7 @@ def test_garbage_from_a_peer_is_refused_and_other_sessions_carry_on() -> None:
     mesh.net.run_for(500)
     a, b, c = (mesh.nodes[i].node_id for i in range(3))
     seen: Log = []
-    mesh.net.on_action = lambda nid, act: seen.append((nid, act))
+    mesh.watch(lambda nid, act: seen.append((nid, act)))
     mesh.net.send(c, a, b"\x93\x01\x02")  # a msgpack list, not a message
     mesh.net.send(c, a, b"\xc1")  # not msgpack at all
     mesh.net.run_for(5)
@@ -465,7 +465,7 @@ def test_large_backlog_goes_in_bounded_batches_and_selling_carries_on() -> None:
             assert session.inflight() <= cfg.window_ops
             worst["inflight"] = max(worst["inflight"], session.inflight())
 
-    mesh.net.on_action = watch
+    mesh.watch(watch)
     backlog = mesh.backlog(1, 20_000)
     mesh.net.local_changed(t1)
     mesh.net.run_for(3)
@@ -540,7 +540,7 @@ def test_idle_mesh_stays_under_a_kilobyte_per_peer_per_second() -> None:
     assert mesh.settle() >= 0
     mesh.net.run_for(10_000)
     sent: list[bytes] = []
-    mesh.net.on_action = lambda nid, a: sent.append(a.data) if isinstance(a, Send) else None
+    mesh.watch(lambda nid, a: sent.append(a.data) if isinstance(a, Send) else None)
     before = mesh.net.stats.bytes
     seconds = 60
     mesh.net.run_for(seconds * 1000)
@@ -558,7 +558,7 @@ def test_a_silent_peer_is_declared_down_and_comes_back() -> None:
     mesh.net.run_for(500)
     a, b = mesh.nodes[0].node_id, mesh.nodes[1].node_id
     seen: Log = []
-    mesh.net.on_action = lambda nid, act: seen.append((nid, act))
+    mesh.watch(lambda nid, act: seen.append((nid, act)))
     mesh.partition([0], [1])
     mesh.net.run_for(mesh.sync_node(0).config.dead_after_ms + 500)
     assert not mesh.sync_node(0).ready_peers()

@@ -51,6 +51,12 @@ def apply_changes(conn: sqlite3.Connection, ch: Changes, s: str = "main") -> Non
             "ON CONFLICT(customer_id) DO UPDATE SET points = points + excluded.points",
             ch.points.items(),
         )
+    if ch.rights:
+        conn.executemany(
+            f"INSERT INTO {s}.rights VALUES (?, ?, ?) "
+            "ON CONFLICT(customer_id, node) DO UPDATE SET points = points + excluded.points",
+            [(c, n, v) for (c, n), v in ch.rights.items()],
+        )
     if ch.registers:
         conn.executemany(
             f"INSERT INTO {s}.registers VALUES (?, ?, ?, ?, ?, ?) "

@@ -41,6 +41,7 @@ class Changes:
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     stock: Counter[str] = field(default_factory=Counter)
     points: Counter[str] = field(default_factory=Counter)
+    rights: Counter[tuple[str, str]] = field(default_factory=Counter)
     registers: list[tuple[str, str, str, str, int, str]] = field(default_factory=list)
     touched: set[tuple[str, str]] = field(default_factory=set)
     entities: set[tuple[str, str]] = field(default_factory=set)
@@ -116,11 +117,15 @@ def _stock(ch: Changes, op: Op) -> None:
     _move(ch, op, sku, delta, op.kind)
 
 
-def _points(ch: Changes, customer: str | None, delta: int, redeemed: int = 0) -> None:
-    """A redemption re-checks the customer's conflict even when it nets to zero points: it is one
-    of the ops a negative-points conflict names."""
+def _points(
+    ch: Changes, customer: str | None, delta: int, redeemed: int = 0, node: str = ""
+) -> None:
+    """Points move the customer's balance and the redemption rights of the node where they moved
+    (escrow). A redemption re-checks the customer's conflict even when it nets to zero points: it
+    is one of the ops a negative-points conflict names."""
     if customer and delta:
         ch.points[customer] += delta
+        ch.rights[(customer, node)] += delta
     if customer and (delta or redeemed):
         ch.touched.add((NEGATIVE_POINTS, customer))
 
@@ -215,13 +220,26 @@ def _record(ch: Changes, op: Op) -> None:
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
-    _points(ch, customer, earned - redeemed, redeemed)
+    _points(ch, customer, earned - redeemed, redeemed, op.origin)
 
 
 def _loyalty(ch: Changes, op: Op) -> None:
     customer = _get(op.payload, "customer_id", str, op)
     _get(op.payload, "reason", str, op)
-    _points(ch, customer, _get(op.payload, "delta", int, op))
+    _points(ch, customer, _get(op.payload, "delta", int, op), node=op.origin)
+
+
+def _transfer(ch: Changes, op: Op) -> None:
+    """Escrow: the holder of redemption rights hands some to another node. Only the holder can
+    sign such an op, and it checks its own rights before it does, so rights never go below zero
+    and no point can be redeemed twice, even by counters that cannot see each other."""
+    customer = _get(op.payload, "customer_id", str, op)
+    to = _get(op.payload, "to", str, op)
+    points = _get(op.payload, "points", int, op)
+    if points <= 0 or to == op.origin:
+        raise EncodingError(f"op {op.origin}:{op.seq}: escrow transfer is malformed")
+    ch.rights[(customer, op.origin)] -= points
+    ch.rights[(customer, to)] += points
 
 
 def _resolve(ch: Changes, op: Op) -> None:
@@ -249,6 +267,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "return": _record,
     "exchange": _record,
     "loyalty.adjust": _loyalty,
+    "escrow.transfer": _transfer,
     "conflict.resolve": _resolve,
     "note": _inert,
     "report.z": _inert,

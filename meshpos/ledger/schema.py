@@ -52,6 +52,7 @@ VIEW_TABLES = (
     "stock",
     "stock_moves",
     "loyalty",
+    "rights",
     "sales",
     "sale_lines",
     "tenders",
@@ -110,6 +111,12 @@ CREATE INDEX IF NOT EXISTS {s}.stock_moves_sku ON stock_moves (sku, hlc);
 CREATE TABLE IF NOT EXISTS {s}.loyalty (
     customer_id TEXT PRIMARY KEY,
     points      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.rights (
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    PRIMARY KEY (customer_id, node)
 );
 CREATE TABLE IF NOT EXISTS {s}.sales (
     sale_id  TEXT NOT NULL,

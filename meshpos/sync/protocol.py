@@ -285,14 +285,14 @@ class SyncNode:
 
     # -- message handlers -----------------------------------------------------------------------
 
-    def _hello(self, session: Session, now: int, out: list[Action]) -> None:
+    def _hello(self, session: Session, now: int, out: list[Action], ask: bool = False) -> None:
         msg = Hello(
             PROTOCOL_VERSION,
             self.replica.store,
             self.me.as_row(),
             self.replica.vv(),
             self.epoch,
-            reply=not session.ready,
+            reply=ask or not session.ready,
         )
         session.last_hello = now
         self._send(session, msg, now, out)
@@ -356,6 +356,8 @@ class SyncNode:
                 return
         by_origin: dict[str, list[Op]] = {}
         current = msg.epoch == session.peer_epoch
+        if not current:
+            self._other_incarnation(session, now, out)
         for op in ops:
             # A peer sends an origin's ops from what its log holds, so it holds what it sends;
             # unless the batch comes from an earlier incarnation, whose ledger may be gone.
@@ -383,11 +385,20 @@ class SyncNode:
 
     def _on_have(self, session: Session, msg: Have, now: int, out: list[Action]) -> None:
         if msg.epoch != session.peer_epoch:
-            return  # sent before the peer restarted (or overtook its Hello): not its state now
+            self._other_incarnation(session, now, out)
+            return
         for origin in _max_merge(session.their_vv, msg.vv):
             session.progress[origin] = now
         _max_merge(session.sent_vv, session.their_vv)
         self._pump(session, now, out)
+
+    def _other_incarnation(self, session: Session, now: int, out: list[Action]) -> None:
+        """A Have or Ops from another epoch than our session's: a restart of the peer reordered
+        with its messages (its Hello, or ones its previous run sent, arrived late). That message
+        does not describe the peer's ledger now, which a wipe may have emptied: ask for a Hello,
+        whose epoch and version vector reset the session."""
+        if now - session.last_hello >= self.config.hello_retry_ms:
+            self._hello(session, now, out, ask=True)
 
     # -- sending --------------------------------------------------------------------------------
 

@@ -1,0 +1,407 @@
+"""Real `meshpos node run` daemons for the mesh integration tests, the demo and the bench.
+
+- `make_store()` builds enrolled node directories in-process (store key on the first, the others
+  enrolled through the same request/sign/install steps as the CLI), in well under a second.
+- `Daemons` starts `meshpos node run` subprocesses (optionally inside a network namespace), each
+  logging to a file in its node directory, and stops every one it started when the block ends,
+  whatever happened: SIGTERM to all, then SIGKILL to any still running after a deadline.
+- `wait_until()` is the one way tests wait: poll a predicate until a deadline, then fail naming
+  what was awaited and the tail of every daemon log.
+- Read helpers open a short-lived SQLite connection per call, so a test never holds a database
+  that a daemon writes or that a test deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meshpos import membership
+from meshpos.cli import main as cli_main
+from meshpos.clock import HLC
+from meshpos.config import DB_FILE, init_node
+from meshpos.domain.catalog import parse_csv
+from meshpos.ledger.schema import VIEW_TABLES
+from meshpos.ops import make_op
+from meshpos.terminal import Terminal
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "meshpos" / "data" / "sample_catalog.csv"
+LOG_FILE = "daemon.log"
+T = TypeVar("T")
+
+
+def unique_store(prefix: str = "S") -> str:
+    """A store id no other test (or concurrent run) on this host's loopback mDNS uses."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+# -- building node directories ------------------------------------------------------------------
+
+
+def make_store(
+    base: Path,
+    names: Sequence[str],
+    *,
+    store: str | None = None,
+    catalog: bool = True,
+    mesh: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Node directories of one store: `store init` on the first, the others enrolled by it.
+
+    The first imports the sample catalogue when `catalog` is set; the others start empty and get
+    it over the mesh. `mesh` becomes the `[mesh]` table of every node's meshpos.toml.
+    """
+    store = store or unique_store()
+    dirs = [base / name for name in names]
+    first = _init(dirs[0], store, names[0], mesh)
+    try:
+        membership.store_init(first)
+        if catalog:
+            first.import_catalog(parse_csv(SAMPLE.read_text(), SAMPLE.name))
+        for directory, name in zip(dirs[1:], names[1:], strict=True):
+            enrol(first, _init(directory, store, name, mesh))
+    finally:
+        first.close()
+    return dirs
+
+
+def enrol(holder: Terminal, directory: Path | Terminal) -> None:
+    """`enroll request` on the node, `enroll sign` on `holder`, `enroll install` on the node."""
+    t = Terminal.open(directory) if isinstance(directory, Path) else directory
+    try:
+        membership.install(t, membership.sign(holder, membership.request(t)))
+    finally:
+        t.close()
+
+
+def _init(directory: Path, store: str, name: str, mesh: dict[str, Any] | None) -> Terminal:
+    cfg = init_node(directory, store, name)
+    if mesh:
+        for key, value in mesh.items():
+            membership.set_config(cfg, "mesh", key, value)
+    return Terminal.open(directory)
+
+
+def set_mesh(directory: Path, **values: Any) -> None:
+    t = Terminal.open(directory)
+    try:
+        for key, value in values.items():
+            membership.set_config(t.cfg, "mesh", key, value)
+    finally:
+        t.close()
+
+
+# -- the CLI, in-process ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def meshpos(directory: Path, *args: str, check: bool = True) -> CliRun:
+    """Run `meshpos --dir DIR ARGS` in this process (the same code the console script runs)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli_main(["--dir", str(directory), *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    run = CliRun(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"meshpos {' '.join(args)} in {directory} exited {code}: {run.err}")
+    return run
+
+
+def sell(directory: Path, *items: str) -> dict[str, Any]:
+    sale: dict[str, Any] = meshpos(directory, "sell", *items, "--json").json()
+    return sale
+
+
+# -- reading a node's database ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def db(directory: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(directory / DB_FILE, timeout=30)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def vv(directory: Path) -> dict[str, int]:
+    with db(directory) as conn:
+        return dict(conn.execute("SELECT origin, seq FROM vv").fetchall())
+
+
+def pending(directory: Path) -> int:
+    with db(directory) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+
+def count_ops(directory: Path, origin: str | None = None) -> int:
+    with db(directory) as conn:
+        if origin is None:
+            return int(conn.execute("SELECT COUNT(*) FROM ops").fetchone()[0])
+        row = conn.execute("SELECT COUNT(*) FROM ops WHERE origin = ?", (origin,)).fetchone()
+        return int(row[0])
+
+
+def has_op(directory: Path, origin: str, seq: int) -> bool:
+    with db(directory) as conn:
+        row = conn.execute("SELECT 1 FROM ops WHERE origin = ? AND seq = ?", (origin, seq))
+        return row.fetchone() is not None
+
+
+def stock(directory: Path) -> dict[str, int]:
+    with db(directory) as conn:
+        return dict(conn.execute("SELECT sku, qty FROM stock").fetchall())
+
+
+def qty(directory: Path, sku: str) -> int:
+    return stock(directory).get(sku, 0)
+
+
+def sale_ids(directory: Path) -> set[str]:
+    with db(directory) as conn:
+        return {r[0] for r in conn.execute("SELECT DISTINCT sale_id FROM sales")}
+
+
+def views(directory: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every materialised view, canonically ordered, to compare replicas table by table."""
+    with db(directory) as conn:
+        return {
+            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+            for table in VIEW_TABLES
+        }
+
+
+def node_id(directory: Path) -> str:
+    text = (directory / "meshpos.toml").read_text()
+    for line in text.splitlines():
+        if line.startswith("node_id"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise AssertionError(f"no node_id in {directory}/meshpos.toml")
+
+
+def converged(dirs: Sequence[Path]) -> bool:
+    """Same version vector everywhere and no op waiting past a gap."""
+    first = vv(dirs[0])
+    return all(vv(d) == first for d in dirs[1:]) and not any(pending(d) for d in dirs)
+
+
+def backlog(directory: Path, n: int, sku: str = "TSH-NAV-M") -> tuple[str, int]:
+    """`n` signed stock receipts appended at the node in one transaction (what it rang while
+    away, at bulk speed); returns (origin, last seq). A running daemon pushes them at once."""
+    t = Terminal.open(directory)
+    try:
+        seq, prev = t.ledger.head(t.node_id)
+        clock = HLC(t.ledger.max_hlc())
+        ops = []
+        for k in range(n):
+            op = make_op(
+                t.signer,
+                store=t.cfg.store,
+                seq=seq + 1 + k,
+                hlc=clock.now(t.now_ms()),
+                user="cashier",
+                kind="stock.receive",
+                payload={"sku": sku, "delta": 1, "reason": f"count {k}"},
+                prev=prev,
+            )
+            prev = op.hash
+            ops.append(op)
+        t.ledger.ingest(ops)
+        return t.node_id, seq + n
+    finally:
+        t.close()
+
+
+def wipe(directory: Path) -> list[str]:
+    """The disk died: delete the database and its WAL/SHM files; the keys and config stay."""
+    gone = []
+    for path in directory.glob(DB_FILE + "*"):
+        path.unlink()
+        gone.append(path.name)
+    return gone
+
+
+# -- daemons ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    """One `meshpos node run` process; its stderr (the log) goes to DIR/daemon.log."""
+
+    directory: Path
+    args: tuple[str, ...] = ()
+    prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", NS)
+    popen: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    log_offset: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / LOG_FILE
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    def start(self) -> Daemon:
+        if self.running():
+            raise AssertionError(f"daemon of {self.name} is already running")
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        argv = [
+            *self.prefix,
+            sys.executable,
+            "-c",
+            "from meshpos.cli import main; main()",
+            "--dir",
+            str(self.directory),
+            "node",
+            "run",
+            *self.args,
+        ]
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== start {self.starts + 1}: {' '.join(argv)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                start_new_session=True,
+            )
+        self.starts += 1
+        return self
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def terminate(self) -> None:
+        if self.running():
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it has not exited by `timeout`."""
+        if self.popen is None:
+            return None
+        self.terminate()
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no cleanup, like a pulled power cord."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def log(self, since_start: bool = False) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[self.log_offset if since_start else 0 :].decode("utf-8", "replace")
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status.json (empty if it has not written one)."""
+        try:
+            status: dict[str, Any] = json.loads((self.directory / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return status
+
+
+class Daemons:
+    """The daemons of one test: started through it, all stopped when the block ends."""
+
+    def __init__(self) -> None:
+        self.all: list[Daemon] = []
+
+    def __enter__(self) -> Daemons:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(
+        self,
+        directory: Path,
+        *args: str,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
+        daemon = Daemon(directory, tuple(args), tuple(prefix), env=dict(env or {}))
+        self.all.append(daemon)
+        return daemon.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        for d in self.all:
+            with contextlib.suppress(Exception):
+                d.terminate()
+        deadline = time.monotonic() + timeout
+        for d in self.all:
+            if d.popen is None:
+                continue
+            try:
+                d.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                d.popen.kill()
+                d.popen.wait(5)
+
+    def logs(self, tail: int = 3000) -> str:
+        return "\n".join(
+            f"--- {d.name} (pid {d.popen and d.popen.pid})\n{d.log()[-tail:]}" for d in self.all
+        )
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    daemons: Daemons | None = None,
+    interval: float = 0.02,
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            logs = f"\ndaemon logs:\n{daemons.logs()}" if daemons else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{logs}")
+        time.sleep(interval)
