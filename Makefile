@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO_DIR ?= $(shell mktemp -d -t meshpos-demo-XXXX)
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench demo demo-store clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Part one: two terminals sync by bundle (issue 3). Part two: three daemons on loopback find each
+# other over mDNS, converge live, one stops and catches up (issue 4).
 demo: $(STAMP)
-	$(BIN)/python -m meshpos.demo $(DEMO_DIR)
+	@dir="$(DEMO_DIR)"; \
+	$(BIN)/python -m meshpos.demo "$$dir/bundle" && \
+	$(BIN)/python -m meshpos.demo_mesh "$$dir/mesh"
+
+# A store of three terminals and an HQ as processes on loopback: the topology of
+# docker/compose.yaml without containers (encrypted databases, backup, restore, catch-up).
+demo-store: $(STAMP)
+	$(BIN)/python -m meshpos.demo_store
 
 clean:
 	rm -rf $(VENV) build *.egg-info

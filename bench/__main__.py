@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import meshpos
-from bench import ledger_bench
+from bench import devices_bench, hq_bench, ledger_bench, mesh_bench, ops_bench
 from bench.common import DEFAULT_OUT, BenchError, fmt, load_average, log, peak_rss_mb, table
 
 Section = Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]
@@ -34,10 +34,21 @@ SECTIONS: list[tuple[str, Section]] = [
     ("merge", ledger_bench.merge_section),
     ("scale", ledger_bench.scale_section),
     ("baselines", ledger_bench.baselines_section),
+    ("ops", ops_bench.ops_section),
+    ("mesh", mesh_bench.mesh_section),
+    ("devices", devices_bench.devices_section),
+    ("hq", hq_bench.hq_section),
 ]
 GROUPS = {"ledger": ("commit", "merge", "scale")}
 
-QUICK = {"sales": 200, "merge_ops": 5_000, "ops": 20_000, "baseline_sales": 1_000}
+QUICK = {
+    "sales": 200,
+    "merge_ops": 5_000,
+    "ops": 20_000,
+    "baseline_sales": 1_000,
+    "mesh_sales": 30,
+    "mesh_backlog": 2_000,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-sales", type=int, help="sales per replica in the baselines (default 30,000)"
     )
+    parser.add_argument(
+        "--mesh-sales", type=int, help="sales timed across the 3-daemon mesh (default 1,000)"
+    )
+    parser.add_argument(
+        "--mesh-backlog", type=int, help="ops healed after a mesh partition (default 100,000)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results and cached ledgers")
     parser.add_argument("--no-cache", action="store_true", help="rebuild generated ledgers")
@@ -67,7 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = (
         QUICK
         if args.quick
-        else {"sales": 2_000, "merge_ops": 100_000, "ops": 1_000_000, "baseline_sales": 30_000}
+        else {
+            "sales": 2_000,
+            "merge_ops": 100_000,
+            "ops": 1_000_000,
+            "baseline_sales": 30_000,
+            "mesh_sales": 1_000,
+            "mesh_backlog": 100_000,
+        }
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:

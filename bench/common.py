@@ -65,18 +65,24 @@ def load_average() -> float | None:
 
 
 class Stopwatch:
-    """Accumulates wall time over several `with sw:` blocks."""
+    """Accumulates wall time, and this process's CPU time, over several `with sw:` blocks.
+
+    CPU time is what the work costs when other processes compete for the cores; wall time is
+    what a user waits."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self._start = 0.0
+        self.cpu = 0.0
+        self._start = self._cpu_start = 0.0
 
     def __enter__(self) -> Stopwatch:
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds += time.perf_counter() - self._start
+        self.cpu += time.process_time() - self._cpu_start
 
 
 @contextmanager

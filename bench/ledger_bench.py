@@ -462,16 +462,18 @@ def commit_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[st
             mix = SaleMix(list(products), len(cids), args.seed)
             log(f"commit: ringing {n:,} sales on one terminal (synchronous={synchronous})")
             lat: list[float] = []
+            cpu = 0.0
             for i in range(n + 20):
                 spec = mix.next()
                 cart = [CartLine(products[sku], qty) for sku, qty in spec.items]
                 total = price_lines(cart, spec.discount).total
                 tenders = tenders_for(spec.pay, total)
                 cid = cids[spec.customer] if spec.customer is not None else None
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 term.sell(list(spec.items), tenders=tenders, customer=cid, discount=spec.discount)
                 if i >= 20:  # the first few warm SQLite's page cache and Python's caches
                     lat.append(time.perf_counter() - t0)
+                    cpu += time.process_time() - c0
             problems = term.ledger.verify()
             conflicts = conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
             ops = term.ledger.op_count()
@@ -488,6 +490,7 @@ def commit_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[st
         "max_ms": max(ms),
         "mean_ms": sum(ms) / len(ms),
         "sales_per_s": rate(n, sum(lat)),
+        "cpu_ms_per_sale": cpu * 1000 / n,
         "catalog_ops": products_n + receipts_n,
         "catalog_ops_per_s": rate(products_n + receipts_n, cat_sw.seconds),
         "ops": ops,
@@ -498,7 +501,7 @@ def commit_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[st
         table(
             f"1. durable sale commit: Terminal.sell on a file DB (synchronous={synchronous}, "
             f"journal={journal})",
-            ["sales", "p50 ms", "p90 ms", "p99 ms", "max ms", "sales/s", "verify"],
+            ["sales", "p50 ms", "p90 ms", "p99 ms", "max ms", "sales/s", "CPU ms/sale", "verify"],
             [
                 [
                     fmt(n, ",d"),
@@ -507,6 +510,7 @@ def commit_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[st
                     fmt(res["p99_ms"], ".2f"),
                     fmt(res["max_ms"], ".2f"),
                     fmt(res["sales_per_s"]),
+                    fmt(res["cpu_ms_per_sale"], ".2f"),
                     "ok" if not problems else f"{len(problems)} problems",
                 ]
             ],
@@ -516,6 +520,8 @@ def commit_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[st
                 "1-3 lines a sale, 30 % with a loyalty customer, cash/card/split",
                 f"{conflicts} conflicts open after the run (the sample catalogue's stock is small, "
                 "so some SKUs are oversold)",
+                "CPU ms/sale: this process's CPU time; the rest of the latency is waiting for "
+                "fsync (and for the CPU, when other processes compete for it)",
             ],
         )
     )
@@ -607,53 +613,30 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         "source_build_s": info["build_s"],
         **proto,
     }
+    merge_sw = Stopwatch()
+    merge_sw.seconds, merge_sw.cpu = receive_s, decode_sw.cpu + ingest_sw.cpu
+    res["merge_cpu_s"] = merge_sw.cpu
+    res["merge_ops_per_cpu_s"] = rate(n, merge_sw.cpu)
+    rows = [
+        _step("decode (msgpack + sha256 per op)", n, decode_sw, receive_s),
+        _step("ingest (check, fold, durable commit)", n, ingest_sw, receive_s),
+        _step("  of which chain + signature check*", n, check_sw, receive_s),
+        _step("merge = decode + ingest", n, merge_sw, receive_s),
+        _step("sender: read missing ops (raw_since)", n, read_sw, None),
+    ]
     if "protocol_error" in proto:
-        proto_row = ["merge via sync messages", "-", "-", proto["protocol_error"]]
+        rows.append(["merge via sync messages", "-", "-", "-", "-", proto["protocol_error"]])
     else:
-        proto_row = [
-            f"merge via sync Ops messages of {proto['protocol_batch_ops']} ops",
-            fmt(proto["protocol_merge_s"], ".2f"),
-            fmt(proto["protocol_merge_ops_per_s"]),
-            "",
-        ]
+        proto_sw = Stopwatch()
+        proto_sw.seconds, proto_sw.cpu = proto["protocol_merge_s"], proto["protocol_merge_cpu_s"]
+        label = f"merge via sync Ops messages of {proto['protocol_batch_ops']} ops"
+        rows.append(_step(label, n, proto_sw, None))
     print(
         table(
             f"2. merge: {n:,} foreign sales (3 tills) into a fresh durable ledger, "
             f"{BATCH:,} ops per ingest",
-            ["step", "seconds", "ops/s", "share"],
-            [
-                [
-                    "decode (msgpack + sha256 per op)",
-                    fmt(decode_sw.seconds, ".2f"),
-                    fmt(rate(n, decode_sw.seconds)),
-                    _share(decode_sw.seconds, receive_s),
-                ],
-                [
-                    "ingest (check, fold, durable commit)",
-                    fmt(ingest_sw.seconds, ".2f"),
-                    fmt(res["ingest_ops_per_s"]),
-                    _share(ingest_sw.seconds, receive_s),
-                ],
-                [
-                    "  of which chain + signature check*",
-                    fmt(check_sw.seconds, ".2f"),
-                    fmt(res["check_ops_per_s"]),
-                    _share(check_sw.seconds, receive_s),
-                ],
-                [
-                    "merge = decode + ingest",
-                    fmt(receive_s, ".2f"),
-                    fmt(res["merge_ops_per_s"]),
-                    "100%",
-                ],
-                [
-                    "sender: read missing ops (raw_since)",
-                    fmt(read_sw.seconds, ".2f"),
-                    fmt(res["sender_read_ops_per_s"]),
-                    "",
-                ],
-                proto_row,
-            ],
+            ["step", "seconds", "ops/s", "CPU s", "ops/CPU-s", "share"],
+            rows,
             [
                 f"* timed apart on the same batches: a hash per op, {signatures} Ed25519 "
                 f"verifies in all (one per contiguous run of an origin's ops per batch)",
@@ -665,6 +648,7 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"{fmt(bundle_overhead, '.2f')} B per op in {BATCH:,}-op bundles",
                 "sync Ops messages: sender raw_since + messages.encode; receiver messages.decode "
                 "+ decode_op + one Ledger.ingest per origin per message, as SyncNode does",
+                "CPU s: this process's CPU time (fsync waits and other processes' load excluded)",
                 f"converged with the source: {fmt(converged)}; open conflicts: {conflicts}; "
                 f"source ledger {'cached' if info['cached'] else 'built'} "
                 f"({info['build_s']:.0f} s to build)",
@@ -675,6 +659,17 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         _target("merge incl. checks", res["merge_ops_per_s"], TARGET_MERGE_OPS_S, "ops/s")
     ]
     return res
+
+
+def _step(label: str, n: int, sw: Stopwatch, whole: float | None) -> list[str]:
+    return [
+        label,
+        fmt(sw.seconds, ".2f"),
+        fmt(rate(n, sw.seconds)),
+        fmt(sw.cpu, ".2f"),
+        fmt(rate(n, sw.cpu)),
+        _share(sw.seconds, whole) if whole else "",
+    ]
 
 
 def _protocol_merge(
@@ -717,6 +712,7 @@ def _protocol_merge(
         "protocol_batch_ops": batch_ops,
         "protocol_merged": merged,
         "protocol_merge_s": receive_sw.seconds,
+        "protocol_merge_cpu_s": receive_sw.cpu,
         "protocol_merge_ops_per_s": rate(merged, receive_sw.seconds),
         "protocol_framing_bytes_per_op": (msg_bytes - wire_bytes) / merged if merged else None,
         "protocol_one_op_framing_bytes": one_framing,
@@ -768,6 +764,7 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         "build_s": info["build_s"],
         "verify_s": child["verify_s"],
         "verify_ops_per_s": rate(ops, child["verify_s"]),
+        "verify_cpu_s": child["verify_cpu_s"],
         "verify_problems": child["problems"],
         "open_s": child["open_s"],
         "peak_rss_mb": child["peak_rss_mb"],
@@ -787,6 +784,7 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 "ops",
                 "verify s",
                 "verify ops/s",
+                "CPU s",
                 "DB MB",
                 "B/op",
                 "log B/op",
@@ -798,6 +796,7 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                     fmt(ops, ",d"),
                     fmt(res["verify_s"], ".1f"),
                     fmt(res["verify_ops_per_s"]),
+                    fmt(res["verify_cpu_s"], ".1f"),
                     fmt(sizes["file"] / 2**20, ",.0f"),
                     fmt(res["bytes_per_op"]),
                     fmt(res["log_bytes_per_op"]),
@@ -855,9 +854,10 @@ def _verify_child(db: str) -> dict[str, Any]:
     ops = ledger.op_count()
     open_s = time.perf_counter() - t0
     try:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         problems = ledger.verify()
         verify_s = time.perf_counter() - t0
+        verify_cpu_s = time.process_time() - c0
     finally:
         ledger.close()
     for p in problems[:5]:
@@ -866,6 +866,7 @@ def _verify_child(db: str) -> dict[str, Any]:
         "ops": ops,
         "open_s": open_s,
         "verify_s": verify_s,
+        "verify_cpu_s": verify_cpu_s,
         "problems": len(problems),
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline,

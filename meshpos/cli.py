@@ -23,7 +23,8 @@ from meshpos.domain.catalog import parse_csv
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import parse_item, parse_tender
 from meshpos.errors import InputError, MeshposError
-from meshpos.terminal import Terminal
+from meshpos.staff_store import session_user
+from meshpos.terminal import Terminal, wall_ms
 
 SAMPLE_CATALOG = Path(__file__).parent / "data" / "sample_catalog.csv"
 MONEY_KEYS = {
@@ -57,17 +58,28 @@ class DefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
+# Called once with each command's terminal as it is opened (cli_staff: session, --approve PIN).
+OPEN_HOOKS: list[Callable[[click.Context, Terminal], None]] = []
+
+
 def _open(ctx: click.Context) -> Terminal:
     obj = ctx.find_root().obj
     if obj.get("terminal") is None:
         obj["terminal"] = Terminal.open(obj["dir"])
         ctx.call_on_close(obj["terminal"].close)
+        for hook in OPEN_HOOKS:
+            hook(ctx, obj["terminal"])
     t: Terminal = obj["terminal"]
     return t
 
 
 def _user(ctx: click.Context) -> str | None:
-    user: str | None = ctx.find_root().obj.get("user")
+    """--user, else whoever signed in here (`meshpos login`), else the --approve user, else the
+    node's default user."""
+    obj = ctx.find_root().obj
+    user: str | None = (
+        obj.get("user") or session_user(obj["dir"], wall_ms()) or obj.get("approve")
+    )
     return user
 
 
@@ -113,6 +125,20 @@ def emit(
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _set_approver(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().obj["approve"] = check_name(value, "approver")
+
+
+approve_option = click.option(
+    "--approve",
+    metavar="USER",
+    expose_value=False,
+    callback=_set_approver,
+    help="A supervisor or manager approves with their PIN (asked, or $MESHPOS_APPROVER_PIN).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,6 +193,7 @@ def catalog() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--sample", is_flag=True, help="Import the sample clothing-store catalogue.")
 @json_option
+@approve_option
 @click.pass_context
 def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: bool) -> None:
     """Import products from a CSV: sku,name,barcode,category,size,colour,price,gst_rate,stock."""
@@ -214,6 +241,7 @@ def catalog_list(ctx: click.Context, search: str | None, limit: int, as_json: bo
 @catalog.command("set-price")
 @click.argument("sku")
 @click.argument("price")
+@approve_option
 @click.pass_context
 def catalog_set_price(ctx: click.Context, sku: str, price: str) -> None:
     """Change a product's price (rupees, tax-inclusive)."""
@@ -294,6 +322,7 @@ def _print_sale(result: Any, as_json: bool, title: str, copies: int | None = Non
     help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.",
 )
 @json_option
+@approve_option
 @click.pass_context
 def sell(
     ctx: click.Context,
@@ -334,6 +363,7 @@ def sell(
     "--refund", default="cash", show_default=True, type=click.Choice(["cash", "card", "points"])
 )
 @json_option
+@approve_option
 @click.pass_context
 def return_cmd(
     ctx: click.Context, sale_id: str, items: tuple[str, ...], refund: str, as_json: bool
@@ -351,6 +381,7 @@ def return_cmd(
 @click.option("--take", multiple=True, required=True, help="SKU[xQTY] going out. Repeatable.")
 @click.option("--pay", "pays", multiple=True, help="Tender for any difference due.")
 @json_option
+@approve_option
 @click.pass_context
 def exchange(
     ctx: click.Context,
@@ -392,6 +423,7 @@ def _stock_cmd(kind: str, help_text: str) -> Callable[..., None]:
     @click.argument("sku")
     @click.argument("qty", type=int)
     @click.option("--reason", required=True, help="Why: delivery note, count, damage...")
+    @approve_option
     @click.pass_context
     def command(ctx: click.Context, sku: str, qty: int, reason: str) -> None:
         t = _open(ctx)
@@ -565,6 +597,7 @@ def conflicts_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 @click.argument("conflict_id")
 @click.option("--note", required=True, help="What was done (recorded in the audit trail).")
 @click.option("--adjust", type=int, help="For an oversell: stock adjustment to record with it.")
+@approve_option
 @click.pass_context
 def conflicts_resolve(ctx: click.Context, conflict_id: str, note: str, adjust: int | None) -> None:
     """Resolve a conflict (itself an op, so every terminal sees it)."""
@@ -686,7 +719,7 @@ def ops_tail(ctx: click.Context, count: int, as_json: bool) -> None:
 
 
 def _summary(p: Any) -> str:
-    for key in ("sale_id", "sku", "customer_id", "conflict_id", "key"):
+    for key in ("sale_id", "sku", "customer_id", "conflict_id", "key", "user_id"):
         if key in p:
             extra = f" total {rupees(p['total'])}" if "total" in p else ""
             extra += f" {p['delta']:+d}" if "delta" in p else ""
@@ -701,6 +734,9 @@ def verify(ctx: click.Context, full: bool) -> None:
     """Check signatures, hash chains, and every view against a fresh fold of the log."""
     t = _open(ctx)
     problems = t.ledger.verify(every_signature=full)
+    from meshpos.crypto_at_rest import card_number_problems
+
+    problems += card_number_problems(t.cfg)
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
@@ -741,4 +777,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
 
 
-from meshpos import cli_mesh  # noqa: E402,F401  (registers the mesh commands)
+from meshpos import cli_devices, cli_mesh  # noqa: E402,F401  (register mesh, device commands)
+from meshpos import cli_ops  # noqa: E402,F401  (registers the operations commands)
+from meshpos import cli_hq  # noqa: E402,F401  (registers the HQ commands)
+from meshpos import cli_staff  # noqa: E402,F401  (registers users, login, logout, whoami)
+from meshpos import cli_web  # noqa: E402,F401  (registers `meshpos web serve`)

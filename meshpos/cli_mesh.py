@@ -6,13 +6,15 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from meshpos import membership
-from meshpos.cli import _open, cli, emit, json_option
-from meshpos.errors import InputError
-from meshpos.daemon_state import acked_seq, daemon_status
+from meshpos.cli import _open, cli, emit, json_option, sync
+from meshpos.daemon_state import SYNC_NOW_FILE, acked_seq, daemon_status
+from meshpos.errors import InputError, MeshposError
+from meshpos.terminal import Terminal
 
 
 @cli.group()
@@ -29,9 +31,14 @@ def store_init(ctx: click.Context, as_json: bool) -> None:
     cert = membership.store_init(t)
     pub = membership.store_public_key(t.cfg)
     emit(
-        {"store": cert.store, "node": cert.name, "node_id": cert.node_id,
-         "store_public_key": pub.hex() if pub else ""},
-        as_json, "store key created; this terminal is enrolled",
+        {
+            "store": cert.store,
+            "node": cert.name,
+            "node_id": cert.node_id,
+            "store_public_key": pub.hex() if pub else "",
+        },
+        as_json,
+        "store key created; this terminal is enrolled",
     )
 
 
@@ -55,7 +62,9 @@ def _read(path: str) -> bytes:
 
 
 @enroll.command("request")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Request file to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Request file to write."
+)
 @click.pass_context
 def enroll_request(ctx: click.Context, out: str) -> None:
     """Write this node's enrolment request (its public keys, signed by it)."""
@@ -90,17 +99,26 @@ def node() -> None:
 
 @node.command("run")
 @click.option("--host", help="Address to listen on (default [mesh] host or 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), help="TCP port (default [mesh] port; 0 = any).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="TCP port (default [mesh] port; 0 = any)."
+)
 @click.option("--no-discovery", is_flag=True, help="Do not use mDNS; only [mesh] static_peers.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
 @click.pass_context
-def node_run(ctx: click.Context, host: str | None, port: int | None, no_discovery: bool,
-             log_level: str) -> None:
+def node_run(
+    ctx: click.Context, host: str | None, port: int | None, no_discovery: bool, log_level: str
+) -> None:
     """Run the mesh daemon in the foreground: discovery, replication, logs (Ctrl-C stops)."""
     logging.basicConfig(
-        level=log_level, stream=sys.stderr,
+        level=log_level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # python-escpos calls logging.basicConfig() when imported
     )
     overrides: dict[str, object] = {"host": host, "port": port}
     if no_discovery:
@@ -121,7 +139,12 @@ def peers(ctx: click.Context, as_json: bool) -> None:
         raise InputError("the daemon is not running: start it with `meshpos node run`")
     now = time.time() * 1000
     rows = [
-        {**p, "last_seen": f"{(now - p['last_seen_ms']) / 1000:.1f} s ago" if p["last_seen_ms"] else "never"}
+        {
+            **p,
+            "last_seen": f"{(now - p['last_seen_ms']) / 1000:.1f} s ago"
+            if p["last_seen_ms"]
+            else "never",
+        }
         for p in status["peers"]
     ]
     if as_json:
@@ -151,8 +174,62 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "local_ops": own,
         "held_by_one_copy": max(0, own - acked),
         "pending_gaps": t.ledger.pending_count(),
+        "recovering_history": t.bootstrapping(),
         "conflicts_open": len(t.conflicts()),
         "enrolled": (t.cfg.dir / membership.NODE_CERT).exists(),
-        "wan": "not configured",
+        **_wan_fields(t, d),
     }
     emit(info, as_json, "status")
+
+
+def _wan_fields(t: Terminal, d: dict[str, Any]) -> dict[str, Any]:
+    url = t.cfg.section("hq").get("url")
+    if not url:
+        return {"wan": "no HQ configured ([hq] url)"}
+    wan = d.get("wan")
+    if not wan:
+        return {"wan": "unknown (daemon not running)", "hq": url}
+    names = {p["node_id"]: p["name"] for p in d.get("peers", [])}
+    relay = wan.get("relay")
+    relay_name = "this node" if relay == t.node_id else names.get(relay, relay or "nobody")
+    since = wan.get("wan_since_ms") or 0
+    last = wan.get("last_sync_ms") or 0
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return {
+        "wan": ("up" if wan.get("wan_ok") else "DOWN")
+        + (f" since {time.strftime(fmt, time.localtime(since / 1000))}" if since else ""),
+        "hq": url,
+        "hq_relay": relay_name,
+        "last_hq_sync": time.strftime(fmt, time.localtime(last / 1000)) if last else "never",
+        "ops_waiting_for_hq": wan.get("ops_waiting", 0) if relay == t.node_id else "see relay",
+        "last_hq_error": wan.get("last_error") or "",
+    }
+
+
+@sync.command("now")
+@click.option("--wait", "wait_s", default=15.0, show_default=True, help="Seconds to wait.")
+@click.pass_context
+def sync_now(ctx: click.Context, wait_s: float) -> None:
+    """Run an HQ sync round now (through the running daemon) and report how it went."""
+    t = _open(ctx)
+    d = daemon_status(t.cfg.dir)
+    if not d:
+        raise InputError("the daemon is not running: start it with `meshpos node run`")
+    if not d.get("wan"):
+        raise InputError("no HQ is configured: set [hq] url in meshpos.toml")
+    before = d["wan"].get("rounds", 0)
+    (t.cfg.dir / SYNC_NOW_FILE).touch()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        wan = daemon_status(t.cfg.dir).get("wan") or {}
+        if wan.get("rounds", 0) > before:
+            click.echo(
+                f"HQ sync done: {wan.get('ops_up', 0)} ops up and {wan.get('ops_down', 0)} down "
+                f"since the daemon started; {wan.get('ops_waiting', 0)} waiting"
+            )
+            return
+    wan = daemon_status(t.cfg.dir).get("wan") or {}
+    raise MeshposError(
+        f"no HQ round finished in {wait_s:g} s: {wan.get('last_error') or 'HQ unreachable?'}"
+    )

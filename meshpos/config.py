@@ -70,9 +70,7 @@ class NodeConfig:
         except ValueError:
             raw = b""
         if len(raw) != 32:
-            raise ConfigError(
-                f"{self.dir / CONFIG_FILE}: [store] public_key must be 64 hex digits"
-            )
+            raise ConfigError(f"{self.dir / CONFIG_FILE}: [store] public_key must be 64 hex digits")
         return raw
 
     def section(self, name: str) -> dict[str, Any]:

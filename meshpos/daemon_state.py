@@ -14,6 +14,7 @@ from typing import Any
 from meshpos.terminal import Terminal
 
 STATUS_FILE = "status.json"
+SYNC_NOW_FILE = "sync-now"  # touched by `meshpos sync now`; the daemon runs an HQ round
 ACKS_DDL = """
 CREATE TABLE IF NOT EXISTS peer_acks (
     peer  TEXT PRIMARY KEY,

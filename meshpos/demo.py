@@ -106,7 +106,12 @@ def main(argv: list[str]) -> int:
     for col in ("sku", "T1", "T2", "equal"):
         table.add_column(col)
     for sku in hot:
-        table.add_row(sku, str(after[0][sku]), str(after[1][sku]), "yes" if after[0][sku] == after[1][sku] else "NO")
+        table.add_row(
+            sku,
+            str(after[0][sku]),
+            str(after[1][sku]),
+            "yes" if after[0][sku] == after[1][sku] else "NO",
+        )
     console.print(table)
 
     step("Both replicas verify: signatures, hash chains, views equal a fresh fold")
@@ -114,12 +119,17 @@ def main(argv: list[str]) -> int:
     for t in (t1, t2):
         problems = t.ledger.verify()
         cmd(f"--dir {t.cfg.dir} verify")
-        console.print(f"    {t.cfg.name}: {t.ledger.op_count()} ops, " + ("ok" if not problems else f"PROBLEMS {problems}"))
+        console.print(
+            f"    {t.cfg.name}: {t.ledger.op_count()} ops, "
+            + ("ok" if not problems else f"PROBLEMS {problems}")
+        )
         ok = ok and not problems
     conflicts = t1.conflicts()
     console.print(f"    open conflicts (oversells flagged for a manager): {len(conflicts)}")
     equal = after[0] == after[1] and t1.ledger.vv() == t2.ledger.vv()
-    console.print(f"\n[bold]{'converged' if equal and ok else 'DIVERGED'}[/]: try `meshpos --dir {base / 'T1'} report sales --by terminal`")
+    verdict = "converged" if equal and ok else "DIVERGED"
+    hint = f"meshpos --dir {base / 'T1'} report sales --by terminal"
+    console.print(f"\n[bold]{verdict}[/]: try `{hint}`")
     for t in (t1, t2):
         t.close()
     return 0 if equal and ok else 1

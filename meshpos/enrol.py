@@ -51,7 +51,9 @@ class EnrolRequest:
 
 def make_request(signer: Signer, store: str, name: str, curve_key: bytes) -> bytes:
     """A node's request to join: its keys, signed by its own key (proof it holds it)."""
-    content = pack([CERT_FORMAT, "request", store, signer.node_id, name, signer.public_key, curve_key])
+    content = pack(
+        [CERT_FORMAT, "request", store, signer.node_id, name, signer.public_key, curve_key]
+    )
     return pack([content, signer.sign(content)])
 
 

@@ -136,5 +136,7 @@ def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(cert_bytes)
     tmp.replace(path)
-    t.ledger.add_node(NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes))
+    t.ledger.add_node(
+        NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
+    )
     return cert

@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,11 +37,14 @@ from typing import Any
 from zmq.utils import z85
 
 from meshpos import escrow
-from meshpos.daemon_state import STATUS_FILE, acked_seq, ensure_acks_table
+from meshpos.backup import maybe_backup
+from meshpos.daemon_state import STATUS_FILE, SYNC_NOW_FILE, acked_seq, ensure_acks_table
+from meshpos.devices.service import DaemonPrinting
 from meshpos.enrol import admit_record, read_certificate
 from meshpos.errors import ConfigError, MeshposError, NotFound
-from meshpos.ledger.store import NodeRecord
+from meshpos.ledger.store import NodeRecord, open_connection
 from meshpos.membership import Membership, load
+from meshpos.relay import RelayWorker, elect
 from meshpos.sync.discovery import Advert, Discovery, PeerAdded, PeerEvent, PeerRemoved
 from meshpos.sync.messages import PROTOCOL_VERSION
 from meshpos.sync.protocol import (
@@ -59,8 +61,10 @@ from meshpos.sync.protocol import (
 )
 from meshpos.sync.transport import LinkState, Transport
 from meshpos.terminal import Terminal, wall_ms
+from meshpos.web.server import web_till
 
 log = logging.getLogger("meshpos.node")
+REPEAT_WARNING_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,22 @@ class Daemon:
         self._data_version = 0
         self._last_ack = acked_seq(t)
         self._acks: dict[str, int] = {}
-        self._acks_conn = sqlite3.connect(t.ledger.path, isolation_level=None)
+        self._acks_conn = open_connection(t.ledger.path, t.ledger.key)
+        self._acks_conn.isolation_level = None
         self._acks_conn.execute("PRAGMA busy_timeout = 30000")
         self._acks_conn.execute("PRAGMA synchronous = OFF")
         self._status_due = False
+        self._next_tick = 0.0
+        self._shun: dict[str, float] = {}  # refused peers to cut off, and since when
+        self._targets: dict[str, tuple[str, int, bytes]] = {}  # where and how we dial a peer
+        self._said: dict[tuple[str, ...], float] = {}
+        self.printing = DaemonPrinting(t, self._print_request)
+        self.relay: RelayWorker | None = None
+        hq_url = t.cfg.section("hq").get("url")
+        if hq_url:
+            directory = t.cfg.dir
+            self.relay = RelayWorker(lambda: Terminal.open(directory), str(hq_url))
+        self._relay_choice: str | None = None
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -196,8 +212,15 @@ class Daemon:
             self.discovery.start(wait=False)
         for peer in self.mesh.static_peers:
             self._dial(str(peer["node"]), str(peer["host"]), int(peer["port"]), None)
+        self.printing.start()
+        if self.relay is not None:
+            self.relay.start()
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay.join(timeout=5)
+        self.printing.close()
         if self.discovery is not None:
             self.discovery.close()
         self.transport.close()
@@ -207,35 +230,46 @@ class Daemon:
     def run(self) -> None:
         self.start()
         try:
-            self.loop()
+            with web_till(self.terminal.cfg):  # the web till hook: served when [web] port is set
+                self.loop()
         finally:
             self.close()
 
     def loop(self) -> None:
-        next_tick = 0.0
         next_status = 0.0
         while not self.stop_event.is_set():
             wait = min(self.mesh.tick_ms // 2, self.mesh.wake_ms) or 1
             received = self.transport.poll(timeout_ms=wait)
             for peer, data in received:
                 self._do(self.sync.receive(peer, data, wall_ms()))
+                self._tick_if_due()  # applying a burst of big batches takes a while
             if received:
                 self._record_acks()
             self._link_events()
             self._discovery_events()
             self._local_changes()
+            self.printing.tick(wall_ms())
+            self._relay_tick()
+            maybe_backup(self.terminal, wall_ms())  # [backup] every_minutes; in a thread
+            self._tick_if_due()
             now = time.monotonic()
-            if now >= next_tick:
-                next_tick = now + self.mesh.tick_ms / 1000
-                self._do(self.sync.tick(wall_ms()))
-                self._record_acks()
             if now >= next_status:
                 next_status = now + 1.0
                 self._allow_known()
+                self._check_bootstrap()
+                self._cut_off_refused()
                 self._resume_sessions()
                 self._write_status()
             elif self._status_due:
                 self._write_status()
+
+    def _tick_if_due(self) -> None:
+        """The protocol's timers (acks to other peers, pings, retransmits), every tick_ms."""
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + self.mesh.tick_ms / 1000
+            self._do(self.sync.tick(wall_ms()))
+            self._record_acks()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -255,8 +289,18 @@ class Daemon:
             return
         info = self.peers.setdefault(node_id, PeerInfo(node_id))
         info.address = f"{host}:{port}"
+        self._targets[node_id] = (host, port, key)
         self.transport.connect(node_id, host, port, key)
         self._do(self.sync.connect(node_id, wall_ms()))
+
+    def _redial(self, node_id: str) -> None:
+        """Dial again now: the peer just admitted us over its own link, so it knows our key,
+        but our link to it was refused before it discovered us (the transport would wait a
+        second to retry, and our Hello answer would be lost meanwhile)."""
+        target = self._targets.get(node_id)
+        if target is not None and not self.transport.is_up(node_id):
+            self.transport.disconnect(node_id)
+            self.transport.connect(node_id, *target)
 
     def _link_events(self) -> None:
         for event in self.transport.link_events():
@@ -264,6 +308,28 @@ class Daemon:
                 self._do(self.sync.connect(event.node_id, wall_ms()))
             elif event.state is LinkState.DOWN:
                 self._do(self.sync.disconnect(event.node_id))
+
+    def _warn(self, key: tuple[str, ...], msg: str, *args: object) -> None:
+        """WARNING once a minute per key, DEBUG in between: a refused node retries forever."""
+        now = time.monotonic()
+        fresh = now - self._said.get(key, -REPEAT_WARNING_S) >= REPEAT_WARNING_S
+        if fresh:
+            if len(self._said) > 1000:
+                self._said.clear()
+            self._said[key] = now
+        log.log(logging.WARNING if fresh else logging.DEBUG, msg, *args)
+
+    def _cut_off_refused(self) -> None:
+        """Revoke the CURVE key of a peer refused before it had a session (not admitted, or
+        garbage instead of a Hello), a second after the refusal so it gets our reason first. It
+        is allowed again when discovery announces it anew (say, re-enrolled and restarted)."""
+        now = time.monotonic()
+        for peer, since in list(self._shun.items()):
+            if now - since >= 1.0:
+                del self._shun[peer]
+                if peer not in self.sync.sessions:
+                    self.transport.revoke(peer)
+                    log.info("cut off refused peer %s until it is announced again", peer)
 
     def _resume_sessions(self) -> None:
         for peer in self.transport.peers():
@@ -296,6 +362,12 @@ class Daemon:
             self._data_version = version
             self._do(self.sync.local_changed(wall_ms()))
             self._escrow_asks()
+            self._wake_relay()
+
+    def _wake_relay(self) -> None:
+        if self.relay is not None and self.relay.is_relay:
+            self.relay.work.set()
+            self.relay.wake.set()
 
     def _do(self, actions: list[Action]) -> None:
         for a in actions:
@@ -309,6 +381,7 @@ class Daemon:
                 info.name, info.up = a.name, True
                 self._status_due = True
                 log.info("peer %s (%s) is up", a.name, a.peer)
+                self._redial(a.peer)
             elif isinstance(a, PeerDown):
                 if a.peer in self.peers:
                     self.peers[a.peer].up = False
@@ -316,17 +389,34 @@ class Daemon:
                 log.info("peer %s is down: %s", a.peer, a.reason)
             elif isinstance(a, Rejected):
                 addr = self.transport.inbound_address(a.peer) or "unknown address"
-                log.warning("refused peer %s at %s: %s", a.peer, addr, a.reason)
+                self._warn(
+                    ("refused", a.peer, a.reason),
+                    "refused peer %s at %s: %s",
+                    a.peer,
+                    addr,
+                    a.reason,
+                )
+                if a.peer not in self.sync.sessions:
+                    self._shun.setdefault(a.peer, time.monotonic())
             elif isinstance(a, PeerComplained):
-                log.warning("peer %s refused our data (%s): %s", a.peer, a.code, a.reason)
+                self._warn(
+                    ("complained", a.peer, a.reason),
+                    "peer %s refused our data (%s): %s",
+                    a.peer,
+                    a.code,
+                    a.reason,
+                )
             elif isinstance(a, Applied):
                 if a.peer in self.peers:
                     self.peers[a.peer].last_seen_ms = wall_ms()
                 log.debug("applied %d ops from %s", len(a.ops), a.peer)
+                self._wake_relay()
             elif isinstance(a, RequestReceived):
                 self._on_request(a)
 
     def _on_request(self, req: RequestReceived) -> None:
+        if self._on_print_request(req):
+            return
         if req.kind == escrow.NEED:
             try:
                 granted = escrow.handle_need(self.terminal, req.peer, req.body)
@@ -343,6 +433,18 @@ class Daemon:
                 self._do(self.sync.local_changed(wall_ms()))
         else:
             log.warning("unknown request %r from %s", req.kind, req.peer)
+
+    # -- printing (devices/service.py): the local queue's worker and printer failover --------
+
+    def _print_request(self, peer: str, kind: str, body: dict[str, object]) -> bool:
+        """Send a print request to a peer; False when its session is not up."""
+        actions = self.sync.request(peer, kind, body, wall_ms())
+        self._do(actions)
+        return bool(actions)
+
+    def _on_print_request(self, req: RequestReceived) -> bool:
+        """A peer forwarding its receipts to our printer, or acknowledging ours."""
+        return self.printing.on_request(req.peer, req.kind, req.body, wall_ms())
 
     def _escrow_asks(self) -> None:
         for customer, points in escrow.take_unsent(self.terminal):
@@ -374,6 +476,43 @@ class Daemon:
                     "INSERT OR REPLACE INTO peer_acks VALUES (?, ?, ?)", rows
                 )
 
+    def _check_bootstrap(self) -> None:
+        """A terminal that lost its database resumes signing once a peer's Hello showed how many
+        of its own ops the mesh holds and it has all of them back."""
+        t = self.terminal
+        if not t.bootstrapping():
+            return
+        ready = [s for s in self.sync.sessions.values() if s.ready]
+        if not ready:
+            return
+        target = max(s.their_vv.get(self.me.node_id, 0) for s in ready)
+        held = t.ledger.head(self.me.node_id)[0]
+        if held >= target:
+            t.set_bootstrapping(False)
+            log.info("bootstrap complete: %d of this terminal's own ops recovered from peers", held)
+
+    # -- the HQ relay (meshpos/relay.py) ---------------------------------------------------------
+
+    def _relay_tick(self) -> None:
+        """Tell peers whether we reach HQ, elect the relay, wake it when there is work."""
+        sync_now = self.terminal.cfg.dir / SYNC_NOW_FILE
+        if self.relay is None:
+            sync_now.unlink(missing_ok=True)
+            return
+        wan = self.relay.status.wan_ok
+        self._do(self.sync.set_flags(wall_ms(), wan=wan))
+        choice = elect(self.me.node_id, wan, self.sync.peer_flag("wan"))
+        if choice != self._relay_choice:
+            name = self.peers[choice].name if choice in self.peers else choice
+            log.info("HQ relay is now %s", "this node" if choice == self.me.node_id else name)
+            self._relay_choice = choice
+        self.relay.status.relay = choice
+        self.relay.is_relay = choice == self.me.node_id
+        if sync_now.exists():
+            sync_now.unlink(missing_ok=True)
+            self.relay.force.set()
+            self.relay.wake.set()
+
     def status(self) -> dict[str, Any]:
         ours = self.terminal.ledger.vv()
         peers = []
@@ -402,6 +541,7 @@ class Daemon:
             "peers_up": sum(1 for p in peers if p["up"]),
             "peers": peers,
             "rejected": self.transport.rejected,
+            "wan": self.relay.snapshot() if self.relay is not None else None,
             "traffic": {
                 nid: {
                     "messages_sent": st.messages_sent,

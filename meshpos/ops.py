@@ -64,7 +64,9 @@ def canonical(value: Any, where: str = "payload") -> Any:
         return {key: canonical(value[key], f"{where}.{key}") for key in sorted(value)}
     if isinstance(value, list | tuple):
         return [canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise LocalError(f"{where}: {type(value).__name__} is not allowed in an op (money is integer paise)")
+    raise LocalError(
+        f"{where}: {type(value).__name__} is not allowed in an op (money is integer paise)"
+    )
 
 
 def pack(value: Any) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from meshpos.clock import HLC
 from meshpos.config import NodeConfig, load_config, load_signer, resolve_dir
+from meshpos.crypto_at_rest import storage_key
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.pricing import (
     CartLine,
@@ -33,6 +34,8 @@ from meshpos.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.ledger.fold import CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
 from meshpos.ops import Op, Payload, Signer
+from meshpos.staff import Credential
+from meshpos.staff_store import authorize, install_check
 from meshpos.sync.bundle import decode_bundle, encode_bundle
 
 
@@ -91,6 +94,9 @@ class Terminal:
         self.now_ms = now_ms
         self.clock = HLC(ledger.max_hlc())
         self.on_record: list[RecordHook] = []
+        # PIN-backed credentials that may approve this terminal's ops (meshpos/staff_store.py).
+        self.credentials: list[Credential] = []
+        install_check(ledger)
         if ledger.public_key(signer.node_id) is None:
             ledger.add_node(self.node_record())
 
@@ -98,7 +104,28 @@ class Terminal:
     def open(cls, directory: str | Path | None = None, **kw: Any) -> Terminal:
         cfg = load_config(resolve_dir(directory))
         signer = load_signer(cfg)
-        return cls(cfg, signer, Ledger(cfg.db_path, cfg.store), **kw)
+        key = storage_key(cfg)  # None unless [storage] encrypt = true (meshpos/crypto_at_rest.py)
+        lost = not cfg.db_path.exists() and (cfg.dir / "node.cert").exists()
+        terminal = cls(cfg, signer, Ledger(cfg.db_path, cfg.store, key=key), **kw)
+        if lost:
+            terminal.set_bootstrapping(True)
+        return terminal
+
+    # -- a terminal whose database was lost ------------------------------------------------------
+
+    def set_bootstrapping(self, on: bool) -> None:
+        """An enrolled terminal that lost its database must not sign anything until its peers
+        gave it back its own earlier ops: it would reuse seq numbers (a fork peers refuse) and
+        could grant loyalty rights it already spent. The daemon clears this once caught up."""
+        with self.ledger.write():
+            if on:
+                self.ledger.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
+            else:
+                self.ledger.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
+
+    def bootstrapping(self) -> bool:
+        row = self.ledger.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
+        return row is not None
 
     def close(self) -> None:
         self.ledger.close()
@@ -117,10 +144,16 @@ class Terminal:
     def append(self, kind: str, payload: Payload, user: str | None = None) -> Op:
         """Record a local op; joins the caller's transaction if there is one."""
         with self.ledger.write():
+            if self.bootstrapping():
+                raise LocalError(
+                    "this terminal lost its database and is getting its history back from its "
+                    "peers; it can sell again once `meshpos status` shows it caught up "
+                    "(start `meshpos node run` with a peer reachable)"
+                )
             hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
-            return self.ledger.append(
-                self.signer, kind=kind, payload=payload, user=user or self.cfg.user, hlc=hlc
-            )
+            acting = user or self.cfg.user
+            payload = authorize(self, kind, payload, acting, hlc)  # staff permissions
+            return self.ledger.append(self.signer, kind=kind, payload=payload, user=acting, hlc=hlc)
 
     def ingest(self, ops: Sequence[Op], nodes: Sequence[NodeRecord] = ()) -> IngestResult:
         result = self.ledger.ingest(ops, nodes)

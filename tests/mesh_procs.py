@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from meshpos import membership
 from meshpos.cli import main as cli_main
 from meshpos.clock import HLC
-from meshpos.config import DB_FILE, init_node
+from meshpos.config import DB_FILE, init_node, load_config
 from meshpos.domain.catalog import parse_csv
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ops import make_op
@@ -40,6 +40,7 @@ from meshpos.terminal import Terminal
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "meshpos" / "data" / "sample_catalog.csv"
 LOG_FILE = "daemon.log"
+MESHPOS = (sys.executable, "-c", "from meshpos.cli import main; main()")  # the console script
 T = TypeVar("T")
 
 
@@ -142,7 +143,8 @@ def sell(directory: Path, *items: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def db(directory: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(directory / DB_FILE, timeout=30)
+    # mode=rw: never create the file (a test must not stand in for a node's missing database)
+    conn = sqlite3.connect(f"file:{directory / DB_FILE}?mode=rw", uri=True, timeout=30)
     try:
         yield conn
     finally:
@@ -197,17 +199,21 @@ def views(directory: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def node_id(directory: Path) -> str:
-    text = (directory / "meshpos.toml").read_text()
-    for line in text.splitlines():
-        if line.startswith("node_id"):
-            return line.split("=", 1)[1].strip().strip('"')
-    raise AssertionError(f"no node_id in {directory}/meshpos.toml")
+    return str(load_config(directory).node_id)
+
+
+def store_of(directory: Path) -> str:
+    return str(load_config(directory).store)
 
 
 def converged(dirs: Sequence[Path]) -> bool:
-    """Same version vector everywhere and no op waiting past a gap."""
-    first = vv(dirs[0])
-    return all(vv(d) == first for d in dirs[1:]) and not any(pending(d) for d in dirs)
+    """Same version vector everywhere and no op waiting past a gap (False while a node's
+    database is still being created)."""
+    try:
+        first = vv(dirs[0])
+        return all(vv(d) == first for d in dirs[1:]) and not any(pending(d) for d in dirs)
+    except sqlite3.OperationalError:
+        return False
 
 
 def backlog(directory: Path, n: int, sku: str = "TSH-NAV-M") -> tuple[str, int]:
@@ -275,9 +281,7 @@ class Daemon:
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [
             *self.prefix,
-            sys.executable,
-            "-c",
-            "from meshpos.cli import main; main()",
+            *MESHPOS,
             "--dir",
             str(self.directory),
             "node",

@@ -193,13 +193,17 @@ def test_dead_disk_replacement_bootstraps_and_continues_numbering(
     daemons.all[1].kill()
     assert wipe(b)
     assert not (b / "meshpos.db").exists()
+    # Until its peers gave its history back, the replacement refuses to sign (it would fork).
+    refused = meshpos(b, "customer", "add", "--name", "Walk-in", check=False)
+    assert refused.code == 1 and "lost its database" in refused.err
     daemons.all[1].start()
-    wait_until(
-        lambda: (b / "meshpos.db").exists() and converged(dirs),
-        CONVERGE,
-        "the replacement to bootstrap from its peers",
-        daemons,
-    )
+
+    def recovered() -> bool:
+        if not converged(dirs):
+            return False
+        return not meshpos(b, "status", "--json").json()["recovering_history"]
+
+    wait_until(recovered, CONVERGE, "the replacement to bootstrap from its peers", daemons)
     assert {first["sale_id"], sale["sale_id"]} <= sale_ids(b)
     assert vv(b)[b_id] == seq
 

@@ -64,6 +64,12 @@ messages: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Have, vvs, u64),
     st.just(Ping()),
+    st.builds(
+        Ping,
+        st.dictionaries(st.text(max_size=6), st.booleans(), max_size=4).map(
+            lambda d: tuple(sorted(d.items()))
+        ),
+    ),
     st.builds(Error, st.text(max_size=20), st.text(max_size=500)),
     st.builds(Request, st.text(max_size=20), bodies),
 )
@@ -88,6 +94,7 @@ def test_every_message_round_trips(msg: Message) -> None:
         Have({"a" * 12: 1, "b" * 12: 2**40}),
         Have({}, epoch=3),
         Ping(),
+        Ping((("hq", True),)),
         Error("version", "protocol version 9 is not supported"),
         Request("escrow.rights", {"customer": "C1", "points": 120, "nested": [1, {"x": b"y"}]}),
     ],
@@ -174,6 +181,8 @@ def test_exotic_msgpack_types_are_refused() -> None:
         {"t": "err", "c": 1, "r": "x"},
         {"t": "req", "k": "x", "b": [1]},
         {"t": b"ping"},
+        {"t": "ping", "f": {"hq": 1}},
+        {"t": "ping", "f": [("hq", True)]},
     ):
         with pytest.raises(MalformedMessage):
             decode(pack(value))

@@ -11,6 +11,7 @@ from typing import TypeVar
 import pytest
 from mesh_helpers import Mesh, signer
 
+from meshpos.domain.pricing import Tender
 from meshpos.ledger.store import Ledger, NodeRecord
 from meshpos.ops import Op, decode_op, make_op
 from meshpos.sync.memnet import LinkSpec
@@ -35,6 +36,7 @@ from meshpos.sync.protocol import (
     SyncConfig,
     SyncNode,
 )
+from meshpos.terminal import EscrowShortfall
 
 Log = list[tuple[str, Action]]
 A = TypeVar("A")
@@ -361,7 +363,9 @@ def test_forged_or_broken_ops_are_rejected_whole_and_others_keep_syncing(forgery
     before = (t0.ledger.vv(), mesh.views(0))
     data = encode(Ops(tuple(op.wire() for op in forged)))
     actions = mesh.sync_node(0).receive(t1.node_id, data, mesh.net.now)
-    mesh.net._do(t0.node_id, actions)
+    for a in actions:
+        if isinstance(a, Send):
+            mesh.net.send(t0.node_id, a.peer, a.data)
     assert any(isinstance(a, Rejected) and a.peer == t1.node_id for a in actions)
     assert [e.code for e in errors_sent(actions, t1.node_id)] == ["rejected"]
     assert not any(isinstance(a, Applied) for a in actions)
@@ -586,7 +590,7 @@ def test_ping_keeps_a_session_alive_with_no_ops() -> None:
     assert pings
 
 
-@pytest.mark.parametrize("stale", ["have", "ops"])
+@pytest.mark.parametrize("stale", ["hello", "have", "ops"])
 def test_messages_from_before_a_wipe_do_not_hide_what_the_new_node_lacks(stale: str) -> None:
     """Messages the wiped terminal sent before its disk died can arrive after its new Hello
     (a restart opens new connections; nothing orders them after the old ones). They describe a
@@ -598,7 +602,9 @@ def test_messages_from_before_a_wipe_do_not_hide_what_the_new_node_lacks(stale: 
     mesh.sell(0, [("SKU2", 1)])
     assert mesh.settle() >= 0
     old = mesh.sync_node(1)
-    if stale == "have":
+    if stale == "hello":
+        frames = [a.data for a in old.connect(peer, mesh.net.now) if isinstance(a, Send)]
+    elif stale == "have":
         session = old.sessions[peer]
         session.last_have = -old.config.anti_entropy_ms  # its periodic Have is due
         frames = [a.data for a in old.tick(mesh.net.now) if isinstance(a, Send)]
@@ -614,4 +620,45 @@ def test_messages_from_before_a_wipe_do_not_hide_what_the_new_node_lacks(stale: 
     assert mesh.settle(limit_ms=10_000) >= 0
     for sale in sales:
         assert mesh.nodes[1].ledger.get(me, sale.op.seq) is not None
+    assert_same_views(mesh)
+
+
+def test_escrow_rights_move_over_the_mesh_and_a_split_cannot_double_spend() -> None:
+    """Loyalty escrow on top of the protocol: rights start where points were earned, move by a
+    Request answered with a transfer op, and a counter cut off from the holder cannot redeem."""
+    mesh = Mesh(3)
+    cid = mesh.customers[0]
+    mesh.net.run_for(500)
+    mesh.earn(1, cid, 300)
+    assert mesh.settle() >= 0
+
+    def redeem(i: int, points: int) -> None:
+        mesh.sell(
+            i, [("SKU1", 1)], customer=cid, tenders=[Tender("points", points), Tender("cash")]
+        )
+
+    with pytest.raises(EscrowShortfall, match="held by T1 300"):
+        redeem(2, 200)
+    assert mesh.ask_rights(2, cid, 200) == 2
+    mesh.net.run_for(50)
+    assert mesh.nodes[2].terminal.rights(cid) == 200
+    redeem(2, 200)
+    # Split: T1 keeps the last 100 rights; T2, cut off from it, cannot spend them too.
+    mesh.partition([1], [0, 2])
+    redeem(1, 100)
+    with pytest.raises(EscrowShortfall):
+        redeem(2, 100)
+    own = mesh.nodes[2].terminal.rights(cid)  # what its own cash sales earned it
+    assert own < 100
+    mesh.ask_rights(2, cid, 100)
+    mesh.net.run_for(1000)
+    assert mesh.nodes[2].terminal.rights(cid) == own
+    mesh.heal()
+    assert mesh.settle() >= 0
+    for node in mesh.nodes:
+        t = node.terminal
+        assert not t.conflicts()
+        assert t.points(cid) == sum(t.rights(cid, n.node_id) for n in mesh.nodes) >= 0
+        redeemed = t.query("SELECT SUM(points_redeemed) AS r FROM sales")[0]["r"]
+        assert redeemed == 300
     assert_same_views(mesh)

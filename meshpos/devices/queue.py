@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -145,13 +145,15 @@ class PrintJob:
 @dataclass(frozen=True)
 class DrainResult:
     """What one `drain` did: the jobs printed, the printer fault that stopped it (if any), the
-    jobs set aside as unprintable, and what is left."""
+    jobs set aside as unprintable, and what is left: how many, when the next try is due, and why
+    the oldest is still waiting (its last error, also when this drain did not try it)."""
 
     printed: tuple[PrintJob, ...]
     error: str | None
     broken: tuple[PrintJob, ...]
     waiting: int
     next_try_ms: int | None
+    head_error: str = ""
 
 
 def backoff_ms(attempts: int, base_ms: int = BACKOFF_BASE_MS, cap_ms: int = BACKOFF_CAP_MS) -> int:
@@ -291,17 +293,20 @@ class PrintQueue:
                 (JobState.PRINTED, now_ms, job_id),
             )
 
-    def mark_failed(self, job_id: int, now_ms: int, error: str) -> int:
-        """The printer could not take it: wait with backoff. Returns the next try time."""
+    def mark_failed(
+        self, job_id: int, now_ms: int, error: str, *, interrupted: bool = False
+    ) -> int:
+        """The printer could not take it: wait with backoff. Returns the next try time.
+        `interrupted`: the attempt may have printed it whole, so the next one says so."""
         with self._write():
             row = self.conn.execute(
                 "SELECT attempts FROM print_jobs WHERE id = ?", (job_id,)
             ).fetchone()
             next_try = now_ms + backoff_ms(int(row[0]))
             self.conn.execute(
-                "UPDATE print_jobs SET state = ?, next_try_ms = ?, last_error = ?, claim = NULL "
-                "WHERE id = ?",
-                (JobState.WAITING, next_try, error, job_id),
+                "UPDATE print_jobs SET state = ?, next_try_ms = ?, last_error = ?, claim = NULL, "
+                "interrupted = MAX(interrupted, ?) WHERE id = ?",
+                (JobState.WAITING, next_try, error, int(interrupted), job_id),
             )
         return next_try
 
@@ -350,7 +355,7 @@ class PrintQueue:
                 error = str(exc)
                 break
             except BaseException:
-                self.mark_failed(job.id, now_ms, "printing was interrupted")
+                self.mark_failed(job.id, now_ms, "printing was interrupted", interrupted=True)
                 raise
             self.mark_printed(job.id, now_ms)
             printed.append(job)
@@ -361,6 +366,7 @@ class PrintQueue:
             broken=tuple(broken),
             waiting=len(waiting),
             next_try_ms=waiting[0].next_try_ms if waiting else None,
+            head_error=waiting[0].last_error if waiting else "",
         )
 
     # -- failover -------------------------------------------------------------------------------
@@ -421,10 +427,3 @@ class PrintQueue:
 
 def _dump(doc: dict[str, Any]) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True)
-
-
-def iter_due(queue: PrintQueue, now_ms: int) -> Iterator[PrintJob]:
-    """Waiting jobs already due, oldest first (for status screens)."""
-    for job in queue.jobs((JobState.WAITING,)):
-        if job.next_try_ms <= now_ms:
-            yield job

@@ -30,14 +30,7 @@ from typing import Any
 from meshpos.config import NodeConfig
 from meshpos.devices import layout, printers
 from meshpos.devices.printers import PrinterConfig, PrinterUnavailable
-from meshpos.devices.queue import (
-    DrainResult,
-    JobKind,
-    JobState,
-    PrintError,
-    PrintJob,
-    PrintQueue,
-)
+from meshpos.devices.queue import DrainResult, JobKind, JobState, PrintError, PrintJob, PrintQueue
 from meshpos.devices.receipt import StoreHeader, receipt_from_sale
 from meshpos.errors import ConfigError, InputError, MeshposError, NotFound
 from meshpos.ledger.store import Ledger
@@ -293,7 +286,9 @@ def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
         origin=op.origin,
         seq=op.seq,
     )
-    _enqueued.setdefault(terminal, []).append(job)
+    recent = _enqueued.setdefault(terminal, [])
+    recent.append(job)
+    del recent[:-1000]
 
 
 def install() -> None:
@@ -350,15 +345,14 @@ class JobPrinter:
     def __init__(self, cfg: NodeConfig, queue: PrintQueue) -> None:
         self.cfg = cfg
         self.queue = queue
-        self._setup: PrinterSetup | None | bool = False
+        self._setup: tuple[PrinterSetup | None] | None = None
 
     @property
     def setup(self) -> PrinterSetup | None:
         """The printer (parsed once); raises ConfigError for a malformed [printer] table."""
-        if self._setup is False:
-            self._setup = printer_setup(self.cfg)
-        assert not isinstance(self._setup, bool)
-        return self._setup
+        if self._setup is None:
+            self._setup = (printer_setup(self.cfg),)
+        return self._setup[0]
 
     def print_job(self, job: PrintJob) -> None:
         setup = self.setup
@@ -448,20 +442,30 @@ class Printing:
             )
         return totals, job
 
-    def resolve_peer(self, name: str) -> tuple[str, str]:
-        """A terminal of this store by name or node id: (node_id, name)."""
+    def resolve_peer(self, name: str, seen: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """A terminal of this store by name or node id: (node_id, name). `seen` adds peers the
+        daemon is talking to (node id -> name) that the ledger has no record of yet."""
         me = self.terminal.node_id
-        peers = [n for n in self.terminal.ledger.nodes() if n.store == self.terminal.cfg.store]
-        for n in peers:
-            if name in (n.name, n.node_id):
-                if n.node_id == me:
+        known = {
+            n.node_id: n.name
+            for n in self.terminal.ledger.nodes()
+            if n.store == self.terminal.cfg.store
+        }
+        for node_id, peer_name in (seen or {}).items():
+            known.setdefault(node_id, peer_name)
+        for node_id, peer_name in known.items():
+            if name in (peer_name, node_id):
+                if node_id == me:
                     raise InputError(f"{name} is this terminal; --via names a peer's printer")
-                return n.node_id, n.name
-        known = ", ".join(sorted(n.name for n in peers if n.node_id != me)) or "none yet"
-        raise NotFound(f"unknown peer {name!r}; terminals known here: {known}")
+                return node_id, peer_name
+        others = ", ".join(sorted(n for i, n in known.items() if i != me)) or "none yet"
+        raise NotFound(f"unknown peer {name!r}; terminals known here: {others}")
 
-    def forward(self, peer: str) -> tuple[str, list[PrintJob]]:
-        node_id, name = self.resolve_peer(peer)
+    def forward(
+        self, peer: str, seen: Mapping[str, str] | None = None
+    ) -> tuple[str, list[PrintJob]]:
+        """Hand every waiting job to `peer`'s printer (the daemon sends them)."""
+        node_id, name = self.resolve_peer(peer, seen)
         return name, self.queue.forward(node_id, self.now_ms())
 
     def test_print(self) -> PrinterSetup:
@@ -526,7 +530,7 @@ class Printing:
             out["scanner"] = {
                 "kind": scanner.kind,
                 "describe": scanner.describe(),
-                **_probe_scanner(scanner),
+                **(_probe_scanner(scanner) if probe else {"ok": True, "detail": "not probed"}),
             }
         except ConfigError as exc:
             out["scanner"] = {"ok": False, "detail": str(exc)}
@@ -569,8 +573,9 @@ class PrintWorker:
     """Drains the queue on its own thread and SQLite connection, so a printer that hangs for its
     full timeout never stalls the daemon's sync loop."""
 
-    def __init__(self, cfg: NodeConfig, poll_s: float = 0.25) -> None:
+    def __init__(self, cfg: NodeConfig, key: bytes | None = None, poll_s: float = 0.25) -> None:
         self.cfg = cfg
+        self.key = key
         self.poll_s = poll_s
         self.stop_event = threading.Event()
         self.wake = threading.Event()
@@ -587,7 +592,7 @@ class PrintWorker:
             self.thread.join(timeout=30)
 
     def _run(self) -> None:
-        ledger = Ledger(self.cfg.db_path, self.cfg.store)
+        ledger = Ledger(self.cfg.db_path, self.cfg.store, key=self.key)
         try:
             printer = JobPrinter(self.cfg, PrintQueue(ledger.conn, ledger.write))
             try:
@@ -634,7 +639,7 @@ class DaemonPrinting:
         self.terminal = terminal
         self.send_request = send_request
         self.queue = queue_for(terminal)
-        self.worker = PrintWorker(terminal.cfg) if worker else None
+        self.worker = PrintWorker(terminal.cfg, terminal.ledger.key) if worker else None
         self._next_forward = 0
 
     def start(self) -> None:

@@ -16,8 +16,10 @@ from meshpos.ledger.fold import (
     NEGATIVE_POINTS,
     OVER_RETURN,
     OVERSELL,
+    PAYMENT_DECLINED,
     PRODUCT_FIELDS,
     UNKNOWN_PRODUCT,
+    USER_FIELDS,
     Changes,
 )
 
@@ -28,10 +30,12 @@ INSERT_WIDTH = {
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,
+    "staff_log": 7,
 }
 ENTITY_TABLE = {
     "product": ("products", "sku", PRODUCT_FIELDS),
     "customer": ("customers", "customer_id", CUSTOMER_FIELDS),
+    "user": ("users", "user_id", USER_FIELDS),
 }
 
 
@@ -83,6 +87,8 @@ def _refresh_entity(conn: sqlite3.Connection, s: str, entity: str, key: str) -> 
             (key, json.dumps(values.get("value"))),
         )
         return
+    if entity not in ENTITY_TABLE:
+        return  # kept in registers only (payment results)
     table, pk, fields = ENTITY_TABLE[entity]
     present = [f for f in fields if f in values]
     cols = ", ".join([pk, *present])
@@ -108,7 +114,9 @@ def _select_in(conn: sqlite3.Connection, sql: str, items: Sequence[str]) -> set[
     return found
 
 
-def check_conflicts(conn: sqlite3.Connection, touched: set[tuple[str, str]], s: str = "main") -> None:
+def check_conflicts(
+    conn: sqlite3.Connection, touched: set[tuple[str, str]], s: str = "main"
+) -> None:
     """Re-evaluate the conflict of every touched subject.
 
     A conflict row is a pure function of the current views: open while its condition holds beyond
@@ -139,6 +147,8 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
+    elif kind == PAYMENT_DECLINED:
+        return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
             conn, f"SELECT sku FROM {s}.products WHERE sku IN ({{marks}})", subjects
@@ -169,7 +179,15 @@ def _evaluate(conn: sqlite3.Connection, s: str, kind: str, subject: str) -> None
         detail, ops = found
     conn.execute(
         f"INSERT OR REPLACE INTO {s}.conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (cid, kind, subject, status, json.dumps(detail, sort_keys=True), json.dumps(ops), resolved_by),
+        (
+            cid,
+            kind,
+            subject,
+            status,
+            json.dumps(detail, sort_keys=True),
+            json.dumps(ops),
+            resolved_by,
+        ),
     )
 
 
@@ -263,9 +281,36 @@ def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None
     return {"sku": sku}, ops
 
 
+def _payment_declined(conn: sqlite3.Connection, s: str, sale_id: str, ack: int | None) -> Found:
+    """Open while HQ's latest result for any card tender of the sale is a decline, until a
+    manager records what was done (collected another way, written off)."""
+    if ack is not None:
+        return None
+    tenders: dict[str, dict[str, Any]] = {}
+    for key, name, value in conn.execute(
+        f"SELECT key, field, value FROM {s}.registers WHERE entity = 'payment' "
+        "AND key > ? AND key < ?",
+        (sale_id + "#", sale_id + "$"),
+    ):
+        tenders.setdefault(key, {})[name] = json.loads(value)
+    declined = [t for _, t in sorted(tenders.items()) if t.get("status") == "declined"]
+    if not declined:
+        return None
+    first = declined[0]
+    detail = {
+        "sale_id": sale_id,
+        "amount": sum(int(t.get("amount", 0)) for t in declined),
+        "card": f"{first.get('card_brand', '')} ending {first.get('card_last4', '')}",
+        "reason": first.get("message", ""),
+        "code": first.get("code", ""),
+    }
+    return detail, sorted({str(t.get("sale_op", "")) for t in declined})
+
+
 _CHECKS = {
     OVERSELL: _oversell,
     NEGATIVE_POINTS: _negative_points,
     OVER_RETURN: _over_return,
     UNKNOWN_PRODUCT: _unknown_product,
+    PAYMENT_DECLINED: _payment_declined,
 }

@@ -18,15 +18,20 @@ from typing import Any
 
 from meshpos.errors import EncodingError
 from meshpos.ops import Op
+from meshpos.staff import ROLES
 
 PRODUCT_FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
 CUSTOMER_FIELDS = ("name", "phone", "email")
+USER_FIELDS = ("name", "role", "active", "pin_salt", "pin_key")
 
 OVERSELL = "oversell"
 OVER_RETURN = "over_return"
 UNKNOWN_PRODUCT = "unknown_product"
 NEGATIVE_POINTS = "negative_points"
+PAYMENT_DECLINED = "payment_declined"
+PAYMENT_STATUSES = ("approved", "declined")
+CONFLICT_KINDS = (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED)
 
 # Integers in payloads stay exact in JSON and JavaScript (registers hold JSON, the till reads it),
 # and far inside SQLite's 64-bit range, so a signed but absurd op is refused rather than crashing
@@ -101,6 +106,8 @@ def _setting(ch: Changes, op: Op) -> None:
     except (TypeError, ValueError):
         raise EncodingError(f"op {op.origin}:{op.seq}: setting {key!r} has no JSON form") from None
     _register(ch, op, "setting", key, {"value": value})
+    if key.startswith("staff."):
+        ch.add("staff_log", (op.origin, op.seq, op.hlc, "setting", key, "value", json.dumps(value)))
 
 
 def _move(ch: Changes, op: Op, sku: str, delta: int, kind: str) -> None:
@@ -245,12 +252,59 @@ def _transfer(ch: Changes, op: Op) -> None:
 def _resolve(ch: Changes, op: Op) -> None:
     cid = _get(op.payload, "conflict_id", str, op)
     kind, _, subject = cid.partition(":")
-    if kind not in (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS) or not subject:
+    if kind not in CONFLICT_KINDS or not subject:
         raise EncodingError(f"op {op.origin}:{op.seq}: conflict id {cid!r} is malformed")
     ack = _opt(op.payload, "ack_level", int, op)
     note = _get(op.payload, "note", str, op)
     ch.add("resolutions", (op.origin, op.seq, cid, op.hlc, op.user, ack, note))
     ch.touched.add((kind, subject))
+
+
+def _payment_result(ch: Changes, op: Op) -> None:
+    """HQ's answer for an offline card tender (see meshpos/hq/payments.py): a register per
+    `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
+    p = op.payload
+    sale_id = _get(p, "sale_id", str, op)
+    tender = _get(p, "tender", int, op)
+    status = _get(p, "status", str, op)
+    if status not in PAYMENT_STATUSES or tender < 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: payment result is malformed")
+    fields = {
+        "status": status,
+        "amount": _get(p, "amount", int, op),
+        "sale_op": _get(p, "sale_op", str, op),
+        "code": _get(p, "code", str, op),
+        "message": _get(p, "message", str, op),
+        "auth_code": _get(p, "auth_code", str, op),
+        "card_last4": _get(p, "card_last4", str, op),
+        "card_brand": _get(p, "card_brand", str, op),
+    }
+    _register(ch, op, "payment", f"{sale_id}#{tender}", fields)
+    ch.touched.add((PAYMENT_DECLINED, sale_id))
+
+
+def _user(ch: Changes, op: Op) -> None:
+    """Staff (meshpos/staff.py): LWW registers per field for the users view, and every write kept
+    in `staff_log`, the history a peer checks approvals against."""
+    uid = _get(op.payload, "user_id", str, op)
+    fields = _get(op.payload, "fields", dict, op)
+    for name, value in fields.items():
+        if name == "role":
+            ok = value in ROLES
+        elif name == "active":
+            ok = value in (0, 1) and not isinstance(value, bool)
+        elif name in ("pin_salt", "pin_key"):
+            ok = isinstance(value, str) and len(value) == (32 if name == "pin_salt" else 64)
+            ok = ok and all(c in "0123456789abcdef" for c in value)
+        else:
+            ok = name in USER_FIELDS and isinstance(value, str)
+        if not ok or not uid:
+            raise EncodingError(f"op {op.origin}:{op.seq}: user field {name!r} is malformed")
+    _register(ch, op, "user", uid, fields)
+    for name, value in fields.items():
+        ch.add("staff_log", (op.origin, op.seq, op.hlc, "user", uid, name, json.dumps(value)))
+    if op.payload.get("bootstrap") is True:
+        ch.add("staff_log", (op.origin, op.seq, op.hlc, "user", uid, "#bootstrap", "true"))
 
 
 def _inert(ch: Changes, op: Op) -> None:
@@ -269,6 +323,8 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "loyalty.adjust": _loyalty,
     "escrow.transfer": _transfer,
     "conflict.resolve": _resolve,
+    "payment.result": _payment_result,
+    "user.upsert": _user,
     "note": _inert,
     "report.z": _inert,
 }

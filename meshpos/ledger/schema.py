@@ -59,6 +59,8 @@ VIEW_TABLES = (
     "returned",
     "resolutions",
     "conflicts",
+    "users",
+    "staff_log",
 )
 
 VIEW_DDL = """
@@ -90,6 +92,25 @@ CREATE TABLE IF NOT EXISTS {s}.customers (
     email TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS {s}.customers_phone ON customers (phone);
+CREATE TABLE IF NOT EXISTS {s}.users (
+    user_id  TEXT PRIMARY KEY,
+    name     TEXT NOT NULL DEFAULT '',
+    role     TEXT NOT NULL DEFAULT 'cashier',
+    active   INTEGER NOT NULL DEFAULT 1,
+    pin_salt TEXT NOT NULL DEFAULT '',
+    pin_key  TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS {s}.staff_log (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    hlc    INTEGER NOT NULL,
+    entity TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    field  TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (origin, seq, entity, key, field)
+);
+CREATE INDEX IF NOT EXISTS {s}.staff_log_key ON staff_log (entity, key, field, hlc);
 CREATE TABLE IF NOT EXISTS {s}.settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

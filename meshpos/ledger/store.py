@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,24 +22,47 @@ from meshpos.ledger.records import IngestResult, NodeRecord
 from meshpos.ledger.schema import LOG_DDL, VIEW_TABLES, view_ddl
 from meshpos.ops import GENESIS, Op, Payload, Signer, decode_body, make_op, node_id_of, verify_run
 
-__all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector"]
+__all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "open_connection"]
 
 RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
 
 
+def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
+    """A connection to a node database: plain `sqlite3`, or SQLCipher keyed before its first read
+    when `key` is given (see meshpos/crypto_at_rest.py). Any second connection a process opens to
+    a node's database must come from here, or it cannot read an encrypted one."""
+    if key is None:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    from meshpos.crypto_at_rest import connect_encrypted
+
+    conn: sqlite3.Connection = connect_encrypted(path, key)
+    return conn
+
+
 class Ledger:
     """One node's replica. Not thread-safe: one Ledger per thread, any number per file."""
 
-    def __init__(self, path: str | os.PathLike[str], store: str, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        store: str,
+        *,
+        durable: bool = True,
+        key: bytes | None = None,
+    ) -> None:
         self.path = str(path)
         self.store = store
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.key = key
+        self.conn = open_connection(self.path, key)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         self._depth = 0
+        self.checks: list[Callable[[Ledger, Sequence[Op]], None]] = []
+        """Rules beyond signatures and chains (staff permissions...) that a peer's ops must pass
+        before they are applied; a check raises RemoteError to refuse the whole batch."""
         with self.write():
             for stmt in (LOG_DDL + view_ddl("main")).split(";"):
                 if stmt.strip():
@@ -83,7 +106,9 @@ class Ledger:
         if node_id_of(node.public_key) != node.node_id:
             raise RemoteError(f"node {node.node_id} does not match its public key")
         if node.store != self.store:
-            raise WrongStore(f"node {node.node_id} belongs to store {node.store!r}, not {self.store!r}")
+            raise WrongStore(
+                f"node {node.node_id} belongs to store {node.store!r}, not {self.store!r}"
+            )
         with self.write():
             self.conn.execute(
                 "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
@@ -219,6 +244,8 @@ class Ledger:
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
             if applied:
+                for check in self.checks:
+                    check(self, applied)
                 self._commit_ops(applied)
         return IngestResult(
             applied=len(applied),
@@ -357,13 +384,18 @@ class Ledger:
                 prev, last_seq = ops[-1].hash, ops[-1].seq
                 apply_changes(self.conn, fold(ops), schema)
             if last_seq != held or prev != head:
-                problems.append(f"origin {origin}: log ends at seq {last_seq}, version vector says {held}")
+                problems.append(
+                    f"origin {origin}: log ends at seq {last_seq}, version vector says {held}"
+                )
         return problems
 
     def _compare(self, schema: str) -> list[str]:
         problems = []
         for table in VIEW_TABLES:
-            for a, b, label in (("main", schema, "only in the live view"), (schema, "main", "missing from the live view")):
+            for a, b, label in (
+                ("main", schema, "only in the live view"),
+                (schema, "main", "missing from the live view"),
+            ):
                 rows = self.conn.execute(
                     f"SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table} LIMIT 3"
                 ).fetchall()

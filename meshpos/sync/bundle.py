@@ -55,7 +55,11 @@ def encode_bundle(
 def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     """Parse and authenticate a bundle; raises a RemoteError naming what is wrong."""
     outer = unpack(data, "bundle")
-    if not isinstance(outer, list) or len(outer) != 3 or not all(isinstance(x, bytes) for x in outer):
+    if (
+        not isinstance(outer, list)
+        or len(outer) != 3
+        or not all(isinstance(x, bytes) for x in outer)
+    ):
         raise EncodingError("this file is not a meshpos bundle (or it is truncated)")
     content, public_key, sig = outer
     try:
@@ -81,5 +85,7 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
         raise EncodingError("bundle content is malformed") from None
     for node in nodes:
         if not isinstance(node.public_key, bytes) or node_id_of(node.public_key) != node.node_id:
-            raise SignatureError(f"bundle lists node {node.node_id!r} with a key that is not its own")
+            raise SignatureError(
+                f"bundle lists node {node.node_id!r} with a key that is not its own"
+            )
     return Bundle(store=store, sender=sender, nodes=nodes, vv=vv, ops=ops)

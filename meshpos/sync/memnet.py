@@ -1,15 +1,23 @@
 """An in-memory network for the sans-IO sync protocol: seeded, simulated time, faults on demand.
 
 The tests and the outage simulator use this same helper, so both drive the exact protocol and
-ledger code the terminals run. Links have latency, jitter, loss and duplication (jitter reorders);
-groups of nodes can be partitioned and healed; nodes can be stopped and started. Everything is
-decided by one `random.Random(seed)`, so a run is reproducible.
+ledger code the terminals run. Links have latency, jitter, loss, duplication, reordering and
+bandwidth; groups of nodes can be partitioned and healed, single links cut and restored; nodes can
+be stopped, restarted and removed. Everything is decided by one `random.Random(seed)`, so a run is
+reproducible.
+
+`lazy=True` (the simulator's mode) ticks a node only when one of its timers is due instead of on
+every `tick_ms` grid point: a simulated day of an idle mesh then costs a few pings per second, not
+ten protocol ticks per node per second. `next_due` mirrors `SyncNode.tick` conservatively (it may
+wake a node that then does nothing, never the reverse), so lazy and eager runs of one seed send the
+same messages at the same times; tests/test_sim_memnet.py checks that.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +41,8 @@ class LinkSpec:
     loss: float = 0.0
     duplicate: float = 0.0
     bandwidth_bps: int = 0  # 0 = unlimited
+    reorder: float = 0.0  # share of messages held back by an extra `reorder_ms`
+    reorder_ms: int = 0
 
 
 @dataclass
@@ -41,11 +51,62 @@ class NetStats:
     bytes: int = 0
     dropped: int = 0
     duplicated: int = 0
+    reordered: int = 0
+    delivered: int = 0
+    delivered_bytes: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)
+    wire_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)  # sent on a live link
+
+
+FOREVER = 1 << 62
+
+
+def next_due(node: SyncNode, others: Iterable[str], now: int) -> int:
+    """The earliest simulated ms at which `node.tick` (or the MemNet's reconnect of a missing
+    session) could do anything. Mirrors the timers of `SyncNode.tick`; answers `now` whenever work
+    may be waiting (a missing session, a Have due, ops the peer lacks or is being held back from),
+    so it is never later than the truth."""
+    me = node.me.node_id
+    for other in others:
+        if other != me and other not in node.sessions:
+            return now
+    cfg = node.config
+    ours = node.replica.vv()
+    due = FOREVER
+    for s in node.sessions.values():
+        if not s.ready:
+            due = min(due, s.last_hello + cfg.hello_retry_ms)
+            continue
+        if s.have_due or s.lag_since:
+            return now
+        sent_vv = s.sent_vv
+        for origin, seq in ours.items():
+            if seq > sent_vv.get(origin, 0):
+                return now
+        due = min(
+            due,
+            s.last_heard + cfg.dead_after_ms + 1,
+            s.last_have + cfg.anti_entropy_ms,
+            s.last_sent + cfg.ping_ms,
+        )
+        their = s.their_vv
+        for origin, sent in sent_vv.items():
+            if sent > their.get(origin, 0):
+                progress = s.progress.get(origin)
+                if progress is not None:
+                    due = min(due, progress + cfg.retransmit_ms + 1)
+    return due
 
 
 class MemNet:
-    def __init__(self, seed: int = 0, link: LinkSpec | None = None, tick_ms: int = 100) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        link: LinkSpec | None = None,
+        tick_ms: int = 100,
+        *,
+        lazy: bool = False,
+    ) -> None:
         self.rng = random.Random(seed)
         self.default = link or LinkSpec()
         self.links: dict[frozenset[str], LinkSpec] = {}
@@ -60,28 +121,97 @@ class MemNet:
         self.stats = NetStats()
         self.on_action: Callable[[str, Action], None] | None = None
         self._next_tick = 0
+        self.cuts: Counter[frozenset[str]] = Counter()
+        self.apart: set[frozenset[str]] = set()
+        self.lazy = lazy
+        self._due: dict[str, int] = {}
+        self._earliest: int | None = None  # min of _due over the nodes up; None = work it out
+        self._dial_cache: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
     # -- topology -------------------------------------------------------------------------------
 
     def add(self, node: SyncNode) -> None:
         nid = node.me.node_id
+        self._dial_cache.clear()
         self.nodes[nid] = node
         self.up.add(nid)
         self.group.setdefault(nid, 0)
-        for other in self.nodes:
-            if other != nid:
-                self._do(nid, node.connect(other, self.now))
+        for other in self._dials(nid):
+            self._do(nid, node.connect(other, self.now))
+        self.touch(nid)
 
     def replace(self, node: SyncNode) -> None:
         """A node restarts (same id, new SyncNode and epoch); peers learn of it by its Hello."""
         self.nodes[node.me.node_id] = node
         self.up.add(node.me.node_id)
-        for other in self.nodes:
-            if other != node.me.node_id:
-                self._do(node.me.node_id, node.connect(other, self.now))
+        for other in self._dials(node.me.node_id):
+            self._do(node.me.node_id, node.connect(other, self.now))
+        self.touch(node.me.node_id)
 
     def stop(self, nid: str) -> None:
         self.up.discard(nid)
+        self._earliest = None
+
+    def remove(self, nid: str) -> None:
+        """A node leaves for good (a dead terminal): nobody dials it any more."""
+        self.up.discard(nid)
+        self._dial_cache.clear()
+        self.nodes.pop(nid, None)
+        self.group.pop(nid, None)
+        self._due.pop(nid, None)
+        self._earliest = None
+
+    def cut(self, a: str, b: str) -> None:
+        """Take the link between two nodes down; cuts nest (each needs its own `restore`)."""
+        self.cuts[frozenset((a, b))] += 1
+
+    def restore(self, a: str, b: str) -> None:
+        key = frozenset((a, b))
+        if self.cuts[key] <= 1:
+            del self.cuts[key]
+        else:
+            self.cuts[key] -= 1
+
+    def unpeer(self, a: str, b: str) -> None:
+        """The two nodes stop being peers (a terminal that is not the store's relay has no
+        session with HQ): their sessions close and neither dials the other until `peer`."""
+        key = frozenset((a, b))
+        if key in self.apart:
+            return
+        self.apart.add(key)
+        self._dial_cache.clear()
+        for x, y in ((a, b), (b, a)):
+            node = self.nodes.get(x)
+            if node is not None and x in self.up:
+                self._do(x, node.disconnect(y))
+                self.touch(x)
+
+    def peer(self, a: str, b: str) -> None:
+        self.apart.discard(frozenset((a, b)))
+        self._dial_cache.clear()
+        for x in (a, b):
+            self.touch(x)
+
+    def _dials(self, nid: str) -> list[str]:
+        """The nodes `nid` keeps a session with (everyone, bar those set apart)."""
+        key = (len(self.nodes), len(self.apart))
+        cached = self._dial_cache.get(nid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        apart = self.apart
+        others = [o for o in self.nodes if o != nid and frozenset((nid, o)) not in apart]
+        self._dial_cache[nid] = (key, others)
+        return others
+
+    def touch(self, nid: str) -> None:
+        """The node's state changed outside a tick or a delivery (ops appended to its ledger, a
+        request sent): in lazy mode, work out again when it next needs a tick."""
+        if self.lazy and nid in self.up:
+            due = next_due(self.nodes[nid], self._dials(nid), self.now)
+            old = self._due.get(nid)
+            self._due[nid] = due
+            if self._earliest is not None and (due < self._earliest or old == self._earliest):
+                self._earliest = min(due, self._earliest) if due < self._earliest else None
 
     def set_link(self, a: str, b: str, spec: LinkSpec) -> None:
         self.links[frozenset((a, b))] = spec
@@ -97,7 +227,13 @@ class MemNet:
         self.group = {nid: 0 for nid in self.nodes}
 
     def reachable(self, a: str, b: str) -> bool:
-        return a in self.up and b in self.up and self.group.get(a, 0) == self.group.get(b, 0)
+        return (
+            a in self.up
+            and b in self.up
+            and self.group.get(a, 0) == self.group.get(b, 0)
+            and (not self.cuts or frozenset((a, b)) not in self.cuts)
+            and (not self.apart or frozenset((a, b)) not in self.apart)
+        )
 
     # -- the event loop -------------------------------------------------------------------------
 
@@ -108,6 +244,7 @@ class MemNet:
         if not self.reachable(src, dst) or self.rng.random() < spec.loss:
             self.stats.dropped += 1
             return
+        self.stats.wire_bytes[(src, dst)] += len(data)
         copies = 2 if self.rng.random() < spec.duplicate else 1
         self.stats.duplicated += copies - 1
         start = self.now
@@ -118,6 +255,9 @@ class MemNet:
         for _ in range(copies):
             jitter = self.rng.randint(0, spec.jitter_ms) if spec.jitter_ms else 0
             at = max(start, self._busy_until.get((src, dst), start)) + spec.latency_ms + jitter
+            if spec.reorder and self.rng.random() < spec.reorder:
+                at += spec.reorder_ms or 10 * (spec.latency_ms + spec.jitter_ms + 1)
+                self.stats.reordered += 1
             self._n += 1
             heapq.heappush(self._queue, (at, self._n, src, dst, data))
 
@@ -133,8 +273,12 @@ class MemNet:
     def local_changed(self, nid: str) -> None:
         if nid in self.up:
             self._do(nid, self.nodes[nid].local_changed(self.now))
+            self.touch(nid)
 
     def run_until(self, t: int) -> None:
+        if self.lazy:
+            self._run_lazy(t)
+            return
         while True:
             next_msg = self._queue[0][0] if self._queue else None
             if self._next_tick <= t and (next_msg is None or self._next_tick <= next_msg):
@@ -142,19 +286,64 @@ class MemNet:
                 self._next_tick += self.tick_ms
                 for nid in sorted(self.up):
                     node = self.nodes[nid]
-                    for other in self.nodes:
-                        if other != nid and other not in node.sessions:
+                    for other in self._dials(nid):
+                        if other not in node.sessions:
                             self._do(nid, node.connect(other, self.now))
                     self._do(nid, node.tick(self.now))
                 continue
             if next_msg is None or next_msg > t:
                 break
-            at, _, src, dst, data = heapq.heappop(self._queue)
-            self.now = at
-            if dst in self.up and self.reachable(src, dst):
-                self._do(dst, self.nodes[dst].receive(src, data, self.now))
-            else:
-                self.stats.dropped += 1
+            self._deliver()
+        self.now = max(self.now, t)
+
+    def _deliver(self) -> None:
+        at, _, src, dst, data = heapq.heappop(self._queue)
+        self.now = at
+        if dst in self.up and self.reachable(src, dst):
+            self.stats.delivered += 1
+            self.stats.delivered_bytes += len(data)
+            actions = self.nodes[dst].receive(src, data, self.now)
+            self._do(dst, actions)
+            # A delivery that yields no action (a Ping, a Have that frees nothing) only moves the
+            # node's deadlines later, so the due time worked out before stays safe.
+            if actions and self.lazy:
+                self.touch(dst)
+        else:
+            self.stats.dropped += 1
+
+    def _run_lazy(self, t: int) -> None:
+        """`run_until` that skips grid points where no node has a timer due (see `next_due`)."""
+        step = self.tick_ms
+        while True:
+            next_msg = self._queue[0][0] if self._queue else None
+            due = self._earliest
+            if due is None:
+                due = self._earliest = min((self._due.get(n, 0) for n in self.up), default=None)
+            tick_at = None
+            if due is not None:
+                tick_at = max(self._next_tick, -(-due // step) * step)
+            if tick_at is not None and tick_at <= t and (next_msg is None or tick_at <= next_msg):
+                self.now = tick_at
+                self._next_tick = tick_at + step
+                for nid in sorted(self.up):
+                    if self._due.get(nid, 0) > tick_at:
+                        continue
+                    node = self.nodes[nid]
+                    for other in self._dials(nid):
+                        if other not in node.sessions:
+                            self._do(nid, node.connect(other, self.now))
+                    self._do(nid, node.tick(self.now))
+                    self.touch(nid)
+                continue
+            if next_msg is None or next_msg > t:
+                break
+            self._deliver()
+            # Grid points up to now are behind us (an eager run ticked them before this message),
+            # so a node this delivery woke ticks at the next one, as it would in an eager run.
+            if self._next_tick <= next_msg:
+                self._next_tick = next_msg - next_msg % step + step
+        if self._next_tick <= t:
+            self._next_tick = t - t % step + step
         self.now = max(self.now, t)
 
     def run_for(self, ms: int) -> None:

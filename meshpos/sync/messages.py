@@ -50,7 +50,9 @@ class Have:
 
 @dataclass(frozen=True)
 class Ping:
-    pass
+    """Keeps an idle link alive; carries the sender's flags (e.g. whether it can reach HQ)."""
+
+    flags: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def encode(msg: Message) -> bytes:
             have["e"] = msg.epoch
         return pack(have)
     if isinstance(msg, Ping):
-        return pack({"t": "ping"})
+        return pack({"t": "ping", "f": dict(msg.flags)} if msg.flags else {"t": "ping"})
     if isinstance(msg, Error):
         return pack({"t": "err", "c": msg.code, "r": msg.reason})
     return pack({"t": "req", "k": msg.kind, "b": msg.body})
@@ -153,7 +155,14 @@ def decode(data: bytes) -> Message:
     if t == "have":
         return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"))
     if t == "ping":
-        return Ping()
+        flags = body.get("f", {})
+        if (
+            not isinstance(flags, dict)
+            or len(flags) > 16
+            or not all(isinstance(k, str) and isinstance(v, bool) for k, v in flags.items())
+        ):
+            raise MalformedMessage("ping flags are malformed")
+        return Ping(tuple(sorted(flags.items())))
     if t == "err":
         code, reason = body.get("c"), body.get("r")
         if not isinstance(code, str) or not isinstance(reason, str):

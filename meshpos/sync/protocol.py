@@ -15,7 +15,10 @@ How it converges:
 - anti-entropy: Have is resent periodically; for an origin whose ops in flight see no progress for
   a while, the sender goes back to what the peer acknowledged and resends (lost, reordered or
   refused batches heal);
-- ping keeps an idle link alive and a silent peer is declared down.
+- ping keeps an idle link alive and a silent peer is declared down;
+- Have and Ops carry the sender's epoch: one from another incarnation than the session's (late
+  from before a restart, or overtaking its Hello) says nothing of the peer's ledger now, which a
+  wipe may have emptied, so it is not counted and a fresh Hello is asked for.
 Every message is untrusted: malformed messages, wrong versions, wrong stores, refused nodes and
 ops that fail their signature or chain are answered with Error and logged; nothing is half-applied,
 and every other session carries on.
@@ -144,6 +147,7 @@ class Session:
     known_nodes: set[str] = field(default_factory=set)
     lag_since: dict[str, int] = field(default_factory=dict)
     have_due: bool = False
+    peer_flags: dict[str, bool] = field(default_factory=dict)
     last_heard: int = 0
     last_sent: int = 0
     last_hello: int = -(10**12)
@@ -181,6 +185,7 @@ class SyncNode:
         self.admit = admit or (lambda node: None)
         self.config = config or SyncConfig()
         self.sessions: dict[str, Session] = {}
+        self.flags: dict[str, bool] = {}
 
     # -- driver entry points --------------------------------------------------------------------
 
@@ -228,6 +233,8 @@ class SyncNode:
             self._on_have(session, msg, now, out)
         elif isinstance(msg, Request):
             out.append(RequestReceived(peer, msg.kind, dict(msg.body)))
+        elif isinstance(msg, Ping):
+            session.peer_flags = dict(msg.flags)
         return out
 
     def tick(self, now: int) -> list[Action]:
@@ -249,8 +256,26 @@ class SyncNode:
                 self._send(session, Have(self.replica.vv(), self.epoch), now, out)
                 session.last_have = now
             elif now - session.last_sent >= cfg.ping_ms:
-                self._send(session, Ping(), now, out)
+                self._send(session, Ping(self._flags()), now, out)
         return out
+
+    def set_flags(self, now: int, **flags: bool) -> list[Action]:
+        """Change this node's flags (e.g. `wan=True`); every ready peer hears of it at once."""
+        changed = any(self.flags.get(k) != v for k, v in flags.items())
+        self.flags.update(flags)
+        out: list[Action] = []
+        if changed:
+            for session in self.sessions.values():
+                if session.ready:
+                    self._send(session, Ping(self._flags()), now, out)
+        return out
+
+    def _flags(self) -> tuple[tuple[str, bool], ...]:
+        return tuple(sorted(self.flags.items()))
+
+    def peer_flag(self, name: str) -> dict[str, bool]:
+        """Each ready peer's value of a flag (peers that never said count as False)."""
+        return {p: s.peer_flags.get(name, False) for p, s in self.sessions.items() if s.ready}
 
     def local_changed(self, now: int) -> list[Action]:
         """New ops are in the replica (rung here, or merged from a bundle): push them now."""
@@ -338,6 +363,8 @@ class SyncNode:
                     return
             session.ready = True
             out.append(PeerUp(session.peer, node.name))
+            if self.flags:
+                self._send(session, Ping(self._flags()), now, out)
         if msg.reply:
             self._hello(session, now, out)
         self._pump(session, now, out)

@@ -1,0 +1,124 @@
+"""HQ on PostgreSQL: for chains, many HQ processes (on many machines) over one database.
+
+Same schema and SQL as SQLite (`?` placeholders become `%s`). What differs is concurrency: several
+writers run at once, so each chain `(store, origin)` is taken under a transaction-scoped advisory
+lock before its head is read (`pg_advisory_xact_lock`, keys in sorted order), counter rows are
+upserted in key order, payment jobs are claimed with `FOR UPDATE SKIP LOCKED`, and a transaction
+that still loses a deadlock or serialisation race is retried. New ops and sales go in by `COPY`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from meshpos.errors import ConfigError
+from meshpos.hq.storage import Database, HQStorage, Pool, Tx
+
+T = TypeVar("T")
+log = logging.getLogger("meshpos.hq.pg")
+_MARK = re.compile(r"\?")
+RETRIES = 5
+
+
+def lock_id(key: str) -> int:
+    """A signed 64-bit advisory lock id for a name."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class PostgresTx:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return _MARK.sub("%s", sql)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cur.execute(self._sql(sql), tuple(params))
+        return self.cur.fetchall() if self.cur.description else []
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        batch = [tuple(r) for r in rows]
+        if batch:
+            self.cur.executemany(self._sql(sql), batch)
+
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        self.cur.execute(self._sql(sql), tuple(params))
+        names = [d.name for d in self.cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def lock(self, keys: Iterable[str]) -> None:
+        for key in sorted(set(keys)):
+            self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
+
+
+def _broken(conn: psycopg.Connection[Any], exc: BaseException) -> bool:
+    return conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError)
+
+
+class PostgresDatabase(Database):
+    backend = "postgresql"
+    blob = "BYTEA"
+    integer = "BIGINT"
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, *, pool_size: int = 8, durable: bool = True) -> None:
+        self.url = url
+        self.durable = durable
+        self.pool: Pool[psycopg.Connection[Any]] = Pool(
+            self._connect, psycopg.Connection.close, pool_size, _broken
+        )
+        with self.pool.connection():
+            pass  # fail now, with a clear message, if the database cannot be reached
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+            raise ConfigError(f"cannot connect to the HQ database: {first}") from None
+        if not self.durable:
+            conn.execute("SET synchronous_commit = off")
+        return conn
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Tx]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield PostgresTx(cur)
+
+    def run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+        for attempt in range(RETRIES):
+            try:
+                with self.transaction(write) as tx:
+                    return fn(tx)
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                if attempt == RETRIES - 1:
+                    raise
+                log.warning("retrying a transaction after %s", type(exc).__name__)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def describe(self) -> str:
+        return "postgresql " + re.sub(r"://[^@/]*@", "://***@", self.url)
+
+
+def open_postgres(url: str, **kw: Any) -> HQStorage:
+    return HQStorage(PostgresDatabase(url, **kw))

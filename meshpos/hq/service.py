@@ -1,0 +1,348 @@
+"""The HQ service layer: what `meshpos hq ...` and the HTTP API do, over an `HQStorage`.
+
+Stateless between calls (everything lives in the database), so any number of HQ processes can
+serve one chain. Time comes from an injected `now_ms`, the acquirer from an injected gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+from meshpos.enrol import issue, make_request, read_certificate, read_request
+from meshpos.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
+from meshpos.hq import keys
+from meshpos.hq.payments import (
+    HQ_KEY_SETTING,
+    AuthRequest,
+    Gateway,
+    SimulatedAcquirer,
+    blocklist_key,
+    open_card,
+)
+from meshpos.hq.storage import (
+    HQStorage,
+    IngestOutcome,
+    NotEnrolled,
+    PaymentJob,
+    PaymentOutcome,
+    StoreRow,
+    UnknownStore,
+)
+from meshpos.ledger.fold import PRODUCT_FIELDS
+from meshpos.ledger.records import NodeRecord
+from meshpos.ops import Op, Payload, Signer, pack, unpack
+
+log = logging.getLogger("meshpos.hq")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def open_storage(url: str, **kw: Any) -> HQStorage:
+    """`postgresql://...` opens PostgreSQL; anything else is a SQLite file path."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from meshpos.hq.pg_store import open_postgres
+
+        return open_postgres(url, **kw)
+    from meshpos.hq.sqlite_store import open_sqlite
+
+    return open_sqlite(url, **kw)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    store: StoreRow
+    request: bytes | None  # HQ's enrolment request, when the store key lives at the store
+
+
+class HQService:
+    def __init__(
+        self,
+        cfg: keys.HQConfig,
+        storage: HQStorage | None = None,
+        *,
+        gateway: Gateway | None = None,
+        now_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.cfg = cfg
+        self.signer: Signer = keys.load_signer(cfg)
+        self.payment_key = keys.load_payment_key(cfg)
+        self.payment_public = keys.payment_public_key(cfg)
+        self.storage = storage or open_storage(cfg.db_url)
+        self.now_ms = now_ms
+        if gateway is None:
+            today = datetime.fromtimestamp(now_ms() / 1000, UTC)
+            gateway = SimulatedAcquirer(today=(today.year, today.month))
+        self.gateway = gateway
+
+    @classmethod
+    def open(cls, directory: Any = None, db: str | None = None, **kw: Any) -> HQService:
+        cfg = keys.load_hq(keys.resolve_dir(directory))
+        if db:
+            cfg.db = db
+        return cls(cfg, **kw)
+
+    def close(self) -> None:
+        self.storage.close()
+
+    @property
+    def node_id(self) -> str:
+        return self.signer.node_id
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.cfg.name,
+            "node_id": self.node_id,
+            "public_key": self.signer.public_key.hex(),
+            "payment_public_key": self.payment_public.hex(),
+        }
+
+    # -- enrolment ------------------------------------------------------------------------------
+
+    def _request(self, store: str) -> bytes:
+        curve_public, _ = zmq.curve_keypair()  # HQ never joins a mesh; the secret is dropped
+        return make_request(self.signer, store, self.cfg.name, curve_public)
+
+    def enroll_store(self, store: str, name: str = "", public_key: bytes | None = None) -> Enrolled:
+        """Enrol a store. Without `public_key`, HQ creates and keeps the store key, gives itself a
+        certificate and can certify the store's terminals (`enroll_node`). With it, the store key
+        stays at the store, which must certify HQ's request (`enroll sign --role hq`)."""
+        now = self.now_ms()
+        if self.storage.store(store) is not None:
+            raise LocalError(f"store {store} is already enrolled at HQ")
+        if public_key is not None:
+            row = self.storage.add_store(store, name or store, public_key, key_at_hq=False,
+                                         now_ms=now)  # fmt: skip
+            return Enrolled(row, self._request(store))
+        store_key = Signer.generate()
+        keys.save_store_key(self.cfg, store, store_key)
+        try:
+            row = self.storage.add_store(store, name or store, store_key.public_key,
+                                         key_at_hq=True, now_ms=now)  # fmt: skip
+        except BaseException:
+            keys.store_key_path(self.cfg, store).unlink(missing_ok=True)
+            raise
+        cert = issue(store_key, store, read_request(self._request(store)), role="hq", now_ms=now)
+        self._install(store, cert)
+        return Enrolled(self.storage.store(store) or row, None)
+
+    def install_cert(self, enrolment: bytes) -> str:
+        """Install the certificate a store signed for HQ (`meshpos enroll sign --role hq`)."""
+        outer = unpack(enrolment, "enrolment")
+        if not isinstance(outer, list) or len(outer) != 5 or outer[0] != "meshpos-enrolment":
+            raise EncodingError("this file is not a meshpos enrolment (from `meshpos enroll sign`)")
+        _, store, pub, cert_bytes, roster = outer
+        row = self.storage.store(str(store))
+        if row is None:
+            raise UnknownStore(
+                f"store {store!r} is not enrolled at HQ: run `meshpos hq enroll-store`"
+            )
+        if pub != row.public_key:
+            raise RemoteError(f"this enrolment is signed by a key other than store {store}'s")
+        cert = read_certificate(cert_bytes, row.public_key, row.store)
+        if cert.node_id != self.node_id or cert.role != "hq":
+            raise RemoteError("this enrolment is not HQ's: sign HQ's request with --role hq")
+        self.storage.add_nodes(row.store, [c for c in roster if isinstance(c, bytes)])
+        self._install(row.store, cert_bytes)
+        return row.store
+
+    def _install(self, store: str, cert: bytes) -> None:
+        self.storage.set_hq_cert(store, cert, self.node_id)
+        items: list[tuple[str, str, Payload]] = [
+            (store, "setting.set", {"key": HQ_KEY_SETTING, "value": self.payment_public.hex()})
+        ]
+        items += self.storage.blocklist_items(store)
+        self.storage.emit(self.signer, items, self.now_ms(), "hq")
+
+    def enroll_node(self, store: str, request: bytes, role: str = "terminal") -> bytes:
+        """Certify a terminal of a store whose key HQ holds. The answer is the same enrolment
+        file `meshpos enroll sign` writes, for `meshpos enroll install` on the terminal."""
+        row = self.storage.store(store)
+        if row is None:
+            raise UnknownStore(
+                f"store {store!r} is not enrolled at HQ: run `meshpos hq enroll-store`"
+            )
+        store_key = keys.load_store_key(self.cfg, store)
+        if store_key is None:
+            raise ConfigError(
+                f"HQ does not hold store {store}'s key (the store keeps it): enrol terminals there "
+                "with `meshpos enroll sign`"
+            )
+        req = read_request(request)
+        known = self.storage.nodes(store)
+        if any(n.node_id != req.node_id and n.name == req.name for n in known):
+            raise InputError(f"a node named {req.name!r} is already enrolled in store {store}")
+        cert = issue(store_key, store, req, role=role, now_ms=self.now_ms())
+        self.storage.add_nodes(store, [cert])
+        roster = [n.cert for n in known if n.cert and n.node_id != req.node_id]
+        return pack(["meshpos-enrolment", store, store_key.public_key, cert, roster])
+
+    # -- the relay's requests -------------------------------------------------------------------
+
+    def ingest(
+        self, store: str, wires: Sequence[bytes], nodes: Sequence[NodeRecord]
+    ) -> IngestOutcome:
+        out = self.storage.ingest(store, wires, nodes, self.now_ms())
+        log.info(
+            "store %s: %d ops applied, %d duplicates, %d skipped past gaps",
+            store, out.applied, out.duplicates, sum(out.skipped.values()),
+        )  # fmt: skip
+        if out.payments:
+            self.process_payments()
+        for customer, to in sorted(out.transfers):
+            if to == self.node_id:
+                self.fulfil_asks(customer)
+        return out
+
+    def pull(self, store: str, vv: Mapping[str, int], limit: int) -> dict[str, Any]:
+        wires, hq_vv, more = self.storage.ops_since(store, vv, limit)
+        origins = {o for o, s in hq_vv.items() if s > vv.get(o, 0)}
+        return {
+            "ops": wires,
+            "nodes": [list(n.as_row()) for n in self.storage.nodes(store, origins)],
+            "vv": hq_vv,
+            "more": more,
+            "asks": self.storage.asks_for(store, self.node_id),
+        }
+
+    def claim_points(self, store: str, customer: str, points: int, node: str) -> dict[str, int]:
+        if not 0 < points <= 10_000_000:
+            raise InputError("points to claim must be between 1 and 10,000,000")
+        moved, asked = self.storage.move_points(
+            self.signer, store, customer, points, node, self.now_ms()
+        )
+        return {"moved": moved, "asked": asked}
+
+    def fulfil_asks(self, customer: str | None = None) -> int:
+        """Move rights that reached HQ to the stores that asked for them, oldest ask first."""
+        moved = 0
+        for store, cust, node, points in self.storage.asks():
+            if customer is None or cust == customer:
+                moved += self.storage.move_points(
+                    self.signer, store, cust, points, node, self.now_ms()
+                )[0]
+        return moved
+
+    # -- card payments --------------------------------------------------------------------------
+
+    def process_payments(self, limit: int = 1000) -> int:
+        """Settle pending card payments with the gateway; returns how many were settled here."""
+        done = 0
+        stale = self.cfg.limit("payment_stale_s") * 1000
+        while done < limit:
+            job = self.storage.claim_payment(self.now_ms(), stale)
+            if job is None:
+                break
+            outcome = self._authorise(job)
+            op = self.storage.finish_payment(self.signer, job, outcome, self.now_ms())
+            if op is not None:
+                done += 1
+                log.info(
+                    "card payment %s (%s ending %s, %d paise): %s",
+                    job.sale_id, job.brand, job.last4, job.amount, outcome.code,
+                )  # fmt: skip
+        return done
+
+    def _authorise(self, job: PaymentJob) -> PaymentOutcome:
+        try:
+            card = open_card(self.payment_key, job.sealed, store=job.store, amount=job.amount,
+                             last4=job.last4, brand=job.brand)  # fmt: skip
+        except RemoteError as exc:
+            return PaymentOutcome("declined", "unreadable_card", str(exc))
+        key = blocklist_key(card.pan)
+        if self.storage.is_blocked(key):
+            return PaymentOutcome("declined", "blocklisted", "the card is on HQ's blocklist")
+        result = self.gateway.authorize(AuthRequest(job.key, card, job.amount, merchant=job.store))
+        if result.approved:
+            return PaymentOutcome("approved", result.code, result.message, result.auth_code)
+        return PaymentOutcome(
+            "declined", result.code, result.message, block_key=key if result.block else None
+        )
+
+    def block_card(self, pan: str, reason: str, blocked: bool = True) -> list[Op]:
+        from meshpos.hq.payments import parse_card
+
+        card = parse_card(pan, "12/99")
+        return self.storage.set_block(
+            self.signer, blocklist_key(card.pan), reason, blocked, self.now_ms()
+        )
+
+    # -- HQ-originated catalogue and settings ---------------------------------------------------
+
+    def _stores(self, stores: Sequence[str] | None) -> list[str]:
+        enrolled = {s.store: s for s in self.storage.stores()}
+        names = list(stores) if stores else sorted(enrolled)
+        for s in names:
+            if s not in enrolled:
+                raise UnknownStore(f"store {s!r} is not enrolled at HQ")
+        ready = [s for s in names if enrolled[s].hq_cert is not None]
+        if stores and len(ready) < len(names):
+            missing = sorted(set(names) - set(ready))
+            raise NotEnrolled(f"HQ holds no certificate in store(s) {', '.join(missing)} yet")
+        if not ready:
+            raise LocalError("no enrolled store to send this to: `meshpos hq enroll-store` first")
+        return ready
+
+    def set_price(
+        self, sku: str, price: int, stores: Sequence[str] | None = None, user: str = "hq"
+    ) -> list[Op]:
+        if price < 0:
+            raise InputError("price must be >= 0")
+        targets = self._stores(stores)
+        unknown = [s for s in targets if sku not in self.storage.known_skus(s)]
+        if unknown:
+            raise InputError(
+                f"store(s) {', '.join(unknown)} have no product {sku}: add it with "
+                "`meshpos hq product` (a price alone would make a nameless product)"
+            )
+        items = [(s, "product.upsert", {"sku": sku, "fields": {"price": price}}) for s in targets]
+        return self.storage.emit(self.signer, items, self.now_ms(), user)
+
+    def upsert_product(
+        self,
+        sku: str,
+        fields: Mapping[str, Any],
+        stores: Sequence[str] | None = None,
+        user: str = "hq",
+    ) -> list[Op]:
+        bad = set(fields) - set(PRODUCT_FIELDS)
+        if bad:
+            raise InputError(f"unknown product field(s): {', '.join(sorted(bad))}")
+        if not fields:
+            raise InputError("give at least one product field")
+        items = [(s, "product.upsert", {"sku": sku, "fields": dict(fields)})
+                 for s in self._stores(stores)]  # fmt: skip
+        return self.storage.emit(self.signer, items, self.now_ms(), user)
+
+    def set_setting(
+        self, key: str, value: Any, stores: Sequence[str] | None = None, user: str = "hq"
+    ) -> list[Op]:
+        items = [(s, "setting.set", {"key": key, "value": value}) for s in self._stores(stores)]
+        return self.storage.emit(self.signer, items, self.now_ms(), user)
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        stores = self.storage.summary()
+        return {
+            "hq": self.cfg.name,
+            "backend": self.storage.db.describe(),
+            "stores": stores,
+            "chain": {
+                "stores": len(stores),
+                "ops": sum(int(s["ops"]) for s in stores),
+                "sales": sum(int(s["sales"]) for s in stores),
+                "net": sum(int(s["net"]) for s in stores),
+            },
+            "by_day": self.storage.chain_by_day(),
+            "loyalty": self.storage.loyalty(),
+            "payments": self.storage.payments(),
+        }

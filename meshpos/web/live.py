@@ -1,0 +1,163 @@
+"""Live updates for the web till: one watcher thread per server, fanned out to every open page.
+
+The watcher holds its own read-only SQLite connection and polls `PRAGMA data_version` every
+`interval` seconds (~100 ms): the number changes whenever any other connection commits, which
+covers a sale rung on this page, one rung by `meshpos sell`, and ops a peer's sync brought in
+through the daemon. It also recomputes the state banner (status.json + a few counters) and
+publishes only when it changed. Pages receive these as Server-Sent Events ("db", "status") and
+re-fetch the parts of the screen they show; no state is pushed, so a page that missed an event
+is never wrong for longer than the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshpos.config import NodeConfig
+from meshpos.daemon_state import daemon_status
+from meshpos.ledger.store import open_connection
+from meshpos.terminal import wall_ms
+from meshpos.web.views import Counters, banner
+
+log = logging.getLogger("meshpos.web")
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "db", "status", "hello"; None-kind is never sent
+    version: int
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(maxsize=64))
+
+
+class Live:
+    """Watches one node directory; `subscribe()` from the event loop, `start()`/`close()` once."""
+
+    def __init__(
+        self, cfg: NodeConfig, key: bytes | None, node_id: str, interval: float = 0.1
+    ) -> None:
+        self.cfg = cfg
+        self.key = key
+        self.node_id = node_id
+        self.interval = interval
+        self.status_every = 0.25
+        self.db_version = 0
+        self.status_version = 0
+        self.banner: dict[str, Any] = {}
+        self._subs: list[_Subscriber] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshpos-web-live", daemon=True)
+        self.closed = False
+
+    # -- subscribers (called on the event loop) ------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[Event | None]:
+        sub = _Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subs.append(sub)
+        return sub.queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event | None]) -> None:
+        with self._lock:
+            self._subs = [s for s in self._subs if s.queue is not queue]
+
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def _publish(self, event: Event | None) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the page is gone
+                sub.loop.call_soon_threadsafe(_offer, sub.queue, event)
+
+    # -- the watcher thread ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def close(self) -> None:
+        """Stop watching and end every open event stream (so a server can stop promptly)."""
+        self.closed = True
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._publish(None)
+
+    def _run(self) -> None:
+        conn = open_connection(str(self.cfg.db_path), self.key)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA query_only = 1")
+            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            self.banner = self._banner(conn)
+            self._ready.set()
+            next_status = time.monotonic() + self.status_every
+            while not self._stop.wait(self.interval):
+                changed = False
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        changed = True
+                        self.db_version += 1
+                        self._publish(Event("db", self.db_version))
+                    if changed or time.monotonic() >= next_status:
+                        next_status = time.monotonic() + self.status_every
+                        fresh = self._banner(conn)
+                        if fresh != self.banner:
+                            self.banner = fresh
+                            self.status_version += 1
+                            self._publish(Event("status", self.status_version))
+                except sqlite3.Error as exc:  # busy or locked past the timeout: try next time
+                    log.warning("live updates: %s", exc)
+        finally:
+            self._ready.set()
+            conn.close()
+
+    def _banner(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        status = daemon_status(self.cfg.dir)
+        row = conn.execute("SELECT seq FROM vv WHERE origin = ?", (self.node_id,)).fetchone()
+        own = int(row[0]) if row else 0
+        try:
+            acked = int(conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()[0] or 0)
+        except sqlite3.OperationalError:  # no daemon has run here yet
+            acked = 0
+        pending = int(conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+        since = 0
+        wan = status.get("wan") if status else None
+        last = int(wan.get("last_sync_ms") or 0) if isinstance(wan, dict) else 0
+        if last:
+            since = int(
+                conn.execute("SELECT COUNT(*) FROM ops WHERE hlc > ?", (last << 16,)).fetchone()[0]
+            )
+        hq_url = self.cfg.raw.get("hq", {}).get("url") if isinstance(self.cfg.raw, dict) else None
+        return banner(
+            status,
+            Counters(own, acked, pending, since),
+            node_id=self.node_id,
+            hq_url=str(hq_url) if hq_url else None,
+            now_ms=wall_ms(),
+        )
+
+
+def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:
+    """Queue an event for one page; a page too slow to read 64 events just misses some (each
+    event only says "look again", so the next one brings it up to date)."""
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(event)

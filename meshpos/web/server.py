@@ -1,0 +1,168 @@
+"""Running the web till: in the foreground (`meshpos web serve`) or on a thread of the daemon
+(`meshpos node run` with `[web] port` set in meshpos.toml).
+
+Nothing here imports Starlette or uvicorn until a server is actually started, so the daemon pays
+nothing for the web till when it is not configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshpos.config import NodeConfig
+from meshpos.errors import ConfigError
+
+log = logging.getLogger("meshpos.web")
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The `[web]` table of meshpos.toml: `port` (the daemon serves the till only when it is
+    set; 0 picks a free port) and `host` (default 127.0.0.1: only this machine's browser)."""
+
+    port: int | None = None
+    host: str = DEFAULT_HOST
+
+    @classmethod
+    def from_config(cls, cfg: NodeConfig) -> WebSettings:
+        raw = cfg.section("web")
+        where = f"{cfg.dir / 'meshpos.toml'}: [web]"
+        unknown = set(raw) - {"port", "host"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        port = raw.get("port")
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535
+        ):
+            raise ConfigError(f"{where} port must be a whole number from 0 to 65535")
+        host = raw.get("host", DEFAULT_HOST)
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"{where} host must be an address such as 127.0.0.1")
+        return cls(port, host)
+
+
+def _uvicorn_config(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        ws="none",
+    )
+
+
+class WebServer:
+    """The web till on a background thread; `start()` returns once it listens (or raises)."""
+
+    def __init__(
+        self, directory: Path, host: str = DEFAULT_HOST, port: int = 0, *, print_worker: bool = True
+    ) -> None:
+        import uvicorn
+
+        from meshpos.web.app import create_app
+
+        self.app = create_app(directory, host=host, print_worker=print_worker)
+        self.server = uvicorn.Server(_uvicorn_config(self.app, host, port))
+        self.host = host
+        self.thread = threading.Thread(target=self._run, name="meshpos-web", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as exc:  # reported by start(); a thread has nowhere else to say it
+            self.error = exc
+
+    @property
+    def port(self) -> int:
+        for server in getattr(self.server, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return 0
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self, timeout: float = 20.0) -> WebServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                error = getattr(self.app.state, "startup_error", None) or self.error
+                why = f": {error}" if error else " (is the port in use?)"
+                raise ConfigError(f"the web till could not listen on {self.host}{why}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        backend = getattr(self.app.state, "backend", None)
+        live = getattr(backend, "_live", None)
+        if live is not None:
+            live.close()  # ends open event streams, so shutdown does not wait for them
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def web_till(cfg: NodeConfig) -> Iterator[WebServer | None]:
+    """The daemon's hook: serve the web till while the block runs, when `[web] port` is set.
+    A till page that cannot start is logged, never a reason to stop syncing."""
+    try:
+        settings = WebSettings.from_config(cfg)
+    except ConfigError as exc:
+        log.error("web till not started: %s", exc)
+        yield None
+        return
+    if settings.port is None:
+        yield None
+        return
+    server: WebServer | None = None
+    try:
+        server = WebServer(cfg.dir, settings.host, settings.port, print_worker=False).start()
+        log.info("web till on %s", server.url)
+    except Exception as exc:  # any failure to start: the mesh must keep running
+        log.error("web till not started: %s", exc)
+        server = None
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def serve(directory: Path, host: str, port: int, on_ready: Any = None) -> None:
+    """Serve in the foreground until Ctrl-C or SIGTERM (uvicorn handles both)."""
+    import uvicorn
+
+    from meshpos.web.app import create_app
+
+    app = create_app(directory, host=host)
+    server = uvicorn.Server(_uvicorn_config(app, host, port))
+    if on_ready is not None:
+        original = server.startup
+
+        async def startup(sockets: Any = None) -> None:
+            await original(sockets=sockets)
+            if server.started:
+                on_ready(server)
+
+        server.startup = startup  # type: ignore[method-assign]
+    server.run()

@@ -1,0 +1,11 @@
+"""The outage simulator: seeded, reproducible outages of meshpos stores, with numbers and plots.
+
+It drives the real `Terminal`, `Ledger` and sans-IO `SyncNode` over the in-memory `MemNet`
+(meshpos/sync/memnet.py); see sim/engine.py for how, and sim/scenarios/README.md for the scenario
+format. `meshpos sim run|fuzz|live` is the command line (meshpos/cli_sim.py).
+"""
+
+from sim.engine import Simulation
+from sim.scenario import Scenario, ScenarioError, load, loads
+
+__all__ = ["Scenario", "ScenarioError", "Simulation", "load", "loads"]

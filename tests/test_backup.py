@@ -1,0 +1,290 @@
+"""Backups: consistent snapshots during a stream of sales, sealing and its verification, rotation,
+off-site copies, the daemon's schedule, and restore followed by catch-up from a peer."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Node
+
+from meshpos.backup import (
+    _SCHEDULES,
+    BACKUP_KEY_FILE,
+    BackupSettings,
+    CorruptBackup,
+    DirectoryTarget,
+    create_backup,
+    list_backups,
+    maybe_backup,
+    node_seal_keys,
+    read_header,
+    restore_backup,
+    seal_file,
+    verify_backup,
+)
+from meshpos.config import load_config
+from meshpos.crypto_at_rest import DB_KEY_FILE, encrypt_node
+from meshpos.errors import ConfigError, LocalError
+from meshpos.ledger.schema import VIEW_TABLES
+from meshpos.terminal import Terminal
+
+NOW = 1_780_000_000_000
+
+
+def views(t: Terminal) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        table: sorted(t.ledger.conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+        for table in VIEW_TABLES
+    }
+
+
+def backup_once(node: Node, now_ms: int = NOW, **kw: object) -> Path:
+    t = Terminal.open(node.path)
+    try:
+        return create_backup(t.cfg, t.ledger, now_ms=now_ms, **kw).path  # type: ignore[arg-type]
+    finally:
+        t.close()
+
+
+def flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_backup_during_a_stream_of_sales_restores_to_a_verified_database(
+    node: Node, make_node: object, tmp_path: Path
+) -> None:
+    encrypt_node(load_config(node.path))
+    stop = threading.Event()
+    sold: list[str] = []
+    errors: list[BaseException] = []
+
+    def till() -> None:
+        t = Terminal.open(node.path)
+        try:
+            while not stop.is_set():
+                sold.append(t.sell([("TSH-NAV-M", 1)]).sale_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            t.close()
+
+    worker = threading.Thread(target=till)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(sold) < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        t = Terminal.open(node.path)
+        try:
+            results = []
+            before = len(sold)
+            # Back up until sales have demonstrably committed while backups were being taken.
+            while len(results) < 3 or (len(sold) - before < 3 and time.monotonic() < deadline):
+                results.append(create_backup(t.cfg, t.ledger, now_ms=NOW + len(results)))
+        finally:
+            t.close()
+        during = len(sold)
+        assert during - before >= 3, "no sale committed while the backups ran"
+        while len(sold) < during + 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not errors, errors
+    assert len(sold) >= during + 5, "sales did not go on while the backups ran"
+    newest = results[-1]
+    assert newest.ops >= 512 + 5
+    raw = newest.path.read_bytes()
+    assert b"Crew T-shirt" not in raw and b"TSH-NAV-M" not in raw
+
+    # A replacement terminal (new identity, its own key) restores with the old terminal's key.
+    fresh = make_node("T5")  # type: ignore[operator]
+    encrypt_node(load_config(fresh.path))
+    cfg = load_config(fresh.path)
+    with pytest.raises(ConfigError, match=r"give the db\.key of terminal T1 with --key-file"):
+        restore_backup(cfg, newest.path)
+    r = restore_backup(cfg, newest.path, key_file=node.path / DB_KEY_FILE)
+    assert r.ops == newest.ops and not r.same_identity
+    t = Terminal.open(fresh.path)
+    try:
+        assert t.ledger.verify(every_signature=True) == []
+        assert t.ledger.op_count() == newest.ops
+        restored_sales = t.query("SELECT COUNT(*) AS n FROM sales")[0]["n"]
+        assert 5 <= restored_sales <= len(sold)
+    finally:
+        t.close()
+
+
+def test_a_flipped_byte_is_detected_and_restore_changes_nothing(node: Node) -> None:
+    node.sell("TSH-NAV-M")
+    path = backup_once(node)
+    assert node.ok("backup", "verify", str(path)).out
+    before = node.snapshot()
+    for at in (40, path.stat().st_size // 2, path.stat().st_size - 3):
+        bad = path.with_name(f"bad-{at}.mpbak")
+        bad.write_bytes(path.read_bytes())
+        flip(bad, at)
+        with pytest.raises((CorruptBackup, ConfigError)):
+            verify_backup(bad, cfg=load_config(node.path))
+        err = node.fail("backup", "verify", str(bad))
+        assert "fails authentication" in err or "damaged" in err, err
+        err = node.fail("restore", str(bad), "--force")
+        assert "fails authentication" in err or "damaged" in err, err
+    truncated = path.with_name("short.mpbak")
+    truncated.write_bytes(path.read_bytes()[:-100])
+    assert "truncated" in node.fail("backup", "verify", str(truncated))
+    assert node.snapshot() == before
+
+
+def test_a_backup_of_a_damaged_database_fails_its_verification(node: Node) -> None:
+    node.sell("TSH-NAV-M")
+    good = backup_once(node, NOW)
+    cfg = load_config(node.path)
+    t = Terminal.open(node.path)
+    try:
+        t.ledger.conn.execute("UPDATE stock SET qty = 999 WHERE sku = 'TSH-NAV-M'")
+        with pytest.raises(LocalError, match="snapshot fails verify, so no backup was kept"):
+            create_backup(cfg, t.ledger, now_ms=NOW + 1)
+        assert list_backups(cfg.dir / "backups") == [good]
+        # A well-sealed file whose database inside is damaged: verify reports, restore refuses.
+        keys = node_seal_keys(cfg, None)
+        bad = cfg.dir / "damaged.mpbak"
+        fields = {
+            "store": "S1",
+            "node_id": cfg.node_id,
+            "name": "T1",
+            "created_ms": NOW,
+            "ops": 0,
+            "vv": {},
+        }
+        t.ledger.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        seal_file(cfg.db_path, bad, keys, fields)
+    finally:
+        t.close()
+    check = verify_backup(bad, cfg=cfg)
+    assert any(p.startswith("stock:") for p in check.problems)
+    r = node.run("backup", "verify", str(bad))
+    assert r.code == 1 and "fails verify" in r.err
+    assert "fails verify" in node.fail("restore", str(bad), "--force")
+
+
+def test_rotation_keeps_n_here_and_off_site(node: Node, tmp_path: Path) -> None:
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    (usb / "S1-T2-20200101T000000000Z.mpbak").write_bytes(b"another terminal's")
+    made = [
+        backup_once(node, NOW + i * 1000, target=DirectoryTarget(usb), keep=3) for i in range(5)
+    ]
+    local = list_backups(node.path / "backups")
+    assert local == made[-3:]
+    assert [p.name for p in list_backups(usb, "S1-T1-")] == [p.name for p in made[-3:]]
+    assert (usb / "S1-T2-20200101T000000000Z.mpbak").exists()
+    assert (node.path / BACKUP_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert read_header(local[-1]).key_source == "backup.key"
+    # The CLI: --to an unmounted stick keeps the local backup and says what failed.
+    r = node.run("backup", "--to", str(tmp_path / "not-mounted"), "--keep", "3")
+    assert r.code == 1 and "kept locally" in r.err and "is the USB stick mounted" in r.err
+    assert len(list_backups(node.path / "backups")) == 3
+
+
+def test_restore_of_an_old_backup_then_catch_up_from_a_peer(pair: tuple[Node, Node]) -> None:
+    t1, t2 = pair
+    encrypt_node(load_config(t1.path))
+    t1.sell("TSH-NAV-M")
+    old = backup_once(t1)
+    t1.sell("TSH-NAV-Mx2")
+    t1.sell("JNS-BLA-L")
+    bundle = t1.path.parent / "t1-to-t2.bundle"
+    t1.ok("sync", "export", str(bundle))
+    t2.ok("sync", "import", str(bundle))
+    # T1's disk dies; its keys and config survive (kept apart), the database does not.
+    for f in t1.path.glob("meshpos.db*"):
+        f.unlink()
+    out = t1.ok("restore", str(old)).out
+    assert "BEFORE selling" in out
+    assert t1.ok("verify").out.startswith("ok:")
+    assert t1.vv() != t2.vv()
+    since = t1.path.parent / "t1.vv"
+    since.write_text(t1.ok("sync", "vv", "--json").out)
+    catch_up = t1.path.parent / "t2-to-t1.bundle"
+    t2.ok("sync", "export", str(catch_up), "--since", str(since))
+    t1.ok("sync", "import", str(catch_up))
+    assert t1.vv() == t2.vv()
+    a, b = Terminal.open(t1.path), Terminal.open(t2.path)
+    try:
+        assert views(a) == views(b)
+    finally:
+        a.close()
+        b.close()
+    assert t1.ok("verify").out.startswith("ok:")
+
+
+def test_restore_refuses_to_drop_newer_own_ops_without_force(node: Node) -> None:
+    node.sell("TSH-NAV-M")
+    old = backup_once(node)
+    node.sell("TSH-NAV-M")
+    err = node.fail("restore", str(old))
+    assert "newer than the backup" in err and "--force" in err
+    info = node.json("restore", str(old), "--force")
+    assert Path(info["previous_database"]).joinpath("meshpos.db").exists()
+
+
+def test_restore_refuses_another_stores_backup(node: Node, make_node: object) -> None:
+    other = make_node("T1", store="S2")  # type: ignore[operator]
+    path = backup_once(other)
+    assert "backup of store 'S2'" in node.fail("restore", str(path))
+
+
+def test_the_daemon_schedule_backs_up_in_a_thread_when_due(node: Node) -> None:
+    cfg_text = (node.path / "meshpos.toml").read_text()
+    (node.path / "meshpos.toml").write_text(cfg_text + "\n[backup]\nevery_minutes = 1\nkeep = 2\n")
+    t = Terminal.open(node.path)
+    done = threading.Event()
+    try:
+        _SCHEDULES.pop(t.cfg.dir, None)
+        assert not maybe_backup(t, NOW)  # the first one waits a period after start
+        assert maybe_backup(t, NOW + 61_000, on_done=lambda r, e: done.set())
+        assert not maybe_backup(t, NOW + 62_000)  # running, and not due again yet
+        assert done.wait(30)
+        sched = _SCHEDULES[t.cfg.dir]
+        assert sched.error is None and sched.last is not None
+        assert list_backups(t.cfg.dir / "backups") == [sched.last.path]
+        assert not maybe_backup(t, NOW + 100_000)
+    finally:
+        _SCHEDULES.pop(t.cfg.dir, None)
+        t.close()
+
+
+def test_backup_settings_are_checked(node: Node) -> None:
+    path = node.path / "meshpos.toml"
+    path.write_text(path.read_text() + "\n[backup]\nevery_minutes = -1\n")
+    with pytest.raises(ConfigError, match="every_minutes"):
+        BackupSettings.from_config(load_config(node.path))
+    assert "every_minutes" in node.fail("backup")
+    os.utime(path)
+
+
+def test_a_passphrase_backup_restores_anywhere_with_the_passphrase(
+    node: Node, make_node: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHPOS_PASSPHRASE", "open sesame, said the store manager")
+    node.ok("encrypt", "--passphrase")
+    node.sell("TSH-NAV-M")
+    path = Path(node.json("backup")["file"])
+    header = read_header(path)
+    assert header.key_source == "passphrase" and header.kdf is not None
+    monkeypatch.delenv("MESHPOS_PASSPHRASE")
+    fresh = make_node("T6")  # type: ignore[operator]  (a plain node: the copy is re-keyed)
+    assert "MESHPOS_PASSPHRASE" in fresh.fail("restore", str(path))
+    monkeypatch.setenv("MESHPOS_PASSPHRASE", "a wrong guess")
+    assert "sealed with key" in fresh.fail("restore", str(path))
+    monkeypatch.setenv("MESHPOS_PASSPHRASE", "open sesame, said the store manager")
+    assert fresh.json("restore", str(path))["ops"] == header.ops
+    assert fresh.db.read_bytes().startswith(b"SQLite format 3")
+    assert fresh.ok("verify").out.startswith("ok:")
