@@ -27,11 +27,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Part one: two terminals sync by bundle (issue 3). Part two: three daemons on loopback find each
-# other over mDNS, converge live, one stops and catches up (issue 4).
+# other over mDNS, converge live, one stops and catches up (issue 4). Part three: an HQ and a
+# three-terminal store; the store's WAN goes down, it sells on, and HQ's chain view matches it
+# once the WAN is back (issue 5).
 demo: $(STAMP)
 	@dir="$(DEMO_DIR)"; \
 	$(BIN)/python -m meshpos.demo "$$dir/bundle" && \
-	$(BIN)/python -m meshpos.demo_mesh "$$dir/mesh"
+	$(BIN)/python -m meshpos.demo_mesh "$$dir/mesh" && \
+	$(BIN)/python -m meshpos.demo_hq "$$dir/hq"
 
 # A store of three terminals and an HQ as processes on loopback: the topology of
 # docker/compose.yaml without containers (encrypted databases, backup, restore, catch-up).

@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import meshpos
-from bench import devices_bench, hq_bench, ledger_bench, mesh_bench, ops_bench
+from bench import (
+    devices_bench,
+    hq_bench,
+    ledger_bench,
+    mesh_bench,
+    ops_bench,
+    relay_bench,
+    sim_bench,
+    web_bench,
+)
 from bench.common import DEFAULT_OUT, BenchError, fmt, load_average, log, peak_rss_mb, table
 
 Section = Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]
@@ -38,6 +47,9 @@ SECTIONS: list[tuple[str, Section]] = [
     ("mesh", mesh_bench.mesh_section),
     ("devices", devices_bench.devices_section),
     ("hq", hq_bench.hq_section),
+    ("relay", relay_bench.relay_section),
+    ("web", web_bench.web_section),
+    ("sim", sim_bench.sim_section),
 ]
 GROUPS = {"ledger": ("commit", "merge", "scale")}
 

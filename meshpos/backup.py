@@ -30,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
 import shutil
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +56,7 @@ from meshpos.crypto_at_rest import (
     export_database,
     key_id,
     read_key_file,
+    refuse_if_open,
     remove_db_files,
     storage_key,
     write_key_file,
@@ -152,7 +155,7 @@ class DirectoryTarget:
         dest = self.path / path.name
         tmp = dest.with_name(dest.name + ".part")
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
+            with open(path, "rb") as src, _private(tmp) as dst:
                 shutil.copyfileobj(src, dst, CHUNK)
                 dst.flush()
                 os.fsync(dst.fileno())
@@ -310,7 +313,7 @@ def seal_file(src: Path, out: Path, keys: SealKeys, fields: Mapping[str, Any]) -
     digest = hashlib.sha256()
     tmp = out.with_name(out.name + ".tmp")
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        with open(src, "rb") as fin, _private(tmp) as fout:
             fout.write(MAGIC + _LEN.pack(len(raw)) + raw)
             index, done = 0, 0
             while True:
@@ -370,7 +373,7 @@ def open_sealed(path: Path, seal_key: bytes) -> Iterator[bytes]:
 def unseal_file(path: Path, seal_key: bytes, out: Path) -> str:
     digest = hashlib.sha256()
     try:
-        with open(out, "wb") as fh:
+        with _private(out) as fh:
             for block in open_sealed(path, seal_key):
                 digest.update(block)
                 fh.write(block)
@@ -527,8 +530,11 @@ def create_backup(
 class _Schedule:
     settings: BackupSettings | None
     due_ms: int
-    thread: threading.Thread | None = None
-    last: BackupResult | None = None
+    proc: Any = None  # the running backup process (multiprocessing.Process)
+    pipe: Any = None
+    on_done: Callable[[dict[str, Any] | None, str | None], None] | None = None
+    retry_ms: int = 0
+    last: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -540,11 +546,13 @@ FIRST_AFTER_MS = 10 * 60_000
 def maybe_backup(
     terminal: Terminal,
     now_ms: int,
-    on_done: Callable[[BackupResult | None, str | None], None] | None = None,
+    on_done: Callable[[dict[str, Any] | None, str | None], None] | None = None,
 ) -> bool:
-    """Called by the daemon on every loop iteration: starts a backup in a background thread
-    (its own database connection) when `[backup] every_minutes` have passed since the newest
-    backup. Cheap when nothing is due. Returns True when it started one."""
+    """Called by the daemon on every loop iteration: when `[backup] every_minutes` have passed
+    since the newest backup, starts one in a separate, lower-priority process (its own database
+    connection, its own interpreter: a verify of a million ops does not hold the daemon's GIL).
+    The database key goes to it over a pipe, never through the environment. Cheap when nothing
+    is due. Returns True when it started one."""
     cfg = terminal.cfg
     sched = _SCHEDULES.get(cfg.dir)
     if sched is None:
@@ -554,42 +562,93 @@ def maybe_backup(
             log.error("scheduled backups are off: %s", exc)
             settings = None
         sched = _SCHEDULES[cfg.dir] = _Schedule(settings, _first_due(cfg, settings, now_ms))
+    if sched.proc is not None:
+        _reap(sched)
     if sched.settings is None or not sched.settings.every_minutes or now_ms < sched.due_ms:
         return False
-    if sched.thread is not None and sched.thread.is_alive():
+    if sched.proc is not None:
         return False
     every_ms = sched.settings.every_minutes * 60_000
     sched.due_ms = now_ms + every_ms
-    key, settings = terminal.ledger.key, sched.settings
-
-    def run() -> None:
-        result, error = None, None
-        try:
-            ledger = Ledger(cfg.db_path, cfg.store, key=key)
-            try:
-                result = create_backup(cfg, ledger, now_ms=now_ms, settings=settings)
-            finally:
-                ledger.close()
-            log.info(
-                "backup %s: %d ops, %.1f MB, verified%s",
-                result.path.name,
-                result.ops,
-                result.bytes / 1e6,
-                f", copied to {result.offsite}" if result.offsite else "",
-            )
-            if result.offsite_error:
-                log.warning("backup off-site copy failed: %s", result.offsite_error)
-        except Exception as exc:
-            error = str(exc) if isinstance(exc, MeshposError) else f"{type(exc).__name__}: {exc}"
-            sched.due_ms = now_ms + min(every_ms, RETRY_MS)
-            log.error("scheduled backup failed (next try in %d min): %s", RETRY_MS // 60_000, error)
-        sched.last, sched.error = result, error
-        if on_done is not None:
-            on_done(result, error)
-
-    sched.thread = threading.Thread(target=run, name="meshpos-backup", daemon=True)
-    sched.thread.start()
+    sched.retry_ms = now_ms + min(every_ms, RETRY_MS)
+    sched.on_done = on_done
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_backup_process,
+        args=(str(cfg.dir), terminal.ledger.key, now_ms, child),
+        name="meshpos-backup",
+        daemon=True,
+    )
+    proc.start()
+    child.close()
+    sched.proc, sched.pipe = proc, parent
     return True
+
+
+def _reap(sched: _Schedule) -> None:
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        if not sched.pipe.poll():
+            if sched.proc.is_alive():
+                return
+            error = f"the backup process exited with code {sched.proc.exitcode}"
+        else:
+            status, value = sched.pipe.recv()
+            result, error = (value, None) if status == "ok" else (None, str(value))
+    except (EOFError, OSError):
+        error = f"the backup process exited with code {sched.proc.exitcode}"
+    sched.proc.join(5)
+    sched.pipe.close()
+    sched.proc = sched.pipe = None
+    sched.last, sched.error = result, error
+    if result is not None:
+        log.info(
+            "backup %s: %d ops, %.1f MB, verified%s",
+            Path(result["path"]).name,
+            result["ops"],
+            result["bytes"] / 1e6,
+            f", copied to {result['offsite']}" if result["offsite"] else "",
+        )
+        if result["offsite_error"]:
+            log.warning("backup off-site copy failed: %s", result["offsite_error"])
+    else:
+        sched.due_ms = min(sched.due_ms, sched.retry_ms)
+        log.error("scheduled backup failed (next try in %d min): %s", RETRY_MS // 60_000, error)
+    if sched.on_done is not None:
+        sched.on_done(result, error)
+
+
+def _backup_process(directory: str, key: bytes | None, now_ms: int, pipe: Any) -> None:
+    from meshpos.config import load_config
+
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    try:
+        cfg = load_config(Path(directory))
+        ledger = Ledger(cfg.db_path, cfg.store, key=key)
+        try:
+            r = create_backup(cfg, ledger, now_ms=now_ms)
+        finally:
+            ledger.close()
+        pipe.send(
+            (
+                "ok",
+                {
+                    "path": str(r.path),
+                    "ops": r.ops,
+                    "bytes": r.bytes,
+                    "offsite": r.offsite,
+                    "offsite_error": r.offsite_error,
+                },
+            )
+        )
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, MeshposError) else f"{type(exc).__name__}: {exc}"
+        pipe.send(("error", message))
+    finally:
+        pipe.close()
 
 
 def _first_due(cfg: NodeConfig, settings: BackupSettings | None, now_ms: int) -> int:
@@ -615,8 +674,8 @@ def backup_schedule(terminal: Terminal) -> dict[str, Any]:
         return {}
     return {
         "due_ms": sched.due_ms,
-        "running": bool(sched.thread and sched.thread.is_alive()),
-        "last": str(sched.last.path) if sched.last else None,
+        "running": sched.proc is not None,
+        "last": sched.last["path"] if sched.last else None,
         "error": sched.error,
     }
 
@@ -711,7 +770,7 @@ def verify_backup(
     Raises CorruptBackup when the file itself is damaged; returns the problems verify found."""
     header = read_header(path)
     keys = resolve_keys(cfg, header, key_file)
-    work = workdir or (cfg.dir if cfg is not None else path.parent)
+    work = workdir or (cfg.dir if cfg is not None else Path(tempfile.gettempdir()))
     tmp = work / f".verify-backup-{os.getpid()}-{threading.get_ident()}.db"
     try:
         unseal_file(path, keys.seal, tmp)
@@ -750,6 +809,7 @@ def restore_backup(
         )
     node_key = storage_key(cfg)
     keys = resolve_keys(cfg, header, key_file, own_key=node_key)
+    refuse_if_open(cfg.db_path, "restoring over it")
     staged = cfg.dir / f".restore-{os.getpid()}.db"
     moved: Path | None = None
     try:
@@ -787,10 +847,22 @@ def restore_backup(
                     os.replace(f, moved / f.name)
         os.replace(staged, cfg.db_path)
         _fsync_dir(cfg.dir)
+        _hold_signing(cfg, node_key)
     finally:
         staged.unlink(missing_ok=True)
         remove_db_files(staged)
     return RestoreResult(header, ops, own, same, moved)
+
+
+def _hold_signing(cfg: NodeConfig, key: bytes | None) -> None:
+    """A restored terminal may have signed ops after the backup that only its peers hold now:
+    it must not sign again until the daemon got those back (see Terminal.set_bootstrapping)."""
+    ledger = Ledger(cfg.db_path, cfg.store, key=key)
+    try:
+        with ledger.write():
+            ledger.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
+    finally:
+        ledger.close()
 
 
 def _live_own_seq(cfg: NodeConfig, key: bytes | None) -> int | None:
@@ -807,6 +879,11 @@ def _live_own_seq(cfg: NodeConfig, key: bytes | None) -> int | None:
     finally:
         with contextlib.suppress(Exception):
             ledger.close()
+
+
+def _private(path: Path) -> BinaryIO:
+    """A new file only its owner can read (backups name the store, terminal and op counts)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def _fsync_dir(path: Path) -> None:

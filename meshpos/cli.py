@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from sqlcipher3 import dbapi2 as sqlcipher_dbapi2
 
 from meshpos import __version__
 from meshpos.config import check_name, init_node, resolve_dir
@@ -287,7 +288,7 @@ def _print_sale(result: Any, as_json: bool, title: str, copies: int | None = Non
         return
     emit([{k: ln[k] for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
     change = sum(t.get("change", 0) for t in p["tenders"])
-    tenders = ", ".join(f"{t['method']} {rupees(abs(t['amount']))}" for t in p["tenders"])
+    tenders = ", ".join(_tender_text(t) for t in p["tenders"])
     paid = "refunded" if p["total"] < 0 or result.op.kind == "return" else "paid"
     click.echo(
         f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
@@ -306,6 +307,29 @@ def _print_sale(result: Any, as_json: bool, title: str, copies: int | None = Non
         )
 
 
+def _tender_text(t: dict[str, Any]) -> str:
+    text = f"{t['method']} {rupees(abs(t['amount']))}"
+    if t.get("card_last4"):
+        text += f" ({t.get('card_brand') or 'card'} ending {t['card_last4']}"
+        text += ", authorisation pending)" if t.get("pending") else ")"
+    return text
+
+
+def _card_input(number: str | None, expiry: str | None, from_stdin: bool) -> Any:
+    """The card given to `sell`, read without ever echoing its number."""
+    from meshpos.cards import read_card, read_card_line
+
+    if from_stdin:
+        if number:
+            raise InputError("give the card by --card-number or --card-stdin, not both")
+        return read_card_line(sys.stdin.readline(), expiry)
+    if number:
+        return read_card(number, expiry)
+    if expiry:
+        raise InputError("--card-expiry needs a card: --card-number or --card-stdin")
+    return None
+
+
 @cli.command()
 @click.argument("items", nargs=-1, required=True)
 @click.option("--customer", help="Customer id or phone, for loyalty points.")
@@ -313,7 +337,18 @@ def _print_sale(result: Any, as_json: bool, title: str, copies: int | None = Non
     "--pay",
     "pays",
     multiple=True,
-    help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total.",
+    help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total, or card "
+    "when a card is given.",
+)
+@click.option(
+    "--card-number",
+    metavar="NUMBER",
+    help="Card for the card payment, sealed to HQ at once (or test[:BRAND], or a swiped track). "
+    "Visible to other users of this machine while the command runs: prefer --card-stdin.",
+)
+@click.option("--card-expiry", metavar="MM/YY", help="The card's expiry.")
+@click.option(
+    "--card-stdin", is_flag=True, help="Read the card from stdin: NUMBER MM/YY, or a swiped track."
 )
 @click.option(
     "--discount",
@@ -329,25 +364,37 @@ def sell(
     items: tuple[str, ...],
     customer: str | None,
     pays: tuple[str, ...],
+    card_number: str | None,
+    card_expiry: str | None,
+    card_stdin: bool,
     discounts: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2)."""
+    """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2).
+
+    A card given with --card-number/--card-stdin is checked offline (check digit, expiry, HQ's
+    blocklist), sealed to HQ's payment key and recorded as pending until HQ answers; only its
+    last four digits and brand stay readable. Offline floor limits apply (`meshpos cards`)."""
     from meshpos.daemon_state import daemon_status, wait_for_copies
     from meshpos.escrow import sell_with_escrow
 
     sale_disc, line_disc = _discounts(discounts)
+    card = _card_input(card_number, card_expiry, card_stdin)
+    tenders = [parse_tender(p) for p in pays]
+    if card is not None and not tenders:
+        tenders = [parse_tender("card")]
     t = _open(ctx)
     daemon = daemon_status(t.cfg.dir)
     result = sell_with_escrow(
         t,
         peers_up=bool(daemon.get("peers_up")),
         items=[parse_item(i) for i in items],
-        tenders=[parse_tender(p) for p in pays],
+        tenders=tenders,
         customer=customer,
         discount=sale_disc,
         line_discounts=line_disc,
         user=_user(ctx),
+        card=card,
     )
     copies = None
     if daemon:
@@ -769,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MeshposError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, sqlcipher_dbapi2.DatabaseError) as exc:
         click.echo(f"error: the database could not be used: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -777,8 +824,106 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
 
 
-from meshpos import cli_devices, cli_mesh  # noqa: E402,F401  (register mesh, device commands)
-from meshpos import cli_ops  # noqa: E402,F401  (registers the operations commands)
-from meshpos import cli_hq  # noqa: E402,F401  (registers the HQ commands)
-from meshpos import cli_staff  # noqa: E402,F401  (registers users, login, logout, whoami)
-from meshpos import cli_web  # noqa: E402,F401  (registers `meshpos web serve`)
+# The other command groups register themselves on `cli` when imported.
+from meshpos import (  # noqa: E402
+    cli_devices,  # noqa: F401  print, devices, till
+    cli_hq,  # noqa: F401  hq ...
+    cli_mesh,  # noqa: F401  store, enroll, node, peers, status, sync now
+    cli_ops,  # noqa: F401  encrypt, backup, restore, audit
+    cli_sim,  # noqa: F401  sim run, fuzz, live
+    cli_staff,  # noqa: F401  users, login, logout, whoami
+    cli_web,  # noqa: F401  web serve
+)
+
+# -- card payments: the store's offline floor limits, and HQ opening a store's card float ---------
+
+
+@cli.group("cards", invoke_without_command=True)
+@json_option
+@click.pass_context
+def cards_group(ctx: click.Context, as_json: bool) -> None:
+    """Offline card payments: floor limits and the store's card float as this till sees it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from meshpos import cards
+
+    t = _open(ctx)
+    st = cards.status(t)
+    if as_json:
+        emit(st, True)
+        return
+    total = st["store_total"]
+    click.echo(f"per-sale limit     {rupees(st['per_sale_limit'])}")
+    click.echo(f"store total (HQ)   {rupees(total) if total is not None else 'not set'}")
+    click.echo(f"float minted       {rupees(st['minted'])}")
+    click.echo(f"awaiting HQ        {rupees(st['awaiting_hq'])}")
+    click.echo(f"held here          {rupees(st['held_here'])}")
+    for name, held in st["held"].items():
+        click.echo(f"  held by {name:<10} {rupees(held)}")
+    if not st["hq_key"]:
+        click.echo("no HQ payment key yet: cards cannot be sealed until the store syncs with HQ")
+
+
+@cards_group.command("check")
+@click.option("--card-number", metavar="NUMBER", help="The card (prefer --card-stdin).")
+@click.option("--card-expiry", metavar="MM/YY")
+@click.option(
+    "--card-stdin", is_flag=True, help="Read NUMBER MM/YY (or a swiped track) from stdin."
+)
+@click.pass_context
+def cards_check_cmd(
+    ctx: click.Context, card_number: str | None, card_expiry: str | None, card_stdin: bool
+) -> None:
+    """Check a card offline (check digit, expiry, HQ's blocklist) without selling."""
+    from meshpos import cards
+
+    card = _card_input(card_number, card_expiry, card_stdin)
+    if card is None:
+        raise InputError("give a card: --card-number or --card-stdin")
+    cards.offline_check(_open(ctx), card)
+    click.echo(f"ok: the {card} may be taken offline")
+
+
+_hq_group = cli.commands["hq"]
+assert isinstance(_hq_group, click.Group)
+
+
+@_hq_group.command("card-float")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    envvar="MESHPOS_HQ_DIR",
+    help="HQ directory (default $MESHPOS_HQ_DIR or ./meshpos-hq).",
+)
+@click.option("--db", envvar="MESHPOS_HQ_DB", help="Database (default: hq.toml's, else hq.db).")
+@click.argument("total")
+@click.option("--store", "stores", multiple=True, help="Only this store (default: every store).")
+@json_option
+def hq_card_float(
+    directory: str | None, db: str | None, total: str, stores: tuple[str, ...], as_json: bool
+) -> None:
+    """Set each store's offline card float to TOTAL rupees (card money its counters may take
+    before HQ answers), minting or taking back the difference across its terminals."""
+    from meshpos import cards
+    from meshpos.hq.service import HQService
+
+    amount = parse_rupees(total, "card float")
+    svc = HQService.open(directory, db)
+    try:
+        ops = cards.hq_open_float(svc, amount, stores or None)
+    finally:
+        svc.close()
+    rows = [
+        {"store": op.store, "op": f"{op.origin}:{op.seq}", "kind": op.kind, **op.payload}
+        for op in ops
+    ]
+    if as_json:
+        emit(rows, True)
+        return
+    for row in rows:
+        if row["kind"] == "card.float":
+            click.echo(f"store {row['store']}: {rupees(row['amount'])} of float to {row['to']}")
+    click.echo(
+        f"card float {rupees(amount)}: {len(ops)} op(s) signed by HQ; relays carry them to the stores"
+    )

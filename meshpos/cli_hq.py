@@ -121,12 +121,12 @@ def hq_serve(
     """Run the HQ HTTP service in the foreground (uvicorn; Ctrl-C stops)."""
     import uvicorn
 
-    from meshpos.hq.app import create_app
+    from meshpos.hq.app import LOG_FORMAT, create_app
     from meshpos.hq.service import HQService
 
     logging.basicConfig(
         level=log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
+        format=LOG_FORMAT, force=True,
     )  # fmt: skip
     ssl: dict[str, Any] = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
     common: dict[str, Any] = {
@@ -138,6 +138,7 @@ def hq_serve(
         return
     keys.load_hq(keys.resolve_dir(directory))  # fail here, not in every worker
     os.environ["MESHPOS_HQ_DIR"] = str(keys.resolve_dir(directory))
+    os.environ["MESHPOS_HQ_LOG"] = log_level
     if db:
         os.environ["MESHPOS_HQ_DB"] = db
     uvicorn.run("meshpos.hq.app:create_app_from_env", factory=True, workers=workers, **common)

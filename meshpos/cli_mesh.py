@@ -201,7 +201,7 @@ def _wan_fields(t: Terminal, d: dict[str, Any]) -> dict[str, Any]:
         "hq": url,
         "hq_relay": relay_name,
         "last_hq_sync": time.strftime(fmt, time.localtime(last / 1000)) if last else "never",
-        "ops_waiting_for_hq": wan.get("ops_waiting", 0) if relay == t.node_id else "see relay",
+        "ops_waiting_for_hq": wan.get("ops_waiting", 0),  # this node's ops HQ lacked at its probe
         "last_hq_error": wan.get("last_error") or "",
     }
 

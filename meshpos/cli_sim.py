@@ -27,9 +27,7 @@ def _scenario_path(name: str) -> Path:
         return known[name]
     if name.removesuffix(".toml") in known:
         return known[name.removesuffix(".toml")]
-    raise InputError(
-        f"no scenario file {name!r}; shipped scenarios: {', '.join(sorted(known))}"
-    )
+    raise InputError(f"no scenario file {name!r}; shipped scenarios: {', '.join(sorted(known))}")
 
 
 @cli.group()
@@ -80,25 +78,29 @@ def sim_run(
         sc = sc.scaled(shorten)
     simulation = Simulation(sc, seed)
     err = Console(stderr=True)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = _with_progress(simulation, err, quiet, Progress)
-    took = time.perf_counter() - started
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
     hours = sc.duration_ms / 3_600_000 * len(sc.stores)
     err.print(
         f"simulated {sc.duration_ms / 3_600_000:.1f} h x {len(sc.stores)} store(s) in {took:.1f} s "
-        f"wall ({hours / took:.2f} store-hours per second)",
+        f"wall, {cpu:.1f} s CPU ({hours / took:.2f} store-hours per second)",
         style="dim",
         highlight=False,
+        soft_wrap=True,
     )
     if out:
         directory = Path(out)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "report.json").write_bytes(to_json(report))
         (directory / "report.html").write_text(to_html(report))
-        err.print(f"report written to {directory / 'report.json'} and report.html", highlight=False)
+        err.print(
+            f"report written to {directory / 'report.json'} and report.html",
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
-        sys.stdout.buffer.write(to_json(report))
-        sys.stdout.flush()
+        click.echo(to_json(report).decode(), nl=False)
     else:
         print_table(report, Console(highlight=False))
     if not report["ok"]:

@@ -41,6 +41,9 @@ SCRYPT_P = 1
 KEY_MODES = ("file", "passphrase")
 
 
+_PROMPTED: dict[tuple[str, bytes, int], bytes] = {}
+
+
 class WrongKey(ConfigError):
     """The database could not be opened with the key given (or is not a database at all)."""
 
@@ -144,7 +147,14 @@ def storage_key(cfg: NodeConfig, settings: StorageSettings | None = None) -> byt
     if not s.encrypt:
         return None
     if s.key == "passphrase":
-        return derive_key(ask_passphrase(), s.salt, s.scrypt_n)
+        phrase = os.environ.get(PASSPHRASE_ENV)
+        if phrase:
+            return derive_key(phrase, s.salt, s.scrypt_n)
+        # Asked once per process: the daemon's other threads open their own connections later.
+        slot = (str(cfg.dir), s.salt, s.scrypt_n)
+        if slot not in _PROMPTED:
+            _PROMPTED[slot] = derive_key(ask_passphrase(), s.salt, s.scrypt_n)
+        return _PROMPTED[slot]
     path = cfg.dir / DB_KEY_FILE
     if not path.exists():
         raise ConfigError(
@@ -211,6 +221,41 @@ def set_storage_config(cfg: NodeConfig, values: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
     tmp.replace(path)
     cfg.raw = doc
+
+
+def holders(path: Path) -> list[int]:
+    """Other processes that have the database (or its WAL) open, from /proc (Linux); [] where
+    that cannot be known. A till or daemon holding it would keep writing to a replaced file."""
+    names = {str(path.resolve()) + suffix for suffix in ("", "-wal", "-shm")}
+    found: list[int] = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in names:
+                    found.append(pid)
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def refuse_if_open(path: Path, what: str) -> None:
+    pids = holders(path)
+    if pids:
+        raise ConfigError(
+            f"{path.name} is open in process(es) {', '.join(map(str, pids))} (a till or the "
+            f"daemon): close them before {what}"
+        )
 
 
 def remove_db_files(db_path: Path) -> None:
@@ -293,6 +338,7 @@ def encrypt_node(
         values.update(salt=salt.hex(), scrypt_n=current.scrypt_n)
     if not db_path.exists():
         Ledger(db_path, cfg.store).close()
+    refuse_if_open(db_path, "encrypting it")
     staged = db_path.with_name(db_path.name + ".encrypting")
     export_database(db_path, None, staged, key)
     check = Ledger(staged, cfg.store, key=key)
@@ -394,11 +440,37 @@ def _mask(digits: str) -> str:
     return digits[:4] + "*" * (len(digits) - 8) + digits[-4:]
 
 
+# Digits -> "1", space and dash -> "2", anything else -> "0": bytes.translate and bytes.find run
+# at memory speed, so only the rare stretches that could hold a card number meet the regex.
+_CLASSES = bytes(0x31 if 48 <= b <= 57 else 0x32 if b in (0x20, 0x2D) else 0x30 for b in range(256))
+_NEEDLES = (b"1" * 13, b"11112111121111")
+
+
+def _stretches(mapped: bytes) -> list[tuple[int, int]]:
+    """Maximal stretches of digits and separators that contain 13 digits in a row or three
+    separated groups of four."""
+    spans: set[tuple[int, int]] = set()
+    for needle in _NEEDLES:
+        i = mapped.find(needle)
+        while i != -1:
+            start, end = i, i + len(needle)
+            while start > 0 and mapped[start - 1] != 0x30:
+                start -= 1
+            while end < len(mapped) and mapped[end] != 0x30:
+                end += 1
+            spans.add((start, end))
+            i = mapped.find(needle, end)
+    return sorted(spans)
+
+
 def scan_bytes(data: bytes) -> Iterator[tuple[int, str]]:
-    for m in _CARD.finditer(data):
-        digits = re.sub(rb"[ -]", b"", m.group()).decode()
-        if looks_like_card(digits):
-            yield m.start(), digits
+    seen: set[int] = set()
+    for start, end in _stretches(data.translate(_CLASSES)):
+        for m in _CARD.finditer(data, max(0, start - 1), min(len(data), end + 1)):
+            digits = re.sub(rb"[ -]", b"", m.group()).decode()
+            if m.start() not in seen and looks_like_card(digits):
+                seen.add(m.start())
+                yield m.start(), digits
 
 
 def scan_file(path: Path, chunk_size: int = _CHUNK) -> list[CardHit]:

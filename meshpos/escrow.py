@@ -51,13 +51,16 @@ def take_unsent(t: Terminal) -> list[tuple[str, int]]:
 
 
 def handle_need(t: Terminal, peer: str, body: dict[str, Any]) -> int:
-    """A peer asks for rights: grant what this node holds, up to what was asked."""
-    customer, points = body.get("customer_id"), body.get("points")
+    """A peer asks for rights: grant what this node holds, up to what was asked, to the peer or
+    to the node named in `to` (the relay asks holders to hand rights to HQ for another store)."""
+    customer, points, to = body.get("customer_id"), body.get("points"), body.get("to", peer)
     if not isinstance(customer, str) or not isinstance(points, int) or points <= 0:
         raise RemoteError(f"escrow request from {peer} is malformed")
     if points > 10_000_000:
         raise RemoteError(f"escrow request from {peer} asks for an implausible {points} points")
-    return t.grant_rights(customer, peer, points)
+    if not isinstance(to, str) or t.ledger.public_key(to) is None:
+        raise RemoteError(f"escrow request from {peer} names a node this store does not know")
+    return t.grant_rights(customer, to, points)
 
 
 def sell_with_escrow(

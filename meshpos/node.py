@@ -42,9 +42,10 @@ from meshpos.daemon_state import STATUS_FILE, SYNC_NOW_FILE, acked_seq, ensure_a
 from meshpos.devices.service import DaemonPrinting
 from meshpos.enrol import admit_record, read_certificate
 from meshpos.errors import ConfigError, MeshposError, NotFound
+from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.ledger.store import NodeRecord, open_connection
 from meshpos.membership import Membership, load
-from meshpos.relay import RelayWorker, elect
+from meshpos.relay import RelaySettings, RelayWorker, elect
 from meshpos.sync.discovery import Advert, Discovery, PeerAdded, PeerEvent, PeerRemoved
 from meshpos.sync.messages import PROTOCOL_VERSION
 from meshpos.sync.protocol import (
@@ -65,6 +66,7 @@ from meshpos.web.server import web_till
 
 log = logging.getLogger("meshpos.node")
 REPEAT_WARNING_S = 60.0
+STATUS_EVERY_S = 0.2  # at most this often when something changed; every second regardless
 
 
 @dataclass(frozen=True)
@@ -150,17 +152,19 @@ class Daemon:
         self._acks_conn.execute("PRAGMA busy_timeout = 30000")
         self._acks_conn.execute("PRAGMA synchronous = OFF")
         self._status_due = False
+        self._status_at = 0.0
         self._next_tick = 0.0
         self._shun: dict[str, float] = {}  # refused peers to cut off, and since when
         self._targets: dict[str, tuple[str, int, bytes]] = {}  # where and how we dial a peer
         self._said: dict[tuple[str, ...], float] = {}
         self.printing = DaemonPrinting(t, self._print_request)
         self.relay: RelayWorker | None = None
-        hq_url = t.cfg.section("hq").get("url")
-        if hq_url:
+        relay = RelaySettings.from_config(t.cfg.section("hq"), str(t.cfg.dir / "meshpos.toml"))
+        if relay.url:
             directory = t.cfg.dir
-            self.relay = RelayWorker(lambda: Terminal.open(directory), str(hq_url))
+            self.relay = RelayWorker(lambda: Terminal.open(directory), relay)
         self._relay_choice: str | None = None
+        self._wan_peers: set[str] = set()  # peers whose last ping said they reach HQ
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -210,8 +214,7 @@ class Daemon:
                 advert, self.events.put, ip=self.mesh.mdns_ip or self.mesh.host
             )
             self.discovery.start(wait=False)
-        for peer in self.mesh.static_peers:
-            self._dial(str(peer["node"]), str(peer["host"]), int(peer["port"]), None)
+        self._dial_static()
         self.printing.start()
         if self.relay is not None:
             self.relay.start()
@@ -250,17 +253,18 @@ class Daemon:
             self._local_changes()
             self.printing.tick(wall_ms())
             self._relay_tick()
-            maybe_backup(self.terminal, wall_ms())  # [backup] every_minutes; in a thread
+            maybe_backup(self.terminal, wall_ms())  # [backup] every_minutes, in a child process
             self._tick_if_due()
             now = time.monotonic()
             if now >= next_status:
                 next_status = now + 1.0
                 self._allow_known()
+                self._dial_static()
                 self._check_bootstrap()
                 self._cut_off_refused()
                 self._resume_sessions()
                 self._write_status()
-            elif self._status_due:
+            elif self._status_due and now - self._status_at >= STATUS_EVERY_S:
                 self._write_status()
 
     def _tick_if_due(self) -> None:
@@ -272,6 +276,25 @@ class Daemon:
             self._record_acks()
 
     # -- events ---------------------------------------------------------------------------------
+
+    def _dial_static(self) -> None:
+        """Dial the static peers of `[mesh] static_peers` we have no link to yet. Called again
+        every second: a peer whose certificate arrives later (by the mesh, a bundle or HQ) is
+        dialled as soon as it is in the roster."""
+        for peer in self.mesh.static_peers:
+            node_id = str(peer["node"])
+            if node_id in self._targets:
+                continue
+            if node_id not in self.transport.allowed():
+                self._warn(
+                    ("static", node_id),
+                    "static peer %s at %s:%s is not in this node's roster yet",
+                    node_id,
+                    peer["host"],
+                    peer["port"],
+                )
+                continue
+            self._dial(node_id, str(peer["host"]), int(peer["port"]), None)
 
     def _dial(self, node_id: str, host: str, port: int, fp: str | None) -> None:
         if node_id == self.me.node_id:
@@ -366,8 +389,7 @@ class Daemon:
 
     def _wake_relay(self) -> None:
         if self.relay is not None and self.relay.is_relay:
-            self.relay.work.set()
-            self.relay.wake.set()
+            self.relay.poke()
 
     def _do(self, actions: list[Action]) -> None:
         for a in actions:
@@ -457,6 +479,18 @@ class Daemon:
                 points,
                 customer,
             )
+            self._claim_from_hq(customer, points)
+
+    def _claim_from_hq(self, customer: str, points: int) -> None:
+        """What no LAN peer holds rights for, this node asks HQ for when it reaches HQ itself:
+        HQ moves rights it holds in other stores here (docs/hq-api.md, loyalty across stores)."""
+        if self.relay is None or not self.relay.status.wan_ok or customer == CARD_FLOAT:
+            return  # the card float of a store never moves through HQ
+        t = self.terminal
+        nearby = sum(max(0, t.rights(customer, peer)) for peer in self.sync.ready_peers())
+        if points > nearby:
+            self.relay.claims.put((customer, points - nearby))
+            self.relay.poke()
 
     def _record_acks(self) -> None:
         me = self.me.node_id
@@ -470,6 +504,7 @@ class Daemon:
                     self._acks[peer] = seq
                     rows.append((peer, seq, wall_ms()))
         if rows:
+            self._status_due = True
             with self._acks_conn:
                 self._acks_conn.execute("BEGIN IMMEDIATE")
                 self._acks_conn.executemany(
@@ -500,18 +535,37 @@ class Daemon:
             sync_now.unlink(missing_ok=True)
             return
         wan = self.relay.status.wan_ok
-        self._do(self.sync.set_flags(wall_ms(), wan=wan))
-        choice = elect(self.me.node_id, wan, self.sync.peer_flag("wan"))
+        self._do(self.sync.set_flags(wall_ms(), wan=wan, pushing=self.relay.pushing))
+        flags = self.sync.peer_flag("wan")
+        reaching = {p for p, ok in flags.items() if ok}
+        if not wan and reaching - self._wan_peers:
+            self.relay.probe_soon()  # HQ may be back: every node should know within ms
+        self._wan_peers = reaching
+        choice = elect(self.me.node_id, wan, flags)
+        first = self._relay_choice is None
         if choice != self._relay_choice:
             name = self.peers[choice].name if choice in self.peers else choice
+            if choice is None:
+                name = "nobody (no node reaches HQ)"
             log.info("HQ relay is now %s", "this node" if choice == self.me.node_id else name)
             self._relay_choice = choice
-        self.relay.status.relay = choice
-        self.relay.is_relay = choice == self.me.node_id
+        others_pushing = any(self.sync.peer_flag("pushing").values())
+        self.relay.elected(
+            choice, choice == self.me.node_id, first=first, others_pushing=others_pushing
+        )
+        while True:
+            try:
+                peer, customer, points, to = self.relay.outbox.get_nowait()
+            except queue.Empty:
+                break
+            body: dict[str, object] = {"customer_id": customer, "points": points, "to": to}
+            actions = self.sync.request(peer, escrow.NEED, body, wall_ms())
+            self._do(actions)
+            if actions:
+                log.info("loyalty: asked %s to grant %d points of %s to HQ", peer, points, customer)
         if sync_now.exists():
             sync_now.unlink(missing_ok=True)
-            self.relay.force.set()
-            self.relay.wake.set()
+            self.relay.poke(force=True)
 
     def status(self) -> dict[str, Any]:
         ours = self.terminal.ledger.vv()
@@ -557,6 +611,7 @@ class Daemon:
     def _write_status(self, final: bool = False) -> None:
         path = self.terminal.cfg.dir / STATUS_FILE
         self._status_due = False
+        self._status_at = time.monotonic()
         if final:
             path.unlink(missing_ok=True)
             return

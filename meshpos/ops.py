@@ -74,9 +74,11 @@ def pack(value: Any) -> bytes:
     return data
 
 
-def unpack(data: bytes, what: str = "data") -> Any:
+def unpack(data: bytes, what: str = "data", max_bin: int = MAX_OP_BYTES * 64) -> Any:
+    """Decode msgpack; no binary field may exceed `max_bin` (ops and messages are small; a bundle
+    file passes its own size, since its one content field holds every op)."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_OP_BYTES * 64)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=max_bin)
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise EncodingError(f"{what} is not valid msgpack ({exc.__class__.__name__})") from None
 

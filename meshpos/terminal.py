@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from meshpos.clock import HLC
 from meshpos.config import NodeConfig, load_config, load_signer, resolve_dir
@@ -31,12 +31,15 @@ from meshpos.domain.pricing import (
 )
 from meshpos.enrol import admit_record
 from meshpos.errors import InputError, LocalError, NotFound, RemoteError
-from meshpos.ledger.fold import CUSTOMER_FIELDS
+from meshpos.ledger.fold import CARD_FLOAT, CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
 from meshpos.ops import Op, Payload, Signer
 from meshpos.staff import Credential
-from meshpos.staff_store import authorize, install_check
+from meshpos.staff_store import authorize, hq_origins, install_check
 from meshpos.sync.bundle import decode_bundle, encode_bundle
+
+if TYPE_CHECKING:
+    from meshpos.cards import CardInput
 
 
 def wall_ms() -> int:
@@ -97,6 +100,9 @@ class Terminal:
         # PIN-backed credentials that may approve this terminal's ops (meshpos/staff_store.py).
         self.credentials: list[Credential] = []
         install_check(ledger)
+        from meshpos.cards import install_card_check  # imports this module
+
+        install_card_check(ledger)
         if ledger.public_key(signer.node_id) is None:
             ledger.add_node(self.node_record())
 
@@ -382,7 +388,15 @@ class Terminal:
         discount: str | None = None,
         line_discounts: Mapping[str, str] | None = None,
         user: str | None = None,
+        card: CardInput | None = None,
     ) -> SaleResult:
+        """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
+        sealed here to HQ's key for the card tender's amount (meshpos/cards.py); sealed card
+        tenders must fit the offline floor limits."""
+        from meshpos import cards
+
+        if card is not None and not tenders:
+            tenders = [Tender("card")]
         with self.transaction():
             cid = self.customer(customer)["customer_id"] if customer else None
             priced = price_lines(self.cart(items, line_discounts or {}), discount)
@@ -393,6 +407,9 @@ class Terminal:
             settled = settle(
                 priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance
             )
+            if card is not None:
+                settled = cards.seal_tenders(self, settled, card)
+            cards.check_sale(self, settled)
             if cid and settled.points_redeemed > held:
                 raise EscrowShortfall(cid, settled.points_redeemed, held, self.rights_elsewhere(cid))
             return self._record("sale", settled, cid, user, {"ref_sale": None})
@@ -420,10 +437,13 @@ class Terminal:
 
     def grant_rights(self, customer_id: str, to: str, wanted: int, user: str | None = None) -> int:
         """Hand up to `wanted` of this terminal's redemption rights to node `to`; returns how many
-        were granted (0 when this terminal holds none)."""
+        were granted (0 when this terminal holds none). The card float stays among the store's
+        counters: it is never handed to HQ, which moves loyalty between stores, not float."""
         with self.transaction():
             points = min(wanted, self.rights(customer_id))
             if points <= 0 or to == self.node_id:
+                return 0
+            if customer_id == CARD_FLOAT and to in hq_origins(self.ledger.conn):
                 return 0
             self.append(
                 "escrow.transfer", {"customer_id": customer_id, "to": to, "points": points}, user

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from meshpos.devices.barcodes import (
     BarcodeKind,
@@ -29,6 +29,9 @@ from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
 from meshpos.errors import InputError, NotFound
 from meshpos.terminal import SaleResult, Terminal
+
+if TYPE_CHECKING:
+    from meshpos.cards import CardInput
 
 Mode = Literal["sale", "return"]
 BEEP_UNKNOWN = "unknown"
@@ -441,9 +444,17 @@ class TillSession:
             return min((t.amount or 0) * point_value, due)
         return t.amount if t.amount is not None else due
 
-    def pay(self, method: str, amount: str | None = None, card_last4: str | None = None) -> Tender:
+    def pay(
+        self,
+        method: str,
+        amount: str | None = None,
+        card_last4: str | None = None,
+        card: CardInput | None = None,
+    ) -> Tender:
         """Take a tender: `cash [RUPEES]` (more than due gives change), `card [RUPEES]`,
-        `points [N]`. Without an amount it pays what is still due."""
+        `points [N]`. Without an amount it pays what is still due. A `card` read at the till is
+        checked offline and sealed to HQ's key at once (meshpos/cards.py): the tender keeps only
+        the sealed blob, last four and brand, and the sale is recorded as pending."""
         s = self._s
         if s.mode == "return":
             raise InputError("a return pays out: choose how with `refund cash|card|points`")
@@ -464,7 +475,23 @@ class TillSession:
             raise InputError(f"{method} amount must be more than zero")
         if method == "card" and value > due:
             raise InputError(f"card payment {rupees(value)} is more than the {rupees(due)} due")
-        tender = Tender(method, value, card_last4=card_last4 if method == "card" else None)
+        if card is not None:
+            if method != "card":
+                raise InputError("card details go with a card payment: pay card")
+            from meshpos import cards
+
+            pending = value + sum(t.amount or 0 for t in s.tenders if t.card_sealed)
+            cards.check_floor(self.terminal, pending)
+            fields = cards.capture(self.terminal, card, value)
+            tender = Tender(
+                "card",
+                value,
+                card_last4=fields["card_last4"],
+                card_brand=fields["card_brand"],
+                card_sealed=fields["card_sealed"],
+            )
+        else:
+            tender = Tender(method, value, card_last4=card_last4 if method == "card" else None)
         s.tenders.append(tender)
         return tender
 

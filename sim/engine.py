@@ -228,7 +228,9 @@ class StoreSim:
 
     def _clock(self, position: str) -> NodeClock:
         nc = self.node_conf.get(position)
-        return NodeClock(DAY_MS + self.sc.start_ms, nc.skew_ms if nc else 0, nc.drift_ppm if nc else 0)
+        return NodeClock(
+            DAY_MS + self.sc.start_ms, nc.skew_ms if nc else 0, nc.drift_ppm if nc else 0
+        )
 
     def _make_node(
         self,
@@ -240,7 +242,9 @@ class StoreSim:
     ) -> SimNode:
         signer = self._signer(name)
         clock = clock or self._clock(position)
-        cfg = NodeConfig(dir=Path("/nonexistent"), store=self.name, name=name, node_id=signer.node_id)
+        cfg = NodeConfig(
+            dir=Path("/nonexistent"), store=self.name, name=name, node_id=signer.node_id
+        )
         if kind == "hq":
             cfg.user = "hq"
         ledger = ledger or Ledger(":memory:", self.name, durable=False)
@@ -444,7 +448,11 @@ class StoreSim:
             return max(5_000, min(ms, 4 * r.mean_outage_ms))
 
         for at in poisson_times(rng, r.crash_per_hour, d):
-            out.append(FaultConf(at, "crash", node=f"{self.name}/{rng.choice(names)}", duration_ms=outage()))
+            out.append(
+                FaultConf(
+                    at, "crash", node=f"{self.name}/{rng.choice(names)}", duration_ms=outage()
+                )
+            )
         for at in poisson_times(rng, r.partition_per_hour, d):
             if len(names) < 2:
                 break
@@ -452,7 +460,9 @@ class StoreSim:
             rng.shuffle(shuffled)
             cut = rng.randint(1, len(names) - 1)
             groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
-            out.append(FaultConf(at, "partition", stores=(self.name,), groups=groups, duration_ms=outage()))
+            out.append(
+                FaultConf(at, "partition", stores=(self.name,), groups=groups, duration_ms=outage())
+            )
         for at in poisson_times(rng, r.wan_flap_per_hour, d):
             out.append(FaultConf(at, "wan_down", stores=(self.name,), duration_ms=outage()))
         for at in poisson_times(rng, r.disk_death_per_hour, d):
@@ -612,9 +622,7 @@ class StoreSim:
         what: str,
     ) -> bool:
         try:
-            result = self._act(
-                node, lambda t: t.sell(items, tenders=tenders, customer=customer)
-            )
+            result = self._act(node, lambda t: t.sell(items, tenders=tenders, customer=customer))
         except EscrowShortfall:
             if any(t.method == "points" for t in tenders):
                 raise
@@ -678,7 +686,9 @@ class StoreSim:
                     self.net.send(node.node_id, action.peer, action.data)
         self.net.touch(node.node_id)
 
-    def _retry_redeem(self, name: str, customer: str, items: list[tuple[str, int]], points: int) -> None:
+    def _retry_redeem(
+        self, name: str, customer: str, items: list[tuple[str, int]], points: int
+    ) -> None:
         node = self.nodes[name]
         if not self._available(node):
             self.escrow["abandoned"] += 1
@@ -796,7 +806,9 @@ class StoreSim:
             node = self._node_at(f.node)
             self.link_override[node.position] = f.link
             self._apply_links(node)
-            self._note("link", f"{node.position}: loss {f.link.loss:.0%}, latency {f.link.latency_ms} ms")
+            self._note(
+                "link", f"{node.position}: loss {f.link.loss:.0%}, latency {f.link.latency_ms} ms"
+            )
         elif kind == "link_reset":
             node = self._node_at(f.node)
             self.link_override.pop(node.position, None)
@@ -805,14 +817,14 @@ class StoreSim:
         elif kind == "crash":
             node = self._node_at(f.node)
             if f.lose_tail:
-                self._disk_death(node, "same", "acked", f.duration_ms)
+                self._disk_death(node, "same", "acked", f.duration_ms, f.bootstrap_first)
             else:
                 self._crash(node)
         elif kind == "restart":
             self._restart(self._node_at(f.node))
         elif kind == "disk_death":
             node = self._node_at(f.node)
-            self._disk_death(node, f.replacement, f.restore, f.after_ms)
+            self._disk_death(node, f.replacement, f.restore, f.after_ms, f.bootstrap_first)
             self.fault_spans.append((now, min(now + f.after_ms, self.sc.duration_ms), kind))
         elif kind == "clock":
             node = self._node_at(f.node)
@@ -894,16 +906,23 @@ class StoreSim:
             best = max(best, other.replica.current().get(node.node_id, 0))
         return best
 
-    def _disk_death(self, node: SimNode, replacement: str, restore: str, after: int) -> None:
+    def _disk_death(
+        self,
+        node: SimNode,
+        replacement: str,
+        restore: str,
+        after: int,
+        bootstrap_first: bool = True,
+    ) -> None:
         """The disk dies now: what no other replica holds is gone. The replacement comes later."""
-        if node.retired:
-            return
+        if node.retired or node.disk_dead:
+            return  # a disk that is already dead cannot die again
         held = self._holders_max(node)
         head = node.ledger.head(node.node_id)[0]
         acked = 0
         sync = self.net.nodes.get(node.node_id)
-        if sync is not None and node.up:
-            acked = sync.acked_by_peer()
+        if sync is not None:
+            acked = sync.acked_by_peer()  # what peers acknowledged before the node went down
         for seq in range(held + 1, head + 1):
             key = (node.node_id, seq)
             if key in self.rung:
@@ -912,11 +931,17 @@ class StoreSim:
         node.disk_dead = True
         self.net.stop(node.node_id)
         self._note("disk_death", f"{node.name}'s disk died ({head - held} ops held by no peer)")
-        self._push(self.net.now + after, "replace", (node.name, replacement, restore, min(acked, held)))
+        self._push(
+            self.net.now + after,
+            "replace",
+            (node.name, replacement, restore, min(acked, held), bootstrap_first),
+        )
 
-    def _bring_replacement(self, name: str, replacement: str, restore: str, acked: int) -> None:
+    def _bring_replacement(
+        self, name: str, replacement: str, restore: str, acked: int, bootstrap_first: bool
+    ) -> None:
         old = self.nodes[name]
-        if old.retired:
+        if old.retired or not old.disk_dead:
             return
         now = self.net.now
         if replacement == "new":
@@ -953,6 +978,8 @@ class StoreSim:
             self._apply_links(node)
             self._note("replacement", f"{name} restored ({restore}), same identity")
             self._watch(f"node:{name}", f"{name} restored from {restore} copy")
+        if not bootstrap_first:
+            node.gate = ""  # today's daemon does not hold a till back while it bootstraps
         self._topology_changed()
 
     def _check_gate(self, node: SimNode) -> None:
@@ -1007,10 +1034,8 @@ class StoreSim:
         for w in self.watches:
             if w.done_at is not None:
                 continue
-            if w.scope.startswith("node:"):
-                nodes = [self.nodes[w.scope[5:]]]
-            else:
-                nodes = self._scope(w.scope)
+            scope = w.scope
+            nodes = [self.nodes[scope[5:]]] if scope.startswith("node:") else self._scope(scope)
             if all(_covers(n.replica.current(), w.target) for n in nodes if n.up):
                 w.done_at = now
             elif now - w.at > WATCH_LIMIT_MS:
@@ -1031,7 +1056,9 @@ class StoreSim:
             groups.setdefault(tuple(sorted(vv.items())), n)
         skus = units = 0
         if len(groups) > 1:
-            views = [dict(g.ledger.conn.execute("SELECT sku, qty FROM stock")) for g in groups.values()]
+            views = [
+                dict(g.ledger.conn.execute("SELECT sku, qty FROM stock")) for g in groups.values()
+            ]
             for sku in sorted(set().union(*views)):
                 values = [v.get(sku, 0) for v in views]
                 if max(values) != min(values):

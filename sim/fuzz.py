@@ -23,7 +23,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
 
-from sim.scenario import FaultConf, HqConf, LinkConf, NodeConf, Scenario, StoreConf, WorkloadConf, dump
+from sim.scenario import (
+    FaultConf,
+    HqConf,
+    LinkConf,
+    NodeConf,
+    Scenario,
+    StoreConf,
+    WorkloadConf,
+    dump,
+)
 
 STORE = "F"
 Check = Callable[[Scenario], list[str]]
@@ -73,7 +82,7 @@ FAULTS = (
 def scenarios(draw: Any, faults: tuple[str, ...] = FAULTS) -> Scenario:
     counters = draw(st.integers(2, 4))
     names = [f"T{i + 1}" for i in range(counters)]
-    duration = draw(st.integers(3, 8)) * 60_000
+    duration = draw(st.integers(2, 6)) * 60_000
     out: list[FaultConf] = []
     for _ in range(draw(st.integers(0, 5))):
         kind = draw(st.sampled_from(faults))
@@ -84,7 +93,9 @@ def scenarios(draw: Any, faults: tuple[str, ...] = FAULTS) -> Scenario:
             order = draw(st.permutations(names))
             cut = draw(st.integers(1, counters - 1))
             groups = (tuple(sorted(order[:cut])), tuple(sorted(order[cut:])))
-            out.append(FaultConf(at, "partition", stores=(STORE,), groups=groups, duration_ms=length))
+            out.append(
+                FaultConf(at, "partition", stores=(STORE,), groups=groups, duration_ms=length)
+            )
         elif kind == "wan_down":
             out.append(FaultConf(at, "wan_down", stores=(STORE,), duration_ms=length))
         elif kind in ("hq_cut", "isolate", "crash"):
@@ -92,7 +103,9 @@ def scenarios(draw: Any, faults: tuple[str, ...] = FAULTS) -> Scenario:
         elif kind == "crash_lose_tail":
             out.append(FaultConf(at, "crash", node=node, duration_ms=length, lose_tail=True))
         elif kind == "link":
-            link = LinkConf(loss=draw(st.sampled_from([0.3, 0.6, 0.9])), latency_ms=20, jitter_ms=50)
+            link = LinkConf(
+                loss=draw(st.sampled_from([0.3, 0.6, 0.9])), latency_ms=20, jitter_ms=50
+            )
             out.append(FaultConf(at, "link", node=node, duration_ms=length, link=link))
         elif kind == "clock":
             skew = draw(st.integers(-3 * 3600, 3 * 3600)) * 1000
@@ -115,11 +128,12 @@ def scenarios(draw: Any, faults: tuple[str, ...] = FAULTS) -> Scenario:
             )
     skewed = draw(st.lists(st.sampled_from(names), max_size=2, unique=True))
     nodes = tuple(
-        NodeConf(STORE, n, skew_ms=draw(st.integers(-2 * 3600, 2 * 3600)) * 1000) for n in sorted(skewed)
+        NodeConf(STORE, n, skew_ms=draw(st.integers(-2 * 3600, 2 * 3600)) * 1000)
+        for n in sorted(skewed)
     )
     workload = WorkloadConf(
         shape="flat",
-        sales_per_hour=draw(st.sampled_from([60.0, 200.0, 600.0])),
+        sales_per_hour=draw(st.sampled_from([60.0, 150.0, 300.0])),
         customers=draw(st.integers(1, 5)),
         loyalty_share=0.3,
         redeem_share=draw(st.sampled_from([0.1, 0.4])),
@@ -171,6 +185,7 @@ def fuzz(
     log: Callable[[str], None] = lambda m: None,
     strategy: Any = None,
     checker: Check = check,
+    shrink: bool = True,
 ) -> FuzzResult:
     result = FuzzResult(runs=0)
     last: list[tuple[Scenario, list[str]]] = []
@@ -181,7 +196,7 @@ def fuzz(
         database=None,
         print_blob=False,
         suppress_health_check=list(HealthCheck),
-        phases=(Phase.generate, Phase.shrink),
+        phases=(Phase.generate, Phase.shrink) if shrink else (Phase.generate,),
         report_multiple_bugs=False,
     )
     @hseed(seed)
@@ -194,19 +209,26 @@ def fuzz(
             log(f"fuzz: {result.runs} scenarios run")
         violations = checker(sc)
         if violations:
+            # Written at once and again for every smaller case, so an interrupted shrink still
+            # leaves the smallest failing scenario found so far.
             last.append((sc, violations))
+            _write(path, sc, violations, seed)
             raise Violation("; ".join(violations))
 
+    path = out / f"fuzz-failure-{seed}.toml"
     try:
         prop()
     except Violation:
         sc, violations = last[-1]
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"fuzz-failure-{seed}.toml"
-        header = "".join(f"# violation: {v}\n" for v in violations)
-        path.write_text(
-            f"# Found by `meshpos sim fuzz --seed {seed}` and shrunk by hypothesis.\n"
-            f"{header}# Replay: meshpos sim run {path.name}\n" + dump(sc)
-        )
+        _write(path, sc, violations, seed)
         result.failure, result.path, result.scenario = violations, path, sc
     return result
+
+
+def _write(path: Path, sc: Scenario, violations: list[str], seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "".join(f"# violation: {v}\n" for v in violations)
+    path.write_text(
+        f"# Found by `meshpos sim fuzz --seed {seed}` and shrunk by hypothesis.\n"
+        f"{header}# Replay: meshpos sim run {path.name}\n" + dump(sc)
+    )

@@ -86,7 +86,10 @@ class SyncRelay:
             for extra in holders[1:]:
                 self.relays.discard(extra)
                 self.history.append((now, extra, "handed over"))
-        if any(self._candidates(store, comp) and not self._holds(comp) for comp in store.lan_components()):
+        if any(
+            self._candidates(store, comp) and not self._holds(comp)
+            for comp in store.lan_components()
+        ):
             return now + self.failover_ms
         return None
 

@@ -48,7 +48,8 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             for o, q in n.replica.current().items():
                 union[o] = max(union.get(o, 0), q)
         behind = {
-            n.name: sum(q - n.replica.current().get(o, 0) for o, q in union.items()) for n in replicas
+            n.name: sum(q - n.replica.current().get(o, 0) for o, q in union.items())
+            for n in replicas
         }
         pending = {n.name: n.ledger.pending_count() for n in replicas if n.ledger.pending_count()}
         violations.append(
@@ -77,11 +78,11 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             f"({lost_sales} sales/returns), e.g. {', '.join(lost[:3])}"
         )
     dead = sorted(s.lost_dead.values(), key=lambda r: (r.at, r.node))
-    forks = [r for r in s.rejections if "two different ops" in r[3]]
+    forks = [r for r in s.rejections if _reject_class(r[3]) == "forked chain"]
     if forks:
         violations.append(
             f"{s.name}: {len(forks)} refusals of a forked chain (a node signed two ops with one "
-            f"seq), first: {forks[0][3]}"
+            f"seq, e.g. after coming back with its old identity), first: {forks[0][3]}"
         )
     negative: list[str] = []
     conflicts: Counter[str] = Counter()
@@ -124,7 +125,9 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         )
         if not hq_equal:
             missing = sum(max(0, q - hq_vv.get(o, 0)) for o, q in union_c.items())
-            violations.append(f"{s.name}: HQ does not equal the union of the store ({missing} ops missing)")
+            violations.append(
+                f"{s.name}: HQ does not equal the union of the store ({missing} ops missing)"
+            )
     copy_ms: list[int] = []
     never_copied = 0
     for key, r in s.rung.items():
@@ -147,7 +150,9 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     return {
         "violations": violations,
         "converged": converged,
-        "final_converge_s": None if s.final_converge_ms is None else _r(s.final_converge_ms / 1000, 1),
+        "final_converge_s": None
+        if s.final_converge_ms is None
+        else _r(s.final_converge_ms / 1000, 1),
         "views_equal": views_equal,
         "hq_equals_union": hq_equal,
         "lost": len(lost),
@@ -190,7 +195,11 @@ def _double_spent(conn: Any) -> list[str]:
 
 
 def _reject_class(reason: str) -> str:
-    for mark in ("two different ops", "unknown node", "signature", "chain", "store", "malformed"):
+    """A refusal's kind. In the simulator nobody forges ops, so an op signed twice with one seq,
+    or one that does not follow its origin's op before it, means that origin's chain forked."""
+    if "two different ops" in reason or "does not follow the op before it" in reason:
+        return "forked chain"
+    for mark in ("unknown node", "signature", "store", "malformed"):
         if mark in reason:
             return mark
     return "other"
@@ -226,7 +235,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         failures.update(s.tally.failures)
         escrow.update(s.escrow)
     copy_ms = [ms for c in checks.values() for ms in c["copy_ms"]]
-    heals = []
+    heals: list[dict[str, Any]] = []
     for s in stores:
         for w in s.watches:
             took = None if w.done_at is None or w.done_at < 0 else _r((w.done_at - w.at) / 1000, 1)
@@ -291,7 +300,8 @@ def build_report(sim: Simulation) -> dict[str, Any]:
                 "at_s": f.at_ms // 1000,
                 "kind": f.kind,
                 "target": f.node or ",".join(f.stores) or f.region or "all",
-                "duration_s": (f.duration_ms or (f.after_ms if f.kind == "disk_death" else 0)) // 1000,
+                "duration_s": (f.duration_ms or (f.after_ms if f.kind == "disk_death" else 0))
+                // 1000,
             }
             for store, f in sim.faults
         ),
@@ -341,7 +351,9 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "lost": sum(c["lost"] for c in checks.values()),
             "lost_sales": sum(c["lost_sales"] for c in checks.values()),
             "lost_with_dead_disk": sum(c["lost_with_dead_disk"] for c in checks.values()),
-            "lost_with_dead_disk_sales": sum(c["lost_with_dead_disk_sales"] for c in checks.values()),
+            "lost_with_dead_disk_sales": sum(
+                c["lost_with_dead_disk_sales"] for c in checks.values()
+            ),
             "second_copy_ms": {
                 "p50": _pct(copy_ms, 50),
                 "p99": _pct(copy_ms, 99),
@@ -383,10 +395,15 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "max_ops_waiting": max(series["hq_missing"], default=0),
             "relay_changes": sum(s.hq_link.changes for s in stores),
             "catch_up_after_wan_s": sorted(
-                h["converged_after_s"] or -1 for h in heals if "WAN" in h["what"] or "internet" in h["what"]
+                h["converged_after_s"] or -1
+                for h in heals
+                if "WAN" in h["what"] or "internet" in h["what"]
             ),
         },
-        "clocks": {"nodes": clocks, "lww_inversions": sum(c["lww_inversions"] for c in checks.values())},
+        "clocks": {
+            "nodes": clocks,
+            "lww_inversions": sum(c["lww_inversions"] for c in checks.values()),
+        },
         "network": {
             "lan_bytes": lan,
             "wan_bytes": wan,
@@ -403,7 +420,13 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         "faults": fault_list,
         "timeline": sorted(
             (
-                {"at": format_clock(sc.start_ms + at), "at_s": at // 1000, "store": s.name, "what": what, "detail": detail}
+                {
+                    "at": format_clock(sc.start_ms + at),
+                    "at_s": at // 1000,
+                    "store": s.name,
+                    "what": what,
+                    "detail": detail,
+                }
                 for s in stores
                 for at, what, detail in s.timeline
             ),
@@ -411,9 +434,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         )[:500],
         "per_store": per_store,
         "series": series,
-        "spans": sorted(
-            {(a // 1000, b // 1000, k) for s in stores for a, b, k in s.fault_spans}
-        ),
+        "spans": sorted({(a // 1000, b // 1000, k) for s in stores for a, b, k in s.fault_spans}),
     }
 
 
@@ -455,38 +476,102 @@ def _mb(n: int) -> str:
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(section, figure, value) rows for the table."""
-    w, o, c, e, h, n = (report[k] for k in ("workload", "ops", "convergence", "escrow", "hq", "network"))
+    w, o, c, e, h, n = (
+        report[k] for k in ("workload", "ops", "convergence", "escrow", "hq", "network")
+    )
     inv = report["invariants"]
     rows = [
-        ("result", "invariants", "all hold" if report["ok"] else f"{len(report['violations'])} VIOLATED"),
-        ("workload", "sales / redemptions / returns", f"{w['sales']:,} / {w['redemptions']:,} / {w['returns']:,}"),
-        ("workload", "stock receipts / markdowns / HQ prices", f"{w['stock_receipts']} / {w['markdowns']} / {w['hq_price_changes']}"),
-        ("workload", "redirected / turned away", f"{w['redirected_to_another_counter']} / {w['turned_away']}"),
+        (
+            "result",
+            "invariants",
+            "all hold" if report["ok"] else f"{len(report['violations'])} VIOLATED",
+        ),
+        (
+            "workload",
+            "sales / redemptions / returns",
+            f"{w['sales']:,} / {w['redemptions']:,} / {w['returns']:,}",
+        ),
+        (
+            "workload",
+            "stock receipts / markdowns / HQ prices",
+            f"{w['stock_receipts']} / {w['markdowns']} / {w['hq_price_changes']}",
+        ),
+        (
+            "workload",
+            "redirected / turned away",
+            f"{w['redirected_to_another_counter']} / {w['turned_away']}",
+        ),
         ("ops", "signed", f"{o['signed']:,}"),
         ("ops", "lost (acknowledged, disk survived)", str(o["lost"])),
-        ("ops", "lost with a dead disk (no peer had them)", f"{o['lost_with_dead_disk']} ({o['lost_with_dead_disk_sales']} sales)"),
-        ("ops", "second copy p50 / p99 / max", f"{o['second_copy_ms']['p50']} / {o['second_copy_ms']['p99']} / {o['second_copy_ms']['max']:,} ms"),
+        (
+            "ops",
+            "lost with a dead disk (no peer had them)",
+            f"{o['lost_with_dead_disk']} ({o['lost_with_dead_disk_sales']} sales)",
+        ),
+        (
+            "ops",
+            "second copy p50 / p99 / max",
+            "{p50} / {p99} / {max:,} ms".format(**o["second_copy_ms"]),
+        ),
         ("ops", "sales on one copy > 60 s", str(o["second_copy_ms"]["over_60s"])),
-        ("convergence", "heals (converged / not)", f"{c['heals_converged']} / {c['heals_not_converged']}"),
+        (
+            "convergence",
+            "heals (converged / not)",
+            f"{c['heals_converged']} / {c['heals_not_converged']}",
+        ),
         ("convergence", "after a heal: median / max", f"{c['median_s']} s / {c['max_s']} s"),
         ("convergence", "after the final heal", f"{c['final_s']} s"),
         ("convergence", "views equal everywhere", "yes" if inv["views_equal"] else "NO"),
         ("stock", "max SKUs counters disagree on", str(report["stock"]["max_divergent_skus"])),
         ("stock", "max units of disagreement", str(report["stock"]["max_units_spread"])),
         ("conflicts", "oversells flagged", str(report["conflicts"]["oversells"])),
-        ("conflicts", "open, by kind", ", ".join(f"{k} {v}" for k, v in report["conflicts"]["open"].items()) or "none"),
-        ("escrow", "asks / grants / redeemed after ask", f"{e['asks']} / {e['grants']} / {e['redeemed_after_ask']}"),
-        ("escrow", "double spends prevented (refused)", f"{e['double_spends_prevented']} ({e['refused_rights_out_of_reach']} rights out of reach)"),
-        ("escrow", "points stranded on dead terminals", str(e["stranded_points_on_dead_terminals"])),
+        (
+            "conflicts",
+            "open, by kind",
+            ", ".join(f"{k} {v}" for k, v in report["conflicts"]["open"].items()) or "none",
+        ),
+        (
+            "escrow",
+            "asks / grants / redeemed after ask",
+            f"{e['asks']} / {e['grants']} / {e['redeemed_after_ask']}",
+        ),
+        (
+            "escrow",
+            "double spends prevented (refused)",
+            f"{e['double_spends_prevented']} ({e['refused_rights_out_of_reach']} rights out of reach)",
+        ),
+        (
+            "escrow",
+            "points stranded on dead terminals",
+            str(e["stranded_points_on_dead_terminals"]),
+        ),
         ("hq", "max lag / ops waiting", f"{h['max_lag_s']:,} s / {h['max_ops_waiting']:,}"),
-        ("hq", "caught up after WAN back", ", ".join(f"{x} s" for x in h["catch_up_after_wan_s"][:6]) or "-"),
-        ("hq", "equals the union of the stores", "yes" if inv["hq_equals_union_of_stores"] else "NO"),
+        (
+            "hq",
+            "caught up after WAN back",
+            ", ".join(f"{x} s" for x in h["catch_up_after_wan_s"][:6]) or "-",
+        ),
+        (
+            "hq",
+            "equals the union of the stores",
+            "yes" if inv["hq_equals_union_of_stores"] else "NO",
+        ),
         ("clocks", "LWW inversions (older edit won)", str(report["clocks"]["lww_inversions"])),
         ("network", "bytes LAN / WAN", f"{_mb(n['lan_bytes'])} / {_mb(n['wan_bytes'])}"),
-        ("network", "messages / dropped / duplicated / reordered", f"{n['messages']:,} / {n['dropped']:,} / {n['duplicated']:,} / {n['reordered']:,}"),
+        (
+            "network",
+            "messages / dropped / duplicated / reordered",
+            f"{n['messages']:,} / {n['dropped']:,} / {n['duplicated']:,} / {n['reordered']:,}",
+        ),
     ]
     for name, info in report["clocks"]["nodes"].items():
-        rows.append(("clocks", f"{name} skew {info['skew_s']} s", f"HLC lead {info['max_hlc_lead_s']} s, receipts off {info['receipts_off_by_5min']}"))
+        rows.append(
+            (
+                "clocks",
+                f"{name} skew {info['skew_s']} s",
+                f"HLC lead {info['max_hlc_lead_s']} s, receipts off {info['receipts_off_by_5min']}",
+            )
+        )
     return rows
 
 
@@ -494,7 +579,10 @@ def print_table(report: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     sc = report["scenario"]
-    table = Table(title=f"{sc['name']} (seed {sc['seed']}): {sc['stores']} store(s), {sc['counters']} counters, {sc['duration_s'] // 60} min")
+    table = Table(
+        title=f"{sc['name']} (seed {sc['seed']}): {sc['stores']} store(s), "
+        f"{sc['counters']} counters, {sc['duration_s'] // 60} min"
+    )
     table.add_column("section", style="dim")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -522,9 +610,20 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
 
     def shade(ax: Any) -> None:
-        colours = {"wan_down": "#f4c7a1", "partition": "#b8d4f0", "crash": "#e0b4e0", "disk_death": "#f0a0a0"}
+        colours = {
+            "wan_down": "#f4c7a1",
+            "partition": "#b8d4f0",
+            "crash": "#e0b4e0",
+            "disk_death": "#f0a0a0",
+        }
         for a, b, kind in spans:
-            ax.axvspan((start_s + a) / 3600, (start_s + b) / 3600, color=colours.get(kind, "#dddddd"), alpha=0.35, lw=0)
+            ax.axvspan(
+                (start_s + a) / 3600,
+                (start_s + b) / 3600,
+                color=colours.get(kind, "#dddddd"),
+                alpha=0.35,
+                lw=0,
+            )
 
     def finish(fig: Any, ax: Any, title: str, ylabel: str) -> None:
         ax.set_title(title)
@@ -566,9 +665,15 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     heals = [h for h in report["convergence"]["heals"]][:60]
     if heals:
         fig, ax = plt.subplots(figsize=(9, 3.2))
-        values = [h["converged_after_s"] if h["converged_after_s"] is not None else 0 for h in heals]
+        values = [
+            h["converged_after_s"] if h["converged_after_s"] is not None else 0 for h in heals
+        ]
         labels = [f"{h['at']} {h['store']}: {h['what']}"[:40] for h in heals]
-        ax.barh(range(len(values)), values, color=["tab:green" if h["converged_after_s"] is not None else "tab:red" for h in heals])
+        ax.barh(
+            range(len(values)),
+            values,
+            color=["tab:green" if h["converged_after_s"] is not None else "tab:red" for h in heals],
+        )
         ax.set_yticks(range(len(values)))
         ax.set_yticklabels(labels, fontsize=6)
         ax.invert_yaxis()
@@ -592,32 +697,39 @@ def to_html(report: dict[str, Any]) -> str:
     sc = report["scenario"]
     esc = html.escape
     rows = "\n".join(
-        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td class=v>{esc(c)}</td></tr>" for a, b, c in summary_rows(report)
+        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td class=v>{esc(c)}</td></tr>"
+        for a, b, c in summary_rows(report)
     )
     violations = "".join(f"<li>{esc(v)}</li>" for v in report["violations"]) or "<li>none</li>"
     plots = "\n".join(
-        f'<h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">' for title, data in _plots(report)
+        f'<h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
+        for title, data in _plots(report)
     )
     faults = "\n".join(
         f"<tr><td>{esc(f['at'])}</td><td>{esc(f['store'])}</td><td>{esc(f['kind'])}</td>"
         f"<td>{esc(f['target'])}</td><td>{f['duration_s']}</td></tr>"
         for f in report["faults"][:200]
     )
-    status = "all invariants hold" if report["ok"] else f"{len(report['violations'])} invariant violation(s)"
+    status = (
+        "all invariants hold"
+        if report["ok"]
+        else f"{len(report['violations'])} invariant violation(s)"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>meshpos sim: {esc(sc['name'])}</title>
+<title>meshpos sim: {esc(sc["name"])}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #ddd; }}
 td.v {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .ok {{ color: #176317; }} .bad {{ color: #b00; }} img {{ max-width: 100%; }}
 </style></head><body>
-<h1>{esc(sc['name'])}</h1>
-<p>{esc(sc['description'])}</p>
-<p>seed {sc['seed']} &middot; {sc['stores']} store(s), {sc['counters']} counters &middot; from {esc(sc['start'])}
-for {sc['duration_s'] // 60} min &middot; relay: {esc(sc['relay'])} &middot; {sc['catalogue_skus']} SKUs</p>
-<h2 class="{'ok' if report['ok'] else 'bad'}">{esc(status)}</h2>
+<h1>{esc(sc["name"])}</h1>
+<p>{esc(sc["description"])}</p>
+<p>seed {sc["seed"]} &middot; {sc["stores"]} store(s), {sc["counters"]} counters &middot;
+from {esc(sc["start"])} for {sc["duration_s"] // 60} min &middot; relay: {esc(sc["relay"])}
+&middot; {sc["catalogue_skus"]} SKUs</p>
+<h2 class="{"ok" if report["ok"] else "bad"}">{esc(status)}</h2>
 <ul>{violations}</ul>
 <h2>Figures</h2>
 <table>{rows}</table>

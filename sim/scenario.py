@@ -122,7 +122,9 @@ def _check_keys(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def _num(raw: Mapping[str, Any], key: str, default: float, where: str, lo: float, hi: float) -> float:
+def _num(
+    raw: Mapping[str, Any], key: str, default: float, where: str, lo: float, hi: float
+) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ScenarioError(f"{where}: {key} must be a number, got {value!r}")
@@ -140,7 +142,9 @@ def _int(raw: Mapping[str, Any], key: str, default: int, where: str, lo: int, hi
     return value
 
 
-def _str(raw: Mapping[str, Any], key: str, default: str, where: str, choices: tuple[str, ...] = ()) -> str:
+def _str(
+    raw: Mapping[str, Any], key: str, default: str, where: str, choices: tuple[str, ...] = ()
+) -> str:
     value = raw.get(key, default)
     if not isinstance(value, str):
         raise ScenarioError(f"{where}: {key} must be a string, got {value!r}")
@@ -208,7 +212,9 @@ class WorkloadConf:
     escrow_wait_ms: int = 1500
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any], where: str, base: WorkloadConf | None = None) -> WorkloadConf:
+    def parse(
+        cls, raw: Mapping[str, Any], where: str, base: WorkloadConf | None = None
+    ) -> WorkloadConf:
         base = base or cls()
         _check_keys(raw, {f.name.removesuffix("_ms") for f in fields(cls)}, where)
 
@@ -219,7 +225,9 @@ class WorkloadConf:
                 raise ScenarioError(f"{where}: {key} must be [low, high] whole numbers")
             a, b = value
             if not lo <= a <= b <= hi:
-                raise ScenarioError(f"{where}: {key} = {value} must satisfy {lo} <= low <= high <= {hi}")
+                raise ScenarioError(
+                    f"{where}: {key} = {value} must satisfy {lo} <= low <= high <= {hi}"
+                )
             return (a, b)
 
         return cls(
@@ -229,8 +237,12 @@ class WorkloadConf:
             loyalty_share=_num(raw, "loyalty_share", base.loyalty_share, where, 0, 1),
             redeem_share=_num(raw, "redeem_share", base.redeem_share, where, 0, 1),
             return_share=_num(raw, "return_share", base.return_share, where, 0, 1),
-            receipts_per_hour=_num(raw, "receipts_per_hour", base.receipts_per_hour, where, 0, 10_000),
-            markdowns_per_hour=_num(raw, "markdowns_per_hour", base.markdowns_per_hour, where, 0, 10_000),
+            receipts_per_hour=_num(
+                raw, "receipts_per_hour", base.receipts_per_hour, where, 0, 10_000
+            ),
+            markdowns_per_hour=_num(
+                raw, "markdowns_per_hour", base.markdowns_per_hour, where, 0, 10_000
+            ),
             opening_points=pair("opening_points", base.opening_points, 0, 10**7),
             basket=pair("basket", base.basket, 1, 50),
             escrow_wait_ms=(
@@ -298,6 +310,7 @@ class FaultConf:
     restore: str = "empty"  # disk_death with the same identity: "empty" or "acked" (peers' copy)
     after_ms: int = 0  # disk_death: how long until the replacement runs
     lose_tail: bool = False  # crash: the disk loses what no peer acknowledged
+    bootstrap_first: bool = True  # disk_death: the replacement sells only once caught up
     skew_ms: int | None = None
     drift_ppm: int | None = None
 
@@ -505,12 +518,18 @@ def _stores(raw: Any, workload: WorkloadConf, source: str) -> tuple[StoreConf, .
         where = f"{source}: [[stores]] #{i}"
         if not isinstance(entry, dict):
             raise ScenarioError(f"{where}: must be a table")
-        _check_keys(entry, {"name", "count", "counters", "region", "regions", "groups", "workload"}, where)
+        _check_keys(
+            entry, {"name", "count", "counters", "region", "regions", "groups", "workload"}, where
+        )
         base = _str(entry, "name", f"S{i}", where)
         count = _int(entry, "count", 1, where, 1, 10_000)
         counters = _int(entry, "counters", 3, where, 1, 64)
         regions = entry.get("regions", [entry.get("region", "")])
-        if not isinstance(regions, list) or not regions or not all(isinstance(r, str) for r in regions):
+        if (
+            not isinstance(regions, list)
+            or not regions
+            or not all(isinstance(r, str) for r in regions)
+        ):
             raise ScenarioError(f"{where}: regions must be a list of names")
         wl = WorkloadConf.parse(_table(entry, "workload", where), f"{where} [workload]", workload)
         names = [f"T{k + 1}" for k in range(counters)]
@@ -533,9 +552,13 @@ def _stores(raw: Any, workload: WorkloadConf, source: str) -> tuple[StoreConf, .
     return tuple(out)
 
 
-def _resolve_node(value: Any, stores: tuple[StoreConf, ...], single: str | None, where: str) -> tuple[str, str]:
+def _resolve_node(
+    value: Any, stores: tuple[StoreConf, ...], single: str | None, where: str
+) -> tuple[str, str]:
     if not isinstance(value, str) or not value:
-        raise ScenarioError(f"{where}: node must name a terminal, like 'S1/T2' (or 'T2' with one store)")
+        raise ScenarioError(
+            f"{where}: node must name a terminal, like 'S1/T2' (or 'T2' with one store)"
+        )
     store, _, name = value.rpartition("/")
     if not store:
         if single is None:
@@ -545,11 +568,15 @@ def _resolve_node(value: Any, stores: tuple[StoreConf, ...], single: str | None,
     if conf is None:
         raise ScenarioError(f"{where}: node {value!r}: no store named {store!r}")
     if name not in conf.counter_names():
-        raise ScenarioError(f"{where}: node {value!r}: store {store} has counters {conf.counter_names()}")
+        raise ScenarioError(
+            f"{where}: node {value!r}: store {store} has counters {conf.counter_names()}"
+        )
     return store, name
 
 
-def _nodes(raw: Any, stores: tuple[StoreConf, ...], single: str | None, source: str) -> tuple[NodeConf, ...]:
+def _nodes(
+    raw: Any, stores: tuple[StoreConf, ...], single: str | None, source: str
+) -> tuple[NodeConf, ...]:
     if not isinstance(raw, list):
         raise ScenarioError(f"{source}: [[nodes]] must be a list of tables")
     out = []
@@ -596,11 +623,22 @@ FAULT_KEYS = {
     "restore",
     "after",
     "lose_tail",
+    "bootstrap_first",
     "skew",
     "drift_ppm",
 }
 STORE_KINDS = {"wan_down", "wan_up"}
-NODE_KINDS = {"hq_cut", "hq_restore", "isolate", "link", "link_reset", "crash", "restart", "disk_death", "clock"}
+NODE_KINDS = {
+    "hq_cut",
+    "hq_restore",
+    "isolate",
+    "link",
+    "link_reset",
+    "crash",
+    "restart",
+    "disk_death",
+    "clock",
+}
 LAN_KINDS = {"partition", "heal"}
 
 
@@ -624,7 +662,9 @@ def _faults(
             raise ScenarioError(f"{where}: at {entry['at']} is after the end of the run")
         stores_raw = entry.get("stores", [])
         if not isinstance(stores_raw, list) or not all(s in names for s in stores_raw):
-            raise ScenarioError(f"{where}: stores must list store names among {sorted(names)[:5]}...")
+            raise ScenarioError(
+                f"{where}: stores must list store names among {sorted(names)[:5]}..."
+            )
         region = _str(entry, "region", "", where)
         if region and not any(s.region == region for s in sc.stores):
             raise ScenarioError(f"{where}: no store is in region {region!r}")
@@ -647,8 +687,9 @@ def _faults(
         if kind == "link" and link is None:
             raise ScenarioError(f"{where}: a link fault needs a [link] table (e.g. loss = 0.3)")
         lose_tail = entry.get("lose_tail", False)
-        if not isinstance(lose_tail, bool):
-            raise ScenarioError(f"{where}: lose_tail must be true or false")
+        bootstrap_first = entry.get("bootstrap_first", True)
+        if not isinstance(lose_tail, bool) or not isinstance(bootstrap_first, bool):
+            raise ScenarioError(f"{where}: lose_tail and bootstrap_first must be true or false")
         out.append(
             FaultConf(
                 at_ms=at,
@@ -663,6 +704,7 @@ def _faults(
                 restore=_str(entry, "restore", "empty", where, ("empty", "acked")),
                 after_ms=parse_duration(entry.get("after", "10m"), f"{where} after"),
                 lose_tail=lose_tail,
+                bootstrap_first=bootstrap_first,
                 skew_ms=(
                     _signed_duration(entry["skew"], f"{where} skew") if "skew" in entry else None
                 ),
@@ -678,7 +720,9 @@ def _faults(
 
 def _groups(raw: Any, conf: StoreConf, where: str) -> list[tuple[str, ...]]:
     if not isinstance(raw, list) or len(raw) < 2:
-        raise ScenarioError(f"{where}: groups must list at least two groups (names or counter lists)")
+        raise ScenarioError(
+            f"{where}: groups must list at least two groups (names or counter lists)"
+        )
     out: list[tuple[str, ...]] = []
     seen: set[str] = set()
     for g in raw:
@@ -687,7 +731,9 @@ def _groups(raw: Any, conf: StoreConf, where: str) -> list[tuple[str, ...]]:
             members = conf.group(g)
             if members is None:
                 known = [name for name, _ in conf.groups]
-                raise ScenarioError(f"{where}: store {conf.name} has no group {g!r} (groups: {known})")
+                raise ScenarioError(
+                    f"{where}: store {conf.name} has no group {g!r} (groups: {known})"
+                )
         elif isinstance(g, list) and all(isinstance(m, str) for m in g):
             members = tuple(g)
         else:
@@ -706,7 +752,13 @@ def _random(raw: Mapping[str, Any], source: str) -> RandomFaults:
     where = f"{source}: [random]"
     _check_keys(
         raw,
-        {"crash_per_hour", "partition_per_hour", "wan_flap_per_hour", "disk_death_per_hour", "mean_outage"},
+        {
+            "crash_per_hour",
+            "partition_per_hour",
+            "wan_flap_per_hour",
+            "disk_death_per_hour",
+            "mean_outage",
+        },
         where,
     )
     return RandomFaults(
@@ -745,7 +797,7 @@ def dump(sc: Scenario) -> str:
         doc["lan"] = sc.lan.dump()
     if sc.wan != WAN_DEFAULT:
         doc["wan"] = sc.wan.dump(WAN_DEFAULT)
-    hq = {}
+    hq: dict[str, Any] = {}
     if not sc.hq.enabled:
         hq["enabled"] = False
     if sc.hq.relay != "elected":
@@ -816,6 +868,8 @@ def _dump_fault(f: FaultConf, sc: Scenario) -> dict[str, Any]:
         out["after"] = format_duration(f.after_ms)
     if f.lose_tail:
         out["lose_tail"] = True
+    if not f.bootstrap_first:
+        out["bootstrap_first"] = False
     if f.skew_ms is not None:
         out["skew"] = _format_signed(f.skew_ms)
     if f.drift_ppm is not None:

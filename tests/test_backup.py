@@ -186,6 +186,7 @@ def test_rotation_keeps_n_here_and_off_site(node: Node, tmp_path: Path) -> None:
     assert [p.name for p in list_backups(usb, "S1-T1-")] == [p.name for p in made[-3:]]
     assert (usb / "S1-T2-20200101T000000000Z.mpbak").exists()
     assert (node.path / BACKUP_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert {p.stat().st_mode & 0o777 for p in [*local, *list_backups(usb, "S1-T1-")]} == {0o600}
     assert read_header(local[-1]).key_source == "backup.key"
     # The CLI: --to an unmounted stick keeps the local backup and says what failed.
     r = node.run("backup", "--to", str(tmp_path / "not-mounted"), "--keep", "3")
@@ -241,21 +242,32 @@ def test_restore_refuses_another_stores_backup(node: Node, make_node: object) ->
     assert "backup of store 'S2'" in node.fail("restore", str(path))
 
 
-def test_the_daemon_schedule_backs_up_in_a_thread_when_due(node: Node) -> None:
+def test_the_daemon_schedule_backs_up_in_a_child_process_when_due(node: Node) -> None:
     cfg_text = (node.path / "meshpos.toml").read_text()
     (node.path / "meshpos.toml").write_text(cfg_text + "\n[backup]\nevery_minutes = 1\nkeep = 2\n")
+    encrypt_node(load_config(node.path))
     t = Terminal.open(node.path)
-    done = threading.Event()
+    got: list[tuple[object, object]] = []
     try:
         _SCHEDULES.pop(t.cfg.dir, None)
         assert not maybe_backup(t, NOW)  # the first one waits a period after start
-        assert maybe_backup(t, NOW + 61_000, on_done=lambda r, e: done.set())
+        assert maybe_backup(t, NOW + 61_000, on_done=lambda r, e: got.append((r, e)))
         assert not maybe_backup(t, NOW + 62_000)  # running, and not due again yet
-        assert done.wait(30)
-        sched = _SCHEDULES[t.cfg.dir]
-        assert sched.error is None and sched.last is not None
-        assert list_backups(t.cfg.dir / "backups") == [sched.last.path]
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline:
+            maybe_backup(t, NOW + 63_000)
+            time.sleep(0.02)
+        assert got, "the scheduled backup did not finish"
+        result, error = got[0]
+        assert error is None and isinstance(result, dict)
+        assert [str(p) for p in list_backups(t.cfg.dir / "backups")] == [result["path"]]
+        assert read_header(Path(result["path"])).key_source == "db.key"
         assert not maybe_backup(t, NOW + 100_000)
+        assert maybe_backup(t, NOW + 122_000)  # due again a period after the last one started
+        deadline = time.monotonic() + 60
+        while _SCHEDULES[t.cfg.dir].proc is not None and time.monotonic() < deadline:
+            maybe_backup(t, NOW + 123_000)
+            time.sleep(0.02)
     finally:
         _SCHEDULES.pop(t.cfg.dir, None)
         t.close()

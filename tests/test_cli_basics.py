@@ -271,6 +271,7 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
         ("sync", "vv"): [],
         ("devices", "list"): ["--no-probe"],
         ("print", "queue"): ["--all"],
+        ("cards",): [],
     }
     with_json = {
         path for path, cmd in walk(root_command) if any("--json" in p.opts for p in cmd.params)

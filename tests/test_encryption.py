@@ -189,3 +189,20 @@ def test_card_scan_finds_a_number_split_across_reads_once(tmp_path: Path) -> Non
     # Part of a longer digit run is not a card number.
     path.write_bytes(b"x" + PAN.encode() + b"0123" + b"x")
     assert scan_file(path, chunk_size=7) == []
+
+
+def test_encrypt_refuses_while_another_process_has_the_database_open(node: Node) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM ops');"
+         " print('open', flush=True); sys.stdin.read()", str(node.db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        err = node.fail("encrypt")
+        assert f"is open in process(es) {holder.pid}" in err
+        assert node.db.read_bytes().startswith(b"SQLite format 3")
+    finally:
+        holder.communicate(timeout=30)
+    assert node.json("encrypt")["status"] == "encrypted and verified"

@@ -74,7 +74,8 @@ def peers_of(d: Path) -> dict[str, dict[str, Any]]:
 def test_three_daemons_discover_each_other_and_converge_live(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    dirs = make_store(tmp_path, ["A", "B", "C"])
+    # A generous copy wait: on a loaded test machine a peer's ack may take more than 50 ms.
+    dirs = make_store(tmp_path, ["A", "B", "C"], mesh={"copy_wait_ms": 5000})
     start_mesh(daemons, dirs)
     names = [d.name for d in dirs]
     for d, daemon in zip(dirs, daemons.all, strict=True):

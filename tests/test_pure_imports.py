@@ -31,6 +31,10 @@ PURE = [
     "meshpos.devices.receipt",
     "meshpos.devices.barcodes",
     "meshpos.devices.hid",
+    "meshpos.enrol",
+    "meshpos.staff",
+    "meshpos.hq.payments",
+    "meshpos.web.views",
 ]
 
 # Loaded by a third-party dependency, not by our code: `layout` renders through python-escpos,

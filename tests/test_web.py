@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,8 @@ import httpx
 import pytest
 from conftest import Node
 from hq_helpers import free_port
+from hypothesis import given
+from hypothesis import strategies as st
 from mesh_procs import Daemons, make_store, wait_until
 
 from meshpos import membership
@@ -318,6 +321,16 @@ def test_manager_screen_resolves_a_conflict_and_closes_the_day(pair: tuple[Node,
         assert t.query("SELECT COUNT(*) AS n FROM ops WHERE kind = 'report.z'")[0]["n"] == 1
 
 
+def test_the_till_runs_on_an_encrypted_database(node: Node) -> None:
+    node.ok("encrypt")
+    with till(node.path) as c:
+        post(c, "/till/scan", code="CAP")
+        assert "recorded" in notice(post(c, "/till/complete"))[1]
+        held = f"{ops(node.path)} ops held by this counter only (1 copy)"  # read through SQLCipher
+        wait_until(lambda: items(c.get("/api/banner").json())["copies"][1] == held, 5, held)
+    assert b"Test cap" not in node.db.read_bytes()
+
+
 def test_cross_site_posts_and_foreign_host_names_are_refused(node: Node) -> None:
     before = ops(node.path)
     with till(node.path) as c:
@@ -377,13 +390,13 @@ def test_banner_shows_peers_copies_hq_since_when_and_errors() -> None:
             "last_error": "HQ unreachable: connection refused",
         },
     }
-    b = banner(status, Counters(9, 9, 0, 3), node_id="a", hq_url="u", now_ms=since + 5 * 60_000)
+    b = banner(status, Counters(9, 9, 0, 3, 2), node_id="a", hq_url="u", now_ms=since + 5 * 60_000)
     got = items(b)
     assert got["lan"] == ("warn", "LAN: 1 of 2 peers up (T2); T3 down")
     assert got["copies"][0] == "ok"
     assert got["hq"][0] == "down" and got["hq"][1].startswith("HQ UNREACHABLE since ")
     assert got["hq"][1].endswith("(5 min)")
-    assert got["waiting"][0] == "down" and got["waiting"][1].startswith("7 ops waiting to go up")
+    assert got["waiting"] == ("down", "2 ops made since HQ went away wait to go up")
     assert got["errors"] == ("down", "Sync error: HQ unreachable: connection refused (+1 more)")
     assert b["errors"][1] == "2 connections from unenrolled nodes refused"
     well = dict(status, peers_up=2, rejected=0)
@@ -391,6 +404,51 @@ def test_banner_shows_peers_copies_hq_since_when_and_errors() -> None:
     well["wan"] = {"wan_ok": True, "wan_since_ms": since, "relay": "a", "last_sync_ms": since}
     good = banner(well, Counters(9, 9), node_id="a", hq_url="u", now_ms=since)
     assert good["level"] == "ok", good
+    well["wan"]["ops_waiting"] = 1  # this counter relays: HQ's answer plus what came since
+    got = items(banner(well, Counters(9, 9, 0, 2), node_id="a", hq_url="u", now_ms=since))
+    assert got["waiting"][0] == "warn" and got["waiting"][1].startswith("3 ops waiting to go up")
+    well["wan"]["relay"] = "b"  # T2 relays: it knows what waits
+    got = items(banner(well, Counters(9, 9), node_id="a", hq_url="u", now_ms=since))
+    assert got["waiting"] == ("ok", "Ops go up to HQ through T2")
+
+
+@given(
+    own=st.integers(0, 10_000),
+    acked=st.integers(0, 10_000),
+    peers=st.lists(st.tuples(st.text("ABCT123", min_size=1, max_size=4), st.booleans())),
+    wan=st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {
+                "wan_ok": st.booleans(),
+                "wan_since_ms": st.integers(0, 2**41),
+                "last_sync_ms": st.integers(0, 2**41),
+                "ops_waiting": st.integers(0, 10**6),
+                "relay": st.sampled_from([None, "me", "p0"]),
+                "last_error": st.sampled_from(["", "boom"]),
+            }
+        ),
+    ),
+    running=st.booleans(),
+)
+def test_banner_always_has_the_five_facts_and_its_worst_level(
+    own: int, acked: int, peers: list[tuple[str, bool]], wan: dict[str, Any] | None, running: bool
+) -> None:
+    status: dict[str, Any] = {}
+    if running:
+        status = {
+            "peers_up": sum(up for _, up in peers),
+            "peers": [{"node_id": f"p{i}", "name": n, "up": up} for i, (n, up) in enumerate(peers)],
+            "wan": wan,
+        }
+    b = banner(status, Counters(own, acked), node_id="me", hq_url="u", now_ms=2**41)
+    got = items(b)
+    assert {"copies", "hq", "errors"} <= set(got)
+    assert ("lan" in got) == running and ("daemon" in got) != running
+    assert ("waiting" in got) == (running and wan is not None)
+    assert b["one_copy"] == max(0, own - acked)
+    levels = ("ok", "off", "warn", "down")
+    assert b["level"] == max((lv for lv, _ in got.values()), key=levels.index)
 
 
 # -- live updates, over a real server ------------------------------------------------------------
@@ -463,9 +521,9 @@ def test_events_follow_commits_by_any_process_and_the_daemon_status(node: Node) 
 
 
 def test_web_serve_command_serves_the_node(node: Node) -> None:
+    cli = [sys.executable, "-c", "from meshpos.cli import main; main()"]
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from meshpos.cli import main; main()", "--dir", str(node.path)]
-        + ["web", "serve", "--port", "0"],
+        [*cli, "--dir", str(node.path), "web", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -483,6 +541,17 @@ def test_web_serve_command_serves_the_node(node: Node) -> None:
         proc.terminate()
         proc.wait(15)
     assert proc.returncode == 0
+
+
+def test_a_port_in_use_is_one_clear_error(node: Node) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: Address"):
+            WebServer(node.path, port=port)
+        r = node.run("web", "serve", "--port", str(port))
+        assert r.code == 1 and "choose another --port" in r.err
 
 
 def test_web_settings_are_checked(node: Node) -> None:

@@ -48,6 +48,9 @@ class Tender:
     amount: int | None = None  # paise; for points, the number of points
     card_last4: str | None = None
     card_brand: str | None = None
+    # A card captured offline: its number and expiry sealed to HQ's payment key for exactly
+    # `amount` (meshpos/cards.py). The tender is recorded as pending until HQ's answer arrives.
+    card_sealed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ def settle(
             due -= value
             out.append({"method": "points", "amount": value, "points": points})
             continue
+        if t.card_sealed and t.amount is None:
+            raise InputError("a card sealed at capture must name the amount it was sealed for")
         amount = t.amount if t.amount is not None else due
         entry: dict[str, Any] = {"method": t.method, "amount": min(amount, due)}
         if t.method == "cash":
@@ -208,6 +213,9 @@ def settle(
                 entry["card_last4"] = t.card_last4
             if t.card_brand:
                 entry["card_brand"] = t.card_brand
+            if t.card_sealed:
+                entry["card_sealed"] = t.card_sealed
+                entry["pending"] = True
         due -= entry["amount"]
         out.append(entry)
     if due > 0:

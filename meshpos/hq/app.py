@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from meshpos.ops import pack, unpack
 
 log = logging.getLogger("meshpos.hq.api")
 MAX_PULL = 5000
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SWEEP_S = 5.0
 
 
@@ -311,5 +313,11 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
 def create_app_from_env() -> Starlette:
     """For `uvicorn --factory` with several workers: the HQ dir and database from the
     environment (`meshpos hq serve --workers N` sets them)."""
+    logging.basicConfig(
+        level=os.environ.get("MESHPOS_HQ_LOG", "INFO"),
+        stream=sys.stderr,
+        format=LOG_FORMAT,
+        force=True,
+    )
     service = HQService.open(os.environ.get("MESHPOS_HQ_DIR"), os.environ.get("MESHPOS_HQ_DB"))
     return create_app(service)

@@ -47,7 +47,7 @@ T = TypeVar("T")
 C = TypeVar("C")
 VersionVector = dict[str, int]
 
-HQ_ONLY_KINDS = frozenset({"payment.result"})
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
 CARD_KINDS = frozenset({"sale", "exchange"})
 
 

@@ -32,6 +32,9 @@ NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
 PAYMENT_STATUSES = ("approved", "declined")
 CONFLICT_KINDS = (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED)
+# The escrow pseudo-customer whose rights are a node's share of the store's offline card float
+# (paise of card money it may take before HQ answers; meshpos/cards.py). No person may hold it.
+CARD_FLOAT = "card-float"
 
 # Integers in payloads stay exact in JSON and JavaScript (registers hold JSON, the till reads it),
 # and far inside SQLite's 64-bit range, so a signed but absurd op is refused rather than crashing
@@ -89,8 +92,15 @@ def _product(ch: Changes, op: Op) -> None:
     ch.touched.add((UNKNOWN_PRODUCT, sku))
 
 
+def _customer_id(payload: Mapping[str, Any], key: str, op: Op, optional: bool = False) -> Any:
+    cid = _opt(payload, key, str, op) if optional else _get(payload, key, str, op)
+    if cid == CARD_FLOAT:
+        raise EncodingError(f"op {op.origin}:{op.seq}: customer id {CARD_FLOAT!r} is reserved")
+    return cid
+
+
 def _customer(ch: Changes, op: Op) -> None:
-    cid = _get(op.payload, "customer_id", str, op)
+    cid = _customer_id(op.payload, "customer_id", op)
     fields = _get(op.payload, "fields", dict, op)
     for name, value in fields.items():
         if name not in CUSTOMER_FIELDS or not isinstance(value, str):
@@ -148,7 +158,7 @@ def _record(ch: Changes, op: Op) -> None:
     """Sales, returns and exchanges: immutable records plus their stock and loyalty effects."""
     p = op.payload
     sale_id = _get(p, "sale_id", str, op)
-    customer = _opt(p, "customer", str, op)
+    customer = _customer_id(p, "customer", op, optional=True)
     ref = _opt(p, "ref_sale", str, op)
     earned = _get(p, "points_earned", int, op)
     redeemed = _get(p, "points_redeemed", int, op)
@@ -225,13 +235,16 @@ def _record(ch: Changes, op: Op) -> None:
         method = _get(tender, "method", str, op)
         amount = flip * _get(tender, "amount", int, op)
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
+        sealed = tender.get("card_sealed")
+        if method == "card" and isinstance(sealed, str) and sealed and op.kind != "return":
+            ch.rights[(CARD_FLOAT, op.origin)] -= max(amount, 0)
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
     _points(ch, customer, earned - redeemed, redeemed, op.origin)
 
 
 def _loyalty(ch: Changes, op: Op) -> None:
-    customer = _get(op.payload, "customer_id", str, op)
+    customer = _customer_id(op.payload, "customer_id", op)
     _get(op.payload, "reason", str, op)
     _points(ch, customer, _get(op.payload, "delta", int, op), node=op.origin)
 
@@ -267,11 +280,12 @@ def _payment_result(ch: Changes, op: Op) -> None:
     sale_id = _get(p, "sale_id", str, op)
     tender = _get(p, "tender", int, op)
     status = _get(p, "status", str, op)
-    if status not in PAYMENT_STATUSES or tender < 0:
+    amount = _get(p, "amount", int, op)
+    if status not in PAYMENT_STATUSES or tender < 0 or amount < 0:
         raise EncodingError(f"op {op.origin}:{op.seq}: payment result is malformed")
     fields = {
         "status": status,
-        "amount": _get(p, "amount", int, op),
+        "amount": amount,
         "sale_op": _get(p, "sale_op", str, op),
         "code": _get(p, "code", str, op),
         "message": _get(p, "message", str, op),
@@ -281,6 +295,23 @@ def _payment_result(ch: Changes, op: Op) -> None:
     }
     _register(ch, op, "payment", f"{sale_id}#{tender}", fields)
     ch.touched.add((PAYMENT_DECLINED, sale_id))
+    # HQ's answer ends the money's unauthorised state, approved or declined (a decline is then
+    # the manager's conflict): the float the sale took goes back to the counter that took it.
+    sale_origin = fields["sale_op"].rpartition(":")[0]
+    if sale_origin:
+        ch.rights[(CARD_FLOAT, sale_origin)] += amount
+
+
+def _card_float(ch: Changes, op: Op) -> None:
+    """HQ mints (or, negative, takes back) part of a store's offline card float at node `to`:
+    escrow rights of the `card-float` pseudo-customer, moved between counters by
+    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/cards.py `cards_check`)."""
+    to = _get(op.payload, "to", str, op)
+    amount = _get(op.payload, "amount", int, op)
+    if not to or amount == 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: card float is malformed")
+    ch.rights[(CARD_FLOAT, to)] += amount
+    _register(ch, op, "card_float", f"{op.origin}:{op.seq}", {"to": to, "amount": amount})
 
 
 def _user(ch: Changes, op: Op) -> None:
@@ -324,6 +355,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "escrow.transfer": _transfer,
     "conflict.resolve": _resolve,
     "payment.result": _payment_result,
+    "card.float": _card_float,
     "user.upsert": _user,
     "note": _inert,
     "report.z": _inert,

@@ -54,7 +54,7 @@ def encode_bundle(
 
 def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     """Parse and authenticate a bundle; raises a RemoteError naming what is wrong."""
-    outer = unpack(data, "bundle")
+    outer = unpack(data, "bundle", max_bin=len(data))
     if (
         not isinstance(outer, list)
         or len(outer) != 3

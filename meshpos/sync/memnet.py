@@ -239,25 +239,29 @@ class MemNet:
 
     def send(self, src: str, dst: str, data: bytes) -> None:
         spec = self.links.get(frozenset((src, dst)), self.default)
-        self.stats.messages += 1
-        self.stats.bytes += len(data)
-        if not self.reachable(src, dst) or self.rng.random() < spec.loss:
-            self.stats.dropped += 1
+        stats = self.stats
+        size = len(data)
+        stats.messages += 1
+        stats.bytes += size
+        rng = self.rng
+        if not self.reachable(src, dst) or rng.random() < spec.loss:
+            stats.dropped += 1
             return
-        self.stats.wire_bytes[(src, dst)] += len(data)
-        copies = 2 if self.rng.random() < spec.duplicate else 1
-        self.stats.duplicated += copies - 1
+        key = (src, dst)
+        stats.wire_bytes[key] += size
+        copies = 2 if rng.random() < spec.duplicate else 1
+        stats.duplicated += copies - 1
         start = self.now
+        busy = self._busy_until
         if spec.bandwidth_bps:
-            key = (src, dst)
-            start = max(self.now, self._busy_until.get(key, 0))
-            self._busy_until[key] = start + len(data) * 8000 // spec.bandwidth_bps
+            start = max(start, busy.get(key, 0))
+            busy[key] = start + size * 8000 // spec.bandwidth_bps
+        ready = max(start, busy.get(key, start)) + spec.latency_ms
         for _ in range(copies):
-            jitter = self.rng.randint(0, spec.jitter_ms) if spec.jitter_ms else 0
-            at = max(start, self._busy_until.get((src, dst), start)) + spec.latency_ms + jitter
-            if spec.reorder and self.rng.random() < spec.reorder:
+            at = ready + rng.randint(0, spec.jitter_ms) if spec.jitter_ms else ready
+            if spec.reorder and rng.random() < spec.reorder:
                 at += spec.reorder_ms or 10 * (spec.latency_ms + spec.jitter_ms + 1)
-                self.stats.reordered += 1
+                stats.reordered += 1
             self._n += 1
             heapq.heappush(self._queue, (at, self._n, src, dst, data))
 

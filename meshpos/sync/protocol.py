@@ -124,7 +124,7 @@ Admit = Callable[[NodeRecord], str | None]
 
 @dataclass(frozen=True)
 class SyncConfig:
-    batch_ops: int = 500
+    batch_ops: int = 1000
     batch_bytes: int = 1024 * 1024
     window_ops: int = 4000
     ping_ms: int = 1000
@@ -146,6 +146,8 @@ class Session:
     sent_vv: dict[str, int] = field(default_factory=dict)
     known_nodes: set[str] = field(default_factory=set)
     lag_since: dict[str, int] = field(default_factory=dict)
+    fed_elsewhere: dict[str, int] = field(default_factory=dict)  # origin -> when the peer last
+    # acknowledged ops of it beyond what we sent: someone else (the origin itself) feeds it
     have_due: bool = False
     peer_flags: dict[str, bool] = field(default_factory=dict)
     last_heard: int = 0
@@ -306,7 +308,9 @@ class SyncNode:
     def acked_by_peer(self, origin: str | None = None) -> int:
         """The highest seq of `origin` some peer acknowledged (0 when none did)."""
         origin = origin or self.me.node_id
-        return max((s.their_vv.get(origin, 0) for s in self.sessions.values() if s.ready), default=0)
+        return max(
+            (s.their_vv.get(origin, 0) for s in self.sessions.values() if s.ready), default=0
+        )
 
     # -- message handlers -----------------------------------------------------------------------
 
@@ -330,7 +334,9 @@ class SyncNode:
         elif msg.store != self.replica.store:
             reason = f"node belongs to store {msg.store!r}, not {self.replica.store!r}"
         elif node.node_id != session.peer:
-            reason = f"hello claims node {node.node_id} but the link is authenticated as {session.peer}"
+            reason = (
+                f"hello claims node {node.node_id} but the link is authenticated as {session.peer}"
+            )
         elif node.store != self.replica.store:
             reason = f"node record names store {node.store!r}"
         else:
@@ -392,7 +398,13 @@ class SyncNode:
             if current and op.seq > session.their_vv.get(op.origin, 0):
                 session.their_vv[op.origin] = op.seq
         applied: list[Op] = []
-        for origin in sorted(by_origin):
+
+        # Origins are ingested one by one, so a bad one does not block the rest; those carrying
+        # staff changes go first, since other ops in the batch may be approved by them.
+        def staff_first(origin: str) -> tuple[bool, str]:
+            return (not any(op.kind == "user.upsert" for op in by_origin[origin]), origin)
+
+        for origin in sorted(by_origin, key=staff_first):
             group_nodes = [n for n in nodes if n.node_id == origin]
             try:
                 result = self.replica.ingest(by_origin[origin], group_nodes)
@@ -414,8 +426,11 @@ class SyncNode:
         if msg.epoch != session.peer_epoch:
             self._other_incarnation(session, now, out)
             return
+        sent = dict(session.sent_vv)
         for origin in _max_merge(session.their_vv, msg.vv):
             session.progress[origin] = now
+            if session.their_vv[origin] > sent.get(origin, 0):
+                session.fed_elsewhere[origin] = now
         _max_merge(session.sent_vv, session.their_vv)
         self._pump(session, now, out)
 
@@ -447,6 +462,8 @@ class SyncNode:
         without the peer acknowledging them: in a full mesh the peer gets them from their origin
         directly, and the delay (plus the Have every node sends after applying) avoids sending
         each op twice; when the origin is out of the peer's reach, the delay is all it costs.
+        While the peer's acks show it getting an origin's ops from elsewhere (a catch-up from the
+        origin itself), the delay keeps restarting, so a healed backlog is not sent twice.
         """
         if not session.ready:
             return
@@ -460,6 +477,11 @@ class SyncNode:
             if seq <= session.sent_vv.get(origin, 0):
                 session.lag_since.pop(origin, None)
             elif origin != self.me.node_id:
+                if (
+                    now - session.fed_elsewhere.get(origin, -cfg.forward_delay_ms)
+                    < cfg.forward_delay_ms
+                ):
+                    session.lag_since[origin] = now  # still being fed: keep holding off
                 since = session.lag_since.setdefault(origin, now)
                 if now - since < cfg.forward_delay_ms:
                     eligible[origin] = seq

@@ -30,9 +30,13 @@ we only talk to the holder of the key we were given.
 
 Liveness: ZMTP heartbeats on each DEALER (interval, timeout, and a TTL that makes the peer's
 ROUTER drop our connection when we vanish), so a dead link is noticed within three intervals and
-redialled, and a half-open connection does not keep holding a node's routing id at the ROUTER
-(which refuses a second connection with the same id; so an enrolled node squatting another's id
-can delay that node's reconnection, though its messages are dropped). The same timeout drops the
+redialled. A peer's new connection takes its routing id over from an old one (ROUTER_HANDOVER):
+after a partition heals, the old connection may still be half-open at our end (its TTL not yet
+run out, the FIN lost), and without handover the ROUTER would silently drop everything the peer
+sends on the new one while the peer's DEALER reports the link up (seen in the namespace tests:
+one direction dead for 30 s and more). An enrolled node squatting another's id gets its messages
+dropped by the key check below, but can take that id's slot and cut the node off until it
+reconnects: a denial of service open only to enrolled nodes. The same timeout drops the
 inbound links of a node that stops reading for three intervals (its pipes full, libzmq stops
 reading the socket, pings go unanswered): what was in flight is lost and the sender sees DOWN
 then UP. So `send()` returning True means queued, not delivered; the protocol's acks decide.
@@ -395,6 +399,7 @@ class Transport:
             router.curve_server = True
             router.curve_secretkey = self.keys.secret
             router.zap_domain = ZAP_DOMAIN.encode()
+            router.router_handover = True  # see "Liveness" above
             router.maxmsgsize = self.max_message_size + _CURVE_FRAME_OVERHEAD
             router.rcvhwm = self._hwm + _ZAP_CREDENTIAL_SLOT
             router.handshake_ivl = 5000

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -128,7 +129,7 @@ def create_app(
         field wins. Parsed here, so form posts need no multipart library."""
         body = await request.body()
         if len(body) > MAX_FORM:
-            raise MeshposError(f"form too large ({len(body)} bytes)")
+            raise HTTPException(413, f"form too large ({len(body)} bytes)")
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
     def page_handler(

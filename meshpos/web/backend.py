@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
+import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from meshpos.staff_store import (
     approved_by,
     get_user,
     has_users,
+    hq_origins,
     list_users,
     sign_in,
 )
@@ -52,9 +54,11 @@ from meshpos.till import (
 from meshpos.web.live import Live
 
 T = TypeVar("T")
+log = logging.getLogger("meshpos.web")
 COOKIE = "meshpos_till"
 IDLE_MS = 12 * 3_600_000  # a till left signed in overnight signs out
 ESCROW_WAIT_S = 2.0
+CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
 
 
 class ApprovalRefused(LocalError):
@@ -266,15 +270,22 @@ class Backend:
         try:
             fn()
         except PermissionDenied as exc:
-            s.notice = Notice("error", str(exc), "invalid")
+            text = CLI_HINT.sub("", str(exc))  # the PIN pad below is this screen's --approve
+            s.notice = Notice("error", text, "invalid")
             if approve_as is not None:
-                s.approval = PendingApproval(approve_as[0], approve_as[1], str(exc))
+                s.approval = PendingApproval(approve_as[0], approve_as[1], text)
             return False
         except MeshposError as exc:
             s.notice = Notice("error", str(exc), "invalid")
             return False
-        except sqlite3.OperationalError as exc:
-            s.notice = Notice("error", f"the database is busy ({exc}); try again", "invalid")
+        except Exception as exc:  # a bug: the cashier still gets an answer, the log the trace
+            if type(exc).__name__ == "OperationalError":  # sqlite3's or SQLCipher's
+                s.notice = Notice("error", f"the database is busy ({exc}); try again", "invalid")
+                return False
+            log.exception("web till action failed")
+            s.notice = Notice(
+                "error", f"unexpected error ({type(exc).__name__}: {exc}); see the log", "invalid"
+            )
             return False
         return True
 
@@ -597,6 +608,7 @@ class Backend:
             )
         }
         rows = []
+        office = hq_origins(t.ledger.conn)
         for node in t.ledger.nodes():
             if node.store != t.cfg.store:
                 continue
@@ -604,6 +616,8 @@ class Backend:
             me = node.node_id == t.node_id
             if me:
                 lan = "this counter"
+            elif node.node_id in office:
+                lan = "HQ (not on the LAN)"
             elif not status:
                 lan = "unknown (daemon not running)"
             elif not peer:
@@ -689,17 +703,24 @@ class Backend:
             if op is not None:
                 zs.append({**op.payload, "at_ms": op.hlc >> 16, "user": op.user})
         status = daemon_status(t.cfg.dir)
-        wan = status.get("wan") or {}
-        log = [{"source": "HQ relay", "text": e} for e in reversed(wan.get("errors") or [])]
+        wan = dict(status.get("wan") or {})
+        if wan:
+            relay = wan.get("relay")
+            wan["relay_name"] = (
+                "this counter"
+                if relay == t.node_id
+                else names.get(str(relay), str(relay or "none (HQ unreachable)"))
+            )
+        entries = [{"source": "HQ relay", "text": e} for e in reversed(wan.get("errors") or [])]
         if status.get("rejected"):
-            log.append(
+            entries.append(
                 {
                     "source": "mesh",
                     "text": f"{status['rejected']} connection(s) from unenrolled nodes refused",
                 }
             )
         if t.ledger.pending_count():
-            log.append(
+            entries.append(
                 {
                     "source": "mesh",
                     "text": f"{t.ledger.pending_count()} op(s) wait for earlier ops of their origin",
@@ -707,12 +728,12 @@ class Backend:
             )
         for p in status.get("peers", []):
             if not p.get("up"):
-                log.append(
+                entries.append(
                     {"source": "mesh", "text": f"peer {p.get('name') or p['node_id']} is down"}
                 )
         jobs = [j for j in queue_for(t).jobs(OPEN_STATES) if j.last_error]
         for j in jobs[:10]:
-            log.append(
+            entries.append(
                 {"source": "printer", "text": f"job {j.id} ({j.sale_id or j.kind}): {j.last_error}"}
             )
         return {
@@ -720,7 +741,7 @@ class Backend:
             "resolved": resolved,
             "x": shift_totals(t),
             "zs": zs,
-            "log": log,
+            "log": entries,
             "daemon": bool(status),
             "wan": wan,
         }

@@ -105,7 +105,7 @@ class Live:
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA query_only = 1")
             seen = conn.execute("PRAGMA data_version").fetchone()[0]
-            self.banner = self._banner(conn)
+            self.banner = self._safe_banner(conn)
             self._ready.set()
             next_status = time.monotonic() + self.status_every
             while not self._stop.wait(self.interval):
@@ -119,41 +119,59 @@ class Live:
                         self._publish(Event("db", self.db_version))
                     if changed or time.monotonic() >= next_status:
                         next_status = time.monotonic() + self.status_every
-                        fresh = self._banner(conn)
+                        fresh = self._safe_banner(conn)
                         if fresh != self.banner:
                             self.banner = fresh
                             self.status_version += 1
                             self._publish(Event("status", self.status_version))
-                except sqlite3.Error as exc:  # busy or locked past the timeout: try next time
+                except Exception as exc:  # busy or locked past the timeout: try next time
                     log.warning("live updates: %s", exc)
         finally:
             self._ready.set()
             conn.close()
 
+    def _safe_banner(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        """The banner; when the state cannot be read, a banner that says so (never none)."""
+        try:
+            return self._banner(conn)
+        except Exception as exc:  # the database is busy or damaged: say so on every page
+            log.warning("state banner: %s", exc)
+            item = {"key": "errors", "text": f"State unknown: {exc}", "level": "down"}
+            return {"level": "down", "daemon": False, "one_copy": 0, "errors": [str(exc)],
+                    "items": [item]}  # fmt: skip
+
     def _banner(self, conn: sqlite3.Connection) -> dict[str, Any]:
         status = daemon_status(self.cfg.dir)
         row = conn.execute("SELECT seq FROM vv WHERE origin = ?", (self.node_id,)).fetchone()
         own = int(row[0]) if row else 0
-        try:
+        acked = 0
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'peer_acks'").fetchone():
             acked = int(conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()[0] or 0)
-        except sqlite3.OperationalError:  # no daemon has run here yet
-            acked = 0
         pending = int(conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
-        since = 0
         wan = status.get("wan") if status else None
-        last = int(wan.get("last_sync_ms") or 0) if isinstance(wan, dict) else 0
-        if last:
-            since = int(
-                conn.execute("SELECT COUNT(*) FROM ops WHERE hlc > ?", (last << 16,)).fetchone()[0]
-            )
+        since_sync = since_down = 0
+        if isinstance(wan, dict):
+            last = int(wan.get("last_sync_ms") or 0)
+            down = 0 if wan.get("wan_ok") else int(wan.get("wan_since_ms") or 0)
+            if last:
+                since_sync = _ops_after(conn, last)
+            if down:
+                since_down = _ops_after(conn, down)
         hq_url = self.cfg.raw.get("hq", {}).get("url") if isinstance(self.cfg.raw, dict) else None
         return banner(
             status,
-            Counters(own, acked, pending, since),
+            Counters(own, acked, pending, since_sync, since_down),
             node_id=self.node_id,
             hq_url=str(hq_url) if hq_url else None,
             now_ms=wall_ms(),
         )
+
+
+def _ops_after(conn: sqlite3.Connection, wall_ms: int) -> int:
+    """Ops in the log stamped after a wall time (HLCs pack wall ms above a 16-bit counter)."""
+    return int(
+        conn.execute("SELECT COUNT(*) FROM ops WHERE hlc > ?", (wall_ms << 16,)).fetchone()[0]
+    )
 
 
 def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:

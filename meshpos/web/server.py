@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -50,19 +52,53 @@ class WebSettings:
         return cls(port, host)
 
 
-def _uvicorn_config(app: Any, host: str, port: int) -> Any:
+def _server(app: Any, host: str, port: int) -> Any:
+    """A uvicorn server; in the main thread SIGINT and SIGTERM stop it gracefully and the process
+    then exits normally (uvicorn itself would re-raise the signal after shutting down)."""
     import uvicorn
 
-    return uvicorn.Config(
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # uvicorn logs through the process's own logging (the daemon's log)
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=2,
         ws="none",
     )
+    return Server(config)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound here so a port in use is one clear error, not a log line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"the web till cannot listen on {host}:{port}: {exc.strerror or exc}; is another "
+            "program using it? choose another --port (or [web] port)"
+        ) from None
+    return sock
 
 
 class WebServer:
@@ -71,28 +107,24 @@ class WebServer:
     def __init__(
         self, directory: Path, host: str = DEFAULT_HOST, port: int = 0, *, print_worker: bool = True
     ) -> None:
-        import uvicorn
-
         from meshpos.web.app import create_app
 
         self.app = create_app(directory, host=host, print_worker=print_worker)
-        self.server = uvicorn.Server(_uvicorn_config(self.app, host, port))
+        self.server = _server(self.app, host, port)
         self.host = host
         self.thread = threading.Thread(target=self._run, name="meshpos-web", daemon=True)
         self.error: BaseException | None = None
+        self.sock = bind(host, port)
 
     def _run(self) -> None:
         try:
-            self.server.run()
+            self.server.run(sockets=[self.sock])
         except BaseException as exc:  # reported by start(); a thread has nowhere else to say it
             self.error = exc
 
     @property
     def port(self) -> int:
-        for server in getattr(self.server, "servers", []):
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return 0
+        return int(self.sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -119,6 +151,7 @@ class WebServer:
         self.server.should_exit = True
         if self.thread.is_alive():
             self.thread.join(timeout=10)
+        self.sock.close()
 
 
 @contextlib.contextmanager
@@ -150,12 +183,11 @@ def web_till(cfg: NodeConfig) -> Iterator[WebServer | None]:
 
 def serve(directory: Path, host: str, port: int, on_ready: Any = None) -> None:
     """Serve in the foreground until Ctrl-C or SIGTERM (uvicorn handles both)."""
-    import uvicorn
-
     from meshpos.web.app import create_app
 
+    sock = bind(host, port)
     app = create_app(directory, host=host)
-    server = uvicorn.Server(_uvicorn_config(app, host, port))
+    server = _server(app, host, port)
     if on_ready is not None:
         original = server.startup
 
@@ -164,5 +196,8 @@ def serve(directory: Path, host: str, port: int, on_ready: Any = None) -> None:
             if server.started:
                 on_ready(server)
 
-        server.startup = startup  # type: ignore[method-assign]
-    server.run()
+        server.startup = startup
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

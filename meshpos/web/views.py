@@ -30,7 +30,8 @@ class Counters:
     own_seq: int  # ops this counter made
     acked_seq: int  # the highest of them a peer confirmed holding
     pending: int = 0  # ops held back past a gap
-    ops_since_hq_sync: int = 0  # ops in the log stamped after the last HQ round
+    ops_since_hq_sync: int = 0  # ops in the log stamped after this node's last HQ round
+    ops_since_hq_down: int = 0  # ops in the log stamped after HQ became unreachable
 
 
 def clock(ms: int) -> str:
@@ -60,6 +61,34 @@ def _names(peers: Sequence[Mapping[str, Any]], up: bool) -> str:
     return ", ".join(
         str(p.get("name") or p.get("node_id", "?")) for p in peers if bool(p.get("up")) == up
     )
+
+
+def _waiting(
+    wan: Mapping[str, Any], counters: Counters, node_id: str, status: Mapping[str, Any]
+) -> BannerItem:
+    """How many ops wait to go up to HQ, as far as this counter can know: exactly when it is the
+    relay (HQ's last answer plus what came since); while HQ is away, at least what was made since
+    it went; when another counter relays, that counter knows, so the banner names it."""
+    names = {p.get("node_id"): p.get("name") for p in status.get("peers") or []}
+    relay = wan.get("relay")
+    last = int(wan.get("last_sync_ms") or 0)
+    since = int(wan.get("wan_since_ms") or 0)
+    if not wan.get("wan_ok"):
+        if not since:
+            return BannerItem("waiting", "Nothing has gone up to HQ from here yet", "warn")
+        n = counters.ops_since_hq_down
+        return BannerItem(
+            "waiting",
+            f"{_plural(n, 'op')} made since HQ went away wait to go up",
+            "down" if n else "warn",
+        )
+    if relay and relay != node_id:
+        return BannerItem("waiting", f"Ops go up to HQ through {names.get(relay) or relay}", "ok")
+    if not last:
+        return BannerItem("waiting", "First HQ sync from this counter is under way", "warn")
+    n = int(wan.get("ops_waiting") or 0) + counters.ops_since_hq_sync
+    text = f"{_plural(n, 'op')} waiting to go up (last HQ sync {clock(last)})"
+    return BannerItem("waiting", text, "ok" if n == 0 else "warn")
 
 
 def banner(
@@ -128,29 +157,7 @@ def banner(
             )
         else:
             items.append(BannerItem("hq", "HQ not reached yet", "down"))
-        relay = wan.get("relay")
-        last = int(wan.get("last_sync_ms") or 0)
-        if last:
-            waiting = int(wan.get("ops_waiting") or 0) + counters.ops_since_hq_sync
-            level = "ok" if waiting == 0 else ("warn" if wan.get("wan_ok") else "down")
-            items.append(
-                BannerItem(
-                    "waiting",
-                    f"{_plural(waiting, 'op')} waiting to go up (last HQ sync {clock(last)})",
-                    level,
-                )
-            )
-        elif relay and relay != node_id:
-            names = {p.get("node_id"): p.get("name") for p in status.get("peers") or []}
-            items.append(
-                BannerItem("waiting", f"Ops go up through {names.get(relay) or relay}", "ok")
-            )
-        else:
-            items.append(
-                BannerItem(
-                    "waiting", f"{_plural(counters.own_seq, 'op')} not yet sent to HQ", "warn"
-                )
-            )
+        items.append(_waiting(wan, counters, node_id, status))
     errors: list[str] = []
     if isinstance(wan, Mapping) and wan.get("last_error"):
         errors.append(str(wan["last_error"]))

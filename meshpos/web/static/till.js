@@ -70,6 +70,18 @@
     focusScan();
   }
 
+  function showError(text) {
+    var n = document.getElementById("notice");
+    if (!n) {
+      window.alert(text);
+      return;
+    }
+    n.className = "notice n-error";
+    n.setAttribute("data-level", "error");
+    n.textContent = text;
+    beep("invalid");
+  }
+
   function post(form, data) {
     var target = form.getAttribute("data-target") || "till-main";
     var action = form.getAttribute("action");
@@ -85,6 +97,12 @@
           window.location.href = "/signin";
           return null;
         }
+        if (!r.ok) {
+          return r.text().then(function (text) {
+            showError("the till service refused that (" + r.status + "): " + text.slice(0, 200));
+            return null;
+          });
+        }
         return r.text();
       })
       .then(function (html) {
@@ -99,6 +117,7 @@
       })
       .catch(function (err) {
         setLive(false, "the till service did not answer: " + err);
+        showError("the till service did not answer; check that it is running, then try again");
       });
   }
 

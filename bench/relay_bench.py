@@ -1,0 +1,338 @@
+"""The `relay` bench section: a store's backlog going up to HQ after an outage, with real processes.
+
+A 4-counter store enrolled at HQ (`meshpos hq serve`, SQLite with synchronous=FULL) and four
+`meshpos node run` daemons on loopback; every terminal reaches HQ through a byte-counting TCP
+proxy (the "WAN"), so bytes uploaded are counted on the wire, HTTP framing included, whichever
+process sent them and whether or not it lived to report them.
+
+1. **Drain.** HQ stops (the WAN is down) for a 3-hour festive rush: one sale per counter every
+   20 s, 2,160 sales rung through `Terminal.sell` as the tills do; the LAN converges. HQ comes
+   back; measured: HQ reachable again -> HQ holds every op (detection by the next probe included),
+   split into detection (up -> first batch committed) and transfer.
+2. **Dedup with a failover.** The same outage again, and the relay is SIGKILLed as soon as HQ
+   holds part of the backlog; the next node takes over. Dedup ratio = bytes the terminals sent
+   to HQ from HQ's return to the end of the drain, divided by the bytes of the unique ops
+   (wire form: body + signature) HQ took in; also as ops (applied + duplicates) / applied from
+   HQ's log. Failover time = the kill -> the successor's log saying it is the relay, and -> its
+   first accepted push.
+
+`--quick` rings a half-hour rush (360 sales) instead of three hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import BenchError, fmt, log, table
+from bench.ledger_bench import _target
+from meshpos.demo_hq import (
+    ELECTED,
+    PUSHED,
+    Daemons,
+    HQProcess,
+    enrol_store,
+    log_lines,
+    status_of,
+    store_vv,
+)
+from meshpos.domain.pricing import Tender
+from meshpos.ops import pack
+from meshpos.terminal import Terminal
+
+COUNTERS = ("C1", "C2", "C3", "C4")
+SALE_EVERY_S = 20
+WAIT_S = 120.0
+
+
+class CountingProxy:
+    """A TCP relay from a loopback port to HQ that counts the bytes each way. When HQ is down
+    it accepts and closes at once, which a terminal sees as HQ unreachable."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.up = 0
+        self.down = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, server]
+            for src, dst, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, up), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    if up:
+                        self.up += len(data)
+                    else:
+                        self.down += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def sent(self) -> int:
+        with self._lock:
+            return self.up
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        with self._lock:
+            for s in self._conns:
+                s.close()
+
+
+def _wait(check: Callable[[], Any], what: str, daemons: Daemons, timeout: float = WAIT_S) -> float:
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout:
+            tails = "".join(
+                f"\n--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in daemons.logs()
+            )
+            raise BenchError(f"relay bench: {what} did not happen within {timeout:.0f} s{tails}")
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def _hq_counts(log_text: str, store: str) -> tuple[int, int]:
+    applied = dups = 0
+    for a, d in re.findall(
+        rf"store {re.escape(store)}: (\d+) ops applied, (\d+) duplicates", log_text
+    ):
+        applied, dups = applied + int(a), dups + int(d)
+    return applied, dups
+
+
+class Rig:
+    """HQ, the proxy and the four daemons of one store, and the tills ringing its sales."""
+
+    def __init__(self, base: Path, seed: int) -> None:
+        self.store = f"RB{seed}"
+        self.hq = HQProcess(base / "hq")
+        self.proxy = CountingProxy(self.hq.port)
+        self.dirs = enrol_store(
+            self.hq, base, self.store, COUNTERS,
+            url=f"http://127.0.0.1:{self.proxy.port}", mesh={"copy_wait_ms": 0},
+        )  # fmt: skip
+        self.daemons = Daemons()
+        self.svc = self.hq.service()
+        self.rng = random.Random(seed)
+        self.tills = [Terminal.open(d) for d in self.dirs]
+        self.skus = [str(r["sku"]) for r in self.tills[0].query("SELECT sku FROM products")]
+
+    def hq_vv(self) -> dict[str, int]:
+        return {str(o): int(s) for o, s in self.svc.storage.vv(self.store).items()}
+
+    def in_sync(self, dirs: list[Path] | None = None) -> bool:
+        dirs = dirs or self.dirs
+        first = store_vv(dirs[0])
+        return all(store_vv(d) == first for d in dirs[1:]) and (
+            not self.hq.running() or self.hq_vv() == first
+        )
+
+    def start(self) -> None:
+        self.hq.start()
+        for d in self.dirs:
+            self.daemons.start(d)
+        _wait(lambda: self.in_sync() and len(self.hq_vv()) > 1, "the catalogue at HQ", self.daemons)
+
+    def outage(self, sales: int) -> dict[str, Any]:
+        """Stop HQ, ring `sales` sales round-robin over the counters, let the LAN converge."""
+        self.hq.stop()
+        _wait(
+            lambda: all(not (status_of(d).get("wan") or {}).get("wan_ok", True) for d in self.dirs),
+            "every terminal seeing the WAN down", self.daemons,
+        )  # fmt: skip
+        before = self.hq_vv()
+        t0 = time.perf_counter()
+        for i in range(sales):
+            till = self.tills[i % len(self.tills)]
+            items = [(self.rng.choice(self.skus), 1) for _ in range(self.rng.randint(1, 3))]
+            till.sell(items, tenders=[Tender("cash")])
+        rung = time.perf_counter() - t0
+        _wait(lambda: self.in_sync(), "the LAN converging on the backlog", self.daemons)
+        raw = self.tills[0].ledger.raw_since(before)
+        unique = sum(len(pack([b, s])) for _, _, b, s in raw)
+        return {"ops": len(raw), "op_bytes": unique, "ring_s": rung}
+
+    def close(self) -> None:
+        for t in self.tills:
+            t.close()
+        self.daemons.close()
+        self.hq.stop()
+        self.proxy.close()
+        self.svc.close()
+
+
+def drain(rig: Rig, sales: int) -> dict[str, Any]:
+    backlog = rig.outage(sales)
+    target = store_vv(rig.dirs[0])
+    launched = time.time()
+    rig.hq.start()
+    up = time.time()  # HQ answers its health check (polled every 10 ms)
+    _wait(lambda: rig.hq_vv() == target, "HQ taking in the backlog", rig.daemons)
+    done = time.time()
+    seen_lines = log_lines(rig.dirs, "WAN to HQ is up", launched)
+    seen = seen_lines[0][0] if seen_lines else up
+    return {
+        **backlog,
+        "drain_s": done - up,
+        "detect_s": max(0.0, seen - up),
+        "transfer_s": done - max(seen, up),
+        "ops_per_s": backlog["ops"] / max(done - max(seen, up), 1e-3),
+    }
+
+
+def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
+    backlog = rig.outage(sales)
+    target = store_vv(rig.dirs[0])
+    before = rig.hq_vv()
+    want = sum(target.values()) - sum(before.values())
+    log_start = len(rig.hq.log())
+    sent0 = rig.proxy.sent()
+    launched = time.time()
+    rig.hq.start()
+    up = time.monotonic()
+    while True:  # wait for the relay to be uploading, then kill the one that is
+        at_hq = sum(rig.hq_vv().values()) - sum(before.values())
+        pushes = log_lines(rig.dirs, PUSHED, launched)
+        if at_hq > 0 and pushes:
+            break
+        if time.monotonic() - up > WAIT_S:
+            raise BenchError("relay bench: the relay never started uploading")
+        time.sleep(0.002)
+    victim = pushes[-1][1]
+    killed_at = time.time()
+    rig.daemons.kill(victim)
+    survivors = [d for d in rig.dirs if d != victim]
+    _wait(lambda: rig.hq_vv() == target, "the survivors draining the backlog", rig.daemons)
+    drained = time.time() - killed_at
+    sent = rig.proxy.sent() - sent0
+    with contextlib.suppress(BenchError):  # none, if the victim was relaying only briefly
+        _wait(lambda: log_lines(survivors, ELECTED, killed_at), "a successor", rig.daemons, 10)
+    chosen = log_lines(survivors, ELECTED, killed_at)
+    elected = chosen[0][0] if chosen else None
+    after = log_lines(survivors, PUSHED, killed_at)
+    first_push = after[0][0] if after else None
+    applied, dups = _hq_counts(rig.hq.log()[log_start:], rig.store)
+    return {
+        **backlog,
+        "killed_with_at_hq": at_hq,
+        "backlog_ops": want,
+        "bytes_sent": sent,
+        "dedup_ratio": sent / backlog["op_bytes"] if backlog["op_bytes"] else None,
+        "ops_applied": applied,
+        "ops_duplicate": dups,
+        "op_dedup_ratio": (applied + dups) / applied if applied else None,
+        "failover_elected_s": None if elected is None else elected - killed_at,
+        "failover_first_push_s": None if first_push is None else first_push - killed_at,
+        "drain_after_kill_s": drained,
+    }
+
+
+def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
+    hours = 0.5 if args.quick else 3.0
+    sales = int(hours * 3600 / SALE_EVERY_S) * len(COUNTERS)
+    log(f"relay: {len(COUNTERS)} counters, {hours:g} h outage at one sale per counter every "
+        f"{SALE_EVERY_S} s = {sales:,} sales")  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=args.out, prefix="relay-") as tmp:
+        rig = Rig(Path(tmp), args.seed)
+        try:
+            rig.start()
+            d = drain(rig, sales)
+            log(f"relay: drained {d['ops']:,} ops ({d['op_bytes'] / 1e6:.2f} MB) in "
+                f"{d['drain_s']:.2f} s (detect {d['detect_s']:.2f} s)")  # fmt: skip
+            f = dedup_with_failover(rig, sales)
+            log(f"relay: dedup {f['dedup_ratio']:.3f} with the relay killed at "
+                f"{f['killed_with_at_hq']:,} of {f['backlog_ops']:,} ops")  # fmt: skip
+        finally:
+            rig.close()
+    out: dict[str, Any] = {
+        "counters": len(COUNTERS),
+        "outage_hours": hours,
+        "sales": sales,
+        "drain": d,
+        "failover": f,
+        "targets": [
+            _target(
+                "backlog drain after a 3-hour outage (4 counters)",
+                d["drain_s"],
+                5.0,
+                "s",
+                lower=True,
+            ),
+            _target(
+                "upload dedup ratio with a relay failover", f["dedup_ratio"], 1.05, "x", lower=True
+            ),
+        ],
+    }
+    print(
+        table(
+            "relay: a store's backlog to HQ after an outage",
+            ["figure", "value"],
+            [
+                ["sales rung during the outage", f"{sales:,}"],
+                ["ops in the backlog", f"{d['ops']:,}"],
+                ["bytes of unique ops (body + signature)", f"{d['op_bytes']:,}"],
+                ["drain: HQ back -> HQ holds every op", f"{d['drain_s']:.2f} s"],
+                ["  of which detection (next probe)", f"{d['detect_s']:.2f} s"],
+                ["  of which transfer", f"{d['transfer_s']:.2f} s"],
+                ["  upload rate", f"{fmt(d['ops_per_s'])} ops/s"],
+                [
+                    "failover run: backlog at HQ when the relay was killed",
+                    f"{f['killed_with_at_hq']:,} of {f['backlog_ops']:,} ops",
+                ],
+                ["failover: kill -> successor elected", f"{fmt(f['failover_elected_s'], '.2f')} s"],
+                [
+                    "failover: kill -> successor's first accepted push",
+                    f"{fmt(f['failover_first_push_s'], '.2f')} s",
+                ],
+                ["failover: kill -> backlog drained", f"{f['drain_after_kill_s']:.2f} s"],
+                ["bytes sent to HQ (HTTP, all terminals)", f"{f['bytes_sent']:,}"],
+                ["dedup ratio: bytes sent / unique op bytes", f"{fmt(f['dedup_ratio'], '.3f')}"],
+                ["ops sent / ops applied (HQ's log)", f"{fmt(f['op_dedup_ratio'], '.3f')}"],
+            ],
+            [
+                "bytes sent count everything the terminals sent to HQ while it drained: pushes, "
+                "probes, pulls and HTTP headers",
+            ],
+        )
+    )
+    return out
