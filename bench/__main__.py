@@ -179,7 +179,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                         t["name"],
                         f"{fmt(t['value'], ',.2f' if t['value'] and t['value'] < 100 else ',.0f')} "
                         f"{t['unit']}",
-                        f"{'<=' if t['lower'] else '>='} {fmt(t['target'], ',.0f')} {t['unit']}",
+                        f"{'<=' if t['lower'] else '>='} "
+                        f"{fmt(t['target'], ',.2f' if t['target'] < 100 else ',.0f')} {t['unit']}",
                         fmt(t["ok"]),
                     ]
                     for t in targets

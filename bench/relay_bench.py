@@ -1,22 +1,23 @@
 """The `relay` bench section: a store's backlog going up to HQ after an outage, with real processes.
 
 A 4-counter store enrolled at HQ (`meshpos hq serve`, SQLite with synchronous=FULL) and four
-`meshpos node run` daemons on loopback; every terminal reaches HQ through a byte-counting TCP
-proxy (the "WAN"), so bytes uploaded are counted on the wire, HTTP framing included, whichever
-process sent them and whether or not it lived to report them.
+`meshpos node run` daemons on loopback; each terminal reaches HQ through its own byte-counting TCP
+proxy (its "WAN" link, which the bench can cut), so bytes uploaded are counted on the wire, HTTP
+framing included, whichever process sent them and whether or not it lived to report them.
 
 1. **Drain.** HQ stops (the WAN is down) for a 3-hour festive rush: one sale per counter every
    20 s, 2,160 sales rung through `Terminal.sell` as the tills do; the LAN converges. HQ comes
-   back; measured: HQ reachable again -> HQ holds every op (detection by the next probe included),
-   split into detection (up -> first batch committed) and transfer.
-2. **Dedup with a failover.** The same outage again, and the relay is SIGKILLed as soon as HQ
-   holds part of the backlog; the next node takes over. Dedup ratio = bytes the terminals sent
-   to HQ from HQ's return to the end of the drain, divided by the bytes of the unique ops
-   (wire form: body + signature) HQ took in; also as ops (applied + duplicates) / applied from
-   HQ's log. Failover time = the kill -> the successor's log saying it is the relay, and -> its
-   first accepted push.
+   back; measured: HQ answering again -> HQ holds every op (the relay noticing included).
+2. **Dedup with a failover.** The same outage again, and the terminal uploading is SIGKILLed as
+   soon as HQ holds part of the backlog; the next takes over. Dedup ratio = bytes the terminals
+   sent to HQ from HQ's return to the end of the drain, divided by the bytes of the unique ops
+   (wire form: body + signature); also as ops (applied + duplicates) / applied from HQ's log.
+   Failover time = the kill -> the successor's log saying it relays, and -> its first push.
+3. **A relay lost without dying**: frozen (SIGSTOP: its links stay open, as with a pulled cable
+   or a hung machine), or its WAN link cut while the LAN stays: the time until a sale rung at
+   another counter is at HQ, and until the successor takes over.
 
-`--quick` rings a half-hour rush (360 sales) instead of three hours.
+`--quick` rings a half-hour rush (360 sales: one push, so the kill lands after the upload).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import random
 import re
+import signal
 import socket
 import tempfile
 import threading
@@ -35,6 +37,7 @@ from typing import Any
 
 from bench.common import BenchError, fmt, log, table
 from bench.ledger_bench import _target
+from meshpos import membership
 from meshpos.demo_hq import (
     ELECTED,
     PUSHED,
@@ -67,6 +70,7 @@ class CountingProxy:
         self.port = int(self.sock.getsockname()[1])
         self.up = 0
         self.down = 0
+        self.cut = False  # this terminal's WAN is down: connections are closed at once
         self._lock = threading.Lock()
         self._closed = False
         self._conns: list[socket.socket] = []
@@ -78,6 +82,9 @@ class CountingProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
+            if self.cut:
+                client.close()
+                continue
             try:
                 server = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
             except OSError:
@@ -110,6 +117,16 @@ class CountingProxy:
     def sent(self) -> int:
         with self._lock:
             return self.up
+
+    def set_cut(self, cut: bool) -> None:
+        """Cut (or restore) this link: open connections are dropped too."""
+        self.cut = cut
+        if cut:
+            with self._lock:
+                conns, self._conns = self._conns, []
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._closed = True
@@ -146,11 +163,15 @@ class Rig:
     def __init__(self, base: Path, seed: int) -> None:
         self.store = f"RB{seed}"
         self.hq = HQProcess(base / "hq")
-        self.proxy = CountingProxy(self.hq.port)
-        self.dirs = enrol_store(
-            self.hq, base, self.store, COUNTERS,
-            url=f"http://127.0.0.1:{self.proxy.port}", mesh={"copy_wait_ms": 0},
-        )  # fmt: skip
+        self.dirs = enrol_store(self.hq, base, self.store, COUNTERS, mesh={"copy_wait_ms": 0})
+        self.proxies: dict[Path, CountingProxy] = {}
+        for d in self.dirs:  # each terminal's own WAN link, counted and cuttable
+            proxy = self.proxies[d] = CountingProxy(self.hq.port)
+            t = Terminal.open(d)
+            try:
+                membership.set_config(t.cfg, "hq", "url", f"http://127.0.0.1:{proxy.port}")
+            finally:
+                t.close()
         self.daemons = Daemons()
         self.svc = self.hq.service()
         self.rng = random.Random(seed)
@@ -183,9 +204,7 @@ class Rig:
         before = self.hq_vv()
         t0 = time.perf_counter()
         for i in range(sales):
-            till = self.tills[i % len(self.tills)]
-            items = [(self.rng.choice(self.skus), 1) for _ in range(self.rng.randint(1, 3))]
-            till.sell(items, tenders=[Tender("cash")])
+            self.sell(i % len(self.tills))
         rung = time.perf_counter() - t0
         _wait(lambda: self.in_sync(), "the LAN converging on the backlog", self.daemons)
         raw = self.tills[0].ledger.raw_since(before)
@@ -197,8 +216,16 @@ class Rig:
             t.close()
         self.daemons.close()
         self.hq.stop()
-        self.proxy.close()
+        for proxy in self.proxies.values():
+            proxy.close()
         self.svc.close()
+
+    def sent(self) -> int:
+        return sum(p.sent() for p in self.proxies.values())
+
+    def sell(self, till: int) -> None:
+        items = [(self.rng.choice(self.skus), 1) for _ in range(self.rng.randint(1, 3))]
+        self.tills[till].sell(items, tenders=[Tender("cash")])
 
 
 def drain(rig: Rig, sales: int) -> dict[str, Any]:
@@ -226,7 +253,7 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
     before = rig.hq_vv()
     want = sum(target.values()) - sum(before.values())
     log_start = len(rig.hq.log())
-    sent0 = rig.proxy.sent()
+    sent0 = rig.sent()
     launched = time.time()
     rig.hq.start()
     up = time.monotonic()
@@ -244,7 +271,7 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
     survivors = [d for d in rig.dirs if d != victim]
     _wait(lambda: rig.hq_vv() == target, "the survivors draining the backlog", rig.daemons)
     drained = time.time() - killed_at
-    sent = rig.proxy.sent() - sent0
+    sent = rig.sent() - sent0
     with contextlib.suppress(BenchError):  # none, if the victim was relaying only briefly
         _wait(lambda: log_lines(survivors, ELECTED, killed_at), "a successor", rig.daemons, 10)
     chosen = log_lines(survivors, ELECTED, killed_at)
@@ -252,6 +279,7 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
     after = log_lines(survivors, PUSHED, killed_at)
     first_push = after[0][0] if after else None
     applied, dups = _hq_counts(rig.hq.log()[log_start:], rig.store)
+    rig.daemons.start(victim)  # back for the runs that follow
     return {
         **backlog,
         "killed_with_at_hq": at_hq,
@@ -265,6 +293,49 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
         "failover_first_push_s": None if first_push is None else first_push - killed_at,
         "drain_after_kill_s": drained,
     }
+
+
+def lost_relay(rig: Rig, how: str) -> dict[str, Any]:
+    """The relay goes silent (`freeze`: SIGSTOP, its links stay open, like a pulled cable or a
+    hung machine) or loses its WAN (`wan`: its link to HQ is cut, the LAN stays). A sale rung at
+    another counter then reaches HQ only through the next relay: measured from the fault to the
+    sale at HQ, and to the successor's log saying it took over."""
+    _wait(lambda: rig.in_sync(), "a quiet store", rig.daemons)
+    ids = {_node_id(d): d for d in rig.dirs if rig.daemons.running(d)}
+    _wait(
+        lambda: all((status_of(d).get("wan") or {}).get("relay") == min(ids) for d in ids.values()),
+        "every terminal agreeing on the relay", rig.daemons,
+    )  # fmt: skip
+    relay = ids[min(ids)]
+    other = rig.dirs.index(ids[max(ids)])
+    at = time.time()
+    if how == "freeze":
+        rig.daemons.signal(relay, signal.SIGSTOP)
+    else:
+        rig.proxies[relay].set_cut(True)
+    try:
+        rig.sell(other)
+        target = store_vv(rig.dirs[other])
+        _wait(lambda: all(rig.hq_vv().get(o, 0) >= s for o, s in target.items()),
+              "the sale reaching HQ through another relay", rig.daemons)  # fmt: skip
+        reached = time.time() - at
+        survivors = [d for d in ids.values() if d != relay]
+        chosen = log_lines(survivors, ELECTED, at)
+    finally:
+        if how == "freeze":
+            rig.daemons.signal(relay, signal.SIGCONT)
+        else:
+            rig.proxies[relay].set_cut(False)
+    return {
+        "sale_at_hq_s": reached,
+        "successor_elected_s": chosen[0][0] - at if chosen else None,
+    }
+
+
+def _node_id(directory: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads((directory / "meshpos.toml").read_text())["node"]["node_id"])
 
 
 def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +353,10 @@ def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
             f = dedup_with_failover(rig, sales)
             log(f"relay: dedup {f['dedup_ratio']:.3f} with the relay killed at "
                 f"{f['killed_with_at_hq']:,} of {f['backlog_ops']:,} ops")  # fmt: skip
+            frozen = lost_relay(rig, "freeze")
+            log(f"relay: frozen relay -> sale at HQ after {frozen['sale_at_hq_s']:.2f} s")
+            cut = lost_relay(rig, "wan")
+            log(f"relay: relay's WAN cut -> sale at HQ after {cut['sale_at_hq_s']:.2f} s")
         finally:
             rig.close()
     out: dict[str, Any] = {
@@ -290,9 +365,11 @@ def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         "sales": sales,
         "drain": d,
         "failover": f,
+        "frozen_relay": frozen,
+        "relay_wan_cut": cut,
         "targets": [
             _target(
-                "backlog drain after a 3-hour outage (4 counters)",
+                f"backlog drain after a {hours:g}-hour outage ({len(COUNTERS)} counters)",
                 d["drain_s"],
                 5.0,
                 "s",
@@ -325,6 +402,22 @@ def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                     f"{fmt(f['failover_first_push_s'], '.2f')} s",
                 ],
                 ["failover: kill -> backlog drained", f"{f['drain_after_kill_s']:.2f} s"],
+                [
+                    "relay frozen (SIGSTOP) -> successor elected",
+                    f"{fmt(frozen['successor_elected_s'], '.2f')} s",
+                ],
+                [
+                    "relay frozen -> a sale at another counter at HQ",
+                    f"{frozen['sale_at_hq_s']:.2f} s",
+                ],
+                [
+                    "relay's WAN cut -> successor elected",
+                    f"{fmt(cut['successor_elected_s'], '.2f')} s",
+                ],
+                [
+                    "relay's WAN cut -> a sale at another counter at HQ",
+                    f"{cut['sale_at_hq_s']:.2f} s",
+                ],
                 ["bytes sent to HQ (HTTP, all terminals)", f"{f['bytes_sent']:,}"],
                 ["dedup ratio: bytes sent / unique op bytes", f"{fmt(f['dedup_ratio'], '.3f')}"],
                 ["ops sent / ops applied (HQ's log)", f"{fmt(f['op_dedup_ratio'], '.3f')}"],

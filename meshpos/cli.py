@@ -78,9 +78,7 @@ def _user(ctx: click.Context) -> str | None:
     """--user, else whoever signed in here (`meshpos login`), else the --approve user, else the
     node's default user."""
     obj = ctx.find_root().obj
-    user: str | None = (
-        obj.get("user") or session_user(obj["dir"], wall_ms()) or obj.get("approve")
-    )
+    user: str | None = obj.get("user") or session_user(obj["dir"], wall_ms()) or obj.get("approve")
     return user
 
 

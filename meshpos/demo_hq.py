@@ -239,6 +239,16 @@ class Daemons:
                 start_new_session=True,
             )
 
+    def running(self, directory: Path) -> bool:
+        proc = self.procs.get(directory)
+        return proc is not None and proc.poll() is None
+
+    def signal(self, directory: Path, sig: int) -> None:
+        """Send a signal (SIGSTOP freezes a terminal without closing its links; SIGCONT)."""
+        proc = self.procs.get(directory)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+
     def kill(self, directory: Path) -> None:
         """SIGKILL: no goodbye to the peers, no last status, like a pulled power cord."""
         proc = self.procs.get(directory)
@@ -286,7 +296,7 @@ def log_lines(dirs: Sequence[Path], text: str, after: float = 0.0) -> list[tuple
     return sorted(out)
 
 
-PUSHED = '/ops "HTTP/1.1 200 OK"'  # httpx's log line for a push HQ accepted
+PUSHED = "meshpos.relay: pushed "  # the relay's log line for a push HQ answered
 ELECTED = "HQ relay is now this node"
 
 

@@ -233,6 +233,9 @@ class RelayWorker(threading.Thread):
         from meshpos.hq.client import HQClient
         from meshpos.membership import NODE_CERT
 
+        # One line per probe every two seconds would drown the daemon's log: pushes, rounds,
+        # WAN changes and failures are logged here instead.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         t = self.open_terminal()
         cert_path = t.cfg.dir / NODE_CERT
         cert = cert_path.read_bytes() if cert_path.exists() else None
@@ -247,7 +250,11 @@ class RelayWorker(threading.Thread):
                 now = time.monotonic()
                 if now >= next_probe or self.probe_now.is_set():
                     self.probe_now.clear()
-                    self._probe(t, client)
+                    try:
+                        self._probe(t, client)
+                    except Exception as exc:  # a local fault (say, a locked database)
+                        log.exception("relay: probe failed")
+                        self._set_wan(False, f"probe failed here: {exc!r}")
                     up = self.status.wan_ok
                     next_probe = now + (s.probe_ms if up else min(s.probe_ms, 1000)) / 1000
                 relaying = self.is_relay and self.status.wan_ok
@@ -257,8 +264,9 @@ class RelayWorker(threading.Thread):
                     or claims
                     or (relaying and (self.work.is_set() or now >= next_poll or attempt > 0))
                 )
-                if wanted and now >= max(next_try, self.hold_until):
-                    forced = self.force.is_set()
+                forced = self.force.is_set()  # `sync now` skips the backoff, not a handover
+                due = self.hold_until if forced else max(next_try, self.hold_until)
+                if wanted and now >= due:
                     self.force.clear()
                     self.work.clear()
                     try:
@@ -267,13 +275,20 @@ class RelayWorker(threading.Thread):
                         attempt = 0
                         next_try = now + s.min_round_ms / 1000
                         next_poll = now + s.poll_ms / 1000
-                    except MeshposError as exc:
+                    except Exception as exc:
                         attempt += 1
                         delay = backoff_ms(attempt)
                         next_try = now + delay / 1000
+                        if not isinstance(exc, MeshposError):
+                            log.exception("relay: round failed")
                         self._failed(exc, delay)
+                relaying = self.is_relay and self.status.wan_ok
                 waits = [next_probe, next_poll if relaying else next_probe]
-                if wanted or self.work.is_set() or attempt:
+                if self.force.is_set():
+                    waits.append(self.hold_until)
+                elif (relaying and (self.work.is_set() or attempt)) or (
+                    self.status.wan_ok and not self.claims.empty()
+                ):
                     waits.append(max(next_try, self.hold_until))
                 self.wake.wait(timeout=max(0.01, min(waits) - time.monotonic()))
                 self.wake.clear()
@@ -346,6 +361,10 @@ class RelayWorker(threading.Thread):
                     self.status.ops_up += len(wires)
                     self.status.bytes_up += size
                 result = client.push(wires, nodes)
+                log.info(
+                    "pushed %d ops (%d bytes): HQ applied %d, %d duplicates",
+                    len(wires), size, result.applied, result.duplicates,
+                )  # fmt: skip
                 if not any(result.vv.get(o, 0) > hq_vv.get(o, 0) for o in origins):
                     raise MeshposError("HQ accepted none of the ops sent; stopping this round")
                 hq_vv = result.vv
@@ -373,7 +392,7 @@ class RelayWorker(threading.Thread):
         if pushed or pulled:
             log.info("HQ sync: %d ops up, %d ops down", pushed, pulled)
 
-    def _failed(self, exc: MeshposError, delay: int) -> None:
+    def _failed(self, exc: Exception, delay: int) -> None:
         from meshpos.hq.client import HQUnavailable
 
         if isinstance(exc, HQUnavailable):

@@ -411,7 +411,9 @@ class Terminal:
                 settled = cards.seal_tenders(self, settled, card)
             cards.check_sale(self, settled)
             if cid and settled.points_redeemed > held:
-                raise EscrowShortfall(cid, settled.points_redeemed, held, self.rights_elsewhere(cid))
+                raise EscrowShortfall(
+                    cid, settled.points_redeemed, held, self.rights_elsewhere(cid)
+                )
             return self._record("sale", settled, cid, user, {"ref_sale": None})
 
     # -- loyalty escrow -------------------------------------------------------------------------

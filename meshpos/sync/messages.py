@@ -74,8 +74,17 @@ Message = Hello | Ops | Have | Ping | Error | Request
 
 def encode(msg: Message) -> bytes:
     if isinstance(msg, Hello):
-        return pack({"t": "hello", "p": msg.proto, "s": msg.store, "n": list(msg.node), "v": msg.vv,
-                     "e": msg.epoch, "r": msg.reply})
+        return pack(
+            {
+                "t": "hello",
+                "p": msg.proto,
+                "s": msg.store,
+                "n": list(msg.node),
+                "v": msg.vv,
+                "e": msg.epoch,
+                "r": msg.reply,
+            }
+        )
     if isinstance(msg, Ops):
         body: dict[str, Any] = {"t": "ops", "o": list(msg.ops)}
         if msg.nodes:
@@ -139,8 +148,12 @@ def decode(data: bytes) -> Message:
         if not (isinstance(store, str) and isinstance(reply, bool)):
             raise MalformedMessage("hello is malformed")
         return Hello(
-            _int(proto, "hello"), store, _node(body.get("n")), _vv(body.get("v")),
-            _int(epoch, "hello"), reply,
+            _int(proto, "hello"),
+            store,
+            _node(body.get("n")),
+            _vv(body.get("v")),
+            _int(epoch, "hello"),
+            reply,
         )
     if t == "ops":
         ops = body.get("o")
