@@ -83,7 +83,7 @@ def unpack(data: bytes, what: str = "data", max_bin: int = MAX_OP_BYTES * 64) ->
         raise EncodingError(f"{what} is not valid msgpack ({exc.__class__.__name__})") from None
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Op:
     store: str
     origin: str
@@ -188,19 +188,37 @@ def decode_body(body: bytes, sig: bytes) -> Op:
     fmt, store, origin, seq, hlc, user, kind, payload, prev = fields
     if fmt != FORMAT:
         raise EncodingError(f"op format {fmt!r} is not supported (this node speaks {FORMAT})")
-    checks = (
-        (isinstance(store, str) and store, "store"),
-        (isinstance(origin, str) and len(origin) == 12, "origin"),
-        (isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < MAX_INT, "seq"),
-        (isinstance(hlc, int) and not isinstance(hlc, bool) and 0 <= hlc < MAX_INT, "hlc"),
-        (isinstance(user, str), "user"),
-        (isinstance(kind, str) and kind, "kind"),
-        (isinstance(payload, dict), "payload"),
-        (isinstance(prev, bytes) and len(prev) == 32, "prev"),
-    )
-    for ok, name in checks:
-        if not ok:
-            raise EncodingError(f"op field {name!r} is malformed")
+    # One expression for the common case (type(x) is int also refuses bools); the named checks
+    # run only to say which field is wrong.
+    if not (
+        type(store) is str
+        and store
+        and type(origin) is str
+        and len(origin) == 12
+        and type(seq) is int
+        and 1 <= seq < MAX_INT
+        and type(hlc) is int
+        and 0 <= hlc < MAX_INT
+        and type(user) is str
+        and type(kind) is str
+        and kind
+        and type(payload) is dict
+        and type(prev) is bytes
+        and len(prev) == 32
+    ):
+        checks = (
+            (isinstance(store, str) and store, "store"),
+            (isinstance(origin, str) and len(origin) == 12, "origin"),
+            (isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < MAX_INT, "seq"),
+            (isinstance(hlc, int) and not isinstance(hlc, bool) and 0 <= hlc < MAX_INT, "hlc"),
+            (isinstance(user, str), "user"),
+            (isinstance(kind, str) and kind, "kind"),
+            (isinstance(payload, dict), "payload"),
+            (isinstance(prev, bytes) and len(prev) == 32, "prev"),
+        )
+        for ok, name in checks:
+            if not ok:
+                raise EncodingError(f"op field {name!r} is malformed")
     return Op(
         store=store,
         origin=origin,

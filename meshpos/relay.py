@@ -316,7 +316,7 @@ class RelayWorker(threading.Thread):
 
     def _set_wan(self, ok: bool, why: str = "") -> None:
         with self._lock:
-            changed = ok != self.status.wan_ok
+            changed = ok != self.status.wan_ok or not self.status.wan_since_ms  # or first probe
             if changed:
                 self.status.wan_since_ms = self.wall_ms()
                 self.status.wan_ok = ok

@@ -541,6 +541,8 @@ class StoreSim:
                 self.net.local_changed(node.node_id)
 
     def _on_action(self, nid: str, action: Action) -> None:
+        if type(action) is Send:
+            return
         now = self.net.now
         if isinstance(action, Applied):
             copied = self.copied

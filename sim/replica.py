@@ -32,7 +32,9 @@ class CachedReplica:
         return self._vv
 
     def vv(self) -> dict[str, int]:
-        return dict(self.current())
+        # Shared, not copied: SyncNode only reads it or sends it (a new dict replaces the cached
+        # one when the ledger changes, so a reference kept elsewhere never changes under it).
+        return self.current()
 
     def raw_since(
         self, theirs: Mapping[str, int], limit: int | None = None

@@ -375,3 +375,28 @@ def test_hq_settings_are_checked() -> None:
     for bad in ({"batch_ops": 0}, {"url": 5}, {"probe_ms": "1s"}, {"timeout_s": -1}, {"x": 1}):
         with pytest.raises(ConfigError, match=r"\[hq\]"):
             RelaySettings.from_config(bad, "meshpos.toml")
+
+
+# -- the bench, in its quick mode ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_relay_bench_quick_mode_reports_sane_figures(tmp_path: Path) -> None:
+    import argparse
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench import relay_bench
+
+    r = relay_bench.relay_section(argparse.Namespace(quick=True, seed=3, out=tmp_path), {})
+    assert r["sales"] == 360 and r["drain"]["ops"] == 360  # half an hour of four counters
+    assert 0 < r["drain"]["drain_s"] < DEADLINE
+    assert r["drain"]["op_bytes"] > 100 * 360
+    f = r["failover"]
+    assert f["ops_applied"] == f["backlog_ops"] == 360  # every op once, none lost
+    assert 1.0 <= f["dedup_ratio"] < 1.5 and f["op_dedup_ratio"] >= 1.0
+    for lost in (r["frozen_relay"], r["relay_wan_cut"]):
+        assert 0 < lost["sale_at_hq_s"] < DEADLINE
+    assert [t["unit"] for t in r["targets"]] == ["s", "x"]

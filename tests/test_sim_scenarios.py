@@ -5,7 +5,12 @@ disk only when no peer held them, a skewed clock's receipts), and byte-identical
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +122,21 @@ def test_html_report_is_one_file_with_plots() -> None:
     page = to_html(report("floors-split-loyalty"))
     assert page.count('src="data:image/png;base64,') >= 4
     assert "all invariants hold" in page and "floors-split-loyalty" in page
+
+
+def test_reports_are_identical_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    """Set and dict orders differ between processes (PYTHONHASHSEED): none may leak."""
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        args = ["disk-dies-midday", "--shorten", "0.06", "--json", "--quiet", "--out", str(out)]
+        proc = subprocess.run(
+            [sys.executable, "-c", "from meshpos.cli import main; main()", "sim", "run", *args],
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            timeout=300,
+            check=True,
+        )
+        outputs.append((proc.stdout, (out / "report.html").read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0][0])["ok"]

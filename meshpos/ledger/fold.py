@@ -59,11 +59,13 @@ class Changes:
 
 
 def _int_ok(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT
+    return type(value) is int and -MAX_INT <= value <= MAX_INT  # type(...) is int: no bools
 
 
 def _get(payload: Mapping[str, Any], key: str, typ: type | tuple[type, ...], op: Op) -> Any:
     value = payload.get(key)
+    if type(value) is typ and typ is not int:
+        return value
     if not (_int_ok(value) if typ is int else isinstance(value, typ)):
         raise EncodingError(f"op {op.origin}:{op.seq} ({op.kind}): field {key!r} is malformed")
     return value

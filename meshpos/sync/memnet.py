@@ -244,7 +244,16 @@ class MemNet:
         stats.messages += 1
         stats.bytes += size
         rng = self.rng
-        if not self.reachable(src, dst) or rng.random() < spec.loss:
+        up = self.up
+        group = self.group
+        reachable = (
+            src in up
+            and dst in up
+            and group.get(src, 0) == group.get(dst, 0)
+            and (not self.cuts or frozenset((src, dst)) not in self.cuts)
+            and (not self.apart or frozenset((src, dst)) not in self.apart)
+        )
+        if not reachable or rng.random() < spec.loss:
             stats.dropped += 1
             return
         key = (src, dst)
