@@ -560,7 +560,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("network", "bytes LAN / WAN", f"{_mb(n['lan_bytes'])} / {_mb(n['wan_bytes'])}"),
         (
             "network",
-            "messages / dropped / duplicated / reordered",
+            "messages / dropped (lost or unreachable) / duplicated / reordered",
             f"{n['messages']:,} / {n['dropped']:,} / {n['duplicated']:,} / {n['reordered']:,}",
         ),
     ]
@@ -568,7 +568,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 "clocks",
-                f"{name} skew {info['skew_s']} s",
+                f"{name} skew {info['skew_s']} s"
+                + (f", drift {info['drift_ppm']} ppm" if info["drift_ppm"] else ""),
                 f"HLC lead {info['max_hlc_lead_s']} s, receipts off {info['receipts_off_by_5min']}",
             )
         )
