@@ -371,6 +371,9 @@ class StoreSim:
             return (-1, node.name)
         return (self.group_of.get(node.position, 0), "")
 
+    def node_id(self, name: str) -> str:
+        return self.nodes[name].node_id
+
     def lan_components(self) -> list[list[str]]:
         comps: dict[tuple[int, str], list[str]] = {}
         for node in sorted(self.counters(), key=lambda n: n.name):

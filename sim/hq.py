@@ -1,18 +1,22 @@
-"""How a store reaches HQ in the simulation, and the seam where the real relay will plug in.
+"""How a store reaches HQ in the simulation, and the seam where the rest of the real relay plugs in.
 
-What is real here and what is a stand-in (the HQ issue is being built alongside):
+What is real here and what is a stand-in:
 - HQ's copy of a store is a real `Ledger` behind a real `SyncNode`, in the store's `MemNet`, and
   HQ-originated ops (price changes) are real signed ops from HQ's own key. Every op HQ holds went
   through the real ingest checks (signatures, hash chains).
-- The WAN is a MemNet link per counter with its own latency, jitter, loss and bandwidth, cut when
-  the store's WAN (or one counter's internet access) is down.
-- The upload itself is the LAN sync protocol over that link, not the HQ service's HTTP batches, and
-  the relay choice is modelled: `SyncRelay` lets exactly one counter per connected LAN group talk
-  to HQ (the lowest-named one that has WAN), and moves the role `failover_ms` after the relay dies
-  or loses its WAN. With `relay = "all"` every counter with WAN syncs with HQ directly.
+- The relay choice is the daemon's own pure rule, `meshpos.relay.elect` (lowest node id among the
+  terminals that can reach HQ), applied per group of terminals that can see each other on the LAN
+  (each group of a split LAN elects its own). The hand-over delay (`failover_ms`) is a parameter
+  standing for the daemon's probe and ping timing, not that timing itself.
+- The WAN is a MemNet link per counter with its own latency, jitter, loss and bandwidth; a counter
+  that does not relay has no session with HQ at all.
+- Not real: the upload. The relay's link to HQ carries the LAN sync protocol (Hello, Ops, Have),
+  not `RelayWorker`'s HTTP rounds against the HQ service (push what HQ's version vector lacks,
+  pull, HQ's loyalty asks), so cross-store escrow through HQ and HTTP batching and backoff are not
+  simulated. `relay = "all"` lets every counter with WAN sync with HQ directly instead.
 
-To drive the real relay later, write another `HqLink` (the engine calls only these methods): it
-decides which counter-to-HQ links carry traffic, and reacts to topology changes.
+To drive the real upload later, write another `HqLink` (the engine calls only these methods and
+`StoreSim` keeps HQ's ledger): it decides which counter carries the store to HQ and how.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from meshpos.relay import elect
 
 
 class Topology(Protocol):
@@ -36,6 +42,8 @@ class Topology(Protocol):
     def lan_components(self) -> list[list[str]]:
         """Running counters grouped by who can reach whom on the LAN, sorted."""
         ...
+
+    def node_id(self, name: str) -> str: ...
 
 
 class HqLink(Protocol):
@@ -80,12 +88,15 @@ class SyncRelay:
         for gone in sorted(self.relays - valid):
             self.history.append((now, gone, "stopped relaying"))
         self.relays = valid
-        # Two groups merged by a healed LAN may each bring a relay: the lower name keeps it.
+        # Two groups merged by a healed LAN may each bring a relay: the rule's choice keeps it.
         for comp in store.lan_components():
             holders = sorted(r for r in self.relays if r in comp)
-            for extra in holders[1:]:
-                self.relays.discard(extra)
-                self.history.append((now, extra, "handed over"))
+            if len(holders) > 1:
+                keep = self._choice(store, comp)
+                for extra in holders:
+                    if extra != keep:
+                        self.relays.discard(extra)
+                        self.history.append((now, extra, "handed over"))
         if any(
             self._candidates(store, comp) and not self._holds(comp)
             for comp in store.lan_components()
@@ -100,13 +111,25 @@ class SyncRelay:
     def _candidates(store: Topology, comp: Iterable[str]) -> list[str]:
         return sorted(c for c in comp if store.wan_ok(c))
 
+    @staticmethod
+    def _choice(store: Topology, comp: list[str]) -> str | None:
+        """The daemon's rule, as every member of the group works it out (they agree)."""
+        by_id = {store.node_id(c): c for c in comp}
+        wan = {nid: store.wan_ok(name) for nid, name in by_id.items()}
+        choices = {elect(me, wan[me], {p: ok for p, ok in wan.items() if p != me}) for me in wan}
+        assert len(choices) == 1, choices
+        chosen = choices.pop()
+        return None if chosen is None else by_id[chosen]
+
     def elect(self, store: Topology, now: int) -> None:
         if self.mode == "all":
             return
         self.changed(store, now)
         for comp in store.lan_components():
-            cands = self._candidates(store, comp)
-            if cands and not self._holds(comp):
-                self.relays.add(cands[0])
+            if self._holds(comp):
+                continue
+            chosen = self._choice(store, comp)
+            if chosen is not None:
+                self.relays.add(chosen)
                 self.changes += 1
-                self.history.append((now, cands[0], "relaying"))
+                self.history.append((now, chosen, "relaying"))

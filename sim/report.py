@@ -394,6 +394,11 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "max_lag_s": hq_lag_max,
             "max_ops_waiting": max(series["hq_missing"], default=0),
             "relay_changes": sum(s.hq_link.changes for s in stores),
+            "relay_history": [
+                {"at": format_clock(sc.start_ms + at), "store": s.name, "node": node, "what": why}
+                for s in stores
+                for at, node, why in s.hq_link.history
+            ][:200],
             "catch_up_after_wan_s": sorted(
                 h["converged_after_s"] or -1
                 for h in heals
@@ -650,6 +655,8 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     ax2 = ax.twinx()
     ax2.plot(hours, s["hq_missing"], color="tab:red", alpha=0.6, label="ops waiting for HQ")
     ax2.set_ylabel("ops waiting")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper left")
     finish(fig, ax, "HQ lag", "minutes")
 
     fig, ax = plt.subplots(figsize=(9, 3.2))

@@ -35,9 +35,12 @@ def run(faults: str, duration: str = "8m", rate: int = 300, hq: bool = True) -> 
 
 
 def test_relay_dies_and_another_counter_takes_over_within_the_failover() -> None:
-    r = run('[[faults]]\nat = "+2m"\nkind = "crash"\nnode = "T1"\nduration = "4m"\n')
+    first = run("")["hq"]["relay_history"][0]["node"]  # meshpos.relay.elect: lowest node id
+    r = run(f'[[faults]]\nat = "+2m"\nkind = "crash"\nnode = "{first}"\nduration = "4m"\n')
     assert r["ok"], r["violations"]
-    assert r["hq"]["relay_changes"] >= 2  # T1 at the start, then T2 when T1 died
+    history = [(h["node"], h["what"]) for h in r["hq"]["relay_history"]]
+    assert history[:2] == [(first, "relaying"), (first, "stopped relaying")]
+    assert history[2][0] != first and history[2][1] == "relaying"
     assert r["hq"]["max_lag_s"] < 10  # the store never stopped reaching HQ for long
     assert r["series"]["hq_missing"][-1] == 0
 
