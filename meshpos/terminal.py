@@ -410,7 +410,7 @@ class Terminal:
             if card is not None:
                 settled = cards.seal_tenders(self, settled, card)
             cards.check_sale(self, settled)
-            if cid and settled.points_redeemed > held:
+            if cid and settled.points_redeemed > max(held, 0):
                 raise EscrowShortfall(
                     cid, settled.points_redeemed, held, self.rights_elsewhere(cid)
                 )
