@@ -50,6 +50,26 @@ def take_unsent(t: Terminal) -> list[tuple[str, int]]:
     return [(r[1], int(r[2])) for r in rows]
 
 
+def plan_asks(need: int, holdings: dict[str, int]) -> dict[str, int]:
+    """Which reachable peers to ask for how many points: the biggest known holders first, each
+    for no more than it is known to hold, until the need is covered, so the rights that move are
+    about what was asked (every peer asked for everything would each grant all of it). When what
+    is known here does not cover the need (our view of others' rights can be stale), the rest is
+    asked of every other reachable peer."""
+    plan: dict[str, int] = {}
+    left = need
+    for peer, held in sorted(holdings.items(), key=lambda kv: (-kv[1], kv[0])):
+        if left <= 0 or held <= 0:
+            break
+        plan[peer] = min(held, left)
+        left -= plan[peer]
+    if left > 0:
+        for peer in sorted(holdings):
+            if peer not in plan:
+                plan[peer] = left
+    return plan
+
+
 def handle_need(t: Terminal, peer: str, body: dict[str, Any]) -> int:
     """A peer asks for rights: grant what this node holds, up to what was asked, to the peer or
     to the node named in `to` (the relay asks holders to hand rights to HQ for another store)."""

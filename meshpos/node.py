@@ -469,16 +469,14 @@ class Daemon:
         return self.printing.on_request(req.peer, req.kind, req.body, wall_ms())
 
     def _escrow_asks(self) -> None:
-        for customer, points in escrow.take_unsent(self.terminal):
-            body: dict[str, object] = {"customer_id": customer, "points": points}
-            for peer in self.sync.ready_peers():
+        t = self.terminal
+        for customer, points in escrow.take_unsent(t):
+            holdings = {p: t.rights(customer, p) for p in self.sync.ready_peers()}
+            plan = escrow.plan_asks(points, holdings)
+            for peer, wanted in plan.items():
+                body: dict[str, object] = {"customer_id": customer, "points": wanted}
                 self._do(self.sync.request(peer, escrow.NEED, body, wall_ms()))
-            log.info(
-                "escrow: asked %d peers for %d points of %s",
-                len(self.sync.ready_peers()),
-                points,
-                customer,
-            )
+            log.info("escrow: asked %d peers for %d points of %s", len(plan), points, customer)
             self._claim_from_hq(customer, points)
 
     def _claim_from_hq(self, customer: str, points: int) -> None:

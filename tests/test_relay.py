@@ -56,3 +56,23 @@ def test_peers_learn_a_nodes_wan_flag_and_its_change() -> None:
     mesh.net.run_for(100)
     assert b.peer_flag("wan")[a.me.node_id] is False
     assert elect(b.me.node_id, False, b.peer_flag("wan")) is None
+
+
+@given(
+    need=st.integers(1, 1000),
+    holdings=st.dictionaries(ids, st.integers(-50, 500), max_size=6),
+)
+def test_escrow_asks_the_biggest_holders_for_no_more_than_needed(
+    need: int, holdings: dict[str, int]
+) -> None:
+    from meshpos.escrow import plan_asks
+
+    plan = plan_asks(need, holdings)
+    assert set(plan) <= set(holdings)
+    known = sum(max(0, h) for h in holdings.values())
+    if known >= need:
+        assert sum(plan.values()) == need  # exactly the need, nothing more moves
+        assert all(0 < plan[p] <= holdings[p] for p in plan)
+    else:
+        assert set(plan) == set(holdings)  # stale view: everyone is asked for the rest
+    assert all(v > 0 for v in plan.values())
