@@ -151,3 +151,18 @@ def run_child(module: str, args: Sequence[str], timeout: float = 3600) -> dict[s
     if not isinstance(result, dict):
         raise BenchError(f"child `{module}` printed {lines[-1][:80]!r}, not a JSON object")
     return result
+
+
+# Debian's Chromium, headless, as the browser tests, the web bench and the screenshots launch it:
+# nothing may reach the network from this machine, so every background service is switched off.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

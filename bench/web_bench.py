@@ -25,22 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import fmt, log, percentile, table
+from bench.common import CHROMIUM, CHROMIUM_ARGS, fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
 from meshpos.config import init_node
 from meshpos.terminal import Terminal
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LINES_PER_SALE = 8
 TARGET_SCAN_P99_MS = 100.0  # the till answers a scan within what a person sees as instant
 TARGET_LOAD_P99_MS = 1000.0
@@ -108,7 +97,7 @@ def web_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, 
                     profile,
                     executable_path=str(CHROMIUM),
                     headless=True,
-                    args=ARGS,
+                    args=CHROMIUM_ARGS,
                     viewport={"width": 1280, "height": 860},
                 )
                 try:

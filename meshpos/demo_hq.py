@@ -20,30 +20,23 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 
 from meshpos import membership
 from meshpos.config import init_node
+from meshpos.demo import SAMPLE
+from meshpos.demo_mesh import MESHPOS, DemoFailed, run_demo, stop_process
 from meshpos.domain.catalog import parse_csv
-from meshpos.errors import MeshposError
 from meshpos.ledger.store import NodeRecord
 
-SAMPLE = Path(__file__).parent / "data" / "sample_catalog.csv"
-MESHPOS = (sys.executable, "-c", "from meshpos.cli import main; main()")
 NAMES = ("T1", "T2", "T3")
 HOT = "TSH-NAV-M"
 WAIT_S = 60.0
-
-
-class DemoFailed(MeshposError):
-    """A step did not happen in time, or HQ and the store disagree (the message says which)."""
 
 
 def free_port() -> int:
@@ -119,14 +112,7 @@ class HQProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout)
+        stop_process(self.popen, timeout)
 
     def log(self) -> str:
         try:
@@ -541,24 +527,7 @@ def _node_id(directory: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from meshpos.demo import console
-
-    base = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="meshpos-hq-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    try:
-        return run(base)
-    except KeyboardInterrupt:
-        console.print("\n[bold]interrupted[/]: HQ and daemons stopped")
-        return 130
-    except MeshposError as exc:
-        console.print(f"\n[bold red]error[/]: {exc}")
-        return 1
+    return run_demo(run, argv, "meshpos-hq-demo-", "HQ and daemons")
 
 
 if __name__ == "__main__":

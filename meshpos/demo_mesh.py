@@ -39,7 +39,40 @@ MESHPOS = (sys.executable, "-c", "from meshpos.cli import main; main()")
 
 
 class DemoFailed(MeshposError):
-    """A step of the demo did not happen in time (see the daemon logs it names)."""
+    """A step of a demo did not happen in time, or two views disagree (the message says which)."""
+
+
+def stop_process(popen: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
+    if popen is None or popen.poll() is not None:
+        return
+    popen.send_signal(signal.SIGTERM)
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(timeout)
+
+
+def run_demo(run: Callable[[Path], int], argv: list[str], prefix: str, stopped: str) -> int:
+    """A demo's entry point: its base directory (argv[0] or a fresh temp dir), and Ctrl-C or
+    SIGTERM turned into a clean stop of every process it started."""
+    base = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix=prefix))
+    base.mkdir(parents=True, exist_ok=True)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (`cmd &`)
+    try:
+        return run(base)
+    except KeyboardInterrupt:
+        console.print(f"\n[bold]interrupted[/]: {stopped} stopped")
+        return 130
+    except MeshposError as exc:
+        console.print(f"\n[bold red]error[/]: {exc}")
+        return 1
 
 
 class Daemon:
@@ -64,14 +97,7 @@ class Daemon:
             )
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout)
+        stop_process(self.popen, timeout)
 
     def status(self) -> dict[str, Any]:
         return daemon_status(self.directory) if self.running() else {}
@@ -265,22 +291,7 @@ def run(base: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    base = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="meshpos-mesh-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (`cmd &`)
-    try:
-        return run(base)
-    except KeyboardInterrupt:
-        console.print("\n[bold]interrupted[/]: daemons stopped")
-        return 130
-    except MeshposError as exc:
-        console.print(f"\n[bold red]error[/]: {exc}")
-        return 1
+    return run_demo(run, argv, "meshpos-mesh-demo-", "daemons")
 
 
 if __name__ == "__main__":

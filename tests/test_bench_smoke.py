@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import __main__ as bench_main  # noqa: E402
-from bench.common import percentile  # noqa: E402
+from bench import __main__ as bench_main
+from bench.common import percentile
 
 # Smaller than --quick's defaults where that keeps the test at a few seconds.
 SIZES = {"ops": 8_000, "merge_ops": 3_000, "baseline_sales": 500}

@@ -26,6 +26,7 @@ from hq_helpers import HQServer, free_port, unique_store
 from mesh_procs import SAMPLE, Daemons, converged, meshpos, wait_until
 from printer_listener import PrinterListener
 
+from bench.common import CHROMIUM, CHROMIUM_ARGS
 from meshpos import membership
 from meshpos.config import init_node, load_config
 from meshpos.devices import escpos_decode as ed
@@ -33,17 +34,6 @@ from meshpos.domain.catalog import parse_csv
 from meshpos.staff_store import add_user, approved_by, sign_in
 from meshpos.terminal import Terminal
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PINS = {"boss": "9999", "asha": "1357", "sam": "2468"}
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
@@ -178,7 +168,7 @@ def browser(store: Store) -> Iterator[Any]:
                 profile,
                 executable_path=str(CHROMIUM),
                 headless=True,
-                args=ARGS,
+                args=CHROMIUM_ARGS,
                 viewport={"width": 1280, "height": 860},
             )
             try:

@@ -383,11 +383,7 @@ def test_hq_settings_are_checked() -> None:
 @pytest.mark.slow
 def test_relay_bench_quick_mode_reports_sane_figures(tmp_path: Path) -> None:
     import argparse
-    import sys
 
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
     from bench import relay_bench
 
     r = relay_bench.relay_section(argparse.Namespace(quick=True, seed=3, out=tmp_path), {})
