@@ -84,6 +84,15 @@ def resolve_dir(given: str | os.PathLike[str] | None) -> Path:
     return Path(given or os.environ.get("MESHPOS_DIR") or DEFAULT_DIR).expanduser().resolve()
 
 
+def write_secret(path: Path, data: bytes) -> None:
+    """Create a key file readable by its owner only, durably; refuse to overwrite one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> NodeConfig:
     """Create a node directory: key pair, config. Refuses to overwrite an existing node."""
     check_name(store, "store id")
@@ -93,10 +102,7 @@ def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> 
         raise ConfigError(f"{directory} already holds a meshpos node; choose another --dir")
     directory.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
-    key_path = directory / KEY_FILE
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(signer.private_bytes())
+    write_secret(directory / KEY_FILE, signer.private_bytes())
     doc: dict[str, Any] = {
         "node": {"store": store, "name": name, "node_id": signer.node_id, "user": user},
         "store": {"name": f"meshpos store {store}", "address": "", "gstin": ""},

@@ -28,7 +28,7 @@ from typing import Any
 import tomli_w
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from meshpos.config import CONFIG_FILE, NodeConfig
+from meshpos.config import CONFIG_FILE, NodeConfig, write_secret
 from meshpos.errors import ConfigError
 
 DB_KEY_FILE = "db.key"
@@ -118,11 +118,7 @@ def read_key_file(path: Path) -> bytes:
 
 
 def write_key_file(path: Path, key: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_secret(path, (key.hex() + "\n").encode())
 
 
 def ask_passphrase(prompt: str = "meshpos passphrase: ", confirm: bool = False) -> str:

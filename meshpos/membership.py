@@ -7,15 +7,13 @@ pinned in `meshpos.toml` as `[store] public_key` (hex).
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from meshpos.config import CONFIG_FILE, NodeConfig
+from meshpos.config import CONFIG_FILE, NodeConfig, write_secret
 from meshpos.enrol import Certificate, issue, make_request, read_certificate, read_request
 from meshpos.errors import ConfigError, EncodingError, RemoteError
 from meshpos.ledger.store import NodeRecord
@@ -33,12 +31,6 @@ class Membership:
     store_public_key: bytes | None
     cert: Certificate | None
     curve: CurveKeys
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def set_config(cfg: NodeConfig, section: str, key: str, value: Any) -> None:
@@ -87,7 +79,7 @@ def store_init(t: Terminal) -> Certificate:
     if (cfg.dir / STORE_KEY).exists() or store_public_key(cfg) is not None:
         raise ConfigError(f"{cfg.dir} already has a store key pinned; a store has exactly one")
     store_key = Signer.generate()
-    _write_secret(cfg.dir / STORE_KEY, store_key.private_bytes())
+    write_secret(cfg.dir / STORE_KEY, store_key.private_bytes())
     set_config(cfg, "store", "public_key", store_key.public_key.hex())
     request = read_request(make_request(t.signer, cfg.store, cfg.name, curve_keys(cfg).public))
     cert_bytes = issue(store_key, cfg.store, request, now_ms=t.now_ms())

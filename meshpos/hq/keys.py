@@ -20,7 +20,7 @@ import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshpos.config import check_name
+from meshpos.config import check_name, write_secret
 from meshpos.errors import ConfigError
 from meshpos.ops import Signer
 
@@ -66,12 +66,6 @@ def resolve_dir(given: str | os.PathLike[str] | None) -> Path:
     return Path(given or os.environ.get("MESHPOS_HQ_DIR") or DEFAULT_DIR).expanduser().resolve()
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def _read_secret(path: Path, what: str) -> bytes:
     if not path.exists():
         raise ConfigError(f"{what} {path} is missing: is this an HQ directory (`meshpos hq init`)?")
@@ -87,9 +81,9 @@ def init_hq(directory: Path, *, name: str = "hq", db: str = "") -> HQConfig:
         raise ConfigError(f"{directory} already holds an HQ; choose another --dir")
     directory.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
-    _write_secret(directory / SIGNING_KEY, signer.private_bytes())
+    write_secret(directory / SIGNING_KEY, signer.private_bytes())
     payment = X25519PrivateKey.generate()
-    _write_secret(
+    write_secret(
         directory / PAYMENT_KEY,
         payment.private_bytes(
             serialization.Encoding.Raw,
@@ -97,7 +91,7 @@ def init_hq(directory: Path, *, name: str = "hq", db: str = "") -> HQConfig:
             serialization.NoEncryption(),
         ),
     )
-    _write_secret(directory / ADMIN_TOKEN, secrets.token_urlsafe(32).encode())
+    write_secret(directory / ADMIN_TOKEN, secrets.token_urlsafe(32).encode())
     doc = {"hq": {"name": name, "node_id": signer.node_id, "db": db}, "limits": dict(DEFAULTS)}
     (directory / CONFIG_FILE).write_text(tomli_w.dumps(doc))
     return load_hq(directory)
@@ -166,7 +160,7 @@ def save_store_key(cfg: HQConfig, store: str, key: Signer) -> None:
     path.parent.mkdir(mode=0o700, exist_ok=True)
     if path.exists():
         raise ConfigError(f"HQ already holds a key for store {store} ({path})")
-    _write_secret(path, key.private_bytes())
+    write_secret(path, key.private_bytes())
 
 
 def load_store_key(cfg: HQConfig, store: str) -> Signer | None:
