@@ -29,7 +29,7 @@ def store_init(ctx: click.Context, as_json: bool) -> None:
     """Create the store key on this terminal and enrol this terminal (run once per store)."""
     t = _open(ctx)
     cert = membership.store_init(t)
-    pub = membership.store_public_key(t.cfg)
+    pub = t.cfg.store_public_key
     emit(
         {
             "store": cert.store,

@@ -50,12 +50,8 @@ def curve_keys(cfg: NodeConfig) -> CurveKeys:
     return CurveKeys.load(path)
 
 
-def store_public_key(cfg: NodeConfig) -> bytes | None:
-    return cfg.store_public_key
-
-
 def load(cfg: NodeConfig) -> Membership:
-    pub = store_public_key(cfg)
+    pub = cfg.store_public_key
     cert = None
     path = cfg.dir / NODE_CERT
     if pub is not None and path.exists():
@@ -76,7 +72,7 @@ def load_store_key(cfg: NodeConfig) -> Signer:
 def store_init(t: Terminal) -> Certificate:
     """Create the store key on this terminal and enrol the terminal itself."""
     cfg = t.cfg
-    if (cfg.dir / STORE_KEY).exists() or store_public_key(cfg) is not None:
+    if (cfg.dir / STORE_KEY).exists() or cfg.store_public_key is not None:
         raise ConfigError(f"{cfg.dir} already has a store key pinned; a store has exactly one")
     store_key = Signer.generate()
     write_secret(cfg.dir / STORE_KEY, store_key.private_bytes())
@@ -108,7 +104,7 @@ def install(t: Terminal, enrolment: bytes) -> Certificate:
     _, store, pub, cert_bytes, roster = outer
     if store != t.cfg.store:
         raise RemoteError(f"enrolment is for store {store!r}; this node belongs to {t.cfg.store!r}")
-    pinned = store_public_key(t.cfg)
+    pinned = t.cfg.store_public_key
     if pinned is not None and pinned != pub:
         raise RemoteError("enrolment is signed by a different store key than the one pinned here")
     cert = read_certificate(cert_bytes, pub, t.cfg.store)
