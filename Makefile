@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check meshpos tests bench sim
-	$(BIN)/ruff format --check meshpos tests bench sim
+	$(BIN)/ruff check meshpos tests bench
+	$(BIN)/ruff format --check meshpos tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)
@@ -32,14 +32,14 @@ bench: $(STAMP)
 # once the WAN is back (issue 5).
 demo: $(STAMP)
 	@dir="$(DEMO_DIR)"; \
-	$(BIN)/python -m meshpos.demo "$$dir/bundle" && \
-	$(BIN)/python -m meshpos.demo_mesh "$$dir/mesh" && \
-	$(BIN)/python -m meshpos.demo_hq "$$dir/hq"
+	$(BIN)/python -m meshpos.demo.bundle "$$dir/bundle" && \
+	$(BIN)/python -m meshpos.demo.mesh "$$dir/mesh" && \
+	$(BIN)/python -m meshpos.demo.hq "$$dir/hq"
 
 # A store of three terminals and an HQ as processes on loopback: the topology of
 # docker/compose.yaml without containers (encrypted databases, backup, restore, catch-up).
 demo-store: $(STAMP)
-	$(BIN)/python -m meshpos.demo_store
+	$(BIN)/python -m meshpos.demo.store
 
 clean:
 	rm -rf $(VENV) build *.egg-info

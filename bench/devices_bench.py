@@ -19,14 +19,14 @@ from typing import Any
 
 from bench.common import fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
-from meshpos.config import init_node, load_signer
 from meshpos.devices.hid import HidDecoder, text_to_reports
 from meshpos.devices.printers import PrinterConfig
-from meshpos.devices.service import queue_receipt, render_job, store_header
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.store import Ledger
-from meshpos.terminal import Terminal
-from meshpos.till import LineAdded, TillSession
+from meshpos.service.config import init_node, load_signer
+from meshpos.service.printing import queue_receipt, render_job, store_header
+from meshpos.service.terminal import Terminal
+from meshpos.service.till import LineAdded, TillSession
 
 TARGET_SCAN_P99_MS = 5.0
 LINES_PER_SALE = 8

@@ -26,13 +26,12 @@ from typing import Any
 
 from bench.common import Stopwatch, fmt, log, rate, table
 from bench.ledger_bench import STORE, _target, store_ledger
-from meshpos.enrol import EnrolRequest, issue
+from meshpos.core.ops import Signer, pack
+from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
 from meshpos.hq import keys
 from meshpos.hq.client import HQClient
 from meshpos.hq.storage import HQStorage
-from meshpos.ledger.records import NodeRecord
 from meshpos.ledger.store import Ledger
-from meshpos.ops import Signer, pack
 
 BATCH = 2_000
 NOW_MS = 1_770_000_000_000

@@ -44,9 +44,11 @@ from bench.common import (
     table,
     timed,
 )
-from meshpos import clock
-from meshpos.config import NodeConfig, init_node, load_signer
-from meshpos.domain.catalog import CatalogRow, parse_csv
+from meshpos.core import clock
+from meshpos.core.ops import GENESIS, Op, Signer, decode_body, decode_op, make_op, pack, verify_run
+from meshpos.core.ops import verify_signature as check_signature
+from meshpos.domain.catalog import SAMPLE_CATALOG, CatalogRow, parse_csv
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.pricing import (
     CartLine,
     LoyaltyRule,
@@ -55,18 +57,16 @@ from meshpos.domain.pricing import (
     price_lines,
     settle,
 )
-from meshpos.ledger.store import Ledger, NodeRecord
-from meshpos.ops import GENESIS, Op, Signer, decode_body, decode_op, make_op, pack, verify_run
-from meshpos.ops import verify_signature as check_signature
+from meshpos.ledger.store import Ledger
+from meshpos.service.config import NodeConfig, init_node, load_signer
+from meshpos.service.terminal import Terminal
 from meshpos.sync.bundle import decode_bundle, encode_bundle
-from meshpos.terminal import Terminal
 
 STORE = "BENCH"
 GEN_VERSION = "2"
 BATCH = 5_000
 T0_MS = 1_760_000_000_000
-SAMPLE_CATALOG = Path(meshpos.__file__).parent / "data" / "sample_catalog.csv"
-LEDGER_SOURCES = ("ops.py", "ledger")
+LEDGER_SOURCES = ("core", "domain", "ledger")
 
 # Keys this generator fills in a sale payload; anything else Terminal.sell writes is copied from
 # a real sale (see `sale_template`).

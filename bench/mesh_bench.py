@@ -46,13 +46,14 @@ from bench.ledger_bench import (
     sample_rows,
     tenders_for,
 )
-from meshpos import clock, membership
-from meshpos.config import init_node
-from meshpos.demo_mesh import Daemon
+from meshpos.core import clock
+from meshpos.core.ops import decode_body, make_op
+from meshpos.demo.mesh import Daemon
 from meshpos.domain.pricing import CartLine, price_lines
-from meshpos.ops import decode_body, make_op
-from meshpos.sync.transport import wire_size
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.node.transport import wire_size
+from meshpos.service.config import init_node
+from meshpos.service.terminal import Terminal
 
 NAMES = ("T1", "T2", "T3")
 WAIT_S = 60.0

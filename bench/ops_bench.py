@@ -31,12 +31,13 @@ from bench.ledger_bench import (
     store_ledger,
     tenders_for,
 )
-from meshpos.backup import BackupSettings, create_backup
-from meshpos.config import NodeConfig, init_node
-from meshpos.crypto_at_rest import encrypt_node, export_database
 from meshpos.domain.pricing import CartLine, price_lines
+from meshpos.ledger.encryption import export_database
 from meshpos.ledger.store import Ledger, open_connection
-from meshpos.terminal import Terminal
+from meshpos.service.backup import BackupSettings, create_backup
+from meshpos.service.config import NodeConfig, init_node
+from meshpos.service.encryption import encrypt_node
+from meshpos.service.terminal import Terminal
 
 MILLION = 1_000_000
 BENCH_KEY = hashlib.sha256(b"meshpos bench database key").digest()

@@ -37,8 +37,8 @@ from typing import Any
 
 from bench.common import BenchError, fmt, log, table
 from bench.ledger_bench import _target
-from meshpos import membership
-from meshpos.demo_hq import (
+from meshpos.core.ops import pack
+from meshpos.demo.hq import (
     ELECTED,
     PUSHED,
     Daemons,
@@ -49,8 +49,8 @@ from meshpos.demo_hq import (
     store_vv,
 )
 from meshpos.domain.pricing import Tender
-from meshpos.ops import pack
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service.terminal import Terminal
 
 COUNTERS = ("C1", "C2", "C3", "C4")
 SALE_EVERY_S = 20

@@ -15,8 +15,8 @@ DAY_H = 12.0  # a store's day: the festive scenario runs 10:00-22:00
 
 
 def _run(name: str, shorten: float) -> dict[str, Any]:
-    from sim.engine import Simulation
-    from sim.scenario import load, shipped
+    from meshpos.sim.engine import Simulation
+    from meshpos.sim.scenario import load, shipped
 
     sc = load(shipped()[name])
     if shorten < 1:

@@ -27,8 +27,8 @@ from typing import Any
 
 from bench.common import CHROMIUM, CHROMIUM_ARGS, fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
-from meshpos.config import init_node
-from meshpos.terminal import Terminal
+from meshpos.service.config import init_node
+from meshpos.service.terminal import Terminal
 
 LINES_PER_SALE = 8
 TARGET_SCAN_P99_MS = 100.0  # the till answers a scan within what a person sees as instant

@@ -1,6 +1,6 @@
 """Shared fixtures for the CLI tests: run `meshpos` in-process, and ready-made nodes.
 
-`meshpos.cli.main` is called directly with stdout/stderr redirected, so a test sees the same exit
+`meshpos.cli.app.main` is called directly with stdout/stderr redirected, so a test sees the same exit
 code and `error:` line a shell would, at in-process speed. Nodes with the sample catalogue (and a
 few test products with round prices) are built once per session and copied per test.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from meshpos.cli import main
+from meshpos.cli.app import main
 
 TEST_CSV = """sku,name,barcode,category,size,colour,price,gst_rate,stock
 TEE-M,Test tee,2000000000017,Tops,M,Red,1000.00,12,10

@@ -16,16 +16,16 @@ from typing import Any
 
 import httpx
 
-from meshpos import membership
-from meshpos.config import init_node, load_signer
+from meshpos.core.ops import Op, pack
 from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.hq import keys
 from meshpos.hq.client import HQClient, PullResult, ingest_pull
 from meshpos.hq.service import HQService
-from meshpos.ledger.records import NodeRecord
 from meshpos.ledger.store import Ledger
-from meshpos.ops import Op, pack
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service.config import init_node, load_signer
+from meshpos.service.terminal import Terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 _ids = itertools.count(1)
@@ -61,7 +61,7 @@ class HQServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(directory / "serve.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from meshpos.cli import main; main()", "hq", "serve",
+            [sys.executable, "-c", "from meshpos.cli.app import main; main()", "hq", "serve",
              "--dir", str(directory), "--port", str(self.port), "--log-level", "INFO"],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
@@ -245,7 +245,7 @@ def ops_of(t: Terminal) -> list[Op]:
 
 def pan_with_suffix(suffix: str, prefix: str = "4000", length: int = 16) -> str:
     """A card number that passes the check digit and ends in `suffix` (the acquirer's rules)."""
-    from meshpos.hq.payments import luhn_ok
+    from meshpos.domain.cards import luhn_ok
 
     for filler in range(10 ** (length - len(prefix) - len(suffix))):
         pan = f"{prefix}{filler:0{length - len(prefix) - len(suffix)}d}{suffix}"
@@ -258,7 +258,7 @@ def hq_payment_key(t: Terminal) -> bytes:
     """HQ's payment public key as the store learnt it (a setting HQ sends at enrolment)."""
     import json
 
-    from meshpos.hq.payments import HQ_KEY_SETTING
+    from meshpos.domain.cards import HQ_KEY_SETTING
 
     rows = t.query("SELECT value FROM settings WHERE key = ?", (HQ_KEY_SETTING,))
     assert rows, "the store has not pulled HQ's payment key yet"
@@ -268,8 +268,8 @@ def hq_payment_key(t: Terminal) -> bytes:
 def sell_by_card(t: Terminal, items: list[tuple[str, int]], pan: str, expiry: str = "12/39") -> Any:
     """What the till does for an offline card sale: price it, seal the card to HQ's key for the
     amount due, keep only last four and brand readable, and record the sale as pending."""
+    from meshpos.domain.cards import parse_card, seal_card
     from meshpos.domain.pricing import Tender, price_lines, settle
-    from meshpos.hq.payments import parse_card, seal_card
 
     card = parse_card(pan, expiry)
     priced = price_lines(t.cart(items, {}))

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshpos.config import NodeConfig
+from meshpos.core.ops import Op, Signer, decode_body
 from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.ledger.store import IngestResult, Ledger, NodeRecord
-from meshpos.ops import Op, Signer, decode_body
-from meshpos.terminal import Terminal
+from meshpos.ledger.store import IngestResult, Ledger
+from meshpos.service.config import NodeConfig
+from meshpos.service.terminal import Terminal
 
 STORE = "S1"
 EPOCH_MS = 1_760_000_000_000

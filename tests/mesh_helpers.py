@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshpos import escrow
-from meshpos.clock import HLC
-from meshpos.config import NodeConfig
+from meshpos.core.clock import HLC
+from meshpos.core.errors import MeshposError
+from meshpos.core.ops import Op, Signer, make_op
 from meshpos.domain.catalog import CatalogRow
-from meshpos.errors import MeshposError
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.ledger.store import Ledger, NodeRecord
-from meshpos.ops import Op, Signer, make_op
+from meshpos.ledger.store import Ledger
+from meshpos.service import escrow
+from meshpos.service.config import NodeConfig
+from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.sync.memnet import LinkSpec, MemNet
 from meshpos.sync.protocol import Action, Admit, RequestReceived, Send, SyncConfig, SyncNode
-from meshpos.terminal import SaleResult, Terminal
 
 STORE = "S1"
 EPOCH_MS = 1_760_000_000_000

@@ -28,19 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshpos import membership
-from meshpos.cli import main as cli_main
-from meshpos.clock import HLC
-from meshpos.config import DB_FILE, init_node, load_config
+from meshpos.cli.app import main as cli_main
+from meshpos.core.clock import HLC
+from meshpos.core.ops import make_op
 from meshpos.domain.catalog import parse_csv
 from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.ops import make_op
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service.config import DB_FILE, init_node, load_config
+from meshpos.service.terminal import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "meshpos" / "data" / "sample_catalog.csv"
 LOG_FILE = "daemon.log"
-MESHPOS = (sys.executable, "-c", "from meshpos.cli import main; main()")  # the console script
+MESHPOS = (sys.executable, "-c", "from meshpos.cli.app import main; main()")  # the console script
 T = TypeVar("T")
 
 

@@ -14,7 +14,7 @@ namespaces, veths and the bridge and stop every process spawned through the lab,
 test fails. Without root or when the kernel refuses namespaces, the fixture skips with the reason.
 
 `loopback_multicast()` makes sure several processes can multicast to each other on 127.0.0.1
-(see meshpos/sync/discovery.py): it probes, sets `lo` multicast only if the probe fails, and
+(see meshpos/node/discovery.py): it probes, sets `lo` multicast only if the probe fails, and
 restores the flag afterwards.
 """
 

@@ -13,9 +13,9 @@ import pytest
 from conftest import run_cli
 from mesh_procs import make_store
 
-from meshpos.audit import check_audit, export_audit, parse_day
-from meshpos.ops import op_hash
-from meshpos.terminal import Terminal
+from meshpos.core.ops import op_hash
+from meshpos.service.audit import check_audit, export_audit, parse_day
+from meshpos.service.terminal import Terminal
 
 DAYS = ("2030-01-01", "2030-01-02", "2030-01-03")
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import Node
 
-from meshpos.backup import (
+from meshpos.core.errors import ConfigError, LocalError
+from meshpos.ledger.schema import VIEW_TABLES
+from meshpos.service.backup import (
     _SCHEDULES,
     BACKUP_KEY_FILE,
     BackupSettings,
@@ -26,11 +28,9 @@ from meshpos.backup import (
     seal_file,
     verify_backup,
 )
-from meshpos.config import load_config
-from meshpos.crypto_at_rest import DB_KEY_FILE, encrypt_node
-from meshpos.errors import ConfigError, LocalError
-from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.terminal import Terminal
+from meshpos.service.config import load_config
+from meshpos.service.encryption import DB_KEY_FILE, encrypt_node
+from meshpos.service.terminal import Terminal
 
 NOW = 1_780_000_000_000
 

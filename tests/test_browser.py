@@ -27,12 +27,12 @@ from mesh_procs import SAMPLE, Daemons, converged, meshpos, wait_until
 from printer_listener import PrinterListener
 
 from bench.common import CHROMIUM, CHROMIUM_ARGS
-from meshpos import membership
-from meshpos.config import init_node, load_config
 from meshpos.devices import escpos_decode as ed
 from meshpos.domain.catalog import parse_csv
-from meshpos.staff_store import add_user, approved_by, sign_in
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service.config import init_node, load_config
+from meshpos.service.staff import add_user, approved_by, sign_in
+from meshpos.service.terminal import Terminal
 
 PINS = {"boss": "9999", "asha": "1357", "sam": "2468"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meshpos.config import NodeConfig
+from meshpos.core.ops import MAX_OP_BYTES, Signer
 from meshpos.ledger.store import Ledger
-from meshpos.ops import MAX_OP_BYTES, Signer
-from meshpos.terminal import Terminal
+from meshpos.service.config import NodeConfig
+from meshpos.service.terminal import Terminal
 
 
 def terminal(seed: bytes, name: str) -> Terminal:

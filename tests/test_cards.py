@@ -1,4 +1,4 @@
-"""Offline card payments at the till (meshpos/cards.py): capture and sealing, offline refusals,
+"""Offline card payments at the till (meshpos/service/cards.py): capture and sealing, offline refusals,
 floor limits, the store's card float as escrow across a split LAN, HQ's results releasing it, and
 peers refusing HQ-only ops from anyone else."""
 
@@ -14,29 +14,28 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mesh_helpers import EPOCH_MS, Mesh
 
-from meshpos import cards
-from meshpos.cards import (
+from meshpos.core.clock import HLC
+from meshpos.core.errors import EncodingError, InputError, RemoteError
+from meshpos.core.ops import GENESIS, Op, Signer, make_op
+from meshpos.devices.layout import Text, render_receipt
+from meshpos.devices.receipt import StoreHeader, receipt_from_sale
+from meshpos.domain.cards import CardRefused, blocklist_key, open_card, sealed_from_tender
+from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_request
+from meshpos.domain.pricing import Tender
+from meshpos.ledger.fold import CARD_FLOAT
+from meshpos.ledger.store import Ledger
+from meshpos.service import cards
+from meshpos.service.card_scan import find_card_numbers
+from meshpos.service.cards import (
     CardFloatShortfall,
     FloorLimitExceeded,
     read_card,
     read_card_line,
 )
-from meshpos.clock import HLC
-from meshpos.config import NodeConfig
-from meshpos.crypto_at_rest import find_card_numbers
-from meshpos.devices.layout import Text, render_receipt
-from meshpos.devices.receipt import StoreHeader, receipt_from_sale
-from meshpos.domain.catalog import CatalogRow
-from meshpos.domain.pricing import Tender
-from meshpos.enrol import issue, make_request, read_request
-from meshpos.errors import EncodingError, InputError, RemoteError
-from meshpos.hq.payments import CardRefused, blocklist_key, open_card, sealed_from_tender
-from meshpos.ledger.fold import CARD_FLOAT
-from meshpos.ledger.records import NodeRecord
-from meshpos.ledger.store import Ledger
-from meshpos.ops import GENESIS, Op, Signer, make_op
-from meshpos.terminal import Terminal
-from meshpos.till import TillSession
+from meshpos.service.config import NodeConfig
+from meshpos.service.terminal import Terminal
+from meshpos.service.till import TillSession
 
 VISA = cards.TEST_CARDS["visa"]
 DECLINED = cards.TEST_CARDS["declined"]

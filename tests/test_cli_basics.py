@@ -19,7 +19,7 @@ import click
 import pytest
 
 from meshpos import __version__
-from meshpos.cli import cli as root_command
+from meshpos.cli.app import cli as root_command
 
 HEADER = "sku,name,barcode,category,size,colour,price,gst_rate,stock\n"
 GOOD = "NEW-1,New thing,2100000000015,Tops,M,Red,100.00,5,4\n"

@@ -12,17 +12,18 @@ import pytest
 from conftest import Node, run_cli
 from test_cards import DECLINED, VISA, FakeHQ
 
-from meshpos import cards, membership
-from meshpos.config import init_node, load_signer
-from meshpos.crypto_at_rest import find_card_numbers
+from meshpos.core.errors import MeshposError
+from meshpos.core.ops import decode_op, pack
 from meshpos.domain.catalog import CatalogRow
-from meshpos.errors import MeshposError
 from meshpos.hq import keys
 from meshpos.hq.client import PullResult, ingest_pull, parse_node
 from meshpos.hq.service import HQService
 from meshpos.ledger.store import Ledger
-from meshpos.ops import decode_op, pack
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service import cards
+from meshpos.service.card_scan import find_card_numbers
+from meshpos.service.config import init_node, load_signer
+from meshpos.service.terminal import Terminal
 
 
 def provision(node: Node, float_paise: int, per_sale: int | None = None) -> FakeHQ:

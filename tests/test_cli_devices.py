@@ -25,16 +25,16 @@ from conftest import Node
 from printer_listener import PrinterListener
 from test_devices_scanners import PID, VID, RecordedBackend
 
-from meshpos.cli import cli
-from meshpos.cli_devices import TillConsole, open_scanner
+from meshpos.cli.app import cli
+from meshpos.cli.devices import TillConsole, open_scanner
+from meshpos.core.errors import InputError
 from meshpos.devices import escpos_decode as ed
 from meshpos.devices import layout
 from meshpos.devices.hid import text_to_reports
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable
-from meshpos.devices.service import COPY_NOTE, Printing
-from meshpos.errors import InputError
-from meshpos.terminal import Terminal
-from meshpos.till import TillSession
+from meshpos.service.printing import COPY_NOTE, Printing
+from meshpos.service.terminal import Terminal
+from meshpos.service.till import TillSession
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -340,7 +340,7 @@ def test_till_under_a_real_terminal(node: Node) -> None:
         [
             sys.executable,
             "-c",
-            "from meshpos.cli import main; main()",
+            "from meshpos.cli.app import main; main()",
             "--dir",
             str(node.path),
             "till",

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from meshpos.ops import Signer, pack, unpack
+from meshpos.core.ops import Signer, pack, unpack
 
 
 def export(src, path, since_of=None) -> int:

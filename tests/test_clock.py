@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshpos.clock import COUNTER_MAX, HLC, counter_of, pack, wall_of
+from meshpos.core.clock import COUNTER_MAX, HLC, counter_of, pack, wall_of
 
 WALL = st.integers(min_value=0, max_value=2**42)
 # A wall clock that moves forwards, stands still, or jumps back (NTP step, dead RTC battery).

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from meshpos.terminal import Terminal
+from meshpos.service.terminal import Terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 60.0
@@ -19,7 +19,7 @@ DEADLINE_S = 60.0
 # Rings one-item sales forever; prints each sale id only once `sell` has returned (committed).
 SELLER = """
 import sys
-from meshpos.terminal import Terminal
+from meshpos.service.terminal import Terminal
 t = Terminal.open(sys.argv[1])
 skus = [r["sku"] for r in t.products()][:20]
 i = 0
@@ -32,7 +32,7 @@ while True:
 
 def meshpos(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from meshpos.cli import main; main()", *args],
+        [sys.executable, "-c", "from meshpos.cli.app import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,

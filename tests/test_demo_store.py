@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_demo_store_short(tmp_path: Path) -> None:
     base = tmp_path / "store"
     proc = subprocess.run(
-        [sys.executable, "-m", "meshpos.demo_store", "--short", "--base", str(base)],
+        [sys.executable, "-m", "meshpos.demo.store", "--short", "--base", str(base)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from meshpos.core.errors import InputError
 from meshpos.devices.barcodes import (
     BarcodeKind,
     InvalidBarcode,
@@ -20,7 +21,6 @@ from meshpos.devices.barcodes import (
     validate,
     with_check_digit,
 )
-from meshpos.errors import InputError
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=1)
 

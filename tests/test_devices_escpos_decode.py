@@ -7,8 +7,8 @@ from escpos.printer import Dummy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshpos.core.errors import EncodingError
 from meshpos.devices import escpos_decode as ed
-from meshpos.errors import EncodingError
 
 # Characters python-escpos can encode through one of the default profile's code pages.
 ENCODABLE = (

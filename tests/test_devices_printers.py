@@ -19,6 +19,7 @@ from escpos.printer import Dummy, Network
 from printer_listener import PrinterListener
 from test_devices_receipt import HEADER, SALE
 
+from meshpos.core.errors import ConfigError
 from meshpos.devices import escpos_decode as ed
 from meshpos.devices import layout
 from meshpos.devices.printers import (
@@ -35,7 +36,6 @@ from meshpos.devices.printers import (
     send,
 )
 from meshpos.devices.receipt import Receipt, receipt_from_sale
-from meshpos.errors import ConfigError
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from escpos.printer import Dummy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshpos.core.errors import InputError
 from meshpos.devices import escpos_decode as ed
 from meshpos.devices import layout
 from meshpos.devices.receipt import GstRow, StoreHeader, receipt_from_sale
-from meshpos.errors import InputError
 
 HEADER = StoreHeader(
     name="Meshpos Apparel",

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from netns import loopback_multicast
 from zeroconf import ServiceInfo, Zeroconf
 
-from meshpos.errors import ConfigError, RemoteError
-from meshpos.sync.discovery import (
+from meshpos.core.errors import ConfigError, RemoteError
+from meshpos.node.discovery import (
     SERVICE_TYPE,
     Advert,
     Discovery,

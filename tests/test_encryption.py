@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import Node
 
-from meshpos.config import load_config
-from meshpos.crypto_at_rest import (
-    DB_KEY_FILE,
-    WrongKey,
-    encrypt_node,
-    find_card_numbers,
-    looks_like_card,
-    luhn_ok,
-    scan_file,
-    write_key_file,
-)
+from meshpos.ledger.encryption import WrongKey
 from meshpos.ledger.store import Ledger
-from meshpos.terminal import Terminal
+from meshpos.service.card_scan import find_card_numbers, looks_like_card, luhn_ok, scan_file
+from meshpos.service.config import load_config
+from meshpos.service.encryption import DB_KEY_FILE, encrypt_node, write_key_file
+from meshpos.service.terminal import Terminal
 
 PAN = "4111111111111111"  # the well-known Visa test number: Luhn-valid
 CUSTOMER = "Zenobia Featherstonehaugh"
@@ -107,7 +100,7 @@ def test_wrong_key_from_the_console_script_is_one_line_on_stderr(node: Node) -> 
         [
             sys.executable,
             "-c",
-            "from meshpos.cli import main; main()",
+            "from meshpos.cli.app import main; main()",
             "--dir",
             str(node.path),
             "stock",

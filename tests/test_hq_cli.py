@@ -11,9 +11,9 @@ import pytest
 from conftest import CliResult, Node, run_cli
 from hq_helpers import HQServer, push_all
 
-from meshpos import membership
 from meshpos.hq.client import HQClient, ingest_pull
-from meshpos.terminal import Terminal
+from meshpos.node import membership
+from meshpos.service.terminal import Terminal
 
 
 @pytest.fixture

@@ -26,11 +26,11 @@ from hq_helpers import (
 )
 from pg import Cluster, pg_cluster_fixture
 
+from meshpos.core.ops import Signer, make_op, pack
+from meshpos.domain.cards import blocked_reason, open_card, sealed_from_tender
 from meshpos.domain.pricing import Tender
 from meshpos.hq.client import HQRefused
-from meshpos.hq.payments import blocked_reason, open_card, sealed_from_tender
 from meshpos.hq.service import HQService
-from meshpos.ops import Signer, make_op, pack
 
 LIMITS = {"max_batch_ops": 300, "max_body_bytes": 1_000_000}
 

@@ -11,8 +11,8 @@ from hq_helpers import pan_with_suffix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshpos.errors import EncodingError, InputError, RemoteError
-from meshpos.hq.payments import (
+from meshpos.core.errors import EncodingError, InputError, RemoteError
+from meshpos.domain.cards import (
     AuthRequest,
     Card,
     SimulatedAcquirer,

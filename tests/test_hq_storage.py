@@ -13,15 +13,14 @@ from hq_helpers import CATALOG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshpos.config import NodeConfig
-from meshpos.enrol import EnrolRequest, issue
-from meshpos.errors import EncodingError
+from meshpos.core.errors import EncodingError
+from meshpos.core.ops import Op, Signer
+from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
 from meshpos.hq.sqlite_store import open_sqlite
 from meshpos.hq.storage import HQStorage, day_of, parse_vv
-from meshpos.ledger.records import NodeRecord
 from meshpos.ledger.store import Ledger
-from meshpos.ops import Op, Signer
-from meshpos.terminal import Terminal
+from meshpos.service.config import NodeConfig
+from meshpos.service.terminal import Terminal
 
 STORE = "P1"
 T0 = 1_760_000_000_000

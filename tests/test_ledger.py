@@ -19,7 +19,7 @@ from ledger_helpers import (
     views,
 )
 
-from meshpos.errors import (
+from meshpos.core.errors import (
     ChainError,
     EncodingError,
     LocalError,
@@ -27,9 +27,9 @@ from meshpos.errors import (
     SignatureError,
     WrongStore,
 )
+from meshpos.core.ops import GENESIS, Op, Signer, decode_body, make_op, op_hash
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger
-from meshpos.ops import GENESIS, Op, Signer, decode_body, make_op, op_hash
 
 A, B, STRANGER = signer(0), signer(1), signer(9)
 

@@ -34,10 +34,10 @@ from ledger_helpers import (
     views,
 )
 
+from meshpos.core.errors import LocalError
+from meshpos.core.ops import Op
 from meshpos.domain.pricing import Tender
-from meshpos.errors import LocalError
 from meshpos.ledger.store import Ledger
-from meshpos.ops import Op
 
 SKUS = 4  # the catalogue has SKU0..SKU2; SKU3 is created during the run by some replica
 CUSTOMERS = 2

@@ -31,11 +31,11 @@ from mesh_procs import (
 from netns import loopback_multicast
 from zmq.utils import z85
 
-from meshpos.ledger.records import NodeRecord
-from meshpos.ops import Signer, pack
-from meshpos.sync.discovery import Advert, Discovery
+from meshpos.core.ops import Signer, pack
+from meshpos.domain.enrolment import NodeRecord
+from meshpos.node.discovery import Advert, Discovery
+from meshpos.node.transport import CurveKeys, Transport
 from meshpos.sync.messages import PROTOCOL_VERSION, Error, Hello, Ops, decode, encode
-from meshpos.sync.transport import CurveKeys, Transport
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshpos.ops import pack
+from meshpos.core.ops import pack
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
     MAX_MESSAGE_BYTES,

@@ -18,7 +18,7 @@ SEEN_WITHIN = 5.0
 
 def spawn(node: Node, store: str, node_id: str, port: int) -> Spawned:
     return node.python(
-        "-m", "meshpos.sync.discovery", "--store", store, "--node", node_id,
+        "-m", "meshpos.node.discovery", "--store", store, "--node", node_id,
         "--port", str(port), "--ip", node.ip, "--name", f"till {node_id}",
     )  # fmt: skip
 

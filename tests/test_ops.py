@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshpos.errors import ChainError, EncodingError, LocalError, RemoteError, SignatureError
-from meshpos.ops import (
+from meshpos.core.errors import ChainError, EncodingError, LocalError, RemoteError, SignatureError
+from meshpos.core.ops import (
     GENESIS,
     MAX_OP_BYTES,
     Op,

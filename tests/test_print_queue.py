@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from mesh_helpers import Mesh
 from printer_listener import PrinterListener
 
+from meshpos.core.errors import InputError, NotFound
 from meshpos.devices import escpos_decode as ed
 from meshpos.devices.printers import PrinterUnavailable
-from meshpos.devices.queue import (
+from meshpos.domain.pricing import Tender
+from meshpos.ledger.print_queue import (
     BACKOFF_CAP_MS,
     LEASE_MS,
     JobState,
@@ -30,7 +32,8 @@ from meshpos.devices.queue import (
     PrintQueue,
     backoff_ms,
 )
-from meshpos.devices.service import (
+from meshpos.ledger.store import Ledger
+from meshpos.service.printing import (
     COPY_NOTE,
     FORWARD_RETRY_MS,
     INTERRUPTED_NOTE,
@@ -41,11 +44,8 @@ from meshpos.devices.service import (
     install,
     queue_for,
 )
-from meshpos.domain.pricing import Tender
-from meshpos.errors import InputError, NotFound
-from meshpos.ledger.store import Ledger
+from meshpos.service.terminal import Terminal
 from meshpos.sync.protocol import RequestReceived, Send
-from meshpos.terminal import Terminal
 
 T0 = 1_764_000_000_000
 

@@ -11,9 +11,11 @@ from typing import TypeVar
 import pytest
 from mesh_helpers import Mesh, signer
 
+from meshpos.core.ops import Op, decode_op, make_op
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.pricing import Tender
-from meshpos.ledger.store import Ledger, NodeRecord
-from meshpos.ops import Op, decode_op, make_op
+from meshpos.ledger.store import Ledger
+from meshpos.service.terminal import EscrowShortfall
 from meshpos.sync.memnet import LinkSpec
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
@@ -36,7 +38,6 @@ from meshpos.sync.protocol import (
     SyncConfig,
     SyncNode,
 )
-from meshpos.terminal import EscrowShortfall
 
 Log = list[tuple[str, Action]]
 A = TypeVar("A")

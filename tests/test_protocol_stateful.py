@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from mesh_helpers import Mesh
 
+from meshpos.core.ops import Op
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.fold import NEGATIVE_POINTS
-from meshpos.ops import Op
+from meshpos.service.terminal import EscrowShortfall
 from meshpos.sync.memnet import LinkSpec
-from meshpos.terminal import EscrowShortfall
 
 MAX_NODES = 6
 WALL = LinkSpec(loss=1.0)

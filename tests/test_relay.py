@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mesh_helpers import Mesh
 
-from meshpos.relay import backoff_ms, elect
+from meshpos.domain.relay import backoff_ms, elect
 from meshpos.sync.messages import Ping, decode, encode
 
 ids = st.text(alphabet="0123456789abcdef", min_size=12, max_size=12)
@@ -65,7 +65,7 @@ def test_peers_learn_a_nodes_wan_flag_and_its_change() -> None:
 def test_escrow_asks_the_biggest_holders_for_no_more_than_needed(
     need: int, holdings: dict[str, int]
 ) -> None:
-    from meshpos.escrow import plan_asks
+    from meshpos.domain.escrow import plan_asks
 
     plan = plan_asks(need, holdings)
     assert set(plan) <= set(holdings)

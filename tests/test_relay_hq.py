@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from mesh_procs import Daemons, backlog, meshpos, node_id, sell, wait_until
 from pg import pg_cluster_fixture
 
-from meshpos.demo_hq import (
+from meshpos.core.errors import ConfigError
+from meshpos.demo.hq import (
     ELECTED,
     PUSHED,
     HQProcess,
@@ -41,9 +42,9 @@ from meshpos.demo_hq import (
     store_view,
     store_vv,
 )
-from meshpos.errors import ConfigError
+from meshpos.domain.relay import ASK_QUIET_S, ops_missing, plan_grants, take_batch
 from meshpos.hq.service import HQService
-from meshpos.relay import ASK_QUIET_S, RelaySettings, ops_missing, plan_grants, take_batch
+from meshpos.node.relay import RelaySettings
 
 DEADLINE = 45.0  # generous for two loaded cores; typical waits take 1-4 s
 HOT = "TSH-NAV-M"
@@ -280,8 +281,8 @@ def test_relay_killed_mid_upload_hands_over_and_hq_gets_every_op_once(
 def test_a_store_redeems_points_earned_in_another_through_hq(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    from meshpos import escrow
-    from meshpos.terminal import Terminal
+    from meshpos.service import escrow
+    from meshpos.service.terminal import Terminal
 
     hq = HQ(tmp_path / "hq")
     try:

@@ -10,8 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from mesh_procs import meshpos
 
-from sim.fuzz import scenarios
-from sim.scenario import Scenario, ScenarioError, dump, format_duration, loads, parse_duration
+from meshpos.sim.fuzz import scenarios
+from meshpos.sim.scenario import (
+    Scenario,
+    ScenarioError,
+    dump,
+    format_duration,
+    loads,
+    parse_duration,
+)
 
 BASE = """
 name = "t"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sim.engine import Simulation
-from sim.scenario import loads
-from sim.workload import arrivals, shape_factor
+from meshpos.sim.engine import Simulation
+from meshpos.sim.scenario import loads
+from meshpos.sim.workload import arrivals, shape_factor
 
 HEAD = """
 name = "t"
@@ -35,7 +35,7 @@ def run(faults: str, duration: str = "8m", rate: int = 300, hq: bool = True) -> 
 
 
 def test_relay_dies_and_another_counter_takes_over_within_the_failover() -> None:
-    first = run("")["hq"]["relay_history"][0]["node"]  # meshpos.relay.elect: lowest node id
+    first = run("")["hq"]["relay_history"][0]["node"]  # meshpos.domain.relay.elect: lowest node id
     r = run(f'[[faults]]\nat = "+2m"\nkind = "crash"\nnode = "{first}"\nduration = "4m"\n')
     assert r["ok"], r["violations"]
     history = [(h["node"], h["what"]) for h in r["hq"]["relay_history"]]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from meshpos.sim.fuzz import check, fuzz
+from meshpos.sim.scenario import Scenario, load
 from meshpos.sync.protocol import SyncNode
-from sim.fuzz import check, fuzz
-from sim.scenario import Scenario, load
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mesh_procs import meshpos
 
-from sim.live import Drill
+from meshpos.sim.live import Drill
 
 pytestmark = pytest.mark.slow
 

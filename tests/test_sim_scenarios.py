@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sim.engine import Simulation
-from sim.report import to_html, to_json
-from sim.scenario import load, shipped
+from meshpos.sim.engine import Simulation
+from meshpos.sim.report import to_html, to_json
+from meshpos.sim.scenario import load, shipped
 
 SHORTEN = {
     "festive-wan-outage": 0.08,  # 12 h -> ~58 min, the outage ~14 min
@@ -131,7 +131,7 @@ def test_reports_are_identical_across_processes_and_hash_seeds(tmp_path: Path) -
         out = tmp_path / hash_seed
         args = ["disk-dies-midday", "--shorten", "0.06", "--json", "--quiet", "--out", str(out)]
         proc = subprocess.run(
-            [sys.executable, "-c", "from meshpos.cli import main; main()", "sim", "run", *args],
+            [sys.executable, "-c", "from meshpos.cli.app import main; main()", "sim", "run", *args],
             capture_output=True,
             env={**os.environ, "PYTHONHASHSEED": hash_seed},
             timeout=300,

@@ -26,11 +26,10 @@ from ledger_helpers import (
     views,
 )
 
-from meshpos.enrol import issue, make_request, read_request
-from meshpos.errors import InputError, LocalError, RemoteError, SignatureError
-from meshpos.ledger.store import Ledger, NodeRecord
-from meshpos.ops import GENESIS, Op, Signer, make_op
-from meshpos.staff import (
+from meshpos.core.errors import InputError, LocalError, RemoteError, SignatureError
+from meshpos.core.ops import GENESIS, Op, Signer, make_op
+from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_request
+from meshpos.domain.staff import (
     APPROVAL,
     Policy,
     check_pin,
@@ -43,7 +42,8 @@ from meshpos.staff import (
     policy_from,
     required,
 )
-from meshpos.staff_store import (
+from meshpos.ledger.store import Ledger
+from meshpos.service.staff import (
     LockedOut,
     PermissionDenied,
     add_user,
@@ -56,7 +56,7 @@ from meshpos.staff_store import (
     sign_in,
     unlock,
 )
-from meshpos.terminal import Terminal
+from meshpos.service.terminal import Terminal
 
 PINS = {"ada": "1111", "mia": "2222", "cal": "3333", "sue": "4444"}
 ROLE = {"ada": "admin", "mia": "manager", "cal": "cashier", "sue": "supervisor"}

@@ -1,4 +1,4 @@
-"""The till session (meshpos/till.py): scanning into a sale, quantities, customers, discounts,
+"""The till session (meshpos/service/till.py): scanning into a sale, quantities, customers, discounts,
 split tenders and change, returns started from a receipt's barcode; and bad scans that explain
 themselves instead of crashing."""
 
@@ -11,12 +11,12 @@ from conftest import Node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshpos.core.errors import InputError, NotFound
 from meshpos.devices.barcodes import with_check_digit
-from meshpos.devices.service import install, queue_for
 from meshpos.domain.catalog import CatalogRow
-from meshpos.errors import InputError, NotFound
-from meshpos.terminal import Terminal
-from meshpos.till import (
+from meshpos.service.printing import install, queue_for
+from meshpos.service.terminal import Terminal
+from meshpos.service.till import (
     BEEP_INVALID,
     BEEP_UNKNOWN,
     InvalidCode,

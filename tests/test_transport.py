@@ -16,8 +16,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from meshpos.errors import ConfigError, InputError, LocalError, NotFound
-from meshpos.sync.transport import CurveKeys, LinkState, PeerStats, Transport, wire_size
+from meshpos.core.errors import ConfigError, InputError, LocalError, NotFound
+from meshpos.node.transport import CurveKeys, LinkState, PeerStats, Transport, wire_size
 
 DEADLINE = 5.0
 LOGGER = "meshpos.transport"

@@ -27,14 +27,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mesh_procs import Daemons, make_store, wait_until
 
-from meshpos import membership
-from meshpos.config import load_config
+from meshpos.core.errors import ConfigError
 from meshpos.devices import escpos_decode as ed
-from meshpos.devices.queue import JobKind
-from meshpos.devices.service import queue_for
-from meshpos.errors import ConfigError
-from meshpos.staff_store import add_user, approved_by, sign_in
-from meshpos.terminal import Terminal
+from meshpos.ledger.print_queue import JobKind
+from meshpos.node import membership
+from meshpos.service.config import load_config
+from meshpos.service.printing import queue_for
+from meshpos.service.staff import add_user, approved_by, sign_in
+from meshpos.service.terminal import Terminal
 from meshpos.web.server import WebServer, WebSettings
 from meshpos.web.views import Counters, banner
 
@@ -521,7 +521,7 @@ def test_events_follow_commits_by_any_process_and_the_daemon_status(node: Node) 
 
 
 def test_web_serve_command_serves_the_node(node: Node) -> None:
-    cli = [sys.executable, "-c", "from meshpos.cli import main; main()"]
+    cli = [sys.executable, "-c", "from meshpos.cli.app import main; main()"]
     proc = subprocess.Popen(
         [*cli, "--dir", str(node.path), "web", "serve", "--port", "0"],
         stdout=subprocess.PIPE,

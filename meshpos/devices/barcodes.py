@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from meshpos.errors import InputError
+from meshpos.core.errors import InputError
 
 GTIN_LENGTHS = {13: "ean13", 12: "upca", 8: "ean8"}
 # Scanners wrap codes in CR/LF, tabs and, on some models, STX/ETX framing; none of that is data.

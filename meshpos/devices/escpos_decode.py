@@ -15,7 +15,7 @@ from functools import cache
 from escpos.capabilities import get_profile
 from escpos.codepages import CodePages
 
-from meshpos.errors import EncodingError
+from meshpos.core.errors import EncodingError
 
 
 @dataclass(frozen=True)

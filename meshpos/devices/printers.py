@@ -23,9 +23,9 @@ from escpos.exceptions import DeviceNotFoundError
 from escpos.exceptions import Error as EscposError
 from escpos.printer import Dummy, File, Network, Serial, Usb
 
+from meshpos.core.errors import ConfigError, MeshposError
 from meshpos.devices import layout
 from meshpos.devices.receipt import Receipt, StoreHeader
-from meshpos.errors import ConfigError, MeshposError
 
 PrinterKind = Literal["usb", "network", "serial", "file", "dummy"]
 KINDS: tuple[PrinterKind, ...] = ("usb", "network", "serial", "file", "dummy")

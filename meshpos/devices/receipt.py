@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meshpos.errors import InputError
+from meshpos.core.errors import InputError
 
 ReceiptKind = Literal["sale", "return", "exchange"]
 KINDS: tuple[ReceiptKind, ...] = ("sale", "return", "exchange")

@@ -17,9 +17,9 @@ import serial
 import usb.core
 import usb.util
 
+from meshpos.core.errors import MeshposError
 from meshpos.devices.barcodes import normalise
 from meshpos.devices.hid import REPORT_SIZE, HidDecoder
-from meshpos.errors import MeshposError
 
 LIBUSB_ERROR_TIMEOUT = -7
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
+from meshpos.core.errors import InputError
 from meshpos.domain.money import parse_rate, parse_rupees
-from meshpos.errors import InputError
+
+SAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "data" / "sample_catalog.csv"
 
 COLUMNS = ("sku", "name", "barcode", "category", "size", "colour", "price", "gst_rate", "stock")
 REQUIRED = ("sku", "name", "price", "gst_rate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from meshpos.errors import InputError
+from meshpos.core.errors import InputError
 
 _AMOUNT = re.compile(r"^\s*(?:₹|rs\.?\s*|inr\s*)?(\d{1,9})(?:\.(\d{1,2}))?\s*$", re.IGNORECASE)
 _RATE = re.compile(r"^\s*(\d{1,2})(?:\.(\d{1,2}))?\s*%?\s*$")

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshpos.core.errors import InputError
 from meshpos.domain.money import allocate, inclusive_tax, parse_rate, parse_rupees, rupees
-from meshpos.errors import InputError
 
 TENDER_METHODS = ("cash", "card", "points")
 _ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
@@ -49,7 +49,7 @@ class Tender:
     card_last4: str | None = None
     card_brand: str | None = None
     # A card captured offline: its number and expiry sealed to HQ's payment key for exactly
-    # `amount` (meshpos/cards.py). The tender is recorded as pending until HQ's answer arrives.
+    # `amount` (meshpos/service/cards.py). The tender is recorded as pending until HQ's answer arrives.
     card_sealed: str | None = None
 
 

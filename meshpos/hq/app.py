@@ -27,8 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from meshpos.enrol import read_certificate
-from meshpos.errors import (
+from meshpos.core.errors import (
     ChainError,
     EncodingError,
     LocalError,
@@ -38,11 +37,12 @@ from meshpos.errors import (
     SignatureError,
     WrongStore,
 )
+from meshpos.core.ops import pack, unpack
+from meshpos.domain.enrolment import read_certificate
 from meshpos.hq import keys
 from meshpos.hq.client import H_CERT, H_NODE, H_SIG, H_TIME, MSGPACK, auth_message, parse_node
 from meshpos.hq.service import HQService
 from meshpos.hq.storage import Equivocation, NotEnrolled, UnknownStore, parse_vv
-from meshpos.ops import pack, unpack
 
 log = logging.getLogger("meshpos.hq.api")
 MAX_PULL = 5000

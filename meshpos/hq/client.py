@@ -11,17 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from meshpos.enrol import admit_record
-from meshpos.errors import EncodingError, MeshposError, RemoteError
-from meshpos.ledger.records import IngestResult, NodeRecord
-from meshpos.ops import Op, Signer, decode_op, pack, unpack
+from meshpos.core.clock import wall_ms
+from meshpos.core.errors import EncodingError, MeshposError, RemoteError
+from meshpos.core.ops import Op, Signer, decode_op, pack, unpack
+from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.ledger.records import IngestResult
 
 MSGPACK = "application/x-msgpack"
 AUTH_VERSION = "meshpos-hq-v1"
@@ -97,7 +97,7 @@ class HQClient:
         *,
         cert: bytes | None = None,
         timeout: float = 10.0,
-        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        now_ms: Callable[[], int] = wall_ms,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")

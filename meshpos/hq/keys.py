@@ -20,9 +20,9 @@ import tomli_w
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshpos.config import check_name, write_secret
-from meshpos.errors import ConfigError
-from meshpos.ops import Signer
+from meshpos.core.errors import ConfigError
+from meshpos.core.ops import Signer
+from meshpos.service.config import check_name, write_secret
 
 CONFIG_FILE = "hq.toml"
 SIGNING_KEY = "hq.key"

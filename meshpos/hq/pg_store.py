@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from meshpos.errors import ConfigError
+from meshpos.core.errors import ConfigError
 from meshpos.hq.storage import Database, HQStorage, Pool, Tx
 
 T = TypeVar("T")

@@ -7,7 +7,6 @@ serve one chain. Time comes from an injected `now_ms`, the acquirer from an inje
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,10 +14,10 @@ from typing import Any
 
 import zmq
 
-from meshpos.enrol import issue, make_request, read_certificate, read_request
-from meshpos.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
-from meshpos.hq import keys
-from meshpos.hq.payments import (
+from meshpos.core.clock import wall_ms
+from meshpos.core.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
+from meshpos.core.ops import Op, Payload, Signer, pack, unpack
+from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     AuthRequest,
     Gateway,
@@ -26,6 +25,8 @@ from meshpos.hq.payments import (
     blocklist_key,
     open_card,
 )
+from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
+from meshpos.hq import keys
 from meshpos.hq.storage import (
     HQStorage,
     IngestOutcome,
@@ -36,14 +37,8 @@ from meshpos.hq.storage import (
     UnknownStore,
 )
 from meshpos.ledger.fold import PRODUCT_FIELDS
-from meshpos.ledger.records import NodeRecord
-from meshpos.ops import Op, Payload, Signer, pack, unpack
 
 log = logging.getLogger("meshpos.hq")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def open_storage(url: str, **kw: Any) -> HQStorage:
@@ -268,7 +263,7 @@ class HQService:
         )
 
     def block_card(self, pan: str, reason: str, blocked: bool = True) -> list[Op]:
-        from meshpos.hq.payments import parse_card
+        from meshpos.domain.cards import parse_card
 
         card = parse_card(pan, "12/99")
         return self.storage.set_block(

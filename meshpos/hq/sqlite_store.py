@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from meshpos.errors import LocalError
+from meshpos.core.errors import LocalError
 from meshpos.hq.storage import Database, HQStorage, Pool
 
 

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from meshpos.clock import HLC
-from meshpos.enrol import admit_record, read_certificate
-from meshpos.errors import ChainError, EncodingError, LocalError, NotFound, RemoteError, WrongStore
-from meshpos.hq.payments import sealed_from_tender
-from meshpos.ledger.fold import Changes, fold
-from meshpos.ledger.records import NodeRecord
-from meshpos.ops import (
+from meshpos.core.clock import HLC
+from meshpos.core.errors import (
+    ChainError,
+    EncodingError,
+    LocalError,
+    NotFound,
+    RemoteError,
+    WrongStore,
+)
+from meshpos.core.ops import (
     GENESIS,
     Op,
     Payload,
@@ -42,6 +45,9 @@ from meshpos.ops import (
     pack,
     verify_run,
 )
+from meshpos.domain.cards import sealed_from_tender
+from meshpos.domain.enrolment import NodeRecord, admit_record, read_certificate
+from meshpos.ledger.fold import Changes, fold
 
 T = TypeVar("T")
 C = TypeVar("C")

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshpos.errors import EncodingError
-from meshpos.ops import Op
-from meshpos.staff import ROLES
+from meshpos.core.errors import EncodingError
+from meshpos.core.ops import Op
+from meshpos.domain.staff import ROLES
 
 PRODUCT_FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
@@ -33,7 +33,7 @@ PAYMENT_DECLINED = "payment_declined"
 PAYMENT_STATUSES = ("approved", "declined")
 CONFLICT_KINDS = (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED)
 # The escrow pseudo-customer whose rights are a node's share of the store's offline card float
-# (paise of card money it may take before HQ answers; meshpos/cards.py). No person may hold it.
+# (paise of card money it may take before HQ answers; meshpos/service/cards.py). No person may hold it.
 CARD_FLOAT = "card-float"
 
 # Integers in payloads stay exact in JSON and JavaScript (registers hold JSON, the till reads it),
@@ -276,7 +276,7 @@ def _resolve(ch: Changes, op: Op) -> None:
 
 
 def _payment_result(ch: Changes, op: Op) -> None:
-    """HQ's answer for an offline card tender (see meshpos/hq/payments.py): a register per
+    """HQ's answer for an offline card tender (see meshpos/domain/cards.py): a register per
     `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
     p = op.payload
     sale_id = _get(p, "sale_id", str, op)
@@ -307,7 +307,7 @@ def _payment_result(ch: Changes, op: Op) -> None:
 def _card_float(ch: Changes, op: Op) -> None:
     """HQ mints (or, negative, takes back) part of a store's offline card float at node `to`:
     escrow rights of the `card-float` pseudo-customer, moved between counters by
-    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/cards.py `cards_check`)."""
+    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/service/cards.py `cards_check`)."""
     to = _get(op.payload, "to", str, op)
     amount = _get(op.payload, "amount", int, op)
     if not to or amount == 0:
@@ -317,7 +317,7 @@ def _card_float(ch: Changes, op: Op) -> None:
 
 
 def _user(ch: Changes, op: Op) -> None:
-    """Staff (meshpos/staff.py): LWW registers per field for the users view, and every write kept
+    """Staff (meshpos/domain/staff.py): LWW registers per field for the users view, and every write kept
     in `staff_log`, the history a peer checks approvals against."""
     uid = _get(op.payload, "user_id", str, op)
     fields = _get(op.payload, "fields", dict, op)

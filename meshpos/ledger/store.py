@@ -15,12 +15,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from meshpos.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
+from meshpos.core.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
+from meshpos.core.ops import (
+    GENESIS,
+    Op,
+    Payload,
+    Signer,
+    decode_body,
+    make_op,
+    node_id_of,
+    verify_run,
+)
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.fold import fold
-from meshpos.ledger.records import IngestResult, NodeRecord
+from meshpos.ledger.records import IngestResult
 from meshpos.ledger.schema import LOG_DDL, VIEW_TABLES, view_ddl
-from meshpos.ops import GENESIS, Op, Payload, Signer, decode_body, make_op, node_id_of, verify_run
 
 __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "open_connection"]
 
@@ -30,11 +40,11 @@ VersionVector = dict[str, int]
 
 def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
     """A connection to a node database: plain `sqlite3`, or SQLCipher keyed before its first read
-    when `key` is given (see meshpos/crypto_at_rest.py). Any second connection a process opens to
+    when `key` is given (see meshpos/ledger/encryption.py). Any second connection a process opens to
     a node's database must come from here, or it cannot read an encrypted one."""
     if key is None:
         return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    from meshpos.crypto_at_rest import connect_encrypted
+    from meshpos.ledger.encryption import connect_encrypted
 
     conn: sqlite3.Connection = connect_encrypted(path, key)
     return conn

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from meshpos.errors import EncodingError, SignatureError, WrongStore
-from meshpos.ledger.records import NodeRecord
-from meshpos.ops import Op, Signer, decode_body, node_id_of, pack, unpack
+from meshpos.core.errors import EncodingError, SignatureError, WrongStore
+from meshpos.core.ops import Op, Signer, decode_body, node_id_of, pack, unpack
+from meshpos.domain.enrolment import NodeRecord
 
 MAGIC = "meshpos-bundle"
 FORMAT = 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meshpos.errors import RemoteError
-from meshpos.ops import pack, unpack
+from meshpos.core.errors import RemoteError
+from meshpos.core.ops import pack, unpack
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -1,7 +1,7 @@
 """The sync protocol as a sans-IO state machine: bytes and the time in, actions out.
 
 One `SyncNode` per terminal keeps a `Session` per peer. It never touches a socket, a clock or a
-thread: the transport (ZeroMQ in the daemon, a simulated network in `sim/` and the tests) feeds it
+thread: the transport (ZeroMQ in the daemon, a simulated network in `meshpos/sim/` and the tests) feeds it
 `receive(peer, data, now)` and `tick(now)`, and carries out the `Send` actions it returns. It reads
 and merges ops through the small `Replica` interface, which the SQLite `Ledger` implements.
 
@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from meshpos.errors import MeshposError, RemoteError
-from meshpos.ledger.records import IngestResult, NodeRecord
-from meshpos.ops import Op, decode_op, pack
+from meshpos.core.errors import MeshposError, RemoteError
+from meshpos.core.ops import Op, decode_op, pack
+from meshpos.domain.enrolment import NodeRecord
+from meshpos.ledger.records import IngestResult
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
     PROTOCOL_VERSION,

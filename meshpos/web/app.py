@@ -39,7 +39,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from meshpos.errors import MeshposError
+from meshpos.core.errors import MeshposError
 from meshpos.web.backend import COOKIE, Backend, Notice, WebSession
 from meshpos.web.live import Event
 from meshpos.web.views import ago, clock, money

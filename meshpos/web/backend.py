@@ -5,7 +5,7 @@ Every request runs its work on a single worker thread that owns the Terminal (a 
 thread-safe), so requests are serialised the way one cashier's taps are anyway. What a button does
 is a call into the same code the CLI uses: `TillSession` (scan, quantities, customer, tenders,
 complete), `Terminal` (customers, returns, exchanges, conflicts), `reports` and the print queue;
-staff sign-in and approvals are `meshpos.staff_store`. The page holds no business rule: this
+staff sign-in and approvals are `meshpos.service.staff`. The page holds no business rule: this
 module only turns a form into one of those calls and their results into plain data to render.
 """
 
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshpos import escrow
-from meshpos.daemon_state import daemon_status
-from meshpos.devices.queue import OPEN_STATES
-from meshpos.devices.service import Printing, PrintWorker, install, printing_enabled, queue_for
+from meshpos.core.errors import InputError, LocalError, MeshposError, NotFound
 from meshpos.domain.pricing import Tender
-from meshpos.errors import InputError, LocalError, MeshposError, NotFound
-from meshpos.reports import shift_totals
-from meshpos.staff import APPROVAL, RANK, Credential
-from meshpos.staff_store import (
+from meshpos.domain.staff import APPROVAL, RANK, Credential
+from meshpos.ledger.print_queue import OPEN_STATES
+from meshpos.service import escrow
+from meshpos.service.daemon_link import daemon_status
+from meshpos.service.printing import Printing, PrintWorker, install, printing_enabled, queue_for
+from meshpos.service.reports import shift_totals
+from meshpos.service.staff import (
     PermissionDenied,
     approved_by,
     get_user,
@@ -42,8 +42,8 @@ from meshpos.staff_store import (
     list_users,
     sign_in,
 )
-from meshpos.terminal import EscrowShortfall, SaleResult, Terminal
-from meshpos.till import (
+from meshpos.service.terminal import EscrowShortfall, SaleResult, Terminal
+from meshpos.service.till import (
     InvalidCode,
     LineAdded,
     ReturnStarted,

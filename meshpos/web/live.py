@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshpos.config import NodeConfig
-from meshpos.daemon_state import daemon_status
+from meshpos.core.clock import wall_ms
 from meshpos.ledger.store import open_connection
-from meshpos.terminal import wall_ms
+from meshpos.service.config import NodeConfig
+from meshpos.service.daemon_link import daemon_status
 from meshpos.web.views import Counters, banner
 
 log = logging.getLogger("meshpos.web")

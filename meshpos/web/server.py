@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshpos.config import NodeConfig
-from meshpos.errors import ConfigError
+from meshpos.core.errors import ConfigError
+from meshpos.service.config import NodeConfig
 
 log = logging.getLogger("meshpos.web")
 DEFAULT_PORT = 8080

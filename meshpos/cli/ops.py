@@ -1,0 +1,310 @@
+"""`meshpos` commands for operations: encryption at rest, backups, restore, audit exports."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshpos.cli.app import DefaultGroup, _open, cli, emit, json_option
+from meshpos.core.clock import wall_ms
+from meshpos.core.errors import InputError, MeshposError
+from meshpos.service.config import NodeConfig, load_config
+
+
+def _config(ctx: click.Context) -> NodeConfig:
+    """The node's config without opening (or creating) its database."""
+    return load_config(ctx.find_root().obj["dir"])
+
+
+def _no_daemon(cfg: NodeConfig, what: str) -> None:
+    from meshpos.service.daemon_link import daemon_status
+
+    if daemon_status(cfg.dir):
+        raise InputError(f"the daemon of {cfg.name} is running: stop it before {what}")
+
+
+# -- encryption at rest ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--passphrase",
+    "use_passphrase",
+    is_flag=True,
+    help="Unlock with a passphrase at start ($MESHPOS_PASSPHRASE or a prompt) instead of db.key.",
+)
+@json_option
+@click.pass_context
+def encrypt(ctx: click.Context, use_passphrase: bool, as_json: bool) -> None:
+    """Encrypt this node's database at rest (SQLCipher); verified before the plain copy goes."""
+    from meshpos.service.encryption import encrypt_node
+
+    cfg = _config(ctx)
+    _no_daemon(cfg, "encrypting its database")
+    r = encrypt_node(cfg, "passphrase" if use_passphrase else "file")
+    info: dict[str, Any] = {
+        "database": str(cfg.db_path),
+        "ops": r.ops,
+        "key": str(r.key_file) if r.mode == "file" else "passphrase (scrypt)",
+        "status": "already encrypted" if r.already else "encrypted and verified",
+    }
+    emit(info, as_json, "encryption at rest")
+    if not r.already and not as_json:
+        where = f"the key file {r.key_file}" if r.mode == "file" else "the passphrase"
+        click.echo(
+            f"keep a copy of {where} away from this terminal: without it neither the database "
+            "nor its backups can be read"
+        )
+
+
+# -- backups --------------------------------------------------------------------------------------
+
+
+@cli.group(cls=DefaultGroup, default_cmd="create")
+def backup() -> None:
+    """Backups: take one (default), list them, verify a file."""
+
+
+@backup.command("create")
+@click.option(
+    "--to",
+    "to_dir",
+    type=click.Path(file_okay=False),
+    help="Also copy it to this directory (default [backup] offsite_dir), e.g. a USB stick.",
+)
+@click.option(
+    "--keep", type=click.IntRange(1, 100000), help="Backups to keep (default [backup] keep)."
+)
+@json_option
+@click.pass_context
+def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_json: bool) -> None:
+    """Snapshot the database while selling goes on, verify it, seal it, rotate, copy off-site."""
+    from meshpos.service.backup import DirectoryTarget, create_backup
+
+    t = _open(ctx)
+    target = DirectoryTarget(Path(to_dir).expanduser()) if to_dir else None
+    r = create_backup(t.cfg, t.ledger, now_ms=wall_ms(), target=target, keep=keep)
+    info = {
+        "file": str(r.path),
+        "ops": r.ops,
+        "bytes": r.bytes,
+        "verified": True,
+        "seconds": round(r.snapshot_s + r.verify_s + r.seal_s, 3),
+        "offsite": r.offsite or r.offsite_error or "-",
+        "rotated_out": len(r.removed),
+    }
+    emit(info, as_json, "backup")
+    if r.offsite_error:
+        raise MeshposError(f"backup kept locally, but the off-site copy failed: {r.offsite_error}")
+
+
+@backup.command("list")
+@json_option
+@click.pass_context
+def backup_list(ctx: click.Context, as_json: bool) -> None:
+    """This node's backups, oldest first (local, then off-site)."""
+    from meshpos.service.backup import BackupSettings, backup_prefix, list_backups, read_header
+
+    cfg = _config(ctx)
+    s = BackupSettings.from_config(cfg)
+    rows = []
+    for where, directory in (("local", s.dir), ("off-site", s.offsite_dir)):
+        if directory is None:
+            continue
+        for path in list_backups(directory, backup_prefix(cfg)):
+            try:
+                h = read_header(path)
+                row = {
+                    "where": where,
+                    "file": str(path),
+                    "ops": h.ops,
+                    "bytes": path.stat().st_size,
+                }
+            except MeshposError as exc:
+                row = {"where": where, "file": str(path), "ops": None, "bytes": str(exc)}
+            rows.append(row)
+    emit(rows, as_json, "backups")
+
+
+@backup.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="db.key or backup.key the backup was sealed with (default: this node's).",
+)
+@json_option
+@click.pass_context
+def backup_verify(ctx: click.Context, file: str, key_file: str | None, as_json: bool) -> None:
+    """Authenticate a backup file and run verify on the database inside it."""
+    from meshpos.service.backup import verify_backup
+
+    cfg = _optional_config(ctx)
+    check = verify_backup(
+        Path(file),
+        cfg=cfg,
+        key_file=Path(key_file) if key_file else None,
+        workdir=cfg.dir if cfg else None,
+    )
+    h = check.header
+    info = {
+        "file": file,
+        "store": h.store,
+        "terminal": f"{h.name} ({h.node_id})",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(h.created_ms / 1000)),
+        "ops": check.ops,
+        "problems": len(check.problems),
+    }
+    emit(info, as_json, "backup")
+    if check.problems:
+        for p in check.problems:
+            click.echo(f"problem: {p}", err=True)
+        raise MeshposError(f"backup {file} fails verify: {len(check.problems)} problem(s)")
+
+
+def _optional_config(ctx: click.Context) -> NodeConfig | None:
+    try:
+        return _config(ctx)
+    except MeshposError:
+        return None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="db.key or backup.key the backup was sealed with, if not this node's.",
+)
+@click.option("--force", is_flag=True, help="Restore even over a database with newer own ops.")
+@json_option
+@click.pass_context
+def restore(
+    ctx: click.Context, file: str, key_file: str | None, force: bool, as_json: bool
+) -> None:
+    """Bring this terminal's database back from a backup (verified first); the daemon then
+    catches up the rest from its peers."""
+    from meshpos.service.backup import restore_backup
+
+    cfg = _config(ctx)
+    _no_daemon(cfg, "restoring")
+    r = restore_backup(
+        cfg,
+        Path(file),
+        key_file=Path(key_file) if key_file else None,
+        force=force,
+        now_ms=wall_ms(),
+    )
+    info = {
+        "restored": file,
+        "from_terminal": f"{r.header.name} ({r.header.node_id})",
+        "ops": r.ops,
+        "previous_database": str(r.moved_to) if r.moved_to else "-",
+    }
+    emit(info, as_json, "restored and verified")
+    if not as_json:
+        click.echo(
+            "next: start the daemon (`meshpos node run`) and let it catch up from its peers"
+            + (
+                " BEFORE selling: ops this terminal made after the backup may be held by its "
+                "peers only"
+                if r.same_identity
+                else ""
+            )
+        )
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """Signed, hash-chained op log exports for an auditor, and their check."""
+
+
+@audit.command("export")
+@click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD (UTC).")
+@click.option("--to", "date_to", required=True, help="Last day, YYYY-MM-DD (UTC).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.pass_context
+def audit_export(ctx: click.Context, date_from: str, date_to: str, out: str) -> None:
+    """Write every op of the range, per origin with its chain anchor and the certificates."""
+    from meshpos.service.audit import export_audit
+
+    doc = export_audit(_open(ctx), date_from, date_to, wall_ms())
+    path = Path(out)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {out}: {exc.strerror}") from None
+    origins = doc["content"]["origins"]
+    count = sum(len(o["ops"]) for o in origins)
+    click.echo(
+        f"exported {count} ops of {len(origins)} origin(s), {date_from}..{date_to}, to {out}"
+    )
+
+
+@audit.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--store-key", help="The store's public key, 64 hex digits.")
+@click.option(
+    "--store-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A file holding the store's public key as hex.",
+)
+@json_option
+def audit_check(
+    file: str, store_key: str | None, store_key_file: str | None, as_json: bool
+) -> None:
+    """Verify an export with only the store's public key; exit 1 on any problem."""
+    from meshpos.service.audit import check_audit
+
+    if bool(store_key) == bool(store_key_file):
+        raise InputError("give the store's public key: --store-key HEX or --store-key-file FILE")
+    text = store_key or Path(store_key_file or "").read_text()
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise InputError("the store's public key must be 64 hex digits")
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}") from None
+    report = check_audit(data, key)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "store": report.store,
+                    "from": report.date_from,
+                    "to": report.date_to,
+                    "exporter": report.exporter,
+                    "origins": [o.row() for o in report.origins],
+                    "problems": report.problems,
+                },
+                indent=2,
+            )
+        )
+    else:
+        emit(
+            [o.row() for o in report.origins],
+            False,
+            f"audit export of store {report.store}, {report.date_from}..{report.date_to}, "
+            f"by {report.exporter}",
+        )
+        for p in report.problems:
+            click.echo(f"problem: {p}", err=True)
+    if not report.ok:
+        raise MeshposError(f"audit check found {len(report.problems)} problem(s)")
+    if not as_json:
+        click.echo("ok: certificates, every signature and chain link, receipt numbers gapless")

@@ -1,0 +1,425 @@
+"""`make demo-store`: a store of three terminals and an HQ, as processes on loopback.
+
+The same topology as docker/compose.yaml, without containers: every step is a real `meshpos`
+command in its own process (printed as it runs), so what this runs is what the containers run.
+
+    python -m meshpos.demo.store [run] [--base DIR] [--short] [--no-encrypt] [--no-hq]
+    python -m meshpos.demo.store setup --base /data --host T1=t1 ... --hq-url URL --hq-db URL
+
+`setup` only builds the directories (HQ, store enrolment, three enrolled and encrypted terminals
+with static peers); docker/compose.yaml runs it once in a setup container. `run` (the default)
+also starts `meshpos hq serve` and three `meshpos node run` daemons, rings sales at every counter,
+waits until every terminal and HQ hold the same ops, backs a terminal up to an "off-site"
+directory, loses that terminal's disk, restores it and lets it catch up, and runs `meshpos verify`
+everywhere. Without `meshpos hq serve` (or with --no-hq) the store's key lives on T1 instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+STORE = "DEMO"
+NAMES = ("T1", "T2", "T3")
+MESHPOS = [sys.executable, "-c", "from meshpos.cli.app import main; main()"]
+
+
+class DemoError(Exception):
+    """A demo step failed; the message names it."""
+
+
+def say(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def run(args: Sequence[str], *, quiet: bool = False, env: dict[str, str] | None = None) -> str:
+    """Run `meshpos ARGS` as its own process, printing the command; returns stdout."""
+    print(f"    $ meshpos {' '.join(args)}", flush=True)
+    out = _run(args, env)
+    if not quiet and out.strip():
+        print("      " + out.strip().replace("\n", "\n      "), flush=True)
+    return out
+
+
+def run_parallel(commands: Sequence[Sequence[str]]) -> list[str]:
+    """Run independent commands (one per terminal) at once, as three machines would."""
+    for args in commands:
+        print(f"    $ meshpos {' '.join(args)}", flush=True)
+    with ThreadPoolExecutor(max_workers=len(commands) or 1) as pool:
+        return list(pool.map(_run, commands))
+
+
+def _run(args: Sequence[str], env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        [*MESHPOS, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DemoError(f"`meshpos {' '.join(args)}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def hq_available() -> bool:
+    proc = subprocess.run([*MESHPOS, "hq", "serve", "--help"], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def edit_toml(path: Path, tables: dict[str, dict[str, Any]]) -> None:
+    doc = tomllib.loads(path.read_text())
+    for table, values in tables.items():
+        doc.setdefault(table, {}).update(values)
+    path.write_text(tomli_w.dumps(doc))
+
+
+def node_id(directory: Path) -> str:
+    return str(tomllib.loads((directory / "meshpos.toml").read_text())["node"]["node_id"])
+
+
+# -- setup ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layout:
+    base: Path
+    hosts: dict[str, str]  # terminal name -> host its peers dial
+    ports: dict[str, int]
+    hq_url: str | None
+    hq_db: str | None
+    encrypt: bool = True
+    offsite: Path | None = None
+
+    def dir(self, name: str) -> Path:
+        return self.base / name
+
+    @property
+    def hq_dir(self) -> Path:
+        return self.base / "hq"
+
+
+def setup(layout: Layout) -> None:
+    """HQ (if any) enrols the store and certifies three terminals; each terminal is encrypted at
+    rest and told where its peers and HQ are."""
+    base = layout.base
+    base.mkdir(parents=True, exist_ok=True)
+    hq = layout.hq_url is not None
+    if hq:
+        say("HQ: create it, enrol the store (HQ keeps the store key)")
+        db = ["--db", layout.hq_db] if layout.hq_db else []
+        run(["hq", "init", "--dir", str(layout.hq_dir), *db], quiet=True)
+        run(["hq", "enroll-store", STORE, "--dir", str(layout.hq_dir), "--name", "Demo store"],
+            quiet=True)  # fmt: skip
+    say(
+        f"terminals {', '.join(NAMES)}: init, enrol{' at HQ' if hq else ' with T1'}"
+        + (", encrypt at rest" if layout.encrypt else "")
+    )
+    dirs = {name: str(layout.dir(name)) for name in NAMES}
+    run_parallel([["--dir", d, "init", "--store", STORE, "--name", n] for n, d in dirs.items()])
+    joining = list(NAMES) if hq else list(NAMES[1:])
+    if not hq:
+        run(["--dir", dirs[NAMES[0]], "store", "init"], quiet=True)
+    req = {n: str(base / f"{n}.request") for n in joining}
+    enr = {n: str(base / f"{n}.enrolment") for n in joining}
+    run_parallel([["--dir", dirs[n], "enroll", "request", "--out", req[n]] for n in joining])
+    for n in joining:
+        if hq:
+            run(["hq", "enroll-node", STORE, req[n], "--out", enr[n], "--dir", str(layout.hq_dir)],
+                quiet=True)  # fmt: skip
+        else:
+            run(["--dir", dirs[NAMES[0]], "enroll", "sign", req[n], "--out", enr[n]], quiet=True)
+    run_parallel([["--dir", dirs[n], "enroll", "install", enr[n]] for n in joining])
+    if layout.encrypt:
+        run_parallel([["--dir", d, "encrypt"] for d in dirs.values()])
+    ids = {name: node_id(layout.dir(name)) for name in NAMES}
+    for name in NAMES:
+        peers = [
+            {"node": ids[p], "host": layout.hosts[p], "port": layout.ports[p]}
+            for p in NAMES
+            if p != name
+        ]
+        tables: dict[str, dict[str, Any]] = {
+            "mesh": {"port": layout.ports[name], "discovery": False, "static_peers": peers},
+            "backup": {"every_minutes": 60, "keep": 24},
+        }
+        if layout.offsite is not None:
+            tables["backup"]["offsite_dir"] = str(layout.offsite)
+        if layout.hq_url:
+            tables["hq"] = {"url": layout.hq_url}
+        edit_toml(layout.dir(name) / "meshpos.toml", tables)
+    say(f"catalogue: imported once at {NAMES[0]}; the mesh carries it to the others")
+    run(["--dir", str(layout.dir(NAMES[0])), "catalog", "import", "--sample"], quiet=True)
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Procs:
+    """Every process the demo starts, stopped (SIGTERM, then SIGKILL) when the block ends."""
+
+    logs: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, label: str, args: Sequence[str]) -> None:
+        print(f"    $ meshpos {' '.join(args)} &   (log: {self.logs / label}.log)", flush=True)
+        with open(self.logs / f"{label}.log", "ab") as log:
+            self.running[label] = subprocess.Popen(
+                [*MESHPOS, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def stop(self, label: str, timeout: float = 10) -> None:
+        proc = self.running.pop(label, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def check(self) -> None:
+        for label, proc in self.running.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{label}.log").read_text(errors="replace")[-1500:]
+                raise DemoError(f"{label} exited with code {proc.returncode}:\n{tail}")
+
+    def close(self) -> None:
+        for label in reversed(list(self.running)):  # terminals first, HQ last
+            self.stop(label)
+
+
+@contextlib.contextmanager
+def processes(logs: Path) -> Iterator[Procs]:
+    procs = Procs(logs)
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+def wait_for(what: str, predicate: Callable[[], bool], procs: Procs, timeout: float) -> float:
+    """Poll until `predicate` holds; returns the seconds it took."""
+    t0 = time.monotonic()
+    while True:
+        procs.check()
+        if predicate():
+            took = time.monotonic() - t0
+            print(f"    {what}: after {took:.1f} s", flush=True)
+            return took
+        if time.monotonic() - t0 > timeout:
+            raise DemoError(f"timed out after {timeout:.0f} s waiting for: {what}")
+        time.sleep(0.2)
+
+
+def vv_of(directory: Path) -> dict[str, int] | None:
+    from meshpos.core.errors import MeshposError
+    from meshpos.service.terminal import Terminal
+
+    try:
+        t = Terminal.open(directory)
+    except MeshposError:
+        return None
+    try:
+        return t.ledger.vv()
+    finally:
+        t.close()
+
+
+def converged(dirs: Sequence[Path]) -> bool:
+    vvs = [vv_of(d) for d in dirs]
+    return all(v is not None and v == vvs[0] for v in vvs)
+
+
+def hq_ops(layout: Layout) -> int:
+    db = ["--db", layout.hq_db] if layout.hq_db else []
+    proc = subprocess.run(
+        [*MESHPOS, "hq", "stores", "--dir", str(layout.hq_dir), *db, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode:
+        return -1
+    rows = json.loads(proc.stdout or "[]")
+    return sum(int(r.get("ops", 0)) for r in rows if r.get("store") == STORE)
+
+
+def http_up(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def demo(base: Path, *, short: bool, encrypt: bool, with_hq: bool) -> dict[str, Any]:
+    sales = 2 if short else 10
+    hq = with_hq and hq_available()
+    if with_hq and not hq:
+        print("note: `meshpos hq serve` is not available in this build: running without HQ")
+    hq_port = free_port()
+    layout = Layout(
+        base=base,
+        hosts=dict.fromkeys(NAMES, "127.0.0.1"),
+        ports={name: free_port() for name in NAMES},
+        hq_url=f"http://127.0.0.1:{hq_port}" if hq else None,
+        hq_db=None,
+        encrypt=encrypt,
+        offsite=base / "usb-stick",
+    )
+    assert layout.offsite is not None
+    layout.offsite.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    setup(layout)
+    dirs = [layout.dir(n) for n in NAMES]
+    logs = base / "logs"
+    logs.mkdir(exist_ok=True)
+    result: dict[str, Any] = {"hq": hq, "encrypted": encrypt, "sales_per_terminal": sales}
+    with processes(logs) as procs:
+        say("start HQ and the three terminal daemons (static peers on loopback)")
+        if hq:
+            procs.start("hq", ["hq", "serve", "--dir", str(layout.hq_dir), "--port", str(hq_port)])
+            wait_for("HQ listening", lambda: http_up(hq_port), procs, 60)
+        for name in NAMES:
+            procs.start(name, ["--dir", str(layout.dir(name)), "node", "run", "--no-discovery"])
+        result["catalogue_sync_s"] = wait_for(
+            "catalogue on every terminal", lambda: converged(dirs), procs, 120
+        )
+        say(f"ring {sales} sales at each counter")
+        skus = ["TSH-NAV-M", "JNS-BLA-L", "TSH-NAV-S"]
+        for i in range(sales):
+            run_parallel(
+                [
+                    ["--dir", str(layout.dir(n)), "sell", skus[(i + j) % 3]]
+                    for j, n in enumerate(NAMES)
+                ]
+            )
+        result["sales_sync_s"] = wait_for(
+            "every terminal holds every sale", lambda: converged(dirs), procs, 120
+        )
+        stock = [
+            json.loads(out)[0]["qty"]
+            for out in run_parallel(
+                [["--dir", str(d), "stock", "TSH-NAV-M", "--json"] for d in dirs]
+            )
+        ]
+        print(f"    stock of TSH-NAV-M seen at {', '.join(NAMES)}: {stock}")
+        if len(set(stock)) != 1:
+            raise DemoError(f"terminals disagree on stock: {stock}")
+        total = sum((vv_of(dirs[0]) or {}).values())
+        result["ops"] = total
+        if hq:
+            result["hq_sync_s"] = wait_for(
+                f"HQ holds all {total} ops", lambda: hq_ops(layout) >= total, procs, 120
+            )
+        say("T3: backup (sealed, verified) with a copy to the 'USB stick'")
+        run(["--dir", str(dirs[2]), "backup"])
+        say("T1 sells on; then T3's disk dies and it is restored from the backup")
+        run(["--dir", str(dirs[0]), "sell", "TSH-NAV-M"], quiet=True)
+        procs.stop("T3")
+        for f in dirs[2].glob("meshpos.db*"):
+            f.unlink()
+        print(f"    (deleted {dirs[2] / 'meshpos.db'} and its WAL)")
+        newest = sorted(layout.offsite.glob("*.mpbak"))[-1]
+        run(["--dir", str(dirs[2]), "restore", str(newest)])
+        procs.start("T3", ["--dir", str(dirs[2]), "node", "run", "--no-discovery"])
+        result["restore_catch_up_s"] = wait_for(
+            "restored T3 caught up from its peers", lambda: converged(dirs), procs, 120
+        )
+        say("verify every terminal: chains, signatures, views, no readable card number on disk")
+        for out in run_parallel([["--dir", str(d), "verify"] for d in dirs]):
+            print("      " + out.strip(), flush=True)
+        procs.check()
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    say(f"done in {result['seconds']} s: {json.dumps(result)}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meshpos.demo.store", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "setup"])
+    parser.add_argument("--base", type=Path, help="directory for every node (default: a temp dir)")
+    parser.add_argument("--short", action="store_true", help="fewer sales (for tests)")
+    parser.add_argument("--no-encrypt", action="store_true", help="leave databases unencrypted")
+    parser.add_argument("--no-hq", action="store_true", help="no HQ; the store key lives on T1")
+    parser.add_argument("--keep", action="store_true", help="keep the directory afterwards")
+    parser.add_argument(
+        "--host", action="append", default=[], help="setup: NAME=HOST peers dial (e.g. T1=t1)"
+    )
+    parser.add_argument("--port", type=int, default=7700, help="setup: mesh port of every node")
+    parser.add_argument("--hq-url", help="setup: HQ's URL as terminals reach it")
+    parser.add_argument("--hq-db", help="setup: HQ's database (e.g. postgresql://...)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "setup":
+            if args.base is None:
+                parser.error("setup needs --base")
+            hosts = dict.fromkeys(NAMES, "127.0.0.1")
+            for item in args.host:
+                name, _, host = item.partition("=")
+                if name not in hosts or not host:
+                    parser.error(f"--host {item!r}: expected NAME=HOST with NAME in {NAMES}")
+                hosts[name] = host
+            layout = Layout(
+                base=args.base,
+                hosts=hosts,
+                ports=dict.fromkeys(NAMES, args.port),
+                hq_url=args.hq_url,
+                hq_db=args.hq_db,
+                encrypt=not args.no_encrypt,
+            )
+            if (layout.base / NAMES[0] / "meshpos.toml").exists():
+                print(f"{layout.base} is already set up")
+                return 0
+            setup(layout)
+            return 0
+        base = args.base or Path(tempfile.mkdtemp(prefix="meshpos-store-"))
+        try:
+            demo(base, short=args.short, encrypt=not args.no_encrypt, with_hq=not args.no_hq)
+        finally:
+            if args.keep or args.base is not None:
+                print(f"node directories and logs kept in {base}")
+            else:
+                shutil.rmtree(base, ignore_errors=True)
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

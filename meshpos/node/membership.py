@@ -1,0 +1,136 @@
+"""The node side of enrolment: key files, the pinned store key, certificates and the roster.
+
+Files in the node directory: `store.key` (only where the store key lives, 0600), `curve.key` (the
+CURVE transport secret, 0600), `node.cert` (this node's certificate). The store's public key is
+pinned in `meshpos.toml` as `[store] public_key` (hex).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import tomli_w
+
+from meshpos.core.errors import ConfigError, EncodingError, RemoteError
+from meshpos.core.ops import Signer, pack, unpack
+from meshpos.domain.enrolment import (
+    Certificate,
+    NodeRecord,
+    issue,
+    make_request,
+    read_certificate,
+    read_request,
+)
+from meshpos.node.transport import CurveKeys
+from meshpos.service.config import CONFIG_FILE, NodeConfig, write_secret
+from meshpos.service.terminal import Terminal
+
+STORE_KEY = "store.key"
+CURVE_KEY = "curve.key"
+NODE_CERT = "node.cert"
+
+
+@dataclass(frozen=True)
+class Membership:
+    store_public_key: bytes | None
+    cert: Certificate | None
+    curve: CurveKeys
+
+
+def set_config(cfg: NodeConfig, section: str, key: str, value: Any) -> None:
+    path = cfg.dir / CONFIG_FILE
+    doc = tomllib.loads(path.read_text())
+    doc.setdefault(section, {})[key] = value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(tomli_w.dumps(doc))
+    tmp.replace(path)
+    cfg.raw = doc
+
+
+def curve_keys(cfg: NodeConfig) -> CurveKeys:
+    path = cfg.dir / CURVE_KEY
+    if not path.exists():
+        CurveKeys.generate().save(path)
+    return CurveKeys.load(path)
+
+
+def load(cfg: NodeConfig) -> Membership:
+    pub = cfg.store_public_key
+    cert = None
+    path = cfg.dir / NODE_CERT
+    if pub is not None and path.exists():
+        cert = read_certificate(path.read_bytes(), pub, cfg.store)
+    return Membership(pub, cert, curve_keys(cfg))
+
+
+def load_store_key(cfg: NodeConfig) -> Signer:
+    path = cfg.dir / STORE_KEY
+    if not path.exists():
+        raise ConfigError(
+            f"{cfg.dir} does not hold the store key: run `meshpos enroll sign` on the terminal "
+            "where `meshpos store init` was run"
+        )
+    return Signer.from_bytes(path.read_bytes())
+
+
+def store_init(t: Terminal) -> Certificate:
+    """Create the store key on this terminal and enrol the terminal itself."""
+    cfg = t.cfg
+    if (cfg.dir / STORE_KEY).exists() or cfg.store_public_key is not None:
+        raise ConfigError(f"{cfg.dir} already has a store key pinned; a store has exactly one")
+    store_key = Signer.generate()
+    write_secret(cfg.dir / STORE_KEY, store_key.private_bytes())
+    set_config(cfg, "store", "public_key", store_key.public_key.hex())
+    request = read_request(make_request(t.signer, cfg.store, cfg.name, curve_keys(cfg).public))
+    cert_bytes = issue(store_key, cfg.store, request, now_ms=t.now_ms())
+    return _install_cert(t, cert_bytes, store_key.public_key)
+
+
+def request(t: Terminal) -> bytes:
+    return make_request(t.signer, t.cfg.store, t.cfg.name, curve_keys(t.cfg).public)
+
+
+def sign(t: Terminal, request_bytes: bytes, role: str = "terminal") -> bytes:
+    """On the store-key holder: certify a request; the pack carries the roster of known nodes."""
+    store_key = load_store_key(t.cfg)
+    req = read_request(request_bytes)
+    if any(n.node_id != req.node_id and n.name == req.name for n in t.ledger.nodes()):
+        raise RemoteError(f"a node named {req.name!r} is already enrolled in this store")
+    cert = issue(store_key, t.cfg.store, req, role=role, now_ms=t.now_ms())
+    roster = [n.cert for n in t.ledger.nodes() if n.cert]
+    return pack(["meshpos-enrolment", t.cfg.store, store_key.public_key, cert, roster])
+
+
+def install(t: Terminal, enrolment: bytes) -> Certificate:
+    outer = unpack(enrolment, "enrolment")
+    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != "meshpos-enrolment":
+        raise EncodingError("this file is not a meshpos enrolment (from `meshpos enroll sign`)")
+    _, store, pub, cert_bytes, roster = outer
+    if store != t.cfg.store:
+        raise RemoteError(f"enrolment is for store {store!r}; this node belongs to {t.cfg.store!r}")
+    pinned = t.cfg.store_public_key
+    if pinned is not None and pinned != pub:
+        raise RemoteError("enrolment is signed by a different store key than the one pinned here")
+    cert = read_certificate(cert_bytes, pub, t.cfg.store)
+    if cert.node_id != t.node_id:
+        raise RemoteError("this enrolment is for another node")
+    for raw in roster:
+        peer = read_certificate(raw, pub, t.cfg.store)
+        t.ledger.add_node(peer.record())
+    if pinned is None:
+        set_config(t.cfg, "store", "public_key", pub.hex())
+    return _install_cert(t, cert_bytes, pub)
+
+
+def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
+    cert = read_certificate(cert_bytes, pub, t.cfg.store)
+    path = t.cfg.dir / NODE_CERT
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(cert_bytes)
+    tmp.replace(path)
+    t.ledger.add_node(
+        NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
+    )
+    return cert

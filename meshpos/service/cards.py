@@ -1,0 +1,364 @@
+"""Offline card payments at the till: capture, offline checks, sealing, floor limits.
+
+A card is read (typed number and expiry, a magstripe track from a keyboard-wedge reader, or a
+test-card shorthand), checked offline (check digit, expiry, HQ's blocklist) and sealed at once to
+HQ's X25519 payment key (`meshpos.domain.cards.seal_card`) for the exact amount it pays. From then
+on only the sealed blob, the last four digits and the brand exist: the number never reaches the
+ledger, the print queue, a receipt or a log, and `CardInput` does not show it in a repr.
+
+Floor limits bound the card money a store takes before HQ has answered:
+- per sale: `cards.floor_per_sale` (paise; default ₹10,000), a setting anyone may see;
+- per store: the card float, escrow rights of the `card-float` pseudo-customer. Only HQ mints it
+  (`card.float` ops, `meshpos hq card-float`), to the store's counters. A pending card tender
+  takes its amount from the selling counter's share (fold rule), HQ's `payment.result` gives it
+  back to that counter, and counters move shares with `escrow.transfer` on request, exactly like
+  loyalty rights. So the store total holds across counters even while the LAN is split.
+
+`cards_check` (in `Ledger.checks`) makes every peer refuse `payment.result` and `card.float` ops
+not signed by a node whose certificate has role `hq`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from meshpos.core.errors import InputError, LocalError, RemoteError
+from meshpos.core.ops import Op
+from meshpos.domain.cards import (
+    HQ_KEY_SETTING,
+    Card,
+    CardRefused,
+    blocked_reason,
+    blocklist_key,
+    brand_of,
+    expired,
+    luhn_ok,
+    parse_card,
+    seal_card,
+)
+from meshpos.domain.money import rupees
+from meshpos.domain.pricing import PricedSale
+from meshpos.ledger.fold import CARD_FLOAT
+from meshpos.ledger.store import Ledger
+from meshpos.service.staff import hq_origins
+from meshpos.service.terminal import EscrowShortfall, Terminal
+
+PER_SALE_SETTING = "cards.floor_per_sale"
+STORE_TOTAL_SETTING = "cards.floor_store_total"
+DEFAULT_PER_SALE = 1_000_000  # paise: ₹10,000
+MAX_FLOAT = 10**12  # paise: ₹1,000 crore, far above any store's float
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
+TEST_EXPIRY = "12/49"
+
+
+class FloorLimitExceeded(CardRefused):
+    """The card money this sale would take offline is above the store's per-sale floor limit."""
+
+
+class CardFloatShortfall(EscrowShortfall):
+    """This counter's share of the store's card float cannot cover the sale. An EscrowShortfall,
+    so `escrow.sell_with_escrow` asks the other counters for float and tries again."""
+
+    def __init__(
+        self, needed: int, held: int, elsewhere: Mapping[str, int], *, opened: bool
+    ) -> None:
+        self.customer, self.needed, self.held = CARD_FLOAT, needed, held
+        if not opened:
+            message = (
+                f"offline card payments are not open at this counter: it holds no card float and "
+                f"none has reached it ({rupees(needed)} by card asked). HQ opens the store's "
+                "float with `meshpos hq card-float RUPEES`; take cash meanwhile"
+            )
+        else:
+            where = ", ".join(f"{name} {rupees(v)}" for name, v in elsewhere.items())
+            message = (
+                f"offline card limit reached: this counter may take {rupees(max(held, 0))} more "
+                f"by card before HQ answers, {rupees(needed)} asked. The rest of the store's "
+                f"card float is held by {where or 'no other counter'}; ask again when they are "
+                "reachable, or take cash"
+            )
+        LocalError.__init__(self, message)
+
+
+# -- capture ---------------------------------------------------------------------------------------
+
+
+def _with_suffix(prefix: str, suffix: str, length: int = 16) -> str:
+    width = length - len(prefix) - len(suffix)
+    for filler in range(10**width):
+        pan = f"{prefix}{filler:0{width}d}{suffix}"
+        if luhn_ok(pan):
+            return pan
+    raise AssertionError(f"no card number {prefix}...{suffix}")  # pragma: no cover
+
+
+TEST_CARDS: dict[str, str] = {
+    "visa": "4111111111111111",
+    "mastercard": "5555555555554444",
+    "amex": "378282246310005",
+    "rupay": _with_suffix("6521", "1115"),
+    "declined": _with_suffix("4000", "0002"),  # the simulated acquirer: do_not_honour
+    "stolen": _with_suffix("4000", "0119"),  # lost_or_stolen
+    "no-funds": _with_suffix("4000", "0051"),  # insufficient_funds
+}
+_TRACK2 = re.compile(r"^;?(\d{12,19})=(\d{2})(\d{2})\d*\??$")
+_TRACK1 = re.compile(r"^%?B(\d{12,19})\^[^^]*\^(\d{2})(\d{2})[^?]*\??$")
+
+
+@dataclass(frozen=True)
+class CardInput:
+    """A card as read at the till, until it is sealed. Its repr shows only brand and last four,
+    so a traceback or a log line cannot leak the number."""
+
+    card: Card = field(repr=False)
+
+    @property
+    def last4(self) -> str:
+        return self.card.last4
+
+    @property
+    def brand(self) -> str:
+        return brand_of(self.card.pan)
+
+    def __str__(self) -> str:
+        return f"{self.brand} ending {self.last4}"
+
+    def __repr__(self) -> str:
+        return f"CardInput({self})"
+
+
+def read_card(number: str, expiry: str | None = None) -> CardInput:
+    """Parse what the till was given: `4111 1111 1111 1111` with `expiry` MM/YY, a magstripe
+    track 1 or 2 (`;PAN=YYMM...?`, which carry the expiry), or `test[:BRAND]` (one of
+    TEST_CARDS, expiry 12/49 unless given). Error messages never repeat the number."""
+    text = number.strip()
+    if not text:
+        raise InputError("no card number was given: type it, or swipe the card again")
+    low = text.lower()
+    if low == "test" or low.startswith("test:"):
+        name = low.partition(":")[2] or "visa"
+        if name not in TEST_CARDS:
+            raise InputError(f"test card {name!r}: one of {', '.join(TEST_CARDS)}")
+        return CardInput(parse_card(TEST_CARDS[name], expiry or TEST_EXPIRY))
+    track = _TRACK2.match(text) or _TRACK1.match(text)
+    if track:
+        pan, yy, mm = track.groups()
+        return CardInput(parse_card(pan, f"{mm}/{yy}"))
+    if not expiry:
+        raise InputError("a card needs its expiry, MM/YY (--card-expiry)")
+    return CardInput(parse_card(text, expiry))
+
+
+def read_card_line(line: str, expiry: str | None = None) -> CardInput:
+    """One line from stdin or a card reader: `NUMBER [MM/YY]` or a magstripe track."""
+    parts = line.split()
+    if not parts:
+        raise InputError("no card was read: give the number and expiry, or swipe again")
+    if len(parts) >= 2 and re.fullmatch(r"\d{1,2}/?\d{2}", parts[-1]):
+        return read_card(" ".join(parts[:-1]), parts[-1])
+    return read_card(" ".join(parts), expiry)
+
+
+def _setting(conn: sqlite3.Connection, key: str) -> Any:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def payment_key(t: Terminal) -> bytes:
+    """HQ's payment public key as HQ sent it. A key written by any other node is refused: a till
+    that sealed cards to it would hand card numbers to whoever holds that key."""
+    conn = t.ledger.conn
+    row = conn.execute(
+        "SELECT value, origin FROM registers WHERE entity = 'setting' AND key = ? "
+        "AND field = 'value'",
+        (HQ_KEY_SETTING,),
+    ).fetchone()
+    if row is None:
+        raise CardRefused(
+            "this till has no HQ payment key yet, so it cannot seal card data: the store must be "
+            "enrolled at HQ and have synced with it once; take cash meanwhile"
+        )
+    if row[1] not in hq_origins(conn):
+        raise CardRefused(
+            f"the card key in this store's settings was written by node {row[1]}, not by HQ: "
+            "no card is sealed to it. Have HQ send its key again (`meshpos hq setting "
+            f"{HQ_KEY_SETTING} ...`) and report the node"
+        )
+    try:
+        key = bytes.fromhex(str(json.loads(row[0])))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise CardRefused("HQ's payment key in this store's settings is malformed")
+    return key
+
+
+def offline_check(t: Terminal, card: CardInput) -> None:
+    """What a till can tell about a card with no network: expired, or on HQ's blocklist."""
+    today = datetime.fromtimestamp(t.now_ms() / 1000, UTC)
+    if expired(card.card, today.year, today.month):
+        exp = card.card.expiry
+        raise CardRefused(f"the {card} expired {exp[:2]}/{exp[2:]}: ask for another card")
+    key = blocklist_key(card.card.pan)
+    reason = blocked_reason({key: _setting(t.ledger.conn, key)}, card.card.pan)
+    if reason is not None:
+        raise CardRefused(
+            f"the {card} is on HQ's blocklist ({reason}): do not take it; ask for another payment"
+        )
+
+
+def capture(t: Terminal, card: CardInput, amount: int) -> dict[str, Any]:
+    """Check the card offline and seal it for `amount` paise; the fields a card tender carries
+    (`card_sealed`, `card_last4`, `card_brand`, `pending`). The number is not kept anywhere."""
+    if amount <= 0:
+        raise InputError("a card payment must be more than zero")
+    offline_check(t, card)
+    sealed = seal_card(payment_key(t), card.card, store=t.cfg.store, amount=amount)
+    return {**sealed.tender_fields(), "pending": True}
+
+
+def seal_tenders(t: Terminal, settled: PricedSale, card: CardInput) -> PricedSale:
+    """Seal `card` into the sale's one card tender that carries no card yet, for the amount
+    `settle` gave it."""
+    open_ = [
+        i
+        for i, e in enumerate(settled.tenders)
+        if e.get("method") == "card" and not e.get("card_sealed")
+    ]
+    if not open_:
+        raise InputError("a card was given but the sale has no card payment: add --pay card")
+    if len(open_) > 1:
+        raise InputError("one card per card payment: give --pay card once with a card")
+    tenders = [dict(e) for e in settled.tenders]
+    entry = tenders[open_[0]]
+    entry.update(capture(t, card, int(entry["amount"])))
+    return replace(settled, tenders=tenders)
+
+
+# -- floor limits --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_sale: int  # paise of pending card money one sale may take
+    store_total: int | None  # what HQ set the store's float to, as far as this till knows
+
+
+def limits(t: Terminal) -> Limits:
+    conn = t.ledger.conn
+    per_sale = _setting(conn, PER_SALE_SETTING)
+    total = _setting(conn, STORE_TOTAL_SETTING)
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_FLOAT
+
+    return Limits(per_sale if ok(per_sale) else DEFAULT_PER_SALE, total if ok(total) else None)
+
+
+def float_held(t: Terminal, node: str | None = None) -> int:
+    """Paise of card money `node` (default: this terminal) may still take before HQ answers."""
+    return t.rights(CARD_FLOAT, node)
+
+
+def float_opened(t: Terminal) -> bool:
+    row = t.ledger.conn.execute(
+        "SELECT 1 FROM rights WHERE customer_id = ? AND points != 0 LIMIT 1", (CARD_FLOAT,)
+    ).fetchone()
+    return row is not None or bool(
+        t.ledger.conn.execute(
+            "SELECT 1 FROM registers WHERE entity = 'card_float' LIMIT 1"
+        ).fetchone()
+    )
+
+
+def pending_amount(tenders: Sequence[Mapping[str, Any]]) -> int:
+    return sum(
+        int(e.get("amount") or 0)
+        for e in tenders
+        if e.get("method") == "card" and e.get("card_sealed")
+    )
+
+
+def check_floor(t: Terminal, pending: int) -> None:
+    """Refuse a sale whose unauthorised card money (`pending` paise) is above the per-sale
+    limit, or above this counter's share of the store's card float."""
+    if pending <= 0:
+        return
+    lim = limits(t)
+    if lim.per_sale == 0:
+        raise FloorLimitExceeded(
+            f"offline card payments are switched off at this store ({PER_SALE_SETTING} is 0)"
+        )
+    if pending > lim.per_sale:
+        raise FloorLimitExceeded(
+            f"offline card limit per sale is {rupees(lim.per_sale)}; this sale asks "
+            f"{rupees(pending)} by card while HQ cannot authorise it. Take the rest in cash"
+        )
+    held = float_held(t)
+    if held < pending:
+        others = {k: v for k, v in t.rights_elsewhere(CARD_FLOAT).items() if v > 0}
+        raise CardFloatShortfall(pending, held, others, opened=float_opened(t) or bool(others))
+
+
+def check_sale(t: Terminal, settled: PricedSale) -> None:
+    check_floor(t, pending_amount(settled.tenders))
+
+
+def status(t: Terminal) -> dict[str, Any]:
+    """The store's card float as this till sees it: what each counter holds, what HQ minted,
+    how much card money awaits HQ's answer, and the limits."""
+    conn = t.ledger.conn
+    names = {n.node_id: n.name for n in t.ledger.nodes()}
+    held = {
+        names.get(node, node): int(v)
+        for node, v in conn.execute(
+            "SELECT node, points FROM rights WHERE customer_id = ? ORDER BY node", (CARD_FLOAT,)
+        )
+    }
+    minted = sum(
+        int(json.loads(v))
+        for (v,) in conn.execute(
+            "SELECT value FROM registers WHERE entity = 'card_float' AND field = 'amount'"
+        )
+    )
+    lim = limits(t)
+    return {
+        "per_sale_limit": lim.per_sale,
+        "store_total": lim.store_total,
+        "minted": minted,
+        "held_here": float_held(t),
+        "held": held,
+        "awaiting_hq": minted - sum(held.values()),
+        "hq_key": conn.execute("SELECT 1 FROM settings WHERE key = ?", (HQ_KEY_SETTING,)).fetchone()
+        is not None,
+    }
+
+
+# -- the peer's check ------------------------------------------------------------------------------
+
+
+def cards_check(ledger: Ledger, ops: Sequence[Op]) -> None:
+    """Refuse (RemoteError, nothing applied) a batch holding a `payment.result` or `card.float`
+    op whose origin's certificate does not have role `hq`: no honest till makes one, and a forged
+    approval would release float, or a forged mint create it."""
+    suspect = [o for o in ops if o.kind in HQ_ONLY_KINDS]
+    if not suspect:
+        return
+    hq = hq_origins(ledger.conn)
+    for op in suspect:
+        if op.origin not in hq:
+            raise RemoteError(
+                f"op {op.origin}:{op.seq} ({op.kind}) is not signed by HQ (no certificate with "
+                "role hq): refused"
+            )
+
+
+def install_card_check(ledger: Ledger) -> None:
+    if cards_check not in ledger.checks:
+        ledger.checks.append(cards_check)

@@ -1,0 +1,162 @@
+"""The node directory and its one config file, `meshpos.toml`.
+
+A node directory holds: `meshpos.toml` (settings, documented in docs/config.md), `node.key` (the
+Ed25519 private key, mode 0600) and `meshpos.db` (the ledger). It is found from `--dir`, else
+`$MESHPOS_DIR`, else `./meshpos-node`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from meshpos.core.errors import ConfigError
+from meshpos.core.ops import Signer
+
+CONFIG_FILE = "meshpos.toml"
+KEY_FILE = "node.key"
+DB_FILE = "meshpos.db"
+DEFAULT_DIR = "meshpos-node"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value or ""):
+        raise ConfigError(
+            f"{what} {value!r} must be 1-32 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return value
+
+
+@dataclass
+class NodeConfig:
+    """The parsed `meshpos.toml`; unknown tables are kept for subsystems that read them."""
+
+    dir: Path
+    store: str
+    name: str
+    node_id: str
+    user: str = "cashier"
+    store_name: str = ""
+    store_address: str = ""
+    gstin: str = ""
+    earn_per_100: int = 1
+    point_value: int = 100
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / DB_FILE
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / KEY_FILE
+
+    @property
+    def store_public_key(self) -> bytes | None:
+        """The store key pinned by `store init` or `enroll install`; None before enrolment."""
+        value = self.section("store").get("public_key")
+        if value is None:
+            return None
+        try:
+            raw = bytes.fromhex(str(value))
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(f"{self.dir / CONFIG_FILE}: [store] public_key must be 64 hex digits")
+        return raw
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.dir / CONFIG_FILE}: [{name}] must be a table")
+        return value
+
+
+def resolve_dir(given: str | os.PathLike[str] | None) -> Path:
+    return Path(given or os.environ.get("MESHPOS_DIR") or DEFAULT_DIR).expanduser().resolve()
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Create a key file readable by its owner only, durably; refuse to overwrite one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> NodeConfig:
+    """Create a node directory: key pair, config. Refuses to overwrite an existing node."""
+    check_name(store, "store id")
+    check_name(name, "terminal name")
+    check_name(user, "default user")
+    if (directory / CONFIG_FILE).exists() or (directory / KEY_FILE).exists():
+        raise ConfigError(f"{directory} already holds a meshpos node; choose another --dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    signer = Signer.generate()
+    write_secret(directory / KEY_FILE, signer.private_bytes())
+    doc: dict[str, Any] = {
+        "node": {"store": store, "name": name, "node_id": signer.node_id, "user": user},
+        "store": {"name": f"meshpos store {store}", "address": "", "gstin": ""},
+        "loyalty": {"earn_per_100": 1, "point_value": 100},
+    }
+    (directory / CONFIG_FILE).write_text(tomli_w.dumps(doc))
+    return load_config(directory)
+
+
+def load_config(directory: Path) -> NodeConfig:
+    path = directory / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(
+            f"no meshpos node in {directory}: run `meshpos init --dir {directory} ...` first "
+            "or pass --dir / set MESHPOS_DIR"
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    node = raw.get("node")
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: the [node] table is missing")
+    for key in ("store", "name", "node_id"):
+        if not isinstance(node.get(key), str):
+            raise ConfigError(f"{path}: [node] {key} is missing or not text")
+    store = raw.get("store", {})
+    loyalty = raw.get("loyalty", {})
+    cfg = NodeConfig(
+        dir=directory,
+        store=node["store"],
+        name=node["name"],
+        node_id=node["node_id"],
+        user=str(node.get("user", "cashier")),
+        store_name=str(store.get("name", "")),
+        store_address=str(store.get("address", "")),
+        gstin=str(store.get("gstin", "")),
+        raw=raw,
+    )
+    for key in ("earn_per_100", "point_value"):
+        value = loyalty.get(key, getattr(cfg, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: [loyalty] {key} must be a whole number >= 0")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def load_signer(cfg: NodeConfig) -> Signer:
+    path = cfg.key_path
+    if not path.exists():
+        raise ConfigError(f"the node key {path} is missing")
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"the node key {path} is readable by others: run `chmod 600 {path}`")
+    signer = Signer.from_bytes(path.read_bytes())
+    if signer.node_id != cfg.node_id:
+        raise ConfigError(f"{path} does not belong to node {cfg.node_id} named in the config")
+    return signer

@@ -1,0 +1,699 @@
+"""The terminal service layer: every business action a till, the CLI or the web page can take.
+
+It wires the pure rules (domain/, ledger/fold) to one node's ledger, key and clock. No business rule
+lives in the CLI or the web page; they call these methods. Time comes from an injected `now_ms` so
+the simulator and tests can drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from meshpos.core.clock import HLC, wall_ms
+from meshpos.core.errors import InputError, LocalError, NotFound, RemoteError
+from meshpos.core.ops import Op, Payload, Signer
+from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.domain.pricing import (
+    CartLine,
+    LoyaltyRule,
+    PricedSale,
+    Product,
+    Tender,
+    price_lines,
+    settle,
+)
+from meshpos.domain.staff import Credential
+from meshpos.ledger.fold import CARD_FLOAT, CUSTOMER_FIELDS
+from meshpos.ledger.store import IngestResult, Ledger
+from meshpos.service.config import NodeConfig, load_config, load_signer, resolve_dir
+from meshpos.service.encryption import storage_key
+from meshpos.service.staff import authorize, hq_origins, install_check
+from meshpos.sync.bundle import decode_bundle, encode_bundle
+
+if TYPE_CHECKING:
+    from meshpos.service.cards import CardInput
+
+
+class EscrowShortfall(LocalError):
+    """A redemption needs more points than this terminal holds rights to (loyalty escrow)."""
+
+    def __init__(self, customer: str, needed: int, held: int, elsewhere: Mapping[str, int]) -> None:
+        self.customer, self.needed, self.held = customer, needed, held
+        where = ", ".join(f"{name} {pts}" for name, pts in elsewhere.items()) or "no other counter"
+        super().__init__(
+            f"only {max(held, 0)} of customer {customer}'s points can be redeemed at this counter "
+            f"now ({needed} asked); the rest are held by {where}. Ask again when those counters "
+            "are reachable, or redeem fewer points"
+        )
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    op: Op
+    payload: dict[str, Any]
+
+    @property
+    def sale_id(self) -> str:
+        return str(self.payload["sale_id"])
+
+
+RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
+
+
+def _share(amount: int, sold: int, done: int, qty: int) -> int:
+    """The part of a line's `amount` that `qty` more of its `sold` units carry once `done` have
+    come back; cumulative, so a line returned in parts refunds what it would returned whole."""
+    return amount * (done + qty) // sold - amount * done // sold
+
+
+class Terminal:
+    # Called with (terminal, op, payload) inside the transaction that records a sale, return or
+    # exchange, so a side table (the print queue) commits or rolls back with the op. The class list
+    # applies to every terminal in the process; `on_record` holds one terminal's own.
+    record_hooks: ClassVar[list[RecordHook]] = []
+
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        signer: Signer,
+        ledger: Ledger,
+        now_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.cfg = cfg
+        self.signer = signer
+        self.ledger = ledger
+        self.now_ms = now_ms
+        self.clock = HLC(ledger.max_hlc())
+        self.on_record: list[RecordHook] = []
+        # PIN-backed credentials that may approve this terminal's ops (meshpos/service/staff.py).
+        self.credentials: list[Credential] = []
+        install_check(ledger)
+        from meshpos.service.cards import install_card_check  # imports this module
+
+        install_card_check(ledger)
+        if ledger.public_key(signer.node_id) is None:
+            ledger.add_node(self.node_record())
+
+    @classmethod
+    def open(cls, directory: str | Path | None = None, **kw: Any) -> Terminal:
+        cfg = load_config(resolve_dir(directory))
+        signer = load_signer(cfg)
+        key = storage_key(
+            cfg
+        )  # None unless [storage] encrypt = true (meshpos/ledger/encryption.py)
+        lost = not cfg.db_path.exists() and (cfg.dir / "node.cert").exists()
+        terminal = cls(cfg, signer, Ledger(cfg.db_path, cfg.store, key=key), **kw)
+        if lost:
+            terminal.set_bootstrapping(True)
+        return terminal
+
+    # -- a terminal whose database was lost ------------------------------------------------------
+
+    def set_bootstrapping(self, on: bool) -> None:
+        """An enrolled terminal that lost its database must not sign anything until its peers
+        gave it back its own earlier ops: it would reuse seq numbers (a fork peers refuse) and
+        could grant loyalty rights it already spent. The daemon clears this once caught up."""
+        with self.ledger.write():
+            if on:
+                self.ledger.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
+            else:
+                self.ledger.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
+
+    def bootstrapping(self) -> bool:
+        row = self.ledger.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def node_record(self) -> NodeRecord:
+        return NodeRecord(
+            self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name
+        )
+
+    @property
+    def node_id(self) -> str:
+        return self.signer.node_id
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    def append(self, kind: str, payload: Payload, user: str | None = None) -> Op:
+        """Record a local op; joins the caller's transaction if there is one."""
+        with self.ledger.write():
+            if self.bootstrapping():
+                raise LocalError(
+                    "this terminal lost its database and is getting its history back from its "
+                    "peers; it can sell again once `meshpos status` shows it caught up "
+                    "(start `meshpos node run` with a peer reachable)"
+                )
+            hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
+            acting = user or self.cfg.user
+            payload = authorize(self, kind, payload, acting, hlc)  # staff permissions
+            return self.ledger.append(self.signer, kind=kind, payload=payload, user=acting, hlc=hlc)
+
+    def ingest(self, ops: Sequence[Op], nodes: Sequence[NodeRecord] = ()) -> IngestResult:
+        result = self.ledger.ingest(ops, nodes)
+        if result.max_hlc:
+            self.clock.observe(result.max_hlc, self.now_ms())
+        return result
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read on the views, as dicts keyed by column name."""
+        rows: list[Any] = self.ledger.query(sql, params)
+        return rows
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.ledger.write():
+            yield
+
+    # -- catalogue ------------------------------------------------------------------------------
+
+    def import_catalog(
+        self,
+        rows: Sequence[CatalogRow],
+        user: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """One product op per row. The stock column is opening stock: it is received only for
+        products new to the catalogue, so re-importing a price list does not double the stock.
+        All or nothing."""
+        products = receipts = 0
+        with self.transaction():
+            known = {r[0] for r in self.ledger.conn.execute("SELECT sku FROM products")}
+            for i, row in enumerate(rows):
+                self.append("product.upsert", {"sku": row.sku, "fields": row.fields}, user)
+                products += 1
+                if row.stock and row.sku not in known:
+                    self.append(
+                        "stock.receive",
+                        {"sku": row.sku, "delta": row.stock, "reason": "catalogue import"},
+                        user,
+                    )
+                    receipts += 1
+                if progress:
+                    progress(i + 1)
+        return products, receipts
+
+    def product(self, code: str) -> Product:
+        rows = self.query(
+            "SELECT * FROM products WHERE (sku = ? OR barcode = ?) AND active = 1 "
+            "ORDER BY sku = ? DESC LIMIT 1",
+            (code, code, code),
+        )
+        if not rows:
+            raise NotFound(f"unknown product {code!r}: no SKU or barcode matches")
+        return Product.from_row(rows[0])
+
+    def products(self, search: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT p.*, COALESCE(s.qty, 0) AS stock FROM products p "
+            "LEFT JOIN stock s ON s.sku = p.sku "
+        )
+        params: list[Any] = []
+        if search:
+            sql += "WHERE p.sku LIKE ? OR p.name LIKE ? OR p.barcode = ? OR p.category LIKE ? "
+            like = f"%{search}%"
+            params += [like, like, search, like]
+        return self.query(sql + "ORDER BY p.sku LIMIT ?", [*params, limit])
+
+    def set_price(self, code: str, price: int, user: str | None = None) -> Op:
+        sku = self.product(code).sku
+        if price < 0:
+            raise InputError("price must be >= 0")
+        return self.append("product.upsert", {"sku": sku, "fields": {"price": price}}, user)
+
+    # -- stock ----------------------------------------------------------------------------------
+
+    def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
+        if sku is not None:
+            return self.query(
+                "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
+                "FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.sku = ?",
+                (self.product(sku).sku,),
+            )
+        return self.query(
+            "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
+            "FROM products p LEFT JOIN stock s ON s.sku = p.sku ORDER BY p.sku"
+        )
+
+    def move_stock(
+        self, kind: str, code: str, qty: int, reason: str, user: str | None = None
+    ) -> Op:
+        sku = self.product(code).sku
+        if not reason.strip():
+            raise InputError("a stock change needs a reason (--reason)")
+        if kind == "receive" and qty <= 0:
+            raise InputError(f"received quantity must be positive, got {qty}")
+        if kind == "adjust" and qty == 0:
+            raise InputError("an adjustment of 0 changes nothing")
+        return self.append(f"stock.{kind}", {"sku": sku, "delta": qty, "reason": reason}, user)
+
+    # -- customers and loyalty ------------------------------------------------------------------
+
+    def add_customer(self, fields: Mapping[str, str | None], user: str | None = None) -> str:
+        clean = self._customer_fields(fields)
+        if not clean.get("name"):
+            raise InputError("a customer needs a name (--name)")
+        if clean.get("phone") and self.query(
+            "SELECT 1 FROM customers WHERE phone = ?", (clean["phone"],)
+        ):
+            raise InputError(f"a customer with phone {clean['phone']} already exists")
+        with self.transaction():
+            seq = self.ledger.head(self.node_id)[0] + 1
+            cid = f"C{self.node_id[:6]}{seq}"
+            self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
+        return cid
+
+    def edit_customer(
+        self, code: str, fields: Mapping[str, str | None], user: str | None = None
+    ) -> Op:
+        cid = self.customer(code)["customer_id"]
+        clean = self._customer_fields(fields)
+        if not clean:
+            raise InputError("nothing to change: give --name, --phone or --email")
+        if "name" in clean and not clean["name"]:
+            raise InputError("a customer's name cannot be empty")
+        if clean.get("phone") and self.query(
+            "SELECT 1 FROM customers WHERE phone = ? AND customer_id != ?", (clean["phone"], cid)
+        ):
+            raise InputError(f"a customer with phone {clean['phone']} already exists")
+        return self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
+
+    @staticmethod
+    def _customer_fields(fields: Mapping[str, str | None]) -> dict[str, str]:
+        out = {}
+        for key, value in fields.items():
+            if value is None:
+                continue
+            if key not in CUSTOMER_FIELDS:
+                raise InputError(f"unknown customer field {key!r}")
+            value = value.strip()
+            if key == "phone" and value and not value.lstrip("+").isdigit():
+                raise InputError(f"phone {value!r} must be digits")
+            if key == "email" and value and "@" not in value:
+                raise InputError(f"email {value!r} is not an email address")
+            out[key] = value
+        return out
+
+    def customer(self, cid: str) -> dict[str, Any]:
+        rows = self.query(
+            "SELECT c.*, COALESCE(l.points, 0) AS points FROM customers c "
+            "LEFT JOIN loyalty l ON l.customer_id = c.customer_id "
+            "WHERE c.customer_id = ? OR (c.phone = ? AND c.phone != '')",
+            (cid, cid),
+        )
+        if not rows:
+            raise NotFound(f"unknown customer {cid!r}")
+        return rows[0]
+
+    def points(self, cid: str) -> int:
+        return int(self.customer(cid)["points"])
+
+    def loyalty_rule(self) -> LoyaltyRule:
+        settings = {
+            r["key"]: json.loads(r["value"])
+            for r in self.query("SELECT key, value FROM settings WHERE key LIKE 'loyalty.%'")
+        }
+        return LoyaltyRule(
+            earn_per_100=int(settings.get("loyalty.earn_per_100", self.cfg.earn_per_100)),
+            point_value=int(settings.get("loyalty.point_value", self.cfg.point_value)),
+        )
+
+    # -- sales, returns, exchanges --------------------------------------------------------------
+
+    def cart(
+        self, items: Sequence[tuple[str, int]], line_discounts: Mapping[str, str]
+    ) -> list[CartLine]:
+        lines = [CartLine(self.product(code), qty) for code, qty in items]
+        unknown = set(line_discounts) - {c.product.sku for c in lines}
+        if unknown:
+            raise InputError(f"discount names SKU(s) not in the sale: {', '.join(sorted(unknown))}")
+        return [CartLine(c.product, c.qty, line_discounts.get(c.product.sku)) for c in lines]
+
+    def _next_number(self) -> int:
+        row = self.ledger.conn.execute(
+            "SELECT COALESCE(MAX(number), 0) FROM sales WHERE origin = ?", (self.node_id,)
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def _record(
+        self,
+        kind: str,
+        priced: PricedSale,
+        customer: str | None,
+        user: str | None,
+        extra: Mapping[str, Any],
+    ) -> SaleResult:
+        with self.transaction():
+            number = self._next_number()
+            payload: dict[str, Any] = {
+                "sale_id": f"{self.cfg.store}-{self.cfg.name}-{number:06d}",
+                "receipt": f"{self.cfg.name}-{number:06d}",
+                "number": number,
+                "terminal": self.cfg.name,
+                "customer": customer,
+                "lines": priced.lines,
+                "subtotal": priced.subtotal,
+                "discount": priced.discount,
+                "tax": priced.tax,
+                "total": priced.total,
+                "tenders": priced.tenders,
+                "points_earned": priced.points_earned,
+                "points_redeemed": priced.points_redeemed,
+                "ts_ms": self.now_ms(),
+                **extra,
+            }
+            op = self.append(kind, payload, user)
+            for hook in (*Terminal.record_hooks, *self.on_record):
+                hook(self, op, dict(op.payload))
+        return SaleResult(op, dict(op.payload))
+
+    def sell(
+        self,
+        items: Sequence[tuple[str, int]],
+        *,
+        tenders: Sequence[Tender] = (),
+        customer: str | None = None,
+        discount: str | None = None,
+        line_discounts: Mapping[str, str] | None = None,
+        user: str | None = None,
+        card: CardInput | None = None,
+    ) -> SaleResult:
+        """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
+        sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
+        tenders must fit the offline floor limits."""
+        from meshpos.service import cards
+
+        if card is not None and not tenders:
+            tenders = [Tender("card")]
+        with self.transaction():
+            cid = self.customer(customer)["customer_id"] if customer else None
+            priced = price_lines(self.cart(items, line_discounts or {}), discount)
+            balance = self.points(cid) if cid else 0
+            held = self.rights(cid) if cid else 0
+            if any(t.method == "points" and t.amount is None for t in tenders):
+                balance = min(balance, held)
+            settled = settle(
+                priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance
+            )
+            if card is not None:
+                settled = cards.seal_tenders(self, settled, card)
+            cards.check_sale(self, settled)
+            if cid and settled.points_redeemed > max(held, 0):
+                raise EscrowShortfall(
+                    cid, settled.points_redeemed, held, self.rights_elsewhere(cid)
+                )
+            return self._record("sale", settled, cid, user, {"ref_sale": None})
+
+    # -- loyalty escrow -------------------------------------------------------------------------
+
+    def rights(self, customer_id: str, node: str | None = None) -> int:
+        """Points of this customer that `node` (default: this terminal) may redeem."""
+        row = self.ledger.conn.execute(
+            "SELECT points FROM rights WHERE customer_id = ? AND node = ?",
+            (customer_id, node or self.node_id),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def rights_elsewhere(self, customer_id: str) -> dict[str, int]:
+        names = {n.node_id: n.name for n in self.ledger.nodes()}
+        return {
+            names.get(node, node): int(points)
+            for node, points in self.ledger.conn.execute(
+                "SELECT node, points FROM rights WHERE customer_id = ? AND node != ? "
+                "AND points > 0 ORDER BY node",
+                (customer_id, self.node_id),
+            )
+        }
+
+    def grant_rights(self, customer_id: str, to: str, wanted: int, user: str | None = None) -> int:
+        """Hand up to `wanted` of this terminal's redemption rights to node `to`; returns how many
+        were granted (0 when this terminal holds none). The card float stays among the store's
+        counters: it is never handed to HQ, which moves loyalty between stores, not float."""
+        with self.transaction():
+            points = min(wanted, self.rights(customer_id))
+            if points <= 0 or to == self.node_id:
+                return 0
+            if customer_id == CARD_FLOAT and to in hq_origins(self.ledger.conn):
+                return 0
+            self.append(
+                "escrow.transfer", {"customer_id": customer_id, "to": to, "points": points}, user
+            )
+            return points
+
+    def sale(self, sale_id: str) -> dict[str, Any]:
+        rows = self.query(
+            "SELECT * FROM sales WHERE (sale_id = ? OR sale_id LIKE ? ESCAPE '\\') "
+            "AND kind != 'return' ORDER BY origin, seq",
+            (sale_id, "%-" + re.sub(r"([\\%_])", r"\\\1", sale_id)),
+        )
+        if not rows:
+            raise NotFound(f"unknown sale {sale_id!r}")
+        if len({r["sale_id"] for r in rows}) > 1:
+            raise InputError(f"sale {sale_id!r} is ambiguous: give the full sale id")
+        sale = rows[0]
+        op = self.ledger.get(sale["origin"], sale["seq"])
+        assert op is not None
+        sale["payload"] = dict(op.payload)
+        return sale
+
+    def returnable(self, sale_id: str) -> dict[str, dict[str, Any]]:
+        """Per SKU of a sale: what was sold (qty, refund per unit) and what may still come back."""
+        sale = self.sale(sale_id)
+        out: dict[str, dict[str, Any]] = {}
+        for line in sale["payload"]["lines"]:
+            entry = out.setdefault(
+                line["sku"], {"line": line, "qty": 0, "total": 0, "tax": 0, "returned": 0}
+            )
+            entry["qty"] += line["qty"]
+            entry["total"] += line["total"]
+            entry["tax"] += line["tax"]
+        for sku, qty in self.ledger.conn.execute(
+            "SELECT sku, SUM(qty) FROM returned WHERE ref_sale = ? GROUP BY sku", (sale["sale_id"],)
+        ):
+            if sku in out:
+                out[sku]["returned"] = qty
+        return out
+
+    def _refund_lines(
+        self, sale_id: str, items: Sequence[tuple[str, int]]
+    ) -> tuple[str, list[dict[str, Any]], int]:
+        if not items:
+            raise InputError("name at least one item to return")
+        sale = self.sale(sale_id)
+        avail = self.returnable(sale_id)
+        wanted: dict[str, int] = {}
+        for code, qty in items:
+            sku = code if code in avail else self.product(code).sku
+            wanted[sku] = wanted.get(sku, 0) + qty
+        lines = []
+        for sku, qty in wanted.items():
+            if sku not in avail:
+                raise InputError(f"sale {sale['sale_id']} has no {sku}")
+            entry = avail[sku]
+            left = entry["qty"] - entry["returned"]
+            if qty > left:
+                raise InputError(
+                    f"sale {sale['sale_id']}: only {left} of {sku} can still be returned, not {qty}"
+                )
+            line = dict(entry["line"])
+            total = _share(entry["total"], entry["qty"], entry["returned"], qty)
+            line.update(qty=qty, total=total, discount=line["unit_price"] * qty - total)
+            line["tax"] = _share(entry["tax"], entry["qty"], entry["returned"], qty)
+            lines.append(line)
+        return sale["sale_id"], lines, sale["payload"].get("points_earned", 0)
+
+    def return_items(
+        self,
+        sale_id: str,
+        items: Sequence[tuple[str, int]],
+        *,
+        refund: str = "cash",
+        user: str | None = None,
+    ) -> SaleResult:
+        if refund not in ("cash", "card", "points"):
+            raise InputError(f"refund method {refund!r} must be cash, card or points")
+        with self.transaction():
+            ref, lines, earned = self._refund_lines(sale_id, items)
+            orig = self.sale(ref)
+            total = sum(ln["total"] for ln in lines)
+            customer = orig["customer_id"]
+            if refund == "points" and not customer:
+                raise InputError("a refund to points needs a sale with a customer")
+            tenders, points_back, clawback = self._refund_tenders(orig, total, earned, refund)
+            priced = PricedSale(
+                lines=lines,
+                subtotal=sum(ln["unit_price"] * ln["qty"] for ln in lines),
+                discount=sum(ln["discount"] for ln in lines),
+                tax=sum(ln["tax"] for ln in lines),
+                total=total,
+                tenders=tenders,
+                points_earned=-clawback,
+                points_redeemed=-points_back,
+            )
+            return self._record("return", priced, customer, user, {"ref_sale": ref})
+
+    def _refund_tenders(
+        self, orig: Mapping[str, Any], total: int, earned: int, refund: str
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """How `total` of a sale goes back: the share paid with points returns as points, the rest
+        by `refund`; and the share of the points it earned to take back. Shares are counted on the
+        running refunded total, so a sale returned in parts gives back exactly what it took."""
+        row = self.ledger.conn.execute(
+            "SELECT COALESCE(-SUM(total), 0) FROM sales WHERE ref_sale = ? AND kind = 'return'",
+            (orig["sale_id"],),
+        ).fetchone()
+        sold = int(orig["total"])
+        before = min(int(row[0]), sold)
+        now = min(total, sold - before)
+        paid = [t for t in orig["payload"]["tenders"] if t["method"] == "points"]
+
+        def share(amount: int) -> int:
+            return _share(amount, sold, before, now) if sold > 0 else 0
+
+        points = share(sum(int(t.get("points", 0)) for t in paid))
+        tenders: list[dict[str, Any]] = []
+        if points:
+            tenders.append(
+                {
+                    "method": "points",
+                    "amount": share(sum(t["amount"] for t in paid)),
+                    "points": points,
+                }
+            )
+        rest = total - sum(t["amount"] for t in tenders)
+        if rest or not tenders:
+            tender: dict[str, Any] = {"method": refund, "amount": rest}
+            if refund == "points":
+                tender["points"] = -(-rest // self.loyalty_rule().point_value)
+                points += tender["points"]
+            tenders.append(tender)
+        return tenders, points, share(earned)
+
+    def exchange(
+        self,
+        sale_id: str,
+        back: Sequence[tuple[str, int]],
+        take: Sequence[tuple[str, int]],
+        *,
+        tenders: Sequence[Tender] = (),
+        user: str | None = None,
+    ) -> SaleResult:
+        with self.transaction():
+            ref, returned, _ = self._refund_lines(sale_id, back)
+            orig = self.sale(ref)
+            new = price_lines(self.cart(take, {}))
+            credit = sum(ln["total"] for ln in returned)
+            net = new.total - credit
+            if net > 0:
+                due = PricedSale(new.lines, new.subtotal, new.discount, new.tax, net)
+                paid = settle(due, tenders, self.loyalty_rule(), customer=None).tenders
+            else:
+                if tenders:
+                    raise InputError("nothing is due on this exchange; leave out --pay")
+                paid = [{"method": "cash", "amount": net}] if net else []
+            priced = PricedSale(
+                lines=new.lines,
+                subtotal=new.subtotal - sum(ln["unit_price"] * ln["qty"] for ln in returned),
+                discount=new.discount - sum(ln["discount"] for ln in returned),
+                tax=new.tax - sum(ln["tax"] for ln in returned),
+                total=net,
+                tenders=paid,
+            )
+            return self._record(
+                "exchange",
+                priced,
+                orig["customer_id"],
+                user,
+                {"ref_sale": ref, "returned": returned},
+            )
+
+    # -- conflicts ------------------------------------------------------------------------------
+
+    def conflicts(self, status: str | None = "open") -> list[dict[str, Any]]:
+        sql = "SELECT * FROM conflicts"
+        params: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            params = (status,)
+        rows = self.query(sql + " ORDER BY conflict_id", params)
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+            row["ops"] = json.loads(row["ops"])
+        return rows
+
+    def resolve(
+        self, conflict_id: str, note: str, *, adjust: int | None = None, user: str | None = None
+    ) -> Op:
+        rows = self.query("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
+        if not rows:
+            raise NotFound(f"unknown conflict {conflict_id!r}: see `meshpos conflicts list`")
+        if rows[0]["status"] != "open":
+            raise InputError(f"conflict {conflict_id} is already resolved")
+        if not note.strip():
+            raise InputError("a resolution needs a note saying what was done (--note)")
+        kind, subject = rows[0]["kind"], rows[0]["subject"]
+        with self.transaction():
+            if adjust:
+                if kind != "oversell":
+                    raise InputError("--adjust applies only to oversell conflicts")
+                self.move_stock("adjust", subject, adjust, f"resolve {conflict_id}: {note}", user)
+            level = self._current_level(kind, subject)
+            return self.append(
+                "conflict.resolve",
+                {"conflict_id": conflict_id, "note": note, "ack_level": level},
+                user,
+            )
+
+    def _current_level(self, kind: str, subject: str) -> int | None:
+        if kind == "oversell":
+            row = self.ledger.conn.execute(
+                "SELECT qty FROM stock WHERE sku = ?", (subject,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+        if kind == "negative_points":
+            row = self.ledger.conn.execute(
+                "SELECT points FROM loyalty WHERE customer_id = ?", (subject,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+        if kind == "over_return":
+            detail = json.loads(
+                self.ledger.conn.execute(
+                    "SELECT detail FROM conflicts WHERE conflict_id = ?", (f"{kind}:{subject}",)
+                ).fetchone()[0]
+            )
+            return int(sum(detail.get("excess", {}).values()))
+        return 0
+
+    # -- sync by file ---------------------------------------------------------------------------
+
+    def export_bundle(self, since: Mapping[str, int] | None = None) -> tuple[bytes, int]:
+        raw = self.ledger.raw_since(since or {})
+        data = encode_bundle(
+            self.signer,
+            self.cfg.store,
+            self.ledger.nodes(),
+            self.ledger.vv(),
+            [(body, sig) for _, _, body, sig in raw],
+        )
+        return data, len(raw)
+
+    def import_bundle(self, data: bytes) -> IngestResult:
+        bundle = decode_bundle(data, self.cfg.store)
+        pinned = self.cfg.store_public_key
+        if pinned is not None:
+            for node in bundle.nodes:
+                if self.ledger.public_key(node.node_id) == node.public_key and node.cert is None:
+                    continue
+                reason = admit_record(node, pinned, self.cfg.store)
+                if reason is not None:
+                    raise RemoteError(f"bundle lists node {node.name} ({node.node_id}): {reason}")
+        return self.ingest(list(bundle.ops), list(bundle.nodes))
