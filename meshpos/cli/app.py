@@ -25,6 +25,7 @@ from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import parse_item, parse_tender
 from meshpos.service.config import check_name, init_node, resolve_dir
+from meshpos.service.printing import queue_receipt
 from meshpos.service.staff import session_user
 from meshpos.service.terminal import Terminal
 
@@ -66,7 +67,7 @@ OPEN_HOOKS: list[Callable[[click.Context, Terminal], None]] = []
 def _open(ctx: click.Context) -> Terminal:
     obj = ctx.find_root().obj
     if obj.get("terminal") is None:
-        obj["terminal"] = Terminal.open(obj["dir"])
+        obj["terminal"] = Terminal.open(obj["dir"], on_record=[queue_receipt])
         ctx.call_on_close(obj["terminal"].close)
         for hook in OPEN_HOOKS:
             hook(ctx, obj["terminal"])

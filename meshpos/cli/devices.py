@@ -27,7 +27,6 @@ from meshpos.ledger.print_queue import OPEN_STATES, DrainResult
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.printing import (
     Printing,
-    install,
     jobs_table,
     scanner_setup,
     take_enqueued,
@@ -41,8 +40,6 @@ from meshpos.service.till import (
     TillSession,
     change_given,
 )
-
-install()
 
 
 def _drain_note(result: DrainResult, what: str = "job") -> str:

@@ -83,7 +83,8 @@ def backup() -> None:
 @click.pass_context
 def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_json: bool) -> None:
     """Snapshot the database while selling goes on, verify it, seal it, rotate, copy off-site."""
-    from meshpos.service.backup import DirectoryTarget, create_backup
+    from meshpos.service.backup.create import create_backup
+    from meshpos.service.backup.targets import DirectoryTarget
 
     t = _open(ctx)
     target = DirectoryTarget(Path(to_dir).expanduser()) if to_dir else None
@@ -107,7 +108,8 @@ def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_j
 @click.pass_context
 def backup_list(ctx: click.Context, as_json: bool) -> None:
     """This node's backups, oldest first (local, then off-site)."""
-    from meshpos.service.backup import BackupSettings, backup_prefix, list_backups, read_header
+    from meshpos.service.backup.format import read_header
+    from meshpos.service.backup.targets import BackupSettings, backup_prefix, list_backups
 
     cfg = _config(ctx)
     s = BackupSettings.from_config(cfg)
@@ -141,7 +143,7 @@ def backup_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def backup_verify(ctx: click.Context, file: str, key_file: str | None, as_json: bool) -> None:
     """Authenticate a backup file and run verify on the database inside it."""
-    from meshpos.service.backup import verify_backup
+    from meshpos.service.backup.restore import verify_backup
 
     cfg = _optional_config(ctx)
     check = verify_backup(
@@ -188,7 +190,7 @@ def restore(
 ) -> None:
     """Bring this terminal's database back from a backup (verified first); the daemon then
     catches up the rest from its peers."""
-    from meshpos.service.backup import restore_backup
+    from meshpos.service.backup.restore import restore_backup
 
     cfg = _config(ctx)
     _no_daemon(cfg, "restoring")

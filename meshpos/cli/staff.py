@@ -19,8 +19,6 @@ from meshpos.domain.staff import APPROVAL, ROLES, SESSION, policy_keys
 from meshpos.service.staff import (
     add_user,
     clear_session,
-    get_user,
-    list_users,
     load_session,
     read_session,
     save_session,
@@ -114,7 +112,7 @@ def users_add(
 def users_list(ctx: click.Context, as_json: bool) -> None:
     """Users with role and state; `locked_here` is this terminal's PIN lockout."""
     t = _open(ctx)
-    emit(list_users(t.ledger.conn, t.now_ms()), as_json, "users")
+    emit(t.ledger.staff.users(t.now_ms()), as_json, "users")
 
 
 def _set_active(ctx: click.Context, user_id: str, active: bool) -> None:
@@ -203,7 +201,7 @@ def users_policy(ctx: click.Context, assignments: tuple[str, ...], as_json: bool
     with t.transaction():
         for key, value in parsed:
             set_policy(t, key, value, _user(ctx))
-    emit({f"staff.{k}": v for k, v in vars(store_policy(t.ledger.conn)).items()}, as_json, "staff")
+    emit({f"staff.{k}": v for k, v in vars(store_policy(t.ledger)).items()}, as_json, "staff")
 
 
 # -- sign-in -----------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ def login(ctx: click.Context, user_id: str, pin_stdin: bool, as_json: bool) -> N
     pin = _read_pin(f"PIN for {user_id}", pin_stdin)
     cred = sign_in(t, user_id, pin, purpose=SESSION)
     path = save_session(t.cfg.dir, cred)
-    row = get_user(t.ledger.conn, user_id) or {}
+    row = t.ledger.staff.user(user_id) or {}
     emit(
         {
             "user_id": user_id,
@@ -252,7 +250,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
     session = load_session(t)
     stored = read_session(t.cfg.dir)
     acting = obj.get("user") or (session.user if session else None) or t.cfg.user
-    row = get_user(t.ledger.conn, acting)
+    row = t.ledger.staff.user(acting)
     out: dict[str, Any] = {
         "user": acting,
         "role": row["role"] if row else None,

@@ -1,6 +1,24 @@
-"""Escrow planning: whom to ask for redemption rights, and for how much (pure)."""
+"""Escrow: the shortfall a counter meets when rights it needs are held elsewhere, and whom to ask
+for them, for how much (pure)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+from meshpos.core.errors import LocalError
+
+
+class EscrowShortfall(LocalError):
+    """A redemption needs more points than this terminal holds rights to (loyalty escrow)."""
+
+    def __init__(self, customer: str, needed: int, held: int, elsewhere: Mapping[str, int]) -> None:
+        self.customer, self.needed, self.held = customer, needed, held
+        where = ", ".join(f"{name} {pts}" for name, pts in elsewhere.items()) or "no other counter"
+        super().__init__(
+            f"only {max(held, 0)} of customer {customer}'s points can be redeemed at this counter "
+            f"now ({needed} asked); the rest are held by {where}. Ask again when those counters "
+            "are reachable, or redeem fewer points"
+        )
 
 
 def plan_asks(need: int, holdings: dict[str, int]) -> dict[str, int]:

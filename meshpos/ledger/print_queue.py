@@ -1,4 +1,4 @@
-"""The persistent print queue: one table in the node's SQLite database, beside the ledger.
+"""The persistent print queue: one node-local table in the node's SQLite database.
 
 A receipt job is inserted in the transaction that records its sale, so a sale and its receipt
 commit together or not at all, and a crash, a dead printer or a restart loses neither. Jobs print
@@ -13,7 +13,7 @@ a job. The one window left is a process dying after the printer took the bytes a
 duplicate (`interrupted`), because a customer without a receipt is worse than one with two.
 
 Failover: `forward` hands waiting jobs to a peer terminal (state `forwarding`); the daemon sends
-them (see devices/service.py) until the peer acknowledges that it has queued them under their
+them (meshpos/service/printing.py) until the peer acknowledges that it has queued them under their
 `source` key, which is unique there, so a resent job is queued at most once.
 """
 
@@ -22,36 +22,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from meshpos.core.errors import InputError, MeshposError
-
-DDL = """
-CREATE TABLE IF NOT EXISTS print_jobs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL,
-    sale_id     TEXT,
-    origin      TEXT,
-    seq         INTEGER,
-    doc         TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    next_try_ms INTEGER NOT NULL DEFAULT 0,
-    created_ms  INTEGER NOT NULL,
-    printed_ms  INTEGER,
-    last_error  TEXT NOT NULL DEFAULT '',
-    via         TEXT,
-    source      TEXT UNIQUE,
-    claim       TEXT,
-    claimed_ms  INTEGER,
-    interrupted INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS print_jobs_state ON print_jobs (state, id);
-CREATE INDEX IF NOT EXISTS print_jobs_sale ON print_jobs (sale_id);
-"""
+from meshpos.ledger.records import WriteTx
 
 BACKOFF_BASE_MS = 1_000
 BACKOFF_CAP_MS = 60_000
@@ -163,25 +139,20 @@ def backoff_ms(attempts: int, base_ms: int = BACKOFF_BASE_MS, cap_ms: int = BACK
     return min(cap_ms, base_ms << min(attempts - 1, 30))
 
 
-WriteTx = Callable[[], AbstractContextManager[Any]]
 PrintFn = Callable[[PrintJob], None]
 
 
 class PrintQueue:
-    """The print_jobs table over one SQLite connection.
+    """The print_jobs table (meshpos/ledger/schema.py) over the ledger's connection, as
+    `Ledger.print_queue`.
 
-    `write` opens a write transaction that joins an enclosing one (the Ledger's `write`), so
-    `enqueue` called inside a sale's transaction commits with the sale. Not thread-safe: one
-    PrintQueue per connection per thread, any number per database.
+    `write` is the ledger's, so `enqueue` called inside a sale's transaction commits with the
+    sale. Not thread-safe, like the Ledger it belongs to.
     """
 
     def __init__(self, conn: sqlite3.Connection, write: WriteTx) -> None:
         self.conn = conn
         self._write = write
-        with self._write():
-            for stmt in DDL.split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
         self._names = [d[1] for d in self.conn.execute("PRAGMA table_info(print_jobs)")]
 
     # -- writing jobs ---------------------------------------------------------------------------

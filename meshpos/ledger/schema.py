@@ -1,7 +1,11 @@
-"""SQLite schema: the op log, its bookkeeping, and the views folded from it.
+"""SQLite schema: every table of a node's database, created when a ledger opens.
 
-Views are created from the same DDL in the main database and in a scratch database that `verify`
-folds from scratch, so the two can be compared table by table.
+Three groups: the op log and its bookkeeping; the views folded from it; and node-local tables,
+which hold this node's own state (print queue, PIN lockouts, escrow asks for the daemon, peer
+acknowledgements), are never replicated and are not part of `verify`. Views are created from the
+same DDL in the main database and in a scratch database that `verify` folds from scratch, so the
+two can be compared table by table. Every statement is `IF NOT EXISTS`: a database made by an
+older version gets its missing tables when it is next opened.
 """
 
 from __future__ import annotations
@@ -218,5 +222,55 @@ CREATE TABLE IF NOT EXISTS {s}.conflicts (
 """
 
 
+LOCAL_TABLES = ("print_jobs", "staff_lockout", "escrow_asks", "peer_acks")
+
+LOCAL_DDL = """
+CREATE TABLE IF NOT EXISTS print_jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    sale_id     TEXT,
+    origin      TEXT,
+    seq         INTEGER,
+    doc         TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms  INTEGER NOT NULL,
+    printed_ms  INTEGER,
+    last_error  TEXT NOT NULL DEFAULT '',
+    via         TEXT,
+    source      TEXT UNIQUE,
+    claim       TEXT,
+    claimed_ms  INTEGER,
+    interrupted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS print_jobs_state ON print_jobs (state, id);
+CREATE INDEX IF NOT EXISTS print_jobs_sale ON print_jobs (sale_id);
+CREATE TABLE IF NOT EXISTS staff_lockout (
+    user_id         TEXT PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    locked_until_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS escrow_asks (
+    id          INTEGER PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    points      INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    sent        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS peer_acks (
+    peer  TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+"""
+
+
 def view_ddl(schema: str = "main") -> str:
     return VIEW_DDL.format(s=schema)
+
+
+def node_ddl() -> list[str]:
+    """Every statement that creates a node database's tables, in order."""
+    text = LOG_DDL + view_ddl("main") + LOCAL_DDL
+    return [stmt for stmt in text.split(";") if stmt.strip()]

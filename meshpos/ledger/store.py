@@ -4,13 +4,18 @@ One database file per node, WAL mode, `synchronous=FULL`: an op insert and its v
 one transaction, so a crash never leaves a view that disagrees with the log, and every sale that was
 reported is on disk. Several processes (the daemon, a CLI command) may write the same file: every
 write is a `BEGIN IMMEDIATE` transaction, and the next local seq is read inside it.
+
+`Ledger` is the one object the layers above hold, and the only code that speaks SQL to a node's
+database. Reads and writes beyond the log are grouped by concern in their own modules and reached
+from it: `views` (catalogue, stock, customers, sales, rights, conflicts), `reports`, `staff` (users
+and PIN lockouts), `print_queue`, `escrow_asks` and `peer_acks`.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,9 +33,17 @@ from meshpos.core.ops import (
 )
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.apply import apply_changes
+from meshpos.ledger.authority import Authority, hq_origins, store_rules
+from meshpos.ledger.encryption import connect_encrypted, remove_db_files
+from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
-from meshpos.ledger.records import IngestResult
-from meshpos.ledger.schema import LOG_DDL, VIEW_TABLES, view_ddl
+from meshpos.ledger.peer_acks import PeerAcks
+from meshpos.ledger.print_queue import PrintQueue
+from meshpos.ledger.records import IngestResult, LogWindow
+from meshpos.ledger.reports import Reports
+from meshpos.ledger.schema import VIEW_TABLES, node_ddl, view_ddl
+from meshpos.ledger.staff import StaffStore
+from meshpos.ledger.views import Views
 
 __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "open_connection"]
 
@@ -44,14 +57,15 @@ def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
     a node's database must come from here, or it cannot read an encrypted one."""
     if key is None:
         return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    from meshpos.ledger.encryption import connect_encrypted
-
     conn: sqlite3.Connection = connect_encrypted(path, key)
     return conn
 
 
 class Ledger:
-    """One node's replica. Not thread-safe: one Ledger per thread, any number per file."""
+    """One node's replica. Not thread-safe: one Ledger per thread, any number per file.
+
+    `authority` is the rule a peer's ops must pass beyond signatures and chains before they are
+    applied (meshpos/ledger/authority.py); every replica applies the store's rules by default."""
 
     def __init__(
         self,
@@ -60,28 +74,32 @@ class Ledger:
         *,
         durable: bool = True,
         key: bytes | None = None,
+        authority: Authority = store_rules,
     ) -> None:
         self.path = str(path)
         self.store = store
         self.key = key
+        self.authority = authority
         self.conn = open_connection(self.path, key)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         self._depth = 0
-        self.checks: list[Callable[[Ledger, Sequence[Op]], None]] = []
-        """Rules beyond signatures and chains (staff permissions...) that a peer's ops must pass
-        before they are applied; a check raises RemoteError to refuse the whole batch."""
         with self.write():
-            for stmt in (LOG_DDL + view_ddl("main")).split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
+            for stmt in node_ddl():
+                self.conn.execute(stmt)
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
             if row is None:
                 self.conn.execute("INSERT INTO meta VALUES ('store', ?)", (store,))
             elif row[0] != store:
                 raise WrongStore(f"database {self.path} belongs to store {row[0]!r}, not {store!r}")
+        self.views = Views(self.conn)
+        self.reports = Reports(self.views)
+        self.staff = StaffStore(self.conn, self.write)
+        self.print_queue = PrintQueue(self.conn, self.write)
+        self.escrow_asks = EscrowAsks(self.conn, self.write)
+        self.peer_acks = PeerAcks(self.conn, self.write)
 
     def close(self) -> None:
         self.conn.close()
@@ -134,6 +152,24 @@ class Ledger:
             "SELECT public_key FROM nodes WHERE node_id = ?", (node_id,)
         ).fetchone()
         return row[0] if row else None
+
+    def hq_origins(self) -> set[str]:
+        """Nodes whose certificate has role `hq`."""
+        return hq_origins(self.conn)
+
+    # -- this node's own state ------------------------------------------------------------------
+
+    def set_bootstrapping(self, on: bool) -> None:
+        """Hold (or release) signing: see `Terminal.set_bootstrapping`."""
+        with self.write():
+            if on:
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
+            else:
+                self.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
+
+    def bootstrapping(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
+        return row is not None
 
     # -- version vectors ------------------------------------------------------------------------
 
@@ -254,8 +290,7 @@ class Ledger:
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
             if applied:
-                for check in self.checks:
-                    check(self, applied)
+                self.authority(self.conn, applied)
                 self._commit_ops(applied)
         return IngestResult(
             applied=len(applied),
@@ -323,10 +358,63 @@ class Ledger:
     def op_count(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees one state, whatever others commit."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def hlc_window(self, origin: str, lo_hlc: int, hi_hlc: int) -> LogWindow | None:
+        """`origin`'s ops from the first to the last whose HLC is in [lo_hlc, hi_hlc), with the
+        hash of the op before them (the chain anchor); None if it has none in the range."""
+        first, last = self.conn.execute(
+            "SELECT MIN(seq), MAX(seq) FROM ops WHERE origin = ? AND hlc >= ? AND hlc < ?",
+            (origin, lo_hlc, hi_hlc),
+        ).fetchone()
+        if first is None:
+            return None
+        before = self.get(origin, first - 1) if first > 1 else None
+        raw = self.conn.execute(
+            "SELECT body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (origin, first, last),
+        ).fetchall()
+        anchor = before.hash if before is not None else GENESIS
+        return LogWindow(first, last, anchor, tuple((b, s) for b, s in raw))
+
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         cur = self.conn.execute(sql, params)
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]  # type: ignore[misc]
+
+    # -- the database file ----------------------------------------------------------------------
+
+    def data_version(self) -> int:
+        """Changes when another connection commits to the file (cheap to poll)."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def quick_check(self) -> list[str]:
+        """SQLite's own page-level check; the problems found (empty: sound)."""
+        rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        return [f"quick_check: {r[0]}" for r in rows if r[0] != "ok"]
+
+    def checkpoint(self) -> None:
+        """Merge the WAL into the database file and empty it."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def copy_to(self, dest: Path) -> None:
+        """A consistent copy of the database into new file `dest`, under the same key, through
+        the online backup API in one step: a single read transaction, so concurrent commits
+        neither block nor tear it."""
+        dest.unlink(missing_ok=True)
+        remove_db_files(dest)
+        target = open_connection(str(dest), self.key)
+        try:
+            self.conn.backup(target)
+        finally:
+            target.close()
 
     # -- verify and rebuild ---------------------------------------------------------------------
 

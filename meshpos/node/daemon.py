@@ -48,7 +48,7 @@ from meshpos.node.membership import Membership, load
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service import escrow
-from meshpos.service.backup import maybe_backup
+from meshpos.service.backup.schedule import maybe_backup
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE, acked_seq, ensure_acks_table
 from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal

@@ -24,16 +24,17 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.clock import pack as hlc_pack
 from meshpos.core.clock import wall_of
 from meshpos.core.errors import EncodingError, InputError, MeshposError
-from meshpos.core.ops import GENESIS, Op, decode_body, op_hash, verify_signature
+from meshpos.core.ops import GENESIS, Op, decode_body, verify_signature
 from meshpos.domain.enrolment import read_certificate
-
-if TYPE_CHECKING:
-    from meshpos.service.terminal import Terminal
+from meshpos.service.terminal import Terminal
 
 FORMAT = "meshpos-audit"
 VERSION = 1
@@ -81,28 +82,14 @@ def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict
     if end <= start:
         raise InputError("--to must not be before --from")
     lo_hlc, hi_hlc = hlc_pack(start, 0), hlc_pack(end, 0)
-    conn = t.ledger.conn
     origins = []
-    conn.execute("BEGIN")  # one snapshot of the log for the whole export
-    try:
+    with t.ledger.snapshot():  # one state of the log for the whole export
         for origin in sorted(t.ledger.vv()):
-            first, last = conn.execute(
-                "SELECT MIN(seq), MAX(seq) FROM ops WHERE origin = ? AND hlc >= ? AND hlc < ?",
-                (origin, lo_hlc, hi_hlc),
-            ).fetchone()
-            if first is None:
+            window = t.ledger.hlc_window(origin, lo_hlc, hi_hlc)
+            if window is None:
                 continue
-            anchor = GENESIS
-            if first > 1:
-                row = conn.execute(
-                    "SELECT body, sig FROM ops WHERE origin = ? AND seq = ?", (origin, first - 1)
-                ).fetchone()
-                anchor = op_hash(row[0], row[1])
             ops = []
-            for body, sig in conn.execute(
-                "SELECT body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                (origin, first, last),
-            ):
+            for body, sig in window.raw:
                 op = decode_body(body, sig)
                 ops.append(
                     {
@@ -117,9 +104,9 @@ def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict
             origins.append(
                 {
                     "origin": origin,
-                    "first_seq": first,
-                    "last_seq": last,
-                    "anchor": anchor.hex(),
+                    "first_seq": window.first_seq,
+                    "last_seq": window.last_seq,
+                    "anchor": window.anchor.hex(),
                     "ops": ops,
                 }
             )
@@ -132,8 +119,6 @@ def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict
             }
             for n in t.ledger.nodes()
         ]
-    finally:
-        conn.execute("COMMIT")
     pub = t.cfg.store_public_key
     content = {
         "format": FORMAT,
@@ -286,9 +271,6 @@ def _check_envelope(
     keys: Mapping[str, bytes],
     problems: list[str],
 ) -> None:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     key = keys.get(str(exporter))
     if key is None:
         problems.append(f"the exporting node {exporter} has no valid certificate")

@@ -14,22 +14,19 @@ Floor limits bound the card money a store takes before HQ has answered:
   back to that counter, and counters move shares with `escrow.transfer` on request, exactly like
   loyalty rights. So the store total holds across counters even while the LAN is split.
 
-`cards_check` (in `Ledger.checks`) makes every peer refuse `payment.result` and `card.float` ops
-not signed by a node whose certificate has role `hq`.
+Every replica refuses `payment.result` and `card.float` ops not signed by a node whose certificate
+has role `hq` (meshpos/ledger/authority.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from meshpos.core.errors import InputError, LocalError, RemoteError
-from meshpos.core.ops import Op
+from meshpos.core.errors import InputError, LocalError
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     Card,
@@ -42,18 +39,16 @@ from meshpos.domain.cards import (
     parse_card,
     seal_card,
 )
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import PricedSale
 from meshpos.ledger.fold import CARD_FLOAT
-from meshpos.ledger.store import Ledger
-from meshpos.service.staff import hq_origins
-from meshpos.service.terminal import EscrowShortfall, Terminal
+from meshpos.service.context import NodeContext
 
 PER_SALE_SETTING = "cards.floor_per_sale"
 STORE_TOTAL_SETTING = "cards.floor_store_total"
 DEFAULT_PER_SALE = 1_000_000  # paise: ₹10,000
 MAX_FLOAT = 10**12  # paise: ₹1,000 crore, far above any store's float
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
 TEST_EXPIRY = "12/49"
 
 
@@ -165,33 +160,24 @@ def read_card_line(line: str, expiry: str | None = None) -> CardInput:
     return read_card(" ".join(parts), expiry)
 
 
-def _setting(conn: sqlite3.Connection, key: str) -> Any:
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-    return json.loads(row[0]) if row else None
-
-
-def payment_key(t: Terminal) -> bytes:
+def payment_key(t: NodeContext) -> bytes:
     """HQ's payment public key as HQ sent it. A key written by any other node is refused: a till
     that sealed cards to it would hand card numbers to whoever holds that key."""
-    conn = t.ledger.conn
-    row = conn.execute(
-        "SELECT value, origin FROM registers WHERE entity = 'setting' AND key = ? "
-        "AND field = 'value'",
-        (HQ_KEY_SETTING,),
-    ).fetchone()
-    if row is None:
+    found = t.ledger.views.setting_writer(HQ_KEY_SETTING)
+    if found is None:
         raise CardRefused(
             "this till has no HQ payment key yet, so it cannot seal card data: the store must be "
             "enrolled at HQ and have synced with it once; take cash meanwhile"
         )
-    if row[1] not in hq_origins(conn):
+    value, writer = found
+    if writer not in t.ledger.hq_origins():
         raise CardRefused(
-            f"the card key in this store's settings was written by node {row[1]}, not by HQ: "
+            f"the card key in this store's settings was written by node {writer}, not by HQ: "
             "no card is sealed to it. Have HQ send its key again (`meshpos hq setting "
             f"{HQ_KEY_SETTING} ...`) and report the node"
         )
     try:
-        key = bytes.fromhex(str(json.loads(row[0])))
+        key = bytes.fromhex(str(value))
     except ValueError:
         key = b""
     if len(key) != 32:
@@ -199,21 +185,21 @@ def payment_key(t: Terminal) -> bytes:
     return key
 
 
-def offline_check(t: Terminal, card: CardInput) -> None:
+def offline_check(t: NodeContext, card: CardInput) -> None:
     """What a till can tell about a card with no network: expired, or on HQ's blocklist."""
     today = datetime.fromtimestamp(t.now_ms() / 1000, UTC)
     if expired(card.card, today.year, today.month):
         exp = card.card.expiry
         raise CardRefused(f"the {card} expired {exp[:2]}/{exp[2:]}: ask for another card")
     key = blocklist_key(card.card.pan)
-    reason = blocked_reason({key: _setting(t.ledger.conn, key)}, card.card.pan)
+    reason = blocked_reason({key: t.ledger.views.setting(key)}, card.card.pan)
     if reason is not None:
         raise CardRefused(
             f"the {card} is on HQ's blocklist ({reason}): do not take it; ask for another payment"
         )
 
 
-def capture(t: Terminal, card: CardInput, amount: int) -> dict[str, Any]:
+def capture(t: NodeContext, card: CardInput, amount: int) -> dict[str, Any]:
     """Check the card offline and seal it for `amount` paise; the fields a card tender carries
     (`card_sealed`, `card_last4`, `card_brand`, `pending`). The number is not kept anywhere."""
     if amount <= 0:
@@ -223,7 +209,7 @@ def capture(t: Terminal, card: CardInput, amount: int) -> dict[str, Any]:
     return {**sealed.tender_fields(), "pending": True}
 
 
-def seal_tenders(t: Terminal, settled: PricedSale, card: CardInput) -> PricedSale:
+def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> PricedSale:
     """Seal `card` into the sale's one card tender that carries no card yet, for the amount
     `settle` gave it."""
     open_ = [
@@ -250,10 +236,9 @@ class Limits:
     store_total: int | None  # what HQ set the store's float to, as far as this till knows
 
 
-def limits(t: Terminal) -> Limits:
-    conn = t.ledger.conn
-    per_sale = _setting(conn, PER_SALE_SETTING)
-    total = _setting(conn, STORE_TOTAL_SETTING)
+def limits(t: NodeContext) -> Limits:
+    per_sale = t.ledger.views.setting(PER_SALE_SETTING)
+    total = t.ledger.views.setting(STORE_TOTAL_SETTING)
 
     def ok(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_FLOAT
@@ -261,20 +246,9 @@ def limits(t: Terminal) -> Limits:
     return Limits(per_sale if ok(per_sale) else DEFAULT_PER_SALE, total if ok(total) else None)
 
 
-def float_held(t: Terminal, node: str | None = None) -> int:
+def float_held(t: NodeContext, node: str | None = None) -> int:
     """Paise of card money `node` (default: this terminal) may still take before HQ answers."""
-    return t.rights(CARD_FLOAT, node)
-
-
-def float_opened(t: Terminal) -> bool:
-    row = t.ledger.conn.execute(
-        "SELECT 1 FROM rights WHERE customer_id = ? AND points != 0 LIMIT 1", (CARD_FLOAT,)
-    ).fetchone()
-    return row is not None or bool(
-        t.ledger.conn.execute(
-            "SELECT 1 FROM registers WHERE entity = 'card_float' LIMIT 1"
-        ).fetchone()
-    )
+    return t.ledger.views.rights(CARD_FLOAT, node or t.node_id)
 
 
 def pending_amount(tenders: Sequence[Mapping[str, Any]]) -> int:
@@ -285,7 +259,7 @@ def pending_amount(tenders: Sequence[Mapping[str, Any]]) -> int:
     )
 
 
-def check_floor(t: Terminal, pending: int) -> None:
+def check_floor(t: NodeContext, pending: int) -> None:
     """Refuse a sale whose unauthorised card money (`pending` paise) is above the per-sale
     limit, or above this counter's share of the store's card float."""
     if pending <= 0:
@@ -302,31 +276,21 @@ def check_floor(t: Terminal, pending: int) -> None:
         )
     held = float_held(t)
     if held < pending:
-        others = {k: v for k, v in t.rights_elsewhere(CARD_FLOAT).items() if v > 0}
-        raise CardFloatShortfall(pending, held, others, opened=float_opened(t) or bool(others))
+        others = t.ledger.views.rights_elsewhere(CARD_FLOAT, t.node_id)
+        opened = t.ledger.views.card_float_opened() or bool(others)
+        raise CardFloatShortfall(pending, held, others, opened=opened)
 
 
-def check_sale(t: Terminal, settled: PricedSale) -> None:
+def check_sale(t: NodeContext, settled: PricedSale) -> None:
     check_floor(t, pending_amount(settled.tenders))
 
 
-def status(t: Terminal) -> dict[str, Any]:
+def status(t: NodeContext) -> dict[str, Any]:
     """The store's card float as this till sees it: what each counter holds, what HQ minted,
     how much card money awaits HQ's answer, and the limits."""
-    conn = t.ledger.conn
-    names = {n.node_id: n.name for n in t.ledger.nodes()}
-    held = {
-        names.get(node, node): int(v)
-        for node, v in conn.execute(
-            "SELECT node, points FROM rights WHERE customer_id = ? ORDER BY node", (CARD_FLOAT,)
-        )
-    }
-    minted = sum(
-        int(json.loads(v))
-        for (v,) in conn.execute(
-            "SELECT value FROM registers WHERE entity = 'card_float' AND field = 'amount'"
-        )
-    )
+    views = t.ledger.views
+    held = views.rights_by_node(CARD_FLOAT)
+    minted = views.card_float_minted()
     lim = limits(t)
     return {
         "per_sale_limit": lim.per_sale,
@@ -335,30 +299,5 @@ def status(t: Terminal) -> dict[str, Any]:
         "held_here": float_held(t),
         "held": held,
         "awaiting_hq": minted - sum(held.values()),
-        "hq_key": conn.execute("SELECT 1 FROM settings WHERE key = ?", (HQ_KEY_SETTING,)).fetchone()
-        is not None,
+        "hq_key": views.has_setting(HQ_KEY_SETTING),
     }
-
-
-# -- the peer's check ------------------------------------------------------------------------------
-
-
-def cards_check(ledger: Ledger, ops: Sequence[Op]) -> None:
-    """Refuse (RemoteError, nothing applied) a batch holding a `payment.result` or `card.float`
-    op whose origin's certificate does not have role `hq`: no honest till makes one, and a forged
-    approval would release float, or a forged mint create it."""
-    suspect = [o for o in ops if o.kind in HQ_ONLY_KINDS]
-    if not suspect:
-        return
-    hq = hq_origins(ledger.conn)
-    for op in suspect:
-        if op.origin not in hq:
-            raise RemoteError(
-                f"op {op.origin}:{op.seq} ({op.kind}) is not signed by HQ (no certificate with "
-                "role hq): refused"
-            )
-
-
-def install_card_check(ledger: Ledger) -> None:
-    if cards_check not in ledger.checks:
-        ledger.checks.append(cards_check)

@@ -93,6 +93,15 @@ def write_secret(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> NodeConfig:
     """Create a node directory: key pair, config. Refuses to overwrite an existing node."""
     check_name(store, "store id")

@@ -1,4 +1,5 @@
-"""What a running daemon shares with other processes of the same node, through files and tables.
+"""What a running daemon shares with other processes of the same node, through files and tables
+(the tables are `Ledger.peer_acks` and `Ledger.escrow_asks`).
 
 Kept apart from `meshpos.node.daemon` so the CLI can read it without importing ZeroMQ or zeroconf.
 """
@@ -15,26 +16,16 @@ from meshpos.service.terminal import Terminal
 
 STATUS_FILE = "status.json"
 SYNC_NOW_FILE = "sync-now"  # touched by `meshpos sync now`; the daemon runs an HQ round
-ACKS_DDL = """
-CREATE TABLE IF NOT EXISTS peer_acks (
-    peer  TEXT PRIMARY KEY,
-    seq   INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL
-)
-"""
 
 
 def ensure_acks_table(t: Terminal) -> None:
-    t.ledger.conn.execute(ACKS_DDL)
+    """Nothing left to do: `peer_acks` is part of every node database (meshpos/ledger/schema.py).
+    Kept so the daemon's call stays valid until it drops it."""
 
 
 def acked_seq(t: Terminal) -> int:
     """The highest seq of this node's ops some peer confirmed durable (0 if none or no daemon)."""
-    try:
-        row = t.ledger.conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()
-    except Exception:  # the table exists only once a daemon ran
-        return 0
-    return int(row[0] or 0)
+    return t.ledger.peer_acks.highest()
 
 
 def wait_for_copies(t: Terminal, seq: int, wait_ms: int) -> int:

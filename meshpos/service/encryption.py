@@ -29,7 +29,7 @@ from meshpos.ledger.encryption import (
     remove_db_files,
 )
 from meshpos.ledger.store import Ledger
-from meshpos.service.config import CONFIG_FILE, NodeConfig, write_secret
+from meshpos.service.config import CONFIG_FILE, NodeConfig, fsync_dir, write_secret
 
 DB_KEY_FILE = "db.key"
 PASSPHRASE_ENV = "MESHPOS_PASSPHRASE"
@@ -179,7 +179,7 @@ def encrypt_node(
     try:
         problems = check.verify()
         ops = check.op_count()
-        check.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        check.checkpoint()
     finally:
         check.close()
     if problems:
@@ -189,13 +189,5 @@ def encrypt_node(
     remove_db_files(staged)
     os.replace(staged, db_path)
     remove_db_files(db_path)
-    _fsync_dir(cfg.dir)
+    fsync_dir(cfg.dir)
     return EncryptResult(ops, mode, key_file)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,54 +3,43 @@
 The rule itself is in the fold (rights per customer and node, moved only by the holder's
 `escrow.transfer` op) and in `Terminal.sell` (a redemption beyond this node's rights raises
 `EscrowShortfall`). This module is the plumbing: a selling process writes an ask into the node's
-database, the daemon sends it to every reachable peer as a sync Request, a peer that holds rights
-answers with a transfer op, which replicates back; the seller waits (bounded) and tries again.
+database (`Ledger.escrow_asks`), the daemon sends it to every reachable peer as a sync Request, a
+peer that holds rights answers with a transfer op, which replicates back; the seller waits
+(bounded) and tries again.
+
+Waiting has two forms over one loop: `EscrowSale.step` never blocks (async code, such as the web
+till, awaits between steps), and `sell_with_escrow` is the blocking loop the CLI uses.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.errors import RemoteError
-from meshpos.service.terminal import EscrowShortfall, SaleResult, Terminal
+from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.pricing import Tender
+from meshpos.service.cards import CardInput
+from meshpos.service.terminal import SaleResult, Terminal
 
 NEED = "escrow.need"
-ASKS_DDL = """
-CREATE TABLE IF NOT EXISTS escrow_asks (
-    id          INTEGER PRIMARY KEY,
-    customer_id TEXT NOT NULL,
-    points      INTEGER NOT NULL,
-    at_ms       INTEGER NOT NULL,
-    sent        INTEGER NOT NULL DEFAULT 0
-)
-"""
+POLL_S = 0.005
+"""How often a waiting sale looks whether the rights arrived."""
 
 
 def ask(t: Terminal, customer_id: str, points: int) -> None:
-    with t.ledger.write():
-        t.ledger.conn.execute(ASKS_DDL)
-        t.ledger.conn.execute(
-            "INSERT INTO escrow_asks (customer_id, points, at_ms) VALUES (?, ?, ?)",
-            (customer_id, points, t.now_ms()),
-        )
+    """Leave an ask for `points` of `customer_id`'s rights for the daemon to send to peers."""
+    t.ledger.escrow_asks.add(customer_id, points, t.now_ms())
 
 
 def take_unsent(t: Terminal) -> list[tuple[str, int]]:
     """For the daemon: asks not yet sent to peers (marked sent as they are taken)."""
-    with t.ledger.write():
-        t.ledger.conn.execute(ASKS_DDL)
-        rows = t.ledger.conn.execute(
-            "SELECT id, customer_id, points FROM escrow_asks WHERE sent = 0 ORDER BY id"
-        ).fetchall()
-        if rows:
-            t.ledger.conn.executemany(
-                "UPDATE escrow_asks SET sent = 1 WHERE id = ?", [(r[0],) for r in rows]
-            )
-    return [(r[1], int(r[2])) for r in rows]
+    return t.ledger.escrow_asks.take_unsent()
 
 
-def handle_need(t: Terminal, peer: str, body: dict[str, Any]) -> int:
+def handle_need(t: Terminal, peer: str, body: Mapping[str, Any]) -> int:
     """A peer asks for rights: grant what this node holds, up to what was asked, to the peer or
     to the node named in `to` (the relay asks holders to hand rights to HQ for another store)."""
     customer, points, to = body.get("customer_id"), body.get("points"), body.get("to", peer)
@@ -63,20 +52,79 @@ def handle_need(t: Terminal, peer: str, body: dict[str, Any]) -> int:
     return t.grant_rights(customer, to, points)
 
 
+@dataclass
+class EscrowSale:
+    """One sale that may need rights another counter holds, rung by `ring` (`Terminal.sell`, or
+    a till session's `complete`).
+
+    `step()` rings it. On a shortfall (and with peers up) it asks the peers once and returns
+    None; later steps return None until this terminal holds the rights, then ring again. Past
+    `wait_ms` after the ask, a step raises the shortfall. No step blocks; `clock` is seconds
+    (monotonic) and only measures the wait.
+    """
+
+    terminal: Terminal
+    ring: Callable[[], SaleResult]
+    wait_ms: int = 1500
+    peers_up: bool = True
+    clock: Callable[[], float] = time.monotonic
+    _short: EscrowShortfall | None = field(default=None, init=False)
+    _deadline: float = field(default=0.0, init=False)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the peers were asked and the rights have not arrived yet."""
+        return self._short is not None
+
+    def step(self) -> SaleResult | None:
+        short = self._short
+        if short is None:
+            try:
+                return self.ring()
+            except EscrowShortfall as exc:
+                if not self.peers_up:
+                    raise
+                ask(self.terminal, exc.customer, exc.needed - max(exc.held, 0))
+                self._short, self._deadline = exc, self.clock() + self.wait_ms / 1000
+                return None
+        if self.terminal.rights(short.customer) >= short.needed:
+            self._short = None
+            return self.ring()
+        if self.clock() >= self._deadline:
+            self._short = None
+            raise short
+        return None
+
+
 def sell_with_escrow(
-    t: Terminal, *, wait_ms: int = 1500, peers_up: bool = True, **kwargs: Any
+    t: Terminal,
+    *,
+    items: Sequence[tuple[str, int]],
+    tenders: Sequence[Tender] = (),
+    customer: str | None = None,
+    discount: str | None = None,
+    line_discounts: Mapping[str, str] | None = None,
+    user: str | None = None,
+    card: CardInput | None = None,
+    wait_ms: int = 1500,
+    peers_up: bool = True,
 ) -> SaleResult:
-    """Ring a sale; when a points redemption needs rights held elsewhere, ask the peers through
-    the daemon and retry until the rights arrive or `wait_ms` passes."""
-    try:
-        return t.sell(**kwargs)
-    except EscrowShortfall as short:
-        if not peers_up:
-            raise
-        ask(t, short.customer, short.needed - max(short.held, 0))
-        deadline = time.monotonic() + wait_ms / 1000
-        while time.monotonic() < deadline:
-            if t.rights(short.customer) >= short.needed:
-                return t.sell(**kwargs)
-            time.sleep(0.005)
-        raise
+    """`Terminal.sell`; when a points redemption (or card float) needs rights held elsewhere, ask
+    the peers through the daemon and retry until the rights arrive or `wait_ms` passes. Blocks
+    the calling thread; see `EscrowSale` for the form that does not."""
+
+    def ring() -> SaleResult:
+        return t.sell(
+            items,
+            tenders=tenders,
+            customer=customer,
+            discount=discount,
+            line_discounts=line_discounts,
+            user=user,
+            card=card,
+        )
+
+    sale = EscrowSale(t, ring, wait_ms=wait_ms, peers_up=peers_up)
+    while (result := sale.step()) is None:
+        time.sleep(POLL_S)
+    return result

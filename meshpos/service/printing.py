@@ -1,11 +1,12 @@
 """Devices wired to a terminal: the print queue hook, printing jobs, reprints, reports, beeps,
 what `meshpos devices list` shows, and the daemon's side of printing and printer failover.
 
-The receipt of a sale, return or exchange is queued by a `Terminal.record_hooks` hook inside the
-transaction that records the op (`install()` registers it), so the sale and its print job commit
-together. The job stores what to print (the op payload, the loyalty balance right after it, the
-cashier), not bytes: it is rendered when it prints, for whichever printer prints it, which is what
-lets a peer terminal with a different paper width print it during failover.
+The receipt of a sale, return or exchange is queued by `queue_receipt`, a record hook a terminal
+is given when it is made (`Terminal.open(dir, on_record=[queue_receipt])`), inside the
+transaction that records the op, so the sale and its print job commit together. The job stores
+what to print (the op payload, the loyalty balance right after it, the cashier), not bytes: it is
+rendered when it prints, for whichever printer prints it, which is what lets a peer terminal with a
+different paper width print it during failover.
 
 Printing setup comes from meshpos.toml: a `[printer]` table (see devices/printers.py), or, without
 one, a file printer appending to `receipts.bin` in the node directory so a demo needs no hardware;
@@ -33,6 +34,7 @@ from meshpos.core.ops import Op
 from meshpos.devices import layout, printers
 from meshpos.devices.printers import PrinterConfig, PrinterUnavailable
 from meshpos.devices.receipt import StoreHeader, receipt_from_sale
+from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.ledger.print_queue import (
     DrainResult,
     JobKind,
@@ -43,6 +45,7 @@ from meshpos.ledger.print_queue import (
 )
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
+from meshpos.service.reports import close_day, shift_totals
 from meshpos.service.terminal import Terminal
 
 log = logging.getLogger("meshpos.devices")
@@ -254,26 +257,12 @@ def send(cfg: PrinterConfig, data: bytes) -> None:
 
 # -- the receipt hook ------------------------------------------------------------------------------
 
-_queues: weakref.WeakKeyDictionary[Ledger, PrintQueue] = weakref.WeakKeyDictionary()
 _enqueued: weakref.WeakKeyDictionary[Terminal, list[int]] = weakref.WeakKeyDictionary()
-
-
-def queue_for(terminal: Terminal) -> PrintQueue:
-    """The print queue on the terminal's own connection (so it joins its transactions)."""
-    q = _queues.get(terminal.ledger)
-    if q is None:
-        q = _queues[terminal.ledger] = PrintQueue(terminal.ledger.conn, terminal.ledger.write)
-    return q
 
 
 def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[str, Any]:
     customer = payload.get("customer")
-    balance = None
-    if customer:
-        row = terminal.ledger.conn.execute(
-            "SELECT points FROM loyalty WHERE customer_id = ?", (customer,)
-        ).fetchone()
-        balance = int(row[0]) if row else 0
+    balance = terminal.ledger.views.points(str(customer)) if customer else None
     return {
         "op_kind": op.kind,
         "payload": dict(payload),
@@ -286,7 +275,7 @@ def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
     """The record hook: queue the slip of a sale, return or exchange in its transaction."""
     if not printing_enabled(terminal.cfg):
         return
-    job = queue_for(terminal).enqueue(
+    job = terminal.ledger.print_queue.enqueue(
         JobKind.RECEIPT,
         receipt_doc(terminal, op, payload),
         now_ms=terminal.now_ms(),
@@ -297,12 +286,6 @@ def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
     recent = _enqueued.setdefault(terminal, [])
     recent.append(job)
     del recent[:-1000]
-
-
-def install() -> None:
-    """Queue a receipt with every sale, return and exchange rung in this process."""
-    if queue_receipt not in Terminal.record_hooks:
-        Terminal.record_hooks.append(queue_receipt)
 
 
 def take_enqueued(terminal: Terminal) -> list[int]:
@@ -385,7 +368,7 @@ class Printing:
     def __init__(self, terminal: Terminal, now_ms: Callable[[], int] | None = None) -> None:
         self.terminal = terminal
         self.now_ms = now_ms or terminal.now_ms
-        self.queue = queue_for(terminal)
+        self.queue = terminal.ledger.print_queue
         self.printer = JobPrinter(terminal.cfg, self.queue)
 
     @property
@@ -406,13 +389,7 @@ class Printing:
         """Queue a duplicate copy of a sale's, return's or exchange's slip (full sale id, or the
         receipt number printed on it)."""
         t = self.terminal
-        pattern = "%-" + sale_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = t.query(
-            "SELECT sale_id, origin, seq FROM sales WHERE sale_id = ? "
-            "UNION SELECT sale_id, origin, seq FROM sales WHERE sale_id LIKE ? ESCAPE '\\' "
-            "ORDER BY origin, seq",
-            (sale_id, pattern),
-        )
+        rows = t.ledger.views.sales(sale_id, returns=True)
         exact = [r for r in rows if r["sale_id"] == sale_id]
         rows = exact or rows
         if not rows:
@@ -434,8 +411,6 @@ class Printing:
     def report(self, which: str, user: str | None = None) -> tuple[dict[str, Any], int]:
         """Queue an X report, or close the day with a Z report and queue it in the same
         transaction as the `report.z` op."""
-        from meshpos.service.reports import close_day, shift_totals
-
         t = self.terminal
         if which not in ("x", "z"):
             raise InputError(f"report {which!r} must be x or z")
@@ -558,8 +533,6 @@ def _probe(cfg: PrinterConfig) -> printers.PrinterState:
 
 
 def _probe_scanner(setup: ScannerSetup) -> dict[str, Any]:
-    from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
-
     if setup.kind == "wedge":
         return {"ok": True, "detail": "reads what the scanner types into `meshpos till`"}
     try:
@@ -602,7 +575,7 @@ class PrintWorker:
     def _run(self) -> None:
         ledger = Ledger(self.cfg.db_path, self.cfg.store, key=self.key)
         try:
-            printer = JobPrinter(self.cfg, PrintQueue(ledger.conn, ledger.write))
+            printer = JobPrinter(self.cfg, ledger.print_queue)
             try:
                 printer.setup  # noqa: B018  (validate the config once, loudly)
             except ConfigError as exc:
@@ -646,7 +619,7 @@ class DaemonPrinting:
     ) -> None:
         self.terminal = terminal
         self.send_request = send_request
-        self.queue = queue_for(terminal)
+        self.queue = terminal.ledger.print_queue
         self.worker = PrintWorker(terminal.cfg, terminal.ledger.key) if worker else None
         self._next_forward = 0
 
@@ -795,9 +768,8 @@ __all__ = [
     "JobState",
     "PrintWorker",
     "Printing",
-    "install",
     "printer_setup",
-    "queue_for",
+    "queue_receipt",
     "render_job",
     "send",
 ]

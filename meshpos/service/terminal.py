@@ -7,19 +7,18 @@ the simulator and tests can drive it.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 from meshpos.core.clock import HLC, wall_ms
 from meshpos.core.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.core.ops import Op, Payload, Signer
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import (
     CartLine,
     LoyaltyRule,
@@ -32,26 +31,12 @@ from meshpos.domain.pricing import (
 from meshpos.domain.staff import Credential
 from meshpos.ledger.fold import CARD_FLOAT, CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger
+from meshpos.service import cards
+from meshpos.service.cards import CardInput
 from meshpos.service.config import NodeConfig, load_config, load_signer, resolve_dir
 from meshpos.service.encryption import storage_key
-from meshpos.service.staff import authorize, hq_origins, install_check
+from meshpos.service.staff import authorize
 from meshpos.sync.bundle import decode_bundle, encode_bundle
-
-if TYPE_CHECKING:
-    from meshpos.service.cards import CardInput
-
-
-class EscrowShortfall(LocalError):
-    """A redemption needs more points than this terminal holds rights to (loyalty escrow)."""
-
-    def __init__(self, customer: str, needed: int, held: int, elsewhere: Mapping[str, int]) -> None:
-        self.customer, self.needed, self.held = customer, needed, held
-        where = ", ".join(f"{name} {pts}" for name, pts in elsewhere.items()) or "no other counter"
-        super().__init__(
-            f"only {max(held, 0)} of customer {customer}'s points can be redeemed at this counter "
-            f"now ({needed} asked); the rest are held by {where}. Ask again when those counters "
-            "are reachable, or redeem fewer points"
-        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +50,8 @@ class SaleResult:
 
 
 RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
+"""Called with (terminal, op, payload) inside the transaction that records a sale, return or
+exchange, so a side table (the print queue) commits or rolls back with the op."""
 
 
 def _share(amount: int, sold: int, done: int, qty: int) -> int:
@@ -74,10 +61,11 @@ def _share(amount: int, sold: int, done: int, qty: int) -> int:
 
 
 class Terminal:
-    # Called with (terminal, op, payload) inside the transaction that records a sale, return or
-    # exchange, so a side table (the print queue) commits or rolls back with the op. The class list
-    # applies to every terminal in the process; `on_record` holds one terminal's own.
-    record_hooks: ClassVar[list[RecordHook]] = []
+    """One node's service layer over its ledger, key and clock.
+
+    `on_record` hooks run inside the transaction of every sale, return and exchange this terminal
+    records (the print queue's `queue_receipt`); they are this terminal's own, given when it is
+    made."""
 
     def __init__(
         self,
@@ -85,31 +73,35 @@ class Terminal:
         signer: Signer,
         ledger: Ledger,
         now_ms: Callable[[], int] = wall_ms,
+        *,
+        on_record: Sequence[RecordHook] = (),
     ) -> None:
         self.cfg = cfg
         self.signer = signer
         self.ledger = ledger
         self.now_ms = now_ms
         self.clock = HLC(ledger.max_hlc())
-        self.on_record: list[RecordHook] = []
+        self.on_record = tuple(on_record)
         # PIN-backed credentials that may approve this terminal's ops (meshpos/service/staff.py).
         self.credentials: list[Credential] = []
-        install_check(ledger)
-        from meshpos.service.cards import install_card_check  # imports this module
-
-        install_card_check(ledger)
         if ledger.public_key(signer.node_id) is None:
             ledger.add_node(self.node_record())
 
     @classmethod
-    def open(cls, directory: str | Path | None = None, **kw: Any) -> Terminal:
+    def open(
+        cls,
+        directory: str | Path | None = None,
+        *,
+        now_ms: Callable[[], int] = wall_ms,
+        on_record: Sequence[RecordHook] = (),
+    ) -> Terminal:
+        """The terminal of a node directory (its database encrypted when meshpos.toml says so)."""
         cfg = load_config(resolve_dir(directory))
         signer = load_signer(cfg)
-        key = storage_key(
-            cfg
-        )  # None unless [storage] encrypt = true (meshpos/ledger/encryption.py)
+        key = storage_key(cfg)
         lost = not cfg.db_path.exists() and (cfg.dir / "node.cert").exists()
-        terminal = cls(cfg, signer, Ledger(cfg.db_path, cfg.store, key=key), **kw)
+        ledger = Ledger(cfg.db_path, cfg.store, key=key)
+        terminal = cls(cfg, signer, ledger, now_ms, on_record=on_record)
         if lost:
             terminal.set_bootstrapping(True)
         return terminal
@@ -120,15 +112,10 @@ class Terminal:
         """An enrolled terminal that lost its database must not sign anything until its peers
         gave it back its own earlier ops: it would reuse seq numbers (a fork peers refuse) and
         could grant loyalty rights it already spent. The daemon clears this once caught up."""
-        with self.ledger.write():
-            if on:
-                self.ledger.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
-            else:
-                self.ledger.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
+        self.ledger.set_bootstrapping(on)
 
     def bootstrapping(self) -> bool:
-        row = self.ledger.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
-        return row is not None
+        return self.ledger.bootstrapping()
 
     def close(self) -> None:
         self.ledger.close()
@@ -187,7 +174,7 @@ class Terminal:
         All or nothing."""
         products = receipts = 0
         with self.transaction():
-            known = {r[0] for r in self.ledger.conn.execute("SELECT sku FROM products")}
+            known = self.ledger.views.skus()
             for i, row in enumerate(rows):
                 self.append("product.upsert", {"sku": row.sku, "fields": row.fields}, user)
                 products += 1
@@ -203,26 +190,13 @@ class Terminal:
         return products, receipts
 
     def product(self, code: str) -> Product:
-        rows = self.query(
-            "SELECT * FROM products WHERE (sku = ? OR barcode = ?) AND active = 1 "
-            "ORDER BY sku = ? DESC LIMIT 1",
-            (code, code, code),
-        )
-        if not rows:
+        row = self.ledger.views.product(code)
+        if row is None:
             raise NotFound(f"unknown product {code!r}: no SKU or barcode matches")
-        return Product.from_row(rows[0])
+        return Product.from_row(row)
 
     def products(self, search: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT p.*, COALESCE(s.qty, 0) AS stock FROM products p "
-            "LEFT JOIN stock s ON s.sku = p.sku "
-        )
-        params: list[Any] = []
-        if search:
-            sql += "WHERE p.sku LIKE ? OR p.name LIKE ? OR p.barcode = ? OR p.category LIKE ? "
-            like = f"%{search}%"
-            params += [like, like, search, like]
-        return self.query(sql + "ORDER BY p.sku LIMIT ?", [*params, limit])
+        return self.ledger.views.products(search, limit)
 
     def set_price(self, code: str, price: int, user: str | None = None) -> Op:
         sku = self.product(code).sku
@@ -233,16 +207,7 @@ class Terminal:
     # -- stock ----------------------------------------------------------------------------------
 
     def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
-        if sku is not None:
-            return self.query(
-                "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
-                "FROM products p LEFT JOIN stock s ON s.sku = p.sku WHERE p.sku = ?",
-                (self.product(sku).sku,),
-            )
-        return self.query(
-            "SELECT p.sku, p.name, p.size, p.colour, COALESCE(s.qty, 0) AS qty "
-            "FROM products p LEFT JOIN stock s ON s.sku = p.sku ORDER BY p.sku"
-        )
+        return self.ledger.views.stock(self.product(sku).sku if sku is not None else None)
 
     def move_stock(
         self, kind: str, code: str, qty: int, reason: str, user: str | None = None
@@ -262,9 +227,7 @@ class Terminal:
         clean = self._customer_fields(fields)
         if not clean.get("name"):
             raise InputError("a customer needs a name (--name)")
-        if clean.get("phone") and self.query(
-            "SELECT 1 FROM customers WHERE phone = ?", (clean["phone"],)
-        ):
+        if clean.get("phone") and self.ledger.views.phone_taken(clean["phone"]):
             raise InputError(f"a customer with phone {clean['phone']} already exists")
         with self.transaction():
             seq = self.ledger.head(self.node_id)[0] + 1
@@ -281,9 +244,7 @@ class Terminal:
             raise InputError("nothing to change: give --name, --phone or --email")
         if "name" in clean and not clean["name"]:
             raise InputError("a customer's name cannot be empty")
-        if clean.get("phone") and self.query(
-            "SELECT 1 FROM customers WHERE phone = ? AND customer_id != ?", (clean["phone"], cid)
-        ):
+        if clean.get("phone") and self.ledger.views.phone_taken(clean["phone"], cid):
             raise InputError(f"a customer with phone {clean['phone']} already exists")
         return self.append("customer.upsert", {"customer_id": cid, "fields": clean}, user)
 
@@ -304,24 +265,16 @@ class Terminal:
         return out
 
     def customer(self, cid: str) -> dict[str, Any]:
-        rows = self.query(
-            "SELECT c.*, COALESCE(l.points, 0) AS points FROM customers c "
-            "LEFT JOIN loyalty l ON l.customer_id = c.customer_id "
-            "WHERE c.customer_id = ? OR (c.phone = ? AND c.phone != '')",
-            (cid, cid),
-        )
-        if not rows:
+        row = self.ledger.views.customer(cid)
+        if row is None:
             raise NotFound(f"unknown customer {cid!r}")
-        return rows[0]
+        return row
 
     def points(self, cid: str) -> int:
         return int(self.customer(cid)["points"])
 
     def loyalty_rule(self) -> LoyaltyRule:
-        settings = {
-            r["key"]: json.loads(r["value"])
-            for r in self.query("SELECT key, value FROM settings WHERE key LIKE 'loyalty.%'")
-        }
+        settings = self.ledger.views.settings("loyalty.")
         return LoyaltyRule(
             earn_per_100=int(settings.get("loyalty.earn_per_100", self.cfg.earn_per_100)),
             point_value=int(settings.get("loyalty.point_value", self.cfg.point_value)),
@@ -338,12 +291,6 @@ class Terminal:
             raise InputError(f"discount names SKU(s) not in the sale: {', '.join(sorted(unknown))}")
         return [CartLine(c.product, c.qty, line_discounts.get(c.product.sku)) for c in lines]
 
-    def _next_number(self) -> int:
-        row = self.ledger.conn.execute(
-            "SELECT COALESCE(MAX(number), 0) FROM sales WHERE origin = ?", (self.node_id,)
-        ).fetchone()
-        return int(row[0]) + 1
-
     def _record(
         self,
         kind: str,
@@ -353,7 +300,7 @@ class Terminal:
         extra: Mapping[str, Any],
     ) -> SaleResult:
         with self.transaction():
-            number = self._next_number()
+            number = self.ledger.views.next_number(self.node_id)
             payload: dict[str, Any] = {
                 "sale_id": f"{self.cfg.store}-{self.cfg.name}-{number:06d}",
                 "receipt": f"{self.cfg.name}-{number:06d}",
@@ -372,7 +319,7 @@ class Terminal:
                 **extra,
             }
             op = self.append(kind, payload, user)
-            for hook in (*Terminal.record_hooks, *self.on_record):
+            for hook in self.on_record:
                 hook(self, op, dict(op.payload))
         return SaleResult(op, dict(op.payload))
 
@@ -390,8 +337,6 @@ class Terminal:
         """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
         sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
         tenders must fit the offline floor limits."""
-        from meshpos.service import cards
-
         if card is not None and not tenders:
             tenders = [Tender("card")]
         with self.transaction():
@@ -417,22 +362,11 @@ class Terminal:
 
     def rights(self, customer_id: str, node: str | None = None) -> int:
         """Points of this customer that `node` (default: this terminal) may redeem."""
-        row = self.ledger.conn.execute(
-            "SELECT points FROM rights WHERE customer_id = ? AND node = ?",
-            (customer_id, node or self.node_id),
-        ).fetchone()
-        return int(row[0]) if row else 0
+        return self.ledger.views.rights(customer_id, node or self.node_id)
 
     def rights_elsewhere(self, customer_id: str) -> dict[str, int]:
-        names = {n.node_id: n.name for n in self.ledger.nodes()}
-        return {
-            names.get(node, node): int(points)
-            for node, points in self.ledger.conn.execute(
-                "SELECT node, points FROM rights WHERE customer_id = ? AND node != ? "
-                "AND points > 0 ORDER BY node",
-                (customer_id, self.node_id),
-            )
-        }
+        """Rights to this customer's points held by other counters, by name."""
+        return self.ledger.views.rights_elsewhere(customer_id, self.node_id)
 
     def grant_rights(self, customer_id: str, to: str, wanted: int, user: str | None = None) -> int:
         """Hand up to `wanted` of this terminal's redemption rights to node `to`; returns how many
@@ -442,7 +376,7 @@ class Terminal:
             points = min(wanted, self.rights(customer_id))
             if points <= 0 or to == self.node_id:
                 return 0
-            if customer_id == CARD_FLOAT and to in hq_origins(self.ledger.conn):
+            if customer_id == CARD_FLOAT and to in self.ledger.hq_origins():
                 return 0
             self.append(
                 "escrow.transfer", {"customer_id": customer_id, "to": to, "points": points}, user
@@ -450,11 +384,7 @@ class Terminal:
             return points
 
     def sale(self, sale_id: str) -> dict[str, Any]:
-        rows = self.query(
-            "SELECT * FROM sales WHERE (sale_id = ? OR sale_id LIKE ? ESCAPE '\\') "
-            "AND kind != 'return' ORDER BY origin, seq",
-            (sale_id, "%-" + re.sub(r"([\\%_])", r"\\\1", sale_id)),
-        )
+        rows = self.ledger.views.sales(sale_id)
         if not rows:
             raise NotFound(f"unknown sale {sale_id!r}")
         if len({r["sale_id"] for r in rows}) > 1:
@@ -476,9 +406,7 @@ class Terminal:
             entry["qty"] += line["qty"]
             entry["total"] += line["total"]
             entry["tax"] += line["tax"]
-        for sku, qty in self.ledger.conn.execute(
-            "SELECT sku, SUM(qty) FROM returned WHERE ref_sale = ? GROUP BY sku", (sale["sale_id"],)
-        ):
+        for sku, qty in self.ledger.views.returned(sale["sale_id"]).items():
             if sku in out:
                 out[sku]["returned"] = qty
         return out
@@ -547,12 +475,8 @@ class Terminal:
         """How `total` of a sale goes back: the share paid with points returns as points, the rest
         by `refund`; and the share of the points it earned to take back. Shares are counted on the
         running refunded total, so a sale returned in parts gives back exactly what it took."""
-        row = self.ledger.conn.execute(
-            "SELECT COALESCE(-SUM(total), 0) FROM sales WHERE ref_sale = ? AND kind = 'return'",
-            (orig["sale_id"],),
-        ).fetchone()
         sold = int(orig["total"])
-        before = min(int(row[0]), sold)
+        before = min(self.ledger.views.refunded(orig["sale_id"]), sold)
         now = min(total, sold - before)
         paid = [t for t in orig["payload"]["tenders"] if t["method"] == "points"]
 
@@ -619,28 +543,19 @@ class Terminal:
     # -- conflicts ------------------------------------------------------------------------------
 
     def conflicts(self, status: str | None = "open") -> list[dict[str, Any]]:
-        sql = "SELECT * FROM conflicts"
-        params: tuple[Any, ...] = ()
-        if status:
-            sql += " WHERE status = ?"
-            params = (status,)
-        rows = self.query(sql + " ORDER BY conflict_id", params)
-        for row in rows:
-            row["detail"] = json.loads(row["detail"])
-            row["ops"] = json.loads(row["ops"])
-        return rows
+        return self.ledger.views.conflicts(status)
 
     def resolve(
         self, conflict_id: str, note: str, *, adjust: int | None = None, user: str | None = None
     ) -> Op:
-        rows = self.query("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
-        if not rows:
+        found = self.ledger.views.conflict(conflict_id)
+        if found is None:
             raise NotFound(f"unknown conflict {conflict_id!r}: see `meshpos conflicts list`")
-        if rows[0]["status"] != "open":
+        if found["status"] != "open":
             raise InputError(f"conflict {conflict_id} is already resolved")
         if not note.strip():
             raise InputError("a resolution needs a note saying what was done (--note)")
-        kind, subject = rows[0]["kind"], rows[0]["subject"]
+        kind, subject = found["kind"], found["subject"]
         with self.transaction():
             if adjust:
                 if kind != "oversell":
@@ -655,21 +570,12 @@ class Terminal:
 
     def _current_level(self, kind: str, subject: str) -> int | None:
         if kind == "oversell":
-            row = self.ledger.conn.execute(
-                "SELECT qty FROM stock WHERE sku = ?", (subject,)
-            ).fetchone()
-            return int(row[0]) if row else 0
+            return self.ledger.views.stock_qty(subject)
         if kind == "negative_points":
-            row = self.ledger.conn.execute(
-                "SELECT points FROM loyalty WHERE customer_id = ?", (subject,)
-            ).fetchone()
-            return int(row[0]) if row else 0
+            return self.ledger.views.points(subject)
         if kind == "over_return":
-            detail = json.loads(
-                self.ledger.conn.execute(
-                    "SELECT detail FROM conflicts WHERE conflict_id = ?", (f"{kind}:{subject}",)
-                ).fetchone()[0]
-            )
+            found = self.ledger.views.conflict(f"{kind}:{subject}")
+            detail = found["detail"] if found else {}
             return int(sum(detail.get("excess", {}).values()))
         return 0
 

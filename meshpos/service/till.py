@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from meshpos.core.errors import InputError, NotFound
 from meshpos.devices.barcodes import (
@@ -28,10 +28,9 @@ from meshpos.devices.barcodes import (
 )
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
+from meshpos.service import cards
+from meshpos.service.cards import CardInput
 from meshpos.service.terminal import SaleResult, Terminal
-
-if TYPE_CHECKING:
-    from meshpos.service.cards import CardInput
 
 Mode = Literal["sale", "return"]
 BEEP_UNKNOWN = "unknown"
@@ -478,8 +477,6 @@ class TillSession:
         if card is not None:
             if method != "card":
                 raise InputError("card details go with a card payment: pay card")
-            from meshpos.service import cards
-
             pending = value + sum(t.amount or 0 for t in s.tenders if t.card_sealed)
             cards.check_floor(self.terminal, pending)
             fields = cards.capture(self.terminal, card, value)

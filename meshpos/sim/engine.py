@@ -28,12 +28,13 @@ from meshpos.core.clock import wall_of
 from meshpos.core.errors import MeshposError, NotFound
 from meshpos.core.ops import Op, Signer
 from meshpos.domain.catalog import CatalogRow
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger
 from meshpos.service import escrow
 from meshpos.service.config import NodeConfig
-from meshpos.service.terminal import EscrowShortfall, Terminal
+from meshpos.service.terminal import Terminal
 from meshpos.sim.hq import SyncRelay
 from meshpos.sim.replica import CachedReplica
 from meshpos.sim.scenario import FaultConf, LinkConf, NodeConf, Scenario, StoreConf, format_clock

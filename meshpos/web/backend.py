@@ -26,23 +26,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshpos.core.errors import InputError, LocalError, MeshposError, NotFound
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.domain.staff import APPROVAL, RANK, Credential
 from meshpos.ledger.print_queue import OPEN_STATES
 from meshpos.service import escrow
 from meshpos.service.daemon_link import daemon_status
-from meshpos.service.printing import Printing, PrintWorker, install, printing_enabled, queue_for
+from meshpos.service.printing import Printing, PrintWorker, printing_enabled, queue_receipt
 from meshpos.service.reports import shift_totals
 from meshpos.service.staff import (
     PermissionDenied,
     approved_by,
-    get_user,
-    has_users,
-    hq_origins,
-    list_users,
     sign_in,
 )
-from meshpos.service.terminal import EscrowShortfall, SaleResult, Terminal
+from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.service.till import (
     InvalidCode,
     LineAdded,
@@ -152,8 +149,7 @@ class Backend:
         return self._live
 
     def open(self) -> None:
-        install()  # receipts are queued with the sale, in its transaction
-        t = self._t = Terminal.open(self.directory)
+        t = self._t = Terminal.open(self.directory, on_record=[queue_receipt])
         self._live = Live(t.cfg, t.ledger.key, t.node_id, self.live_interval)
         self._live.start()
         if self.print_worker and printing_enabled(t.cfg):
@@ -180,10 +176,10 @@ class Backend:
     # -- staff and sessions ---------------------------------------------------------------------
 
     def has_staff(self) -> bool:
-        return has_users(self.t.ledger.conn)
+        return self.t.ledger.staff.has_users()
 
     def users(self) -> list[dict[str, Any]]:
-        return [u for u in list_users(self.t.ledger.conn, self.t.now_ms()) if u["active"]]
+        return [u for u in self.t.ledger.staff.users(self.t.now_ms()) if u["active"]]
 
     def approvers(self) -> list[dict[str, Any]]:
         return [u for u in self.users() if RANK.get(u["role"], 0) >= RANK["supervisor"]]
@@ -195,12 +191,12 @@ class Backend:
         if s is None:
             return None
         now = self.t.now_ms()
-        conn = self.t.ledger.conn
+        staff = self.t.ledger.staff
         ok = now - s.seen_ms < IDLE_MS
         if s.cred is None:
-            ok = ok and not has_users(conn)
+            ok = ok and not staff.has_users()
         else:
-            row = get_user(conn, s.user)
+            row = staff.user(s.user)
             ok = (
                 ok
                 and s.cred.exp_ms > now
@@ -230,7 +226,7 @@ class Backend:
         if not user:
             raise InputError("tap your name first, then type your PIN")
         cred = sign_in(self.t, user, pin.strip())
-        row = get_user(self.t.ledger.conn, user) or {}
+        row = self.t.ledger.staff.user(user) or {}
         return self._new_session(user, str(row.get("name") or user), row.get("role"), cred)
 
     def open_session(self) -> WebSession:
@@ -573,7 +569,7 @@ class Backend:
     def last_view(self, s: WebSession) -> dict[str, Any] | None:
         if s.last is None:
             return None
-        jobs = queue_for(self.t).for_sale(s.last["sale_id"])
+        jobs = self.t.ledger.print_queue.for_sale(s.last["sale_id"])
         job = jobs[-1] if jobs else None
         receipt = "receipts are off" if not printing_enabled(self.t.cfg) else "not queued"
         if job is not None:
@@ -608,7 +604,7 @@ class Backend:
             )
         }
         rows = []
-        office = hq_origins(t.ledger.conn)
+        office = t.ledger.hq_origins()
         for node in t.ledger.nodes():
             if node.store != t.cfg.store:
                 continue
@@ -731,7 +727,7 @@ class Backend:
                 entries.append(
                     {"source": "mesh", "text": f"peer {p.get('name') or p['node_id']} is down"}
                 )
-        jobs = [j for j in queue_for(t).jobs(OPEN_STATES) if j.last_error]
+        jobs = [j for j in t.ledger.print_queue.jobs(OPEN_STATES) if j.last_error]
         for j in jobs[:10]:
             entries.append(
                 {"source": "printer", "text": f"job {j.id} ({j.sale_id or j.kind}): {j.last_error}"}
