@@ -34,7 +34,8 @@ from bench.ledger_bench import (
 from meshpos.domain.pricing import CartLine, price_lines
 from meshpos.ledger.encryption import export_database
 from meshpos.ledger.store import Ledger, open_connection
-from meshpos.service.backup import BackupSettings, create_backup
+from meshpos.service.backup.create import create_backup
+from meshpos.service.backup.targets import BackupSettings
 from meshpos.service.config import NodeConfig, init_node
 from meshpos.service.encryption import encrypt_node
 from meshpos.service.terminal import Terminal

@@ -22,7 +22,7 @@ from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger
 from meshpos.service import escrow
 from meshpos.service.config import NodeConfig
-from meshpos.service.terminal import SaleResult, Terminal
+from meshpos.service.terminal import RecordHook, SaleResult, Terminal
 from meshpos.sync.memnet import LinkSpec, MemNet
 from meshpos.sync.protocol import Action, Admit, RequestReceived, Send, SyncConfig, SyncNode
 
@@ -101,8 +101,10 @@ class Mesh:
         store: str = STORE,
         salt: str = "mesh",
         tick_ms: int = 100,
+        on_record: Sequence[RecordHook] = (),
     ) -> None:
         self.store = store
+        self.on_record = on_record
         self.config = config
         self.admit = admit or (lambda i: None)
         self.net = MemNet(seed=seed, link=link, tick_ms=tick_ms)
@@ -135,7 +137,9 @@ class Mesh:
             dir=Path("/nonexistent"), store=self.store, name=f"T{i}", node_id=s.node_id
         )
         ledger = ledger or Ledger(":memory:", self.store, durable=False)
-        return MeshNode(i, s, Terminal(cfg, s, ledger, now_ms=self.now_ms))
+        return MeshNode(
+            i, s, Terminal(cfg, s, ledger, now_ms=self.now_ms, on_record=self.on_record)
+        )
 
     def _sync(self, node: MeshNode) -> SyncNode:
         return SyncNode(

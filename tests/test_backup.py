@@ -13,21 +13,12 @@ from conftest import Node
 
 from meshpos.core.errors import ConfigError, LocalError
 from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.service.backup import (
-    _SCHEDULES,
-    BACKUP_KEY_FILE,
-    BackupSettings,
-    CorruptBackup,
-    DirectoryTarget,
-    create_backup,
-    list_backups,
-    maybe_backup,
-    node_seal_keys,
-    read_header,
-    restore_backup,
-    seal_file,
-    verify_backup,
-)
+from meshpos.service.backup.create import create_backup
+from meshpos.service.backup.format import CorruptBackup, read_header, seal_file
+from meshpos.service.backup.keys import BACKUP_KEY_FILE, node_seal_keys
+from meshpos.service.backup.restore import restore_backup, verify_backup
+from meshpos.service.backup.schedule import _SCHEDULES, maybe_backup
+from meshpos.service.backup.targets import BackupSettings, DirectoryTarget, list_backups
 from meshpos.service.config import load_config
 from meshpos.service.encryption import DB_KEY_FILE, encrypt_node
 from meshpos.service.terminal import Terminal

@@ -41,8 +41,7 @@ from meshpos.service.printing import (
     REQUEST_JOB,
     DaemonPrinting,
     Printing,
-    install,
-    queue_for,
+    queue_receipt,
 )
 from meshpos.service.terminal import Terminal
 from meshpos.sync.protocol import RequestReceived, Send
@@ -74,11 +73,6 @@ def network(listener: PrinterListener) -> dict[str, Any]:
     return {"kind": "network", "host": "127.0.0.1", "port": listener.port, "connect_timeout": 1.0}
 
 
-@pytest.fixture(autouse=True)
-def _hook() -> None:
-    install()
-
-
 @pytest.fixture
 def listener() -> Iterator[PrinterListener]:
     with PrinterListener() as printer:
@@ -86,7 +80,7 @@ def listener() -> Iterator[PrinterListener]:
 
 
 def open_terminal(node: Node, clock: Clock) -> Terminal:
-    return Terminal.open(node.path, now_ms=clock)
+    return Terminal.open(node.path, now_ms=clock, on_record=[queue_receipt])
 
 
 def lines_of(job: bytes) -> list[str]:
@@ -165,7 +159,7 @@ def test_five_sales_while_the_printer_refuses_print_once_in_order_after_a_restar
 def test_the_receipt_commits_with_its_sale_or_not_at_all(node: Node) -> None:
     clock = Clock()
     t = open_terminal(node, clock)
-    q = queue_for(t)
+    q = t.ledger.print_queue
     with pytest.raises(InputError):
         t.sell([("TEE-M", 1)], tenders=[Tender("card", 100)])  # short: no sale, no job
     assert q.jobs(None) == []
@@ -173,11 +167,10 @@ def test_the_receipt_commits_with_its_sale_or_not_at_all(node: Node) -> None:
     def boom(terminal: Terminal, op: Any, payload: dict[str, Any]) -> None:
         raise RuntimeError("disk full")
 
-    t.on_record.append(boom)
+    failing = Terminal(t.cfg, t.signer, t.ledger, clock, on_record=[queue_receipt, boom])
     with pytest.raises(RuntimeError):
-        t.sell([("TEE-M", 1)])
+        failing.sell([("TEE-M", 1)])
     assert q.jobs(None) == [] and t.query("SELECT COUNT(*) AS n FROM sales")[0]["n"] == 0
-    t.on_record.clear()
     sale = t.sell([("TEE-M", 2)])
     back = t.return_items(sale.sale_id, [("TEE-M", 1)])
     swap = t.exchange(sale.sale_id, [("TEE-M", 1)], [("CAP", 4)])
@@ -195,7 +188,7 @@ def test_printing_off_queues_nothing(node: Node) -> None:
     set_printer(node.path, {"kind": "none"})
     t = open_terminal(node, Clock())
     t.sell([("CAP", 1)])
-    assert queue_for(t).jobs(None) == []
+    assert t.ledger.print_queue.jobs(None) == []
     t.close()
 
 
@@ -214,7 +207,7 @@ def test_default_file_printer_appends_every_receipt(node: Node) -> None:
 
 def memory_queue() -> tuple[Ledger, PrintQueue]:
     ledger = Ledger(":memory:", "S1", durable=False)
-    return ledger, PrintQueue(ledger.conn, ledger.write)
+    return ledger, ledger.print_queue
 
 
 def test_backoff_doubles_to_a_cap_on_simulated_time() -> None:
@@ -304,7 +297,7 @@ def test_a_print_interrupted_by_a_crash_prints_again_marked_as_a_possible_duplic
     t = open_terminal(node, clock)
     first = t.sell([("CAP", 1)], tenders=[Tender("cash", 50_000)])
     second = t.sell([("TEE-M", 1)])
-    q = queue_for(t)
+    q = t.ledger.print_queue
     claimed = q.claim_next(clock(), "process that then died")
     assert claimed is not None and claimed.sale_id == first.sale_id
     printing = Printing(t)
@@ -321,7 +314,7 @@ def test_a_print_interrupted_by_a_crash_prints_again_marked_as_a_possible_duplic
 
 def test_a_job_that_can_never_print_is_set_aside_and_does_not_block_the_rest(node: Node) -> None:
     t = open_terminal(node, Clock())
-    q = queue_for(t)
+    q = t.ledger.print_queue
     bad = q.enqueue("receipt", {"payload": {"sale_id": "X"}}, now_ms=0)
     sale = t.sell([("CAP", 1)])
     result = Printing(t).drain()
@@ -369,7 +362,7 @@ def test_x_and_z_reports_print_and_z_closes_the_day_with_its_job(
     totals, _ = printing.report("x")
     assert totals["sales"] == 1
     z, job = printing.report("z")
-    assert queue_for(t).get(job) is not None
+    assert t.ledger.print_queue.get(job) is not None
     assert t.query("SELECT COUNT(*) AS n FROM ops WHERE kind = 'report.z'")[0]["n"] == 1
     printing.drain()
     _, x_slip, z_slip = (ed.decode(d) for d in listener.wait_for_jobs(3))
@@ -465,10 +458,10 @@ def test_a_peer_that_cannot_print_refuses_and_the_jobs_come_back(pair: tuple[Nod
     Printing(t1).forward("T2")
     wire = Wire(t1, t2, clock)
     wire.a.tick(clock())
-    (job,) = queue_for(t1).jobs()
+    (job,) = t1.ledger.print_queue.jobs()
     assert job.state is JobState.WAITING and job.via is None
     assert "printing is off" in job.last_error and job.sale_id == sale.sale_id
-    assert queue_for(t2).jobs(None) == []
+    assert t2.ledger.print_queue.jobs(None) == []
     # a forged or damaged request is refused job by job, never half-queued
     wire.b.on_request(
         t1.node_id,
@@ -476,7 +469,7 @@ def test_a_peer_that_cannot_print_refuses_and_the_jobs_come_back(pair: tuple[Nod
         {"jobs": [{"id": 9, "kind": "receipt", "doc": "{nope"}, "junk"]},
         clock(),
     )
-    assert queue_for(t2).jobs(None) == []
+    assert t2.ledger.print_queue.jobs(None) == []
     assert not wire.b.on_request(t1.node_id, "loyalty.need", {}, clock())
     t1.close()
     t2.close()
@@ -498,7 +491,13 @@ def test_failover_through_the_sync_protocol_on_a_lossy_network(
     """The real request path: SyncNode.request -> bytes -> a lossy MemNet -> RequestReceived."""
     from meshpos.sync.memnet import LinkSpec
 
-    mesh = Mesh(2, seed=7, link=LinkSpec(latency_ms=2, loss=0.3), customers=0)
+    mesh = Mesh(
+        2,
+        seed=7,
+        link=LinkSpec(latency_ms=2, loss=0.3),
+        customers=0,
+        on_record=[queue_receipt],
+    )
     assert mesh.settle() >= 0
     a, b = (n.terminal for n in mesh.nodes)
     b.cfg.raw["printer"] = network(listener)
@@ -532,7 +531,7 @@ def test_failover_through_the_sync_protocol_on_a_lossy_network(
     def forwarded() -> bool:
         for p in printers.values():
             p.tick(mesh.now_ms())
-        return all(j.state is JobState.FORWARDED for j in queue_for(a).jobs(None))
+        return all(j.state is JobState.FORWARDED for j in a.ledger.print_queue.jobs(None))
 
     assert mesh.net.settle(forwarded, limit_ms=60_000) >= 0
     result = Printing(b).drain()
@@ -540,7 +539,7 @@ def test_failover_through_the_sync_protocol_on_a_lossy_network(
     assert [ed.decode(d).barcodes[0].data for d in listener.wait_for_jobs(4)] == [
         s.sale_id for s in sales
     ]
-    assert len(queue_for(b).jobs(None)) == 4  # resends after loss queued nothing twice
+    assert len(b.ledger.print_queue.jobs(None)) == 4  # resends after loss queued nothing twice
     assert sent.count(REQUEST_JOB) > 1 and mesh.net.stats.dropped > 0  # loss did bite
 
 

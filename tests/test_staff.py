@@ -48,7 +48,6 @@ from meshpos.service.staff import (
     PermissionDenied,
     add_user,
     approved_by,
-    get_user,
     set_active,
     set_pin,
     set_policy,
@@ -337,7 +336,7 @@ def _forged_approval(t: Terminal, how: str, sale_id: str, legit: Op) -> dict[str
     with pin(t, "cal"):  # cal's own PIN, valid signatures
         payload = draft(t, lambda: _as_supervisor(t, sale_id))
     if how == "renamed":  # ... relabelled as mia's
-        mia = get_user(t.ledger.conn, "mia")
+        mia = t.ledger.staff.user("mia")
         assert mia is not None
         payload["approval"] = {**payload["approval"], "user": "mia", "pin_key": mia["pin_key"]}
     if how == "none":
@@ -347,7 +346,7 @@ def _forged_approval(t: Terminal, how: str, sale_id: str, legit: Op) -> dict[str
 
 def _as_supervisor(t: Terminal, sale_id: str) -> Any:
     """Make the till believe cal may approve, to obtain a well-formed payload signed by cal."""
-    mine = get_user(t.ledger.conn, "cal")
+    mine = t.ledger.staff.user("cal")
     assert mine is not None
     t.ledger.conn.execute("UPDATE users SET role = 'supervisor' WHERE user_id = 'cal'")
     return t.return_items(sale_id, [("SKU2", 2)], user="cal")
@@ -380,7 +379,7 @@ def test_an_approval_signature_by_another_key_is_refused(store2):
     src, dst = store2
     sale_id = src.terminal.sell([("SKU2", 2)], user="cal").sale_id
     sync(src, dst)
-    mia = get_user(src.ledger.conn, "mia")
+    mia = src.ledger.staff.user("mia")
     assert mia is not None
     with pin(src.terminal, "mia"):
         payload = draft(
@@ -443,7 +442,7 @@ def test_approval_before_a_concurrent_demotion_is_still_accepted(store2):
         b.terminal.move_stock("adjust", "SKU2", -1, "damaged", "cal")
     full_sync(store2)
     assert views(a.ledger) == views(b.ledger)
-    assert get_user(b.ledger.conn, "mia")["role"] == "cashier"  # type: ignore[index]
+    assert b.ledger.staff.user("mia")["role"] == "cashier"  # type: ignore[index]
     with pin(b.terminal, "mia"), pytest.raises(PermissionDenied, match="mia is a cashier"):
         b.terminal.move_stock("adjust", "SKU2", -1, "damaged", "cal")
 
@@ -531,7 +530,7 @@ def test_a_manager_unlocks_a_user_at_this_terminal(store2):
 def test_users_replicate_and_their_pins_work_offline_elsewhere(store2):
     a, b = store2
     t1 = b.terminal
-    assert {u: get_user(b.ledger.conn, u)["role"] for u in PINS} == ROLE  # type: ignore[index]
+    assert {u: b.ledger.staff.user(u)["role"] for u in PINS} == ROLE  # type: ignore[index]
     with pin(t1, "sue"):  # T1 alone (no network in this test at all)
         t1.move_stock("adjust", "SKU1", -1, "damaged", "cal")
     with pin(a.terminal, "mia"):

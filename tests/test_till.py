@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from meshpos.core.errors import InputError, NotFound
 from meshpos.devices.barcodes import with_check_digit
 from meshpos.domain.catalog import CatalogRow
-from meshpos.service.printing import install, queue_for
+from meshpos.service.printing import queue_receipt
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import (
     BEEP_INVALID,
@@ -32,8 +32,7 @@ UPC = with_check_digit("03600029145")  # a UPC-A whose product is catalogued as 
 
 @pytest.fixture
 def terminal(node: Node) -> Iterator[Terminal]:
-    install()
-    t = Terminal.open(node.path)
+    t = Terminal.open(node.path, on_record=[queue_receipt])
     t.import_catalog(
         [
             CatalogRow(
@@ -177,7 +176,7 @@ def test_customer_discounts_split_tender_and_change(till: TillSession, terminal:
     ]
     assert change_given(p) == 35000 and p["points_earned"] == 11
     assert till.empty  # ready for the next customer
-    (job,) = queue_for(terminal).jobs()
+    (job,) = terminal.ledger.print_queue.jobs()
     assert job.sale_id == result.sale_id and job.doc["loyalty_balance"] == 11
 
 

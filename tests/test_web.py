@@ -32,7 +32,6 @@ from meshpos.devices import escpos_decode as ed
 from meshpos.ledger.print_queue import JobKind
 from meshpos.node import membership
 from meshpos.service.config import load_config
-from meshpos.service.printing import queue_for
 from meshpos.service.staff import add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
 from meshpos.web.server import WebServer, WebSettings
@@ -140,7 +139,7 @@ def test_a_sale_rung_on_the_page_is_recorded_by_the_service_layer_and_printed(no
             {"method": "cash", "amount": 230_000, "tendered": 250_000, "change": 20_000}
         ]
         assert p["points_earned"] == 23
-        jobs = queue_for(t).for_sale(last["sale_id"])
+        jobs = t.ledger.print_queue.for_sale(last["sale_id"])
         assert [j.kind for j in jobs] == [JobKind.RECEIPT]
 
     # the web server's print worker printed it to the node's default printer (a file)

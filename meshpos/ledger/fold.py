@@ -307,7 +307,7 @@ def _payment_result(ch: Changes, op: Op) -> None:
 def _card_float(ch: Changes, op: Op) -> None:
     """HQ mints (or, negative, takes back) part of a store's offline card float at node `to`:
     escrow rights of the `card-float` pseudo-customer, moved between counters by
-    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/service/cards.py `cards_check`)."""
+    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/ledger/authority.py)."""
     to = _get(op.payload, "to", str, op)
     amount = _get(op.payload, "amount", int, op)
     if not to or amount == 0:
