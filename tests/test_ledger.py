@@ -3,7 +3,9 @@ heals it."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +30,8 @@ from meshpos.core.errors import (
     WrongStore,
 )
 from meshpos.core.ops import GENESIS, Op, Signer, decode_body, make_op, op_hash
-from meshpos.ledger.schema import VIEW_TABLES
+from meshpos.ledger.fold import CARD_FLOAT
+from meshpos.ledger.schema import LOCAL_TABLES, VIEW_TABLES
 from meshpos.ledger.store import Ledger
 
 A, B, STRANGER = signer(0), signer(1), signer(9)
@@ -446,3 +449,41 @@ def test_verify_reads_one_snapshot_while_another_process_writes(
     assert busy.vv()[a_id] == writer.vv()[a_id]
     assert busy.verify() == []
     writer.close()
+
+
+# -- authority and schema --------------------------------------------------------------------------
+
+
+def test_every_replica_applies_the_store_rules_unless_given_others() -> None:
+    """A bare Ledger, with no Terminal around it, refuses a card-float mint a terminal signed: the
+    rules come with the ledger at construction, not from whoever wraps it."""
+    mint = op(A, 1, GENESIS, "card.float", {"to": A.node_id, "amount": 500, "total": 500})
+    strict = new_ledger([A])
+    with pytest.raises(RemoteError, match=r"card.float\) is not signed by HQ"):
+        strict.ingest([mint])
+    assert strict.vv() == {} and strict.views.rights(CARD_FLOAT, A.node_id) == 0
+    lax = Ledger(":memory:", STORE, durable=False, authority=lambda conn, ops: None)
+    lax.add_node(node_record(A, "T0"))
+    assert lax.ingest([mint]).applied == 1
+    assert lax.views.rights(CARD_FLOAT, A.node_id) == 500
+
+
+def test_an_older_database_gets_the_tables_it_lacks_when_it_opens(tmp_path: Path) -> None:
+    path = tmp_path / "meshpos.db"
+    led = new_ledger([A], path)
+    led.ingest(history(A, 3))
+    led.close()
+    raw = sqlite3.connect(path)
+    for table in LOCAL_TABLES:
+        raw.execute(f"DROP TABLE {table}")
+    raw.commit()
+    raw.close()
+    led = Ledger(path, STORE)
+    names = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert set(LOCAL_TABLES) <= names
+    assert led.verify() == [] and led.op_count() == 3
+    led.escrow_asks.add("C1", 50, 7)
+    led.peer_acks.record([("peer", 2, 9)])
+    assert led.escrow_asks.take_unsent() == [("C1", 50)] and led.escrow_asks.take_unsent() == []
+    assert led.peer_acks.highest() == 2
+    led.close()

@@ -13,9 +13,9 @@ from mesh_helpers import Mesh, signer
 
 from meshpos.core.ops import Op, decode_op, make_op
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.store import Ledger
-from meshpos.service.terminal import EscrowShortfall
 from meshpos.sync.memnet import LinkSpec
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,

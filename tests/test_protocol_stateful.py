@@ -19,9 +19,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from mesh_helpers import Mesh
 
 from meshpos.core.ops import Op
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.fold import NEGATIVE_POINTS
-from meshpos.service.terminal import EscrowShortfall
 from meshpos.sync.memnet import LinkSpec
 
 MAX_NODES = 6
