@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from meshpos.core.errors import RemoteError
 from meshpos.domain.escrow import EscrowShortfall
@@ -96,35 +96,29 @@ class EscrowSale:
         return None
 
 
+class SellOptions(TypedDict, total=False):
+    """`Terminal.sell`'s keyword arguments, as `sell_with_escrow` passes them on."""
+
+    tenders: Sequence[Tender]
+    customer: str | None
+    discount: str | None
+    line_discounts: Mapping[str, str] | None
+    user: str | None
+    card: CardInput | None
+
+
 def sell_with_escrow(
     t: Terminal,
     *,
     items: Sequence[tuple[str, int]],
-    tenders: Sequence[Tender] = (),
-    customer: str | None = None,
-    discount: str | None = None,
-    line_discounts: Mapping[str, str] | None = None,
-    user: str | None = None,
-    card: CardInput | None = None,
     wait_ms: int = 1500,
     peers_up: bool = True,
+    **options: Unpack[SellOptions],
 ) -> SaleResult:
     """`Terminal.sell`; when a points redemption (or card float) needs rights held elsewhere, ask
     the peers through the daemon and retry until the rights arrive or `wait_ms` passes. Blocks
     the calling thread; see `EscrowSale` for the form that does not."""
-
-    def ring() -> SaleResult:
-        return t.sell(
-            items,
-            tenders=tenders,
-            customer=customer,
-            discount=discount,
-            line_discounts=line_discounts,
-            user=user,
-            card=card,
-        )
-
-    sale = EscrowSale(t, ring, wait_ms=wait_ms, peers_up=peers_up)
+    sale = EscrowSale(t, lambda: t.sell(items, **options), wait_ms=wait_ms, peers_up=peers_up)
     while (result := sale.step()) is None:
         time.sleep(POLL_S)
     return result
