@@ -160,7 +160,8 @@ class Ledger:
     # -- this node's own state ------------------------------------------------------------------
 
     def set_bootstrapping(self, on: bool) -> None:
-        """Hold (or release) signing: see `Terminal.set_bootstrapping`."""
+        """Hold (or release) signing at a node that lost its database, until its peers gave it
+        back its own earlier ops (a flag in `meta`, seen by every process on the file)."""
         with self.write():
             if on:
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('bootstrap', '1')")
