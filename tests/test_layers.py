@@ -54,7 +54,6 @@ PENDING_SQLITE = {
     "meshpos.demo.hq",
     "meshpos.service.cards",
     "meshpos.service.staff",
-    "meshpos.web.live",
 }
 
 
