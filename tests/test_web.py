@@ -35,6 +35,7 @@ from meshpos.service.config import load_config
 from meshpos.service.printing import queue_for
 from meshpos.service.staff import add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
+from meshpos.web import escrow_wait
 from meshpos.web.server import WebServer, WebSettings
 from meshpos.web.views import Counters, banner
 
@@ -199,6 +200,69 @@ def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Nod
         post(c, "/till/pay", method="cash")
         assert "recorded" in notice(post(c, "/till/complete"))[1]
     assert ops(t1.path) > before
+
+
+def _asks(directory: Path) -> int:
+    """Escrow asks the till wrote for the daemon to send (0 before the first one)."""
+    with terminal(directory) as t:
+        try:
+            return int(t.query("SELECT COUNT(*) AS n FROM escrow_asks")[0]["n"])
+        except Exception:  # the table comes with the first ask
+            return 0
+
+
+def test_a_redemption_short_of_rights_asks_the_peers_and_waits_off_the_worker(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The till asks the peers for the rights it lacks and awaits them in the event loop: other
+    requests are answered meanwhile, and the sale goes through once a peer's transfer arrives."""
+    t1, t2 = pair
+    with terminal(t2.path) as t:
+        cid = t.add_customer({"name": "Kiran", "phone": "9800000002"})
+        t.sell([("JKT-L", 1)], customer=cid)  # 30 points, redeemable at T2 only
+    t2.ok("sync", "export", str(t2.path / "b.bundle"))
+    t1.ok("sync", "import", str(t2.path / "b.bundle"))
+    t1_id = load_config(t1.path).node_id
+    status = {"pid": os.getpid(), "written": time.time(), "peers_up": 1, "peers": []}
+    (t1.path / "status.json").write_text(json.dumps(status))  # a daemon with a peer up
+    server = WebServer(t1.path, port=0).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            c.post("/signin")
+            for path, data in [
+                ("/till/scan", {"code": "CAP"}),
+                ("/till/customer", {"customer": cid}),
+                ("/till/pay", {"method": "points", "amount": "20"}),
+                ("/till/pay", {"method": "cash"}),
+            ]:
+                assert notice(c.post(path, data=data, headers=FRAG).text)[0] == "ok"
+
+            monkeypatch.setattr(escrow_wait, "ESCROW_WAIT_S", 0.1)  # no peer answers in time
+            level, text = notice(c.post("/till/complete", headers=FRAG).text)
+            assert level == "error" and "held by T2 30" in text, text
+            assert _asks(t1.path) == 1
+
+            monkeypatch.setattr(escrow_wait, "ESCROW_WAIT_S", 30.0)
+            answer: queue.Queue[str] = queue.Queue()
+            waiting = threading.Thread(
+                target=lambda: answer.put(c.post("/till/complete", headers=FRAG).text)
+            )
+            waiting.start()
+            wait_until(lambda: _asks(t1.path) == 2, 10, "the till to ask its peers again")
+            assert c.get("/api/till").json()["lines"][0]["sku"] == "CAP"
+            assert waiting.is_alive(), "the sale stopped waiting before the rights came"
+
+            with terminal(t2.path) as t:  # T2 hands the rights over, as the daemon would ask
+                assert t.grant_rights(cid, t1_id, 20) == 20
+            t2.ok("sync", "export", str(t2.path / "b.bundle"))
+            t1.ok("sync", "import", str(t2.path / "b.bundle"))
+            level, text = notice(answer.get(timeout=15))
+            assert level == "ok" and "recorded" in text, text
+            waiting.join(5)
+            assert c.get("/api/till").json()["last"]["points_redeemed"] == 20
+    finally:
+        server.stop()
+        (t1.path / "status.json").unlink(missing_ok=True)
 
 
 def test_returns_and_exchanges_start_by_scanning_the_receipt(node: Node) -> None:
