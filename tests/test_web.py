@@ -29,6 +29,7 @@ from mesh_procs import Daemons, make_store, wait_until
 
 from meshpos.core.errors import ConfigError
 from meshpos.devices import escpos_decode as ed
+from meshpos.ledger.live_feed import LiveFeed
 from meshpos.ledger.print_queue import JobKind
 from meshpos.node import membership
 from meshpos.service.config import load_config
@@ -176,13 +177,20 @@ def test_bad_scans_and_input_explain_themselves_and_record_nothing(node: Node) -
     assert ops(node.path) == before
 
 
-def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Node, Node]) -> None:
+def points_held_at_t2(pair: tuple[Node, Node]) -> str:
+    """A customer with 30 points, redeemable at T2 only; T1 holds T2's ops. Their id."""
     t1, t2 = pair
     with terminal(t2.path) as t:
         cid = t.add_customer({"name": "Kiran", "phone": "9800000002"})
-        t.sell([("JKT-L", 1)], customer=cid)  # 30 points, redeemable at T2 only
+        t.sell([("JKT-L", 1)], customer=cid)
     t2.ok("sync", "export", str(t2.path / "b.bundle"))
     t1.ok("sync", "import", str(t2.path / "b.bundle"))
+    return cid
+
+
+def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Node, Node]) -> None:
+    t1 = pair[0]
+    cid = points_held_at_t2(pair)
     before = ops(t1.path)
     with till(t1.path) as c:
         post(c, "/till/scan", code="CAP")
@@ -217,11 +225,7 @@ def test_a_redemption_short_of_rights_asks_the_peers_and_waits_off_the_worker(
     """The till asks the peers for the rights it lacks and awaits them in the event loop: other
     requests are answered meanwhile, and the sale goes through once a peer's transfer arrives."""
     t1, t2 = pair
-    with terminal(t2.path) as t:
-        cid = t.add_customer({"name": "Kiran", "phone": "9800000002"})
-        t.sell([("JKT-L", 1)], customer=cid)  # 30 points, redeemable at T2 only
-    t2.ok("sync", "export", str(t2.path / "b.bundle"))
-    t1.ok("sync", "import", str(t2.path / "b.bundle"))
+    cid = points_held_at_t2(pair)
     t1_id = load_config(t1.path).node_id
     status = {"pid": os.getpid(), "written": time.time(), "peers_up": 1, "peers": []}
     (t1.path / "status.json").write_text(json.dumps(status))  # a daemon with a peer up
@@ -513,6 +517,24 @@ def test_banner_always_has_the_five_facts_and_its_worst_level(
     assert b["one_copy"] == max(0, own - acked)
     levels = ("ok", "off", "warn", "down")
     assert b["level"] == max((lv for lv, _ in got.values()), key=levels.index)
+
+
+def test_the_live_feed_counts_what_the_banner_shows(node: Node) -> None:
+    with terminal(node.path) as t:
+        t.sell([("CAP", 1)])
+        feed = LiveFeed(str(t.cfg.db_path), t.ledger.key)
+        try:
+            held = t.ledger.op_count()
+            assert feed.own_seq(t.node_id) == held and feed.own_seq("nobody") == 0
+            assert feed.acked_seq() == 0  # no daemon ever ran: no peer_acks table
+            assert feed.pending() == 0
+            assert feed.ops_after(0) == held and feed.ops_after(2**42) == 0  # year 2109
+            seen = feed.data_version()
+            assert feed.data_version() == seen
+            t.sell([("CAP", 1)])  # another connection commits
+            assert feed.data_version() != seen and feed.own_seq(t.node_id) == held + 1
+        finally:
+            feed.close()
 
 
 # -- live updates, over a real server ------------------------------------------------------------
