@@ -3,6 +3,7 @@ the sync error log (HQ relay, mesh, printer)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from meshpos.core.errors import InputError
@@ -16,7 +17,23 @@ from meshpos.web.printer import TillPrinter
 from meshpos.web.session import Notice, WebSession
 from meshpos.web.signin import Sessions
 
-UNKNOWN_OP = {"terminal": "", "kind": "", "user": "", "at_ms": 0, "what": ""}
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op behind a conflict; blank but its ref when this replica does not hold it."""
+
+    ref: str
+    terminal: str = ""
+    kind: str = ""
+    user: str = ""
+    at_ms: int = 0
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    source: str  # "HQ relay", "mesh", "printer"
+    text: str
 
 
 class ManagerScreen:
@@ -58,18 +75,11 @@ class ManagerScreen:
                 origin, _, seq = str(ref).partition(":")
                 op = self.t.ledger.get(origin, int(seq)) if seq.isdigit() else None
                 if op is None:
-                    rows.append({"ref": ref, **UNKNOWN_OP})
+                    rows.append(OpRow(str(ref)))
                     continue
-                rows.append(
-                    {
-                        "ref": ref,
-                        "terminal": names.get(op.origin, op.origin),
-                        "kind": op.kind,
-                        "user": op.user,
-                        "at_ms": op.hlc >> 16,
-                        "what": op.payload.get("sale_id") or op.payload.get("reason") or "",
-                    }
-                )
+                what = op.payload.get("sale_id") or op.payload.get("reason") or ""
+                terminal = names.get(op.origin, op.origin)
+                rows.append(OpRow(str(ref), terminal, op.kind, op.user, op.hlc >> 16, str(what)))
             conflicts.append({**c, "op_rows": rows})
         return conflicts
 
@@ -78,24 +88,24 @@ class ManagerScreen:
         ops = latest_ops(self.t.ledger, self.t.node_id, "report.z", 10)
         return [{**op.payload, "at_ms": op.hlc >> 16, "user": op.user} for op in ops]
 
-    def _sync_log(self, status: dict[str, Any], wan: dict[str, Any]) -> list[dict[str, str]]:
+    def _sync_log(self, status: dict[str, Any], wan: dict[str, Any]) -> list[LogEntry]:
         """What keeps this counter from syncing or printing, newest HQ relay errors first."""
-        entries = [{"source": "HQ relay", "text": e} for e in reversed(wan.get("errors") or [])]
+        entries = [LogEntry("HQ relay", str(e)) for e in reversed(wan.get("errors") or [])]
         if status.get("rejected"):
             text = f"{status['rejected']} connection(s) from unenrolled nodes refused"
-            entries.append({"source": "mesh", "text": text})
+            entries.append(LogEntry("mesh", text))
         pending = self.t.ledger.pending_count()
         if pending:
-            text = f"{pending} op(s) wait for earlier ops of their origin"
-            entries.append({"source": "mesh", "text": text})
+            entries.append(
+                LogEntry("mesh", f"{pending} op(s) wait for earlier ops of their origin")
+            )
         for p in status.get("peers", []):
             if not p.get("up"):
-                text = f"peer {p.get('name') or p['node_id']} is down"
-                entries.append({"source": "mesh", "text": text})
+                entries.append(LogEntry("mesh", f"peer {p.get('name') or p['node_id']} is down"))
         jobs = [j for j in queue_for(self.t).jobs(OPEN_STATES) if j.last_error]
         for j in jobs[:10]:
             text = f"job {j.id} ({j.sale_id or j.kind}): {j.last_error}"
-            entries.append({"source": "printer", "text": text})
+            entries.append(LogEntry("printer", text))
         return entries
 
     def view(self) -> dict[str, Any]:
