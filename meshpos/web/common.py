@@ -128,7 +128,7 @@ class Site:
     def parts(self) -> TillParts:
         return self.backend.parts
 
-    def render(self, name: str, **ctx: Any) -> str:
+    def render(self, name: str, **ctx: object) -> str:
         return self.env.get_template(name).render(**ctx)
 
     def base_ctx(self, s: WebSession | None, page: str) -> Context:
