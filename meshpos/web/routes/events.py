@@ -27,7 +27,7 @@ async def banner_json(site: Site, request: Request) -> Response:
 
 
 async def _stream(live: Live, queue: asyncio.Queue[Event | None]) -> AsyncIterator[str]:
-    """ "hello" with the current versions, then one event per change, a comment as heartbeat;
+    """A "hello" with the current versions, then one event per change, a comment as heartbeat;
     ends when the watcher closes."""
     try:
         hello = {"db": live.db_version, "status": live.status_version}
