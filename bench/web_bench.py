@@ -29,6 +29,7 @@ from bench.common import CHROMIUM, CHROMIUM_ARGS, fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
 from meshpos.service.config import init_node
 from meshpos.service.terminal import Terminal
+from meshpos.web.server import WebServer
 
 LINES_PER_SALE = 8
 TARGET_SCAN_P99_MS = 100.0  # the till answers a scan within what a person sees as instant
@@ -74,7 +75,6 @@ def web_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, 
     if not CHROMIUM.exists():
         log("web: /usr/bin/chromium is missing; skipped")
         return {"skipped": "Chromium is not installed (apt-get install -y chromium)"}
-    from meshpos.web.server import WebServer
 
     loads = 20 if args.quick else 200
     scans = 60 if args.quick else 1_000

@@ -51,7 +51,6 @@ PENDING_CYCLES: list[set[str]] = [
 PENDING_SQLITE = {
     "meshpos.cli.app",
     "meshpos.demo.hq",
-    "meshpos.web.live",
 }
 
 

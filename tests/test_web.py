@@ -29,11 +29,13 @@ from mesh_procs import Daemons, make_store, wait_until
 
 from meshpos.core.errors import ConfigError
 from meshpos.devices import escpos_decode as ed
+from meshpos.ledger.live_feed import LiveFeed
 from meshpos.ledger.print_queue import JobKind
 from meshpos.node import membership
 from meshpos.service.config import load_config
 from meshpos.service.staff import add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
+from meshpos.web import escrow_wait
 from meshpos.web.server import WebServer, WebSettings
 from meshpos.web.views import Counters, banner
 
@@ -174,13 +176,20 @@ def test_bad_scans_and_input_explain_themselves_and_record_nothing(node: Node) -
     assert ops(node.path) == before
 
 
-def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Node, Node]) -> None:
+def points_held_at_t2(pair: tuple[Node, Node]) -> str:
+    """A customer with 30 points, redeemable at T2 only; T1 holds T2's ops. Their id."""
     t1, t2 = pair
     with terminal(t2.path) as t:
         cid = t.add_customer({"name": "Kiran", "phone": "9800000002"})
-        t.sell([("JKT-L", 1)], customer=cid)  # 30 points, redeemable at T2 only
+        t.sell([("JKT-L", 1)], customer=cid)
     t2.ok("sync", "export", str(t2.path / "b.bundle"))
     t1.ok("sync", "import", str(t2.path / "b.bundle"))
+    return cid
+
+
+def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Node, Node]) -> None:
+    t1 = pair[0]
+    cid = points_held_at_t2(pair)
     before = ops(t1.path)
     with till(t1.path) as c:
         post(c, "/till/scan", code="CAP")
@@ -198,6 +207,65 @@ def test_a_redemption_held_by_another_counter_is_refused_clearly(pair: tuple[Nod
         post(c, "/till/pay", method="cash")
         assert "recorded" in notice(post(c, "/till/complete"))[1]
     assert ops(t1.path) > before
+
+
+def _asks(directory: Path) -> int:
+    """Escrow asks the till wrote for the daemon to send (0 before the first one)."""
+    with terminal(directory) as t:
+        try:
+            return int(t.query("SELECT COUNT(*) AS n FROM escrow_asks")[0]["n"])
+        except Exception:  # the table comes with the first ask
+            return 0
+
+
+def test_a_redemption_short_of_rights_asks_the_peers_and_waits_off_the_worker(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The till asks the peers for the rights it lacks and awaits them in the event loop: other
+    requests are answered meanwhile, and the sale goes through once a peer's transfer arrives."""
+    t1, t2 = pair
+    cid = points_held_at_t2(pair)
+    t1_id = load_config(t1.path).node_id
+    status = {"pid": os.getpid(), "written": time.time(), "peers_up": 1, "peers": []}
+    (t1.path / "status.json").write_text(json.dumps(status))  # a daemon with a peer up
+    server = WebServer(t1.path, port=0).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            c.post("/signin")
+            for path, data in [
+                ("/till/scan", {"code": "CAP"}),
+                ("/till/customer", {"customer": cid}),
+                ("/till/pay", {"method": "points", "amount": "20"}),
+                ("/till/pay", {"method": "cash"}),
+            ]:
+                assert notice(c.post(path, data=data, headers=FRAG).text)[0] == "ok"
+
+            monkeypatch.setattr(escrow_wait, "ESCROW_WAIT_MS", 100)  # no peer answers in time
+            level, text = notice(c.post("/till/complete", headers=FRAG).text)
+            assert level == "error" and "held by T2 30" in text, text
+            assert _asks(t1.path) == 1
+
+            monkeypatch.setattr(escrow_wait, "ESCROW_WAIT_MS", 30_000)
+            answer: queue.Queue[str] = queue.Queue()
+            waiting = threading.Thread(
+                target=lambda: answer.put(c.post("/till/complete", headers=FRAG).text)
+            )
+            waiting.start()
+            wait_until(lambda: _asks(t1.path) == 2, 10, "the till to ask its peers again")
+            assert c.get("/api/till").json()["lines"][0]["sku"] == "CAP"
+            assert waiting.is_alive(), "the sale stopped waiting before the rights came"
+
+            with terminal(t2.path) as t:  # T2 hands the rights over, as the daemon would ask
+                assert t.grant_rights(cid, t1_id, 20) == 20
+            t2.ok("sync", "export", str(t2.path / "b.bundle"))
+            t1.ok("sync", "import", str(t2.path / "b.bundle"))
+            level, text = notice(answer.get(timeout=15))
+            assert level == "ok" and "recorded" in text, text
+            waiting.join(5)
+            assert c.get("/api/till").json()["last"]["points_redeemed"] == 20
+    finally:
+        server.stop()
+        (t1.path / "status.json").unlink(missing_ok=True)
 
 
 def test_returns_and_exchanges_start_by_scanning_the_receipt(node: Node) -> None:
@@ -448,6 +516,24 @@ def test_banner_always_has_the_five_facts_and_its_worst_level(
     assert b["one_copy"] == max(0, own - acked)
     levels = ("ok", "off", "warn", "down")
     assert b["level"] == max((lv for lv, _ in got.values()), key=levels.index)
+
+
+def test_the_live_feed_counts_what_the_banner_shows(node: Node) -> None:
+    with terminal(node.path) as t:
+        t.sell([("CAP", 1)])
+        feed = LiveFeed(str(t.cfg.db_path), t.ledger.key)
+        try:
+            held = t.ledger.op_count()
+            assert feed.own_seq(t.node_id) == held and feed.own_seq("nobody") == 0
+            assert feed.acked_seq() == 0  # no daemon ever ran: no peer_acks table
+            assert feed.pending() == 0
+            assert feed.ops_after(0) == held and feed.ops_after(2**42) == 0  # year 2109
+            seen = feed.data_version()
+            assert feed.data_version() == seen
+            t.sell([("CAP", 1)])  # another connection commits
+            assert feed.data_version() != seen and feed.own_seq(t.node_id) == held + 1
+        finally:
+            feed.close()
 
 
 # -- live updates, over a real server ------------------------------------------------------------

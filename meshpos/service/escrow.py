@@ -53,6 +53,36 @@ def handle_need(t: Terminal, peer: str, body: Mapping[str, Any]) -> int:
 
 
 @dataclass
+class RightsWait:
+    """Rights asked of the peers for one shortfall: what was asked, and until when to wait.
+
+    The one place the wait's rules live (ask for what is missing, done once the terminal holds
+    what the sale needs, given up at the deadline); `EscrowSale` steps through it for the CLI
+    and the simulator, and the web till polls it from async code so its worker is never held."""
+
+    terminal: Terminal
+    short: EscrowShortfall
+    deadline: float
+
+    @classmethod
+    def ask(
+        cls,
+        t: Terminal,
+        short: EscrowShortfall,
+        wait_ms: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> RightsWait:
+        ask(t, short.customer, short.needed - max(short.held, 0))
+        return cls(t, short, clock() + wait_ms / 1000)
+
+    def arrived(self) -> bool:
+        return self.terminal.rights(self.short.customer) >= self.short.needed
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline
+
+
+@dataclass
 class EscrowSale:
     """One sale that may need rights another counter holds, rung by `ring` (`Terminal.sell`, or
     a till session's `complete`).
@@ -68,31 +98,29 @@ class EscrowSale:
     wait_ms: int = 1500
     peers_up: bool = True
     clock: Callable[[], float] = time.monotonic
-    _short: EscrowShortfall | None = field(default=None, init=False)
-    _deadline: float = field(default=0.0, init=False)
+    _wait: RightsWait | None = field(default=None, init=False)
 
     @property
     def waiting(self) -> bool:
         """Whether the peers were asked and the rights have not arrived yet."""
-        return self._short is not None
+        return self._wait is not None
 
     def step(self) -> SaleResult | None:
-        short = self._short
-        if short is None:
+        wait = self._wait
+        if wait is None:
             try:
                 return self.ring()
             except EscrowShortfall as exc:
                 if not self.peers_up:
                     raise
-                ask(self.terminal, exc.customer, exc.needed - max(exc.held, 0))
-                self._short, self._deadline = exc, self.clock() + self.wait_ms / 1000
+                self._wait = RightsWait.ask(self.terminal, exc, self.wait_ms, self.clock)
                 return None
-        if self.terminal.rights(short.customer) >= short.needed:
-            self._short = None
+        if wait.arrived():
+            self._wait = None
             return self.ring()
-        if self.clock() >= self._deadline:
-            self._short = None
-            raise short
+        if wait.expired(self.clock()):
+            self._wait = None
+            raise wait.short
         return None
 
 

@@ -1,12 +1,12 @@
 """Live updates for the web till: one watcher thread per server, fanned out to every open page.
 
-The watcher holds its own read-only SQLite connection and polls `PRAGMA data_version` every
-`interval` seconds (~100 ms): the number changes whenever any other connection commits, which
-covers a sale rung on this page, one rung by `meshpos sell`, and ops a peer's sync brought in
-through the daemon. It also recomputes the state banner (status.json + a few counters) and
-publishes only when it changed. Pages receive these as Server-Sent Events ("db", "status") and
-re-fetch the parts of the screen they show; no state is pushed, so a page that missed an event
-is never wrong for longer than the next one.
+The watcher holds its own read-only connection (meshpos.ledger.live_feed.LiveFeed) and polls
+`PRAGMA data_version` every `interval` seconds (~100 ms): the number changes whenever any other
+connection commits, which covers a sale rung on this page, one rung by `meshpos sell`, and ops a
+peer's sync brought in through the daemon. It also recomputes the state banner (status.json + a
+few counters) and publishes only when it changed. Pages receive these as Server-Sent Events
+("db", "status") and re-fetch the parts of the screen they show; no state is pushed, so a page
+that missed an event is never wrong for longer than the next one.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.clock import wall_ms
-from meshpos.ledger.store import open_connection
+from meshpos.ledger.live_feed import LiveFeed
 from meshpos.service.config import NodeConfig
 from meshpos.service.daemon_link import daemon_status
 from meshpos.web.views import Counters, banner
@@ -100,18 +99,16 @@ class Live:
         self._publish(None)
 
     def _run(self) -> None:
-        conn = open_connection(str(self.cfg.db_path), self.key)
+        feed = LiveFeed(str(self.cfg.db_path), self.key)
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA query_only = 1")
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
-            self.banner = self._safe_banner(conn)
+            seen = feed.data_version()
+            self.banner = self._safe_banner(feed)
             self._ready.set()
             next_status = time.monotonic() + self.status_every
             while not self._stop.wait(self.interval):
                 changed = False
                 try:
-                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    version = feed.data_version()
                     if version != seen:
                         seen = version
                         changed = True
@@ -119,7 +116,7 @@ class Live:
                         self._publish(Event("db", self.db_version))
                     if changed or time.monotonic() >= next_status:
                         next_status = time.monotonic() + self.status_every
-                        fresh = self._safe_banner(conn)
+                        fresh = self._safe_banner(feed)
                         if fresh != self.banner:
                             self.banner = fresh
                             self.status_version += 1
@@ -128,50 +125,40 @@ class Live:
                     log.warning("live updates: %s", exc)
         finally:
             self._ready.set()
-            conn.close()
+            feed.close()
 
-    def _safe_banner(self, conn: sqlite3.Connection) -> dict[str, Any]:
+    def _safe_banner(self, feed: LiveFeed) -> dict[str, Any]:
         """The banner; when the state cannot be read, a banner that says so (never none)."""
         try:
-            return self._banner(conn)
+            return self._banner(feed)
         except Exception as exc:  # the database is busy or damaged: say so on every page
             log.warning("state banner: %s", exc)
             item = {"key": "errors", "text": f"State unknown: {exc}", "level": "down"}
             return {"level": "down", "daemon": False, "one_copy": 0, "errors": [str(exc)],
                     "items": [item]}  # fmt: skip
 
-    def _banner(self, conn: sqlite3.Connection) -> dict[str, Any]:
+    def _banner(self, feed: LiveFeed) -> dict[str, Any]:
         status = daemon_status(self.cfg.dir)
-        row = conn.execute("SELECT seq FROM vv WHERE origin = ?", (self.node_id,)).fetchone()
-        own = int(row[0]) if row else 0
-        acked = 0
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'peer_acks'").fetchone():
-            acked = int(conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()[0] or 0)
-        pending = int(conn.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
         wan = status.get("wan") if status else None
         since_sync = since_down = 0
         if isinstance(wan, dict):
             last = int(wan.get("last_sync_ms") or 0)
             down = 0 if wan.get("wan_ok") else int(wan.get("wan_since_ms") or 0)
             if last:
-                since_sync = _ops_after(conn, last)
+                since_sync = feed.ops_after(last)
             if down:
-                since_down = _ops_after(conn, down)
+                since_down = feed.ops_after(down)
+        counters = Counters(
+            feed.own_seq(self.node_id), feed.acked_seq(), feed.pending(), since_sync, since_down
+        )
         hq_url = self.cfg.raw.get("hq", {}).get("url") if isinstance(self.cfg.raw, dict) else None
         return banner(
             status,
-            Counters(own, acked, pending, since_sync, since_down),
+            counters,
             node_id=self.node_id,
             hq_url=str(hq_url) if hq_url else None,
             now_ms=wall_ms(),
         )
-
-
-def _ops_after(conn: sqlite3.Connection, wall_ms: int) -> int:
-    """Ops in the log stamped after a wall time (HLCs pack wall ms above a 16-bit counter)."""
-    return int(
-        conn.execute("SELECT COUNT(*) FROM ops WHERE hlc > ?", (wall_ms << 16,)).fetchone()[0]
-    )
 
 
 def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:

@@ -13,13 +13,17 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from meshpos.core.errors import ConfigError
 from meshpos.service.config import NodeConfig
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
 
 log = logging.getLogger("meshpos.web")
 DEFAULT_PORT = 8080
@@ -52,12 +56,23 @@ class WebSettings:
         return cls(port, host)
 
 
-def _server(app: Any, host: str, port: int) -> Any:
+OnReady = Callable[["uvicorn.Server"], None]
+
+
+def _server(
+    app: Starlette, host: str, port: int, on_ready: OnReady | None = None
+) -> uvicorn.Server:
     """A uvicorn server; in the main thread SIGINT and SIGTERM stop it gracefully and the process
-    then exits normally (uvicorn itself would re-raise the signal after shutting down)."""
+    then exits normally (uvicorn itself would re-raise the signal after shutting down).
+    `on_ready` is called once it listens."""
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_ready is not None:
+                on_ready(self)
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
@@ -144,10 +159,7 @@ class WebServer:
         return self
 
     def stop(self) -> None:
-        backend = getattr(self.app.state, "backend", None)
-        live = getattr(backend, "_live", None)
-        if live is not None:
-            live.close()  # ends open event streams, so shutdown does not wait for them
+        self.app.state.backend.end_streams()  # so shutdown does not wait for open event streams
         self.server.should_exit = True
         if self.thread.is_alive():
             self.thread.join(timeout=10)
@@ -181,22 +193,18 @@ def web_till(cfg: NodeConfig) -> Iterator[WebServer | None]:
             server.stop()
 
 
-def serve(directory: Path, host: str, port: int, on_ready: Any = None) -> None:
+def serve(
+    directory: Path,
+    host: str,
+    port: int,
+    on_ready: OnReady | None = None,
+) -> None:
     """Serve in the foreground until Ctrl-C or SIGTERM (uvicorn handles both)."""
     from meshpos.web.app import create_app
 
     sock = bind(host, port)
     app = create_app(directory, host=host)
-    server = _server(app, host, port)
-    if on_ready is not None:
-        original = server.startup
-
-        async def startup(sockets: Any = None) -> None:
-            await original(sockets=sockets)
-            if server.started:
-                on_ready(server)
-
-        server.startup = startup
+    server = _server(app, host, port, on_ready)
     try:
         server.run(sockets=[sock])
     finally:

@@ -1,0 +1,68 @@
+"""Completing what the web till rang: a sale, a return, or an exchange, recorded by the Terminal in
+one transaction with the cashier's sign-in (and a supervisor's, when one approved it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshpos.core.errors import InputError
+from meshpos.domain.pricing import Tender
+from meshpos.service.terminal import SaleResult, Terminal
+from meshpos.service.till import TillSession, change_given
+from meshpos.web.printer import TillPrinter
+from meshpos.web.session import Notice, WebSession
+from meshpos.web.signin import Sessions
+
+
+def sale_summary(result: SaleResult) -> dict[str, Any]:
+    """What the page keeps of the last sale to show under the till."""
+    p = result.payload
+    return {
+        "kind": result.op.kind,
+        "sale_id": result.sale_id,
+        "receipt": p.get("receipt"),
+        "total": p.get("total", 0),
+        "change": change_given(p),
+        "tenders": p.get("tenders", []),
+        "points_earned": p.get("points_earned", 0),
+        "points_redeemed": p.get("points_redeemed", 0),
+        "customer": p.get("customer"),
+        "user": result.op.user,
+    }
+
+
+class Checkout:
+    def __init__(self, t: Terminal, sessions: Sessions, printer: TillPrinter) -> None:
+        self.t = t
+        self.sessions = sessions
+        self.printer = printer
+
+    def complete(
+        self, s: WebSession, approver: str = "", pin: str = "", method: str = "cash"
+    ) -> None:
+        """Record the sale, return or exchange. A points redemption that needs rights another
+        counter holds raises EscrowShortfall (see meshpos/web/escrow_wait.py)."""
+        with self.sessions.acting(s, approver, pin):
+            take = s.take
+            result = s.till.complete() if take is None else self._exchange(s, take, method)
+        s.sale_closed()
+        s.last = sale_summary(result)
+        self.printer.wake()
+        change = f", change ₹{s.last['change'] / 100:.2f}" if s.last["change"] else ""
+        total = f"₹{abs(s.last['total']) / 100:.2f}"
+        s.notice = Notice("ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}")
+
+    def _exchange(self, s: WebSession, going_out: TillSession, method: str) -> SaleResult:
+        ref = s.till.ref_sale
+        back = [(ln.product.sku, ln.qty) for ln in s.till.lines if ln.qty > 0]
+        take = [(ln.product.sku, ln.qty) for ln in going_out.lines]
+        if ref is None or not back:
+            raise InputError("scan (or tap +) the items coming back first")
+        if not take:
+            raise InputError("scan the items going out, or cancel the exchange")
+        net = going_out.totals().total - s.till.totals().total
+        tenders = [Tender(method)] if net > 0 and method != "cash" else []
+        result = self.t.exchange(ref, back, take, tenders=tenders, user=s.user)
+        s.till.void()
+        return result

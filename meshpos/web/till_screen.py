@@ -1,0 +1,149 @@
+"""What the till page shows of a session, as plain data for its template (and as JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from meshpos.core.errors import NotFound
+from meshpos.domain.pricing import LoyaltyRule
+from meshpos.service.terminal import Terminal
+from meshpos.service.till import TillLine, TillSession, TillTotals
+from meshpos.web.printer import TillPrinter
+from meshpos.web.session import WebSession
+from meshpos.web.signin import Sessions
+
+
+def _item(n: int, ln: TillLine) -> dict[str, Any]:
+    p = ln.product
+    return {
+        "n": n,
+        "sku": p.sku,
+        "name": p.name,
+        "size": p.size,
+        "colour": p.colour,
+        "price": p.price,
+        "qty": ln.qty,
+    }
+
+
+def _lines(till: TillSession) -> list[dict[str, Any]]:
+    """The lines with their discounts and totals as priced (unpriced lines are coming back)."""
+    priced = till.priced()
+    priced_lines = iter(priced.lines if priced else [])
+    lines = []
+    for i, ln in enumerate(till.lines, 1):
+        pl = next(priced_lines) if priced and ln.qty > 0 else None
+        lines.append(
+            {
+                **_item(i, ln),
+                "limit": ln.limit,
+                "discount_spec": ln.discount,
+                "discount": pl["discount"] if pl else 0,
+                "total": pl["total"] if pl else ln.product.price * ln.qty,
+            }
+        )
+    return lines
+
+
+def _going_out(take: TillSession, coming_back: TillTotals) -> dict[str, Any]:
+    """An exchange's items going out, and what the customer pays (or gets back) net."""
+    total = take.totals().total
+    return {
+        "lines": [
+            {**_item(i, ln), "total": ln.product.price * ln.qty}
+            for i, ln in enumerate(take.lines, 1)
+        ],
+        "total": total,
+        "net": total - coming_back.total,
+    }
+
+
+def _tenders(till: TillSession, rule: LoyaltyRule) -> list[dict[str, Any]]:
+    return [
+        {
+            "method": tn.method,
+            "points": tn.amount if tn.method == "points" else None,
+            "amount": (tn.amount or 0) * rule.point_value if tn.method == "points" else tn.amount,
+        }
+        for tn in till.tenders
+    ]
+
+
+class TillScreen:
+    def __init__(self, t: Terminal, sessions: Sessions, printer: TillPrinter) -> None:
+        self.t = t
+        self.sessions = sessions
+        self.printer = printer
+
+    def _customer(self, till: TillSession) -> dict[str, Any] | None:
+        """The sale's customer as stored now, with where their redeemable points are held."""
+        if not till.customer:
+            return None
+        cid = till.customer["customer_id"]
+        try:
+            fresh = self.t.customer(cid)
+        except NotFound:
+            fresh = till.customer
+        return {
+            **fresh,
+            "rights_here": self.t.rights(cid),
+            "elsewhere": self.t.rights_elsewhere(cid),
+        }
+
+    def view(self, s: WebSession) -> dict[str, Any]:
+        till = s.till
+        totals = till.totals()
+        rule = self.t.loyalty_rule()
+        return {
+            "mode": till.mode,
+            "ref_sale": till.ref_sale,
+            "refund": till.refund_method,
+            "lines": _lines(till),
+            "totals": totals,
+            "sale_discount": till.sale_discount,
+            "customer": self._customer(till),
+            "tenders": _tenders(till, rule),
+            "point_value": rule.point_value,
+            "take": None if s.take is None else _going_out(s.take, totals),
+            "notice": s.notice if s.notice and s.notice.page == "till" else None,
+            "approval": s.approval
+            if s.approval and s.approval.action.startswith("/till")
+            else None,
+            "approvers": self.sessions.approvers() if s.approval else [],
+            "customers": s.customers,
+            "products": s.products,
+            "empty": till.empty,
+        }
+
+    def last(self, s: WebSession) -> dict[str, Any] | None:
+        """The last sale of this session, and how its receipt is doing."""
+        if s.last is None:
+            return None
+        return {**s.last, **self.printer.receipt(s.last["sale_id"])}
+
+    def context(self, s: WebSession) -> dict[str, Any]:
+        """What the till's fragment template needs."""
+        return {"v": self.view(s), "last": self.last(s)}
+
+    def as_json(self, s: WebSession) -> dict[str, Any]:
+        """The till state as JSON (for scripts and tests; the page itself is HTML)."""
+        view = self.view(s)
+        out: dict[str, Any] = json.loads(
+            json.dumps(
+                {
+                    "user": s.user or self.t.cfg.user,
+                    "mode": view["mode"],
+                    "ref_sale": view["ref_sale"],
+                    "lines": view["lines"],
+                    "totals": dataclasses.asdict(view["totals"]),
+                    "customer": view["customer"],
+                    "tenders": view["tenders"],
+                    "notice": None if s.notice is None else dataclasses.asdict(s.notice),
+                    "last": self.last(s),
+                },
+                default=str,
+            )
+        )
+        return out
