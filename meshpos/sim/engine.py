@@ -177,7 +177,7 @@ class StoreSim:
         self.fault_rng = random.Random(derive_seed(seed, conf.name, "faults"))
         cfg = dict(sc.sync)
         self.sync_config = SyncConfig(**cfg)
-        self.net = MemNet(
+        self.net: MemNet[Action] = MemNet(
             seed=derive_seed(seed, conf.name, "net"),
             link=link_spec(sc.lan),
             tick_ms=sc.tick_ms,
@@ -260,6 +260,10 @@ class StoreSim:
         return SyncNode(
             node.replica, node.terminal.node_record(), epoch=node.epoch, config=self.sync_config
         )
+
+    def _sync_of(self, nid: str) -> SyncNode | None:
+        node = self.net.nodes.get(nid)
+        return node if isinstance(node, SyncNode) else None
 
     def setup(self) -> None:
         """The store at opening time: catalogue from HQ, customers with opening points (earned at
@@ -683,7 +687,8 @@ class StoreSim:
     def _ask(self, node: SimNode, customer: str, points: int) -> None:
         """What the daemon does with an escrow ask: a Request to every peer it can reach."""
         self.escrow["asks"] += 1
-        sync = self.net.nodes[node.node_id]
+        sync = self._sync_of(node.node_id)
+        assert sync is not None
         body: dict[str, object] = {"customer_id": customer, "points": points}
         for peer in sync.ready_peers():
             for action in sync.request(peer, escrow.NEED, body, self.net.now):
@@ -925,7 +930,7 @@ class StoreSim:
         held = self._holders_max(node)
         head = node.ledger.head(node.node_id)[0]
         acked = 0
-        sync = self.net.nodes.get(node.node_id)
+        sync = self._sync_of(node.node_id)
         if sync is not None:
             acked = sync.acked_by_peer()  # what peers acknowledged before the node went down
         for seq in range(held + 1, head + 1):
@@ -991,7 +996,7 @@ class StoreSim:
         """A replacement sells once it has caught up with a peer; one that reuses the dead
         terminal's identity also waits until no peer it can reach holds more of its own chain
         (else its next op would fork the chain) and has listened for a few seconds."""
-        sync = self.net.nodes.get(node.node_id)
+        sync = self._sync_of(node.node_id)
         if sync is None:
             return
         ready = [sync.sessions[p] for p in sync.ready_peers()]
