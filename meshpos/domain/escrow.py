@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+NEED = "escrow.need"  # the sync Request kind of an ask for a customer's redemption rights
+
 
 def plan_asks(need: int, holdings: dict[str, int]) -> dict[str, int]:
     """Which reachable peers to ask for how many points: the biggest known holders first, each

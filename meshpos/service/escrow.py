@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 from meshpos.core.errors import RemoteError
+from meshpos.domain.escrow import NEED as NEED
 from meshpos.service.terminal import EscrowShortfall, SaleResult, Terminal
 
-NEED = "escrow.need"
 ASKS_DDL = """
 CREATE TABLE IF NOT EXISTS escrow_asks (
     id          INTEGER PRIMARY KEY,
