@@ -146,10 +146,11 @@ class Elected:
 
 
 @dataclass(frozen=True)
-class CopiesAcked:
-    """Peers acknowledged more of this node's ops as durable: (peer, highest seq), at `at`."""
+class CopyAcked:
+    """A peer acknowledged more of this node's ops as durable: up to `seq`, at `at`."""
 
-    acks: tuple[tuple[str, int], ...]
+    peer: str
+    seq: int
     at: int
 
 
@@ -169,7 +170,7 @@ NodeAction = (
     | WakeRelay
     | ProbeHq
     | Elected
-    | CopiesAcked
+    | CopyAcked
     | BootstrapDone
 )
 
@@ -237,7 +238,7 @@ class NodeCore:
     def receive(self, peer: str, data: bytes, now: int) -> list[NodeAction]:
         out = self._start(now)
         self._react(self.sync.receive(peer, data, now))
-        self._note_acks(now)
+        self._note_peer(peer, now)
         self._check_bootstrap(now)
         return out
 
@@ -248,7 +249,6 @@ class NodeCore:
         if self.printing is not None and now >= self._printed_at + PRINT_EVERY_MS:
             self._printed_at = now
             self.printing.tick(now)
-        self._note_acks(now)
         self._check_bootstrap(now)
         return out
 
@@ -385,20 +385,18 @@ class NodeCore:
         if self.relay is not None and self.relay == self.me.node_id:
             self._out.append(WakeRelay())
 
-    def _note_acks(self, now: int) -> None:
-        """How far each ready peer holds this node's ops, and when we last heard it."""
-        me = self.me.node_id
-        acks: list[tuple[str, int]] = []
-        for peer, session in self.sync.sessions.items():
-            if session.ready:
-                info = self.peer(peer)
-                info.last_seen_ms, info.vv = session.last_heard, session.their_vv
-                seq = session.their_vv.get(me, 0)
-                if seq > self._acks.get(peer, 0):
-                    self._acks[peer] = seq
-                    acks.append((peer, seq))
-        if acks:
-            self._out.append(CopiesAcked(tuple(acks), now))
+    def _note_peer(self, peer: str, now: int) -> None:
+        """After a message from `peer` (only its session changed): when we last heard it, what
+        it holds, and whether it acknowledged more of this node's ops."""
+        session = self.sync.sessions.get(peer)
+        if session is None or not session.ready:
+            return
+        info = self.peer(peer)
+        info.last_seen_ms, info.vv = session.last_heard, session.their_vv
+        seq = session.their_vv.get(self.me.node_id, 0)
+        if seq > self._acks.get(peer, 0):
+            self._acks[peer] = seq
+            self._out.append(CopyAcked(peer, seq, now))
 
     def _check_bootstrap(self, now: int) -> None:
         """A terminal that lost its database signs again once it has listened to its peers for

@@ -50,7 +50,7 @@ from meshpos.node.core import (
     AskedPeers,
     BootstrapDone,
     ClaimFromHq,
-    CopiesAcked,
+    CopyAcked,
     Elected,
     Granted,
     NodeAction,
@@ -423,8 +423,8 @@ class Daemon:
                 )
             elif isinstance(a, Applied):
                 log.debug("applied %d ops from %s", len(a.ops), a.peer)
-            elif isinstance(a, CopiesAcked):
-                self._acks_due.update((peer, (seq, a.at)) for peer, seq in a.acks)
+            elif isinstance(a, CopyAcked):
+                self._acks_due[a.peer] = (a.seq, a.at)
             else:
                 self._do_node_action(a)
 
