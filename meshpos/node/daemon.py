@@ -36,6 +36,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -494,9 +495,9 @@ class Daemon:
             sync_now.unlink(missing_ok=True)
             self.relay.poke(force=True)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         ours = self.terminal.ledger.vv()
-        peers = []
+        peers: list[dict[str, object]] = []
         for nid, info in sorted(self.core.peers.items(), key=lambda kv: kv[1].name):
             session = self.core.sessions.get(nid)
             theirs = session.their_vv if session else info.vv
@@ -547,7 +548,7 @@ class Daemon:
         tmp.replace(path)
 
 
-def run_daemon(directory: Path, overrides: dict[str, Any] | None = None) -> None:
+def run_daemon(directory: Path, overrides: Mapping[str, object] | None = None) -> None:
     t = Terminal.open(directory)
     raw = dict(t.cfg.section("mesh"))
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
