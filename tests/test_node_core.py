@@ -67,6 +67,12 @@ def ring(mesh: Mesh, core: NodeCore, till: Till) -> None:
     mesh.net.local_changed(core.me.node_id)
 
 
+def earn_here(mesh: Mesh, core: NodeCore, customer: str, points: int) -> None:
+    """Points earned at node 0: its redemption rights."""
+    payload = {"customer_id": customer, "delta": points, "reason": "promotion"}
+    ring(mesh, core, lambda t: t.append("loyalty.adjust", payload))
+
+
 # -- escrow ------------------------------------------------------------------------------------
 
 
@@ -93,13 +99,7 @@ def test_a_tills_ask_goes_to_the_peer_holding_the_rights_for_what_it_holds() -> 
 def test_a_peers_ask_is_granted_from_this_nodes_rights_and_pushed() -> None:
     mesh, core = core_mesh(3)
     c = mesh.customers[1]
-    ring(
-        mesh,
-        core,
-        lambda t: t.append(
-            "loyalty.adjust", {"customer_id": c, "delta": 30, "reason": "promotion"}
-        ),
-    )
+    earn_here(mesh, core, c, 30)
     assert mesh.settle() >= 0
     seen = watch(mesh, core.me.node_id)
     assert mesh.ask_rights(1, c, 20) == 2
@@ -125,13 +125,7 @@ def test_a_malformed_or_unknown_request_is_refused_not_served() -> None:
 def test_a_node_still_bootstrapping_refuses_to_grant() -> None:
     mesh, core = core_mesh(2)
     c = mesh.customers[0]
-    ring(
-        mesh,
-        core,
-        lambda t: t.append(
-            "loyalty.adjust", {"customer_id": c, "delta": 30, "reason": "promotion"}
-        ),
-    )
+    earn_here(mesh, core, c, 30)
     assert mesh.settle() >= 0
     mesh.nodes[0].terminal.set_bootstrapping(True)
     seen = watch(mesh, core.me.node_id)
