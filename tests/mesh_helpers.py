@@ -18,6 +18,7 @@ from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op, Signer, make_op
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.escrow import NEED
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger
 from meshpos.service import escrow
@@ -171,7 +172,7 @@ class Mesh:
     def _on_action(self, nid: str, action: Action) -> None:
         """What the daemon does with requests: a peer asking for loyalty redemption rights is
         granted what this terminal holds, and the grant (an op) is pushed at once."""
-        if isinstance(action, RequestReceived) and action.kind == escrow.NEED:
+        if isinstance(action, RequestReceived) and action.kind == NEED:
             i = self.index(nid)
             if self.may_sign(i):
                 try:
@@ -209,7 +210,7 @@ class Mesh:
         peers = sync.ready_peers() if node.node_id in self.net.up else []
         body: dict[str, object] = {"customer_id": customer, "points": points}
         for peer in peers:
-            for action in sync.request(peer, escrow.NEED, body, self.net.now):
+            for action in sync.request(peer, NEED, body, self.net.now):
                 if isinstance(action, Send):
                     self.net.send(node.node_id, action.peer, action.data)
         return len(peers)

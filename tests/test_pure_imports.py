@@ -31,6 +31,7 @@ PURE = [
     "meshpos.ledger.records",
     "meshpos.sync.messages",
     "meshpos.sync.protocol",
+    "meshpos.node.core",
     "meshpos.devices.layout",
     "meshpos.devices.receipt",
     "meshpos.devices.barcodes",

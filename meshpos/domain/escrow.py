@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from meshpos.core.errors import LocalError
 
+NEED = "escrow.need"  # the sync Request kind of an ask for a customer's redemption rights
+
 
 class EscrowShortfall(LocalError):
     """A redemption needs more points than this terminal holds rights to (loyalty escrow)."""

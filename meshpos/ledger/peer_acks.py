@@ -8,7 +8,8 @@ daemon_link.py). Node-local, never replicated.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from meshpos.ledger.records import WriteTx
 
@@ -31,3 +32,27 @@ class PeerAcks:
         """The highest seq of this node's ops some peer confirmed (0 if none)."""
         row = self.conn.execute("SELECT MAX(seq) FROM peer_acks").fetchone()
         return int(row[0] or 0)
+
+
+@contextmanager
+def advisory_acks(open_conn: sqlite3.Connection) -> Iterator[PeerAcks]:
+    """`PeerAcks` over a connection of its own with `synchronous=OFF`, for the daemon: acks are
+    advice (a power cut can only make the count lower), so recording one costs no fsync on the
+    path of a sale. The connection is closed on exit."""
+    open_conn.execute("PRAGMA busy_timeout = 30000")
+    open_conn.execute("PRAGMA synchronous = OFF")
+
+    @contextmanager
+    def write() -> Iterator[None]:
+        open_conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            open_conn.execute("ROLLBACK")
+            raise
+        open_conn.execute("COMMIT")
+
+    try:
+        yield PeerAcks(open_conn, write)
+    finally:
+        open_conn.close()

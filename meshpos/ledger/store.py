@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from meshpos.ledger.authority import Authority, hq_origins, store_rules
 from meshpos.ledger.encryption import connect_encrypted, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
-from meshpos.ledger.peer_acks import PeerAcks
+from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
 from meshpos.ledger.reports import Reports
@@ -391,6 +391,10 @@ class Ledger:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]  # type: ignore[misc]
 
     # -- the database file ----------------------------------------------------------------------
+
+    def advisory_acks(self) -> AbstractContextManager[PeerAcks]:
+        """`peer_acks` through a second connection that never fsyncs (see `advisory_acks`)."""
+        return advisory_acks(open_connection(self.path, self.key))
 
     def data_version(self) -> int:
         """Changes when another connection commits to the file (cheap to poll)."""

@@ -1,18 +1,24 @@
-"""The terminal daemon: ledger + sans-IO sync + ZeroMQ transport + mDNS discovery, in one loop.
+"""The terminal daemon: the node core driven by ZeroMQ, mDNS discovery and the wall clock.
+
+Everything the node decides (sync, escrow asks and grants, copy acks, the relay election, the
+bootstrap check, print jobs between peers) is in the sans-IO `NodeCore` (meshpos/node/core.py),
+which the outage simulator drives too. This module is the thin adapter around it: it turns socket
+and discovery events into calls on the core and carries out the actions the core returns (send
+bytes, tell the relay worker, log, record acks, write the status file).
 
 One thread runs everything that touches the ledger and the sockets; zeroconf's thread only queues
 discovery events. CLI commands ring sales by writing the same SQLite database (WAL, every write a
 BEGIN IMMEDIATE transaction); the daemon notices commits from other processes through SQLite's
-`PRAGMA data_version` and pushes the new ops at once. We chose this over an RPC to the daemon
+`PRAGMA data_version` and tells the core at once. We chose this over an RPC to the daemon
 because a sale then never depends on the daemon being up: with the daemon down the terminal still
 sells, and the daemon pushes the backlog when it starts.
 
-The daemon records, per peer, the highest seq of this node's ops that the peer acknowledged as
-durable (`peer_acks`), so a selling process can wait a few tens of ms for a second copy and
-`meshpos status` can say how many local ops are held by this node only. It also writes
-`status.json` every second (and at once when a peer comes or goes) for `meshpos status` and
-`meshpos peers`. Acks go through a second connection with `synchronous=OFF`: they are advice (a
-power cut can only make the count lower), so recording one costs no fsync on the path of a sale.
+The core reports, per peer, the highest seq of this node's ops that the peer acknowledged as
+durable; the daemon records it in `peer_acks`, so a selling process can wait a few tens of ms for
+a second copy and `meshpos status` can say how many local ops are held by this node only. It also
+writes `status.json` every second (and at once when a peer comes or goes) for `meshpos status`
+and `meshpos peers`. Acks go through a second connection with `synchronous=OFF`: they are advice
+(a power cut can only make the count lower), so recording one costs no fsync on the path of a sale.
 
 Latency: commits by other processes are noticed by polling `data_version` every `wake_ms` (the
 transport poll's timeout), so a CLI sale reaches its peers within a few ms; a link that comes up
@@ -30,6 +36,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,28 +46,36 @@ from zmq.utils import z85
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError, NotFound
 from meshpos.domain.enrolment import NodeRecord, admit_record, read_certificate
-from meshpos.domain.escrow import plan_asks
-from meshpos.domain.relay import elect
-from meshpos.ledger.fold import CARD_FLOAT
-from meshpos.ledger.store import open_connection
+from meshpos.node.core import (
+    AskedPeers,
+    BootstrapDone,
+    ClaimFromHq,
+    CopyAcked,
+    Elected,
+    Granted,
+    NodeAction,
+    NodeCore,
+    ProbeHq,
+    RequestRefused,
+    WakeRelay,
+)
 from meshpos.node.discovery import Advert, Discovery, PeerAdded, PeerEvent, PeerRemoved
+from meshpos.node.host import TerminalHost
 from meshpos.node.membership import Membership, load
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
-from meshpos.service import escrow
 from meshpos.service.backup.schedule import maybe_backup
-from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE, acked_seq, ensure_acks_table
+from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
 from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal
 from meshpos.sync.messages import PROTOCOL_VERSION
 from meshpos.sync.protocol import (
-    Action,
+    Admit,
     Applied,
     PeerComplained,
     PeerDown,
     PeerUp,
     Rejected,
-    RequestReceived,
     Send,
     SyncConfig,
     SyncNode,
@@ -105,14 +120,11 @@ class MeshSettings:
         return cls(**values)
 
 
-@dataclass
-class PeerInfo:
-    node_id: str
-    name: str = ""
-    address: str = ""
-    last_seen_ms: int = 0
-    up: bool = False
-    vv: dict[str, int] = field(default_factory=dict)  # last known, kept when the session ends
+def node_core(t: Terminal, me: NodeRecord, *, epoch: int, admit: Admit) -> NodeCore:
+    """The daemon's node core: the terminal's own ledger behind the sync protocol, at the
+    protocol's default timing; this run of the node starts at `epoch` (wall ms)."""
+    sync = SyncNode(t.ledger, me, epoch=epoch, admit=admit, config=SyncConfig())
+    return NodeCore(sync, TerminalHost(t), started=epoch)
 
 
 @dataclass
@@ -124,7 +136,6 @@ class Daemon:
 
     def __post_init__(self) -> None:
         t = self.terminal
-        ensure_acks_table(t)
         if self.membership.cert is None or self.membership.store_public_key is None:
             raise ConfigError(
                 f"node {t.cfg.name} is not enrolled: run `meshpos store init` (first terminal) or "
@@ -136,38 +147,27 @@ class Daemon:
         # Our own row travels with our ops: without the certificate (a fresh or replaced
         # database holds a bare row) peers would refuse every op we send.
         t.ledger.add_node(self.me)
-        self.sync = SyncNode(
-            t.ledger,
-            self.me,
-            epoch=wall_ms(),
-            admit=self._admit,
-            config=SyncConfig(),
-        )
         self.transport = Transport(t.node_id, self.membership.curve, self.mesh.host, self.mesh.port)
+        self.core = node_core(t, self.me, epoch=wall_ms(), admit=self._admit)
+        self.printing = DaemonPrinting(t, self.core.send_request)
+        self.core.printing = self.printing
         self.events: queue.Queue[PeerEvent] = queue.Queue()
         self.discovery: Discovery | None = None
-        self.peers: dict[str, PeerInfo] = {}
         self._data_version = 0
-        self._last_ack = acked_seq(t)
-        self._acks: dict[str, int] = {}
-        self._acks_conn = open_connection(t.ledger.path, t.ledger.key)
-        self._acks_conn.isolation_level = None
-        self._acks_conn.execute("PRAGMA busy_timeout = 30000")
-        self._acks_conn.execute("PRAGMA synchronous = OFF")
+        self._acks_due: dict[str, tuple[int, int]] = {}  # peer -> (seq, at), not yet written
+        self._closing = contextlib.ExitStack()
+        self._acks = self._closing.enter_context(t.ledger.advisory_acks())
         self._status_due = False
         self._status_at = 0.0
         self._next_tick = 0.0
         self._shun: dict[str, float] = {}  # refused peers to cut off, and since when
         self._targets: dict[str, tuple[str, int, bytes]] = {}  # where and how we dial a peer
         self._said: dict[tuple[str, ...], float] = {}
-        self.printing = DaemonPrinting(t, self._print_request)
         self.relay: RelayWorker | None = None
         relay = RelaySettings.from_config(t.cfg.section("hq"), str(t.cfg.dir / "meshpos.toml"))
         if relay.url:
             directory = t.cfg.dir
             self.relay = RelayWorker(lambda: Terminal.open(directory), relay)
-        self._relay_choice: str | None = None
-        self._wan_peers: set[str] = set()  # peers whose last ping said they reach HQ
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class Daemon:
         if self.discovery is not None:
             self.discovery.close()
         self.transport.close()
-        self._acks_conn.close()
+        self._closing.close()
         self._write_status(final=True)
 
     def run(self) -> None:
@@ -247,14 +247,12 @@ class Daemon:
             wait = min(self.mesh.tick_ms // 2, self.mesh.wake_ms) or 1
             received = self.transport.poll(timeout_ms=wait)
             for peer, data in received:
-                self._do(self.sync.receive(peer, data, wall_ms()))
+                self._do(self.core.receive(peer, data, wall_ms()))
                 self._tick_if_due()  # applying a burst of big batches takes a while
-            if received:
-                self._record_acks()
+            self._write_acks()
             self._link_events()
             self._discovery_events()
             self._local_changes()
-            self.printing.tick(wall_ms())
             self._relay_tick()
             maybe_backup(self.terminal, wall_ms())  # [backup] every_minutes, in a child process
             self._tick_if_due()
@@ -263,7 +261,6 @@ class Daemon:
                 next_status = now + 1.0
                 self._allow_known()
                 self._dial_static()
-                self._check_bootstrap()
                 self._cut_off_refused()
                 self._resume_sessions()
                 self._write_status()
@@ -271,12 +268,13 @@ class Daemon:
                 self._write_status()
 
     def _tick_if_due(self) -> None:
-        """The protocol's timers (acks to other peers, pings, retransmits), every tick_ms."""
+        """The core's timers (the protocol's acks, pings and retransmits, print jobs handed to
+        peers, the bootstrap check), every tick_ms."""
         now = time.monotonic()
         if now >= self._next_tick:
             self._next_tick = now + self.mesh.tick_ms / 1000
-            self._do(self.sync.tick(wall_ms()))
-            self._record_acks()
+            self._do(self.core.tick(wall_ms()))
+            self._write_acks()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -313,11 +311,10 @@ class Daemon:
         if key is None:
             log.warning("static peer %s at %s:%d is not in this node's roster", node_id, host, port)
             return
-        info = self.peers.setdefault(node_id, PeerInfo(node_id))
-        info.address = f"{host}:{port}"
+        self.core.peer(node_id).address = f"{host}:{port}"
         self._targets[node_id] = (host, port, key)
         self.transport.connect(node_id, host, port, key)
-        self._do(self.sync.connect(node_id, wall_ms()))
+        self._do(self.core.connect(node_id, wall_ms()))
 
     def _redial(self, node_id: str) -> None:
         """Dial again now: the peer just admitted us over its own link, so it knows our key,
@@ -331,9 +328,9 @@ class Daemon:
     def _link_events(self) -> None:
         for event in self.transport.link_events():
             if event.state is LinkState.UP:
-                self._do(self.sync.connect(event.node_id, wall_ms()))
+                self._do(self.core.connect(event.node_id, wall_ms()))
             elif event.state is LinkState.DOWN:
-                self._do(self.sync.disconnect(event.node_id))
+                self._do(self.core.disconnect(event.node_id))
 
     def _warn(self, key: tuple[str, ...], msg: str, *args: object) -> None:
         """WARNING once a minute per key, DEBUG in between: a refused node retries forever."""
@@ -353,14 +350,14 @@ class Daemon:
         for peer, since in list(self._shun.items()):
             if now - since >= 1.0:
                 del self._shun[peer]
-                if peer not in self.sync.sessions:
+                if peer not in self.core.sessions:
                     self.transport.revoke(peer)
                     log.info("cut off refused peer %s until it is announced again", peer)
 
     def _resume_sessions(self) -> None:
         for peer in self.transport.peers():
-            if self.transport.is_up(peer) and peer not in self.sync.sessions:
-                self._do(self.sync.connect(peer, wall_ms()))
+            if self.transport.is_up(peer) and peer not in self.core.sessions:
+                self._do(self.core.connect(peer, wall_ms()))
 
     def _discovery_events(self) -> None:
         while True:
@@ -372,29 +369,23 @@ class Daemon:
                 a = event.advert
                 host = a.addresses[0] if a.addresses else "127.0.0.1"
                 log.info("discovered %s (%s) at %s:%d", a.name, a.node_id, host, a.port)
-                self.peers.setdefault(a.node_id, PeerInfo(a.node_id)).name = a.name
+                self.core.peer(a.node_id).name = a.name
                 self._dial(a.node_id, host, a.port, a.key_fingerprint)
             elif isinstance(event, PeerRemoved):
                 log.info("peer %s left the LAN (mDNS goodbye)", event.node_id)
-                self._do(self.sync.disconnect(event.node_id))
+                self._do(self.core.disconnect(event.node_id))
             else:
                 a = event.advert
                 host = a.addresses[0] if a.addresses else "127.0.0.1"
                 self._dial(a.node_id, host, a.port, a.key_fingerprint)
 
     def _local_changes(self) -> None:
-        version = self.terminal.ledger.conn.execute("PRAGMA data_version").fetchone()[0]
+        version = self.terminal.ledger.data_version()
         if version != self._data_version:
             self._data_version = version
-            self._do(self.sync.local_changed(wall_ms()))
-            self._escrow_asks()
-            self._wake_relay()
+            self._do(self.core.local_changed(wall_ms()))
 
-    def _wake_relay(self) -> None:
-        if self.relay is not None and self.relay.is_relay:
-            self.relay.poke()
-
-    def _do(self, actions: list[Action]) -> None:
+    def _do(self, actions: list[NodeAction]) -> None:
         for a in actions:
             if isinstance(a, Send):
                 # No link yet: the peer dialled us before discovery told us where it listens.
@@ -402,14 +393,10 @@ class Daemon:
                 with contextlib.suppress(NotFound):
                     self.transport.send(a.peer, a.data)
             elif isinstance(a, PeerUp):
-                info = self.peers.setdefault(a.peer, PeerInfo(a.peer))
-                info.name, info.up = a.name, True
                 self._status_due = True
                 log.info("peer %s (%s) is up", a.name, a.peer)
                 self._redial(a.peer)
             elif isinstance(a, PeerDown):
-                if a.peer in self.peers:
-                    self.peers[a.peer].up = False
                 self._status_due = True
                 log.info("peer %s is down: %s", a.peer, a.reason)
             elif isinstance(a, Rejected):
@@ -421,7 +408,7 @@ class Daemon:
                     addr,
                     a.reason,
                 )
-                if a.peer not in self.sync.sessions:
+                if a.peer not in self.core.sessions:
                     self._shun.setdefault(a.peer, time.monotonic())
             elif isinstance(a, PeerComplained):
                 self._warn(
@@ -432,135 +419,67 @@ class Daemon:
                     a.reason,
                 )
             elif isinstance(a, Applied):
-                if a.peer in self.peers:
-                    self.peers[a.peer].last_seen_ms = wall_ms()
                 log.debug("applied %d ops from %s", len(a.ops), a.peer)
-                self._wake_relay()
-            elif isinstance(a, RequestReceived):
-                self._on_request(a)
+            elif isinstance(a, CopyAcked):
+                self._acks_due[a.peer] = (a.seq, a.at)
+            else:
+                self._do_node_action(a)
 
-    def _on_request(self, req: RequestReceived) -> None:
-        if self._on_print_request(req):
-            return
-        if req.kind == escrow.NEED:
-            try:
-                granted = escrow.handle_need(self.terminal, req.peer, req.body)
-            except MeshposError as exc:
-                log.warning("refused request from %s: %s", req.peer, exc)
-                return
+    def _do_node_action(self, a: NodeAction) -> None:
+        """What the core asks of the terminal's other parts: the relay worker, the log."""
+        relay = self.relay
+        if isinstance(a, Granted):
+            log.info("escrow: granted %d points of %s to %s", a.points, a.customer, a.peer)
+        elif isinstance(a, RequestRefused):
+            log.warning("refused request from %s: %s", a.peer, a.reason)
+        elif isinstance(a, AskedPeers):
+            log.info("escrow: asked %d peers for %d points of %s", a.peers, a.points, a.customer)
+        elif isinstance(a, BootstrapDone):
             log.info(
-                "escrow: granted %d points of %s to %s",
-                granted,
-                req.body.get("customer_id"),
-                req.peer,
+                "bootstrap complete: %d of this terminal's own ops recovered from peers", a.held
             )
-            if granted:
-                self._do(self.sync.local_changed(wall_ms()))
-        else:
-            log.warning("unknown request %r from %s", req.kind, req.peer)
+        elif relay is None:
+            return
+        elif isinstance(a, ClaimFromHq):
+            relay.claims.put((a.customer, a.points))
+            relay.poke()
+        elif isinstance(a, WakeRelay):
+            relay.poke()
+        elif isinstance(a, ProbeHq):
+            relay.probe_soon()
+        elif isinstance(a, Elected):
+            if a.changed:
+                name = self.core.peers[a.relay].name if a.relay in self.core.peers else a.relay
+                if a.relay is None:
+                    name = "nobody (no node reaches HQ)"
+                log.info("HQ relay is now %s", "this node" if a.me else name)
+            relay.elected(a.relay, a.me, first=a.first, others_pushing=a.others_pushing)
 
-    # -- printing (devices/service.py): the local queue's worker and printer failover --------
-
-    def _print_request(self, peer: str, kind: str, body: dict[str, object]) -> bool:
-        """Send a print request to a peer; False when its session is not up."""
-        actions = self.sync.request(peer, kind, body, wall_ms())
-        self._do(actions)
-        return bool(actions)
-
-    def _on_print_request(self, req: RequestReceived) -> bool:
-        """A peer forwarding its receipts to our printer, or acknowledging ours."""
-        return self.printing.on_request(req.peer, req.kind, req.body, wall_ms())
-
-    def _escrow_asks(self) -> None:
-        t = self.terminal
-        for customer, points in escrow.take_unsent(t):
-            holdings = {p: t.rights(customer, p) for p in self.sync.ready_peers()}
-            plan = plan_asks(points, holdings)
-            for peer, wanted in plan.items():
-                body: dict[str, object] = {"customer_id": customer, "points": wanted}
-                self._do(self.sync.request(peer, escrow.NEED, body, wall_ms()))
-            log.info("escrow: asked %d peers for %d points of %s", len(plan), points, customer)
-            self._claim_from_hq(customer, points)
-
-    def _claim_from_hq(self, customer: str, points: int) -> None:
-        """What no LAN peer holds rights for, this node asks HQ for when it reaches HQ itself:
-        HQ moves rights it holds in other stores here (docs/hq-api.md, loyalty across stores)."""
-        if self.relay is None or not self.relay.status.wan_ok or customer == CARD_FLOAT:
-            return  # the card float of a store never moves through HQ
-        t = self.terminal
-        nearby = sum(max(0, t.rights(customer, peer)) for peer in self.sync.ready_peers())
-        if points > nearby:
-            self.relay.claims.put((customer, points - nearby))
-            self.relay.poke()
-
-    def _record_acks(self) -> None:
-        me = self.me.node_id
-        rows = []
-        for peer, session in self.sync.sessions.items():
-            if session.ready:
-                info = self.peers.setdefault(peer, PeerInfo(peer))
-                info.last_seen_ms, info.vv = session.last_heard, session.their_vv
-                seq = session.their_vv.get(me, 0)
-                if seq > self._acks.get(peer, 0):
-                    self._acks[peer] = seq
-                    rows.append((peer, seq, wall_ms()))
+    def _write_acks(self) -> None:
+        """Record how far peers hold this node's ops, for selling processes waiting on a copy."""
+        rows = [(peer, seq, at) for peer, (seq, at) in self._acks_due.items()]
+        self._acks_due.clear()
         if rows:
             self._status_due = True
-            with self._acks_conn:
-                self._acks_conn.execute("BEGIN IMMEDIATE")
-                self._acks_conn.executemany(
-                    "INSERT OR REPLACE INTO peer_acks VALUES (?, ?, ?)", rows
-                )
-
-    def _check_bootstrap(self) -> None:
-        """A terminal that lost its database resumes signing once a peer's Hello showed how many
-        of its own ops the mesh holds and it has all of them back."""
-        t = self.terminal
-        if not t.bootstrapping():
-            return
-        ready = [s for s in self.sync.sessions.values() if s.ready]
-        if not ready:
-            return
-        target = max(s.their_vv.get(self.me.node_id, 0) for s in ready)
-        held = t.ledger.head(self.me.node_id)[0]
-        if held >= target:
-            t.set_bootstrapping(False)
-            log.info("bootstrap complete: %d of this terminal's own ops recovered from peers", held)
+            self._acks.record(rows)
 
     # -- the HQ relay (meshpos/node/relay.py) ---------------------------------------------------------
 
     def _relay_tick(self) -> None:
-        """Tell peers whether we reach HQ, elect the relay, wake it when there is work."""
+        """Tell the core whether we reach HQ (it tells the peers and elects the relay), pass
+        HQ's asks for other stores to the peers, run a round when `meshpos sync now` asks."""
         sync_now = self.terminal.cfg.dir / SYNC_NOW_FILE
         if self.relay is None:
             sync_now.unlink(missing_ok=True)
             return
-        wan = self.relay.status.wan_ok
-        self._do(self.sync.set_flags(wall_ms(), wan=wan, pushing=self.relay.pushing))
-        flags = self.sync.peer_flag("wan")
-        reaching = {p for p, ok in flags.items() if ok}
-        if not wan and reaching - self._wan_peers:
-            self.relay.probe_soon()  # HQ may be back: every node should know within ms
-        self._wan_peers = reaching
-        choice = elect(self.me.node_id, wan, flags)
-        first = self._relay_choice is None
-        if choice != self._relay_choice:
-            name = self.peers[choice].name if choice in self.peers else choice
-            if choice is None:
-                name = "nobody (no node reaches HQ)"
-            log.info("HQ relay is now %s", "this node" if choice == self.me.node_id else name)
-            self._relay_choice = choice
-        others_pushing = any(self.sync.peer_flag("pushing").values())
-        self.relay.elected(
-            choice, choice == self.me.node_id, first=first, others_pushing=others_pushing
-        )
+        wan, pushing = self.relay.status.wan_ok, self.relay.pushing
+        self._do(self.core.relay_status(wall_ms(), wan=wan, pushing=pushing))
         while True:
             try:
                 peer, customer, points, to = self.relay.outbox.get_nowait()
             except queue.Empty:
                 break
-            body: dict[str, object] = {"customer_id": customer, "points": points, "to": to}
-            actions = self.sync.request(peer, escrow.NEED, body, wall_ms())
+            actions = self.core.ask_for_hq(peer, customer, points, to, wall_ms())
             self._do(actions)
             if actions:
                 log.info("loyalty: asked %s to grant %d points of %s to HQ", peer, points, customer)
@@ -568,11 +487,11 @@ class Daemon:
             sync_now.unlink(missing_ok=True)
             self.relay.poke(force=True)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         ours = self.terminal.ledger.vv()
-        peers = []
-        for nid, info in sorted(self.peers.items(), key=lambda kv: kv[1].name):
-            session = self.sync.sessions.get(nid)
+        peers: list[dict[str, object]] = []
+        for nid, info in sorted(self.core.peers.items(), key=lambda kv: kv[1].name):
+            session = self.core.sessions.get(nid)
             theirs = session.their_vv if session else info.vv
             behind = sum(max(0, s - theirs.get(o, 0)) for o, s in ours.items())
             ahead = sum(max(0, s - ours.get(o, 0)) for o, s in theirs.items())
@@ -621,7 +540,7 @@ class Daemon:
         tmp.replace(path)
 
 
-def run_daemon(directory: Path, overrides: dict[str, Any] | None = None) -> None:
+def run_daemon(directory: Path, overrides: Mapping[str, object] | None = None) -> None:
     t = Terminal.open(directory)
     raw = dict(t.cfg.section("mesh"))
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})

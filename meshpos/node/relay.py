@@ -23,12 +23,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError
 from meshpos.core.ops import pack
 from meshpos.domain.relay import backoff_ms, ops_missing, plan_grants, take_batch
+
+if TYPE_CHECKING:
+    from meshpos.hq.client import HQClient
+    from meshpos.service.terminal import Terminal
 
 log = logging.getLogger("meshpos.relay")
 
@@ -88,7 +92,7 @@ class RelayStatus:
     claimed_from_hq: int = 0
     errors: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -102,7 +106,7 @@ class RelayWorker(threading.Thread):
 
     def __init__(
         self,
-        open_terminal: Callable[[], Any],
+        open_terminal: Callable[[], Terminal],
         settings: RelaySettings,
         *,
         wall_ms: Callable[[], int] = wall_ms,
@@ -129,7 +133,7 @@ class RelayWorker(threading.Thread):
         self._served: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, object]:
         with self._lock:
             return self.status.as_dict()
 
@@ -245,7 +249,7 @@ class RelayWorker(threading.Thread):
 
     # -- probing --------------------------------------------------------------------------------
 
-    def _probe(self, t: Any, client: Any) -> None:
+    def _probe(self, t: Terminal, client: HQClient) -> None:
         from meshpos.hq.client import HQRefused
 
         try:
@@ -287,7 +291,7 @@ class RelayWorker(threading.Thread):
 
     # -- a round --------------------------------------------------------------------------------
 
-    def _round(self, t: Any, client: Any, forced: bool) -> None:
+    def _round(self, t: Terminal, client: HQClient, forced: bool) -> None:
         from meshpos.hq.client import ingest_pull
 
         s = self.settings
@@ -348,7 +352,7 @@ class RelayWorker(threading.Thread):
 
     # -- loyalty across stores ------------------------------------------------------------------
 
-    def _serve_asks(self, t: Any, asks: list[dict[str, Any]]) -> None:
+    def _serve_asks(self, t: Terminal, asks: list[dict[str, Any]]) -> None:
         """HQ lists customers other stores wait for whose rights nodes of this store hold: grant
         ours to HQ; ask the peers holding the rest to grant theirs to HQ (through the daemon)."""
         if not asks or not self.hq_node:
@@ -370,7 +374,7 @@ class RelayWorker(threading.Thread):
         if mine:
             self.work.set()  # the grant goes up in the next round
 
-    def _claims(self, t: Any, client: Any) -> None:
+    def _claims(self, t: Terminal, client: HQClient) -> None:
         """Redemptions at this node that no LAN peer can cover: HQ moves rights it holds in
         other stores to this node (they arrive with this round's pull)."""
         while True:

@@ -18,11 +18,6 @@ STATUS_FILE = "status.json"
 SYNC_NOW_FILE = "sync-now"  # touched by `meshpos sync now`; the daemon runs an HQ round
 
 
-def ensure_acks_table(t: Terminal) -> None:
-    """Nothing left to do: `peer_acks` is part of every node database (meshpos/ledger/schema.py).
-    Kept so the daemon's call stays valid until it drops it."""
-
-
 def acked_seq(t: Terminal) -> int:
     """The highest seq of this node's ops some peer confirmed durable (0 if none or no daemon)."""
     return t.ledger.peer_acks.highest()

@@ -24,7 +24,6 @@ from meshpos.domain.pricing import Tender
 from meshpos.service.cards import CardInput
 from meshpos.service.terminal import SaleResult, Terminal
 
-NEED = "escrow.need"
 POLL_S = 0.005
 """How often a waiting sale looks whether the rights arrived."""
 

@@ -1,7 +1,7 @@
 """The outage simulator: seeded, reproducible outages of meshpos stores, with numbers and plots.
 
-It drives the real `Terminal`, `Ledger` and sans-IO `SyncNode` over the in-memory `MemNet`
-(meshpos/sync/memnet.py); see meshpos/sim/engine.py for how, and
+It drives the real `Terminal`, `Ledger` and the daemon's own sans-IO `NodeCore` over the in-memory
+`MemNet` (meshpos/sync/memnet.py); see meshpos/sim/store.py for how, and
 meshpos/sim/scenarios/README.md for the scenario format. `meshpos sim run|fuzz|live` is the
 command line (meshpos/cli/sim.py).
 """

@@ -15,8 +15,8 @@ What is real here and what is a stand-in:
   pull, HQ's loyalty asks), so cross-store escrow through HQ and HTTP batching and backoff are not
   simulated. `relay = "all"` lets every counter with WAN sync with HQ directly instead.
 
-To drive the real upload later, write another `HqLink` (the engine calls only these methods and
-`StoreSim` keeps HQ's ledger): it decides which counter carries the store to HQ and how.
+To drive the real upload later, write another `HqLink` (the store's network calls only these
+methods, and `StoreSim` keeps HQ's ledger): it decides which counter carries the store to HQ and how.
 """
 
 from __future__ import annotations

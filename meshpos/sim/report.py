@@ -9,19 +9,40 @@ same bytes. The HTML page embeds its plots (matplotlib, Agg backend) as base64 P
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from meshpos.sim.scenario import format_clock
+from meshpos.ledger.schema import VIEW_TABLES
+from meshpos.ledger.store import Ledger
+from meshpos.sim.nodes import HQ
+from meshpos.sim.scenario import FaultConf, Scenario, format_clock
+from meshpos.sim.store import StoreSim
+from meshpos.sim.truth import SALE_KINDS
 
-if TYPE_CHECKING:
-    from meshpos.sim.engine import Simulation, StoreSim
-
-SALE_KINDS = ("sale", "return", "exchange")
 SLOW_COPY_MS = 60_000
+
+
+class FinishedRun(Protocol):
+    """A simulation that ran (meshpos.sim.engine.Simulation)."""
+
+    sc: Scenario
+    stores: list[StoreSim]
+    samples: list[tuple[int, list[dict[str, int]]]]
+    faults: list[tuple[str, FaultConf]]
+
+
+def views_digest(ledger: Ledger) -> str:
+    """A digest of every view table, canonically ordered: equal digests, equal views."""
+    h = hashlib.sha256()
+    for table in VIEW_TABLES:
+        h.update(table.encode())
+        for row in sorted(ledger.conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr):
+            h.update(repr(row).encode())
+    return h.hexdigest()
 
 
 def _r(x: float, places: int = 3) -> float:
@@ -37,8 +58,7 @@ def _pct(values: list[int], p: float) -> int:
 
 def _store_checks(s: StoreSim) -> dict[str, Any]:
     """Invariants and end-of-run figures of one store, from its replicas and the ground truth."""
-    from meshpos.sim.engine import HQ, views_digest
-
+    truth = s.truth
     violations: list[str] = []
     replicas = s.replicas()
     converged = bool(replicas) and s.converged()
@@ -67,8 +87,8 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         held = {
             (o, q): sig for o, q, sig in ref.ledger.conn.execute("SELECT origin, seq, sig FROM ops")
         }
-        for key in sorted(s.rung):
-            r = s.rung[key]
+        for key in sorted(truth.rung):
+            r = truth.rung[key]
             if held.get(key) != r.sig:
                 lost.append(f"{r.node}:{key[1]} ({r.kind}, {format_clock(s.sc.start_ms + r.at)})")
                 lost_sales += r.kind in SALE_KINDS
@@ -77,8 +97,8 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             f"{s.name}: {len(lost)} acknowledged ops are missing at {ref.name if ref else '-'} "
             f"({lost_sales} sales/returns), e.g. {', '.join(lost[:3])}"
         )
-    dead = sorted(s.lost_dead.values(), key=lambda r: (r.at, r.node))
-    forks = [r for r in s.rejections if _reject_class(r[3]) == "forked chain"]
+    dead = sorted(truth.lost_dead.values(), key=lambda r: (r.at, r.node))
+    forks = [r for r in truth.rejections if _reject_class(r[3]) == "forked chain"]
     if forks:
         violations.append(
             f"{s.name}: {len(forks)} refusals of a forked chain (a node signed two ops with one "
@@ -130,23 +150,17 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             )
     copy_ms: list[int] = []
     never_copied = 0
-    for key, r in s.rung.items():
+    for key, r in truth.rung.items():
         if r.kind not in SALE_KINDS:
             continue
-        at = s.copied.get(key)
+        at = truth.copied.get(key)
         if at is None:
             never_copied += 1
         else:
             copy_ms.append(at - r.at)
-    inversions = _lww_inversions(s)
-    wan = lan = 0
-    hq_id = s.nodes[HQ].node_id
-    for (src, dst), size in s.net.stats.wire_bytes.items():
-        if hq_id in (src, dst):
-            wan += size
-        else:
-            lan += size
-    rejected = Counter(_reject_class(r[3]) for r in s.rejections)
+    inversions = _lww_inversions(truth.price_writes)
+    lan, wan = s.metrics.traffic()
+    rejected = Counter(_reject_class(r[3]) for r in truth.rejections)
     return {
         "violations": violations,
         "converged": converged,
@@ -169,7 +183,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         "lan_bytes": lan,
         "wan_bytes": wan,
         "rejected": dict(sorted(rejected.items())),
-        "ops": len(s.rung),
+        "ops": len(truth.rung),
     }
 
 
@@ -205,11 +219,11 @@ def _reject_class(reason: str) -> str:
     return "other"
 
 
-def _lww_inversions(s: StoreSim) -> int:
+def _lww_inversions(price_writes: list[tuple[str, int, int, str, int]]) -> int:
     """Prices where the write that wins by (HLC, origin) is not the one made last in true time:
     a clock running ahead made an older edit win."""
     by_sku: dict[str, list[tuple[str, int, int, str, int]]] = {}
-    for w in s.price_writes:
+    for w in price_writes:
         by_sku.setdefault(w[0], []).append(w)
     count = 0
     for writes in by_sku.values():
@@ -222,7 +236,7 @@ def _lww_inversions(s: StoreSim) -> int:
     return count
 
 
-def build_report(sim: Simulation) -> dict[str, Any]:
+def build_report(sim: FinishedRun) -> dict[str, Any]:
     sc = sim.sc
     stores = sim.stores
     checks = {s.name: _store_checks(s) for s in stores}
@@ -231,13 +245,13 @@ def build_report(sim: Simulation) -> dict[str, Any]:
     failures: Counter[str] = Counter()
     escrow: Counter[str] = Counter()
     for s in stores:
-        counts.update(s.tally.counts)
-        failures.update(s.tally.failures)
-        escrow.update(s.escrow)
+        counts.update(s.shoppers.tally.counts)
+        failures.update(s.shoppers.tally.failures)
+        escrow.update(s.shoppers.escrow)
     copy_ms = [ms for c in checks.values() for ms in c["copy_ms"]]
     heals: list[dict[str, Any]] = []
     for s in stores:
-        for w in s.watches:
+        for w in s.metrics.watches:
             took = None if w.done_at is None or w.done_at < 0 else _r((w.done_at - w.at) / 1000, 1)
             heals.append(
                 {
@@ -267,12 +281,12 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "store": s.name,
             "region": s.conf.region,
             "counters": s.conf.counters,
-            "sales": s.tally.counts["sale"] + s.tally.counts["redemption"],
+            "sales": s.shoppers.tally.counts["sale"] + s.shoppers.tally.counts["redemption"],
             "ops": checks[s.name]["ops"],
             "lost": checks[s.name]["lost"],
             "lost_with_dead_disk": checks[s.name]["lost_with_dead_disk"],
             "oversells": checks[s.name]["conflicts"].get("oversell", 0),
-            "escrow_refused": s.escrow["refused"],
+            "escrow_refused": s.shoppers.escrow["refused"],
             "hq_lag_max_s": _r(
                 max((smp[idx]["hq_lag_ms"] for _, smp in sim.samples), default=0) / 1000, 1
             ),
@@ -419,8 +433,8 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "duplicated": sum(st.duplicated for st in stats),
             "reordered": sum(st.reordered for st in stats),
             "rejected": dict(sorted(rejected.items())),
-            "peer_up_events": sum(s.peer_events["up"] for s in stores),
-            "peer_down_events": sum(s.peer_events["down"] for s in stores),
+            "peer_up_events": sum(s.truth.peer_events["up"] for s in stores),
+            "peer_down_events": sum(s.truth.peer_events["down"] for s in stores),
         },
         "faults": fault_list,
         "timeline": sorted(
@@ -433,17 +447,17 @@ def build_report(sim: Simulation) -> dict[str, Any]:
                     "detail": detail,
                 }
                 for s in stores
-                for at, what, detail in s.timeline
+                for at, what, detail in s.truth.timeline
             ),
             key=lambda d: (d["at_s"], d["store"], d["what"], d["detail"]),
         )[:500],
         "per_store": per_store,
         "series": series,
-        "spans": sorted({(a // 1000, b // 1000, k) for s in stores for a, b, k in s.fault_spans}),
+        "spans": sorted({(a // 1000, b // 1000, k) for s in stores for a, b, k in s.faults.spans}),
     }
 
 
-def _series(sim: Simulation) -> dict[str, list[Any]]:
+def _series(sim: FinishedRun) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {
         "t_s": [],
         "stock_skus": [],

@@ -1,16 +1,15 @@
-"""An in-memory network for the sans-IO sync protocol: seeded, simulated time, faults on demand.
+"""An in-memory network for sans-IO nodes: seeded, simulated time, faults on demand.
 
 The tests and the outage simulator use this same helper, so both drive the exact protocol and
-ledger code the terminals run. Links have latency, jitter, loss, duplication, reordering and
-bandwidth; groups of nodes can be partitioned and healed, single links cut and restored; nodes can
-be stopped, restarted and removed. Everything is decided by one `random.Random(seed)`, so a run is
-reproducible.
+ledger code the terminals run: the tests put bare `SyncNode`s on it, the simulator the daemon's
+whole `NodeCore` (meshpos/node/core.py); anything with the `Endpoint` interface will do. Links
+have latency, jitter, loss, duplication, reordering and bandwidth; groups of nodes can be
+partitioned and healed, single links cut and restored; nodes can be stopped, restarted and
+removed. Everything is decided by one `random.Random(seed)`, so a run is reproducible.
 
-`lazy=True` (the simulator's mode) ticks a node only when one of its timers is due instead of on
-every `tick_ms` grid point: a simulated day of an idle mesh then costs a few pings per second, not
-ten protocol ticks per node per second. `next_due` mirrors `SyncNode.tick` conservatively (it may
-wake a node that then does nothing, never the reverse), so lazy and eager runs of one seed send the
-same messages at the same times; tests/test_sim_memnet.py checks that.
+`lazy=True` (the simulator's mode) ticks a node only when its `next_deadline` is due instead of
+on every `tick_ms` grid point: a simulated day of an idle mesh then costs a few pings per second,
+not ten protocol ticks per node per second.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.sync.protocol import (
-    Action,
     Applied,
     PeerComplained,
     PeerDown,
@@ -30,8 +30,33 @@ from meshpos.sync.protocol import (
     Rejected,
     RequestReceived,
     Send,
-    SyncNode,
+    Session,
 )
+
+A = TypeVar("A")
+A_co = TypeVar("A_co", covariant=True)
+
+
+class Endpoint(Protocol[A_co]):
+    """A node the network drives: bytes and the time in, actions out (`Send`s it carries)."""
+
+    @property
+    def me(self) -> NodeRecord: ...
+
+    @property
+    def sessions(self) -> Mapping[str, Session]: ...
+
+    def connect(self, peer: str, now: int) -> Sequence[A_co]: ...
+
+    def disconnect(self, peer: str) -> Sequence[A_co]: ...
+
+    def receive(self, peer: str, data: bytes, now: int) -> Sequence[A_co]: ...
+
+    def tick(self, now: int) -> Sequence[A_co]: ...
+
+    def local_changed(self, now: int) -> Sequence[A_co]: ...
+
+    def next_deadline(self, now: int) -> int: ...
 
 
 @dataclass
@@ -58,47 +83,9 @@ class NetStats:
     wire_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)  # sent on a live link
 
 
-FOREVER = 1 << 62
+class MemNet(Generic[A]):
+    """Nodes returning actions of type `A` (the protocol's, or a wider set that includes them)."""
 
-
-def next_due(node: SyncNode, others: Iterable[str], now: int) -> int:
-    """The earliest simulated ms at which `node.tick` (or the MemNet's reconnect of a missing
-    session) could do anything. Mirrors the timers of `SyncNode.tick`; answers `now` whenever work
-    may be waiting (a missing session, a Have due, ops the peer lacks or is being held back from),
-    so it is never later than the truth."""
-    me = node.me.node_id
-    for other in others:
-        if other != me and other not in node.sessions:
-            return now
-    cfg = node.config
-    ours = node.replica.vv()
-    due = FOREVER
-    for s in node.sessions.values():
-        if not s.ready:
-            due = min(due, s.last_hello + cfg.hello_retry_ms)
-            continue
-        if s.have_due or s.lag_since:
-            return now
-        sent_vv = s.sent_vv
-        for origin, seq in ours.items():
-            if seq > sent_vv.get(origin, 0):
-                return now
-        due = min(
-            due,
-            s.last_heard + cfg.dead_after_ms + 1,
-            s.last_have + cfg.anti_entropy_ms,
-            s.last_sent + cfg.ping_ms,
-        )
-        their = s.their_vv
-        for origin, sent in sent_vv.items():
-            if sent > their.get(origin, 0):
-                progress = s.progress.get(origin)
-                if progress is not None:
-                    due = min(due, progress + cfg.retransmit_ms + 1)
-    return due
-
-
-class MemNet:
     def __init__(
         self,
         seed: int = 0,
@@ -110,7 +97,7 @@ class MemNet:
         self.rng = random.Random(seed)
         self.default = link or LinkSpec()
         self.links: dict[frozenset[str], LinkSpec] = {}
-        self.nodes: dict[str, SyncNode] = {}
+        self.nodes: dict[str, Endpoint[A]] = {}
         self.up: set[str] = set()
         self.group: dict[str, int] = {}
         self.now = 0
@@ -119,7 +106,7 @@ class MemNet:
         self._n = 0
         self._busy_until: dict[tuple[str, str], int] = {}
         self.stats = NetStats()
-        self.on_action: Callable[[str, Action], None] | None = None
+        self.on_action: Callable[[str, A], None] | None = None
         self._next_tick = 0
         self.cuts: Counter[frozenset[str]] = Counter()
         self.apart: set[frozenset[str]] = set()
@@ -130,7 +117,7 @@ class MemNet:
 
     # -- topology -------------------------------------------------------------------------------
 
-    def add(self, node: SyncNode) -> None:
+    def add(self, node: Endpoint[A]) -> None:
         nid = node.me.node_id
         self._dial_cache.clear()
         self.nodes[nid] = node
@@ -140,8 +127,8 @@ class MemNet:
             self._do(nid, node.connect(other, self.now))
         self.touch(nid)
 
-    def replace(self, node: SyncNode) -> None:
-        """A node restarts (same id, new SyncNode and epoch); peers learn of it by its Hello."""
+    def replace(self, node: Endpoint[A]) -> None:
+        """A node restarts (same id, a new node object and epoch); peers learn of it by its Hello."""
         self.nodes[node.me.node_id] = node
         self.up.add(node.me.node_id)
         for other in self._dials(node.me.node_id):
@@ -207,11 +194,21 @@ class MemNet:
         """The node's state changed outside a tick or a delivery (ops appended to its ledger, a
         request sent): in lazy mode, work out again when it next needs a tick."""
         if self.lazy and nid in self.up:
-            due = next_due(self.nodes[nid], self._dials(nid), self.now)
+            due = self._next_due(nid)
             old = self._due.get(nid)
             self._due[nid] = due
             if self._earliest is not None and (due < self._earliest or old == self._earliest):
                 self._earliest = min(due, self._earliest) if due < self._earliest else None
+
+    def _next_due(self, nid: str) -> int:
+        """When the node next needs a tick: now if it lacks a session with a node it dials (the
+        tick reconnects it), else its own next deadline."""
+        node = self.nodes[nid]
+        sessions = node.sessions
+        for other in self._dials(nid):
+            if other not in sessions:
+                return self.now
+        return node.next_deadline(self.now)
 
     def set_link(self, a: str, b: str, spec: LinkSpec) -> None:
         self.links[frozenset((a, b))] = spec
@@ -274,7 +271,7 @@ class MemNet:
             self._n += 1
             heapq.heappush(self._queue, (at, self._n, src, dst, data))
 
-    def _do(self, nid: str, actions: list[Action]) -> None:
+    def _do(self, nid: str, actions: Sequence[A]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 self.send(nid, action.peer, action.data)
@@ -325,7 +322,7 @@ class MemNet:
             self.stats.dropped += 1
 
     def _run_lazy(self, t: int) -> None:
-        """`run_until` that skips grid points where no node has a timer due (see `next_due`)."""
+        """`run_until` that skips grid points where no node has a timer due (see `_next_due`)."""
         step = self.tick_ms
         while True:
             next_msg = self._queue[0][0] if self._queue else None

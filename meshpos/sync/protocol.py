@@ -121,6 +121,7 @@ class RequestReceived:
 
 Action = Send | PeerUp | PeerDown | Rejected | PeerComplained | Applied | RequestReceived
 Admit = Callable[[NodeRecord], str | None]
+NEVER = 1 << 62  # a deadline that never comes
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,38 @@ class SyncNode:
         elif isinstance(msg, Ping):
             session.peer_flags = dict(msg.flags)
         return out
+
+    def next_deadline(self, now: int) -> int:
+        """The earliest time at which `tick` could do anything: a driver may skip every tick
+        before it. `now` (or earlier) when work may be waiting: a Have due, ops a peer lacks or
+        that are held back from it. Never later than the truth, sometimes earlier (a tick then
+        finds nothing to do); the timers are the ones `tick` and `_retransmit` check."""
+        cfg = self.config
+        ours = self.replica.vv()
+        due = NEVER
+        for s in self.sessions.values():
+            if not s.ready:
+                due = min(due, s.last_hello + cfg.hello_retry_ms)
+                continue
+            if s.have_due or s.lag_since:
+                return now
+            sent_vv = s.sent_vv
+            for origin, seq in ours.items():
+                if seq > sent_vv.get(origin, 0):
+                    return now
+            due = min(
+                due,
+                s.last_heard + cfg.dead_after_ms + 1,
+                s.last_have + cfg.anti_entropy_ms,
+                s.last_sent + cfg.ping_ms,
+            )
+            their = s.their_vv
+            for origin, sent in sent_vv.items():
+                if sent > their.get(origin, 0):
+                    progress = s.progress.get(origin)
+                    if progress is not None:
+                        due = min(due, progress + cfg.retransmit_ms + 1)
+        return due
 
     def tick(self, now: int) -> list[Action]:
         out: list[Action] = []

@@ -1,0 +1,91 @@
+"""The ground truth of a simulated store, kept next to the replicas and never read by them.
+
+Every op any node signed (its signature, when, where), the ops that died with a disk before any
+peer held them, when each op first reached a second node, the price writes (to spot an older
+edit winning by a clock running ahead), what replicas refused, peers coming and going, and the
+timeline of faults. The report checks the replicas against this, never against the protocol's
+internal state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from meshpos.core.clock import wall_of
+from meshpos.node.core import NodeAction
+from meshpos.sim.nodes import SimNode
+from meshpos.sync.protocol import Applied, PeerDown, PeerUp, Rejected
+
+RECEIPT_OFF_MS = 5 * 60_000
+SALE_KINDS = ("sale", "return", "exchange")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One op as its origin signed it: the ground truth the replicas are checked against."""
+
+    sig: bytes
+    kind: str
+    at: int
+    node: str
+
+
+@dataclass
+class GroundTruth:
+    day_start_ms: int  # the true wall clock at simulated time 0
+    rung: dict[tuple[str, int], Rung] = field(default_factory=dict)
+    lost_dead: dict[tuple[str, int], Rung] = field(default_factory=dict)
+    copied: dict[tuple[str, int], int] = field(default_factory=dict)  # when a 2nd node had it
+    price_writes: list[tuple[str, int, int, str, int]] = field(default_factory=list)
+    # (sku, at, hlc, origin, price)
+    rejections: list[tuple[int, str, str, str]] = field(default_factory=list)
+    peer_events: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[int, str, str]] = field(default_factory=list)  # (at, what, detail)
+
+    def record(self, node: SimNode, now: int) -> None:
+        """Note the ops `node` signed since the last time: who signed what, and when."""
+        head = node.ledger.head(node.node_id)[0]
+        true_wall = self.day_start_ms + now
+        for seq in range(node.recorded + 1, head + 1):
+            op = node.ledger.get(node.node_id, seq)
+            assert op is not None
+            self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name)
+            node.ops_signed += 1
+            node.max_lead_ms = max(node.max_lead_ms, wall_of(op.hlc) - true_wall)
+            if op.kind in SALE_KINDS:
+                ts = op.payload.get("ts_ms")
+                if isinstance(ts, int) and abs(ts - true_wall) > RECEIPT_OFF_MS:
+                    node.receipts_off += 1
+            if op.kind == "product.upsert":
+                fields = op.payload.get("fields")
+                if isinstance(fields, dict) and "price" in fields:
+                    sku = str(op.payload.get("sku"))
+                    self.price_writes.append((sku, now, op.hlc, op.origin, int(fields["price"])))
+        node.recorded = max(node.recorded, head)
+
+    def observe(self, nid: str, action: NodeAction, now: int) -> None:
+        """What the network's nodes report: ops reaching another node, refusals, peers."""
+        if isinstance(action, Applied):
+            copied = self.copied
+            for op in action.ops:
+                copied.setdefault((op.origin, op.seq), now)
+        elif isinstance(action, Rejected):
+            self.rejections.append((now, nid, action.peer, action.reason))
+        elif isinstance(action, PeerUp):
+            self.peer_events["up"] += 1
+        elif isinstance(action, PeerDown):
+            self.peer_events["down"] += 1
+
+    def lose_tail(self, node: SimNode, held: int) -> int:
+        """The disk of `node` died: its ops past `held` (the most any other replica holds) are
+        gone with it. How many."""
+        head = node.ledger.head(node.node_id)[0]
+        for seq in range(held + 1, head + 1):
+            key = (node.node_id, seq)
+            if key in self.rung:
+                self.lost_dead[key] = self.rung.pop(key)
+        return head - held
+
+    def note(self, at: int, what: str, detail: str) -> None:
+        self.timeline.append((at, what, detail))
