@@ -34,6 +34,7 @@ from meshpos.hq.storage.enrolment import NotEnrolled, StoreRow, UnknownStore
 from meshpos.hq.storage.log import IngestOutcome, OpToSign, VersionVector
 from meshpos.hq.storage.loyalty import Ask
 from meshpos.hq.storage.payments import PaymentJob, PaymentOutcome
+from meshpos.hq.wire import NodeRow, node_rows
 from meshpos.ledger.fold import PRODUCT_FIELDS
 
 __all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]  # meshpos.cli.hq imports the last
@@ -52,7 +53,7 @@ class PullAnswer(TypedDict):
     whether more remain, and the loyalty asks the store's nodes can serve."""
 
     ops: list[bytes]
-    nodes: list[list[str | bytes | None]]
+    nodes: list[NodeRow]
     vv: VersionVector
     more: bool
     asks: list[Ask]
@@ -210,7 +211,7 @@ class HQService:
         origins = {o for o, s in hq_vv.items() if s > vv.get(o, 0)}
         return {
             "ops": wires,
-            "nodes": [list(n.as_row()) for n in self.storage.enrolment.nodes(store, origins)],
+            "nodes": node_rows(self.storage.enrolment.nodes(store, origins)),
             "vv": hq_vv,
             "more": more,
             "asks": self.storage.escrow.asks_for(store, self.node_id),

@@ -30,10 +30,10 @@ from meshpos.core.errors import (
 from meshpos.core.ops import unpack
 from meshpos.domain.enrolment import read_certificate
 from meshpos.hq import keys
-from meshpos.hq.client import H_CERT, H_NODE, H_SIG, H_TIME, auth_message
 from meshpos.hq.service import HQService
 from meshpos.hq.storage.enrolment import NotEnrolled, UnknownStore
 from meshpos.hq.storage.log import Equivocation
+from meshpos.hq.wire import H_CERT, H_NODE, H_SIG, H_TIME, auth_message
 
 log = logging.getLogger("meshpos.hq.api")
 

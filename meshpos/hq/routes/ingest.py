@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meshpos.core.errors import EncodingError
-from meshpos.hq.client import parse_node
 from meshpos.hq.routes.common import Api, TooLarge, authenticate, msgpack_map, read_body
+from meshpos.hq.wire import parse_node
 
 MAX_NODES = 10_000
 

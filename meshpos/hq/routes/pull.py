@@ -8,9 +8,9 @@ from starlette.responses import Response
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import pack
-from meshpos.hq.client import MSGPACK
 from meshpos.hq.routes.common import Api, authenticate, msgpack_map, read_body
 from meshpos.hq.storage.log import parse_vv
+from meshpos.hq.wire import MSGPACK
 
 MAX_PULL = 5000
 
