@@ -190,10 +190,11 @@ class OpLog:
                     f"ops from node {origin}, which has no certificate of store {store} at HQ "
                     "(send its node record with the batch)"
                 )
-            run, held = self._continuation(tx, store, got, known[origin], heads.get(origin))
+            run, held = self._continuation(tx, store, origin, got, known[origin], heads.get(origin))
+            past_gap = len(got) - held - len(run)
+            if past_gap:
+                skipped[origin] = past_gap
             dupes += held
-            if len(got) - held - len(run):
-                skipped[origin] = len(got) - held - len(run)
             applied.extend(run)
         rows = self.commit(tx, store, applied, now_ms) if applied else ViewRows()
         transfers = frozenset(
@@ -214,13 +215,14 @@ class OpLog:
         self,
         tx: Tx,
         store: str,
+        origin: str,
         got: Mapping[int, Op],
         signer: tuple[bytes, str],
         head: tuple[int, bytes] | None,
     ) -> tuple[list[Op], int]:
-        """One origin's ops of a batch: the run that continues HQ's copy of its chain (verified),
-        and how many of the batch HQ holds already (their bytes checked against the stored)."""
-        origin = next(iter(got.values())).origin
+        """One origin's ops of a batch (by seq): the run that continues HQ's copy of its chain
+        (verified), and how many of the batch HQ holds already (their bytes checked against the
+        stored ones)."""
         key, role = signer
         bad = {op.kind for op in got.values() if op.kind in HQ_ONLY_KINDS}
         if bad and role != "hq":
