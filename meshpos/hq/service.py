@@ -37,7 +37,7 @@ from meshpos.hq.storage.payments import PaymentJob, PaymentOutcome
 from meshpos.hq.wire import NodeRow, node_rows
 from meshpos.ledger.fold import PRODUCT_FIELDS
 
-__all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]  # meshpos.cli.hq imports the last
+__all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]  # cli/hq.py imports open_storage here
 
 log = logging.getLogger("meshpos.hq")
 
