@@ -37,7 +37,8 @@ from meshpos.hq.storage.payments import PaymentJob, PaymentOutcome
 from meshpos.hq.wire import NodeRow, node_rows
 from meshpos.ledger.fold import PRODUCT_FIELDS
 
-__all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]  # cli/hq.py imports open_storage here
+# open_storage lives in meshpos.hq.storage; meshpos/cli/hq.py imports it from here.
+__all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]
 
 log = logging.getLogger("meshpos.hq")
 
