@@ -2,7 +2,7 @@
 
 The store's ops are the ledger bench's generated store (catalogue plus `--merge-ops` sales over
 three tills, cached under bench/out/cache), certified by a store key enrolled at HQ. Each backend
-is measured twice on a fresh database: `storage` calls `HQStorage.ingest` directly (checks, chain
+is measured twice on a fresh database: `storage` calls `HQStorage.log.ingest` directly (checks, chain
 verification with one signature per run, fold, inserts and view upserts in one transaction per
 batch), and `http` pushes the same batches through a real uvicorn server with the relay client
 (signing, msgpack, HTTP on loopback; client and server share this process and its GIL). A second
@@ -30,7 +30,7 @@ from meshpos.core.ops import Signer, pack
 from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
 from meshpos.hq import keys
 from meshpos.hq.client import HQClient
-from meshpos.hq.storage import HQStorage
+from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
 
 BATCH = 2_000
@@ -68,20 +68,16 @@ def _backend(name: str, tmp: Path) -> Iterator[Callable[[], str]]:
         yield c.create_db
 
 
-def _open(url: str) -> HQStorage:
-    from meshpos.hq.service import open_storage
-
-    return open_storage(url)
-
-
 def _enrol(storage: HQStorage, store_key: Signer, nodes: list[NodeRecord]) -> None:
-    storage.add_store(STORE, "bench store", store_key.public_key, key_at_hq=False, now_ms=NOW_MS)
-    storage.add_nodes(STORE, [n.cert for n in nodes if n.cert])
+    storage.enrolment.add_store(
+        STORE, "bench store", store_key.public_key, key_at_hq=False, now_ms=NOW_MS
+    )
+    storage.enrolment.add_nodes(STORE, [n.cert for n in nodes if n.cert])
 
 
 def _storage_run(url: str, wires: list[bytes], nodes: list[NodeRecord], store_key: Signer,
                  vv: dict[str, int]) -> dict[str, Any]:  # fmt: skip
-    storage = _open(url)
+    storage = open_storage(url)
     try:
         _enrol(storage, store_key, nodes)
         fresh, again = Stopwatch(), Stopwatch()
@@ -89,12 +85,12 @@ def _storage_run(url: str, wires: list[bytes], nodes: list[NodeRecord], store_ke
         cpu = time.process_time()
         for lo in range(0, len(wires), BATCH):
             with fresh:
-                applied += storage.ingest(STORE, wires[lo : lo + BATCH], (), NOW_MS).applied
+                applied += storage.log.ingest(STORE, wires[lo : lo + BATCH], (), NOW_MS).applied
         cpu = time.process_time() - cpu
         for lo in range(0, len(wires), BATCH):
             with again:
-                dupes += storage.ingest(STORE, wires[lo : lo + BATCH], (), NOW_MS).duplicates
-        ok = storage.vv(STORE) == vv and applied == dupes == len(wires)
+                dupes += storage.log.ingest(STORE, wires[lo : lo + BATCH], (), NOW_MS).duplicates
+        ok = storage.log.vv(STORE) == vv and applied == dupes == len(wires)
         return {"ops_s": rate(applied, fresh.seconds), "dup_ops_s": rate(dupes, again.seconds),
                 "seconds": fresh.seconds, "complete": ok, "cpu_ops_s": rate(applied, cpu)}  # fmt: skip
     finally:
@@ -109,7 +105,7 @@ def _http_run(url: str, tmp: Path, wires: list[bytes], nodes: list[NodeRecord],
     from meshpos.hq.service import HQService
 
     cfg = keys.init_hq(Path(tempfile.mkdtemp(dir=tmp, prefix="hqdir-")), db=url)
-    service = HQService(cfg, _open(cfg.db_url))
+    service = HQService(cfg, open_storage(cfg.db_url))
     _enrol(service.storage, store_key, nodes)
     port = free_port()
     server = uvicorn.Server(

@@ -229,7 +229,7 @@ def store_views(t: Terminal) -> dict[str, Any]:
 
 
 def hq_views(svc: HQService, store: str) -> dict[str, Any]:
-    s = svc.storage
+    s = svc.storage.views
     return {
         "stock": {r["sku"]: r["qty"] for r in s.stock(store) if r["qty"]},
         "loyalty": {r["customer_id"]: r["points"] for r in s.loyalty_by_store() if

@@ -90,7 +90,7 @@ def test_relay_round_gives_hq_every_op_once_and_matching_views(
         vv = push_all(c, store.t1, batch=5)
         assert vv == c.vv() == store.t1.ledger.vv()
         assert vv[svc.node_id] == 1  # HQ's payment key setting, sent at enrolment
-    assert svc.storage.op_count(store.id) == store.t1.ledger.op_count()
+    assert svc.storage.log.op_count(store.id) == store.t1.ledger.op_count()
     assert hq_views(svc, store.id) == store_views(store.t1)
     assert store_views(store.t1)["loyalty"] == {cid: 30}
 
@@ -104,7 +104,7 @@ def test_the_same_batch_twice_is_stored_once(store: Store, svc: HQService) -> No
     assert first.applied == len(batch) and first.duplicates == 0
     assert again.applied == 0 and again.duplicates == len(batch)
     assert again.vv == first.vv == store.t1.ledger.vv()
-    assert svc.storage.op_count(store.id) == store.t1.ledger.op_count()
+    assert svc.storage.log.op_count(store.id) == store.t1.ledger.op_count()
     assert hq_views(svc, store.id) == store_views(store.t1)
 
 
@@ -140,7 +140,7 @@ def test_two_relays_pushing_overlapping_batches_at_once_store_each_op_once(
         applied.append(c.push(everything, certified(store.t1)).applied)
         assert c.vv() == store.t1.ledger.vv()
     assert sum(applied) == len(everything)
-    assert svc.storage.op_count(store.id) == store.t1.ledger.op_count()
+    assert svc.storage.log.op_count(store.id) == store.t1.ledger.op_count()
     assert hq_views(svc, store.id) == store_views(store.t1)
 
 
@@ -188,7 +188,7 @@ def test_a_price_set_at_a_terminal_after_hq_wins_by_hlc(store: Store, svc: HQSer
     store.relay()
     store.t1.set_price("CAP", 27_500)
     store.relay()
-    assert svc.storage.registers(store.id, "product")["CAP"]["price"] == 27_500
+    assert svc.storage.views.registers(store.id, "product")["CAP"]["price"] == 27_500
     assert store.t1.product("CAP").price == 27_500
 
 
@@ -228,7 +228,7 @@ def test_each_bad_request_is_refused_and_changes_nothing(
     mine = [o for o in ops_of(t) if o.origin == t.node_id and o.seq > held]
     half = len(mine) // 2
     c.push([o.wire() for o in mine[:half]], certified(t))
-    before = (c.vv(), svc.storage.op_count(store.id), hq_views(svc, store.id))
+    before = (c.vv(), svc.storage.log.op_count(store.id), hq_views(svc, store.id))
     nxt = mine[half]
     path = f"/v1/stores/{store.id}/ops"
 
@@ -280,7 +280,7 @@ def test_each_bad_request_is_refused_and_changes_nothing(
     _refused(lambda: c._request("POST", bad_pull, pack({"vv": {"a": -1}})), 400, "malformed")
     _refused(lambda: c._request("POST", bad_pull, pack({"limit": 10**9})), 400, "malformed")
 
-    assert (c.vv(), svc.storage.op_count(store.id), hq_views(svc, store.id)) == before
+    assert (c.vv(), svc.storage.log.op_count(store.id), hq_views(svc, store.id)) == before
     assert c.push([o.wire() for o in mine[half:]], certified(t)).applied == len(mine) - half
     c.close()
     assert "refused (413)" in hq.logs() and "refused (403)" in hq.logs()
@@ -312,10 +312,10 @@ def test_card_sealed_at_the_till_is_settled_by_hq_and_the_result_flows_back(
     got = {r["field"]: r["value"] for r in results}
     assert got["status"] == '"approved"' and len(got["auth_code"]) == 8
     assert store.t1.conflicts() == []
-    assert [p["status"] for p in svc.storage.payments(store.id)] == ["approved"]
+    assert [p["status"] for p in svc.storage.views.payments(store.id)] == ["approved"]
     with store.client() as c:  # a second upload of the same sale settles nothing twice
         c.push([sale.op.wire()], certified(store.t1))
-    assert len(svc.storage.payments(store.id)) == 1
+    assert len(svc.storage.views.payments(store.id)) == 1
     result_ops = [o for o in ops_of(store.t1) if o.kind == "payment.result"]
     assert len(result_ops) == 1 and result_ops[0].origin == svc.node_id
 
@@ -360,7 +360,7 @@ def test_a_card_blocked_at_hq_is_refused_offline_and_declined_if_taken(
     assert blocked_reason(settings_of(store.t1), stolen) == "stolen"
     sale = sell_by_card(store.t1, [("CAP", 1)], stolen)  # a till that ignored the blocklist
     store.relay()
-    pay = [p for p in svc.storage.payments(store.id) if p["sale_id"] == sale.sale_id]
+    pay = [p for p in svc.storage.views.payments(store.id) if p["sale_id"] == sale.sale_id]
     assert [(p["status"], p["code"]) for p in pay] == [("declined", "blocklisted")]
 
 
@@ -403,7 +403,7 @@ def test_points_earned_in_one_store_are_redeemed_in_another_through_hq(
         earned_at_b = earned_at_b[0]["points_earned"]
         assert earned_at_b == 9  # ₹970 paid in cash after 30 points
         assert tb.rights(cid) == 15 + earned_at_b
-        chain = {r["customer_id"]: r["points"] for r in svc.storage.loyalty()}
+        chain = {r["customer_id"]: r["points"] for r in svc.storage.views.loyalty()}
         assert chain[cid] == 30 + 30 - 30 + earned_at_b
         assert chain[cid] == ta.points(cid) + tb.points(cid)
     finally:
@@ -438,7 +438,7 @@ def test_two_hq_processes_over_one_database_act_as_one_hq(
     second = HQServer(hq.dir, hq.db)
     try:
         _sales(store, 40)
-        everything = wires(store.t1, svc.storage.vv(store.id))
+        everything = wires(store.t1, svc.storage.log.vv(store.id))
         applied: list[int] = []
         errors: list[BaseException] = []
 
@@ -464,7 +464,7 @@ def test_two_hq_processes_over_one_database_act_as_one_hq(
         assert not errors
         store.relay()
         assert sum(applied) == len(everything)
-        assert svc.storage.op_count(store.id) == store.t1.ledger.op_count()
+        assert svc.storage.log.op_count(store.id) == store.t1.ledger.op_count()
         assert store.t1.product("JKT").price == 280_000
         assert hq_views(svc, store.id) == store_views(store.t1)
     finally:

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op, Signer
 from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
-from meshpos.hq.sqlite_store import open_sqlite
-from meshpos.hq.storage import HQStorage, day_of, parse_vv
+from meshpos.hq.storage import HQStorage, open_storage
+from meshpos.hq.storage.log import parse_vv
+from meshpos.hq.storage.views import day_of
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.terminal import Terminal
@@ -73,23 +74,23 @@ def storage() -> Iterator[HQStorage]:
 
 
 def _fresh() -> HQStorage:
-    s = open_sqlite(":memory:")
-    s.add_store(STORE, "prop", STORE_KEY.public_key, key_at_hq=False, now_ms=T0)
-    s.add_nodes(STORE, [n.cert for n in NODES if n.cert])
+    s = open_storage(":memory:")
+    s.enrolment.add_store(STORE, "prop", STORE_KEY.public_key, key_at_hq=False, now_ms=T0)
+    s.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
     return s
 
 
 def _hq_views(s: HQStorage) -> dict[str, Any]:
-    days = s.sales_by_day(STORE)
+    days = s.views.sales_by_day(STORE)
     return {
-        "stock": {r["sku"]: r["qty"] for r in s.stock(STORE) if r["qty"]},
-        "loyalty": {r["customer_id"]: r["points"] for r in s.loyalty_by_store()},
-        "price": s.registers(STORE, "product")["JKT"]["price"],
+        "stock": {r["sku"]: r["qty"] for r in s.views.stock(STORE) if r["qty"]},
+        "loyalty": {r["customer_id"]: r["points"] for r in s.views.loyalty_by_store()},
+        "price": s.views.registers(STORE, "product")["JKT"]["price"],
         "sales": (
             sum(d["sales"] + d["returns"] + d["exchanges"] for d in days),
             sum(d["net"] for d in days),
         ),
-        "vv": s.vv(STORE),
+        "vv": s.log.vv(STORE),
     }
 
 
@@ -113,27 +114,27 @@ def test_any_batches_in_any_order_store_each_op_once_with_the_stores_views(
             rnd.shuffle(chunk)
             if rnd.random() < 0.3:
                 chunk = chunk + chunk[: len(chunk) // 2]
-            out = s.ingest(STORE, [o.wire() for o in chunk], NODES, T0)
+            out = s.log.ingest(STORE, [o.wire() for o in chunk], NODES, T0)
             applied += out.applied
             for origin, seq in out.vv.items():
                 assert seq <= VIEWS["vv"][origin]
-        applied += s.ingest(STORE, [o.wire() for o in OPS], (), T0).applied
+        applied += s.log.ingest(STORE, [o.wire() for o in OPS], (), T0).applied
         assert applied == len(OPS)
-        assert s.op_count(STORE) == len(OPS)
+        assert s.log.op_count(STORE) == len(OPS)
         assert _hq_views(s) == VIEWS
     finally:
         s.close()
 
 
 def test_pull_returns_exactly_what_a_vv_lacks(storage: HQStorage) -> None:
-    storage.ingest(STORE, [o.wire() for o in OPS], NODES, T0)
+    storage.log.ingest(STORE, [o.wire() for o in OPS], NODES, T0)
     theirs = {NODES[0].node_id: 5}
-    wires, vv, more = storage.ops_since(STORE, theirs, 10_000)
+    wires, vv, more = storage.log.ops_since(STORE, theirs, 10_000)
     lacking = [o for o in OPS if o.seq > theirs.get(o.origin, 0)]
     assert sorted(wires) == sorted(o.wire() for o in lacking) and not more
-    page, _, more = storage.ops_since(STORE, theirs, 3)
+    page, _, more = storage.log.ops_since(STORE, theirs, 3)
     assert len(page) == 3 and more
-    assert storage.ops_since(STORE, vv, 10)[0] == []
+    assert storage.log.ops_since(STORE, vv, 10)[0] == []
 
 
 def test_version_vectors_from_the_wire_are_checked() -> None:

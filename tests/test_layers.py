@@ -36,12 +36,7 @@ LAYERS: dict[str, int] = {
     "demo": 8,
 }
 SQLITE = {"sqlite3", "_sqlite3", "sqlcipher3"}
-SQLITE_ALLOWED = (
-    "meshpos.ledger",
-    "meshpos.hq.storage",
-    "meshpos.hq.sqlite_store",
-    "meshpos.hq.pg_store",
-)
+SQLITE_ALLOWED = ("meshpos.ledger", "meshpos.hq.storage")
 
 # Cycles and SQLite imports still being untangled by the steps of issue 11. Empty when done.
 PENDING_CYCLES: list[set[str]] = [

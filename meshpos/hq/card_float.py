@@ -6,28 +6,17 @@ a store's counters may take in offline card payments before HQ answers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
-from meshpos.core.errors import InputError, RemoteError
-from meshpos.core.ops import Op, unpack
+from meshpos.core.errors import InputError
+from meshpos.core.ops import Op
 from meshpos.domain.cards import float_shares
-from meshpos.domain.enrolment import ROLES
 from meshpos.hq.service import HQService
+from meshpos.hq.storage.database import Tx, lock_key
+from meshpos.hq.storage.log import OpToSign
+from meshpos.hq.storage.views import minted_float, rights_held
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.cards import MAX_FLOAT, STORE_TOTAL_SETTING
-
-
-def _role(cert: bytes | None) -> str | None:
-    if cert is None:
-        return None
-    try:
-        fields = unpack(unpack(cert, "certificate")[0], "certificate")
-        role = fields[7] if isinstance(fields, list) and len(fields) == 9 else None
-    except (RemoteError, IndexError, KeyError, TypeError):
-        return None
-    return role if role in ROLES else None
 
 
 def hq_open_float(
@@ -40,41 +29,21 @@ def hq_open_float(
     while a store's LAN is split."""
     if not 0 <= total <= MAX_FLOAT:
         raise InputError("a store's card float must be between ₹0 and ₹1,000 crore")
-    targets = svc._stores(stores)
-    terminals = {
-        s: sorted(
-            n.node_id
-            for n in svc.storage.nodes(s)
-            if n.node_id != svc.node_id and _role(n.cert) == "terminal"
-        )
-        for s in targets
-    }
+    targets = svc.ready_stores(stores)
+    terminals = {s: svc.storage.enrolment.node_ids(s, "terminal") for s in targets}
     empty = [s for s, nodes in terminals.items() if not nodes]
     if empty:
         raise InputError(f"store(s) {', '.join(empty)} have no terminal enrolled at HQ yet")
 
-    def fn(tx: Any) -> list[Op]:
-        tx.lock(f"{s}\x00{svc.node_id}" for s in targets)  # the lock emit_in takes, held sooner
-        items: list[tuple[str, str, dict[str, Any]]] = []
+    def fn(tx: Tx) -> list[Op]:
+        tx.lock(lock_key(s, svc.node_id) for s in targets)  # the lock emit_in takes, held sooner
+        items: list[OpToSign] = []
         for s in targets:
-            minted = sum(
-                int(json.loads(v))
-                for (v,) in tx.execute(
-                    "SELECT value FROM registers WHERE store = ? AND entity = 'card_float' "
-                    "AND field = 'amount'",
-                    (s,),
-                )
-            )
             items.append((s, "setting.set", {"key": STORE_TOTAL_SETTING, "value": total}))
-            held = dict(
-                tx.execute(
-                    "SELECT node, points FROM rights WHERE store = ? AND customer_id = ?",
-                    (s, CARD_FLOAT),
-                )
-            )
-            for node, amount in float_shares(total - minted, terminals[s], held).items():
+            held = rights_held(tx, s, CARD_FLOAT)
+            shares = float_shares(total - minted_float(tx, s), terminals[s], held)
+            for node, amount in shares.items():
                 items.append((s, "card.float", {"to": node, "amount": amount, "total": total}))
-        out: list[Op] = svc.storage.emit_in(tx, svc.signer, items, svc.now_ms(), user)
-        return out
+        return svc.storage.log.emit_in(tx, svc.signer, items, svc.now_ms(), user)
 
     return svc.storage.db.run(fn)

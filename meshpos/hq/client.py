@@ -1,7 +1,7 @@
 """The HTTP client a store's relay uses to talk to HQ (push ops, pull HQ's, ask for loyalty rights).
 
-Requests are signed by the relaying node's Ed25519 key (see `auth_message`), so HQ serves a store's
-data only to nodes enrolled in that store. Errors are split so a relay can act on them:
+Requests are signed by the relaying node's Ed25519 key (see `meshpos.hq.wire`), so HQ serves a
+store's data only to nodes enrolled in that store. Errors are split so a relay can act on them:
 `HQUnavailable` (network, timeout, HQ's 5xx: retry with backoff) and `HQRefused` (a 4xx: HQ read the
 request and refused it; retrying the same request will not help).
 """
@@ -9,7 +9,6 @@ request and refused it; retrying the same request will not help).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,19 +17,21 @@ from typing import Any
 import httpx
 
 from meshpos.core.clock import wall_ms
-from meshpos.core.errors import EncodingError, MeshposError, RemoteError
+from meshpos.core.errors import MeshposError, RemoteError
 from meshpos.core.ops import Op, Signer, decode_op, pack, unpack
 from meshpos.domain.enrolment import NodeRecord, admit_record
-from meshpos.ledger.records import IngestResult
-
-MSGPACK = "application/x-msgpack"
-AUTH_VERSION = "meshpos-hq-v1"
-H_NODE, H_TIME, H_SIG, H_CERT = (
-    "x-meshpos-node",
-    "x-meshpos-time",
-    "x-meshpos-signature",
-    "x-meshpos-cert",
+from meshpos.hq.wire import (
+    H_CERT,
+    H_NODE,
+    H_SIG,
+    H_TIME,
+    MSGPACK,
+    auth_message,
+    node_rows,
+    parse_node,
 )
+from meshpos.ledger.records import IngestResult
+from meshpos.service.terminal import Terminal
 
 
 class HQUnavailable(MeshposError):
@@ -43,13 +44,6 @@ class HQRefused(RemoteError):
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status, self.code = status, code
         super().__init__(f"HQ refused the request ({status} {code}): {message}")
-
-
-def auth_message(method: str, path: str, store: str, ts_ms: int, body: bytes) -> bytes:
-    """What a relay signs: method, path, store, time and the body's hash. A copy replayed later
-    can only repeat an idempotent push or re-read what its sender was allowed to read."""
-    digest = hashlib.sha256(body).hexdigest()
-    return f"{AUTH_VERSION}\n{method.upper()}\n{path}\n{store}\n{ts_ms}\n{digest}".encode()
 
 
 @dataclass(frozen=True)
@@ -66,23 +60,7 @@ class PullResult:
     nodes: list[NodeRecord]
     vv: dict[str, int]
     more: bool
-    asks: list[dict[str, Any]]
-
-
-def node_rows(nodes: Sequence[NodeRecord]) -> list[list[Any]]:
-    return [list(n.as_row()) for n in nodes]
-
-
-def parse_node(value: Any) -> NodeRecord:
-    if (
-        not isinstance(value, list)
-        or len(value) != 5
-        or not all(isinstance(value[i], str) for i in (0, 2, 3))
-        or not isinstance(value[1], bytes)
-        or not (value[4] is None or isinstance(value[4], bytes))
-    ):
-        raise EncodingError("node record must be [node_id, public_key, store, name, cert]")
-    return NodeRecord(value[0], value[1], value[2], value[3], value[4])
+    asks: list[dict[str, Any]]  # as HQ sent them: domain.relay.plan_grants checks each
 
 
 class HQClient:
@@ -144,7 +122,7 @@ class HQClient:
             raise HQRefused(resp.status_code, code, message)
         return resp
 
-    def _json(self, resp: httpx.Response) -> dict[str, Any]:
+    def _json(self, resp: httpx.Response) -> dict[str, object]:
         try:
             data = resp.json()
         except ValueError:
@@ -159,8 +137,9 @@ class HQClient:
     def _base(self) -> str:
         return f"/v1/stores/{self.store}"
 
-    def info(self) -> dict[str, Any]:
-        """HQ's public identity: node id, signing and payment public keys (no auth needed)."""
+    def info(self) -> dict[str, str]:
+        """HQ's public identity: name, node id, signing and payment public keys (no auth
+        needed)."""
         try:
             resp = self.http.get("/v1/hq")
         except httpx.TransportError as exc:
@@ -169,7 +148,10 @@ class HQClient:
             ) from None
         if resp.status_code != 200:
             raise HQUnavailable(f"HQ at {self.url} answered {resp.status_code}")
-        return self._json(resp)
+        data = self._json(resp)
+        if not all(isinstance(v, str) for v in data.values()):
+            raise HQUnavailable(f"HQ at {self.url} answered with an unexpected identity")
+        return {k: str(v) for k, v in data.items()}
 
     def push(self, wires: Sequence[bytes], nodes: Sequence[NodeRecord] = ()) -> PushResult:
         """Upload ops (their wire bytes, one origin's in seq order) with the node records HQ may
@@ -177,15 +159,15 @@ class HQClient:
         body = pack({"ops": list(wires), "nodes": node_rows(nodes)})
         data = self._json(self._request("POST", f"{self._base}/ops", body))
         return PushResult(
-            vv={str(k): int(v) for k, v in data.get("vv", {}).items()},
-            applied=int(data.get("applied", 0)),
-            duplicates=int(data.get("duplicates", 0)),
-            skipped={str(k): int(v) for k, v in data.get("skipped", {}).items()},
+            vv=_counts(data.get("vv", {}), "version vector"),
+            applied=_count(data.get("applied", 0), "count of ops applied"),
+            duplicates=_count(data.get("duplicates", 0), "count of duplicates"),
+            skipped=_counts(data.get("skipped", {}), "count of ops skipped"),
         )
 
     def vv(self) -> dict[str, int]:
         data = self._json(self._request("GET", f"{self._base}/vv"))
-        return {str(k): int(v) for k, v in data.get("vv", {}).items()}
+        return _counts(data.get("vv", {}), "version vector")
 
     def pull(self, vv: Mapping[str, int], limit: int = 2000) -> PullResult:
         """Ops of this store HQ holds that a replica with version vector `vv` lacks (HQ's own
@@ -193,14 +175,19 @@ class HQClient:
         body = pack({"vv": dict(vv), "limit": limit})
         resp = self._request("POST", f"{self._base}/pull", body)
         data = unpack(resp.content, "HQ pull answer")
-        if not isinstance(data, dict) or not isinstance(data.get("ops"), list):
+        if not isinstance(data, dict):
             raise HQUnavailable("HQ's pull answer is malformed")
+        ops, nodes, asks = data.get("ops"), data.get("nodes", []), data.get("asks", [])
+        if not isinstance(ops, list) or not isinstance(nodes, list) or not isinstance(asks, list):
+            raise HQUnavailable("HQ's pull answer is malformed")
+        if not all(isinstance(a, dict) for a in asks):
+            raise HQUnavailable("HQ's loyalty asks are malformed")
         return PullResult(
-            ops=[decode_op(w) for w in data["ops"]],
-            nodes=[parse_node(n) for n in data.get("nodes", [])],
-            vv={str(k): int(v) for k, v in data.get("vv", {}).items()},
+            ops=[decode_op(w) for w in ops],
+            nodes=[parse_node(n) for n in nodes],
+            vv=_counts(data.get("vv", {}), "version vector"),
             more=bool(data.get("more")),
-            asks=list(data.get("asks", [])),
+            asks=asks,
         )
 
     def claim_points(
@@ -215,10 +202,13 @@ class HQClient:
         data = self._json(
             self._request("POST", f"{self._base}/loyalty/claim", body, "application/json")
         )
-        return {"moved": int(data.get("moved", 0)), "asked": int(data.get("asked", 0))}
+        return {
+            "moved": _count(data.get("moved", 0), "count of points moved"),
+            "asked": _count(data.get("asked", 0), "count of points asked"),
+        }
 
 
-def ingest_pull(terminal: Any, result: PullResult) -> IngestResult:
+def ingest_pull(terminal: Terminal, result: PullResult) -> IngestResult:
     """Store side: admit the node records HQ sent (certificates must verify against the store
     key pinned here, HQ's included) and merge the ops into the terminal's ledger."""
     pinned = terminal.cfg.store_public_key
@@ -228,8 +218,21 @@ def ingest_pull(terminal: Any, result: PullResult) -> IngestResult:
         reason = admit_record(node, pinned, terminal.cfg.store)
         if reason is not None:
             raise RemoteError(f"HQ sent node {node.name} ({node.node_id}): {reason}")
-    ingested: IngestResult = terminal.ingest(result.ops, result.nodes)
-    return ingested
+    return terminal.ingest(result.ops, result.nodes)
+
+
+def _count(value: object, what: str) -> int:
+    """A whole number in HQ's answer."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise HQUnavailable(f"HQ's {what} is not a whole number")
+    return value
+
+
+def _counts(value: object, what: str) -> dict[str, int]:
+    """A map of text to whole numbers in HQ's answer (a version vector, counts per origin)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise HQUnavailable(f"HQ's {what} is malformed")
+    return {k: _count(v, what) for k, v in value.items()}
 
 
 def _error(resp: httpx.Response) -> tuple[str, str]:

@@ -14,7 +14,6 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +31,7 @@ STORE_KEYS = "stores"
 DEFAULT_DIR = "meshpos-hq"
 DEFAULT_DB = "hq.db"
 
-DEFAULTS: dict[str, Any] = {
+DEFAULTS: dict[str, int] = {
     "max_batch_ops": 5000,
     "max_body_bytes": 16 * 1024 * 1024,
     "auth_window_s": 86_400,

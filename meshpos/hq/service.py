@@ -7,10 +7,11 @@ serve one chain. Time comes from an injected `now_ms`, the acquirer from an inje
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict
 
 import zmq
 
@@ -24,38 +25,39 @@ from meshpos.domain.cards import (
     SimulatedAcquirer,
     blocklist_key,
     open_card,
+    parse_card,
 )
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
 from meshpos.hq import keys
-from meshpos.hq.storage import (
-    HQStorage,
-    IngestOutcome,
-    NotEnrolled,
-    PaymentJob,
-    PaymentOutcome,
-    StoreRow,
-    UnknownStore,
-)
+from meshpos.hq.storage import HQStorage, open_storage
+from meshpos.hq.storage.enrolment import NotEnrolled, StoreRow, UnknownStore
+from meshpos.hq.storage.log import IngestOutcome, OpToSign, VersionVector
+from meshpos.hq.storage.loyalty import Ask
+from meshpos.hq.storage.payments import PaymentJob, PaymentOutcome
+from meshpos.hq.wire import NodeRow, node_rows
 from meshpos.ledger.fold import PRODUCT_FIELDS
 
+# open_storage lives in meshpos.hq.storage; meshpos/cli/hq.py imports it from here.
+__all__ = ["Enrolled", "HQService", "PullAnswer", "open_storage"]
+
 log = logging.getLogger("meshpos.hq")
-
-
-def open_storage(url: str, **kw: Any) -> HQStorage:
-    """`postgresql://...` opens PostgreSQL; anything else is a SQLite file path."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from meshpos.hq.pg_store import open_postgres
-
-        return open_postgres(url, **kw)
-    from meshpos.hq.sqlite_store import open_sqlite
-
-    return open_sqlite(url, **kw)
 
 
 @dataclass(frozen=True)
 class Enrolled:
     store: StoreRow
     request: bytes | None  # HQ's enrolment request, when the store key lives at the store
+
+
+class PullAnswer(TypedDict):
+    """HQ's answer to a relay's pull (msgpack): ops and node records the store lacks, HQ's vv,
+    whether more remain, and the loyalty asks the store's nodes can serve."""
+
+    ops: list[bytes]
+    nodes: list[NodeRow]
+    vv: VersionVector
+    more: bool
+    asks: list[Ask]
 
 
 class HQService:
@@ -79,11 +81,19 @@ class HQService:
         self.gateway = gateway
 
     @classmethod
-    def open(cls, directory: Any = None, db: str | None = None, **kw: Any) -> HQService:
+    def open(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        db: str | None = None,
+        *,
+        gateway: Gateway | None = None,
+        now_ms: Callable[[], int] = wall_ms,
+    ) -> HQService:
+        """The HQ of a directory (default $MESHPOS_HQ_DIR or ./meshpos-hq), on `db` if given."""
         cfg = keys.load_hq(keys.resolve_dir(directory))
         if db:
             cfg.db = db
-        return cls(cfg, **kw)
+        return cls(cfg, gateway=gateway, now_ms=now_ms)
 
     def close(self) -> None:
         self.storage.close()
@@ -92,7 +102,7 @@ class HQService:
     def node_id(self) -> str:
         return self.signer.node_id
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, str]:
         return {
             "name": self.cfg.name,
             "node_id": self.node_id,
@@ -111,23 +121,23 @@ class HQService:
         certificate and can certify the store's terminals (`enroll_node`). With it, the store key
         stays at the store, which must certify HQ's request (`enroll sign --role hq`)."""
         now = self.now_ms()
-        if self.storage.store(store) is not None:
+        if self.storage.enrolment.store(store) is not None:
             raise LocalError(f"store {store} is already enrolled at HQ")
         if public_key is not None:
-            row = self.storage.add_store(store, name or store, public_key, key_at_hq=False,
-                                         now_ms=now)  # fmt: skip
+            row = self.storage.enrolment.add_store(store, name or store, public_key,
+                                                   key_at_hq=False, now_ms=now)  # fmt: skip
             return Enrolled(row, self._request(store))
         store_key = Signer.generate()
         keys.save_store_key(self.cfg, store, store_key)
         try:
-            row = self.storage.add_store(store, name or store, store_key.public_key,
-                                         key_at_hq=True, now_ms=now)  # fmt: skip
+            row = self.storage.enrolment.add_store(store, name or store, store_key.public_key,
+                                                   key_at_hq=True, now_ms=now)  # fmt: skip
         except BaseException:
             keys.store_key_path(self.cfg, store).unlink(missing_ok=True)
             raise
         cert = issue(store_key, store, read_request(self._request(store)), role="hq", now_ms=now)
         self._install(store, cert)
-        return Enrolled(self.storage.store(store) or row, None)
+        return Enrolled(self.storage.enrolment.store(store) or row, None)
 
     def install_cert(self, enrolment: bytes) -> str:
         """Install the certificate a store signed for HQ (`meshpos enroll sign --role hq`)."""
@@ -135,7 +145,7 @@ class HQService:
         if not isinstance(outer, list) or len(outer) != 5 or outer[0] != "meshpos-enrolment":
             raise EncodingError("this file is not a meshpos enrolment (from `meshpos enroll sign`)")
         _, store, pub, cert_bytes, roster = outer
-        row = self.storage.store(str(store))
+        row = self.storage.enrolment.store(str(store))
         if row is None:
             raise UnknownStore(
                 f"store {store!r} is not enrolled at HQ: run `meshpos hq enroll-store`"
@@ -145,22 +155,22 @@ class HQService:
         cert = read_certificate(cert_bytes, row.public_key, row.store)
         if cert.node_id != self.node_id or cert.role != "hq":
             raise RemoteError("this enrolment is not HQ's: sign HQ's request with --role hq")
-        self.storage.add_nodes(row.store, [c for c in roster if isinstance(c, bytes)])
+        self.storage.enrolment.add_nodes(row.store, [c for c in roster if isinstance(c, bytes)])
         self._install(row.store, cert_bytes)
         return row.store
 
     def _install(self, store: str, cert: bytes) -> None:
-        self.storage.set_hq_cert(store, cert, self.node_id)
-        items: list[tuple[str, str, Payload]] = [
+        self.storage.enrolment.set_hq_cert(store, cert, self.node_id)
+        items: list[OpToSign] = [
             (store, "setting.set", {"key": HQ_KEY_SETTING, "value": self.payment_public.hex()})
         ]
-        items += self.storage.blocklist_items(store)
-        self.storage.emit(self.signer, items, self.now_ms(), "hq")
+        items += self.storage.blocklist.settings_for(store)
+        self.storage.log.emit(self.signer, items, self.now_ms(), "hq")
 
     def enroll_node(self, store: str, request: bytes, role: str = "terminal") -> bytes:
         """Certify a terminal of a store whose key HQ holds. The answer is the same enrolment
         file `meshpos enroll sign` writes, for `meshpos enroll install` on the terminal."""
-        row = self.storage.store(store)
+        row = self.storage.enrolment.store(store)
         if row is None:
             raise UnknownStore(
                 f"store {store!r} is not enrolled at HQ: run `meshpos hq enroll-store`"
@@ -172,11 +182,11 @@ class HQService:
                 "with `meshpos enroll sign`"
             )
         req = read_request(request)
-        known = self.storage.nodes(store)
+        known = self.storage.enrolment.nodes(store)
         if any(n.node_id != req.node_id and n.name == req.name for n in known):
             raise InputError(f"a node named {req.name!r} is already enrolled in store {store}")
         cert = issue(store_key, store, req, role=role, now_ms=self.now_ms())
-        self.storage.add_nodes(store, [cert])
+        self.storage.enrolment.add_nodes(store, [cert])
         roster = [n.cert for n in known if n.cert and n.node_id != req.node_id]
         return pack(["meshpos-enrolment", store, store_key.public_key, cert, roster])
 
@@ -185,7 +195,7 @@ class HQService:
     def ingest(
         self, store: str, wires: Sequence[bytes], nodes: Sequence[NodeRecord]
     ) -> IngestOutcome:
-        out = self.storage.ingest(store, wires, nodes, self.now_ms())
+        out = self.storage.log.ingest(store, wires, nodes, self.now_ms())
         log.info(
             "store %s: %d ops applied, %d duplicates, %d skipped past gaps",
             store, out.applied, out.duplicates, sum(out.skipped.values()),
@@ -197,21 +207,21 @@ class HQService:
                 self.fulfil_asks(customer)
         return out
 
-    def pull(self, store: str, vv: Mapping[str, int], limit: int) -> dict[str, Any]:
-        wires, hq_vv, more = self.storage.ops_since(store, vv, limit)
+    def pull(self, store: str, vv: Mapping[str, int], limit: int) -> PullAnswer:
+        wires, hq_vv, more = self.storage.log.ops_since(store, vv, limit)
         origins = {o for o, s in hq_vv.items() if s > vv.get(o, 0)}
         return {
             "ops": wires,
-            "nodes": [list(n.as_row()) for n in self.storage.nodes(store, origins)],
+            "nodes": node_rows(self.storage.enrolment.nodes(store, origins)),
             "vv": hq_vv,
             "more": more,
-            "asks": self.storage.asks_for(store, self.node_id),
+            "asks": self.storage.escrow.asks_for(store, self.node_id),
         }
 
     def claim_points(self, store: str, customer: str, points: int, node: str) -> dict[str, int]:
         if not 0 < points <= 10_000_000:
             raise InputError("points to claim must be between 1 and 10,000,000")
-        moved, asked = self.storage.move_points(
+        moved, asked = self.storage.escrow.move_points(
             self.signer, store, customer, points, node, self.now_ms()
         )
         return {"moved": moved, "asked": asked}
@@ -219,9 +229,9 @@ class HQService:
     def fulfil_asks(self, customer: str | None = None) -> int:
         """Move rights that reached HQ to the stores that asked for them, oldest ask first."""
         moved = 0
-        for store, cust, node, points in self.storage.asks():
+        for store, cust, node, points in self.storage.escrow.asks():
             if customer is None or cust == customer:
-                moved += self.storage.move_points(
+                moved += self.storage.escrow.move_points(
                     self.signer, store, cust, points, node, self.now_ms()
                 )[0]
         return moved
@@ -233,11 +243,11 @@ class HQService:
         done = 0
         stale = self.cfg.limit("payment_stale_s") * 1000
         while done < limit:
-            job = self.storage.claim_payment(self.now_ms(), stale)
+            job = self.storage.settlement.claim(self.now_ms(), stale)
             if job is None:
                 break
             outcome = self._authorise(job)
-            op = self.storage.finish_payment(self.signer, job, outcome, self.now_ms())
+            op = self.storage.settlement.finish(self.signer, job, outcome, self.now_ms())
             if op is not None:
                 done += 1
                 log.info(
@@ -253,7 +263,7 @@ class HQService:
         except RemoteError as exc:
             return PaymentOutcome("declined", "unreadable_card", str(exc))
         key = blocklist_key(card.pan)
-        if self.storage.is_blocked(key):
+        if self.storage.blocklist.is_blocked(key):
             return PaymentOutcome("declined", "blocklisted", "the card is on HQ's blocklist")
         result = self.gateway.authorize(AuthRequest(job.key, card, job.amount, merchant=job.store))
         if result.approved:
@@ -263,17 +273,17 @@ class HQService:
         )
 
     def block_card(self, pan: str, reason: str, blocked: bool = True) -> list[Op]:
-        from meshpos.domain.cards import parse_card
-
         card = parse_card(pan, "12/99")
-        return self.storage.set_block(
+        return self.storage.blocklist.change(
             self.signer, blocklist_key(card.pan), reason, blocked, self.now_ms()
         )
 
     # -- HQ-originated catalogue and settings ---------------------------------------------------
 
-    def _stores(self, stores: Sequence[str] | None) -> list[str]:
-        enrolled = {s.store: s for s in self.storage.stores()}
+    def ready_stores(self, stores: Sequence[str] | None) -> list[str]:
+        """The stores to send HQ ops to: those named (each must hold HQ's certificate), else
+        every store that does."""
+        enrolled = {s.store: s for s in self.storage.enrolment.stores()}
         names = list(stores) if stores else sorted(enrolled)
         for s in names:
             if s not in enrolled:
@@ -291,20 +301,20 @@ class HQService:
     ) -> list[Op]:
         if price < 0:
             raise InputError("price must be >= 0")
-        targets = self._stores(stores)
-        unknown = [s for s in targets if sku not in self.storage.known_skus(s)]
+        targets = self.ready_stores(stores)
+        unknown = [s for s in targets if sku not in self.storage.views.known_skus(s)]
         if unknown:
             raise InputError(
                 f"store(s) {', '.join(unknown)} have no product {sku}: add it with "
                 "`meshpos hq product` (a price alone would make a nameless product)"
             )
         items = [(s, "product.upsert", {"sku": sku, "fields": {"price": price}}) for s in targets]
-        return self.storage.emit(self.signer, items, self.now_ms(), user)
+        return self.storage.log.emit(self.signer, items, self.now_ms(), user)
 
     def upsert_product(
         self,
         sku: str,
-        fields: Mapping[str, Any],
+        fields: Payload,
         stores: Sequence[str] | None = None,
         user: str = "hq",
     ) -> list[Op]:
@@ -314,19 +324,21 @@ class HQService:
         if not fields:
             raise InputError("give at least one product field")
         items = [(s, "product.upsert", {"sku": sku, "fields": dict(fields)})
-                 for s in self._stores(stores)]  # fmt: skip
-        return self.storage.emit(self.signer, items, self.now_ms(), user)
+                 for s in self.ready_stores(stores)]  # fmt: skip
+        return self.storage.log.emit(self.signer, items, self.now_ms(), user)
 
     def set_setting(
-        self, key: str, value: Any, stores: Sequence[str] | None = None, user: str = "hq"
+        self, key: str, value: object, stores: Sequence[str] | None = None, user: str = "hq"
     ) -> list[Op]:
-        items = [(s, "setting.set", {"key": key, "value": value}) for s in self._stores(stores)]
-        return self.storage.emit(self.signer, items, self.now_ms(), user)
+        items = [
+            (s, "setting.set", {"key": key, "value": value}) for s in self.ready_stores(stores)
+        ]
+        return self.storage.log.emit(self.signer, items, self.now_ms(), user)
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report(self) -> dict[str, Any]:
-        stores = self.storage.summary()
+    def report(self) -> dict[str, object]:
+        stores = self.storage.views.summary()
         return {
             "hq": self.cfg.name,
             "backend": self.storage.db.describe(),
@@ -337,7 +349,7 @@ class HQService:
                 "sales": sum(int(s["sales"]) for s in stores),
                 "net": sum(int(s["net"]) for s in stores),
             },
-            "by_day": self.storage.chain_by_day(),
-            "loyalty": self.storage.loyalty(),
-            "payments": self.storage.payments(),
+            "by_day": self.storage.views.chain_by_day(),
+            "loyalty": self.storage.views.loyalty(),
+            "payments": self.storage.views.payments(),
         }

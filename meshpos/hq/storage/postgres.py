@@ -15,13 +15,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import TupleRow
 
 from meshpos.core.errors import ConfigError
-from meshpos.hq.storage import Database, HQStorage, Pool, Tx
+from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue, Tx
 
 T = TypeVar("T")
 log = logging.getLogger("meshpos.hq.pg")
@@ -35,28 +36,30 @@ def lock_id(key: str) -> int:
 
 
 class PostgresTx:
-    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cur: psycopg.Cursor[TupleRow]) -> None:
         self.cur = cur
 
     @staticmethod
     def _sql(sql: str) -> str:
         return _MARK.sub("%s", sql)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Row]:
         self.cur.execute(self._sql(sql), tuple(params))
         return self.cur.fetchall() if self.cur.description else []
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[SQLValue]]) -> None:
         batch = [tuple(r) for r in rows]
         if batch:
             self.cur.executemany(self._sql(sql), batch)
 
-    def select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def select(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Record]:
         self.cur.execute(self._sql(sql), tuple(params))
         names = [d.name for d in self.cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
+    ) -> None:
         with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -66,7 +69,7 @@ class PostgresTx:
             self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
 
 
-def _broken(conn: psycopg.Connection[Any], exc: BaseException) -> bool:
+def _broken(conn: psycopg.Connection[TupleRow], exc: BaseException) -> bool:
     return conn.broken or conn.closed or isinstance(exc, psycopg.OperationalError)
 
 
@@ -80,13 +83,13 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, pool_size: int = 8, durable: bool = True) -> None:
         self.url = url
         self.durable = durable
-        self.pool: Pool[psycopg.Connection[Any]] = Pool(
+        self.pool: Pool[psycopg.Connection[TupleRow]] = Pool(
             self._connect, psycopg.Connection.close, pool_size, _broken
         )
         with self.pool.connection():
             pass  # fail now, with a clear message, if the database cannot be reached
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> psycopg.Connection[TupleRow]:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
@@ -118,7 +121,3 @@ class PostgresDatabase(Database):
 
     def describe(self) -> str:
         return "postgresql " + re.sub(r"://[^@/]*@", "://***@", self.url)
-
-
-def open_postgres(url: str, **kw: Any) -> HQStorage:
-    return HQStorage(PostgresDatabase(url, **kw))

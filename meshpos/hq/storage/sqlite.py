@@ -11,28 +11,29 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from meshpos.core.errors import LocalError
-from meshpos.hq.storage import Database, HQStorage, Pool
+from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue
 
 
 class SQLiteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Row]:
         return self.conn.execute(sql, tuple(params)).fetchall()
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[SQLValue]]) -> None:
         self.conn.executemany(sql, rows)
 
-    def select(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def select(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Record]:
         cur = self.conn.execute(sql, tuple(params))
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
+    ) -> None:
         marks = ", ".join("?" * len(columns))
         self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
@@ -79,7 +80,3 @@ class SQLiteDatabase(Database):
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
-
-
-def open_sqlite(path: str | Path, **kw: Any) -> HQStorage:
-    return HQStorage(SQLiteDatabase(path, **kw))

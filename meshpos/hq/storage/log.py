@@ -1,0 +1,311 @@
+"""The op log HQ keeps per store, its version vectors, and the ops HQ signs itself.
+
+Every write runs in one transaction. Concurrency between HQ processes sharing a database is
+handled here, not in memory: the ops of one (store, origin) chain are taken under a lock on that
+pair (PostgreSQL: a transaction-scoped advisory lock; SQLite: `BEGIN IMMEDIATE`), checked against
+the stored head, and inserted; a batch sent twice or by two relays at once is stored once. Locks
+are always taken in sorted key order in one step, so two transactions never wait on each other in
+a cycle. Stored ops are folded into the chain views (views.py) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from meshpos.core.clock import HLC
+from meshpos.core.errors import ChainError, EncodingError, WrongStore
+from meshpos.core.ops import (
+    GENESIS,
+    Op,
+    Payload,
+    Signer,
+    decode_op,
+    make_op,
+    node_id_of,
+    pack,
+    verify_run,
+)
+from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
+from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
+from meshpos.hq.storage.schema import OP_COLUMNS
+from meshpos.hq.storage.views import ViewRows, gather, write_views
+from meshpos.ledger.fold import fold
+
+VersionVector = dict[str, int]
+OpToSign = tuple[str, str, Payload]
+"""An op HQ is to sign: (store, kind, payload)."""
+
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
+
+
+class Equivocation(ChainError):
+    """A node signed two different ops with the same seq."""
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    applied: int
+    duplicates: int
+    skipped: dict[str, int]
+    vv: VersionVector
+    payments: int = 0  # card tenders that arrived to be settled
+    transfers: frozenset[tuple[str, str]] = frozenset()  # (customer, to) of escrow transfers
+
+
+def parse_vv(value: object) -> VersionVector:
+    """A version vector from the wire, checked."""
+    if not isinstance(value, dict) or len(value) > 100_000:
+        raise EncodingError("version vector must be a map of origin to seq")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise EncodingError("version vector entry is malformed")
+    return dict(value)
+
+
+def _by_origin(ops: Sequence[Op]) -> tuple[dict[str, dict[int, Op]], int]:
+    """A batch's ops per origin and seq, and how many repeat an op earlier in the batch."""
+    by_origin: dict[str, dict[int, Op]] = {}
+    dupes = 0
+    for op in ops:
+        same = by_origin.setdefault(op.origin, {})
+        twin = same.get(op.seq)
+        if twin is None:
+            same[op.seq] = op
+        elif twin.body != op.body:
+            raise Equivocation(f"node {op.origin} signed two different ops with seq {op.seq}")
+        else:
+            dupes += 1
+    return by_origin, dupes
+
+
+class OpLog:
+    """Each store's ops as HQ holds them: ingest from relays, pages for pulls, HQ's own ops."""
+
+    def __init__(self, db: Database, enrolment: Enrolment) -> None:
+        self.db = db
+        self.enrolment = enrolment
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def vv(self, store: str, tx: Tx | None = None) -> VersionVector:
+        def fn(t: Tx) -> VersionVector:
+            rows = t.execute("SELECT origin, seq FROM heads WHERE store = ?", (store,))
+            return {str(o): int(s) for o, s in rows}
+
+        return fn(tx) if tx is not None else self.db.run(fn, write=False)
+
+    def ops_since(
+        self, store: str, theirs: Mapping[str, int], limit: int
+    ) -> tuple[list[bytes], VersionVector, bool]:
+        """Wire forms of the ops of `store` that the holder of `theirs` lacks, per origin in seq
+        order, at most `limit`; HQ's vv; and whether more remain."""
+
+        def fn(tx: Tx) -> tuple[list[bytes], VersionVector, bool]:
+            self.enrolment.require(tx, store)
+            vv = self.vv(store, tx)
+            out: list[bytes] = []
+            more = False
+            for origin, seq in sorted(vv.items()):
+                have = theirs.get(origin, 0)
+                if seq <= have:
+                    continue
+                room = limit - len(out)
+                if room <= 0:
+                    more = True
+                    break
+                rows = tx.execute(
+                    "SELECT body, sig FROM ops WHERE store = ? AND origin = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (store, origin, have, room),
+                )
+                out.extend(pack([bytes(b), bytes(s)]) for b, s in rows)
+                if have + len(rows) < seq:
+                    more = True
+            return out, vv, more
+
+        return self.db.run(fn, write=False)
+
+    def op_count(self, store: str | None = None) -> int:
+        sql = "SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) FROM heads"
+        params: tuple[str, ...] = ()
+        if store is not None:
+            sql += " WHERE store = ?"
+            params = (store,)
+        return int(self.db.query(sql, params)[0][0])
+
+    def heads(self, tx: Tx, store: str, origins: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """The last seq and op hash HQ holds of each of these origins' chains."""
+        out: dict[str, tuple[int, bytes]] = {}
+        for chunk in chunks(origins):
+            marks = ",".join("?" * len(chunk))
+            for origin, seq, head in tx.execute(
+                f"SELECT origin, seq, head FROM heads WHERE store = ? AND origin IN ({marks})",
+                (store, *chunk),
+            ):
+                out[str(origin)] = (int(seq), bytes(head))
+        return out
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def ingest(
+        self, store: str, wires: Sequence[bytes], nodes: Sequence[NodeRecord], now_ms: int
+    ) -> IngestOutcome:
+        """Check a batch like the mesh does and apply what continues each chain; all or nothing.
+
+        Ops at or below HQ's head are duplicates (refused if their bytes differ); ops past a gap
+        are not stored and show up in `skipped`, so the relay resends from HQ's vv."""
+        ops = [decode_op(w) for w in wires]
+        for op in ops:
+            if op.store != store:
+                raise WrongStore(f"op {op.origin}:{op.seq} belongs to store {op.store!r}")
+        for node in nodes:
+            if node.store != store:
+                raise WrongStore(f"node {node.node_id} belongs to store {node.store!r}")
+            if node_id_of(node.public_key) != node.node_id:
+                raise NotEnrolled(f"node {node.node_id} does not match its public key")
+        return self.db.run(lambda tx: self._ingest(tx, store, ops, nodes, now_ms))
+
+    def _ingest(
+        self, tx: Tx, store: str, ops: Sequence[Op], nodes: Sequence[NodeRecord], now_ms: int
+    ) -> IngestOutcome:
+        row = self.enrolment.require(tx, store)
+        nodes = [n for n in nodes if n.cert is not None]  # a record without one proves nothing
+        for node in nodes:
+            reason = admit_record(node, row.public_key, store)
+            if reason is not None:
+                raise NotEnrolled(f"node {node.name} ({node.node_id}): {reason}")
+        by_origin, dupes = _by_origin(ops)
+        tx.lock(lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes)})
+        self.enrolment.upsert_nodes(tx, store, row.public_key, nodes)
+        known = self.enrolment.keys(tx, store, sorted(by_origin))
+        heads = self.heads(tx, store, sorted(by_origin))
+        applied: list[Op] = []
+        skipped: dict[str, int] = {}
+        for origin in sorted(by_origin):
+            got = by_origin[origin]
+            if origin not in known:
+                raise NotEnrolled(
+                    f"ops from node {origin}, which has no certificate of store {store} at HQ "
+                    "(send its node record with the batch)"
+                )
+            run, held = self._continuation(tx, store, origin, got, known[origin], heads.get(origin))
+            past_gap = len(got) - held - len(run)
+            if past_gap:
+                skipped[origin] = past_gap
+            dupes += held
+            applied.extend(run)
+        rows = self.commit(tx, store, applied, now_ms) if applied else ViewRows()
+        transfers = frozenset(
+            (str(op.payload.get("customer_id")), str(op.payload.get("to")))
+            for op in applied
+            if op.kind == "escrow.transfer"
+        )
+        return IngestOutcome(
+            applied=len(applied),
+            duplicates=dupes,
+            skipped=skipped,
+            vv=self.vv(store, tx),
+            payments=len(rows.payments),
+            transfers=transfers,
+        )
+
+    def _continuation(
+        self,
+        tx: Tx,
+        store: str,
+        origin: str,
+        got: Mapping[int, Op],
+        signer: tuple[bytes, str],
+        head: tuple[int, bytes] | None,
+    ) -> tuple[list[Op], int]:
+        """One origin's ops of a batch (by seq): the run that continues HQ's copy of its chain
+        (verified), and how many of the batch HQ holds already (their bytes checked against the
+        stored ones)."""
+        key, role = signer
+        bad = {op.kind for op in got.values() if op.kind in HQ_ONLY_KINDS}
+        if bad and role != "hq":
+            raise NotEnrolled(f"node {origin} may not sign {', '.join(sorted(bad))} ops")
+        held, prev = head or (0, GENESIS)
+        old = sorted(s for s in got if s <= held)
+        if old:
+            stored = {
+                int(s): bytes(b)
+                for s, b in tx.execute(
+                    "SELECT seq, body FROM ops WHERE store = ? AND origin = ? "
+                    "AND seq >= ? AND seq <= ?",
+                    (store, origin, old[0], old[-1]),
+                )
+            }
+            for s in old:
+                if stored.get(s) != got[s].body:
+                    raise Equivocation(f"node {origin} signed two different ops with seq {s}")
+        run: list[Op] = []
+        seq = held + 1
+        while seq in got:
+            run.append(got[seq])
+            seq += 1
+        verify_run(run, key, prev)
+        return run, len(old)
+
+    def commit(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
+        """Insert ops that continue their chains (checked under lock) and fold them into views."""
+        changes = fold(ops)
+        rows = gather(store, ops, changes, now_ms)
+        tx.insert_new(
+            "ops",
+            OP_COLUMNS,
+            [(store, o.origin, o.seq, o.hlc, o.kind, o.user, o.body, o.sig) for o in ops],
+        )
+        last: dict[str, Op] = {}
+        for o in ops:
+            last[o.origin] = o
+        head_rows: list[tuple[SQLValue, ...]] = [
+            (store, o.origin, o.seq, o.hash, o.hlc, now_ms) for _, o in sorted(last.items())
+        ]
+        tx.executemany(
+            "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, origin) DO UPDATE SET "
+            "seq = excluded.seq, head = excluded.head, hlc = excluded.hlc, "
+            "updated_ms = excluded.updated_ms",
+            head_rows,
+        )
+        write_views(tx, store, changes, rows)
+        return rows
+
+    # -- HQ's own ops ---------------------------------------------------------------------------
+
+    def emit(self, signer: Signer, items: Sequence[OpToSign], now_ms: int, user: str) -> list[Op]:
+        """Sign and store HQ ops, all in one transaction."""
+        return self.db.run(lambda tx: self.emit_in(tx, signer, items, now_ms, user))
+
+    def emit_in(
+        self, tx: Tx, signer: Signer, items: Sequence[OpToSign], now_ms: int, user: str
+    ) -> list[Op]:
+        """`emit` inside a transaction the caller holds (with what it checked or wrote)."""
+        stores = sorted({s for s, _, _ in items})
+        tx.lock(lock_key(s, signer.node_id) for s in stores)
+        for store in stores:
+            row = self.enrolment.require(tx, store)
+            if row.hq_cert is None:
+                raise NotEnrolled(
+                    f"HQ holds no certificate in store {store}: sign HQ's request there "
+                    "(`meshpos enroll sign --role hq`) and run `meshpos hq install-cert`"
+                )
+        out: list[Op] = []
+        for store, kind, payload in items:
+            top = tx.execute("SELECT MAX(hlc) FROM heads WHERE store = ?", (store,))[0][0]
+            held = self.heads(tx, store, [signer.node_id]).get(signer.node_id, (0, GENESIS))
+            op = make_op(
+                signer,
+                store=store,
+                seq=held[0] + 1,
+                hlc=HLC(int(top or 0)).now(now_ms),
+                user=user,
+                kind=kind,
+                payload=payload,
+                prev=held[1],
+            )
+            self.commit(tx, store, [op], now_ms)
+            out.append(op)
+        return out

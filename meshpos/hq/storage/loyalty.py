@@ -1,0 +1,164 @@
+"""Loyalty across stores: HQ as the escrow holder between them.
+
+A customer's redemption rights are held per node of each store (escrow). When a node of one store
+needs points its LAN cannot cover, HQ moves rights that nodes of other stores handed to it: it
+burns the points where it holds them (`loyalty.adjust -n` signed by HQ in the source store, which
+also spends HQ's rights there), mints them in the target store (`loyalty.adjust +n`, HQ's rights
+there) and transfers those rights to the asking node (`escrow.transfer`). What it cannot move yet
+stays asked (`loyalty_asks`); the stores holding rights learn of the asks when they pull, and the
+ask is moved when their rights reach HQ.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypedDict
+
+from meshpos.core.errors import LocalError
+from meshpos.core.ops import Signer
+from meshpos.hq.storage.database import Database, Tx, lock_key
+from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
+from meshpos.hq.storage.log import OpLog, OpToSign
+
+
+class Ask(TypedDict):
+    """Points of a customer other stores wait for, and the nodes of this store holding rights."""
+
+    customer_id: str
+    points: int
+    holders: dict[str, int]
+
+
+class LoyaltyEscrow:
+    def __init__(self, db: Database, log: OpLog, enrolment: Enrolment) -> None:
+        self.db = db
+        self.log = log
+        self.enrolment = enrolment
+
+    def move_points(
+        self,
+        signer: Signer,
+        store: str,
+        customer: str,
+        points: int,
+        node: str,
+        now_ms: int,
+    ) -> tuple[int, int]:
+        """Give node `node` of `store` up to `points` of redemption rights for `customer`, taken
+        from rights that nodes of other stores handed to HQ. Returns (moved, still asked)."""
+        if points <= 0:
+            raise LocalError("points to move must be positive")
+
+        def fn(tx: Tx) -> tuple[int, int]:
+            tx.lock([f"loyalty\x00{customer}"])
+            self.enrolment.require(tx, store)
+            if node not in self.enrolment.keys(tx, store, [node]):
+                raise NotEnrolled(f"node {node} is not enrolled in store {store} at HQ")
+            takes = self._takes(tx, signer.node_id, store, customer, points)
+            moved = sum(take for _, take in takes)
+            if moved:
+                tx.lock(lock_key(s, signer.node_id) for s in {store, *(s for s, _ in takes)})
+                items = self._move(tx, store, customer, node, takes)
+                self.log.emit_in(tx, signer, items, now_ms, "hq-loyalty")
+            left = points - moved
+            tx.execute(
+                "DELETE FROM loyalty_asks WHERE store = ? AND customer_id = ? AND node = ?",
+                (store, customer, node),
+            )
+            if left:
+                tx.execute(
+                    "INSERT INTO loyalty_asks VALUES (?, ?, ?, ?, ?)",
+                    (store, customer, node, left, now_ms),
+                )
+            return moved, left
+
+        return self.db.run(fn)
+
+    def _takes(
+        self, tx: Tx, hq_node: str, store: str, customer: str, points: int
+    ) -> list[tuple[str, int]]:
+        """(store, points) of HQ's rights in other stores to take, up to `points` in all."""
+        held = tx.execute(
+            "SELECT store, points FROM rights WHERE customer_id = ? AND node = ? "
+            "AND store != ? AND points > 0 ORDER BY store",
+            (customer, hq_node, store),
+        )
+        takes: list[tuple[str, int]] = []
+        moved = 0
+        for src, pts in held:
+            take = min(int(pts), points - moved)
+            if take <= 0:
+                break
+            takes.append((str(src), take))
+            moved += take
+        return takes
+
+    def _move(
+        self, tx: Tx, store: str, customer: str, node: str, takes: list[tuple[str, int]]
+    ) -> list[OpToSign]:
+        """The ops that burn `takes` where HQ holds them and mint them for `node` of `store`."""
+        items: list[OpToSign] = [
+            (src, "loyalty.adjust", {"customer_id": customer, "delta": -take,
+                                     "reason": f"moved to store {store} by HQ"})
+            for src, take in takes
+        ]  # fmt: skip
+        moved = sum(take for _, take in takes)
+        items += self._customer_items(tx, store, customer)
+        items.append(
+            (store, "loyalty.adjust", {"customer_id": customer, "delta": moved,
+                                       "reason": "moved from other stores by HQ"})
+        )  # fmt: skip
+        items.append(
+            (store, "escrow.transfer", {"customer_id": customer, "to": node, "points": moved})
+        )
+        return items
+
+    def _customer_items(self, tx: Tx, store: str, customer: str) -> list[OpToSign]:
+        """A `customer.upsert` for a store that has never seen this customer, with the profile
+        fields HQ knows from other stores."""
+        if tx.execute(
+            "SELECT 1 FROM registers WHERE store = ? AND entity = 'customer' AND key = ?",
+            (store, customer),
+        ):
+            return []
+        fields: dict[str, Any] = {}
+        best: dict[str, tuple[int, str]] = {}
+        for name, value, hlc, origin in tx.execute(
+            "SELECT field, value, hlc, origin FROM registers WHERE entity = 'customer' AND key = ?",
+            (customer,),
+        ):
+            if (int(hlc), str(origin)) > best.get(name, (-1, "")):
+                best[name] = (int(hlc), str(origin))
+                fields[name] = json.loads(value)
+        if not fields:
+            return []
+        return [(store, "customer.upsert", {"customer_id": customer, "fields": fields})]
+
+    def asks(self) -> list[tuple[str, str, str, int]]:
+        """Open asks, oldest first: (store, customer, node, points)."""
+        return [
+            (str(s), str(c), str(n), int(p))
+            for s, c, n, p in self.db.query(
+                "SELECT store, customer_id, node, points FROM loyalty_asks "
+                "ORDER BY asked_ms, store, customer_id, node"
+            )
+        ]
+
+    def asks_for(self, store: str, hq_node: str) -> list[Ask]:
+        """What the nodes of `store` are asked to hand to HQ: open asks of other stores for
+        customers whose rights nodes of this store hold."""
+        rows = self.db.query(
+            "SELECT a.customer_id, a.wanted, r.node, r.points FROM (SELECT customer_id, "
+            "CAST(SUM(points) AS BIGINT) AS wanted FROM loyalty_asks WHERE store != ? "
+            "GROUP BY customer_id) a "
+            "JOIN rights r ON r.customer_id = a.customer_id AND r.store = ? AND r.node != ? "
+            "AND r.points > 0 ORDER BY a.customer_id, r.node",
+            (store, store, hq_node),
+        )
+        out: dict[str, Ask] = {}
+        for customer, wanted, node, points in rows:
+            ask = out.setdefault(
+                str(customer), Ask(customer_id=str(customer), points=int(wanted), holders={})
+            )
+            ask["holders"][str(node)] = int(points)
+        return list(out.values())

@@ -1,0 +1,182 @@
+"""HQ's schema: every table of every storage part, created once per database in one
+transaction, in the dialect of its backend (`{blob}`, `{int}`).
+
+Tables by part: `stores`, `nodes` (enrolment); `ops`, `heads` (the op log and version vectors);
+`sales`, `sales_daily`, `stock`, `loyalty`, `rights`, `registers` (chain views folded from the
+ops); `payments` (card tenders and their settlement); `blocklist`; `loyalty_asks` (points other
+stores wait for).
+"""
+
+from __future__ import annotations
+
+from meshpos.core.errors import LocalError
+from meshpos.hq.storage.database import Database, Tx
+
+SCHEMA_VERSION = "1"
+DDL = """
+CREATE TABLE IF NOT EXISTS hq_meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stores (
+    store       TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    public_key  {blob} NOT NULL,
+    key_at_hq   {int} NOT NULL,
+    enrolled_ms {int} NOT NULL,
+    hq_cert     {blob}
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    store      TEXT NOT NULL,
+    node_id    TEXT NOT NULL,
+    public_key {blob} NOT NULL,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    cert       {blob} NOT NULL,
+    PRIMARY KEY (store, node_id)
+);
+CREATE TABLE IF NOT EXISTS ops (
+    store  TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq    {int} NOT NULL,
+    hlc    {int} NOT NULL,
+    kind   TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    body   {blob} NOT NULL,
+    sig    {blob} NOT NULL,
+    PRIMARY KEY (store, origin, seq)
+);
+CREATE TABLE IF NOT EXISTS heads (
+    store      TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    seq        {int} NOT NULL,
+    head       {blob} NOT NULL,
+    hlc        {int} NOT NULL,
+    updated_ms {int} NOT NULL,
+    PRIMARY KEY (store, origin)
+);
+CREATE TABLE IF NOT EXISTS sales (
+    store    TEXT NOT NULL,
+    origin   TEXT NOT NULL,
+    seq      {int} NOT NULL,
+    sale_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    ts_ms    {int} NOT NULL,
+    hlc      {int} NOT NULL,
+    terminal TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    customer_id TEXT,
+    subtotal {int} NOT NULL,
+    discount {int} NOT NULL,
+    tax      {int} NOT NULL,
+    total    {int} NOT NULL,
+    points_earned   {int} NOT NULL,
+    points_redeemed {int} NOT NULL,
+    ref_sale TEXT,
+    PRIMARY KEY (store, origin, seq)
+);
+CREATE INDEX IF NOT EXISTS sales_customer ON sales (customer_id);
+CREATE TABLE IF NOT EXISTS sales_daily (
+    store     TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    sales     {int} NOT NULL,
+    returns   {int} NOT NULL,
+    exchanges {int} NOT NULL,
+    net       {int} NOT NULL,
+    tax       {int} NOT NULL,
+    discount  {int} NOT NULL,
+    PRIMARY KEY (store, day)
+);
+CREATE TABLE IF NOT EXISTS stock (
+    store TEXT NOT NULL,
+    sku   TEXT NOT NULL,
+    qty   {int} NOT NULL,
+    PRIMARY KEY (store, sku)
+);
+CREATE TABLE IF NOT EXISTS loyalty (
+    store       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    points      {int} NOT NULL,
+    PRIMARY KEY (store, customer_id)
+);
+CREATE INDEX IF NOT EXISTS loyalty_customer ON loyalty (customer_id);
+CREATE TABLE IF NOT EXISTS rights (
+    store       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    points      {int} NOT NULL,
+    PRIMARY KEY (store, customer_id, node)
+);
+CREATE INDEX IF NOT EXISTS rights_customer ON rights (customer_id, node);
+CREATE TABLE IF NOT EXISTS registers (
+    store  TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    field  TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    hlc    {int} NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (store, entity, key, field)
+);
+CREATE TABLE IF NOT EXISTS payments (
+    store      TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    seq        {int} NOT NULL,
+    tender     {int} NOT NULL,
+    sale_id    TEXT NOT NULL,
+    amount     {int} NOT NULL,
+    last4      TEXT NOT NULL,
+    brand      TEXT NOT NULL,
+    sealed     {blob} NOT NULL,
+    status     TEXT NOT NULL,
+    attempts   {int} NOT NULL,
+    claimed_ms {int} NOT NULL,
+    created_ms {int} NOT NULL,
+    code       TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    auth_code  TEXT NOT NULL,
+    result_seq {int} NOT NULL,
+    PRIMARY KEY (store, origin, seq, tender)
+);
+CREATE INDEX IF NOT EXISTS payments_status ON payments (status, created_ms);
+CREATE TABLE IF NOT EXISTS blocklist (
+    setting_key TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    blocked     {int} NOT NULL,
+    changed_ms  {int} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loyalty_asks (
+    store       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    points      {int} NOT NULL,
+    asked_ms    {int} NOT NULL,
+    PRIMARY KEY (store, customer_id, node)
+)
+"""
+
+OP_COLUMNS = ("store", "origin", "seq", "hlc", "kind", "actor", "body", "sig")
+SALE_COLUMNS = (
+    "store", "origin", "seq", "sale_id", "kind", "day", "ts_ms", "hlc", "terminal", "actor",
+    "customer_id", "subtotal", "discount", "tax", "total", "points_earned", "points_redeemed",
+    "ref_sale",
+)  # fmt: skip
+
+
+def create_schema(db: Database) -> None:
+    """Create what is missing, under a lock so that HQ processes starting together agree; refuse
+    a database of another schema version."""
+
+    def fn(tx: Tx) -> None:
+        tx.lock(["hq-schema"])
+        for stmt in DDL.format(blob=db.blob, int=db.integer).split(";"):
+            if stmt.strip():
+                tx.execute(stmt)
+        rows = tx.execute("SELECT value FROM hq_meta WHERE name = 'schema'")
+        if not rows:
+            tx.execute("INSERT INTO hq_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif rows[0][0] != SCHEMA_VERSION:
+            raise LocalError(f"HQ database has schema {rows[0][0]}; this HQ needs {SCHEMA_VERSION}")
+
+    db.run(fn)

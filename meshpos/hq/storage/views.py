@@ -1,0 +1,245 @@
+"""HQ's chain-wide views: what the ops of every store fold into, and the reports read from them.
+
+Views are folded with the store's own fold rules (meshpos.ledger.fold), in the transaction that
+stores the ops, and written as plain row upserts (`INSERT ... ON CONFLICT ... DO UPDATE`) that
+both databases run unchanged: sales and daily totals per store, stock and loyalty points
+(PN-counters), redemption rights, last-writer-wins registers, and the card tenders HQ is to settle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from meshpos.core.ops import Op
+from meshpos.domain.cards import sealed_from_tender
+from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
+from meshpos.hq.storage.schema import SALE_COLUMNS
+from meshpos.ledger.fold import Changes
+
+DAILY_FIELDS = ("sales", "returns", "exchanges", "net", "tax", "discount")
+CARD_KINDS = frozenset({"sale", "exchange"})
+
+
+def day_of(ts_ms: int) -> str:
+    """The UTC calendar day, as the store's own `reports --by day` counts it."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass
+class ViewRows:
+    """Rows a batch of ops adds to the HQ views, gathered before any SQL runs."""
+
+    sales: list[tuple[SQLValue, ...]] = field(default_factory=list)
+    daily: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    payments: list[tuple[SQLValue, ...]] = field(default_factory=list)
+
+
+def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
+    """Map the fold's rows onto HQ's tables (store-qualified) and collect card tenders."""
+    rows = ViewRows()
+    for r in ch.rows.get("sales", ()):
+        (sale_id, origin, seq, kind, _number, terminal, hlc, ts_ms, user, customer,
+         subtotal, discount, tax, total, earned, redeemed, ref) = r  # fmt: skip
+        day = day_of(ts_ms)
+        rows.sales.append(
+            (store, origin, seq, sale_id, kind, day, ts_ms, hlc, terminal, user, customer,
+             subtotal, discount, tax, total, earned, redeemed, ref)
+        )  # fmt: skip
+        counts = rows.daily.setdefault((store, day), [0] * len(DAILY_FIELDS))
+        counts[("sale", "return", "exchange").index(kind)] += 1
+        counts[3] += total
+        counts[4] += tax
+        counts[5] += discount
+    for op in ops:
+        if op.kind not in CARD_KINDS:
+            continue
+        for i, t in enumerate(op.payload.get("tenders") or ()):
+            if not isinstance(t, dict) or t.get("method") != "card":
+                continue
+            sealed = sealed_from_tender(t)
+            if sealed is None:
+                continue
+            rows.payments.append(
+                (store, op.origin, op.seq, i, str(op.payload.get("sale_id")), int(t["amount"]),
+                 str(t.get("card_last4") or ""), str(t.get("card_brand") or ""), sealed, now_ms)
+            )  # fmt: skip
+    return rows
+
+
+def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
+    """Add a batch's fold to the views. Counter rows are upserted in key order, so two
+    transactions never wait on each other in a cycle."""
+    if rows.sales:
+        tx.insert_new("sales", SALE_COLUMNS, rows.sales)
+    if rows.daily:
+        sets = ", ".join(f"{f} = sales_daily.{f} + excluded.{f}" for f in DAILY_FIELDS)
+        upsert(
+            tx,
+            "sales_daily",
+            [(s, d, *v) for (s, d), v in sorted(rows.daily.items())],
+            f"ON CONFLICT (store, day) DO UPDATE SET {sets}",
+        )
+    for table, key, col, counter in (
+        ("stock", "sku", "qty", ch.stock),
+        ("loyalty", "customer_id", "points", ch.points),
+    ):
+        upsert(
+            tx,
+            table,
+            sorted((store, k, v) for k, v in counter.items() if v),
+            f"ON CONFLICT (store, {key}) DO UPDATE SET {col} = {table}.{col} + excluded.{col}",
+        )
+    upsert(
+        tx,
+        "rights",
+        sorted((store, c, n, v) for (c, n), v in ch.rights.items() if v),
+        "ON CONFLICT (store, customer_id, node) DO UPDATE SET "
+        "points = rights.points + excluded.points",
+    )
+    latest: dict[tuple[str, str, str], tuple[str, str, str, str, int, str]] = {}
+    for r in ch.registers:  # one row per register: a statement may not touch a row twice
+        held = latest.get(r[:3])
+        if held is None or (r[4], r[5]) > (held[4], held[5]):
+            latest[r[:3]] = r
+    upsert(
+        tx,
+        "registers",
+        sorted((store, *r) for r in latest.values()),
+        "ON CONFLICT (store, entity, key, field) DO UPDATE SET "
+        "value = excluded.value, hlc = excluded.hlc, origin = excluded.origin "
+        "WHERE (excluded.hlc, excluded.origin) > (registers.hlc, registers.origin)",
+    )
+    upsert(
+        tx,
+        "payments",
+        [(*p[:9], "pending", 0, 0, p[9], "", "", "", 0) for p in rows.payments],
+        "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
+    )
+
+
+def minted_float(tx: Tx, store: str) -> int:
+    """The card float HQ has minted in a store so far (the sum of its `card.float` amounts)."""
+    rows = tx.execute(
+        "SELECT value FROM registers WHERE store = ? AND entity = 'card_float' "
+        "AND field = 'amount'",
+        (store,),
+    )
+    return sum(int(json.loads(v)) for (v,) in rows)
+
+
+def rights_held(tx: Tx, store: str, customer: str) -> dict[str, int]:
+    """Escrow rights per node of a store for one customer (or pseudo-customer)."""
+    rows = tx.execute(
+        "SELECT node, points FROM rights WHERE store = ? AND customer_id = ?", (store, customer)
+    )
+    return {str(n): int(p) for n, p in rows}
+
+
+class ChainViews:
+    """The reports: sales, stock, loyalty, registers and card payments across every store."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def sales_by_day(
+        self, store: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[Record]:
+        cond, params = where(("store = ?", store), ("day >= ?", since), ("day <= ?", until))
+        return self.db.select(
+            "SELECT store, day, sales, returns, exchanges, net, tax, discount FROM sales_daily"
+            f"{cond} ORDER BY store, day",
+            params,
+        )
+
+    def chain_by_day(self, since: str | None = None, until: str | None = None) -> list[Record]:
+        cond, params = where(("day >= ?", since), ("day <= ?", until))
+        return self.db.select(
+            "SELECT day, COUNT(*) AS stores, CAST(SUM(sales) AS BIGINT) AS sales, "
+            "CAST(SUM(returns) AS BIGINT) AS returns, "
+            "CAST(SUM(exchanges) AS BIGINT) AS exchanges, CAST(SUM(net) AS BIGINT) AS net, "
+            "CAST(SUM(tax) AS BIGINT) AS tax FROM sales_daily"
+            f"{cond} GROUP BY day ORDER BY day",
+            params,
+        )
+
+    def stock(self, store: str | None = None, sku: str | None = None) -> list[Record]:
+        cond, params = where(("s.store = ?", store), ("s.sku = ?", sku))
+        rows = self.db.select(
+            "SELECT s.store, s.sku, r.value AS name, s.qty FROM stock s LEFT JOIN registers r "
+            "ON r.store = s.store AND r.entity = 'product' AND r.key = s.sku AND r.field = 'name'"
+            f"{cond} ORDER BY s.store, s.sku",
+            params,
+        )
+        for row in rows:
+            row["name"] = json.loads(row["name"]) if row["name"] else ""
+        return rows
+
+    def loyalty(self, customer: str | None = None) -> list[Record]:
+        """Points per customer across every store: the sum of each store's PN-counter."""
+        cond, params = where(("customer_id = ?", customer))
+        return self.db.select(
+            "SELECT customer_id, CAST(SUM(points) AS BIGINT) AS points, COUNT(*) AS stores FROM loyalty"
+            f"{cond} GROUP BY customer_id ORDER BY customer_id",
+            params,
+        )
+
+    def loyalty_by_store(self, customer: str | None = None) -> list[Record]:
+        cond, params = where(("customer_id = ?", customer))
+        return self.db.select(
+            f"SELECT store, customer_id, points FROM loyalty{cond} ORDER BY customer_id, store",
+            params,
+        )
+
+    def registers(self, store: str, entity: str) -> dict[str, dict[str, Any]]:
+        """The current value of every field of every `entity` (product, customer...) of a store."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.db.select(
+            "SELECT key, field, value FROM registers WHERE store = ? AND entity = ? "
+            "ORDER BY key, field",
+            (store, entity),
+        ):
+            out.setdefault(row["key"], {})[row["field"]] = json.loads(row["value"])
+        return out
+
+    def known_skus(self, store: str) -> set[str]:
+        return {
+            str(sku)
+            for (sku,) in self.db.query(
+                "SELECT DISTINCT key FROM registers WHERE store = ? AND entity = 'product'",
+                (store,),
+            )
+        }
+
+    def payments(self, store: str | None = None) -> list[Record]:
+        """Card payments and how each was settled, oldest first."""
+        cond, params = where(("store = ?", store))
+        return self.db.select(
+            "SELECT store, sale_id, origin, seq, tender, amount, last4, brand, status, code, "
+            f"message, auth_code, attempts FROM payments{cond} "
+            "ORDER BY store, created_ms, origin, seq, tender",
+            params,
+        )
+
+    def summary(self) -> list[Record]:
+        """One row per store: ops held, origins, last upload, sales and takings."""
+        return self.db.select(
+            "SELECT st.store, st.name, "
+            "(SELECT CAST(COALESCE(SUM(h.seq), 0) AS BIGINT) FROM heads h "
+            "WHERE h.store = st.store) AS ops, "
+            "(SELECT COUNT(*) FROM heads h WHERE h.store = st.store) AS origins, "
+            "(SELECT MAX(h.updated_ms) FROM heads h WHERE h.store = st.store) AS last_sync_ms, "
+            "(SELECT CAST(COALESCE(SUM(d.sales), 0) AS BIGINT) FROM sales_daily d "
+            "WHERE d.store = st.store) "
+            "AS sales, "
+            "(SELECT CAST(COALESCE(SUM(d.net), 0) AS BIGINT) FROM sales_daily d "
+            "WHERE d.store = st.store) AS net, "
+            "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'pending') "
+            "AS card_pending, "
+            "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'declined') "
+            "AS card_declined "
+            "FROM stores st ORDER BY st.store"
+        )
