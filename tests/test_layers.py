@@ -47,10 +47,8 @@ SQLITE_ALLOWED = (
 PENDING_CYCLES: list[set[str]] = [
     {"meshpos.service.cards", "meshpos.service.staff", "meshpos.service.terminal"},
     {"meshpos.sim.engine", "meshpos.sim.report"},
-    {f"meshpos.cli.{m}" for m in ("app", "devices", "hq", "mesh", "ops", "sim", "staff", "web")},
 ]
 PENDING_SQLITE = {
-    "meshpos.cli.app",
     "meshpos.demo.hq",
     "meshpos.service.cards",
     "meshpos.service.staff",
