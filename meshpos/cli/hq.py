@@ -104,7 +104,7 @@ def hq_serve(
     ssl_keyfile: str | None,
 ) -> None:
     """Run the HQ HTTP service in the foreground (uvicorn; Ctrl-C stops)."""
-    # Imported here: the HTTP app (Starlette, uvicorn) would add ~0.2 s to every other command.
+    # Imported here: the HTTP app (Starlette, uvicorn) would add ~85 ms to every other command.
     import uvicorn
 
     from meshpos.hq.app import LOG_FORMAT, create_app

@@ -139,7 +139,7 @@ def node_run(
     overrides: dict[str, object] = {"host": host, "port": port}
     if no_discovery:
         overrides["discovery"] = False
-    # Imported here: ZeroMQ's and zeroconf's daemon side would add ~65 ms to every command.
+    # Imported here: the daemon (zeroconf, the sync protocol) would add ~70 ms to every command.
     from meshpos.node.daemon import run_daemon
 
     run_daemon(node_dir(ctx), overrides)

@@ -1,8 +1,8 @@
 """`meshpos sim`: the outage simulator (run a scenario, search for invariant violations, a live
 drill with real node processes). The simulator itself lives in the `sim` package.
 
-Its modules are imported inside the commands that use them: together they would add about a
-quarter of a second (matplotlib, hypothesis) to every other `meshpos` command.
+Its modules are imported inside the commands that use them: together they would add about
+0.2 s (matplotlib, hypothesis) to every other `meshpos` command.
 """
 
 from __future__ import annotations
