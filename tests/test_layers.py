@@ -49,7 +49,6 @@ PENDING_CYCLES: list[set[str]] = [
     {"meshpos.sim.engine", "meshpos.sim.report"},
 ]
 PENDING_SQLITE = {
-    "meshpos.demo.hq",
     "meshpos.service.cards",
     "meshpos.service.staff",
     "meshpos.web.live",
