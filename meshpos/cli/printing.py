@@ -1,6 +1,6 @@
 """`meshpos print ...`, and the receipts of the commands that ring sales.
 
-A command that rings a sale opens its terminal with `till_terminal`, so the receipt is queued in
+A command that rings a sale opens its terminal with `selling_terminal`, so the receipt is queued in
 the transaction that records the op (meshpos/service/printing.py); once the command is done the
 root command calls `print_new_receipts`. A printer that is off only leaves the job waiting, and
 the sale has already been recorded and reported by then.
@@ -19,7 +19,7 @@ from meshpos.service.printing import Printing, jobs_table, queue_receipt, take_e
 from meshpos.service.terminal import Terminal
 
 
-def till_terminal(ctx: click.Context) -> Terminal:
+def selling_terminal(ctx: click.Context) -> Terminal:
     """The terminal of a command that rings sales: each one queues its receipt."""
     return open_terminal(ctx, on_record=[queue_receipt])
 

@@ -14,7 +14,7 @@ import click
 
 from meshpos.cli.cards import card_input
 from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref
-from meshpos.cli.printing import till_terminal
+from meshpos.cli.printing import selling_terminal
 from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import parse_item, parse_tender
@@ -126,7 +126,7 @@ def sell(
     tenders = [parse_tender(p) for p in pays]
     if card is not None and not tenders:
         tenders = [parse_tender("card")]
-    t = till_terminal(ctx)
+    t = selling_terminal(ctx)
     daemon = daemon_status(t.cfg.dir)
     result = sell_with_escrow(
         t,
@@ -159,7 +159,7 @@ def return_cmd(
     ctx: click.Context, sale_id: str, items: tuple[str, ...], refund: str, as_json: bool
 ) -> None:
     """Return ITEMS (SKU[xQTY]) of an earlier sale; refunds what they were sold for."""
-    result = till_terminal(ctx).return_items(
+    result = selling_terminal(ctx).return_items(
         sale_id, [parse_item(i) for i in items], refund=refund, user=acting_user(ctx)
     )
     _print_sale(result, as_json, "return")
@@ -182,7 +182,7 @@ def exchange(
     as_json: bool,
 ) -> None:
     """Exchange items of an earlier sale for others; the difference is paid or refunded."""
-    result = till_terminal(ctx).exchange(
+    result = selling_terminal(ctx).exchange(
         sale_id,
         [parse_item(i) for i in back],
         [parse_item(i) for i in take],

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 import click
 
 from meshpos.cli.common import acting_user
-from meshpos.cli.printing import drain_note, till_terminal
+from meshpos.cli.printing import drain_note, selling_terminal
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
@@ -314,7 +314,7 @@ class TillConsole:
 @click.pass_context
 def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
     """Ring sales interactively: scan or type codes, see the running total, take payment."""
-    t = till_terminal(ctx)
+    t = selling_terminal(ctx)
     specs = list(scanners)
     if not specs:
         configured = scanner_setup(t.cfg)

@@ -29,6 +29,7 @@ from meshpos.core.errors import MeshposError
 from meshpos.demo.bundle import cmd, console, step
 from meshpos.demo.mesh import run_demo
 from meshpos.demo.processes import (
+    LOG_FILE,
     Daemons,
     DemoFailed,
     Process,
@@ -43,7 +44,7 @@ from meshpos.hq import keys
 from meshpos.hq.service import HQService
 from meshpos.ledger.errors import DATABASE_ERRORS
 from meshpos.node import membership
-from meshpos.service.config import init_node, load_config
+from meshpos.service.config import DB_FILE, init_node, load_config
 from meshpos.service.terminal import Terminal
 
 NAMES = ("T1", "T2", "T3")
@@ -167,7 +168,7 @@ def log_lines(dirs: Sequence[Path], text: str, after: float = 0.0) -> list[tuple
     after `after` (log stamps have millisecond resolution), oldest first."""
     out = []
     for d in dirs:
-        for line in (d / "daemon.log").read_text(errors="replace").splitlines():
+        for line in (d / LOG_FILE).read_text(errors="replace").splitlines():
             if text in line and line[:2] == "20":
                 at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
                 if at >= after - 0.001:
@@ -184,6 +185,9 @@ ELECTED = "HQ relay is now this node"
 
 @contextlib.contextmanager
 def _terminal(directory: Path) -> Iterator[Terminal]:
+    """A terminal opened to read its views; never one that would create its database."""
+    if not (directory / DB_FILE).exists():
+        raise DemoFailed(f"{directory} holds no database")
     t = Terminal.open(directory)
     try:
         yield t
