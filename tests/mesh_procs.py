@@ -1,4 +1,5 @@
-"""Real `meshpos node run` daemons for the mesh integration tests, the demo and the bench.
+"""Node directories, real `meshpos node run` daemons and the CLI in-process, for the mesh
+integration tests.
 
 - `make_store()` builds enrolled node directories in-process (store key on the first, the others
   enrolled through the same request/sign/install steps as the CLI), in well under a second.
@@ -14,17 +15,15 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshpos.cli.app import main as cli_main
+from conftest import CliResult, run_cli
+
 from meshpos.core.clock import HLC
 from meshpos.core.ops import make_op
 from meshpos.demo.processes import MESHPOS as MESHPOS
@@ -105,28 +104,13 @@ def set_mesh(directory: Path, **values: Any) -> None:
 # -- the CLI, in-process ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def meshpos(directory: Path, *args: str, check: bool = True) -> CliRun:
+def meshpos(directory: Path, *args: str, check: bool = True) -> CliResult:
     """Run `meshpos --dir DIR ARGS` in this process (the same code the console script runs)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli_main(["--dir", str(directory), *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    run = CliRun(code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"meshpos {' '.join(args)} in {directory} exited {code}: {run.err}")
+    run = run_cli(["--dir", str(directory), *args])
+    if check and run.code != 0:
+        raise AssertionError(
+            f"meshpos {' '.join(args)} in {directory} exited {run.code}: {run.err}"
+        )
     return run
 
 
