@@ -48,7 +48,7 @@ from bench.ledger_bench import (
 )
 from meshpos.core import clock
 from meshpos.core.ops import decode_body, make_op
-from meshpos.demo.mesh import Daemon
+from meshpos.demo.processes import Daemon
 from meshpos.domain.pricing import CartLine, price_lines
 from meshpos.node import membership
 from meshpos.node.transport import wire_size

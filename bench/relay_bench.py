@@ -38,16 +38,8 @@ from typing import Any
 from bench.common import BenchError, fmt, log, table
 from bench.ledger_bench import _target
 from meshpos.core.ops import pack
-from meshpos.demo.hq import (
-    ELECTED,
-    PUSHED,
-    Daemons,
-    HQProcess,
-    enrol_store,
-    log_lines,
-    status_of,
-    store_vv,
-)
+from meshpos.demo.hq import ELECTED, PUSHED, HQProcess, enrol_store, log_lines, store_vv
+from meshpos.demo.processes import Daemons, status_of
 from meshpos.domain.pricing import Tender
 from meshpos.node import membership
 from meshpos.service.terminal import Terminal
@@ -140,9 +132,7 @@ def _wait(check: Callable[[], Any], what: str, daemons: Daemons, timeout: float 
     t0 = time.monotonic()
     while not check():
         if time.monotonic() - t0 > timeout:
-            tails = "".join(
-                f"\n--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in daemons.logs()
-            )
+            tails = daemons.logs(1500)
             raise BenchError(f"relay bench: {what} did not happen within {timeout:.0f} s{tails}")
         time.sleep(0.005)
     return time.monotonic() - t0
@@ -267,7 +257,7 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
         time.sleep(0.002)
     victim = pushes[-1][1]
     killed_at = time.time()
-    rig.daemons.kill(victim)
+    rig.daemons[victim].kill()
     survivors = [d for d in rig.dirs if d != victim]
     _wait(lambda: rig.hq_vv() == target, "the survivors draining the backlog", rig.daemons)
     drained = time.time() - killed_at
@@ -301,7 +291,7 @@ def lost_relay(rig: Rig, how: str) -> dict[str, Any]:
     another counter then reaches HQ only through the next relay: measured from the fault to the
     sale at HQ, and to the successor's log saying it took over."""
     _wait(lambda: rig.in_sync(), "a quiet store", rig.daemons)
-    ids = {_node_id(d): d for d in rig.dirs if rig.daemons.running(d)}
+    ids = {_node_id(d): d for d in rig.dirs if rig.daemons[d].running()}
     _wait(
         lambda: all((status_of(d).get("wan") or {}).get("relay") == min(ids) for d in ids.values()),
         "every terminal agreeing on the relay", rig.daemons,
@@ -310,7 +300,7 @@ def lost_relay(rig: Rig, how: str) -> dict[str, Any]:
     other = rig.dirs.index(ids[max(ids)])
     at = time.time()
     if how == "freeze":
-        rig.daemons.signal(relay, signal.SIGSTOP)
+        rig.daemons[relay].signal(signal.SIGSTOP)
     else:
         rig.proxies[relay].set_cut(True)
     try:
@@ -323,7 +313,7 @@ def lost_relay(rig: Rig, how: str) -> dict[str, Any]:
         chosen = log_lines(survivors, ELECTED, at)
     finally:
         if how == "freeze":
-            rig.daemons.signal(relay, signal.SIGCONT)
+            rig.daemons[relay].signal(signal.SIGCONT)
         else:
             rig.proxies[relay].set_cut(False)
     return {

@@ -1,10 +1,11 @@
-"""Real `meshpos node run` daemons for the mesh integration tests, the demo and the bench.
+"""Node directories, real `meshpos node run` daemons and the CLI in-process, for the mesh
+integration tests.
 
 - `make_store()` builds enrolled node directories in-process (store key on the first, the others
   enrolled through the same request/sign/install steps as the CLI), in well under a second.
-- `Daemons` starts `meshpos node run` subprocesses (optionally inside a network namespace), each
-  logging to a file in its node directory, and stops every one it started when the block ends,
-  whatever happened: SIGTERM to all, then SIGKILL to any still running after a deadline.
+- `Daemons` (meshpos/demo/processes.py, shared with the demos and the benches) starts
+  `meshpos node run` subprocesses (optionally inside a network namespace), each logging to a file
+  in its node directory, and stops every one it started when the block ends, whatever happened.
 - `wait_until()` is the one way tests wait: poll a predicate until a deadline, then fail naming
   what was awaited and the tail of every daemon log.
 - Read helpers open a short-lived SQLite connection per call, so a test never holds a database
@@ -14,23 +15,20 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshpos.cli.app import main as cli_main
+from conftest import CliResult, run_cli
+
 from meshpos.core.clock import HLC
 from meshpos.core.ops import make_op
+from meshpos.demo.processes import MESHPOS as MESHPOS
+from meshpos.demo.processes import Daemon as Daemon
+from meshpos.demo.processes import Daemons as Daemons
 from meshpos.domain.catalog import parse_csv
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.node import membership
@@ -39,8 +37,6 @@ from meshpos.service.terminal import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "meshpos" / "data" / "sample_catalog.csv"
-LOG_FILE = "daemon.log"
-MESHPOS = (sys.executable, "-c", "from meshpos.cli.app import main; main()")  # the console script
 T = TypeVar("T")
 
 
@@ -108,28 +104,13 @@ def set_mesh(directory: Path, **values: Any) -> None:
 # -- the CLI, in-process ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def meshpos(directory: Path, *args: str, check: bool = True) -> CliRun:
+def meshpos(directory: Path, *args: str, check: bool = True) -> CliResult:
     """Run `meshpos --dir DIR ARGS` in this process (the same code the console script runs)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli_main(["--dir", str(directory), *args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    run = CliRun(code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"meshpos {' '.join(args)} in {directory} exited {code}: {run.err}")
+    run = run_cli(["--dir", str(directory), *args])
+    if check and run.code != 0:
+        raise AssertionError(
+            f"meshpos {' '.join(args)} in {directory} exited {run.code}: {run.err}"
+        )
     return run
 
 
@@ -250,146 +231,6 @@ def wipe(directory: Path) -> list[str]:
         path.unlink()
         gone.append(path.name)
     return gone
-
-
-# -- daemons ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    """One `meshpos node run` process; its stderr (the log) goes to DIR/daemon.log."""
-
-    directory: Path
-    args: tuple[str, ...] = ()
-    prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", NS)
-    popen: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    log_offset: int = 0
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / LOG_FILE
-
-    @property
-    def name(self) -> str:
-        return self.directory.name
-
-    def start(self) -> Daemon:
-        if self.running():
-            raise AssertionError(f"daemon of {self.name} is already running")
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        argv = [
-            *self.prefix,
-            *MESHPOS,
-            "--dir",
-            str(self.directory),
-            "node",
-            "run",
-            *self.args,
-        ]
-        with open(self.log_path, "ab") as log:
-            log.write(f"=== start {self.starts + 1}: {' '.join(argv)}\n".encode())
-            log.flush()
-            self.popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                start_new_session=True,
-            )
-        self.starts += 1
-        return self
-
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def terminate(self) -> None:
-        if self.running():
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait; SIGKILL if it has not exited by `timeout`."""
-        if self.popen is None:
-            return None
-        self.terminate()
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, no cleanup, like a pulled power cord."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(10)
-
-    def log(self, since_start: bool = False) -> str:
-        try:
-            data = self.log_path.read_bytes()
-        except OSError:
-            return ""
-        return data[self.log_offset if since_start else 0 :].decode("utf-8", "replace")
-
-    def status(self) -> dict[str, Any]:
-        """The daemon's status.json (empty if it has not written one)."""
-        try:
-            status: dict[str, Any] = json.loads((self.directory / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return status
-
-
-class Daemons:
-    """The daemons of one test: started through it, all stopped when the block ends."""
-
-    def __init__(self) -> None:
-        self.all: list[Daemon] = []
-
-    def __enter__(self) -> Daemons:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(
-        self,
-        directory: Path,
-        *args: str,
-        prefix: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-    ) -> Daemon:
-        daemon = Daemon(directory, tuple(args), tuple(prefix), env=dict(env or {}))
-        self.all.append(daemon)
-        return daemon.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        for d in self.all:
-            with contextlib.suppress(Exception):
-                d.terminate()
-        deadline = time.monotonic() + timeout
-        for d in self.all:
-            if d.popen is None:
-                continue
-            try:
-                d.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                d.popen.kill()
-                d.popen.wait(5)
-
-    def logs(self, tail: int = 3000) -> str:
-        return "\n".join(
-            f"--- {d.name} (pid {d.popen and d.popen.pid})\n{d.log()[-tail:]}" for d in self.all
-        )
 
 
 def wait_until(

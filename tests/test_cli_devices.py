@@ -26,7 +26,7 @@ from printer_listener import PrinterListener
 from test_devices_scanners import PID, VID, RecordedBackend
 
 from meshpos.cli.app import cli
-from meshpos.cli.devices import TillConsole, open_scanner
+from meshpos.cli.till import TillConsole, open_scanner
 from meshpos.core.errors import InputError
 from meshpos.devices import escpos_decode as ed
 from meshpos.devices import layout

@@ -38,15 +38,6 @@ LAYERS: dict[str, int] = {
 SQLITE = {"sqlite3", "_sqlite3", "sqlcipher3"}
 SQLITE_ALLOWED = ("meshpos.ledger", "meshpos.hq.storage")
 
-# Cycles and SQLite imports still being untangled by the steps of issue 11. Empty when done.
-PENDING_CYCLES: list[set[str]] = [
-    {f"meshpos.cli.{m}" for m in ("app", "devices", "hq", "mesh", "ops", "sim", "staff", "web")},
-]
-PENDING_SQLITE = {
-    "meshpos.cli.app",
-    "meshpos.demo.hq",
-}
-
 
 def module_name(path: Path, root: Path) -> str:
     parts = path.relative_to(root).with_suffix("").parts
@@ -124,8 +115,7 @@ def sqlite_violations(edges: Mapping[str, set[str]]) -> list[str]:
 
 
 def test_only_the_ledger_and_hq_storage_import_sqlite(edges: dict[str, set[str]]) -> None:
-    found = [v for v in sqlite_violations(edges) if v.split()[0] not in PENDING_SQLITE]
-    assert found == []
+    assert sqlite_violations(edges) == []
 
 
 def cycles(edges: Mapping[str, set[str]]) -> list[set[str]]:
@@ -190,7 +180,7 @@ def test_imports_go_down_the_layers(edges: dict[str, set[str]]) -> None:
 
 
 def test_no_import_cycles(edges: dict[str, set[str]]) -> None:
-    found = [c for c in cycles(edges) if c not in PENDING_CYCLES]
+    found = cycles(edges)
     assert found == [], f"import cycles: {[sorted(c) for c in found]}"
 
 

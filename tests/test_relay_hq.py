@@ -38,10 +38,10 @@ from meshpos.demo.hq import (
     enrol_store,
     hq_view,
     log_lines,
-    status_of,
     store_view,
     store_vv,
 )
+from meshpos.demo.processes import status_of
 from meshpos.domain.relay import ASK_QUIET_S, ops_missing, plan_grants, take_batch
 from meshpos.hq.service import HQService
 from meshpos.node.relay import RelaySettings

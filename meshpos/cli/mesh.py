@@ -1,23 +1,53 @@
-"""`meshpos` commands of the store mesh: store key, enrolment, the daemon, peers and status."""
+"""`meshpos` commands of the store mesh: a node's creation, the store key, enrolment, the daemon,
+peers and status."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
-from meshpos.cli.app import _open, cli, emit, json_option, sync
-from meshpos.core.errors import InputError, MeshposError
+from meshpos.cli.common import (
+    emit,
+    json_option,
+    node_dir,
+    open_terminal,
+    read_file,
+    write_file,
+)
+from meshpos.core.errors import InputError
 from meshpos.node import membership
-from meshpos.service.daemon_link import SYNC_NOW_FILE, acked_seq, daemon_status
+from meshpos.service.config import init_node
+from meshpos.service.daemon_link import acked_seq, daemon_status
 from meshpos.service.terminal import Terminal
 
 
-@cli.group()
+@click.command()
+@click.option("--store", required=True, help="Store id shared by every terminal of the store.")
+@click.option("--name", required=True, help="This terminal's name, unique in the store (e.g. T1).")
+@click.option(
+    "--default-user",
+    default="cashier",
+    show_default=True,
+    help="User recorded on ops when --user is not given.",
+)
+@json_option
+@click.pass_context
+def init(ctx: click.Context, store: str, name: str, default_user: str, as_json: bool) -> None:
+    """Create a node: key pair (0600), config file and database."""
+    cfg = init_node(node_dir(ctx), store, name, default_user)
+    t = open_terminal(ctx)
+    emit(
+        {"dir": str(cfg.dir), "store": cfg.store, "name": cfg.name, "node_id": t.node_id},
+        as_json,
+        "node created",
+    )
+
+
+@click.group()
 def store() -> None:
     """The store's key: the root of who may join its mesh."""
 
@@ -27,7 +57,7 @@ def store() -> None:
 @click.pass_context
 def store_init(ctx: click.Context, as_json: bool) -> None:
     """Create the store key on this terminal and enrol this terminal (run once per store)."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     cert = membership.store_init(t)
     pub = t.cfg.store_public_key
     emit(
@@ -42,23 +72,9 @@ def store_init(ctx: click.Context, as_json: bool) -> None:
     )
 
 
-@cli.group()
+@click.group()
 def enroll() -> None:
     """Enrol a terminal: `request` on it, `sign` where the store key is, `install` back on it."""
-
-
-def _write(path: str, data: bytes) -> None:
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
 @enroll.command("request")
@@ -68,7 +84,7 @@ def _read(path: str) -> bytes:
 @click.pass_context
 def enroll_request(ctx: click.Context, out: str) -> None:
     """Write this node's enrolment request (its public keys, signed by it)."""
-    _write(out, membership.request(_open(ctx)))
+    write_file(out, membership.request(open_terminal(ctx)))
     click.echo(f"request written to {out}: take it to the terminal that holds the store key")
 
 
@@ -79,7 +95,7 @@ def enroll_request(ctx: click.Context, out: str) -> None:
 @click.pass_context
 def enroll_sign(ctx: click.Context, request_file: str, out: str, role: str) -> None:
     """Certify a node's request with the store key (run where `store init` was run)."""
-    _write(out, membership.sign(_open(ctx), _read(request_file), role))
+    write_file(out, membership.sign(open_terminal(ctx), read_file(request_file), role))
     click.echo(f"enrolment written to {out}: install it with `meshpos enroll install {out}`")
 
 
@@ -88,11 +104,11 @@ def enroll_sign(ctx: click.Context, request_file: str, out: str, role: str) -> N
 @click.pass_context
 def enroll_install(ctx: click.Context, enrolment_file: str) -> None:
     """Install a signed enrolment on this node: pins the store key, stores the certificate."""
-    cert = membership.install(_open(ctx), _read(enrolment_file))
+    cert = membership.install(open_terminal(ctx), read_file(enrolment_file))
     click.echo(f"node {cert.name} ({cert.node_id}) is enrolled in store {cert.store}")
 
 
-@cli.group()
+@click.group()
 def node() -> None:
     """The terminal daemon."""
 
@@ -123,17 +139,18 @@ def node_run(
     overrides: dict[str, object] = {"host": host, "port": port}
     if no_discovery:
         overrides["discovery"] = False
+    # Imported here: the daemon (zeroconf, the sync protocol) would add ~70 ms to every command.
     from meshpos.node.daemon import run_daemon
 
-    run_daemon(ctx.find_root().obj["dir"], overrides)
+    run_daemon(node_dir(ctx), overrides)
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_context
 def peers(ctx: click.Context, as_json: bool) -> None:
     """The LAN peers the running daemon sees: address, last seen, ops behind/ahead."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     status = daemon_status(t.cfg.dir)
     if not status:
         raise InputError("the daemon is not running: start it with `meshpos node run`")
@@ -153,12 +170,12 @@ def peers(ctx: click.Context, as_json: bool) -> None:
     emit(rows, False, "peers", ["name", "node_id", "address", "up", "last_seen", "behind", "ahead"])
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """This terminal's state: LAN peers, sync lag, copies held, conflicts, WAN."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     d = daemon_status(t.cfg.dir)
     own = t.ledger.head(t.node_id)[0]
     acked = acked_seq(t)
@@ -204,32 +221,3 @@ def _wan_fields(t: Terminal, d: dict[str, Any]) -> dict[str, Any]:
         "ops_waiting_for_hq": wan.get("ops_waiting", 0),  # this node's ops HQ lacked at its probe
         "last_hq_error": wan.get("last_error") or "",
     }
-
-
-@sync.command("now")
-@click.option("--wait", "wait_s", default=15.0, show_default=True, help="Seconds to wait.")
-@click.pass_context
-def sync_now(ctx: click.Context, wait_s: float) -> None:
-    """Run an HQ sync round now (through the running daemon) and report how it went."""
-    t = _open(ctx)
-    d = daemon_status(t.cfg.dir)
-    if not d:
-        raise InputError("the daemon is not running: start it with `meshpos node run`")
-    if not d.get("wan"):
-        raise InputError("no HQ is configured: set [hq] url in meshpos.toml")
-    before = d["wan"].get("rounds", 0)
-    (t.cfg.dir / SYNC_NOW_FILE).touch()
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        wan = daemon_status(t.cfg.dir).get("wan") or {}
-        if wan.get("rounds", 0) > before:
-            click.echo(
-                f"HQ sync done: {wan.get('ops_up', 0)} ops up and {wan.get('ops_down', 0)} down "
-                f"since the daemon started; {wan.get('ops_waiting', 0)} waiting"
-            )
-            return
-    wan = daemon_status(t.cfg.dir).get("wan") or {}
-    raise MeshposError(
-        f"no HQ round finished in {wait_s:g} s: {wan.get('last_error') or 'HQ unreachable?'}"
-    )

@@ -7,15 +7,22 @@ of an approver named with `--approve USER` comes from a prompt or `$MESHPOS_APPR
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from typing import Any
 
 import click
 
-from meshpos.cli.app import OPEN_HOOKS, _open, _user, approve_option, cli, emit, json_option
+from meshpos.cli.common import (
+    acting_user,
+    approve_option,
+    emit,
+    json_option,
+    node_dir,
+    op_ref,
+    open_terminal,
+)
 from meshpos.core.errors import InputError
-from meshpos.domain.staff import APPROVAL, ROLES, SESSION, policy_keys
+from meshpos.domain.staff import ROLES, SESSION, policy_keys
 from meshpos.service.staff import (
     add_user,
     clear_session,
@@ -30,7 +37,6 @@ from meshpos.service.staff import (
     store_policy,
     unlock,
 )
-from meshpos.service.terminal import Terminal
 
 pin_stdin_option = click.option(
     "--pin-stdin", is_flag=True, help="Read the PIN from one line of stdin (for scripts)."
@@ -47,38 +53,14 @@ def _read_pin(prompt: str, from_stdin: bool, confirm: bool = False) -> str:
     return pin
 
 
-def _attach(ctx: click.Context, t: Terminal) -> None:
-    """Every command's terminal gets the signed-in user's credential (it approves only that
-    user's own ops) and, with --approve USER, that user's, checked against their PIN now."""
-    try:
-        cred = load_session(t)
-    except InputError:
-        cred = None
-    if cred is not None:
-        t.credentials.append(cred)
-    approver = ctx.find_root().obj.get("approve")
-    if approver:
-        pin = os.environ.get("MESHPOS_APPROVER_PIN") or click.prompt(
-            f"PIN of {approver} (approving)", hide_input=True, err=True
-        )
-        t.credentials.insert(0, sign_in(t, approver, pin, purpose=APPROVAL))
-
-
-OPEN_HOOKS.append(_attach)
-
-
 def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _op(op: Any) -> str:
-    return f"{op.origin}:{op.seq}"
 
 
 # -- users -------------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def users() -> None:
     """Staff: users, roles and PINs. Changes are ops, so every terminal gets them."""
 
@@ -96,11 +78,11 @@ def users_add(
 ) -> None:
     """Add a user with a PIN. The store's first user must be an admin; after that a manager
     (signed in, or --approve) adds users."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     pin = _read_pin(f"PIN for {user_id}", pin_stdin, confirm=True)
-    op = add_user(t, user_id, name=name, role=role, pin=pin, user=_user(ctx))
+    op = add_user(t, user_id, name=name, role=role, pin=pin, user=acting_user(ctx))
     emit(
-        {"user_id": user_id, "role": role, "by": op.user, "op": _op(op)},
+        {"user_id": user_id, "role": role, "by": op.user, "op": op_ref(op)},
         as_json,
         "user added",
     )
@@ -111,13 +93,13 @@ def users_add(
 @click.pass_context
 def users_list(ctx: click.Context, as_json: bool) -> None:
     """Users with role and state; `locked_here` is this terminal's PIN lockout."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     emit(t.ledger.staff.users(t.now_ms()), as_json, "users")
 
 
 def _set_active(ctx: click.Context, user_id: str, active: bool) -> None:
-    op = set_active(_open(ctx), user_id, active, _user(ctx))
-    click.echo(f"{user_id} {'enabled' if active else 'disabled'} (op {_op(op)})")
+    op = set_active(open_terminal(ctx), user_id, active, acting_user(ctx))
+    click.echo(f"{user_id} {'enabled' if active else 'disabled'} (op {op_ref(op)})")
 
 
 @users.command("disable")
@@ -144,7 +126,7 @@ def users_enable(ctx: click.Context, user_id: str) -> None:
 @click.pass_context
 def users_unlock(ctx: click.Context, user_id: str) -> None:
     """Lift a PIN lockout at this terminal (a manager, signed in or --approve)."""
-    done = unlock(_open(ctx), user_id)
+    done = unlock(open_terminal(ctx), user_id)
     click.echo(f"{user_id} unlocked at this terminal" if done else f"{user_id} was not locked")
 
 
@@ -155,8 +137,8 @@ def users_unlock(ctx: click.Context, user_id: str) -> None:
 @click.pass_context
 def users_set_role(ctx: click.Context, user_id: str, role: str) -> None:
     """Change a user's role (a manager may not change admins or make one)."""
-    op = set_role(_open(ctx), user_id, role, _user(ctx))
-    click.echo(f"{user_id} is now a {role} (op {_op(op)})")
+    op = set_role(open_terminal(ctx), user_id, role, acting_user(ctx))
+    click.echo(f"{user_id} is now a {role} (op {op_ref(op)})")
 
 
 @users.command("set-pin")
@@ -167,10 +149,10 @@ def users_set_role(ctx: click.Context, user_id: str, role: str) -> None:
 def users_set_pin(ctx: click.Context, user_id: str, pin_stdin: bool) -> None:
     """Give a user a new PIN: the user themselves (signed in, or --approve with the old PIN), or
     a manager."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     pin = _read_pin(f"new PIN for {user_id}", pin_stdin, confirm=True)
-    op = set_pin(t, user_id, pin, _user(ctx))
-    click.echo(f"PIN of {user_id} changed (op {_op(op)})")
+    op = set_pin(t, user_id, pin, acting_user(ctx))
+    click.echo(f"PIN of {user_id} changed (op {op_ref(op)})")
 
 
 @users.command("policy")
@@ -186,7 +168,7 @@ def users_set_pin(ctx: click.Context, user_id: str, pin_stdin: bool) -> None:
 @click.pass_context
 def users_policy(ctx: click.Context, assignments: tuple[str, ...], as_json: bool) -> None:
     """Show the staff rules (limits, lockout, sign-in); --set changes one (a manager's op)."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     parsed = []
     for item in assignments:
         key, sep, value = item.partition("=")
@@ -200,14 +182,14 @@ def users_policy(ctx: click.Context, assignments: tuple[str, ...], as_json: bool
         parsed.append((key, value))
     with t.transaction():
         for key, value in parsed:
-            set_policy(t, key, value, _user(ctx))
+            set_policy(t, key, value, acting_user(ctx))
     emit({f"staff.{k}": v for k, v in vars(store_policy(t.ledger)).items()}, as_json, "staff")
 
 
 # -- sign-in -----------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.argument("user_id")
 @pin_stdin_option
 @json_option
@@ -215,7 +197,7 @@ def users_policy(ctx: click.Context, assignments: tuple[str, ...], as_json: bool
 def login(ctx: click.Context, user_id: str, pin_stdin: bool, as_json: bool) -> None:
     """Sign in at this terminal: later commands act as USER (unless --user) until `logout` or
     the session expires (staff.session_minutes)."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     pin = _read_pin(f"PIN for {user_id}", pin_stdin)
     cred = sign_in(t, user_id, pin, purpose=SESSION)
     path = save_session(t.cfg.dir, cred)
@@ -232,20 +214,20 @@ def login(ctx: click.Context, user_id: str, pin_stdin: bool, as_json: bool) -> N
     )
 
 
-@cli.command()
+@click.command()
 @click.pass_context
 def logout(ctx: click.Context) -> None:
     """Sign out at this terminal (deletes the session file)."""
-    gone = clear_session(ctx.find_root().obj["dir"])
+    gone = clear_session(node_dir(ctx))
     click.echo("signed out" if gone else "nobody was signed in")
 
 
-@cli.command()
+@click.command()
 @json_option
 @click.pass_context
 def whoami(ctx: click.Context, as_json: bool) -> None:
     """Who commands act as here: --user, else the signed-in user, else the node's default."""
-    t = _open(ctx)
+    t = open_terminal(ctx)
     obj = ctx.find_root().obj
     session = load_session(t)
     stored = read_session(t.cfg.dir)

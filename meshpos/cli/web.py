@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import click
 
-from meshpos.cli.app import cli
-from meshpos.service.config import load_config, resolve_dir
-from meshpos.web.server import DEFAULT_PORT, WebSettings
+from meshpos.cli.common import node_dir
+from meshpos.service.config import load_config
+from meshpos.web.server import DEFAULT_PORT, WebSettings, serve
 
 
-@cli.group()
+@click.group()
 def web() -> None:
     """The web till: scan, sell, returns, stock of every counter, manager screen."""
 
@@ -25,9 +25,7 @@ def web() -> None:
 @click.pass_context
 def web_serve(ctx: click.Context, port: int | None, host: str | None) -> None:
     """Serve the web till until Ctrl-C; open the printed address in the counter's browser."""
-    from meshpos.web.server import serve
-
-    directory = resolve_dir(ctx.find_root().obj["dir"])
+    directory = node_dir(ctx)
     settings = WebSettings.from_config(load_config(directory))
     bind = host or settings.host
     chosen = (

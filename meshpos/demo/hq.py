@@ -15,90 +15,70 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.table import Table
 
-from meshpos.demo.mesh import MESHPOS, DemoFailed, run_demo, stop_process
+from meshpos.core.errors import MeshposError
+from meshpos.demo.bundle import cmd, console, step
+from meshpos.demo.mesh import run_demo
+from meshpos.demo.processes import (
+    LOG_FILE,
+    Daemons,
+    DemoFailed,
+    Process,
+    free_port,
+    meshpos,
+    status_of,
+    wait_for,
+)
 from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.hq import keys
+from meshpos.hq.service import HQService
+from meshpos.ledger.errors import DATABASE_ERRORS
 from meshpos.node import membership
-from meshpos.service.config import init_node
+from meshpos.service.config import DB_FILE, init_node, load_config
+from meshpos.service.terminal import Terminal
 
 NAMES = ("T1", "T2", "T3")
 HOT = "TSH-NAV-M"
-WAIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    check: Callable[[], Any], what: str, timeout: float = WAIT_S, logs: Sequence[Path] = ()
-) -> float:
-    """Poll `check` until it is truthy; returns the seconds it took, or fails naming `what`."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            tails = "".join(
-                f"\n--- {p}\n{p.read_text(errors='replace')[-2500:]}" for p in logs if p.exists()
-            )
-            raise DemoFailed(f"{what} did not happen within {timeout:.0f} s{tails}")
-        time.sleep(0.02)
-    return time.monotonic() - start
+UNREADABLE: tuple[type[Exception], ...] = (MeshposError, *DATABASE_ERRORS)
 
 
 # -- HQ as a process ------------------------------------------------------------------------------
 
 
-class HQProcess:
+class HQProcess(Process):
     """`meshpos hq serve` on a fixed loopback port, so it can stop and come back at the same URL
     (the store's WAN going down and up). Logs to DIR/serve.log."""
 
     def __init__(self, directory: Path, *, db: str | None = None, port: int | None = None) -> None:
-        from meshpos.hq import keys
-
-        self.dir = directory
-        self.db = db
         if not (directory / keys.CONFIG_FILE).exists():
             keys.init_hq(directory, db=db or "")
+        self.dir = directory
+        self.db = db
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "serve.log"
+        args = ["hq", "serve", "--dir", str(directory), "--port", str(self.port)]
+        super().__init__([*args, *(["--db", db] if db else [])], directory / "serve.log")
 
     def start(self, wait_s: float = 30.0) -> HQProcess:
-        if self.running():
-            raise DemoFailed("HQ is already running")
-        argv = [*MESHPOS, "hq", "serve", "--dir", str(self.dir), "--port", str(self.port)]
-        if self.db:
-            argv += ["--db", self.db]
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        """Start it and wait until it answers its health check."""
+        super().start()
+        try:
+            wait_for(
+                self.healthy, "hq serve answering", watch=[self], timeout=wait_s, interval=0.01
             )
-        deadline = time.monotonic() + wait_s
-        while not self.healthy():
-            if self.popen.poll() is not None:
-                raise DemoFailed(f"hq serve exited:\n{self.log()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise DemoFailed(f"hq serve did not answer within {wait_s:.0f} s")
-            time.sleep(0.01)
+        except DemoFailed:
+            self.stop()
+            raise
         return self
 
     def healthy(self) -> bool:
@@ -107,21 +87,7 @@ class HQProcess:
         except httpx.TransportError:
             return False
 
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        stop_process(self.popen, timeout)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     def token(self) -> str:
-        from meshpos.hq import keys
-
         return keys.admin_token(keys.load_hq(self.dir))
 
     def report(self, path: str, **params: str) -> Any:
@@ -135,10 +101,8 @@ class HQProcess:
         resp.raise_for_status()
         return resp.json()
 
-    def service(self) -> Any:
+    def service(self) -> HQService:
         """An in-process HQService over the same directory and database (what `meshpos hq` does)."""
-        from meshpos.hq.service import HQService
-
         return HQService.open(self.dir, self.db)
 
 
@@ -160,8 +124,6 @@ def enrol_store(
     others' certificates (the roster) and where they listen (static peers on loopback, no mDNS),
     and where HQ is (`[hq] url`: HQ's, or `url` when something stands between; plus `relay`
     settings). The first imports the sample catalogue."""
-    from meshpos.service.terminal import Terminal
-
     svc = hq.service()
     dirs = [base / name for name in names]
     ports = {name: free_port() for name in names}
@@ -201,79 +163,12 @@ def enrol_store(
     return dirs
 
 
-class Daemons:
-    """`meshpos node run` per node directory (logs in DIR/daemon.log); all stopped on exit."""
-
-    def __init__(self) -> None:
-        self.procs: dict[Path, subprocess.Popen[bytes]] = {}
-
-    def __enter__(self) -> Daemons:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def start(self, directory: Path) -> None:
-        with open(directory / "daemon.log", "ab") as log:
-            self.procs[directory] = subprocess.Popen(
-                [*MESHPOS, "--dir", str(directory), "node", "run"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-            )
-
-    def running(self, directory: Path) -> bool:
-        proc = self.procs.get(directory)
-        return proc is not None and proc.poll() is None
-
-    def signal(self, directory: Path, sig: int) -> None:
-        """Send a signal (SIGSTOP freezes a terminal without closing its links; SIGCONT)."""
-        proc = self.procs.get(directory)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-
-    def kill(self, directory: Path) -> None:
-        """SIGKILL: no goodbye to the peers, no last status, like a pulled power cord."""
-        proc = self.procs.get(directory)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-    def close(self, timeout: float = 10.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def logs(self) -> list[Path]:
-        return [d / "daemon.log" for d in self.procs]
-
-
-def status_of(directory: Path) -> dict[str, Any]:
-    """The daemon's status.json, as `meshpos status` reads it ({} until it wrote one)."""
-    try:
-        status: dict[str, Any] = json.loads((directory / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return status
-
-
 def log_lines(dirs: Sequence[Path], text: str, after: float = 0.0) -> list[tuple[float, Path]]:
     """(wall time, node directory) of each daemon log line containing `text`, stamped at or
     after `after` (log stamps have millisecond resolution), oldest first."""
-    from datetime import datetime
-
     out = []
     for d in dirs:
-        for line in (d / "daemon.log").read_text(errors="replace").splitlines():
+        for line in (d / LOG_FILE).read_text(errors="replace").splitlines():
             if text in line and line[:2] == "20":
                 at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
                 if at >= after - 0.001:
@@ -285,56 +180,52 @@ PUSHED = "meshpos.relay: pushed "  # the relay's log line for a push HQ answered
 ELECTED = "HQ relay is now this node"
 
 
-def meshpos(
-    *args: str, check: bool = True, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`meshpos ARGS` as its own process (what a person types)."""
-    proc = subprocess.run(
-        [*MESHPOS, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        raise DemoFailed(f"`meshpos {' '.join(args)}` failed: {proc.stderr.strip()}")
-    return proc
-
-
 # -- the two views ----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _db(directory: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"file:{directory / 'meshpos.db'}?mode=ro", uri=True, timeout=30)
+def _terminal(directory: Path) -> Iterator[Terminal]:
+    """A terminal opened to read its views; never one that would create its database."""
+    if not (directory / DB_FILE).exists():
+        raise DemoFailed(f"{directory} holds no database")
+    t = Terminal.open(directory)
     try:
-        yield conn
+        yield t
     finally:
-        conn.close()
+        t.close()
 
 
 def store_vv(directory: Path) -> dict[str, int]:
+    """A terminal's version vector ({} while its database cannot be read)."""
     try:
-        with _db(directory) as conn:
-            return {str(o): int(s) for o, s in conn.execute("SELECT origin, seq FROM vv")}
-    except sqlite3.Error:
+        with _terminal(directory) as t:
+            return t.ledger.vv()
+    except UNREADABLE:
         return {}
 
 
 def store_view(directory: Path) -> dict[str, Any]:
     """What a terminal's own views say: ops held, sales per UTC day, stock, loyalty, prices."""
-    with _db(directory) as conn:
-        ops = int(conn.execute("SELECT COUNT(*) FROM ops").fetchone()[0])
+    with _terminal(directory) as t:
         days = {
-            str(day): (int(n), int(net))
-            for day, n, net in conn.execute(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch'), SUM(kind = 'sale'), "
-                "SUM(total) FROM sales GROUP BY 1"
+            str(r["day"]): (int(r["sales"]), int(r["net"]))
+            for r in t.query(
+                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, "
+                "SUM(kind = 'sale') AS sales, SUM(total) AS net FROM sales GROUP BY 1"
             )
         }
-        stock = {str(s): int(q) for s, q in conn.execute("SELECT sku, qty FROM stock")}
-        loyalty = {
-            str(c): int(p)
-            for c, p in conn.execute("SELECT customer_id, points FROM loyalty WHERE points != 0")
+        return {
+            "ops": t.ledger.op_count(),
+            "days": days,
+            "stock": {r["sku"]: int(r["qty"]) for r in t.query("SELECT sku, qty FROM stock")},
+            "loyalty": {
+                r["customer_id"]: int(r["points"])
+                for r in t.query("SELECT customer_id, points FROM loyalty WHERE points != 0")
+            },
+            "prices": {
+                r["sku"]: int(r["price"]) for r in t.query("SELECT sku, price FROM products")
+            },
         }
-        prices = {str(s): int(p) for s, p in conn.execute("SELECT sku, price FROM products")}
-    return {"ops": ops, "days": days, "stock": stock, "loyalty": loyalty, "prices": prices}
 
 
 def hq_view(hq: HQProcess, store: str) -> dict[str, Any]:
@@ -376,10 +267,6 @@ def differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
 
 
 def run(base: Path) -> int:
-    from rich.table import Table
-
-    from meshpos.demo.bundle import cmd, console, step
-
     store = f"HQDEMO{os.getpid() % 10000:04d}"
     step(f"HQ on its SQLite default, and store {store} of three terminals enrolled at HQ")
     hq = HQProcess(base / "hq")
@@ -389,13 +276,13 @@ def run(base: Path) -> int:
     for d in dirs:
         cmd(f"--dir {d} enroll request --out {d.name}.req   # then at HQ: hq enroll-node ...")
     cmd(f"--dir {dirs[0]} config: \\[hq] url = {hq.url}   (on every terminal)")
-    logs = [hq.log_path, *(d / "daemon.log" for d in dirs)]
     with Daemons() as daemons, _stopping(hq):
         hq.start()
         cmd(f"hq serve --dir {hq.dir} --port {hq.port} &   # log: {hq.log_path}")
         for d in dirs:
             daemons.start(d)
             cmd(f"--dir {d} node run &")
+        every: list[Process] = [hq, *daemons.all]
 
         def hq_holds_store() -> bool:
             ours = store_vv(dirs[0])
@@ -403,9 +290,9 @@ def run(base: Path) -> int:
                 bool(ours) and all(store_vv(d) == ours for d in dirs) and _hq_vv(hq, store) == ours
             )
 
-        took = wait_for(hq_holds_store, "the catalogue reaching every terminal and HQ", logs=logs)
+        took = wait_for(hq_holds_store, "the catalogue reaching every terminal and HQ", watch=every)
         relay = status_of(dirs[0]).get("wan", {}).get("relay")
-        names = {_node_id(d): d.name for d in dirs}
+        names = {load_config(d).node_id: d.name for d in dirs}
         console.print(
             f"    every terminal and HQ hold the same {sum(store_vv(dirs[0]).values())} ops after "
             f"{took:.1f} s; the relay is {names.get(relay, relay)} (lowest node id that reaches HQ)"
@@ -415,7 +302,7 @@ def run(base: Path) -> int:
         for d in dirs:
             meshpos("--dir", str(d), "sell", HOT, "--pay", "cash")
             cmd(f"--dir {d} sell {HOT} --pay cash")
-        wait_for(hq_holds_store, "HQ holding every sale", logs=logs)
+        wait_for(hq_holds_store, "HQ holding every sale", watch=every)
         console.print(f"    HQ holds every op: {sum(_hq_vv(hq, store).values())}")
 
         step("The store's WAN goes down (HQ stops); the counters keep selling")
@@ -423,14 +310,14 @@ def run(base: Path) -> int:
         wait_for(
             lambda: all(not status_of(d).get("wan", {}).get("wan_ok", True) for d in dirs),
             "every terminal noticing the WAN is down",
-            logs=logs,
+            watch=every,
         )
         skus = [HOT, "JNS-BLA-L", "KUR-GRE-M"]
         for i in range(2):
             for j, d in enumerate(dirs):
                 meshpos("--dir", str(d), "sell", skus[(i + j) % 3], "--pay", "cash")
         cmd(f"--dir {dirs[0]} sell ...   # 2 sales at each counter, offline from HQ")
-        wait_for(lambda: _same(store_vv(d) for d in dirs), "the LAN converging", logs=logs)
+        wait_for(lambda: _same(store_vv(d) for d in dirs), "the LAN converging", watch=every)
         st = json.loads(meshpos("--dir", str(dirs[0]), "status", "--json").stdout)
         cmd(f"--dir {dirs[0]} status")
         for key in ("wan", "hq_relay", "last_hq_sync", "ops_waiting_for_hq", "last_hq_error"):
@@ -457,7 +344,7 @@ def run(base: Path) -> int:
             return all(store_view(d)["prices"].get(HOT) == 44_900 for d in dirs)
 
         wait_for(
-            lambda: hq_holds_store() and every_price(), "HQ and the store converging", logs=logs
+            lambda: hq_holds_store() and every_price(), "HQ and the store converging", watch=every
         )
         console.print(
             f"    the backlog is at HQ and HQ's price on every terminal {time.monotonic() - t0:.1f} s "
@@ -517,12 +404,6 @@ def _hq_vv(hq: HQProcess, store: str) -> dict[str, int]:
         return {str(o): int(s) for o, s in svc.storage.vv(store).items()}
     finally:
         svc.close()
-
-
-def _node_id(directory: Path) -> str:
-    import tomllib
-
-    return str(tomllib.loads((directory / "meshpos.toml").read_text())["node"]["node_id"])
 
 
 def main(argv: list[str]) -> int:

@@ -13,45 +13,28 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from meshpos.core.errors import MeshposError
 from meshpos.demo.bundle import cmd, console, step
+from meshpos.demo.processes import Daemon, Daemons, DemoFailed, wait_for
 from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
 from meshpos.domain.pricing import Tender
 from meshpos.node import membership
 from meshpos.service.config import init_node
-from meshpos.service.daemon_link import daemon_status, wait_for_copies
+from meshpos.service.daemon_link import wait_for_copies
 from meshpos.service.terminal import Terminal
 
 HOT = "TSH-NAV-M"
 OTHERS = ("JNS-BLA-L", "KUR-GRE-M", "TSH-WHI-M")
 NAMES = ("T1", "T2", "T3")
 WAIT_S = 30.0
-MESHPOS = (sys.executable, "-c", "from meshpos.cli.app import main; main()")
-
-
-class DemoFailed(MeshposError):
-    """A step of a demo did not happen in time, or two views disagree (the message says which)."""
-
-
-def stop_process(popen: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
-    if popen is None or popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(timeout)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait(timeout)
+POLL_S = 0.001  # the arrival times shown are this precise
 
 
 def run_demo(run: Callable[[Path], int], argv: list[str], prefix: str, stopped: str) -> int:
@@ -73,48 +56,6 @@ def run_demo(run: Callable[[Path], int], argv: list[str], prefix: str, stopped: 
     except MeshposError as exc:
         console.print(f"\n[bold red]error[/]: {exc}")
         return 1
-
-
-class Daemon:
-    """One `meshpos node run` process, in its own session so Ctrl-C reaches only the demo."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "daemon.log"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [*MESHPOS, "--dir", str(self.directory), "node", "run"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        stop_process(self.popen, timeout)
-
-    def status(self) -> dict[str, Any]:
-        return daemon_status(self.directory) if self.running() else {}
-
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-
-def wait_for(check: Callable[[], bool], what: str, logs: Sequence[Daemon]) -> float:
-    """Poll `check` until true; return the seconds it took, or fail naming the logs to read."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > WAIT_S:
-            where = ", ".join(str(d.log_path) for d in logs)
-            raise DemoFailed(f"{what} did not happen within {WAIT_S:.0f} s; see {where}")
-        time.sleep(0.001)
-    return time.monotonic() - start
 
 
 def make_terminals(base: Path, store: str) -> list[Terminal]:
@@ -181,7 +122,9 @@ def ring(t: Terminal, items: list[tuple[str, int]], others: Sequence[Terminal] =
                 arrived[o.cfg.name] = time.monotonic() - rung
         return len(arrived) == len(others)
 
-    wait_for(everywhere, f"sale {result.sale_id} reaching every peer", [])
+    wait_for(
+        everywhere, f"sale {result.sale_id} reaching every peer", timeout=WAIT_S, interval=POLL_S
+    )
     copies = wait_for_copies(t, result.op.seq, 500)
     held = "2 copies" if copies >= 2 else "1 copy, no peer reachable"
     seen = [f"on {name} +{secs * 1000:.0f} ms" for name, secs in arrived.items()]
@@ -208,28 +151,33 @@ def run(base: Path) -> int:
     t1, t2, t3 = terminals
     t1.import_catalog(parse_csv(SAMPLE_CATALOG.read_text(), SAMPLE_CATALOG.name))
     cmd(f"--dir {t1.cfg.dir} catalog import --sample")
-    daemons = [Daemon(t.cfg.dir) for t in terminals]
+    daemons = Daemons()
+    every = daemons.all
     try:
         step("Start a daemon on each: they find each other over mDNS on 127.0.0.1")
-        for d in daemons:
-            d.start()
+        for t in terminals:
+            d = daemons.start(t.cfg.dir)
             cmd(f"--dir {d.directory} node run   # logs in {d.log_path}")
         took = wait_for(
-            lambda: all(d.status().get("peers_up") == 2 for d in daemons),
+            lambda: all(d.status().get("peers_up") == 2 for d in every),
             "mDNS discovery and CURVE handshakes",
-            daemons,
+            watch=every,
+            timeout=WAIT_S,
+            interval=POLL_S,
         )
         console.print(f"    every terminal sees the other two after {took:.1f} s")
         watch(terminals, "T1's catalogue replicates to T2 and T3")
         wait_for(
             lambda: all(
-                p["up"] and p["behind"] == 0 for d in daemons for p in d.status().get("peers", [])
+                p["up"] and p["behind"] == 0 for d in every for p in d.status().get("peers", [])
             ),
             "the daemons' status to show no lag",
-            daemons,
+            watch=every,
+            timeout=WAIT_S,
+            interval=POLL_S,
         )
         cmd(f"--dir {t1.cfg.dir} peers")
-        for d in daemons:
+        for d in every:
             console.print(f"      {d.directory.name}: {peers_line(d)}")
 
         step("Sales at all three counters: each is pushed to the others at once")
@@ -241,10 +189,16 @@ def run(base: Path) -> int:
         watch(terminals, "every sale reaches every terminal")
 
         step("T3's daemon stops (a cable pulled, a reboot): T1 and T2 carry on, and so does T3")
-        daemons[2].stop()
+        every[2].stop()
         cmd(f"--dir {t3.cfg.dir} node run   # Ctrl-C")
-        wait_for(lambda: "T3 down" in peers_line(daemons[0]), "T1 noticing T3 left", daemons)
-        console.print(f"    T1 sees: {peers_line(daemons[0])}")
+        wait_for(
+            lambda: "T3 down" in peers_line(every[0]),
+            "T1 noticing T3 left",
+            watch=every,
+            timeout=WAIT_S,
+            interval=POLL_S,
+        )
+        console.print(f"    T1 sees: {peers_line(every[0])}")
         for i in range(2):
             ring(t1, [(HOT, 1)], [t2])
             ring(t2, [(HOT, 2)], [t1])
@@ -260,7 +214,7 @@ def run(base: Path) -> int:
         )
 
         step("T3's daemon restarts: it rejoins over mDNS and catches up both ways")
-        daemons[2].start()
+        every[2].start()
         cmd(f"--dir {t3.cfg.dir} node run")
         took = watch(terminals, "T3 back on the LAN")
         console.print(
@@ -284,8 +238,7 @@ def run(base: Path) -> int:
         )
         return 0 if ok and same else 1
     finally:
-        for d in daemons:
-            d.stop()
+        daemons.close()
         for t in terminals:
             t.close()
 

@@ -19,40 +19,41 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+from meshpos.demo.hq import store_vv
+from meshpos.demo.processes import (
+    DemoFailed,
+    Process,
+    check_alive,
+    free_port,
+    meshpos,
+    wait_for,
+)
+from meshpos.node import membership
+from meshpos.service.config import load_config
 
 STORE = "DEMO"
 NAMES = ("T1", "T2", "T3")
-MESHPOS = [sys.executable, "-c", "from meshpos.cli.app import main; main()"]
-
-
-class DemoError(Exception):
-    """A demo step failed; the message names it."""
 
 
 def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def run(args: Sequence[str], *, quiet: bool = False, env: dict[str, str] | None = None) -> str:
+def run(args: Sequence[str], *, quiet: bool = False) -> str:
     """Run `meshpos ARGS` as its own process, printing the command; returns stdout."""
     print(f"    $ meshpos {' '.join(args)}", flush=True)
-    out = _run(args, env)
+    out = _run(args)
     if not quiet and out.strip():
         print("      " + out.strip().replace("\n", "\n      "), flush=True)
     return out
@@ -66,41 +67,20 @@ def run_parallel(commands: Sequence[Sequence[str]]) -> list[str]:
         return list(pool.map(_run, commands))
 
 
-def _run(args: Sequence[str], env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [*MESHPOS, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise DemoError(f"`meshpos {' '.join(args)}` failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _run(args: Sequence[str]) -> str:
+    return meshpos(*args, timeout=300).stdout
 
 
 def hq_available() -> bool:
-    proc = subprocess.run([*MESHPOS, "hq", "serve", "--help"], capture_output=True, check=False)
-    return proc.returncode == 0
+    return meshpos("hq", "serve", "--help", check=False).returncode == 0
 
 
-def edit_toml(path: Path, tables: dict[str, dict[str, Any]]) -> None:
-    doc = tomllib.loads(path.read_text())
+def configure(directory: Path, tables: dict[str, dict[str, Any]]) -> None:
+    """Set values in tables of a node's meshpos.toml."""
+    cfg = load_config(directory)
     for table, values in tables.items():
-        doc.setdefault(table, {}).update(values)
-    path.write_text(tomli_w.dumps(doc))
-
-
-def node_id(directory: Path) -> str:
-    return str(tomllib.loads((directory / "meshpos.toml").read_text())["node"]["node_id"])
+        for key, value in values.items():
+            membership.set_config(cfg, table, key, value)
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -157,7 +137,7 @@ def setup(layout: Layout) -> None:
     run_parallel([["--dir", dirs[n], "enroll", "install", enr[n]] for n in joining])
     if layout.encrypt:
         run_parallel([["--dir", d, "encrypt"] for d in dirs.values()])
-    ids = {name: node_id(layout.dir(name)) for name in NAMES}
+    ids = {name: load_config(layout.dir(name)).node_id for name in NAMES}
     for name in NAMES:
         peers = [
             {"node": ids[p], "host": layout.hosts[p], "port": layout.ports[p]}
@@ -172,7 +152,7 @@ def setup(layout: Layout) -> None:
             tables["backup"]["offsite_dir"] = str(layout.offsite)
         if layout.hq_url:
             tables["hq"] = {"url": layout.hq_url}
-        edit_toml(layout.dir(name) / "meshpos.toml", tables)
+        configure(layout.dir(name), tables)
     say(f"catalogue: imported once at {NAMES[0]}; the mesh carries it to the others")
     run(["--dir", str(layout.dir(NAMES[0])), "catalog", "import", "--sample"], quiet=True)
 
@@ -182,38 +162,28 @@ def setup(layout: Layout) -> None:
 
 @dataclass
 class Procs:
-    """Every process the demo starts, stopped (SIGTERM, then SIGKILL) when the block ends."""
+    """Every process the demo starts, by label (logs in LOGS/LABEL.log), stopped when the block
+    ends: SIGTERM, then SIGKILL."""
 
     logs: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    running: dict[str, Process] = field(default_factory=dict)
 
     def start(self, label: str, args: Sequence[str]) -> None:
         print(f"    $ meshpos {' '.join(args)} &   (log: {self.logs / label}.log)", flush=True)
-        with open(self.logs / f"{label}.log", "ab") as log:
-            self.running[label] = subprocess.Popen(
-                [*MESHPOS, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        self.running[label] = Process(args, self.logs / f"{label}.log", label=label).start()
 
-    def stop(self, label: str, timeout: float = 10) -> None:
+    def stop(self, label: str) -> None:
         proc = self.running.pop(label, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc is not None:
+            proc.stop()
 
-    def check(self) -> None:
-        for label, proc in self.running.items():
-            if proc.poll() is not None:
-                tail = (self.logs / f"{label}.log").read_text(errors="replace")[-1500:]
-                raise DemoError(f"{label} exited with code {proc.returncode}:\n{tail}")
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> float:
+        """Poll until `predicate` holds, failing at once if a process died; the seconds it took."""
+        took = wait_for(
+            predicate, what, watch=list(self.running.values()), timeout=timeout, interval=0.2
+        )
+        print(f"    {what}: after {took:.1f} s", flush=True)
+        return took
 
     def close(self) -> None:
         for label in reversed(list(self.running)):  # terminals first, HQ last
@@ -229,47 +199,14 @@ def processes(logs: Path) -> Iterator[Procs]:
         procs.close()
 
 
-def wait_for(what: str, predicate: Callable[[], bool], procs: Procs, timeout: float) -> float:
-    """Poll until `predicate` holds; returns the seconds it took."""
-    t0 = time.monotonic()
-    while True:
-        procs.check()
-        if predicate():
-            took = time.monotonic() - t0
-            print(f"    {what}: after {took:.1f} s", flush=True)
-            return took
-        if time.monotonic() - t0 > timeout:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for: {what}")
-        time.sleep(0.2)
-
-
-def vv_of(directory: Path) -> dict[str, int] | None:
-    from meshpos.core.errors import MeshposError
-    from meshpos.service.terminal import Terminal
-
-    try:
-        t = Terminal.open(directory)
-    except MeshposError:
-        return None
-    try:
-        return t.ledger.vv()
-    finally:
-        t.close()
-
-
 def converged(dirs: Sequence[Path]) -> bool:
-    vvs = [vv_of(d) for d in dirs]
-    return all(v is not None and v == vvs[0] for v in vvs)
+    vvs = [store_vv(d) for d in dirs]
+    return all(v and v == vvs[0] for v in vvs)
 
 
 def hq_ops(layout: Layout) -> int:
     db = ["--db", layout.hq_db] if layout.hq_db else []
-    proc = subprocess.run(
-        [*MESHPOS, "hq", "stores", "--dir", str(layout.hq_dir), *db, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = meshpos("hq", "stores", "--dir", str(layout.hq_dir), *db, "--json", check=False)
     if proc.returncode:
         return -1
     rows = json.loads(proc.stdout or "[]")
@@ -312,11 +249,11 @@ def demo(base: Path, *, short: bool, encrypt: bool, with_hq: bool) -> dict[str, 
         say("start HQ and the three terminal daemons (static peers on loopback)")
         if hq:
             procs.start("hq", ["hq", "serve", "--dir", str(layout.hq_dir), "--port", str(hq_port)])
-            wait_for("HQ listening", lambda: http_up(hq_port), procs, 60)
+            procs.wait("HQ listening", lambda: http_up(hq_port), 60)
         for name in NAMES:
             procs.start(name, ["--dir", str(layout.dir(name)), "node", "run", "--no-discovery"])
-        result["catalogue_sync_s"] = wait_for(
-            "catalogue on every terminal", lambda: converged(dirs), procs, 120
+        result["catalogue_sync_s"] = procs.wait(
+            "catalogue on every terminal", lambda: converged(dirs), 120
         )
         say(f"ring {sales} sales at each counter")
         skus = ["TSH-NAV-M", "JNS-BLA-L", "TSH-NAV-S"]
@@ -327,8 +264,8 @@ def demo(base: Path, *, short: bool, encrypt: bool, with_hq: bool) -> dict[str, 
                     for j, n in enumerate(NAMES)
                 ]
             )
-        result["sales_sync_s"] = wait_for(
-            "every terminal holds every sale", lambda: converged(dirs), procs, 120
+        result["sales_sync_s"] = procs.wait(
+            "every terminal holds every sale", lambda: converged(dirs), 120
         )
         stock = [
             json.loads(out)[0]["qty"]
@@ -338,12 +275,12 @@ def demo(base: Path, *, short: bool, encrypt: bool, with_hq: bool) -> dict[str, 
         ]
         print(f"    stock of TSH-NAV-M seen at {', '.join(NAMES)}: {stock}")
         if len(set(stock)) != 1:
-            raise DemoError(f"terminals disagree on stock: {stock}")
-        total = sum((vv_of(dirs[0]) or {}).values())
+            raise DemoFailed(f"terminals disagree on stock: {stock}")
+        total = sum(store_vv(dirs[0]).values())
         result["ops"] = total
         if hq:
-            result["hq_sync_s"] = wait_for(
-                f"HQ holds all {total} ops", lambda: hq_ops(layout) >= total, procs, 120
+            result["hq_sync_s"] = procs.wait(
+                f"HQ holds all {total} ops", lambda: hq_ops(layout) >= total, 120
             )
         say("T3: backup (sealed, verified) with a copy to the 'USB stick'")
         run(["--dir", str(dirs[2]), "backup"])
@@ -356,13 +293,13 @@ def demo(base: Path, *, short: bool, encrypt: bool, with_hq: bool) -> dict[str, 
         newest = sorted(layout.offsite.glob("*.mpbak"))[-1]
         run(["--dir", str(dirs[2]), "restore", str(newest)])
         procs.start("T3", ["--dir", str(dirs[2]), "node", "run", "--no-discovery"])
-        result["restore_catch_up_s"] = wait_for(
-            "restored T3 caught up from its peers", lambda: converged(dirs), procs, 120
+        result["restore_catch_up_s"] = procs.wait(
+            "restored T3 caught up from its peers", lambda: converged(dirs), 120
         )
         say("verify every terminal: chains, signatures, views, no readable card number on disk")
         for out in run_parallel([["--dir", str(d), "verify"] for d in dirs]):
             print("      " + out.strip(), flush=True)
-        procs.check()
+        check_alive(list(procs.running.values()), "the demo ran")
     result["seconds"] = round(time.monotonic() - t0, 1)
     say(f"done in {result['seconds']} s: {json.dumps(result)}")
     return result
@@ -415,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"node directories and logs kept in {base}")
             else:
                 shutil.rmtree(base, ignore_errors=True)
-    except DemoError as exc:
+    except DemoFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

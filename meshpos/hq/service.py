@@ -30,6 +30,7 @@ from meshpos.domain.cards import (
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
 from meshpos.hq import keys
 from meshpos.hq.storage import HQStorage, open_storage
+from meshpos.hq.storage.database import Record
 from meshpos.hq.storage.enrolment import NotEnrolled, StoreRow, UnknownStore
 from meshpos.hq.storage.log import IngestOutcome, OpToSign, VersionVector
 from meshpos.hq.storage.loyalty import Ask
@@ -337,7 +338,8 @@ class HQService:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report(self) -> dict[str, object]:
+    def report(self) -> Record:
+        """`hq report` and GET /v1/report: a JSON document of the chain's figures."""
         stores = self.storage.views.summary()
         return {
             "hq": self.cfg.name,

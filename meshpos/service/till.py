@@ -1,6 +1,6 @@
 """A till session: the sale being rung at a counter, scan by scan, until it is paid.
 
-No terminal I/O here: `meshpos till` (cli_devices.py) and the touch web till drive the same
+No terminal I/O here: `meshpos till` (meshpos/cli/till.py) and the touch web till drive the same
 `TillSession` and show what it returns. A scan looks the code up in the catalogue first, by barcode
 or SKU (an internal 8-digit SKU must not be mistaken for a misread EAN-8); only when nothing
 matches is the code checked as a receipt's sale id (which starts a return) and then against

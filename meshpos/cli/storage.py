@@ -1,28 +1,37 @@
-"""`meshpos` commands for operations: encryption at rest, backups, restore, audit exports."""
+"""`meshpos encrypt`, `backup ...` and `restore`: the node's database at rest (SQLCipher), its
+sealed backups, and bringing it back from one."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from meshpos.cli.app import DefaultGroup, _open, cli, emit, json_option
+from meshpos.cli.common import DefaultGroup, emit, json_option, node_dir, open_terminal
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError, MeshposError
+from meshpos.service.backup.create import create_backup
+from meshpos.service.backup.format import read_header
+from meshpos.service.backup.restore import restore_backup, verify_backup
+from meshpos.service.backup.targets import (
+    BackupSettings,
+    DirectoryTarget,
+    backup_prefix,
+    list_backups,
+)
 from meshpos.service.config import NodeConfig, load_config
+from meshpos.service.daemon_link import daemon_status
+from meshpos.service.encryption import encrypt_node
 
 
 def _config(ctx: click.Context) -> NodeConfig:
     """The node's config without opening (or creating) its database."""
-    return load_config(ctx.find_root().obj["dir"])
+    return load_config(node_dir(ctx))
 
 
 def _no_daemon(cfg: NodeConfig, what: str) -> None:
-    from meshpos.service.daemon_link import daemon_status
-
     if daemon_status(cfg.dir):
         raise InputError(f"the daemon of {cfg.name} is running: stop it before {what}")
 
@@ -30,7 +39,7 @@ def _no_daemon(cfg: NodeConfig, what: str) -> None:
 # -- encryption at rest ---------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--passphrase",
     "use_passphrase",
@@ -41,8 +50,6 @@ def _no_daemon(cfg: NodeConfig, what: str) -> None:
 @click.pass_context
 def encrypt(ctx: click.Context, use_passphrase: bool, as_json: bool) -> None:
     """Encrypt this node's database at rest (SQLCipher); verified before the plain copy goes."""
-    from meshpos.service.encryption import encrypt_node
-
     cfg = _config(ctx)
     _no_daemon(cfg, "encrypting its database")
     r = encrypt_node(cfg, "passphrase" if use_passphrase else "file")
@@ -64,7 +71,7 @@ def encrypt(ctx: click.Context, use_passphrase: bool, as_json: bool) -> None:
 # -- backups --------------------------------------------------------------------------------------
 
 
-@cli.group(cls=DefaultGroup, default_cmd="create")
+@click.group(cls=DefaultGroup, default_cmd="create")
 def backup() -> None:
     """Backups: take one (default), list them, verify a file."""
 
@@ -83,10 +90,7 @@ def backup() -> None:
 @click.pass_context
 def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_json: bool) -> None:
     """Snapshot the database while selling goes on, verify it, seal it, rotate, copy off-site."""
-    from meshpos.service.backup.create import create_backup
-    from meshpos.service.backup.targets import DirectoryTarget
-
-    t = _open(ctx)
+    t = open_terminal(ctx)
     target = DirectoryTarget(Path(to_dir).expanduser()) if to_dir else None
     r = create_backup(t.cfg, t.ledger, now_ms=wall_ms(), target=target, keep=keep)
     info = {
@@ -108,9 +112,6 @@ def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_j
 @click.pass_context
 def backup_list(ctx: click.Context, as_json: bool) -> None:
     """This node's backups, oldest first (local, then off-site)."""
-    from meshpos.service.backup.format import read_header
-    from meshpos.service.backup.targets import BackupSettings, backup_prefix, list_backups
-
     cfg = _config(ctx)
     s = BackupSettings.from_config(cfg)
     rows = []
@@ -143,8 +144,6 @@ def backup_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def backup_verify(ctx: click.Context, file: str, key_file: str | None, as_json: bool) -> None:
     """Authenticate a backup file and run verify on the database inside it."""
-    from meshpos.service.backup.restore import verify_backup
-
     cfg = _optional_config(ctx)
     check = verify_backup(
         Path(file),
@@ -175,7 +174,7 @@ def _optional_config(ctx: click.Context) -> NodeConfig | None:
         return None
 
 
-@cli.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option(
     "--key-file",
@@ -190,8 +189,6 @@ def restore(
 ) -> None:
     """Bring this terminal's database back from a backup (verified first); the daemon then
     catches up the rest from its peers."""
-    from meshpos.service.backup.restore import restore_backup
-
     cfg = _config(ctx)
     _no_daemon(cfg, "restoring")
     r = restore_backup(
@@ -218,95 +215,3 @@ def restore(
                 else ""
             )
         )
-
-
-# -- audit ----------------------------------------------------------------------------------------
-
-
-@cli.group()
-def audit() -> None:
-    """Signed, hash-chained op log exports for an auditor, and their check."""
-
-
-@audit.command("export")
-@click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD (UTC).")
-@click.option("--to", "date_to", required=True, help="Last day, YYYY-MM-DD (UTC).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@click.pass_context
-def audit_export(ctx: click.Context, date_from: str, date_to: str, out: str) -> None:
-    """Write every op of the range, per origin with its chain anchor and the certificates."""
-    from meshpos.service.audit import export_audit
-
-    doc = export_audit(_open(ctx), date_from, date_to, wall_ms())
-    path = Path(out)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {out}: {exc.strerror}") from None
-    origins = doc["content"]["origins"]
-    count = sum(len(o["ops"]) for o in origins)
-    click.echo(
-        f"exported {count} ops of {len(origins)} origin(s), {date_from}..{date_to}, to {out}"
-    )
-
-
-@audit.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--store-key", help="The store's public key, 64 hex digits.")
-@click.option(
-    "--store-key-file",
-    type=click.Path(dir_okay=False, exists=True),
-    help="A file holding the store's public key as hex.",
-)
-@json_option
-def audit_check(
-    file: str, store_key: str | None, store_key_file: str | None, as_json: bool
-) -> None:
-    """Verify an export with only the store's public key; exit 1 on any problem."""
-    from meshpos.service.audit import check_audit
-
-    if bool(store_key) == bool(store_key_file):
-        raise InputError("give the store's public key: --store-key HEX or --store-key-file FILE")
-    text = store_key or Path(store_key_file or "").read_text()
-    try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise InputError("the store's public key must be 64 hex digits")
-    try:
-        data = Path(file).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {file}: {exc.strerror}") from None
-    report = check_audit(data, key)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "store": report.store,
-                    "from": report.date_from,
-                    "to": report.date_to,
-                    "exporter": report.exporter,
-                    "origins": [o.row() for o in report.origins],
-                    "problems": report.problems,
-                },
-                indent=2,
-            )
-        )
-    else:
-        emit(
-            [o.row() for o in report.origins],
-            False,
-            f"audit export of store {report.store}, {report.date_from}..{report.date_to}, "
-            f"by {report.exporter}",
-        )
-        for p in report.problems:
-            click.echo(f"problem: {p}", err=True)
-    if not report.ok:
-        raise MeshposError(f"audit check found {len(report.problems)} problem(s)")
-    if not as_json:
-        click.echo("ok: certificates, every signature and chain link, receipt numbers gapless")

@@ -1,0 +1,71 @@
+"""`meshpos cards`: offline card payments as this till sees them (floor limits, the store's card
+float), a card check without a sale, and how a command reads a card without echoing its number.
+
+HQ opening a store's card float is `meshpos hq card-float` (meshpos/cli/hq.py).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from meshpos.cli.common import emit, json_option, open_terminal
+from meshpos.core.errors import InputError
+from meshpos.domain.money import rupees
+from meshpos.service import cards
+from meshpos.service.cards import CardInput
+
+
+def card_input(number: str | None, expiry: str | None, from_stdin: bool) -> CardInput | None:
+    """The card given by --card-number/--card-expiry or --card-stdin, if any."""
+    if from_stdin:
+        if number:
+            raise InputError("give the card by --card-number or --card-stdin, not both")
+        return cards.read_card_line(sys.stdin.readline(), expiry)
+    if number:
+        return cards.read_card(number, expiry)
+    if expiry:
+        raise InputError("--card-expiry needs a card: --card-number or --card-stdin")
+    return None
+
+
+@click.group("cards", invoke_without_command=True)
+@json_option
+@click.pass_context
+def cards_group(ctx: click.Context, as_json: bool) -> None:
+    """Offline card payments: floor limits and the store's card float as this till sees it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    st = cards.status(open_terminal(ctx))
+    if as_json:
+        emit(st, True)
+        return
+    total = st["store_total"]
+    click.echo(f"per-sale limit     {rupees(st['per_sale_limit'])}")
+    click.echo(f"store total (HQ)   {rupees(total) if total is not None else 'not set'}")
+    click.echo(f"float minted       {rupees(st['minted'])}")
+    click.echo(f"awaiting HQ        {rupees(st['awaiting_hq'])}")
+    click.echo(f"held here          {rupees(st['held_here'])}")
+    for name, held in st["held"].items():
+        click.echo(f"  held by {name:<10} {rupees(held)}")
+    if not st["hq_key"]:
+        click.echo("no HQ payment key yet: cards cannot be sealed until the store syncs with HQ")
+
+
+@cards_group.command("check")
+@click.option("--card-number", metavar="NUMBER", help="The card (prefer --card-stdin).")
+@click.option("--card-expiry", metavar="MM/YY")
+@click.option(
+    "--card-stdin", is_flag=True, help="Read NUMBER MM/YY (or a swiped track) from stdin."
+)
+@click.pass_context
+def cards_check(
+    ctx: click.Context, card_number: str | None, card_expiry: str | None, card_stdin: bool
+) -> None:
+    """Check a card offline (check digit, expiry, HQ's blocklist) without selling."""
+    card = card_input(card_number, card_expiry, card_stdin)
+    if card is None:
+        raise InputError("give a card: --card-number or --card-stdin")
+    cards.offline_check(open_terminal(ctx), card)
+    click.echo(f"ok: the {card} may be taken offline")

@@ -1,0 +1,59 @@
+"""`meshpos report ...`: X and Z reports of this terminal, store-wide sales from the local views."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from meshpos.cli.common import acting_user, emit, json_option, open_terminal
+from meshpos.service.reports import close_day, sales_report, shift_totals
+
+
+@click.group()
+def report() -> None:
+    """X, Z and sales reports from the local database."""
+
+
+@report.command("x")
+@json_option
+@click.pass_context
+def report_x(ctx: click.Context, as_json: bool) -> None:
+    """This terminal's takings since the last Z report (changes nothing)."""
+    _print_shift(shift_totals(open_terminal(ctx)), as_json, "X report")
+
+
+@report.command("z")
+@json_option
+@click.pass_context
+def report_z(ctx: click.Context, as_json: bool) -> None:
+    """Close the day: print the takings and start a new period."""
+    _print_shift(close_day(open_terminal(ctx), acting_user(ctx)), as_json, "Z report")
+
+
+def _print_shift(totals: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        click.echo(json.dumps(totals, indent=2))
+        return
+    emit({k: v for k, v in totals.items() if k not in ("tenders", "gst")}, False, title)
+    emit(totals["tenders"], False, "tenders")
+    emit(totals["gst"], False, "GST by rate")
+
+
+@report.command("sales")
+@click.option(
+    "--by",
+    default="sku",
+    show_default=True,
+    type=click.Choice(["sku", "category", "hour", "day", "payment", "cashier", "terminal"]),
+)
+@click.option("--from", "date_from", help="First day, YYYY-MM-DD (UTC).")
+@click.option("--to", "date_to", help="Last day, YYYY-MM-DD (UTC).")
+@json_option
+@click.pass_context
+def report_sales(
+    ctx: click.Context, by: str, date_from: str | None, date_to: str | None, as_json: bool
+) -> None:
+    """Store-wide sales (every terminal's, as replicated here) grouped --by."""
+    emit(sales_report(open_terminal(ctx), by, date_from, date_to), as_json, f"sales by {by}")

@@ -1,0 +1,192 @@
+"""`meshpos sell`, `return` and `exchange`: ring a sale and print what was recorded.
+
+Each queues its receipt with the op it records, printed once the command is done
+(meshpos/cli/printing.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from meshpos.cli.cards import card_input
+from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref
+from meshpos.cli.printing import selling_terminal
+from meshpos.core.errors import InputError
+from meshpos.domain.money import rupees
+from meshpos.domain.pricing import parse_item, parse_tender
+from meshpos.service.daemon_link import daemon_status, wait_for_copies
+from meshpos.service.escrow import sell_with_escrow
+from meshpos.service.terminal import SaleResult
+
+LINE_COLUMNS = ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
+
+
+def _discounts(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    sale: str | None = None
+    lines: dict[str, str] = {}
+    for spec in specs:
+        if ":" in spec:
+            sku, _, amount = spec.partition(":")
+            lines[sku] = amount
+        elif sale is not None:
+            raise InputError("give at most one whole-sale --discount")
+        else:
+            sale = spec
+    return sale, lines
+
+
+def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | None = None) -> None:
+    p = result.payload
+    if as_json:
+        extra = {} if copies is None else {"copies": copies}
+        click.echo(
+            json.dumps({"sale_id": result.sale_id, "op": op_ref(result.op), **extra, **p}, indent=2)
+        )
+        return
+    emit([{k: ln[k] for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
+    change = sum(t.get("change", 0) for t in p["tenders"])
+    tenders = ", ".join(_tender_text(t) for t in p["tenders"])
+    paid = "refunded" if p["total"] < 0 or result.op.kind == "return" else "paid"
+    click.echo(
+        f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
+        f"{paid} {tenders or '-'}" + (f"  change {rupees(change)}" if change else "")
+    )
+    if p.get("customer"):
+        click.echo(
+            f"customer {p['customer']}: points {p['points_earned']:+d} earned, "
+            f"{-p['points_redeemed']:+d} by tender"
+        )
+    if copies is not None:
+        click.echo(
+            "safe: held by 2 copies (a peer confirmed it)"
+            if copies >= 2
+            else "held by 1 copy only: no peer confirmed it yet (it will sync when one can)"
+        )
+
+
+def _tender_text(t: dict[str, Any]) -> str:
+    text = f"{t['method']} {rupees(abs(t['amount']))}"
+    if t.get("card_last4"):
+        text += f" ({t.get('card_brand') or 'card'} ending {t['card_last4']}"
+        text += ", authorisation pending)" if t.get("pending") else ")"
+    return text
+
+
+@click.command()
+@click.argument("items", nargs=-1, required=True)
+@click.option("--customer", help="Customer id or phone, for loyalty points.")
+@click.option(
+    "--pay",
+    "pays",
+    multiple=True,
+    help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total, or card "
+    "when a card is given.",
+)
+@click.option(
+    "--card-number",
+    metavar="NUMBER",
+    help="Card for the card payment, sealed to HQ at once (or test[:BRAND], or a swiped track). "
+    "Visible to other users of this machine while the command runs: prefer --card-stdin.",
+)
+@click.option("--card-expiry", metavar="MM/YY", help="The card's expiry.")
+@click.option(
+    "--card-stdin", is_flag=True, help="Read the card from stdin: NUMBER MM/YY, or a swiped track."
+)
+@click.option(
+    "--discount",
+    "discounts",
+    multiple=True,
+    help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.",
+)
+@json_option
+@approve_option
+@click.pass_context
+def sell(
+    ctx: click.Context,
+    items: tuple[str, ...],
+    customer: str | None,
+    pays: tuple[str, ...],
+    card_number: str | None,
+    card_expiry: str | None,
+    card_stdin: bool,
+    discounts: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2).
+
+    A card given with --card-number/--card-stdin is checked offline (check digit, expiry, HQ's
+    blocklist), sealed to HQ's payment key and recorded as pending until HQ answers; only its
+    last four digits and brand stay readable. Offline floor limits apply (`meshpos cards`)."""
+    sale_disc, line_disc = _discounts(discounts)
+    card = card_input(card_number, card_expiry, card_stdin)
+    tenders = [parse_tender(p) for p in pays]
+    if card is not None and not tenders:
+        tenders = [parse_tender("card")]
+    t = selling_terminal(ctx)
+    daemon = daemon_status(t.cfg.dir)
+    result = sell_with_escrow(
+        t,
+        peers_up=bool(daemon.get("peers_up")),
+        items=[parse_item(i) for i in items],
+        tenders=tenders,
+        customer=customer,
+        discount=sale_disc,
+        line_discounts=line_disc,
+        user=acting_user(ctx),
+        card=card,
+    )
+    copies = None
+    if daemon:
+        wait = int(t.cfg.section("mesh").get("copy_wait_ms", 50))
+        copies = wait_for_copies(t, result.op.seq, wait)
+    _print_sale(result, as_json, "sale", copies)
+
+
+@click.command("return")
+@click.argument("sale_id")
+@click.argument("items", nargs=-1, required=True)
+@click.option(
+    "--refund", default="cash", show_default=True, type=click.Choice(["cash", "card", "points"])
+)
+@json_option
+@approve_option
+@click.pass_context
+def return_cmd(
+    ctx: click.Context, sale_id: str, items: tuple[str, ...], refund: str, as_json: bool
+) -> None:
+    """Return ITEMS (SKU[xQTY]) of an earlier sale; refunds what they were sold for."""
+    result = selling_terminal(ctx).return_items(
+        sale_id, [parse_item(i) for i in items], refund=refund, user=acting_user(ctx)
+    )
+    _print_sale(result, as_json, "return")
+
+
+@click.command()
+@click.argument("sale_id")
+@click.option("--back", multiple=True, required=True, help="SKU[xQTY] coming back. Repeatable.")
+@click.option("--take", multiple=True, required=True, help="SKU[xQTY] going out. Repeatable.")
+@click.option("--pay", "pays", multiple=True, help="Tender for any difference due.")
+@json_option
+@approve_option
+@click.pass_context
+def exchange(
+    ctx: click.Context,
+    sale_id: str,
+    back: tuple[str, ...],
+    take: tuple[str, ...],
+    pays: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Exchange items of an earlier sale for others; the difference is paid or refunded."""
+    result = selling_terminal(ctx).exchange(
+        sale_id,
+        [parse_item(i) for i in back],
+        [parse_item(i) for i in take],
+        tenders=[parse_tender(p) for p in pays],
+        user=acting_user(ctx),
+    )
+    _print_sale(result, as_json, "exchange")
