@@ -255,7 +255,7 @@ class Pod:
         return proc.returncode == 0
 
     def wait_healthy(self, service: str) -> float:
-        took = wait_for(lambda: self.healthy(service), f"{service} healthy", WAIT_S)
+        took = wait_for(lambda: self.healthy(service), f"{service} healthy", timeout=WAIT_S)
         print(f"    {service} healthy after {took:.1f} s", flush=True)
         return took
 
@@ -350,12 +350,14 @@ def run_store(p: Pod, sales: int) -> dict[str, Any]:
         raise DemoFailed(f"a container runs as root: {users}")
     result["users"] = users
     result["catalogue_sync_s"] = wait_for(
-        lambda: store_converged(p, terminals) is not None, "catalogue on every terminal", WAIT_S
+        lambda: store_converged(p, terminals) is not None,
+        "catalogue on every terminal",
+        timeout=WAIT_S,
     )
     say(f"ring {sales} sale(s) at every counter")
     rung = sum(sell(p, terminals, i) for i in range(sales))
     result["hq_sync_s"] = wait_for(
-        lambda: all_converged(p, terminals), "every terminal and HQ hold every sale", WAIT_S
+        lambda: all_converged(p, terminals), "every terminal and HQ hold every sale", timeout=WAIT_S
     )
     row = hq_store(p)
     print(f"    HQ: {row['ops']} ops from {row['origins']} origins, {row['sales']} sales")
@@ -367,7 +369,7 @@ def run_store(p: Pod, sales: int) -> dict[str, Any]:
     t0 = time.monotonic()
     podman("start", p.container("t3"))
     p.wait_healthy("t3")
-    wait_for(lambda: all_converged(p, terminals), "t3 and HQ caught up", WAIT_S)
+    wait_for(lambda: all_converged(p, terminals), "t3 and HQ caught up", timeout=WAIT_S)
     result["restart_catch_up_s"] = round(time.monotonic() - t0, 1)
     row = hq_store(p)
     if int(row["sales"]) != rung:
