@@ -41,5 +41,17 @@ demo: $(STAMP)
 demo-store: $(STAMP)
 	$(BIN)/python -m meshpos.demo.store
 
+# docker/compose.yaml's store run for real with podman: sets up podman and a Debian base image if
+# missing, builds docker/'s images, runs PostgreSQL, HQ and three terminals (sales, HQ, a terminal
+# killed and restarted), and removes the pod, containers and volumes it made.
+.PHONY: demo-containers test-containers
+demo-containers: $(STAMP)
+	$(BIN)/python docker/podman_store.py
+
+# The same as tests (minutes, so not in `make test`); they skip, saying why, where podman cannot run.
+test-containers: $(STAMP)
+	-$(BIN)/python docker/podman_store.py setup
+	MESHPOS_CONTAINERS=1 $(BIN)/pytest -q -p no:cacheprovider -m containers tests/test_containers.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
