@@ -43,8 +43,8 @@ from typing import Any
 
 import yaml
 
-from meshpos.demo.hq import wait_for
-from meshpos.demo.mesh import DemoFailed, run_demo
+from meshpos.demo.mesh import run_demo
+from meshpos.demo.processes import DemoFailed, wait_for
 from meshpos.demo.store import say
 
 REPO = Path(__file__).resolve().parent.parent
