@@ -19,8 +19,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check meshpos tests bench
-	$(BIN)/ruff format --check meshpos tests bench
+	$(BIN)/ruff check meshpos tests bench docker
+	$(BIN)/ruff format --check meshpos tests bench docker
 	$(BIN)/mypy
 
 bench: $(STAMP)

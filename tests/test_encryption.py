@@ -182,6 +182,12 @@ def test_card_scan_finds_a_number_split_across_reads_once(tmp_path: Path) -> Non
     # Part of a longer digit run is not a card number.
     path.write_bytes(b"x" + PAN.encode() + b"0123" + b"x")
     assert scan_file(path, chunk_size=7) == []
+    # Nor is a run inside hex text (a key file, a node id, a signature): that made `verify`
+    # report a "card number" in one random db.key in a few thousand.
+    path.write_bytes(b"9f" + PAN.encode() + b"c0de\n")
+    assert scan_file(path) == []
+    path.write_bytes(b'{"pan": "' + PAN.encode() + b'"}')
+    assert [h.offset for h in scan_file(path)] == [9]
 
 
 def test_encrypt_refuses_while_another_process_has_the_database_open(node: Node) -> None:

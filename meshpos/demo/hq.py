@@ -207,24 +207,13 @@ def store_vv(directory: Path) -> dict[str, int]:
 def store_view(directory: Path) -> dict[str, Any]:
     """What a terminal's own views say: ops held, sales per UTC day, stock, loyalty, prices."""
     with _terminal(directory) as t:
-        days = {
-            str(r["day"]): (int(r["sales"]), int(r["net"]))
-            for r in t.query(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, "
-                "SUM(kind = 'sale') AS sales, SUM(total) AS net FROM sales GROUP BY 1"
-            )
-        }
+        views = t.ledger.views
         return {
             "ops": t.ledger.op_count(),
-            "days": days,
-            "stock": {r["sku"]: int(r["qty"]) for r in t.query("SELECT sku, qty FROM stock")},
-            "loyalty": {
-                r["customer_id"]: int(r["points"])
-                for r in t.query("SELECT customer_id, points FROM loyalty WHERE points != 0")
-            },
-            "prices": {
-                r["sku"]: int(r["price"]) for r in t.query("SELECT sku, price FROM products")
-            },
+            "days": views.daily_sales_utc(),
+            "stock": views.stock_levels(),
+            "loyalty": views.loyalty_balances(),
+            "prices": views.prices(),
         }
 
 

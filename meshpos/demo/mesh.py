@@ -79,11 +79,7 @@ def make_terminals(base: Path, store: str) -> list[Terminal]:
 
 
 def hot_stock(terminals: Sequence[Terminal]) -> list[int]:
-    out = []
-    for t in terminals:
-        row = t.ledger.conn.execute("SELECT qty FROM stock WHERE sku = ?", (HOT,)).fetchone()
-        out.append(int(row[0]) if row else 0)
-    return out
+    return [t.ledger.views.stock_qty(HOT) for t in terminals]
 
 
 def watch(terminals: Sequence[Terminal], title: str) -> float:

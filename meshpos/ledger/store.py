@@ -392,6 +392,23 @@ class Ledger:
 
     # -- the database file ----------------------------------------------------------------------
 
+    @property
+    def changes(self) -> int:
+        """A count that moves with every write through this ledger (cheap; for caches)."""
+        return self.conn.total_changes
+
+    def signatures(self) -> dict[tuple[str, int], bytes]:
+        """Every held op's signature by (origin, seq): what the simulator checks its ground
+        truth against."""
+        return {
+            (o, q): bytes(sig)
+            for o, q, sig in self.conn.execute("SELECT origin, seq, sig FROM ops")
+        }
+
+    def clone_into(self, other: Ledger) -> None:
+        """Copy this whole database into `other` (in-memory ledgers in the simulator)."""
+        self.conn.backup(other.conn)
+
     def advisory_acks(self) -> AbstractContextManager[PeerAcks]:
         """`peer_acks` through a second connection that never fsyncs (see `advisory_acks`)."""
         return advisory_acks(open_connection(self.path, self.key))

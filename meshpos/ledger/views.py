@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshpos.ledger.fold import CARD_FLOAT
+from meshpos.ledger.schema import VIEW_TABLES
 
 Row = dict[str, Any]
 
@@ -70,6 +71,16 @@ class Views:
         if sku is not None:
             return self.rows(sql + "WHERE p.sku = ?", (sku,))
         return self.rows(sql + "ORDER BY p.sku")
+
+    def stock_levels(self) -> dict[str, int]:
+        """Units on hand per SKU with any stock move (no catalogue join)."""
+        return {str(sku): int(qty) for sku, qty in self.conn.execute("SELECT sku, qty FROM stock")}
+
+    def prices(self) -> dict[str, int]:
+        return {
+            str(sku): int(price)
+            for sku, price in self.conn.execute("SELECT sku, price FROM products")
+        }
 
     def stock_qty(self, sku: str) -> int:
         return self._value("SELECT qty FROM stock WHERE sku = ?", (sku,))
@@ -212,6 +223,58 @@ class Views:
         )
 
     # -- conflicts ------------------------------------------------------------------------------
+
+    def loyalty_balances(self) -> dict[str, int]:
+        """Points per customer whose balance is not zero."""
+        return {
+            str(c): int(p)
+            for c, p in self.conn.execute(
+                "SELECT customer_id, points FROM loyalty WHERE points != 0"
+            )
+        }
+
+    def points_ledger(self) -> list[tuple[str, int, int, int, int, int]]:
+        """Per customer: balance, points earned and redeemed by sales and exchanges, redeemed
+        points given back by returns, and the net of every record: what a check for points
+        redeemed twice needs (the simulator's invariant)."""
+        return [
+            (str(c), int(a), int(b), int(d), int(e), int(f))
+            for c, a, b, d, e, f in self.conn.execute(
+                "SELECT l.customer_id, l.points, "
+                "COALESCE(SUM(CASE WHEN s.kind != 'return' THEN s.points_earned END), 0), "
+                "COALESCE(SUM(CASE WHEN s.kind != 'return' THEN s.points_redeemed END), 0), "
+                "COALESCE(SUM(CASE WHEN s.kind = 'return' THEN -s.points_redeemed END), 0), "
+                "COALESCE(SUM(s.points_earned - s.points_redeemed), 0) "
+                "FROM loyalty l LEFT JOIN sales s ON s.customer_id = l.customer_id "
+                "GROUP BY l.customer_id ORDER BY l.customer_id"
+            )
+        ]
+
+    def rights_held_by(self, nodes: Sequence[str]) -> int:
+        """Positive redemption rights (every customer, card float included) held by `nodes`."""
+        if not nodes:
+            return 0
+        marks = ",".join("?" * len(nodes))
+        return self._value(
+            f"SELECT COALESCE(SUM(points), 0) FROM rights WHERE points > 0 AND node IN ({marks})",
+            tuple(nodes),
+        )
+
+    def daily_sales_utc(self) -> dict[str, tuple[int, int]]:
+        """Per UTC day: sales rung and net takings (paise), as HQ's chain view counts them."""
+        return {
+            str(day): (int(n), int(net))
+            for day, n, net in self.conn.execute(
+                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch'), SUM(kind = 'sale'), "
+                "SUM(total) FROM sales GROUP BY 1"
+            )
+        }
+
+    def table_rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of one view table, for digests that compare replicas."""
+        if table not in VIEW_TABLES:
+            raise ValueError(f"{table!r} is not a view table")
+        return list(self.conn.execute(f"SELECT * FROM {table}"))
 
     def conflicts(self, status: str | None = "open") -> list[Row]:
         """Conflicts (with `status`, or all), their detail and ops decoded."""

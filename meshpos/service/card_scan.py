@@ -17,8 +17,10 @@ from meshpos.domain.cards import luhn_ok
 from meshpos.service.config import NodeConfig
 
 # A maximal run of 13-19 digits, or 4-digit groups split by single spaces or dashes.
+# Not next to a hex letter either: keys, node ids and signatures written as hex text are full of
+# digit runs, and one in a few thousand random keys holds a Luhn-valid run with a card prefix.
 _CARD = re.compile(
-    rb"(?<![0-9])(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{1,3})?)(?![0-9])"
+    rb"(?<![0-9a-f])(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{1,3})?)(?![0-9a-f])"
 )
 _CHUNK = 4 << 20
 _OVERLAP = 64

@@ -100,9 +100,7 @@ class Metrics:
             groups.setdefault(tuple(sorted(vv.items())), n)
         skus = units = 0
         if len(groups) > 1:
-            views = [
-                dict(g.ledger.conn.execute("SELECT sku, qty FROM stock")) for g in groups.values()
-            ]
+            views = [g.ledger.views.stock_levels() for g in groups.values()]
             for sku in sorted(set().union(*views)):
                 values = [v.get(sku, 0) for v in views]
                 if max(values) != min(values):

@@ -26,7 +26,7 @@ class CachedReplica:
 
     def current(self) -> dict[str, int]:
         """The version vector, shared (do not modify it)."""
-        mark = self.ledger.conn.total_changes
+        mark = self.ledger.changes
         if mark != self._mark:
             self._vv = self.ledger.vv()
             self._mark = mark

@@ -40,7 +40,7 @@ def views_digest(ledger: Ledger) -> str:
     h = hashlib.sha256()
     for table in VIEW_TABLES:
         h.update(table.encode())
-        for row in sorted(ledger.conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr):
+        for row in sorted(ledger.views.table_rows(table), key=repr):
             h.update(repr(row).encode())
     return h.hexdigest()
 
@@ -84,9 +84,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     lost: list[str] = []
     lost_sales = 0
     if ref is not None:
-        held = {
-            (o, q): sig for o, q, sig in ref.ledger.conn.execute("SELECT origin, seq, sig FROM ops")
-        }
+        held = ref.ledger.signatures()
         for key in sorted(truth.rung):
             r = truth.rung[key]
             if held.get(key) != r.sig:
@@ -109,27 +107,15 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     examples: list[str] = []
     stranded = 0
     if ref is not None:
-        conn = ref.ledger.conn
-        negative = _double_spent(conn)
-        for kind, count in conn.execute(
-            "SELECT kind, COUNT(*) FROM conflicts WHERE status = 'open' GROUP BY kind ORDER BY kind"
-        ):
-            conflicts[kind] = count
+        views = ref.ledger.views
+        negative = _double_spent(views.points_ledger())
+        open_now = views.conflicts("open")
+        conflicts = Counter(str(c["kind"]) for c in open_now)
         examples = [
-            f"{cid}: {detail}"
-            for cid, detail in conn.execute(
-                "SELECT conflict_id, detail FROM conflicts WHERE status = 'open' "
-                "ORDER BY conflict_id LIMIT 3"
-            )
+            f"{c['conflict_id']}: {json.dumps(c['detail'], sort_keys=True)}" for c in open_now[:3]
         ]
         retired = [n.node_id for n in s.nodes.values() if n.retired]
-        if retired:
-            marks = ",".join("?" * len(retired))
-            row = conn.execute(
-                f"SELECT COALESCE(SUM(points), 0) FROM rights WHERE points > 0 AND node IN ({marks})",
-                retired,
-            ).fetchone()
-            stranded = int(row[0])
+        stranded = views.rights_held_by(retired)
     if negative:
         violations.append(f"{s.name}: points double-spent: {', '.join(sorted(negative)[:5])}")
     hq_equal = None
@@ -187,21 +173,13 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     }
 
 
-def _double_spent(conn: Any) -> list[str]:
+def _double_spent(points: list[tuple[str, int, int, int, int, int]]) -> list[str]:
     """Customers who redeemed more points than were ever credited to them (earned, adjusted, or
     given back by a return). A balance below zero alone is not a double spend: a return can claw
     back points already redeemed, and the fold flags that as a conflict for a manager."""
     out = []
-    for cid, points, earned, redeemed, refunded, earned_all in conn.execute(
-        "SELECT l.customer_id, l.points, "
-        "COALESCE(SUM(CASE WHEN s.kind != 'return' THEN s.points_earned END), 0), "
-        "COALESCE(SUM(CASE WHEN s.kind != 'return' THEN s.points_redeemed END), 0), "
-        "COALESCE(SUM(CASE WHEN s.kind = 'return' THEN -s.points_redeemed END), 0), "
-        "COALESCE(SUM(s.points_earned - s.points_redeemed), 0) "
-        "FROM loyalty l LEFT JOIN sales s ON s.customer_id = l.customer_id "
-        "GROUP BY l.customer_id ORDER BY l.customer_id"
-    ):
-        adjusted = points - earned_all
+    for cid, points_now, earned, redeemed, refunded, earned_all in points:
+        adjusted = points_now - earned_all
         credited = max(adjusted, 0) + earned + refunded
         if redeemed > credited:
             out.append(f"{cid} redeemed {redeemed} of {credited} credited")

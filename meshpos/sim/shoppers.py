@@ -138,11 +138,11 @@ class Shoppers:
         """Run a business action at a node, note what it signed, and tell its node of the
         commit as the daemon notices one (`PRAGMA data_version`): new ops are pushed, a new
         escrow ask is sent."""
-        mark = node.ledger.conn.total_changes
+        mark = node.ledger.changes
         try:
             return fn(node.terminal)
         finally:
-            if node.ledger.conn.total_changes != mark:
+            if node.ledger.changes != mark:
                 self.truth.record(node, self.net.now)
                 self.net.local_changed(node.node_id)
 

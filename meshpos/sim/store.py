@@ -84,7 +84,7 @@ class StoreSim:
         counters = []
         for name in self.conf.counter_names():
             ledger = Ledger(":memory:", self.name, durable=False)
-            hq.ledger.conn.backup(ledger.conn)
+            hq.ledger.clone_into(ledger)
             node = roster.make(name, name, "counter", ledger)
             roster.position[name] = name
             counters.append(node)
