@@ -8,6 +8,11 @@ PostgreSQL (postgres.py) implement.
     blocklist   cards no till may take, sent to every store
     payments    settling card payments taken offline
     loyalty     HQ as escrow holder of loyalty rights between stores
+    takings     takings per store, day and payment kind (folded with the views)
+    contacts    when each terminal last reached HQ (online, relay, ops waiting)
+    people      HQ's people and their dashboard sessions (rules: meshpos.hq.accounts)
+    browse      stock, catalogue, customers and card floats searched across stores
+    anomalies   what the chain views show needs a look (stock or points below zero...)
 
 Parts hold no state of their own between calls, so any number of HQ processes can share the
 database; how they stay consistent is told in log.py.
@@ -15,12 +20,17 @@ database; how they stay consistent is told in log.py.
 
 from __future__ import annotations
 
+from meshpos.hq.storage import takings
+from meshpos.hq.storage.anomalies import Anomalies
 from meshpos.hq.storage.blocklist import Blocklist
+from meshpos.hq.storage.browse import Browse
+from meshpos.hq.storage.contacts import Contacts
 from meshpos.hq.storage.database import Database
 from meshpos.hq.storage.enrolment import Enrolment
 from meshpos.hq.storage.log import OpLog
 from meshpos.hq.storage.loyalty import LoyaltyEscrow
 from meshpos.hq.storage.payments import Settlement
+from meshpos.hq.storage.people import PeopleStore
 from meshpos.hq.storage.postgres import PostgresDatabase
 from meshpos.hq.storage.schema import create_schema
 from meshpos.hq.storage.sqlite import SQLiteDatabase
@@ -39,6 +49,12 @@ class HQStorage:
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
+        takings.backfill(db)
+        self.takings = takings.Takings(db)
+        self.contacts = Contacts(db)
+        self.people = PeopleStore(db)
+        self.browse = Browse(db)
+        self.anomalies = Anomalies(db)
         # The reads `meshpos hq`, the demos and tests outside hq/ make, by the names they use.
         self.vv = self.log.vv
         self.summary = self.views.summary

@@ -27,6 +27,7 @@ from meshpos.core.ops import (
     verify_run,
 )
 from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.hq.storage.takings import write as write_takings
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
 from meshpos.hq.storage.schema import OP_COLUMNS
@@ -271,6 +272,7 @@ class OpLog:
             head_rows,
         )
         write_views(tx, store, changes, rows)
+        write_takings(tx, store, changes)
         return rows
 
     # -- HQ's own ops ---------------------------------------------------------------------------

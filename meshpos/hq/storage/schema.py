@@ -4,7 +4,8 @@ transaction, in the dialect of its backend (`{blob}`, `{int}`).
 Tables by part: `stores`, `nodes` (enrolment); `ops`, `heads` (the op log and version vectors);
 `sales`, `sales_daily`, `stock`, `loyalty`, `rights`, `registers` (chain views folded from the
 ops); `payments` (card tenders and their settlement); `blocklist`; `loyalty_asks` (points other
-stores wait for).
+stores wait for); `takings_daily` (takings per store, day and payment kind); `store_contacts` (when
+each terminal last reached HQ); `hq_users`, `hq_sessions` (HQ's people and their dashboard sessions).
 """
 
 from __future__ import annotations
@@ -153,7 +154,45 @@ CREATE TABLE IF NOT EXISTS loyalty_asks (
     points      {int} NOT NULL,
     asked_ms    {int} NOT NULL,
     PRIMARY KEY (store, customer_id, node)
-)
+);
+CREATE TABLE IF NOT EXISTS takings_daily (
+    store   TEXT NOT NULL,
+    day     TEXT NOT NULL,
+    method  TEXT NOT NULL,
+    amount  {int} NOT NULL,
+    tenders {int} NOT NULL,
+    PRIMARY KEY (store, day, method)
+);
+CREATE TABLE IF NOT EXISTS store_contacts (
+    store    TEXT NOT NULL,
+    node     TEXT NOT NULL,
+    seen_ms  {int} NOT NULL,
+    relay_ms {int} NOT NULL,
+    waiting  {int} NOT NULL,
+    address  TEXT NOT NULL,
+    PRIMARY KEY (store, node)
+);
+CREATE TABLE IF NOT EXISTS hq_users (
+    user_id         TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    pw_hash         TEXT NOT NULL,
+    disabled        {int} NOT NULL,
+    failures        {int} NOT NULL,
+    locked_until_ms {int} NOT NULL,
+    created_ms      {int} NOT NULL,
+    changed_ms      {int} NOT NULL,
+    signed_in_ms    {int} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hq_sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    csrf       TEXT NOT NULL,
+    created_ms {int} NOT NULL,
+    seen_ms    {int} NOT NULL,
+    address    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hq_sessions_user ON hq_sessions (user_id)
 """
 
 OP_COLUMNS = ("store", "origin", "seq", "hlc", "kind", "actor", "body", "sig")
