@@ -83,7 +83,9 @@ def hash_password(password: str) -> str:
     salt = os.urandom(SALT_BYTES)
     digest = _kdf(salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P).derive(password.encode())
     b64 = base64.b64encode
-    return f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+    return (
+        f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+    )
 
 
 def password_matches(password: str, stored: str) -> bool:
@@ -200,7 +202,11 @@ class Accounts:
         return self.store.db.run(run)
 
     def _keep_an_admin(self, tx: Tx, row: PersonRow) -> None:
-        if row.role == "admin" and not row.disabled and self.store.active_admins(tx) == [row.user_id]:
+        if (
+            row.role == "admin"
+            and not row.disabled
+            and self.store.active_admins(tx) == [row.user_id]
+        ):
             raise InputError(
                 f"{row.user_id} is the only active admin: make someone else admin first"
             )
@@ -252,8 +258,8 @@ class Accounts:
 
     # -- signing in -----------------------------------------------------------------------------
 
-    def sign_in(self, user_id: str, password: str, address: str = "") -> SignedIn:
-        now = self.now_ms()
+    def _check(self, user_id: str, password: str, address: str, now: int) -> PersonRow:
+        """The person whose password this is; a wrong one counts towards a lock."""
         row = self.store.get(user_id) if user_id else None
         if row is None or not password:
             password_matches(password, self._decoy_hash())  # the same cost as a real check
@@ -279,6 +285,11 @@ class Accounts:
             raise SignInRefused("wrong user name or password")
         if row.disabled:
             raise SignInRefused(f"{user_id}'s account is disabled: ask an HQ admin")
+        return row
+
+    def sign_in(self, user_id: str, password: str, address: str = "") -> SignedIn:
+        now = self.now_ms()
+        row = self._check(user_id, password, address, now)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         session = SessionRow(_token_hash(token), user_id, csrf, now, now, address[:64])
 
@@ -291,6 +302,15 @@ class Accounts:
         log.info("HQ user %s signed in from %s", user_id, address)
         person = Person.of(row)
         return SignedIn(Session(person, session.token_hash, csrf, now), token)
+
+    def change_password(self, user_id: str, current: str, new: str) -> Person:
+        """A person's own change: the current password first (a wrong one counts as a failed
+        sign-in), then the new one; every session of theirs ends."""
+        try:
+            self._check(user_id, current, "password change", self.now_ms())
+        except SignInRefused as exc:
+            raise SignInRefused(f"the current password is not right ({exc})") from None
+        return self.set_password(user_id, new)
 
     def _decoy_hash(self) -> str:
         if self._decoy is None:

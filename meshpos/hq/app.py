@@ -16,21 +16,36 @@ import os
 import sys
 from collections.abc import AsyncIterator
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
+from meshpos.hq.dashboard.routes import routes as dashboard_routes
 from meshpos.hq.routes import health, ingest, loyalty, pull, reports
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
+from meshpos.hq.traffic import ContactBook, RequestMetrics, Traffic
 
 log = logging.getLogger("meshpos.hq.api")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SWEEP_S = 5.0
+CONTACTS_S = 2.0
 
 
-def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
+def create_app(
+    service: HQService,
+    *,
+    sweep_s: float = SWEEP_S,
+    contacts_s: float = CONTACTS_S,
+    registry: CollectorRegistry | None = None,
+) -> Starlette:
+    """The HQ app: the relay API, the dashboard for people (meshpos.hq.dashboard, mounted
+    beside it) and, in front, the traffic watch that records relays' contacts and counts
+    requests into `registry` (the metrics server's, when HQ serves metrics)."""
     api = Api.of(service)
+    book = ContactBook()
 
     def route(path: str, handler: ApiHandler, methods: list[str] | None = None) -> Route:
         return Route(path, guarded(api, handler), methods=methods)
@@ -48,6 +63,7 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
         route("/v1/report/stock", reports.stock),
         route("/v1/report/loyalty", reports.loyalty),
         route("/v1/report/payments", reports.payments),
+        Mount("", routes=dashboard_routes(service)),
     ]
 
     @contextlib.asynccontextmanager
@@ -62,18 +78,31 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
                 except Exception:  # keep sweeping; the error is logged with its traceback
                     log.exception("payment sweep failed")
 
-        task = asyncio.create_task(sweep()) if sweep_s > 0 else None
+        async def flush_contacts() -> None:
+            while True:
+                await asyncio.sleep(contacts_s)
+                try:
+                    await run_in_threadpool(book.flush, service.storage.contacts)
+                except Exception:  # kept for the next flush; the error is logged
+                    log.exception("recording store contacts failed")
+
+        tasks = [asyncio.create_task(sweep())] if sweep_s > 0 else []
+        tasks.append(asyncio.create_task(flush_contacts()))
         log.info("HQ %s serving on %s", service.node_id, service.storage.db.describe())
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):  # the last contacts; shutting down regardless
+                book.flush(service.storage.contacts)
             service.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    metrics = RequestMetrics(registry or CollectorRegistry())
+    watch = Middleware(Traffic, book=book, metrics=metrics, now_ms=service.now_ms)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[watch])
 
 
 def create_app_from_env() -> Starlette:

@@ -25,6 +25,7 @@ from meshpos.hq.wire import (
     H_NODE,
     H_SIG,
     H_TIME,
+    H_WAITING,
     MSGPACK,
     auth_message,
     node_rows,
@@ -95,10 +96,16 @@ class HQClient:
     # -- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = MSGPACK
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = MSGPACK,
+        extra: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         ts = self.now_ms()
         headers = {
+            **(extra or {}),
             H_NODE: self.signer.node_id,
             H_TIME: str(ts),
             H_SIG: self.signer.sign(auth_message(method, path, self.store, ts, body)).hex(),
@@ -165,8 +172,11 @@ class HQClient:
             skipped=_counts(data.get("skipped", {}), "count of ops skipped"),
         )
 
-    def vv(self) -> dict[str, int]:
-        data = self._json(self._request("GET", f"{self._base}/vv"))
+    def vv(self, waiting: int | None = None) -> dict[str, int]:
+        """HQ's version vector of the store. `waiting`: the ops this node held that HQ lacked at
+        its last look, which HQ's dashboard shows (informative: it is not signed)."""
+        extra = {H_WAITING: str(waiting)} if waiting is not None else None
+        data = self._json(self._request("GET", f"{self._base}/vv", extra=extra))
         return _counts(data.get("vv", {}), "version vector")
 
     def pull(self, vv: Mapping[str, int], limit: int = 2000) -> PullResult:

@@ -14,6 +14,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +47,7 @@ class HQConfig:
     node_id: str
     db: str = ""
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULTS))
+    raw: dict[str, Any] = field(default_factory=dict)  # every table, for the parts that read one
 
     @property
     def db_url(self) -> str:
@@ -59,6 +61,13 @@ class HQConfig:
 
     def limit(self, name: str) -> int:
         return int(self.limits.get(name, DEFAULTS[name]))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A table of hq.toml such as `[log]` or `[metrics]` (empty when absent)."""
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.dir / CONFIG_FILE}: [{name}] must be a table")
+        return value
 
 
 def resolve_dir(given: str | os.PathLike[str] | None) -> Path:
@@ -121,6 +130,7 @@ def load_hq(directory: Path) -> HQConfig:
         node_id=hq["node_id"],
         db=str(hq.get("db", "")),
         limits=limits,
+        raw=raw,
     )
 
 

@@ -19,6 +19,9 @@ H_NODE, H_TIME, H_SIG, H_CERT = (
     "x-meshpos-signature",
     "x-meshpos-cert",
 )
+H_WAITING = "x-meshpos-waiting"
+"""On a relay's probe: how many ops the node held that HQ lacked at its last look (a count for
+HQ's dashboard, outside the signature)."""
 
 NodeRow = list[str | bytes | None]
 """A node record on the wire: [node_id, public_key, store, name, cert]."""

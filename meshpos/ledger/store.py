@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from meshpos.core.ops import (
     verify_run,
 )
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.ledger import commit_watch
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.authority import Authority, hq_origins, store_rules
 from meshpos.ledger.encryption import connect_encrypted, remove_db_files
@@ -86,6 +88,7 @@ class Ledger:
             self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         self._depth = 0
+        self._stored_ops = False
         with self.write():
             for stmt in node_ddl():
                 self.conn.execute(stmt)
@@ -118,6 +121,8 @@ class Ledger:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        self._stored_ops = False
+        started = time.perf_counter()
         try:
             yield self.conn
         except BaseException:
@@ -125,6 +130,8 @@ class Ledger:
             raise
         else:
             self.conn.execute("COMMIT")
+            if commit_watch.watchers:
+                commit_watch.committed(time.perf_counter() - started, self._stored_ops)
         finally:
             self._depth = 0
 
@@ -212,6 +219,7 @@ class Ledger:
         return op
 
     def _commit_ops(self, ops: Sequence[Op]) -> None:
+        self._stored_ops = True
         changes = fold(ops)
         self.conn.executemany(
             "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)",

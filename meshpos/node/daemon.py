@@ -45,6 +45,7 @@ from zmq.utils import z85
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError, NotFound
+from meshpos.core.ops import Op
 from meshpos.domain.enrolment import NodeRecord, admit_record, read_certificate
 from meshpos.node.core import (
     AskedPeers,
@@ -62,10 +63,13 @@ from meshpos.node.core import (
 from meshpos.node.discovery import Advert, Discovery, PeerAdded, PeerEvent, PeerRemoved
 from meshpos.node.host import TerminalHost
 from meshpos.node.membership import Membership, load
+from meshpos.node.metrics import NodeMetrics
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
+from meshpos.service.logs import log_fields
+from meshpos.service.metrics import MetricsServer, MetricsSettings
 from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal
 from meshpos.sync.messages import PROTOCOL_VERSION
@@ -120,6 +124,16 @@ class MeshSettings:
         return cls(**values)
 
 
+def _op_range(ops: tuple[Op, ...]) -> dict[str, str]:
+    """The `op` log field of a batch: `origin:seq`, or `origin:first-last` for a run."""
+    if not ops:
+        return {}
+    first, last = ops[0], ops[-1]
+    if first.origin == last.origin and first.seq != last.seq:
+        return {"op": f"{first.origin}:{first.seq}-{last.seq}"}
+    return {"op": f"{first.origin}:{first.seq}"}
+
+
 def node_core(t: Terminal, me: NodeRecord, *, epoch: int, admit: Admit) -> NodeCore:
     """The daemon's node core: the terminal's own ledger behind the sync protocol, at the
     protocol's default timing; this run of the node starts at `epoch` (wall ms)."""
@@ -164,6 +178,9 @@ class Daemon:
         self._targets: dict[str, tuple[str, int, bytes]] = {}  # where and how we dial a peer
         self._said: dict[tuple[str, ...], float] = {}
         self.relay: RelayWorker | None = None
+        self.last_status: dict[str, object] | None = None  # what the metrics read
+        self.metrics: MetricsServer | None = None
+        self._node_metrics: NodeMetrics | None = None
         relay = RelaySettings.from_config(t.cfg.section("hq"), str(t.cfg.dir / "meshpos.toml"))
         if relay.url:
             directory = t.cfg.dir
@@ -221,6 +238,24 @@ class Daemon:
         self.printing.start()
         if self.relay is not None:
             self.relay.start()
+        self._start_metrics()
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics when `[metrics] port` is set; one that cannot start is logged, never a
+        reason to stop syncing."""
+        t = self.terminal
+        try:
+            settings = MetricsSettings.from_table(
+                t.cfg.section("metrics"), str(t.cfg.dir / "meshpos.toml")
+            )
+            if settings.port is None:
+                return
+            self._node_metrics = NodeMetrics(t.cfg.dir, t.node_id, lambda: self.last_status)
+            self.metrics = MetricsServer(self._node_metrics.registry, settings.host, settings.port)
+        except MeshposError as exc:
+            log.error("metrics not served: %s", exc)
+            return
+        log.info("metrics on %s", self.metrics.url)
 
     def close(self) -> None:
         if self.relay is not None:
@@ -230,6 +265,10 @@ class Daemon:
         if self.discovery is not None:
             self.discovery.close()
         self.transport.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self._node_metrics is not None:
+            self._node_metrics.close()
         self._closing.close()
         self._write_status(final=True)
 
@@ -247,7 +286,8 @@ class Daemon:
             wait = min(self.mesh.tick_ms // 2, self.mesh.wake_ms) or 1
             received = self.transport.poll(timeout_ms=wait)
             for peer, data in received:
-                self._do(self.core.receive(peer, data, wall_ms()))
+                with log_fields(peer=peer):
+                    self._do(self.core.receive(peer, data, wall_ms()))
                 self._tick_if_due()  # applying a burst of big batches takes a while
             self._write_acks()
             self._link_events()
@@ -387,43 +427,47 @@ class Daemon:
 
     def _do(self, actions: list[NodeAction]) -> None:
         for a in actions:
-            if isinstance(a, Send):
-                # No link yet: the peer dialled us before discovery told us where it listens.
-                # Dropped, not queued: the protocol resends once the link is up.
-                with contextlib.suppress(NotFound):
-                    self.transport.send(a.peer, a.data)
-            elif isinstance(a, PeerUp):
-                self._status_due = True
-                log.info("peer %s (%s) is up", a.name, a.peer)
-                self._redial(a.peer)
-            elif isinstance(a, PeerDown):
-                self._status_due = True
-                log.info("peer %s is down: %s", a.peer, a.reason)
-            elif isinstance(a, Rejected):
-                addr = self.transport.inbound_address(a.peer) or "unknown address"
-                self._warn(
-                    ("refused", a.peer, a.reason),
-                    "refused peer %s at %s: %s",
-                    a.peer,
-                    addr,
-                    a.reason,
-                )
-                if a.peer not in self.core.sessions:
-                    self._shun.setdefault(a.peer, time.monotonic())
-            elif isinstance(a, PeerComplained):
-                self._warn(
-                    ("complained", a.peer, a.reason),
-                    "peer %s refused our data (%s): %s",
-                    a.peer,
-                    a.code,
-                    a.reason,
-                )
-            elif isinstance(a, Applied):
-                log.debug("applied %d ops from %s", len(a.ops), a.peer)
-            elif isinstance(a, CopyAcked):
-                self._acks_due[a.peer] = (a.seq, a.at)
-            else:
-                self._do_node_action(a)
+            with log_fields(peer=getattr(a, "peer", None)):
+                self._do_one(a)
+
+    def _do_one(self, a: NodeAction) -> None:
+        if isinstance(a, Send):
+            # No link yet: the peer dialled us before discovery told us where it listens.
+            # Dropped, not queued: the protocol resends once the link is up.
+            with contextlib.suppress(NotFound):
+                self.transport.send(a.peer, a.data)
+        elif isinstance(a, PeerUp):
+            self._status_due = True
+            log.info("peer %s (%s) is up", a.name, a.peer)
+            self._redial(a.peer)
+        elif isinstance(a, PeerDown):
+            self._status_due = True
+            log.info("peer %s is down: %s", a.peer, a.reason)
+        elif isinstance(a, Rejected):
+            addr = self.transport.inbound_address(a.peer) or "unknown address"
+            self._warn(
+                ("refused", a.peer, a.reason),
+                "refused peer %s at %s: %s",
+                a.peer,
+                addr,
+                a.reason,
+            )
+            if a.peer not in self.core.sessions:
+                self._shun.setdefault(a.peer, time.monotonic())
+        elif isinstance(a, PeerComplained):
+            self._warn(
+                ("complained", a.peer, a.reason),
+                "peer %s refused our data (%s): %s",
+                a.peer,
+                a.code,
+                a.reason,
+            )
+        elif isinstance(a, Applied):
+            log.debug("applied %d ops from %s", len(a.ops), a.peer, extra=_op_range(a.ops))
+        elif isinstance(a, CopyAcked):
+            self._acks_due[a.peer] = (a.seq, a.at)
+        else:
+            self._do_node_action(a)
 
     def _do_node_action(self, a: NodeAction) -> None:
         """What the core asks of the terminal's other parts: the relay worker, the log."""
@@ -515,6 +559,7 @@ class Daemon:
             "peers_up": sum(1 for p in peers if p["up"]),
             "peers": peers,
             "rejected": self.transport.rejected,
+            "metrics_url": self.metrics.url if self.metrics is not None else None,
             "wan": self.relay.snapshot() if self.relay is not None else None,
             "traffic": {
                 nid: {
@@ -536,7 +581,8 @@ class Daemon:
             path.unlink(missing_ok=True)
             return
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1))
+        self.last_status = self.status()
+        tmp.write_text(json.dumps(self.last_status, indent=1))
         tmp.replace(path)
 
 

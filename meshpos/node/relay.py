@@ -253,7 +253,8 @@ class RelayWorker(threading.Thread):
         from meshpos.hq.client import HQRefused
 
         try:
-            hq_vv = client.vv()
+            known = self.status.wan_since_ms  # probed before: the count means something
+            hq_vv = client.vv(waiting=self.status.ops_waiting if known else None)
         except MeshposError as exc:
             refused = isinstance(exc, HQRefused)
             self._set_wan(False, f"HQ {'refuses this node' if refused else 'unreachable'}: {exc}")

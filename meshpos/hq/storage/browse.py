@@ -139,7 +139,9 @@ class Browse:
             per_field = fields[sku]
             stores = {s for per in per_field.values() for s in per}
             values = {name: _distinct(per.values()) for name, per in per_field.items()}
-            rows.append({"sku": sku, "stores": len(stores), "values": values, "by_store": per_field})
+            rows.append(
+                {"sku": sku, "stores": len(stores), "values": values, "by_store": per_field}
+            )
         return Page(rows, total)
 
     def settings(self, prefix: str) -> list[Record]:
@@ -174,8 +176,7 @@ class Browse:
             )
         ]
         out: dict[str, Record] = {
-            c: {"customer_id": c, "points": 0, "by_store": {}, "name": "", "phone": ""}
-            for c in ids
+            c: {"customer_id": c, "points": 0, "by_store": {}, "name": "", "phone": ""} for c in ids
         }
         best: dict[tuple[str, str], tuple[int, str]] = {}
         for chunk in chunks(ids):
@@ -250,3 +251,10 @@ class Browse:
             "LIMIT ?",
             [*params, limit],
         )
+
+    def terminals(self) -> dict[str, int]:
+        """Terminals HQ holds a certificate of, per store."""
+        rows = self.db.query(
+            "SELECT store, COUNT(*) FROM nodes WHERE role = 'terminal' GROUP BY store"
+        )
+        return {str(s): int(n) for s, n in rows}

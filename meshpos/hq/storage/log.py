@@ -27,10 +27,10 @@ from meshpos.core.ops import (
     verify_run,
 )
 from meshpos.domain.enrolment import NodeRecord, admit_record
-from meshpos.hq.storage.takings import write as write_takings
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
 from meshpos.hq.storage.schema import OP_COLUMNS
+from meshpos.hq.storage.takings import write as write_takings
 from meshpos.hq.storage.views import ViewRows, gather, write_views
 from meshpos.ledger.fold import fold
 
