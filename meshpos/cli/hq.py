@@ -6,6 +6,7 @@ database (`--db` overrides the one in hq.toml: a SQLite path or a `postgresql://
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,10 +18,12 @@ from typing import Any, TypeVar
 import click
 
 from meshpos.cli.common import emit, json_option, op_ref, read_file, write_file
+from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
 from meshpos.domain.money import parse_rate, parse_rupees, rupees
 from meshpos.hq import keys
+from meshpos.hq.accounts import ROLES, Accounts, Person
 from meshpos.hq.card_float import hq_open_float
 from meshpos.hq.service import HQService, open_storage
 from meshpos.service.config import check_name
@@ -89,8 +92,10 @@ def hq_init(directory: str | None, db: str | None, name: str, as_json: bool) -> 
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes (they share nothing but the database).")  # fmt: skip
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))  # fmt: skip
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              help="Default: hq.toml's [log] level, else INFO.")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve /metrics on this port (default: hq.toml's [metrics] port; none: off).")  # fmt: skip
 @click.option("--ssl-certfile", type=click.Path(dir_okay=False), help="Serve HTTPS with this.")
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False), help="Key of --ssl-certfile.")
 def hq_serve(
@@ -99,34 +104,53 @@ def hq_serve(
     host: str,
     port: int,
     workers: int,
-    log_level: str,
+    log_level: str | None,
+    metrics_port: int | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
 ) -> None:
-    """Run the HQ HTTP service in the foreground (uvicorn; Ctrl-C stops)."""
+    """Run the HQ HTTP service and dashboard in the foreground (uvicorn; Ctrl-C stops)."""
     # Imported here: the HTTP app (Starlette, uvicorn) would add ~85 ms to every other command.
     import uvicorn
 
-    from meshpos.hq.app import LOG_FORMAT, create_app
+    from meshpos.hq.app import create_app, setup_hq_logging
+    from meshpos.hq.metrics import hq_registry, prepare_multiprocess
+    from meshpos.service.metrics import MetricsServer, MetricsSettings
 
-    logging.basicConfig(
-        level=log_level, stream=sys.stderr,
-        format=LOG_FORMAT, force=True,
-    )  # fmt: skip
+    cfg = keys.load_hq(keys.resolve_dir(directory))  # fail here, not in every worker
+    level = setup_hq_logging(cfg, log_level)
+    metrics = MetricsSettings.from_table(cfg.section("metrics"), str(cfg.dir / keys.CONFIG_FILE))
+    if metrics_port is not None:
+        metrics = MetricsSettings(metrics_port, metrics.host)
     ssl: dict[str, Any] = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
     common: dict[str, Any] = {
-        "host": host, "port": port, "log_level": log_level.lower(), "log_config": None, **ssl
+        "host": host, "port": port, "log_level": level.lower(), "log_config": None, **ssl
     }  # fmt: skip
-    if workers == 1:
-        service = HQService.open(directory, db)
-        uvicorn.run(create_app(service), **common)
-        return
-    keys.load_hq(keys.resolve_dir(directory))  # fail here, not in every worker
-    os.environ["MESHPOS_HQ_DIR"] = str(keys.resolve_dir(directory))
-    os.environ["MESHPOS_HQ_LOG"] = log_level
-    if db:
-        os.environ["MESHPOS_HQ_DB"] = db
-    uvicorn.run("meshpos.hq.app:create_app_from_env", factory=True, workers=workers, **common)
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            service = HQService.open(directory, db)
+            registry = hq_registry(service.storage) if metrics.port is not None else None
+            if registry is not None and metrics.port is not None:
+                server = MetricsServer(registry, metrics.host, metrics.port)
+                stack.callback(server.close)
+                logging.getLogger("meshpos.hq").info("metrics on %s", server.url)
+            uvicorn.run(create_app(service, registry=registry), **common)
+            return
+        os.environ["MESHPOS_HQ_DIR"] = str(cfg.dir)
+        if log_level:
+            os.environ["MESHPOS_HQ_LOG"] = log_level
+        if db:
+            os.environ["MESHPOS_HQ_DB"] = db
+        if metrics.port is not None:
+            shared = prepare_multiprocess(cfg.dir)
+            if db:
+                cfg.db = db
+            storage = stack.enter_context(contextlib.closing(open_storage(cfg.db_url)))
+            server = MetricsServer(hq_registry(storage, multiprocess=shared), metrics.host,
+                                   metrics.port)  # fmt: skip
+            stack.callback(server.close)
+            logging.getLogger("meshpos.hq").info("metrics on %s", server.url)
+        uvicorn.run("meshpos.hq.app:create_app_from_env", factory=True, workers=workers, **common)
 
 
 @hq.command("info")
@@ -435,3 +459,130 @@ def hq_card_float(
     click.echo(
         f"card float {rupees(amount)}: {len(ops)} op(s) signed by HQ; relays carry them to the stores"
     )
+
+
+# -- people --------------------------------------------------------------------------------------
+
+
+@hq.group("user")
+def hq_user() -> None:
+    """HQ's people: accounts that sign in to the dashboard (viewer, operator, admin)."""
+
+
+def _accounts(svc: HQService) -> Accounts:
+    return Accounts(svc.storage.people, svc.now_ms)
+
+
+def _new_password(from_stdin: bool, user_id: str) -> str:
+    """A password from one line of stdin (scripts), else typed twice at a hidden prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    value: str = click.prompt(
+        f"Password for {user_id}", hide_input=True, confirmation_prompt=True, err=True
+    )
+    return value
+
+
+password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from one line of stdin."
+)
+
+
+def _person_row(p: Person) -> dict[str, Any]:
+    state = "disabled" if p.disabled else "locked" if p.locked_until_ms > wall_ms() else "active"
+    return {
+        "user_id": p.user_id,
+        "name": p.name,
+        "role": p.role,
+        "state": state,
+        "last_sign_in": p.signed_in_ms or None,
+    }
+
+
+@hq_user.command("add")
+@hq_options
+@click.argument("user_id")
+@click.option("--name", default="", help="Their name as the dashboard shows it.")
+@click.option("--role", required=True, type=click.Choice(list(ROLES)))
+@password_stdin
+@json_option
+def hq_user_add(
+    directory: str | None,
+    db: str | None,
+    user_id: str,
+    name: str,
+    role: str,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Add a person who signs in to HQ's dashboard."""
+    check_name(user_id, "user id")
+    password = _new_password(password_stdin, user_id)
+    with _service(directory, db) as svc:
+        person = _accounts(svc).add(user_id, name, role, password)
+    emit(_person_row(person), as_json, f"{user_id} can sign in to the dashboard as {role}")
+
+
+@hq_user.command("list")
+@hq_options
+@json_option
+def hq_user_list(directory: str | None, db: str | None, as_json: bool) -> None:
+    """Everyone with an HQ account, their role and state."""
+    with _service(directory, db) as svc:
+        rows = [_person_row(p) for p in _accounts(svc).people()]
+    emit(rows, as_json, "HQ users", ["user_id", "name", "role", "state"])
+
+
+@hq_user.command("role")
+@hq_options
+@click.argument("user_id")
+@click.argument("role", type=click.Choice(list(ROLES)))
+def hq_user_role(directory: str | None, db: str | None, user_id: str, role: str) -> None:
+    """Give a person another role (their sessions end)."""
+    with _service(directory, db) as svc:
+        _accounts(svc).set_role(user_id, role)
+    click.echo(f"{user_id} is now {role}")
+
+
+@hq_user.command("password")
+@hq_options
+@click.argument("user_id")
+@password_stdin
+def hq_user_password(
+    directory: str | None, db: str | None, user_id: str, password_stdin: bool
+) -> None:
+    """Set a person's password (their sessions end; a lock is lifted)."""
+    password = _new_password(password_stdin, user_id)
+    with _service(directory, db) as svc:
+        _accounts(svc).set_password(user_id, password)
+    click.echo(f"{user_id} has a new password")
+
+
+@hq_user.command("disable")
+@hq_options
+@click.argument("user_id")
+def hq_user_disable(directory: str | None, db: str | None, user_id: str) -> None:
+    """Stop a person signing in (their sessions end); `enable` lets them again."""
+    with _service(directory, db) as svc:
+        _accounts(svc).set_disabled(user_id, True)
+    click.echo(f"{user_id} is disabled")
+
+
+@hq_user.command("enable")
+@hq_options
+@click.argument("user_id")
+def hq_user_enable(directory: str | None, db: str | None, user_id: str) -> None:
+    """Let a disabled person sign in again."""
+    with _service(directory, db) as svc:
+        _accounts(svc).set_disabled(user_id, False)
+    click.echo(f"{user_id} is enabled")
+
+
+@hq_user.command("unlock")
+@hq_options
+@click.argument("user_id")
+def hq_user_unlock(directory: str | None, db: str | None, user_id: str) -> None:
+    """Lift the lock a run of wrong passwords put on an account."""
+    with _service(directory, db) as svc:
+        _accounts(svc).unlock(user_id)
+    click.echo(f"{user_id} is unlocked")

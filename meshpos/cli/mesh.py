@@ -3,8 +3,6 @@ peers and status."""
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from typing import Any
 
@@ -20,8 +18,9 @@ from meshpos.cli.common import (
 )
 from meshpos.core.errors import InputError
 from meshpos.node import membership
-from meshpos.service.config import init_node
+from meshpos.service.config import init_node, load_config
 from meshpos.service.daemon_link import acked_seq, daemon_status
+from meshpos.service.logs import node_log_settings, setup_logging
 from meshpos.service.terminal import Terminal
 
 
@@ -121,21 +120,23 @@ def node() -> None:
 @click.option("--no-discovery", is_flag=True, help="Do not use mDNS; only [mesh] static_peers.")
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    help="Default: [log] level of meshpos.toml, else INFO.",
 )
 @click.pass_context
 def node_run(
-    ctx: click.Context, host: str | None, port: int | None, no_discovery: bool, log_level: str
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    no_discovery: bool,
+    log_level: str | None,
 ) -> None:
-    """Run the mesh daemon in the foreground: discovery, replication, logs (Ctrl-C stops)."""
-    logging.basicConfig(
-        level=log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,  # python-escpos calls logging.basicConfig() when imported
-    )
+    """Run the mesh daemon in the foreground: discovery, replication, logs (Ctrl-C stops).
+
+    Logs go to stderr and, as JSON lines, to the rotating file `meshpos logs` reads ([log])."""
+    cfg = load_config(node_dir(ctx))
+    setup_logging(node_log_settings(cfg), cfg.dir, level=log_level, node=cfg.node_id,
+                  store=cfg.store)  # fmt: skip
     overrides: dict[str, object] = {"host": host, "port": port}
     if no_discovery:
         overrides["discovery"] = False

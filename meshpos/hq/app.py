@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry
@@ -22,14 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
+from meshpos.hq import keys
 from meshpos.hq.dashboard.routes import routes as dashboard_routes
 from meshpos.hq.routes import health, ingest, loyalty, pull, reports
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
 from meshpos.hq.traffic import ContactBook, RequestMetrics, Traffic
+from meshpos.service.logs import setup_logging
 
 log = logging.getLogger("meshpos.hq.api")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SWEEP_S = 5.0
 CONTACTS_S = 2.0
 
@@ -105,14 +105,17 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan, middleware=[watch])
 
 
+def setup_hq_logging(cfg: keys.HQConfig, level: str | None = None) -> str:
+    """HQ's logging from hq.toml's `[log]` (stderr, and JSON lines in logs/hq.log by default);
+    `level` overrides its level. Returns the level in force."""
+    settings = cfg.log_settings()
+    setup_logging(settings, cfg.dir, level=level, node=cfg.node_id)
+    return level or settings.level
+
+
 def create_app_from_env() -> Starlette:
     """For `uvicorn --factory` with several workers: the HQ dir and database from the
     environment (`meshpos hq serve --workers N` sets them)."""
-    logging.basicConfig(
-        level=os.environ.get("MESHPOS_HQ_LOG", "INFO"),
-        stream=sys.stderr,
-        format=LOG_FORMAT,
-        force=True,
-    )
     service = HQService.open(os.environ.get("MESHPOS_HQ_DIR"), os.environ.get("MESHPOS_HQ_DB"))
+    setup_hq_logging(service.cfg, os.environ.get("MESHPOS_HQ_LOG"))
     return create_app(service)

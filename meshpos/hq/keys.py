@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from meshpos.core.errors import ConfigError
 from meshpos.core.ops import Signer
 from meshpos.service.config import check_name, write_secret
+from meshpos.service.logs import LogSettings
 
 CONFIG_FILE = "hq.toml"
 SIGNING_KEY = "hq.key"
@@ -31,6 +32,7 @@ ADMIN_TOKEN = "admin.token"
 STORE_KEYS = "stores"
 DEFAULT_DIR = "meshpos-hq"
 DEFAULT_DB = "hq.db"
+LOG_FILE = "logs/hq.log"
 
 DEFAULTS: dict[str, int] = {
     "max_batch_ops": 5000,
@@ -61,6 +63,10 @@ class HQConfig:
 
     def limit(self, name: str) -> int:
         return int(self.limits.get(name, DEFAULTS[name]))
+
+    def log_settings(self) -> LogSettings:
+        """The `[log]` table (JSON lines in logs/hq.log by default)."""
+        return LogSettings.from_table(self.section("log"), str(self.dir / CONFIG_FILE), LOG_FILE)
 
     def section(self, name: str) -> dict[str, Any]:
         """A table of hq.toml such as `[log]` or `[metrics]` (empty when absent)."""

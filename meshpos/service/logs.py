@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from meshpos.core.errors import ConfigError
+from meshpos.service.config import CONFIG_FILE, NodeConfig
 
 FIELDS = ("node", "store", "peer", "op")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+NODE_LOG = "logs/meshpos.log"  # in the node directory
 
 _scoped: ContextVar[Mapping[str, str] | None] = ContextVar("meshpos_log_fields", default=None)
 _process: dict[str, str] = {}
@@ -188,6 +190,11 @@ class LogSettings:
             return None
         path = Path(self.file).expanduser()
         return path if path.is_absolute() else directory / path
+
+
+def node_log_settings(cfg: NodeConfig) -> LogSettings:
+    """A node's `[log]` table of meshpos.toml."""
+    return LogSettings.from_table(cfg.section("log"), str(cfg.dir / CONFIG_FILE), NODE_LOG)
 
 
 def setup_logging(
