@@ -7,6 +7,7 @@ HTTP routes do, without the network."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +108,21 @@ def build_chain(svc: HQService, base: Path) -> Chain:
                 kinds[row["method"]] = kinds.get(row["method"], 0) + int(row["amount"])
     assert back.sale_id
     return Chain(svc, stores, customer, sold, kinds)
+
+
+def trade_history(svc: HQService, st: Store, days: int = 14, seed: int = 0) -> None:
+    """Cash sales on each of the last `days` days (each terminal's clock set back), relayed: what
+    the sales chart draws. The number of sales per day varies with `seed`."""
+    rng = random.Random(seed)
+    real = st.terminals[0].now_ms
+    today = real()
+    for sku in ("TEE", "CAP"):
+        st.t1.move_stock("receive", sku, days * 8, "the season's delivery")
+    for back in range(days, 0, -1):
+        for t in st.terminals:
+            t.now_ms = lambda back=back: today - back * 86_400_000  # type: ignore[misc]
+            for _ in range(rng.randint(1, 4)):
+                t.sell([(rng.choice(["TEE", "CAP"]), 1)])
+    for t in st.terminals:
+        t.now_ms = real  # type: ignore[method-assign]
+    relay(svc, st)

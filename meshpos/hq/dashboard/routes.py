@@ -90,7 +90,11 @@ def _signin_page(
     site: Site, request: Request, nxt: str, user: str = "", error: str = "", status: int = 200
 ) -> Response:
     html = site.render(
-        "signin.html", **site.base(None, "/signin", request), next=nxt, failed=error, user=user[:32]
+        "signin.html",
+        **site.base(None, "/signin", request),
+        next=nxt,
+        refused=error,
+        user=user[:32],
     )
     return site.respond(html, status)
 

@@ -189,6 +189,7 @@ class Site:
             "error": "",
             "filter_error": False,
             "form": {},
+            "failed": "",
             "back": path + (f"?{request.url.query}" if request.url.query else ""),
         }
 
@@ -255,7 +256,9 @@ class Site:
             try:
                 notice = await run_in_threadpool(fn, self, session, form)
             except MeshposError as exc:
-                return await self._refused(request, session, back, template, view, form, exc)
+                return await self._refused(
+                    request, session, back, (template, view), (path, form), exc
+                )
             response = RedirectResponse(back, status_code=303, headers=HEADERS)
             response.set_cookie(NOTICE, quote(notice)[:1000], max_age=60, httponly=True,
                                 samesite="strict", path="/")  # fmt: skip
@@ -268,11 +271,14 @@ class Site:
         request: Request,
         session: Session,
         back: str,
-        template: str,
-        view: View,
-        form: Form,
+        page: tuple[str, View],
+        posted: tuple[str, Form],
         exc: MeshposError,
     ) -> Response:
+        """The page the form came from, with the refusal and what was typed into that form
+        (never a password or a card number)."""
+        template, view = page
+        action, form = posted
         page_path, _, query = back.partition("?")
         try:
             ctx = await run_in_threadpool(view, self, session, QueryParams(query))
@@ -280,6 +286,6 @@ class Site:
             ctx = await run_in_threadpool(view, self, session, QueryParams(""))
         shown = {k: v for k, v in form.items() if "password" not in k and k not in ("card",)}
         base = self.base(session, page_path, request)
-        html = self.render(template, **{**base, **ctx, "error": str(exc), "form": shown,
-                                        "back": back})  # fmt: skip
+        extra = {"error": str(exc), "form": shown, "failed": action, "back": back}
+        html = self.render(template, **{**base, **ctx, **extra})
         return self.respond(html, 400)

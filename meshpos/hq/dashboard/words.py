@@ -25,7 +25,7 @@ def describe(kind: str, subject: str, detail: Mapping[str, Any], money: Money) -
             f"Sold more {item} than the store held",
             f"Stock of {item} is {d.get('stock')}: more units were sold than the store had, for "
             "example two counters selling the last ones while their link was down.",
-            "Count the shelf, then record the count at the store (`meshpos stock adjust`) or the "
+            "Count the shelf, then record the count at the store (meshpos stock adjust) or the "
             "delivery that was never entered.",
         )
     if kind == "unknown_product":
@@ -42,7 +42,7 @@ def describe(kind: str, subject: str, detail: Mapping[str, Any], money: Money) -
             "More points were redeemed than the customer earned, for example the same points "
             "spent at two counters that could not see each other.",
             "Check the customer's recent redemptions at the store, then agree an adjustment "
-            "with the customer (`meshpos loyalty adjust`).",
+            "with the customer (meshpos loyalty adjust).",
         )
     if kind == "payment_declined":
         amount = money(int(d.get("amount", 0)))
