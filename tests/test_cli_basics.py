@@ -277,7 +277,7 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
         path for path, cmd in walk(root_command) if any("--json" in p.opts for p in cmd.params)
     }
     on_fresh = [("init",), ("store", "init")]
-    needs_daemon = {("peers",)}
+    needs_daemon = {("peers",), ("logs",)}
     # Their --json output is parsed by their own suites, which set up what they need first
     # (backups, exports, an HQ, users): tests/test_backup.py, test_audit.py, test_encryption.py,
     # test_hq_*.py, test_cli_staff.py.

@@ -8,6 +8,7 @@ workers' request counts on one metrics port."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from meshpos.service.config import load_config
 pytestmark = pytest.mark.slow
 DEADLINE = 45.0
 FAST = {"probe_ms": 500, "poll_ms": 1000}
+GRAFANA = Path(__file__).resolve().parents[1] / "docs" / "grafana-meshpos.json"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -41,6 +43,16 @@ def scrape(url: str) -> Samples:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def exported(url: str) -> set[str]:
+    """Every family and sample name a /metrics answer holds (a family may have no sample yet)."""
+    text = httpx.get(url, timeout=5).text
+    return {
+        n
+        for f in text_string_to_metric_families(text)
+        for n in (f.name, *(s.name for s in f.samples))
+    } | set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
 
 
 def value(samples: Samples, metric: str, **labels: str) -> float:
@@ -145,6 +157,8 @@ def test_both_metrics_endpoints_report_what_the_databases_hold(chain: Chain) -> 
     assert value(hq, "meshpos_hq_requests_total", endpoint="push", status="2xx") >= 1
     assert value(hq, "meshpos_hq_requests_total", endpoint="vv", status="2xx") >= 2
     assert value(hq, "meshpos_hq_request_seconds_count", endpoint="pull") >= 1
+    charted = set(re.findall(r"meshpos_[a-z_]+", GRAFANA.read_text()))
+    assert charted and charted <= exported(url) | exported(c.hq_metrics)
 
 
 def test_the_daemon_logs_json_lines_with_its_ids_and_meshpos_logs_reads_them(chain: Chain) -> None:
@@ -165,8 +179,7 @@ def test_the_daemon_logs_json_lines_with_its_ids_and_meshpos_logs_reads_them(cha
     assert log_file.stat().st_mode & 0o077 == 0
     every = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert {d["node"] for d in every} == {t1_id}
-    out = meshpos(c.t1, "logs", "--json", "--peer", t2_id[:6], "-n", "1000")
-    picked = [json.loads(line) for line in out.out.splitlines()]
+    picked = meshpos(c.t1, "logs", "--json", "--peer", t2_id[:6], "-n", "1000").json()
     assert picked and all(d["peer"] == t2_id for d in picked)
     table = meshpos(c.t1, "logs", "-n", "5").out
     assert "message" in table and str(log_file) in table.replace("\n", "")

@@ -7,6 +7,7 @@ than asked for. Filters match the ids every line carries (peer, op, store) and t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from meshpos.service.config import load_config
 from meshpos.service.logs import LEVELS, Entry, follow, last_entries, node_log_settings
 
 COLUMNS = ["time", "level", "source", "node", "peer", "op", "message"]
+MAX_LINES = 100_000
 
 
 def _log_file(ctx: click.Context, hq: bool, hq_dir: str | None, file: str | None) -> Path:
@@ -77,8 +79,10 @@ def _line(e: Entry) -> str:
 
 
 def _show(entries: Iterable[Entry], as_json: bool) -> None:
+    out = click.get_text_stream("stdout")
     for e in entries:
-        click.echo(e.raw if as_json else _line(e))
+        click.echo(e.raw if as_json else _line(e), file=out)
+        out.flush()  # a reader at the other end of a pipe sees each line as it comes
 
 
 @click.command()
@@ -107,15 +111,16 @@ def logs(
     file: str | None,
     as_json: bool,
 ) -> None:
-    """The daemon's log: a table for people, JSON lines with --json, -f to follow (Ctrl-C stops)."""
+    """The daemon's log: a table for people, JSON for scripts, -f to follow (Ctrl-C stops).
+
+    With -f, --json prints each record as one JSON line, as the file holds it."""
     path = _log_file(ctx, hq, hq_dir, file)
     keep = _wanted(level, peer, op, store)
     if not path.exists() and not follow_:
-        raise InputError(
-            f"no log at {path} yet: it is written by `meshpos node run` (or `meshpos hq serve`)"
-        )
+        click.echo(f"no log at {path} yet: `meshpos node run` (or `hq serve`) writes it", err=True)
     filtered = any((level, peer, op, store))
-    shown = [e for e in last_entries(path, lines if not filtered else 100_000) if keep(e)][-lines:]
+    wanted = lines if not filtered else MAX_LINES
+    shown = [e for e in last_entries(path, wanted) if keep(e)][-lines:] if path.exists() else []
     if follow_:
         _show(shown, as_json)
         try:
@@ -124,6 +129,15 @@ def logs(
             return
         return
     if as_json:
-        _show(shown, True)
+        emit([_doc(e) for e in shown], True)
         return
     emit([_row(e) for e in shown], False, f"log {path}", COLUMNS)
+
+
+def _doc(e: Entry) -> dict[str, object]:
+    """A record as its JSON object (a line that is not JSON as its text)."""
+    try:
+        doc: dict[str, object] = json.loads(e.raw)
+    except ValueError:
+        return {"msg": e.raw}
+    return doc if isinstance(doc, dict) else {"msg": e.raw}

@@ -4,7 +4,7 @@ both the daemon (meshpos.toml) and HQ (hq.toml) read, and the small server that 
 
 Off by default; when a port is set it listens on loopback unless `host` says otherwise, because
 metrics name stores, terminals and how much they sell. What each process exports is in
-meshpos/node/metrics.py and meshpos/hq/metrics.py; docs/metrics.md lists every series and
+meshpos/node/metrics.py and meshpos/hq/metrics.py; docs/observability.md lists every series and
 docs/grafana-meshpos.json charts them.
 """
 
