@@ -166,3 +166,38 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextmanager
+def chromium(width: int = 1280, height: int = 860) -> Iterator[Any]:
+    """A Playwright browser context of Debian's Chromium with a throwaway profile: how the browser
+    tests, the screenshots and the web bench start it (Playwright is imported here, when used)."""
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="meshpos-chromium-")
+    try:
+        with sync_playwright() as p:
+            context = p.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": width, "height": height},
+            )
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshot_dir(default: Path) -> Path:
+    """Where browser tests put screenshots: $MESHPOS_SCREENSHOTS (docs/screenshots to refresh the
+    docs), else `default`."""
+    shots = Path(os.environ.get("MESHPOS_SCREENSHOTS") or default)
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots

@@ -18,14 +18,14 @@ section says so and measures nothing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CHROMIUM, CHROMIUM_ARGS, fmt, log, percentile, table
+from bench.common import CHROMIUM, chromium, fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
 from meshpos.service.config import init_node
 from meshpos.service.terminal import Terminal
@@ -67,9 +67,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 
 def web_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         log("web: Python Playwright is not installed; skipped")
         return {"skipped": "Python Playwright is not installed (pip install '.[dev]')"}
     if not CHROMIUM.exists():
@@ -90,66 +88,54 @@ def web_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, 
         codes = [str(r.fields["barcode"]) for r in rows if r.fields.get("barcode")]
         skus = [r.sku for r in rows]
         server = WebServer(node, port=0).start()
-        profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
         try:
-            with sync_playwright() as p:
-                ctx = p.chromium.launch_persistent_context(
-                    profile,
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_ARGS,
-                    viewport={"width": 1280, "height": 860},
-                )
+            with chromium(1280, 860) as ctx:
+                page = ctx.new_page()
+                page.goto(server.url + "signin")
+                page.click("#open-till")
+                page.wait_for_url("**/till")
+                log(f"web: {loads} loads of the till page in Chromium")
+                load_ms, dcl_ms, ttfb_ms = [], [], []
+                for i in range(loads + 3):
+                    page.goto(server.url + "till", wait_until="load")
+                    nav = page.evaluate(
+                        "(() => { const n = performance.getEntriesByType('navigation')[0];"
+                        " return [n.loadEventEnd - n.startTime,"
+                        " n.domContentLoadedEventEnd - n.startTime,"
+                        " n.responseStart - n.startTime]; })()"
+                    )
+                    if i >= 3:
+                        load_ms.append(nav[0])
+                        dcl_ms.append(nav[1])
+                        ttfb_ms.append(nav[2])
+
+                log(f"web: {scans} scans, Enter to fragment on screen")
+                page.wait_for_selector('#live-state[data-state="ok"]')
+                picked = [rng.choice(codes) for _ in range(scans + 10)]
+                swapped, painted = page.evaluate(SCAN_JS, [picked, LINES_PER_SALE])
+                swapped, painted = swapped[10:], painted[10:]
+
+                log(f"web: {remote} sales by another connection, to the stock screen")
+                page.goto(server.url + "stock")
+                page.wait_for_selector('#live-state[data-state="ok"]')
+                other = Terminal.open(node)
+                live_ms: list[float] = []
                 try:
-                    page = ctx.new_page()
-                    page.goto(server.url + "signin")
-                    page.click("#open-till")
-                    page.wait_for_url("**/till")
-                    log(f"web: {loads} loads of the till page in Chromium")
-                    load_ms, dcl_ms, ttfb_ms = [], [], []
-                    for i in range(loads + 3):
-                        page.goto(server.url + "till", wait_until="load")
-                        nav = page.evaluate(
-                            "(() => { const n = performance.getEntriesByType('navigation')[0];"
-                            " return [n.loadEventEnd - n.startTime,"
-                            " n.domContentLoadedEventEnd - n.startTime,"
-                            " n.responseStart - n.startTime]; })()"
+                    for _ in range(remote):
+                        before = page.get_attribute("#stock-body", "data-version")
+                        t0 = time.perf_counter()
+                        other.sell([(rng.choice(skus), 1)])
+                        page.wait_for_function(
+                            "v => document.getElementById('stock-body')"
+                            ".getAttribute('data-version') !== v",
+                            arg=before,
+                            timeout=10_000,
                         )
-                        if i >= 3:
-                            load_ms.append(nav[0])
-                            dcl_ms.append(nav[1])
-                            ttfb_ms.append(nav[2])
-
-                    log(f"web: {scans} scans, Enter to fragment on screen")
-                    page.wait_for_selector('#live-state[data-state="ok"]')
-                    picked = [rng.choice(codes) for _ in range(scans + 10)]
-                    swapped, painted = page.evaluate(SCAN_JS, [picked, LINES_PER_SALE])
-                    swapped, painted = swapped[10:], painted[10:]
-
-                    log(f"web: {remote} sales by another connection, to the stock screen")
-                    page.goto(server.url + "stock")
-                    page.wait_for_selector('#live-state[data-state="ok"]')
-                    other = Terminal.open(node)
-                    live_ms: list[float] = []
-                    try:
-                        for _ in range(remote):
-                            before = page.get_attribute("#stock-body", "data-version")
-                            t0 = time.perf_counter()
-                            other.sell([(rng.choice(skus), 1)])
-                            page.wait_for_function(
-                                "v => document.getElementById('stock-body')"
-                                ".getAttribute('data-version') !== v",
-                                arg=before,
-                                timeout=10_000,
-                            )
-                            live_ms.append((time.perf_counter() - t0) * 1000)
-                    finally:
-                        other.close()
+                        live_ms.append((time.perf_counter() - t0) * 1000)
                 finally:
-                    ctx.close()
+                    other.close()
         finally:
             server.stop()
-            shutil.rmtree(profile, ignore_errors=True)
 
     res: dict[str, Any] = {
         "chromium": CHROMIUM.name,

@@ -11,9 +11,6 @@ Screenshots go to $MESHPOS_SCREENSHOTS (docs/screenshots when refreshing the doc
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from hq_helpers import HQServer, free_port, unique_store
 from mesh_procs import SAMPLE, Daemons, converged, meshpos, wait_until
 from printer_listener import PrinterListener
 
-from bench.common import CHROMIUM, CHROMIUM_ARGS
+from bench.common import CHROMIUM, chromium, screenshot_dir
 from meshpos.devices import escpos_decode as ed
 from meshpos.domain.catalog import parse_csv
 from meshpos.node import membership
@@ -150,8 +147,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             "T1 to see T2 on the LAN",
             daemons,
         )
-        shots = Path(os.environ.get("MESHPOS_SCREENSHOTS") or base / "screenshots")
-        shots.mkdir(parents=True, exist_ok=True)
+        shots = screenshot_dir(base / "screenshots")
         yield Store(t1, t2, hq, printer, daemons, url, shots, customer)
     finally:
         daemons.close()
@@ -161,22 +157,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 @pytest.fixture(scope="module")
 def browser(store: Store) -> Iterator[Any]:
-    profile = tempfile.mkdtemp(prefix="meshpos-chromium-")
-    try:
-        with sync_api.sync_playwright() as p:
-            context = p.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 1280, "height": 860},
-            )
-            try:
-                yield context
-            finally:
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium(1280, 860) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

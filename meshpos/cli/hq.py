@@ -558,31 +558,24 @@ def hq_user_password(
     click.echo(f"{user_id} has a new password")
 
 
-@hq_user.command("disable")
-@hq_options
-@click.argument("user_id")
-def hq_user_disable(directory: str | None, db: str | None, user_id: str) -> None:
-    """Stop a person signing in (their sessions end); `enable` lets them again."""
-    with _service(directory, db) as svc:
-        _accounts(svc).set_disabled(user_id, True)
-    click.echo(f"{user_id} is disabled")
+def _account_command(name: str, doc: str, change: Callable[[Accounts, str], Person]) -> None:
+    """`meshpos hq user NAME USER_ID`: one change to an account, said back in a line."""
+
+    @hq_user.command(name, help=doc)
+    @hq_options
+    @click.argument("user_id")
+    def command(directory: str | None, db: str | None, user_id: str) -> None:
+        with _service(directory, db) as svc:
+            person = change(_accounts(svc), user_id)
+        state = "disabled" if person.disabled else "unlocked" if name == "unlock" else "enabled"
+        click.echo(f"{user_id} is {state}")
 
 
-@hq_user.command("enable")
-@hq_options
-@click.argument("user_id")
-def hq_user_enable(directory: str | None, db: str | None, user_id: str) -> None:
-    """Let a disabled person sign in again."""
-    with _service(directory, db) as svc:
-        _accounts(svc).set_disabled(user_id, False)
-    click.echo(f"{user_id} is enabled")
-
-
-@hq_user.command("unlock")
-@hq_options
-@click.argument("user_id")
-def hq_user_unlock(directory: str | None, db: str | None, user_id: str) -> None:
-    """Lift the lock a run of wrong passwords put on an account."""
-    with _service(directory, db) as svc:
-        _accounts(svc).unlock(user_id)
-    click.echo(f"{user_id} is unlocked")
+for _name, _doc, _change in (
+    ("disable", "Stop a person signing in (their sessions end); `enable` lets them again.",
+     lambda acc, user: acc.set_disabled(user, True)),
+    ("enable", "Let a disabled person sign in again.",
+     lambda acc, user: acc.set_disabled(user, False)),
+    ("unlock", "Lift the lock a run of wrong passwords put on an account.", Accounts.unlock),
+):  # fmt: skip
+    _account_command(_name, _doc, _change)

@@ -8,6 +8,7 @@ than asked for. Filters match the ids every line carries (peer, op, store) and t
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -79,10 +80,9 @@ def _line(e: Entry) -> str:
 
 
 def _show(entries: Iterable[Entry], as_json: bool) -> None:
-    out = click.get_text_stream("stdout")
     for e in entries:
-        click.echo(e.raw if as_json else _line(e), file=out)
-        out.flush()  # a reader at the other end of a pipe sees each line as it comes
+        click.echo(e.raw if as_json else _line(e))
+        sys.stdout.flush()  # a reader at the other end of a pipe sees each line as it comes
 
 
 @click.command()

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.service.templating import environment
 from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
@@ -52,13 +53,7 @@ class Screen:
 
 
 def templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment(HERE / "templates")
     env.filters["money"] = money
     env.filters["clock"] = clock
     env.globals["ago"] = ago

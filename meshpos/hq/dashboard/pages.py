@@ -17,7 +17,7 @@ from meshpos.hq.dashboard.charts import Bar, bar_chart, hbar_chart, sparkline
 from meshpos.hq.dashboard.site import Context, Site, money
 from meshpos.hq.dashboard.words import describe
 from meshpos.hq.overview import store_statuses
-from meshpos.hq.storage.browse import StockQuery
+from meshpos.hq.storage.browse import Page, StockQuery
 from meshpos.hq.storage.views import day_of
 
 STOCK_PAGE = 100
@@ -53,6 +53,12 @@ def _days(since: str, until: str) -> list[str]:
 
 def _short_day(day: str) -> str:
     return date.fromisoformat(day).strftime("%d %b")
+
+
+def _paged(found: Page, page: int, size: int) -> Context:
+    """A page of rows, and what the pager shows."""
+    return {"rows": found.rows, "found": found.total, "page": page,
+            "pages": max(1, -(-found.total // size))}  # fmt: skip
 
 
 def date_range(site: Site, q: QueryParams) -> tuple[str, str]:
@@ -174,10 +180,7 @@ def stock(site: Site, session: Session, q: QueryParams) -> Context:
     )
     found = site.storage.browse.stock(query)
     return {
-        "rows": found.rows,
-        "found": found.total,
-        "page": page,
-        "pages": max(1, -(-found.total // STOCK_PAGE)),
+        **_paged(found, page, STOCK_PAGE),
         "stores": _store_names(site),
         "categories": site.storage.browse.categories(),
         "query": query,
@@ -195,10 +198,7 @@ def loyalty(site: Site, session: Session, q: QueryParams) -> Context:
     found = site.storage.browse.customers(search, LIST_PAGE, (page - 1) * LIST_PAGE)
     rules = [r for r in site.storage.browse.settings("loyalty.") if r["key"] in LOYALTY_KEYS]
     return {
-        "rows": found.rows,
-        "found": found.total,
-        "page": page,
-        "pages": max(1, -(-found.total // LIST_PAGE)),
+        **_paged(found, page, LIST_PAGE),
         "q": search,
         "asks": site.storage.escrow.asks(),
         "rules": rules,
@@ -222,10 +222,7 @@ def catalogue(site: Site, session: Session, q: QueryParams) -> Context:
         )
         entry["stores"].append(row["store"])
     return {
-        "rows": found.rows,
-        "found": found.total,
-        "page": page,
-        "pages": max(1, -(-found.total // LIST_PAGE)),
+        **_paged(found, page, LIST_PAGE),
         "q": search,
         "bands": [bands[k] for k in sorted(bands)],
         "categories": site.storage.browse.categories(),

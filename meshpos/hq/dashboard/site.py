@@ -31,6 +31,7 @@ from meshpos.hq.accounts import ROLES, Accounts, Session, csrf_matches
 from meshpos.hq.dashboard.charts import compact_rupees
 from meshpos.hq.service import HQService
 from meshpos.hq.storage import HQStorage
+from meshpos.service.templating import environment
 
 log = logging.getLogger("meshpos.hq.dashboard")
 HERE = Path(__file__).resolve().parent
@@ -108,13 +109,7 @@ def link(path: str, **params: object) -> str:
 
 
 def templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment(HERE / "templates")
     env.filters["money"] = money
     env.filters["compact"] = compact_rupees
     env.filters["clock"] = clock
