@@ -16,14 +16,17 @@ from typing import Any
 import httpx
 import pytest
 from chain_helpers import STORES, Chain, build_chain, pull
+from pg import pg_cluster_fixture
 
 from meshpos.hq import keys
 from meshpos.hq.accounts import Accounts
 from meshpos.hq.app import create_app
 from meshpos.hq.dashboard.routes import ACTIONS, PAGES
 from meshpos.hq.dashboard.site import COOKIE
+from meshpos.hq.overview import store_statuses
 from meshpos.hq.service import HQService
 from meshpos.hq.storage import open_storage
+from meshpos.hq.storage.browse import StockQuery
 from meshpos.hq.storage.takings import MARK
 
 PW = "correct horse battery"
@@ -499,3 +502,40 @@ def test_takings_are_filled_from_the_op_log_for_a_database_from_before(tmp_path:
         assert {r["method"] for r in expected} == {"cash", "card", "points"}
     finally:
         again.close()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Any]:
+    yield from pg_cluster_fixture()
+
+
+def test_the_dashboards_reads_give_the_same_figures_on_postgresql(
+    chain: Chain, pg_cluster: Any, tmp_path: Path
+) -> None:
+    svc = HQService(keys.init_hq(tmp_path / "hq"), open_storage(pg_cluster.create_db()))
+    pg = build_chain(svc, tmp_path)
+    try:
+
+        def figures(s: HQService) -> dict[str, Any]:
+            st, b = s.storage, s.storage.browse
+            return {
+                "takings": [(r["method"], r["amount"], r["tenders"]) for r in st.takings.by_kind()],
+                "low": [
+                    (r["store"], r["sku"], r["qty"]) for r in b.stock(StockQuery(at_most=5)).rows
+                ],
+                "jackets": b.stock(StockQuery(search="JAC", category="Top")).total,
+                "customers": [(c["name"], c["points"]) for c in b.customers("priya").rows],
+                "products": [(p["sku"], p["stores"]) for p in b.products("jack").rows],
+                "anomalies": [(a.store, a.kind) for a in st.anomalies.open()],
+                "counts": st.anomalies.counts(),
+                "floats": [(f["store"], f["total"]) for f in b.card_floats(sorted(STORES))],
+                "declined": len(b.payments("declined", None)),
+                "statuses": [(r.store, r.net, r.open_conflicts) for r in store_statuses(st, 0)],
+            }
+
+        ours = figures(chain.svc)
+        assert figures(svc) == ours
+        assert ours["takings"] and ours["low"] and ours["anomalies"] and ours["customers"]
+    finally:
+        pg.close()
+        svc.close()

@@ -160,7 +160,7 @@ def routes(service: HQService, accounts: Accounts | None = None) -> list[BaseRou
     ]
     out += [Route(p, site.page(p, t, v, role)) for p, t, v, role in PAGES]
     out += [
-        Route(p, site.action(p, fn, role, *views[page]), methods=["POST"])
+        Route(p, site.action(p, fn, role, page, *views[page]), methods=["POST"])
         for p, fn, role, page in ACTIONS
     ]
     return out

@@ -224,9 +224,11 @@ class Site:
 
         return handler
 
-    def action(self, path: str, fn: Action, role: str, template: str, view: View) -> Handler:
-        """A form post to `path` doing `fn`, for `role` and above; a refusal re-renders
-        `template` with `view`'s context for the page the form came from."""
+    def action(
+        self, path: str, fn: Action, role: str, page: str, template: str, view: View
+    ) -> Handler:
+        """A form post to `path` doing `fn`, for `role` and above, from a form on `page` (where
+        it goes back to); a refusal re-renders `template` with `view`'s context for that page."""
 
         async def handler(request: Request) -> Response:
             if not same_origin(request):
@@ -243,7 +245,7 @@ class Site:
                     "this form is out of date (signed in again since?): reload the page and retry",
                     status_code=403,
                 )
-            back = safe_next(form.get("back"), path)
+            back = safe_next(form.get("back"), page)
             if not session.person.can(role):
                 log.warning("HQ user %s (%s) refused %s: needs %s",
                             session.person.user_id, session.person.role, path, role)  # fmt: skip
