@@ -404,7 +404,7 @@ def test_gst_bands_are_sent_as_a_setting_each_store_receives(chain: Chain) -> No
     pull(chain.svc, ind, ind.t1)
     [row] = ind.t1.query("SELECT value FROM settings WHERE key = 'gst.bands.Bottoms'")
     assert row["value"] == '[{"rate": 500, "up_to": 250000}, {"rate": 1800, "up_to": null}]'
-    assert "up to ₹2500.00: 5.0% · above: 18.0%" in text(b.get("/catalogue"))
+    assert "up to ₹2500.00: 5% · above: 18%" in text(b.get("/catalogue"))
 
 
 def test_blocking_a_card_lists_it_and_lifting_it_takes_it_off(chain: Chain) -> None:

@@ -82,6 +82,11 @@ def money(paise: int | None) -> str:
     return ("−₹" if value < 0 else "₹") + rupees(abs(value))
 
 
+def percent(basis_points: int) -> str:
+    """A rate in basis points as people write it: 500 -> 5%, 250 -> 2.5%."""
+    return f"{basis_points / 100:g}%"
+
+
 def clock(ms: int | None) -> str:
     """A moment on HQ's clock, to the minute; "never" for none."""
     if not ms:
@@ -113,6 +118,7 @@ def templates() -> jinja2.Environment:
     env.filters["money"] = money
     env.filters["compact"] = compact_rupees
     env.filters["clock"] = clock
+    env.filters["percent"] = percent
     env.globals["ago"] = ago
     env.globals["link"] = link
     env.globals["TABS"] = TABS
