@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from meshpos.service.logs import (
     follow,
     last_entries,
     log_fields,
+    mark,
     rotated,
     set_process_fields,
 )
@@ -232,11 +234,35 @@ def test_meshpos_logs_follow_prints_lines_as_they_come(tmp_path: Path) -> None:
          "--json", "-n", "1", "--file", str(path)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    try:
+
+    def next_line() -> dict[str, str]:
         assert proc.stdout is not None
-        assert json.loads(proc.stdout.readline())["msg"] == "old"
-        write(path, "new")
-        assert json.loads(proc.stdout.readline())["msg"] == "new"
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "meshpos logs -f printed nothing for 20 s"
+        doc: dict[str, str] = json.loads(proc.stdout.readline())
+        return doc
+
+    try:
+        assert next_line()["msg"] == "old"
+        write(path, "new")  # maybe before the follow began: it must come all the same
+        assert next_line()["msg"] == "new"
+        os.rename(path, tmp_path / "x.log.1")
+        write(path, "after rotation")
+        assert next_line()["msg"] == "after rotation"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_follow_from_a_mark_misses_nothing_written_since(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    write(path, "a")
+    end = mark(path)
+    write(path, "b")
+    os.rename(path, tmp_path / "x.log.1")
+    write(path, "c")
+    assert [e.msg for e in last_entries(path, 10, end)] == ["a"]  # b and c come after
+    got: list[str] = []
+    for e in follow(path, since=end, poll_s=0.01, stop=lambda: len(got) >= 2):
+        got.append(e.msg)
+    assert got == ["b", "c"]

@@ -18,7 +18,7 @@ from meshpos.cli.common import emit, json_option, node_dir
 from meshpos.core.errors import InputError
 from meshpos.hq import keys
 from meshpos.service.config import load_config
-from meshpos.service.logs import LEVELS, Entry, follow, last_entries, node_log_settings
+from meshpos.service.logs import LEVELS, Entry, follow, last_entries, mark, node_log_settings
 
 COLUMNS = ["time", "level", "source", "node", "peer", "op", "message"]
 MAX_LINES = 100_000
@@ -120,11 +120,12 @@ def logs(
         click.echo(f"no log at {path} yet: `meshpos node run` (or `hq serve`) writes it", err=True)
     filtered = any((level, peer, op, store))
     wanted = lines if not filtered else MAX_LINES
-    shown = [e for e in last_entries(path, wanted) if keep(e)][-lines:] if path.exists() else []
+    end = mark(path)
+    shown = [e for e in last_entries(path, wanted, end) if keep(e)][-lines:] if end else []
     if follow_:
         _show(shown, as_json)
         try:
-            _show((e for e in follow(path) if keep(e)), as_json)
+            _show((e for e in follow(path, since=end) if keep(e)), as_json)
         except KeyboardInterrupt:
             return
         return

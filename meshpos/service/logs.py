@@ -275,31 +275,72 @@ def rotated(path: Path) -> list[Path]:
     return [*backups, path] if path.exists() else backups
 
 
-def last_entries(path: Path, count: int) -> list[Entry]:
-    """The last `count` records, reaching into rotated files when the current one has fewer."""
+Mark = tuple[int, int]
+"""A place in a log file: (inode, byte offset)."""
+
+
+def mark(path: Path) -> Mark | None:
+    """Where the file ends now: read up to here, then follow from here, and no line is shown
+    twice or missed."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size)
+
+
+def _lines(data: bytes) -> list[str]:
+    return [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+
+
+def last_entries(path: Path, count: int, upto: Mark | None = None) -> list[Entry]:
+    """The last `count` records (of the current file, only up to `upto`), reaching into rotated
+    files when the current one has fewer."""
+    parts: list[tuple[Path, int]] = []
+    for part in rotated(path):
+        with contextlib.suppress(FileNotFoundError):  # rotated away meanwhile
+            parts.append((part, part.stat().st_ino))
+    inodes = [ino for _, ino in parts]
+    if upto is not None and upto[0] in inodes:  # what was written after the mark is not ours
+        parts = parts[: inodes.index(upto[0]) + 1]
     lines: list[str] = []
-    for part in reversed(rotated(path)):
-        with part.open(encoding="utf-8", errors="replace") as fh:
-            lines = [ln for ln in fh.read().splitlines() if ln.strip()] + lines
+    for part, ino in reversed(parts):
+        try:
+            with part.open("rb") as fh:
+                data = fh.read(upto[1]) if upto is not None and ino == upto[0] else fh.read()
+        except FileNotFoundError:
+            continue
+        lines = _lines(data) + lines
         if len(lines) >= count:
             break
     return [Entry.parse(ln) for ln in lines[-count:]] if count else []
 
 
 def follow(
-    path: Path, *, poll_s: float = 0.2, stop: Callable[[], bool] | None = None
+    path: Path,
+    *,
+    since: Mark | None = None,
+    poll_s: float = 0.2,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[Entry]:
-    """Records appended to the file from now on, across rotations, until `stop()` is true. A
-    line is yielded once its newline is written."""
-    fh: IO[str] | None = None
+    """Records written after `since` (default: from now on), across rotations, until `stop()`
+    is true. A line is yielded once its newline is written."""
+    fh: IO[bytes] | None = None
     inode: int | None = None
-    partial = ""
+    partial = b""
 
-    def complete(text: str) -> list[Entry]:
+    def complete(data: bytes) -> list[Entry]:
         nonlocal partial
-        *lines, partial = (partial + text).split("\n")
-        return [Entry.parse(ln) for ln in lines if ln.strip()]
+        *whole, partial = (partial + data).split(b"\n")
+        return [Entry.parse(ln) for ln in _lines(b"\n".join(whole))]
 
+    if since is not None:  # the file marked, wherever rotation has moved it by now
+        for part in rotated(path):
+            if part.exists() and os.stat(part).st_ino == since[0]:
+                fh = part.open("rb")
+                fh.seek(since[1])
+                inode = since[0]
+                break
     try:
         while stop is None or not stop():
             try:
@@ -307,18 +348,19 @@ def follow(
             except FileNotFoundError:
                 now = None
             if now is not None and now != inode:
+                first = fh is None and since is None
                 if fh is not None:  # rotated: finish the old file, then read the new one whole
                     yield from complete(fh.read())
                     fh.close()
-                    partial = ""
-                fh = path.open(encoding="utf-8", errors="replace")
-                if inode is None:
+                    partial = b""
+                fh = path.open("rb")
+                if first:
                     fh.seek(0, os.SEEK_END)
                 inode = now
             if fh is not None:
                 if fh.tell() > os.fstat(fh.fileno()).st_size:  # truncated in place
                     fh.seek(0)
-                    partial = ""
+                    partial = b""
                 entries = complete(fh.read())
                 if entries:
                     yield from entries
