@@ -205,12 +205,12 @@ def store_vv(directory: Path) -> dict[str, int]:
 
 
 def store_view(directory: Path) -> dict[str, Any]:
-    """What a terminal's own views say: ops held, sales per UTC day, stock, loyalty, prices."""
+    """What a terminal's own views say: ops held, sales per store day, stock, loyalty, prices."""
     with _terminal(directory) as t:
         views = t.ledger.views
         return {
             "ops": t.ledger.op_count(),
-            "days": views.daily_sales_utc(),
+            "days": t.ledger.reports.daily_sales(t.store_time()),
             "stock": views.stock_levels(),
             "loyalty": views.loyalty_balances(),
             "prices": views.prices(),

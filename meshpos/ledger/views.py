@@ -260,16 +260,6 @@ class Views:
             tuple(nodes),
         )
 
-    def daily_sales_utc(self) -> dict[str, tuple[int, int]]:
-        """Per UTC day: sales rung and net takings (paise), as HQ's chain view counts them."""
-        return {
-            str(day): (int(n), int(net))
-            for day, n, net in self.conn.execute(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch'), SUM(kind = 'sale'), "
-                "SUM(total) FROM sales GROUP BY 1"
-            )
-        }
-
     def table_rows(self, table: str) -> list[tuple[Any, ...]]:
         """Every row of one view table, for digests that compare replicas."""
         if table not in VIEW_TABLES:
