@@ -385,7 +385,7 @@ def test_store_header_from_config() -> None:
     assert h.time.name == "Asia/Kolkata" and h.state == ""
     with pytest.raises(InputError, match=r"store\.name"):
         StoreHeader.from_dict({"name": ""})
-    with pytest.raises(InputError, match="store.timezone 'Mars/Olympus'"):
+    with pytest.raises(InputError, match=r"store\.timezone 'Mars/Olympus'"):
         StoreHeader.from_dict({"name": "M", "timezone": "Mars/Olympus"})
     dubai = StoreHeader.from_dict({"name": "M", "timezone": "Asia/Dubai", "gstin": HEADER.gstin})
     assert dubai.state == "29" and dubai.state_name == "Karnataka (29)"

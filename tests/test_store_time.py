@@ -79,7 +79,9 @@ def test_a_sale_at_half_past_midnight_ist_is_on_that_ist_day(node: Node) -> None
     assert [(d["key"], d["count"]) for d in days] == [("2025-10-02", 1), ("2025-10-03", 1)]
     hours = node.json("report", "sales", "--by", "hour")
     assert [h["key"] for h in hours] == ["2025-10-02 23:00", "2025-10-03 00:00"]
-    third = node.json("report", "sales", "--by", "sku", "--from", "2025-10-03", "--to", "2025-10-03")
+    third = node.json(
+        "report", "sales", "--by", "sku", "--from", "2025-10-03", "--to", "2025-10-03"
+    )
     assert [r["key"] for r in third] == ["TEE-M"]
     second = node.json("report", "sales", "--by", "sku", "--to", "2025-10-02")
     assert [r["key"] for r in second] == ["CAP"]

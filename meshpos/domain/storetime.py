@@ -65,9 +65,9 @@ class StoreTime:
         """Date and time as Indian receipts print them: '03-10-2025 11:34'."""
         return self.local(ms).strftime("%d-%m-%Y %H:%M")
 
-    def iso(self, ms: int) -> str:
-        """Date and time with the zone's offset, for reports: '2025-10-03 11:34 IST'."""
-        return self.local(ms).strftime("%Y-%m-%d %H:%M %Z")
+    def iso(self, ms: int, *, seconds: bool = False) -> str:
+        """Date and time with the zone's abbreviation, for reports: '2025-10-03 11:34 IST'."""
+        return self.local(ms).strftime(f"%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z")
 
     def day(self, ms: int) -> str:
         """The store's calendar day of an instant: '2025-10-03'."""
