@@ -142,4 +142,3 @@ def test_version_vectors_from_the_wire_are_checked() -> None:
     for bad in ([], {"a": -1}, {"a": True}, {1: 2}, {"a": "1"}):
         with pytest.raises(EncodingError):
             parse_vv(bad)
-

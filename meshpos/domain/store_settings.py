@@ -19,7 +19,7 @@ def check_setting(key: str, value: Any) -> Any:
     """The value to store for setting `key`; InputError naming what is wrong with it."""
     if key == TIMEZONE_SETTING:
         if not isinstance(value, str):
-            raise InputError(f"{key} must be text, a time zone name like \"Asia/Kolkata\"")
+            raise InputError(f'{key} must be text, a time zone name like "Asia/Kolkata"')
         return zone(value, key).key
     if key.startswith(BANDS_SETTING):
         check_band_key(key[len(BANDS_SETTING) :], f"{key}: the part after {BANDS_SETTING}")

@@ -27,8 +27,7 @@ def zone(name: str, what: str = "time zone") -> ZoneInfo:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError):
         raise InputError(
-            f"{what} {name!r} is not an IANA time zone name (like {DEFAULT_ZONE!r} or "
-            "'Asia/Dubai')"
+            f"{what} {name!r} is not an IANA time zone name (like {DEFAULT_ZONE!r} or 'Asia/Dubai')"
         ) from None
 
 

@@ -190,7 +190,9 @@ def _store_tax(store: dict[str, Any], gst: Any) -> dict[str, Any]:
     timezone = str(store.get("timezone") or DEFAULT_ZONE)
     zone(timezone, "[store] timezone")
     if not isinstance(gst, dict) or not isinstance(gst.get("bands", {}), dict):
-        raise InputError("[gst] bands must be a table: category or hsn:NN = \"5% up to 2500, 18% above\"")
+        raise InputError(
+            '[gst] bands must be a table: category or hsn:NN = "5% up to 2500, 18% above"'
+        )
     bands = {
         check_band_key(key, "[gst.bands] key"): parse_bands(value, f"[gst.bands] {key}")
         for key, value in gst.get("bands", {}).items()
