@@ -250,6 +250,17 @@ class Views:
             )
         ]
 
+    def sold_by_origin(self, sku: str) -> dict[str, int]:
+        """Units of `sku` sold (net of returns) per origin: which counters sold an item."""
+        return {
+            str(origin): int(qty)
+            for origin, qty in self.conn.execute(
+                "SELECT origin, SUM(qty) FROM sale_lines WHERE sku = ? GROUP BY origin "
+                "HAVING SUM(qty) != 0 ORDER BY origin",
+                (sku,),
+            )
+        }
+
     def rights_held_by(self, nodes: Sequence[str]) -> int:
         """Positive redemption rights (every customer, card float included) held by `nodes`."""
         if not nodes:

@@ -340,8 +340,11 @@ class Terminal:
         customer: str | None,
         user: str | None,
         extra: Mapping[str, Any],
-        place: Supply,
+        place: Supply | None = None,
     ) -> SaleResult:
+        """Record a priced sale, return or exchange; `place`: its supply (default: within the
+        store's state)."""
+        place = place or self.supply()
         with self.transaction():
             number = self.ledger.views.next_number(self.node_id)
             payload: dict[str, Any] = {
