@@ -4,15 +4,23 @@ views. Days and hours are the store's ([store] timezone)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from meshpos.cli.common import acting_user, emit, json_option, open_terminal
 from meshpos.service.reports import close_day, gst_report, sales_report, shift_totals
 
-FROM_HELP = "First store day, YYYY-MM-DD (in [store] timezone)."
-TO_HELP = "Last store day, YYYY-MM-DD (included)."
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def date_range(fn: F) -> F:
+    """--from and --to: store days (YYYY-MM-DD in [store] timezone), both included."""
+    fn = click.option("--to", "date_to", help="Last store day, YYYY-MM-DD (included).")(fn)
+    return click.option(
+        "--from", "date_from", help="First store day, YYYY-MM-DD (in [store] timezone)."
+    )(fn)
 
 
 @click.group()
@@ -60,8 +68,7 @@ def _print_shift(totals: dict[str, Any], as_json: bool, title: str) -> None:
     show_default=True,
     type=click.Choice(["sku", "category", "hour", "day", "payment", "cashier", "terminal"]),
 )
-@click.option("--from", "date_from", help=FROM_HELP)
-@click.option("--to", "date_to", help=TO_HELP)
+@date_range
 @json_option
 @click.pass_context
 def report_sales(
@@ -79,8 +86,7 @@ def report_sales(
     type=click.Choice(["rate", "hsn", "place", "buyer"]),
     help="rate; hsn (the HSN summary of a GST return); place (of supply); buyer (B2B, by GSTIN).",
 )
-@click.option("--from", "date_from", help=FROM_HELP)
-@click.option("--to", "date_to", help=TO_HELP)
+@date_range
 @json_option
 @click.pass_context
 def report_gst(
