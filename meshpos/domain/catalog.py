@@ -13,18 +13,9 @@ from meshpos.domain.money import parse_rate, parse_rupees
 
 SAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "data" / "sample_catalog.csv"
 
-COLUMNS = (
-    "sku",
-    "name",
-    "barcode",
-    "category",
-    "size",
-    "colour",
-    "price",
-    "gst_rate",
-    "hsn",
-    "stock",
-)
+# The product fields a catalogue row sets (the fold adds `active`), and the file's columns.
+FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "hsn")
+COLUMNS = ("sku", *FIELDS, "stock")
 REQUIRED = ("sku", "name", "price", "gst_rate")
 MAX_ROWS = 200_000
 

@@ -18,20 +18,11 @@ from typing import Any
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
+from meshpos.domain.catalog import FIELDS
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.staff import ROLES
 
-PRODUCT_FIELDS = (
-    "name",
-    "barcode",
-    "category",
-    "size",
-    "colour",
-    "price",
-    "gst_rate",
-    "active",
-    "hsn",
-)
+PRODUCT_FIELDS = (*FIELDS, "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
 CUSTOMER_FIELDS = ("name", "phone", "email")
 USER_FIELDS = ("name", "role", "active", "pin_salt", "pin_key")
