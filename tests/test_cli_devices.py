@@ -221,7 +221,7 @@ def test_till_rings_a_sale_from_a_pseudo_stdin(node: Node, listener: PrinterList
     assert out.count("\a") == 3 + 1  # UNKNOWN: three beeps, INVALID: one
     assert "CAP x3" in out and "customer Asha" in out
     assert "! unknown command 'frobnicate the till'; type help" in out
-    assert "paid 3000.00  due 0.00  change 250.00" in out
+    assert "paid ₹3,000.00  due ₹0.00  change ₹250.00" in out
     assert "paid in full: type done to finish" in out
     assert "recorded: total ₹2,750.00, card ₹500.00, cash ₹2,250.00, change ₹250.00" in out
     assert "receipt printed" in out
@@ -281,11 +281,11 @@ def test_till_reads_a_serial_scanner_alongside_the_keyboard(node: Node) -> None:
                 time.sleep(0.01)
             return False
 
-        assert seen("+ Test cap CAP at 250.00")
+        assert seen("+ Test cap CAP at ₹250.00")
         os.write(write_fd, b"q 2\n")  # the keyboard
         assert seen("CAP x2")
         os.write(write_fd, b"done\n")
-        assert seen("recorded: total 500.00")
+        assert seen("recorded: total ₹500.00")
     finally:
         os.close(write_fd)
         runner.join(10)
@@ -370,7 +370,7 @@ def test_till_under_a_real_terminal(node: Node) -> None:
         screen = screen_has("paid in full")
         assert "Crew T-shirt M/Navy now x2" in screen
         assert "! unknown scan: EAN-13 1234567890128 is not in the catalogue" in screen
-        assert "items 3  total 3747.00" in screen and "change 1253.00" in screen
+        assert "items 3  total ₹3,747.00" in screen and "change ₹1,253.00" in screen
         tmux("send-keys", "-t", "till", "done", "Enter")
         screen_has("receipt printed")
         tmux("send-keys", "-t", "till", "quit", "Enter")

@@ -232,8 +232,8 @@ def _gst(receipt: Receipt, width: int, sign: int) -> list[Text]:
     if not rows:
         return []
     cgst, sgst, igst = receipt.heads
-    inter = any(r.igst for r in rows)
-    intra = any(r.cgst or r.sgst for r in rows) or not inter
+    inter = receipt.supply.inter_state or any(r.igst for r in rows)
+    intra = not receipt.supply.inter_state or any(r.cgst or r.sgst for r in rows)
     heads = [h for h, on in (("CGST", intra), ("SGST", intra), ("IGST", inter)) if on]
     table = [["HSN", "GST", "Taxable", *heads]]
     for r in rows:
