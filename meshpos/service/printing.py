@@ -428,7 +428,7 @@ class Printing:
         with t.transaction():
             totals = close_day(t, user) if which == "z" else shift_totals(t)
             title = f"Z REPORT #{totals['z_number']}" if which == "z" else "X REPORT"
-            subtitle = f"{totals['day']}, printed {t.store_time().stamp(self.now_ms())}"
+            subtitle = f"{totals['day']} (printed {t.store_time().iso(self.now_ms())})"
             job = self.queue.enqueue(
                 JobKind.REPORT,
                 {"title": title, "subtitle": subtitle, "rows": report_rows(totals)},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshpos.core.errors import InputError
+from meshpos.domain.gst import STATES
 from meshpos.ledger.reports import GST_BY, SALES_BY
 from meshpos.service.terminal import Terminal
 
@@ -77,4 +78,8 @@ def gst_report(
     if by not in GST_BY:
         raise InputError(f"--by must be one of {', '.join(GST_BY)}")
     start, end = t.store_time().day_range(date_from, date_to)
-    return t.ledger.reports.gst_by(by, start, end)
+    rows = t.ledger.reports.gst_by(by, start, end)
+    if by == "place":
+        for row in rows:
+            row["state"] = STATES.get(row["place"], "")
+    return rows
