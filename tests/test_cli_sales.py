@@ -23,8 +23,14 @@ def test_sell_sku_times_qty_records_lines_tax_stock_and_receipt(node):
         ("TEE-M", 3, 300000),
         ("CAP", 2, 50000),
     ]
-    assert [ln["tax"] for ln in sale["lines"]] == [32143, 2381]  # 12 % and 5 % inclusive
-    assert sale["total"] == 350000 and sale["tax"] == 34524
+    # 12 % and 5 % inclusive, as CGST + SGST: two equal halves, each rounded to the paisa
+    assert [ln["tax"] for ln in sale["lines"]] == [32142, 2380]
+    assert [(ln["cgst"], ln["sgst"], ln["igst"]) for ln in sale["lines"]] == [
+        (16071, 16071, 0),
+        (1190, 1190, 0),
+    ]
+    assert sale["total"] == 350000 and sale["tax"] == 34522
+    assert (sale["cgst"], sale["sgst"], sale["igst"]) == (17261, 17261, 0)
     assert sale["tenders"] == [{"method": "cash", "amount": 350000, "tendered": 350000}]
     assert node.qty("TEE-M") == 7 and node.qty("CAP") == 3
     assert node.sell("CAP")["sale_id"] == "S1-T1-000002"
@@ -32,7 +38,9 @@ def test_sell_sku_times_qty_records_lines_tax_stock_and_receipt(node):
 
 def test_sell_prints_sale_id_and_total_for_people(node):
     out = node.ok("sell", "TEE-M", "--pay", "cash:1500").out
-    assert "sale S1-T1-000001  total 1000.00  tax 107.14  paid cash 1000.00  change 500.00" in out
+    assert (
+        "sale S1-T1-000001  total ₹1,000.00  tax ₹107.14  paid cash ₹1,000.00  change ₹500.00"
+    ) in out
     assert "TEE-M" in out
 
 
@@ -83,9 +91,9 @@ def test_discounts(node, discount, total, discounts):
         (["TEE-Mx0"], "quantity must be a positive whole number, got 0"),
         (["TEE-Mx-2"], "quantity must be a positive whole number, got -2"),
         (["TEE-Mx20000"], "implausible"),
-        (["TEE-M", "--pay", "card:100"], "payments are 900.00 short of the total 1000.00"),
+        (["TEE-M", "--pay", "card:100"], "payments are ₹900.00 short of the total ₹1,000.00"),
         (["TEE-M", "--pay", "cash:999.99"], "0.01 short"),
-        (["TEE-M", "--pay", "card:2000"], "more than the 1000.00 due"),
+        (["TEE-M", "--pay", "card:2000"], "more than the ₹1,000.00 due"),
         (["TEE-M", "--pay", "cash", "--pay", "card"], "already paid in full"),
         (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, points"),
         (["TEE-M", "--pay", "cash:0"], "more than zero"),
@@ -93,7 +101,7 @@ def test_discounts(node, discount, total, discounts):
         (["TEE-M", "--pay", "points:10"], "needs a customer"),
         (["TEE-M", "--customer", "C-nobody"], "unknown customer 'C-nobody'"),
         (["TEE-M", "--discount", "10%", "--discount", "5%"], "at most one whole-sale"),
-        (["TEE-M", "--discount", "1001"], "more than the 1000.00"),
+        (["TEE-M", "--discount", "1001"], "more than the ₹1,000.00"),
         (["TEE-M", "--discount", "CAP:10%"], "not in the sale: CAP"),
         (["TEE-M", "--discount", "ten"], "not an amount"),
     ],
@@ -194,7 +202,7 @@ def test_points_earned_on_a_sale_and_redeemed_as_a_tender(node):
     sale = node.sell("JKT-L", "--customer", "9800000001")
     assert sale["customer"] == cid and sale["points_earned"] == 30
     out = node.ok("sell", "CAP", "--customer", cid, "--pay", "points:2", "--pay", "cash").out
-    assert f"customer {cid}: points +2 earned, -2 by tender" in out
+    assert f"customer {cid}: 2 points redeemed · 2 points earned" in out
     ret = node.json("return", "S1-T1-000002", "CAP")  # what points paid goes back as points
     assert ret["tenders"] == [
         {"method": "points", "amount": 200, "points": 2},
@@ -241,7 +249,7 @@ def test_partial_returns_then_over_return_refused(node):
     assert ret["total"] == 100000 and ret["tenders"] == [{"method": "cash", "amount": 100000}]
     assert node.qty("TEE-M") == 8
     out = node.ok("return", "000001", "TEE-Mx2", "CAP").out  # the short receipt number works
-    assert "return S1-T1-000003  total 2250.00" in out and "refunded cash 2250.00" in out
+    assert "return S1-T1-000003  total ₹2,250.00" in out and "refunded cash ₹2,250.00" in out
     assert node.qty("TEE-M") == 10 and node.qty("CAP") == 5
     before = node.snapshot()
     assert "only 0 of TEE-M can still be returned, not 1" in node.fail("return", sale, "TEE-M")
@@ -314,7 +322,7 @@ def test_exchange_with_difference_refunded(node):
     )
     assert node.snapshot() == before
     out = node.ok("exchange", sale, "--back", "JKT-L", "--take", "TEE-M").out
-    assert "total -2000.00" in out and "refunded cash 2000.00" in out
+    assert "total −₹2,000.00" in out and "refunded cash ₹2,000.00" in out
     [ex] = [s for s in node.json("report", "sales", "--by", "payment") if s["key"] == "cash"]
     assert ex["amount"] == 100000  # 3000 paid, 2000 refunded
     assert node.qty("JKT-L") == 3 and node.qty("TEE-M") == 9

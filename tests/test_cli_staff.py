@@ -142,7 +142,7 @@ def test_refund_above_limit_by_a_cashier_needs_approve(node, stdin, approver):
     sale = node.sell("JKT-L", user="cal")  # 3000.00
     before = node.snapshot()
     err = node.fail("return", sale["sale_id"], "JKT-L", user="cal")
-    assert "refund of 3000.00 (limit 1000.00) needs a supervisor, manager or admin" in err
+    assert "refund of ₹3,000.00 (limit ₹1,000.00) needs a supervisor, manager or admin" in err
     assert "who can: boss" in err and "--approve USER" in err
     assert node.snapshot() == before
     approver(BOSS)

@@ -132,7 +132,7 @@ def test_five_sales_while_the_printer_refuses_print_once_in_order_after_a_restar
         slip = ed.decode(data)
         p = sale.payload
         assert [(b.symbology, b.data) for b in slip.barcodes] == [("CODE128", sale.sale_id)]
-        assert f"Receipt {p['receipt']}" in slip.text
+        assert f"Invoice {p['sale_id']}" in slip.text
         assert "TAX INVOICE" in slip.lines
         assert any(ln.startswith("Test tee") for ln in slip.lines)
         assert any(ln.startswith("Test cap") for ln in slip.lines)
@@ -345,7 +345,7 @@ def test_reprint_is_a_marked_copy_that_does_not_open_the_drawer(
     assert COPY_NOTE in copy.lines and copy.drawer_kicks == []
     assert copy.lines.index(COPY_NOTE) == copy.lines.index("TAX INVOICE") + 1
     assert [b.data for b in copy.barcodes] == [sale.sale_id]
-    assert "RETURN SLIP" in slip.lines and COPY_NOTE in slip_copy.lines
+    assert "CREDIT NOTE" in slip.lines and COPY_NOTE in slip_copy.lines
     with pytest.raises(NotFound):
         printing.reprint("S1-T1-999999")
     t.close()

@@ -219,7 +219,7 @@ def test_cashier_refund_above_limit_needs_a_supervisor_pin(store2):
     with pytest.raises(PermissionDenied) as err:
         t0.return_items(sale.sale_id, [("SKU2", 2)], user="cal")
     msg = str(err.value)
-    assert "refund of 1398.00 (limit 1000.00)" in msg and "ada, mia, sue" in msg
+    assert "refund of ₹1,398.00 (limit ₹1,000.00)" in msg and "ada, mia, sue" in msg
     assert "--approve" in msg
     with pin(t0, "cal"), pytest.raises(PermissionDenied, match="cal is a cashier"):
         t0.return_items(sale.sale_id, [("SKU2", 2)], user="cal")

@@ -67,7 +67,7 @@ def test_scanning_an_ean13_adds_a_line_and_scanning_it_again_adds_one_more(
 ) -> None:
     first = till.add_code("8901000000026\r\n")  # scanners frame codes with CR/LF
     assert isinstance(first, LineAdded) and first.sku == "TSH-NAV-M" and first.line == 1
-    assert first.beep is None and "1249.00" in first.message
+    assert first.beep is None and "₹1,249.00" in first.message
     again = till.add_code("8901000000026")
     assert isinstance(again, LineAdded) and again.qty == 2 and again.line == 1
     sku = till.add_code("CAP")

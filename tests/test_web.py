@@ -288,7 +288,7 @@ def test_returns_and_exchanges_start_by_scanning_the_receipt(node: Node) -> None
         html = post(c, "/till/exchange")
         assert 'id="going-out"' in html
         html = post(c, "/till/scan", code="JKT-L")
-        assert "Customer pays" in html and "₹2750.00" in html
+        assert "Customer pays" in html and "₹2,750.00" in html
         html = post(c, "/till/complete", method="cash")
         assert "exchange" in notice(html)[1] and "recorded" in notice(html)[1]
     with terminal(node.path) as t:

@@ -19,6 +19,7 @@ import click
 from meshpos.cli.common import emit, json_option, op_ref, read_file, write_file
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
+from meshpos.domain.gst import check_hsn
 from meshpos.domain.money import parse_rate, parse_rupees, rupees
 from meshpos.hq import keys
 from meshpos.hq.card_float import hq_open_float
@@ -276,6 +277,7 @@ def hq_price(
 @click.option("--name")
 @click.option("--price", help="Rupees, tax inclusive.")
 @click.option("--gst", help="GST rate in percent, e.g. 12.")
+@click.option("--hsn", help="HSN code, 4, 6 or 8 digits (e.g. 610910).")
 @click.option("--barcode")
 @click.option("--category")
 @click.option("--size")
@@ -290,6 +292,7 @@ def hq_product(
     name: str | None,
     price: str | None,
     gst: str | None,
+    hsn: str | None,
     barcode: str | None,
     category: str | None,
     size: str | None,
@@ -309,6 +312,8 @@ def hq_product(
         fields["price"] = parse_rupees(price, "price")
     if gst is not None:
         fields["gst_rate"] = parse_rate(gst)
+    if hsn is not None:
+        fields["hsn"] = check_hsn(hsn)
     if active is not None:
         fields["active"] = int(active)
     with _service(directory, db) as svc:
@@ -330,7 +335,10 @@ def hq_setting(
     stores: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Set a store setting (VALUE is JSON, e.g. 2 or '"text"') in every store, or --store ones."""
+    """Set a store setting (VALUE is JSON, e.g. 2 or '"text"') in every store, or --store ones.
+
+    Among them: store.timezone ('"Asia/Kolkata"'), gst.bands.CATEGORY or gst.bands.hsn:NN
+    ('"5% up to 2500, 18% above"'; null removes them), loyalty.*, staff.*, cards.*."""
     try:
         parsed = json.loads(value)
     except ValueError:

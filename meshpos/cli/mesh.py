@@ -88,15 +88,24 @@ def enroll_request(ctx: click.Context, out: str) -> None:
     click.echo(f"request written to {out}: take it to the terminal that holds the store key")
 
 
+INSTALL_HINTS = {
+    "terminal": "on the new terminal run `meshpos enroll install {out}`, then start its "
+    "daemon (`meshpos node run`); this terminal lets it in already",
+    "hq": "at HQ run `meshpos hq install-cert {out} --dir HQ_DIR` (HQ's directory); this "
+    "terminal accepts HQ's ops already",
+}
+
+
 @enroll.command("sign")
 @click.argument("request_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Enrolment to write.")
 @click.option("--role", default="terminal", type=click.Choice(["terminal", "hq"]))
 @click.pass_context
 def enroll_sign(ctx: click.Context, request_file: str, out: str, role: str) -> None:
-    """Certify a node's request with the store key (run where `store init` was run)."""
+    """Certify a node's request with the store key (run where `store init` was run). The node
+    joins this terminal's roster at once: no HQ or mDNS is needed to let it in."""
     write_file(out, membership.sign(open_terminal(ctx), read_file(request_file), role))
-    click.echo(f"enrolment written to {out}: install it with `meshpos enroll install {out}`")
+    click.echo(f"enrolment written to {out}: {INSTALL_HINTS[role].format(out=out)}")
 
 
 @enroll.command("install")
@@ -211,13 +220,13 @@ def _wan_fields(t: Terminal, d: dict[str, Any]) -> dict[str, Any]:
     relay_name = "this node" if relay == t.node_id else names.get(relay, relay or "nobody")
     since = wan.get("wan_since_ms") or 0
     last = wan.get("last_sync_ms") or 0
-    fmt = "%Y-%m-%d %H:%M:%S"
+    zone = t.store_time()
     return {
         "wan": ("up" if wan.get("wan_ok") else "DOWN")
-        + (f" since {time.strftime(fmt, time.localtime(since / 1000))}" if since else ""),
+        + (f" since {zone.iso(since)}" if since else ""),
         "hq": url,
         "hq_relay": relay_name,
-        "last_hq_sync": time.strftime(fmt, time.localtime(last / 1000)) if last else "never",
+        "last_hq_sync": zone.iso(last) if last else "never",
         "ops_waiting_for_hq": wan.get("ops_waiting", 0),  # this node's ops HQ lacked at its probe
         "last_hq_error": wan.get("last_error") or "",
     }

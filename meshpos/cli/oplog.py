@@ -3,7 +3,6 @@ views and refolded into them."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import click
@@ -28,13 +27,12 @@ def ops_tail(ctx: click.Context, count: int, as_json: bool) -> None:
     """The latest ops: who did what, when, where."""
     t = open_terminal(ctx)
     names = {n.node_id: n.name for n in t.ledger.nodes()}
+    zone = t.store_time()
     rows = [
         {
             "op": op_ref(op),
             "terminal": names.get(op.origin, op.origin),
-            "time": dt.datetime.fromtimestamp(wall_of(op.hlc) / 1000, dt.UTC).strftime(
-                "%Y-%m-%d %H:%M:%S"
-            ),
+            "time": zone.iso(wall_of(op.hlc), seconds=True),
             "user": op.user,
             "kind": op.kind,
             "summary": _summary(op.payload),

@@ -16,13 +16,14 @@ from meshpos.cli.cards import card_input
 from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref
 from meshpos.cli.printing import selling_terminal
 from meshpos.core.errors import InputError
-from meshpos.domain.money import rupees
+from meshpos.domain.gst import STATES, Supply, heads_text, invoice_tax, state_label
+from meshpos.domain.money import points_moved, rupees
 from meshpos.domain.pricing import parse_item, parse_tender
 from meshpos.service.daemon_link import daemon_status, wait_for_copies
 from meshpos.service.escrow import sell_with_escrow
 from meshpos.service.terminal import SaleResult
 
-LINE_COLUMNS = ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
+LINE_COLUMNS = ("sku", "name", "hsn", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
 
 
 def _discounts(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
@@ -47,7 +48,7 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
             json.dumps({"sale_id": result.sale_id, "op": op_ref(result.op), **extra, **p}, indent=2)
         )
         return
-    emit([{k: ln[k] for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
+    emit([{k: ln.get(k) for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
     change = sum(t.get("change", 0) for t in p["tenders"])
     tenders = ", ".join(_tender_text(t) for t in p["tenders"])
     paid = "refunded" if p["total"] < 0 or result.op.kind == "return" else "paid"
@@ -55,11 +56,15 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
         f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
         f"{paid} {tenders or '-'}" + (f"  change {rupees(change)}" if change else "")
     )
-    if p.get("customer"):
-        click.echo(
-            f"customer {p['customer']}: points {p['points_earned']:+d} earned, "
-            f"{-p['points_redeemed']:+d} by tender"
-        )
+    supply = Supply.of(p)
+    tax = invoice_tax(p)
+    heads = heads_text(tax.cgst, tax.sgst, tax.igst)
+    where = f", place of supply {state_label(supply.place)}" if supply.place in STATES else ""
+    buyer = f", buyer GSTIN {supply.buyer_gstin}" if supply.buyer_gstin else ""
+    click.echo(f"GST {heads}{where}{buyer}")
+    moved = points_moved(p["points_earned"], p["points_redeemed"])
+    if p.get("customer") and moved:
+        click.echo(f"customer {p['customer']}: {moved}")
     if copies is not None:
         click.echo(
             "safe: held by 2 copies (a peer confirmed it)"
@@ -102,6 +107,16 @@ def _tender_text(t: dict[str, Any]) -> str:
     multiple=True,
     help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.",
 )
+@click.option(
+    "--buyer-gstin",
+    metavar="GSTIN",
+    help="A registered buyer's GSTIN (a B2B tax invoice); another state's means IGST.",
+)
+@click.option(
+    "--buyer-state",
+    metavar="STATE",
+    help="State the goods are delivered to, by name or GST code, when not the store's: IGST.",
+)
 @json_option
 @approve_option
 @click.pass_context
@@ -114,6 +129,8 @@ def sell(
     card_expiry: str | None,
     card_stdin: bool,
     discounts: tuple[str, ...],
+    buyer_gstin: str | None,
+    buyer_state: str | None,
     as_json: bool,
 ) -> None:
     """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2).
@@ -138,6 +155,8 @@ def sell(
         line_discounts=line_disc,
         user=acting_user(ctx),
         card=card,
+        buyer_gstin=buyer_gstin,
+        buyer_state=buyer_state,
     )
     copies = None
     if daemon:

@@ -1,7 +1,8 @@
 """Pricing a sale: lines, discounts, GST per line, tenders, change and loyalty points.
 
 Everything is integer paise. Prices are tax-inclusive (Indian MRP), so a discount lowers the line
-total and GST is the part of that total the line's rate contains.
+total and GST is the part of that total the line's rate contains. A product with price bands
+(meshpos/domain/gst.py) takes its rate from its value per piece after every discount.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.errors import InputError
-from meshpos.domain.money import allocate, inclusive_tax, parse_rate, parse_rupees, rupees
+from meshpos.domain.gst import Bands, Supply, band_rate, split
+from meshpos.domain.money import allocate, parse_rate, parse_rupees, rupees
 
 TENDER_METHODS = ("cash", "card", "points")
 _ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
@@ -29,6 +31,13 @@ class Product:
     size: str = ""
     colour: str = ""
     active: int = 1
+    hsn: str = ""
+    # The price bands of its category or HSN (GstRules.for_product); empty: `gst_rate` always.
+    gst_bands: Bands = ()
+
+    def rate_for(self, total: int, qty: int) -> int:
+        """The GST rate of a line of `qty` of it whose total after discounts is `total`."""
+        return band_rate(self.gst_bands, total, qty) if self.gst_bands else self.gst_rate
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Product:
@@ -116,7 +125,12 @@ def _discount_amount(spec: str, base: int, what: str) -> int:
     return amount
 
 
-def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> PricedSale:
+def price_lines(
+    cart: Sequence[CartLine], sale_discount: str | None = None, supply: Supply | None = None
+) -> PricedSale:
+    """Lines with their discounts, rate and tax split as `supply` says (default: within the
+    store's state, CGST + SGST)."""
+    inter = supply.inter_state if supply is not None else False
     if not cart:
         raise InputError("a sale needs at least one item")
     gross = [c.product.price * c.qty for c in cart]
@@ -133,6 +147,8 @@ def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> P
     for c, g, d, share in zip(cart, gross, line_disc, shares, strict=True):
         total = g - d - share
         p = c.product
+        rate_bp = p.rate_for(total, c.qty)
+        tax = split(total, rate_bp, inter)
         lines.append(
             {
                 "sku": p.sku,
@@ -143,8 +159,12 @@ def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> P
                 "qty": c.qty,
                 "unit_price": p.price,
                 "discount": d + share,
-                "gst_rate": p.gst_rate,
-                "tax": inclusive_tax(total, p.gst_rate),
+                "hsn": p.hsn,
+                "gst_rate": rate_bp,
+                "tax": tax.tax,
+                "cgst": tax.cgst,
+                "sgst": tax.sgst,
+                "igst": tax.igst,
                 "total": total,
             }
         )

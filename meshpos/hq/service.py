@@ -28,6 +28,7 @@ from meshpos.domain.cards import (
     parse_card,
 )
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
+from meshpos.domain.store_settings import check_setting
 from meshpos.hq import keys
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.hq.storage.database import Record
@@ -331,6 +332,7 @@ class HQService:
     def set_setting(
         self, key: str, value: object, stores: Sequence[str] | None = None, user: str = "hq"
     ) -> list[Op]:
+        value = check_setting(key, value)  # a value no till could read is refused here
         items = [
             (s, "setting.set", {"key": key, "value": value}) for s in self.ready_stores(stores)
         ]

@@ -27,6 +27,7 @@ INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
     "sale_lines": 12,
+    "sale_tax": 11,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,

@@ -18,9 +18,11 @@ from typing import Any
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
+from meshpos.domain.catalog import FIELDS
+from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.staff import ROLES
 
-PRODUCT_FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "active")
+PRODUCT_FIELDS = (*FIELDS, "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
 CUSTOMER_FIELDS = ("name", "phone", "email")
 USER_FIELDS = ("name", "role", "active", "pin_salt", "pin_key")
@@ -165,6 +167,7 @@ def _record(ch: Changes, op: Op) -> None:
     earned = _get(p, "points_earned", int, op)
     redeemed = _get(p, "points_redeemed", int, op)
     flip = -1 if op.kind == "return" else 1
+    supply = Supply.of(p)
     ch.add(
         "sales",
         (
@@ -215,6 +218,7 @@ def _record(ch: Changes, op: Op) -> None:
                     sign * _get(line, "total", int, op),
                 ),
             )
+            ch.add("sale_tax", _tax_row(op, n, line, sign, supply))
             n += 1
             moves[sku] -= sign * qty
             if sign < 0:
@@ -243,6 +247,32 @@ def _record(ch: Changes, op: Op) -> None:
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
     _points(ch, customer, earned - redeemed, redeemed, op.origin)
+
+
+def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
+    """A line's GST as its tax invoice states it: HSN, rate, taxable value and the CGST, SGST and
+    IGST it carries (a sale recorded before meshpos split GST: its tax halved, the odd paisa to
+    CGST), with the place of supply and the buyer's GSTIN."""
+    for key in ("cgst", "sgst", "igst"):
+        if key in line and not _int_ok(line[key]):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's {key} is malformed")
+    hsn = line.get("hsn") or ""
+    if not isinstance(hsn, str):
+        raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's hsn is malformed")
+    t = recorded_split(line, supply.inter_state)
+    return (
+        op.origin,
+        op.seq,
+        n,
+        hsn,
+        line["gst_rate"],
+        sign * t.taxable,
+        sign * t.cgst,
+        sign * t.sgst,
+        sign * t.igst,
+        supply.place,
+        supply.buyer_gstin,
+    )
 
 
 def _loyalty(ch: Changes, op: Op) -> None:

@@ -41,7 +41,7 @@ from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
 from meshpos.ledger.reports import Reports
-from meshpos.ledger.schema import VIEW_TABLES, node_ddl, view_ddl
+from meshpos.ledger.schema import ADDED_COLUMNS, VIEW_TABLES, node_ddl, view_ddl
 from meshpos.ledger.staff import StaffStore
 from meshpos.ledger.views import Views
 
@@ -87,6 +87,7 @@ class Ledger:
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         self._depth = 0
         with self.write():
+            before = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
             for stmt in node_ddl():
                 self.conn.execute(stmt)
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
@@ -94,6 +95,9 @@ class Ledger:
                 self.conn.execute("INSERT INTO meta VALUES ('store', ?)", (store,))
             elif row[0] != store:
                 raise WrongStore(f"database {self.path} belongs to store {row[0]!r}, not {store!r}")
+            self._upgrade_views(before)
+        if self.conn.execute("SELECT 1 FROM meta WHERE key = 'refold'").fetchone():
+            self.rebuild()
         self.views = Views(self.conn)
         self.reports = Reports(self.views)
         self.staff = StaffStore(self.conn, self.write)
@@ -103,6 +107,20 @@ class Ledger:
 
     def close(self) -> None:
         self.conn.close()
+
+    def _upgrade_views(self, tables_before: set[str]) -> None:
+        """A database made by an older meshpos: add the view columns it lacks, and mark its
+        views for one refold when a view table or column is new while the log holds ops (a
+        new table would otherwise miss the rows of every op folded before it existed)."""
+        added = False
+        for table, column, definition in ADDED_COLUMNS:
+            have = {r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE main.{table} ADD COLUMN {column} {definition}")
+                added = True
+        fresh = tables_before and not set(VIEW_TABLES) <= tables_before
+        if (added or fresh) and self.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('refold', '1')")
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -474,6 +492,7 @@ class Ledger:
             problems = self._fold_all("main", False, batch)
             if problems:
                 raise MeshposError("rebuild stopped: " + "; ".join(problems[:3]))
+            self.conn.execute("DELETE FROM meta WHERE key = 'refold'")
 
     def _scratch_path(self) -> str:
         base = Path(self.path).parent if self.path != ":memory:" else Path("/tmp")

@@ -250,6 +250,17 @@ class Views:
             )
         ]
 
+    def sold_by_origin(self, sku: str) -> dict[str, int]:
+        """Units of `sku` sold (net of returns) per origin: which counters sold an item."""
+        return {
+            str(origin): int(qty)
+            for origin, qty in self.conn.execute(
+                "SELECT origin, SUM(qty) FROM sale_lines WHERE sku = ? GROUP BY origin "
+                "HAVING SUM(qty) != 0 ORDER BY origin",
+                (sku,),
+            )
+        }
+
     def rights_held_by(self, nodes: Sequence[str]) -> int:
         """Positive redemption rights (every customer, card float included) held by `nodes`."""
         if not nodes:
@@ -259,16 +270,6 @@ class Views:
             f"SELECT COALESCE(SUM(points), 0) FROM rights WHERE points > 0 AND node IN ({marks})",
             tuple(nodes),
         )
-
-    def daily_sales_utc(self) -> dict[str, tuple[int, int]]:
-        """Per UTC day: sales rung and net takings (paise), as HQ's chain view counts them."""
-        return {
-            str(day): (int(n), int(net))
-            for day, n, net in self.conn.execute(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch'), SUM(kind = 'sale'), "
-                "SUM(total) FROM sales GROUP BY 1"
-            )
-        }
 
     def table_rows(self, table: str) -> list[tuple[Any, ...]]:
         """Every row of one view table, for digests that compare replicas."""

@@ -16,8 +16,10 @@ from typing import Any
 
 import tomli_w
 
-from meshpos.core.errors import ConfigError
+from meshpos.core.errors import ConfigError, InputError
 from meshpos.core.ops import Signer
+from meshpos.domain.gst import Bands, check_band_key, check_gstin, parse_bands, state_code
+from meshpos.domain.storetime import DEFAULT_ZONE, zone
 
 CONFIG_FILE = "meshpos.toml"
 KEY_FILE = "node.key"
@@ -47,6 +49,9 @@ class NodeConfig:
     store_name: str = ""
     store_address: str = ""
     gstin: str = ""
+    state: str = ""  # GST state code of the store ([store] state, or its GSTIN's first digits)
+    timezone: str = DEFAULT_ZONE
+    gst_bands: dict[str, Bands] = field(default_factory=dict)  # [gst.bands]: key -> bands
     earn_per_100: int = 1
     point_value: int = 100
     raw: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +119,13 @@ def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> 
     write_secret(directory / KEY_FILE, signer.private_bytes())
     doc: dict[str, Any] = {
         "node": {"store": store, "name": name, "node_id": signer.node_id, "user": user},
-        "store": {"name": f"meshpos store {store}", "address": "", "gstin": ""},
+        "store": {
+            "name": f"meshpos store {store}",
+            "address": "",
+            "gstin": "",
+            "state": "",
+            "timezone": DEFAULT_ZONE,
+        },
         "loyalty": {"earn_per_100": 1, "point_value": 100},
     }
     (directory / CONFIG_FILE).write_text(tomli_w.dumps(doc))
@@ -140,6 +151,10 @@ def load_config(directory: Path) -> NodeConfig:
             raise ConfigError(f"{path}: [node] {key} is missing or not text")
     store = raw.get("store", {})
     loyalty = raw.get("loyalty", {})
+    try:
+        tax = _store_tax(store, raw.get("gst", {}))
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     cfg = NodeConfig(
         dir=directory,
         store=node["store"],
@@ -148,8 +163,8 @@ def load_config(directory: Path) -> NodeConfig:
         user=str(node.get("user", "cashier")),
         store_name=str(store.get("name", "")),
         store_address=str(store.get("address", "")),
-        gstin=str(store.get("gstin", "")),
         raw=raw,
+        **tax,
     )
     for key in ("earn_per_100", "point_value"):
         value = loyalty.get(key, getattr(cfg, key))
@@ -157,6 +172,37 @@ def load_config(directory: Path) -> NodeConfig:
             raise ConfigError(f"{path}: [loyalty] {key} must be a whole number >= 0")
         setattr(cfg, key, value)
     return cfg
+
+
+def _store_tax(store: dict[str, Any], gst: Any) -> dict[str, Any]:
+    """[store] gstin, state and timezone, and [gst] bands, checked: a typo in a GSTIN or a zone
+    is refused at start rather than printed on every invoice."""
+    gstin = str(store.get("gstin") or "")
+    if gstin:
+        gstin = check_gstin(gstin, "[store] gstin")
+    state = str(store.get("state") or "")
+    if state:
+        state = state_code(state, "[store] state")
+        if gstin and gstin[:2] != state:
+            raise InputError(
+                f"[store] state {state} does not match the state code of [store] gstin {gstin}"
+            )
+    timezone = str(store.get("timezone") or DEFAULT_ZONE)
+    zone(timezone, "[store] timezone")
+    if not isinstance(gst, dict) or not isinstance(gst.get("bands", {}), dict):
+        raise InputError(
+            '[gst] bands must be a table: category or hsn:NN = "5% up to 2500, 18% above"'
+        )
+    bands = {
+        check_band_key(key, "[gst.bands] key"): parse_bands(value, f"[gst.bands] {key}")
+        for key, value in gst.get("bands", {}).items()
+    }
+    return {
+        "gstin": gstin,
+        "state": state or gstin[:2],
+        "timezone": timezone,
+        "gst_bands": bands,
+    }
 
 
 def load_signer(cfg: NodeConfig) -> Signer:

@@ -132,6 +132,8 @@ class SellOptions(TypedDict, total=False):
     line_discounts: Mapping[str, str] | None
     user: str | None
     card: CardInput | None
+    buyer_gstin: str | None
+    buyer_state: str | None
 
 
 def sell_with_escrow(

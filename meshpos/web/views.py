@@ -6,12 +6,12 @@ a few counters and passes them in with the time, so the banner's wording is test
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from meshpos.domain.money import rupees
+from meshpos.domain.storetime import StoreTime
 
 LEVELS = ("ok", "off", "warn", "down")  # increasing severity; "off" is neutral (not configured)
 
@@ -34,9 +34,9 @@ class Counters:
     ops_since_hq_down: int = 0  # ops in the log stamped after HQ became unreachable
 
 
-def clock(ms: int) -> str:
-    """Local wall time of a ms timestamp, HH:MM:SS."""
-    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) if ms else "never"
+def clock(ms: int, zone: StoreTime | None = None) -> str:
+    """Store time of a ms timestamp, HH:MM:SS (`Terminal.store_time()`; India's by default)."""
+    return (zone or StoreTime()).clock(ms, seconds=True) if ms else "never"
 
 
 def ago(ms: int, now_ms: int) -> str:
@@ -50,7 +50,8 @@ def ago(ms: int, now_ms: int) -> str:
 
 
 def money(paise: int | None) -> str:
-    return "₹" + rupees(int(paise or 0))
+    """₹1,23,456.00, −₹1,282.12 (meshpos/domain/money.py)."""
+    return rupees(int(paise or 0))
 
 
 def _plural(n: int, word: str) -> str:
