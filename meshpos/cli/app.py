@@ -24,6 +24,7 @@ from meshpos.cli import (
     hq,
     mesh,
     oplog,
+    power,
     printing,
     reports,
     sales,
@@ -99,6 +100,7 @@ for _command in (
     staff.whoami,
     web.web,
     cards.cards_group,
+    power.power,
 ):
     cli.add_command(_command)
 
