@@ -34,6 +34,7 @@ from meshpos.cli import (
     storage,
     sync,
     till,
+    transfers,
     web,
 )
 from meshpos.core.errors import MeshposError
@@ -101,6 +102,7 @@ for _command in (
     web.web,
     cards.cards_group,
     power.power,
+    transfers.transfer,
 ):
     cli.add_command(_command)
 

@@ -30,7 +30,7 @@ from meshpos.domain.cards import (
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
 from meshpos.hq import keys
 from meshpos.hq.storage import HQStorage, open_storage
-from meshpos.hq.storage.database import Record
+from meshpos.hq.storage.database import Record, Tx
 from meshpos.hq.storage.enrolment import NotEnrolled, StoreRow, UnknownStore
 from meshpos.hq.storage.log import IngestOutcome, OpToSign, VersionVector
 from meshpos.hq.storage.loyalty import Ask
@@ -203,6 +203,8 @@ class HQService:
         )  # fmt: skip
         if out.payments:
             self.process_payments()
+        if out.applied:
+            self.send_transfer_expects(store)
         for customer, to in sorted(out.transfers):
             if to == self.node_id:
                 self.fulfil_asks(customer)
@@ -236,6 +238,28 @@ class HQService:
                     self.signer, store, cust, points, node, self.now_ms()
                 )[0]
         return moved
+
+    # -- stock transfers between stores ---------------------------------------------------------
+
+    def send_transfer_expects(self, store: str) -> list[Op]:
+        """Tell the stores `store` sent stock to what is on its way (`transfer.expect`)."""
+        ready = {s.store for s in self.storage.enrolment.stores() if s.hq_cert is not None}
+
+        def fn(tx: Tx) -> list[Op]:
+            items = self.storage.transfers.expects_due(tx, store, ready)
+            return self.storage.log.emit_in(tx, self.signer, items, self.now_ms(), "hq")
+
+        sent = self.storage.db.run(fn)
+        for op in sent:
+            log.info("transfer %s: told %s it is on its way", op.payload["transfer_id"], op.store)
+        return sent
+
+    def chain_stock(
+        self, store: str, held: Mapping[str, int]
+    ) -> dict[str, list[dict[str, object]] | list[str]]:
+        """Other stores' stock for a till of `store` (see ChainTransfers.chain_stock)."""
+        changed, same = self.storage.transfers.chain_stock(store, held)
+        return {"stores": list(changed), "same": same}
 
     # -- card payments --------------------------------------------------------------------------
 
