@@ -34,6 +34,7 @@ from meshpos.cli import (
     storage,
     sync,
     till,
+    training,
     transfers,
     web,
 )
@@ -103,6 +104,7 @@ for _command in (
     cards.cards_group,
     power.power,
     transfers.transfer,
+    training.training_group,
 ):
     cli.add_command(_command)
 

@@ -13,10 +13,12 @@ import click
 
 from meshpos.cli.common import acting_user
 from meshpos.cli.printing import drain_note, selling_terminal
+from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.domain.money import rupees
+from meshpos.service.power import till_power_guard
 from meshpos.service.printing import Printing, scanner_setup, take_enqueued
 from meshpos.service.terminal import SaleResult
 from meshpos.service.till import (
@@ -27,6 +29,8 @@ from meshpos.service.till import (
     TillSession,
     change_given,
 )
+from meshpos.service.training import NOTICE as TRAINING_NOTICE
+from meshpos.service.training import is_practice
 
 HELP = """\
 scan or type a barcode or SKU to add it; scan a receipt to start a return
@@ -332,6 +336,17 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
     console = TillConsole(
         TillSession(t, acting_user(ctx)), None if no_print else printing, click.echo, bell=bell
     )
-    console.run(stdin, sources, prompt=(lambda: click.echo("> ", nl=False)) if tty else None)
+    mark = "TRAINING " if is_practice(t.cfg) else ""
+    if mark:
+        click.echo(f"*** {TRAINING_NOTICE} ***")
+    guard = till_power_guard(t, printing)
+
+    def prompt() -> None:
+        for message in guard.poll(wall_ms(), sale_open=not console.session.empty):
+            click.echo(f"! {message}")
+        if tty:
+            click.echo(f"{mark}> ", nl=False)
+
+    console.run(stdin, sources, prompt=prompt)
     take_enqueued(t)
     sys.stdout.flush()

@@ -18,6 +18,8 @@ from typing import Any
 from meshpos.core.errors import ConfigError
 from meshpos.domain.power import PowerPolicy, PowerState, Supply, assess, parse_sysfs, parse_upsc
 from meshpos.service.config import CONFIG_FILE, NodeConfig
+from meshpos.service.printing import Printing
+from meshpos.service.terminal import Terminal
 
 SYSFS = "/sys/class/power_supply"
 SUPPLY_FILES = (
@@ -204,3 +206,17 @@ class LowBatteryGuard:
 
     def snapshot(self) -> Mapping[str, Any]:
         return self.state.as_dict() if self.state is not None else {}
+
+
+def till_power_guard(t: Terminal, printing: Printing) -> LowBatteryGuard:
+    """The guard a till runs: this node's `[power]` setup, flushing its print queue."""
+    setup = PowerSetup.from_config(t.cfg)
+
+    def flush() -> Flushed:
+        try:
+            done = printing.drain()
+        except ConfigError as exc:
+            return Flushed(0, len(t.ledger.print_queue.jobs()), str(exc))
+        return Flushed(len(done.printed), done.waiting, done.error or done.head_error or "")
+
+    return LowBatteryGuard(lambda: read_power(setup), flush, setup.check_s * 1000)

@@ -47,6 +47,7 @@ from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.reports import close_day, shift_totals
 from meshpos.service.terminal import Terminal
+from meshpos.service.training import is_practice
 
 log = logging.getLogger("meshpos.devices")
 
@@ -57,6 +58,7 @@ FORWARD_RETRY_MS = 2_000
 FORWARD_BATCH = 50
 COPY_NOTE = "*** DUPLICATE COPY ***"
 INTERRUPTED_NOTE = "* PRINTED AGAIN: MAY BE A DUPLICATE *"
+TRAINING_NOTE = "*** TRAINING - NOT A SALE ***"
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -200,6 +202,9 @@ def render_job(
         notes = (_notes(COPY_NOTE, cfg.width) if copy else []) + (
             _notes(INTERRUPTED_NOTE, cfg.width) if interrupted else []
         )
+        if doc.get("training"):
+            notes[:0] = _notes(TRAINING_NOTE, cfg.width)
+            commands.extend(_notes(TRAINING_NOTE, cfg.width))
         title = layout.TITLES[receipt.kind]
         at = next(
             (
@@ -268,6 +273,7 @@ def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[
         "payload": dict(payload),
         "loyalty_balance": balance,
         "cashier": op.user,
+        "training": is_practice(terminal.cfg),
     }
 
 
