@@ -18,6 +18,7 @@ from meshpos.cli import (
     audit,
     cards,
     catalog,
+    cheatsheet,
     conflicts,
     customers,
     devices,
@@ -105,6 +106,7 @@ for _command in (
     power.power,
     transfers.transfer,
     training.training_group,
+    cheatsheet.cheatsheet_cmd,
 ):
     cli.add_command(_command)
 

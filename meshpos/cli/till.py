@@ -13,6 +13,8 @@ import click
 
 from meshpos.cli.common import acting_user
 from meshpos.cli.printing import drain_note, selling_terminal
+from meshpos.cli.till_info import HELP as INFO_HELP
+from meshpos.cli.till_info import info_command
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout
@@ -32,7 +34,8 @@ from meshpos.service.till import (
 from meshpos.service.training import NOTICE as TRAINING_NOTICE
 from meshpos.service.training import is_practice
 
-HELP = """\
+HELP = (
+    """\
 scan or type a barcode or SKU to add it; scan a receipt to start a return
   q N [LINE]            quantity of the last line (or of LINE)
   rm [LINE]             remove the last line (or LINE)
@@ -44,7 +47,10 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   return SALE_ID        start a return by typing the receipt's sale id
   void                  drop this sale (nothing was recorded)
   done                  record the sale and print the receipt
-  help                  this text;  quit  leave the till"""
+  help                  this text;  quit  leave the till
+"""
+    + INFO_HELP
+)
 
 
 class Source(Protocol):
@@ -208,6 +214,8 @@ class TillConsole:
             self.out("sale voided; nothing was recorded")
         elif cmd == "done" and not args:
             self._done()
+        elif info_command(s.terminal, cmd, args, self.out):
+            pass
         elif len(text.split()) == 1:
             self.scan(text)
         else:
