@@ -22,6 +22,7 @@ from meshpos.cli import (
     conflicts,
     customers,
     devices,
+    drill,
     hq,
     mesh,
     oplog,
@@ -107,6 +108,7 @@ for _command in (
     transfers.transfer,
     training.training_group,
     cheatsheet.cheatsheet_cmd,
+    drill.drill,
 ):
     cli.add_command(_command)
 
