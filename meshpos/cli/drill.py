@@ -87,6 +87,7 @@ def drill_run(
                             "prompt": o.item.prompt,
                             "ok": o.ok,
                             "given": o.given,
+                            "note": o.note,
                             "should": o.item.should,
                         }
                         for o in result.outcomes
