@@ -219,3 +219,51 @@ def test_real_sysfs_is_read_without_error():
         pytest.skip("no /sys/class/power_supply here")
     state = read_power(PowerSetup())
     assert state.level in ("ok", "warn", "down")
+
+
+# -- the daemon's status and the web till's banner ------------------------------------------------
+
+
+def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
+    from meshpos.service.power import PowerWatch
+    from meshpos.service.terminal import Terminal
+    from meshpos.web.views import Counters, banner
+
+    from meshpos.service.printing import queue_receipt
+
+    set_power(node, sysfs=str(laptop), check_s=1)
+    t = Terminal.open(node.path, on_record=[queue_receipt])
+    t.sell([("TEE-M", 1)])  # its receipt waits in the queue
+    assert len(t.ledger.print_queue.jobs()) == 1
+    clock = iter(range(0, 100_000, 2_000))
+    try:
+        watch = PowerWatch(t, lambda: next(clock))
+        snap = watch.snapshot()
+        assert snap is not None and snap["level"] == "ok" and snap["notice"] == ""
+        unplug(laptop, 7)
+        snap = watch.snapshot()
+        assert snap is not None and snap["low"]
+        assert "print queue flushed: 1 receipt printed" in snap["notice"]
+        assert t.ledger.print_queue.jobs() == []
+        status = {"pid": 1, "peers": [], "peers_up": 0, "power": snap}
+        items = banner(status, Counters(own_seq=0, acked_seq=0), node_id=t.node_id, hq_url=None,
+                       now_ms=0)["items"]  # fmt: skip
+        power = next(i for i in items if i["key"] == "power")
+        assert power["level"] == "down" and power["text"].startswith("Battery low (7%)")
+        assert "Shut the till down or plug it in" in power["text"]
+    finally:
+        t.close()
+
+
+def test_no_power_supply_no_banner_item(node, tmp_path: Path):
+    from meshpos.service.power import PowerWatch
+    from meshpos.service.terminal import Terminal
+    from meshpos.web.views import power_item
+
+    set_power(node, sysfs=str(tmp_path / "none"))
+    t = Terminal.open(node.path)
+    try:
+        assert PowerWatch(t, lambda: 0).snapshot() is None
+    finally:
+        t.close()
+    assert power_item(None) is None

@@ -208,15 +208,40 @@ class LowBatteryGuard:
         return self.state.as_dict() if self.state is not None else {}
 
 
+def flush_print_queue(printing: Printing) -> Flushed:
+    """Print every queued receipt now (low battery), and say what is still waiting and why."""
+    try:
+        done = printing.drain()
+    except ConfigError as exc:
+        return Flushed(0, len(printing.queue.jobs()), str(exc))
+    return Flushed(len(done.printed), done.waiting, done.error or done.head_error or "")
+
+
 def till_power_guard(t: Terminal, printing: Printing) -> LowBatteryGuard:
     """The guard a till runs: this node's `[power]` setup, flushing its print queue."""
     setup = PowerSetup.from_config(t.cfg)
+    return LowBatteryGuard(
+        lambda: read_power(setup), lambda: flush_print_queue(printing), setup.check_s * 1000
+    )
 
-    def flush() -> Flushed:
-        try:
-            done = printing.drain()
-        except ConfigError as exc:
-            return Flushed(0, len(t.ledger.print_queue.jobs()), str(exc))
-        return Flushed(len(done.printed), done.waiting, done.error or done.head_error or "")
 
-    return LowBatteryGuard(lambda: read_power(setup), flush, setup.check_s * 1000)
+class PowerWatch:
+    """The daemon's view of power, for its status file (the web till's banner reads it there):
+    read at most every `check_s`; on low battery the print queue is flushed once per spell and
+    what was done is kept as `notice`. None when this machine reports no power supply at all."""
+
+    def __init__(self, t: Terminal, now_ms: Callable[[], int]) -> None:
+        self.guard = till_power_guard(t, Printing(t))
+        self.now_ms = now_ms
+        self.notice = ""
+
+    def snapshot(self) -> dict[str, Any] | None:
+        said = self.guard.poll(self.now_ms(), sale_open=False)
+        if said:
+            self.notice = said[-1]
+        state = self.guard.state
+        if state is None or not (state.known or state.errors):
+            return None
+        if not state.low and not said:
+            self.notice = ""
+        return {**state.as_dict(), "notice": self.notice}

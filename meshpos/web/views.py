@@ -91,6 +91,16 @@ def _waiting(
     return BannerItem("waiting", text, "ok" if n == 0 else "warn")
 
 
+def power_item(power: object) -> BannerItem | None:
+    """Battery and UPS state as the daemon last read it (meshpos/service/power.py), with what
+    it did on low battery; nothing when the machine reports no power supply."""
+    if not isinstance(power, Mapping):
+        return None
+    level = str(power.get("level") or "ok")
+    text = " · ".join(str(x) for x in (power.get("text"), power.get("notice")) if x)
+    return BannerItem("power", text, level if level in LEVELS else "warn")
+
+
 def banner(
     status: Mapping[str, Any],
     counters: Counters,
@@ -171,6 +181,9 @@ def banner(
         items.append(BannerItem("errors", f"Sync error: {errors[0]}{more}", "down"))
     else:
         items.append(BannerItem("errors", "No sync errors", "ok"))
+    power = power_item(status.get("power") if running else None)
+    if power is not None:
+        items.append(power)
     level = max((i.level for i in items), key=LEVELS.index, default="ok")
     return {
         "level": level,
