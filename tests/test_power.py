@@ -226,10 +226,9 @@ def test_real_sysfs_is_read_without_error():
 
 def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
     from meshpos.service.power import PowerWatch
+    from meshpos.service.printing import queue_receipt
     from meshpos.service.terminal import Terminal
     from meshpos.web.views import Counters, banner
-
-    from meshpos.service.printing import queue_receipt
 
     set_power(node, sysfs=str(laptop), check_s=1)
     t = Terminal.open(node.path, on_record=[queue_receipt])

@@ -71,6 +71,14 @@ class PowerState:
         return "ok"
 
     @property
+    def headline(self) -> str:
+        """`Battery low (12%)`, `On battery (45%)`, `On mains power`: the state in a few words."""
+        left = _left(self.percent, self.runtime_s)
+        if self.low:
+            return f"Battery low{left}"
+        return f"On battery{left}" if self.on_battery else f"On mains power{left}"
+
+    @property
     def text(self) -> str:
         left = _left(self.percent, self.runtime_s)
         if not self.supplies:

@@ -190,7 +190,10 @@ class LowBatteryGuard:
         if sale_open:
             if not self._warned:
                 self._warned = True
-                out.append(f"{state.text}. This sale is kept: complete it now.")
+                out.append(
+                    f"{state.headline}: this sale is kept, complete it now; waiting receipts "
+                    "print before you shut down."
+                )
             return out
         if not self._flushed:
             self._flushed = True
@@ -199,7 +202,7 @@ class LowBatteryGuard:
             printed = f"{done.printed} receipt{'' if done.printed == 1 else 's'} printed"
             waiting = f"; {done.waiting} still waiting ({done.note})" if done.waiting else ""
             out.append(
-                f"{state.text}. Every sale is saved; print queue flushed: {printed}{waiting}. "
+                f"{state.headline}: every sale is saved; print queue flushed: {printed}{waiting}. "
                 "Shut the till down or plug it in."
             )
         return out

@@ -97,7 +97,7 @@ def power_item(power: object) -> BannerItem | None:
     if not isinstance(power, Mapping):
         return None
     level = str(power.get("level") or "ok")
-    text = " · ".join(str(x) for x in (power.get("text"), power.get("notice")) if x)
+    text = str(power.get("notice") or power.get("text") or "")  # the notice repeats the state
     return BannerItem("power", text, level if level in LEVELS else "warn")
 
 
@@ -108,6 +108,7 @@ def banner(
     node_id: str,
     hq_url: str | None,
     now_ms: int,
+    training: bool = False,
 ) -> dict[str, Any]:
     """The banner every page shows: LAN peers, copies held, HQ reachability and since when, ops
     waiting to go up, sync errors. `status` is `daemon_status()` ({} when no daemon runs)."""
@@ -140,7 +141,9 @@ def banner(
                     "lan", text + (f"; {down} down" if down else ""), "warn" if down else "ok"
                 )
             )
-    if one_copy:
+    if training:  # practice sales never leave this counter: no copies to count
+        items.append(BannerItem("training", "Training: practice sales, never synced", "warn"))
+    elif one_copy:
         items.append(
             BannerItem(
                 "copies", f"{_plural(one_copy, 'op')} held by this counter only (1 copy)", "warn"
