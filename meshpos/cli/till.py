@@ -31,7 +31,6 @@ from meshpos.service.till import (
     TillSession,
     change_given,
 )
-from meshpos.service.training import NOTICE as TRAINING_NOTICE
 from meshpos.service.training import is_practice
 
 HELP = (
@@ -344,9 +343,7 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
     console = TillConsole(
         TillSession(t, acting_user(ctx)), None if no_print else printing, click.echo, bell=bell
     )
-    mark = "TRAINING " if is_practice(t.cfg) else ""
-    if mark:
-        click.echo(f"*** {TRAINING_NOTICE} ***")
+    mark = "TRAINING " if is_practice(t.cfg) else ""  # selling_terminal said why
     guard = till_power_guard(t, printing)
 
     def prompt() -> None:

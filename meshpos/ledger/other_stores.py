@@ -78,3 +78,15 @@ class OtherStores:
         ).fetchall()
         keys = ("store", "name", "version", "as_of_ms", "fetched_ms")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every store held, with its stock, in the shape `replace` takes (a practice ledger
+        starts from the real one's copy)."""
+        out = self.stores()
+        for s in out:
+            s["stock"] = dict(
+                self.conn.execute(
+                    "SELECT sku, qty FROM other_stock WHERE store = ?", (s["store"],)
+                ).fetchall()
+            )
+        return out

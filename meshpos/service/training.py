@@ -126,8 +126,12 @@ def _build(real: Terminal, practice: Path) -> None:
         rows.append(
             CatalogRow(line=i + 2, sku=str(r["sku"]), fields=fields, stock=max(0, int(r["stock"])))
         )
+    elsewhere = real.ledger.other_stores.snapshot()
     t = Terminal.open(practice)
     try:
+        if elsewhere:  # other stores' stock as this till last pulled it
+            pulled = max(int(x["fetched_ms"]) for x in elsewhere)
+            t.ledger.other_stores.replace(elsewhere, pulled)
         t.import_catalog(rows, user="training")
         cid = t.add_customer(PRACTICE_CUSTOMER, user="training")
         t.append("loyalty.adjust", {"customer_id": cid, "delta": PRACTICE_POINTS,
