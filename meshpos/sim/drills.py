@@ -31,17 +31,16 @@ from pathlib import Path
 import httpx
 
 from meshpos.core.errors import InputError, MeshposError
-from meshpos.domain.money import rupees
+from meshpos.domain.catalog import parse_csv
 from meshpos.domain.pricing import Tender
 from meshpos.hq import keys
 from meshpos.hq.service import HQService
 from meshpos.node import membership
 from meshpos.service.daemon_link import daemon_status
-from meshpos.service.escrow import sell_with_escrow
 from meshpos.service.printing import queue_receipt
 from meshpos.service.terminal import Terminal
 from meshpos.sim.links import Link, PrinterStandIn
-from meshpos.sim.live import MESHPOS, STORE, Counter, Drill, _free_port
+from meshpos.sim.live import MESHPOS, STORE, Counter, Drill, _free_port, _sample
 
 DRILLS = ("wan-outage", "lan-split", "printer-off", "counter-dies")
 LETTERS = "abcd"
@@ -100,6 +99,8 @@ Ask = Callable[[str], str]
 class PracticeStore(Drill):
     """The live drill's store, with links, printers, web tills and (optionally) HQ."""
 
+    on_record = (queue_receipt,)  # its sales queue receipts, which the daemons print
+
     def __init__(self, *, hq: bool, web: bool, base: str | Path | None = None, keep: bool = False):
         super().__init__(nodes=3, seconds=600, seed=1, base=base, keep=keep)
         self.with_hq = hq
@@ -111,6 +112,12 @@ class PracticeStore(Drill):
         self.hq_proc: subprocess.Popen[bytes] | None = None
         self.hq_port = 0
         self.marks: dict[str, int] = {}  # sale numbers per counter when the fault began
+        # an item none of the background sales touch: the last unit both floors sell
+        self.last_unit = next(
+            r.sku
+            for r in reversed(parse_csv(_sample(), "sample_catalog.csv"))
+            if r.sku not in self.hot
+        )
 
     # -- building -------------------------------------------------------------------------------
 
@@ -235,28 +242,6 @@ class PracticeStore(Drill):
 
     def rang_since_mark(self, name: str) -> bool:
         return self.sales_count(name) > self.marks.get(name, 0)
-
-    def ring(self, c: Counter) -> None:
-        """A sale at counter `c` through the same API as `meshpos sell`, its receipt queued."""
-        try:
-            t = Terminal.open(c.directory, on_record=[queue_receipt])
-        except MeshposError as exc:
-            self.say(f"{c.name}  cannot open the till: {exc}")
-            return
-        try:
-            up = bool(self.peers_up(c))
-            result = sell_with_escrow(
-                t, peers_up=up, items=[(self.hot[0], 1)], tenders=[Tender("cash")]
-            )
-        except MeshposError as exc:
-            self.say(f"{c.name}  refused: {exc}")
-            return
-        finally:
-            t.close()
-        c.sales += 1
-        self.say(
-            f"{c.name}  receipt {result.payload['receipt']}  {rupees(result.payload['total'])}"
-        )
 
     def wan_ok(self, name: str) -> bool:
         wan = daemon_status(self.counter(name).directory).get("wan") or {}
@@ -421,15 +406,15 @@ def _split_plan() -> Plan:
     last = "the last unit"
 
     def prepare(s: PracticeStore) -> None:
-        s.set_stock(s.hot[1], 1)
+        s.set_stock(s.last_unit, 1)
         s.wait(s.agree, 15)
 
     def during(s: PracticeStore) -> None:
-        s.say(f"(customers buy {last} of {s.hot[1]} on both floors)")
+        s.say(f"(customers buy {last} of {s.last_unit} on both floors)")
         for name in ("T1", "T2"):
             t = s.terminal(name)
             try:
-                t.sell([(s.hot[1], 1)], tenders=[Tender("cash")])
+                t.sell([(s.last_unit, 1)], tenders=[Tender("cash")])
             except MeshposError as exc:
                 s.say(f"{name} refused: {exc}")
             finally:
@@ -644,10 +629,10 @@ class DrillRun:
             if not ready:
                 raise MeshposError(f"the practice store did not come up: see {s.base}/*/daemon.log")
             self._tills()
-            if plan.prepare is not None:
-                plan.prepare(s)
             for c in s.counters:
                 s.ring(c)
+            if plan.prepare is not None:
+                plan.prepare(s)
             s.wait(s.agree, 15)
             self.say(plan.briefing)
             plan.fault(s)
