@@ -253,3 +253,24 @@ def test_sending_stock_needs_a_supervisor_where_the_store_has_staff(node, monkey
     monkeypatch.setenv("MESHPOS_APPROVER_PIN", "1111")
     out = node.ok("transfer", "out", "CAP", "1", "--to", "S2", "--approve", "boss", user="cal").out
     assert "transfer TR-S1-T1-" in out and node.qty("CAP") == 4
+
+
+def test_hq_sends_what_it_owes_after_a_crash_once(hq: HQServer, stores: tuple[Store, Store]):
+    """HQ stored a transfer but died before telling the receiver: the sweep it runs at start
+    sends it, and only once."""
+    from hq_helpers import wires
+
+    a, b = stores
+    tid = transfers.send(a.t1, [("CAP", 1)], b.id).payload["transfer_id"]
+    svc = hq.service()
+    try:
+        svc.storage.log.ingest(a.id, wires(a.t1, svc.storage.vv(a.id)), certified(a.t1), 0)
+        b.relay()
+        assert transfers.listing(b.t1) == []  # not told
+        sent = svc.send_transfer_expects()
+        assert [(op.store, op.payload["transfer_id"]) for op in sent] == [(b.id, tid)]
+        assert svc.send_transfer_expects() == []
+    finally:
+        svc.close()
+    b.relay()
+    assert [r["status"] for r in transfers.listing(b.t1)] == ["on its way"]

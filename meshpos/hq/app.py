@@ -64,6 +64,7 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
                 except Exception:  # keep sweeping; the error is logged with its traceback
                     log.exception("payment sweep failed")
 
+        await run_in_threadpool(service.send_transfer_expects)  # any owed before a crash
         task = asyncio.create_task(sweep()) if sweep_s > 0 else None
         log.info("HQ %s serving on %s", service.node_id, service.storage.db.describe())
         try:

@@ -17,7 +17,7 @@ import zmq
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
-from meshpos.core.ops import Op, Payload, Signer, pack, unpack
+from meshpos.core.ops import Op, Payload, Signer, decode_op, pack, unpack
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     AuthRequest,
@@ -167,6 +167,7 @@ class HQService:
         ]
         items += self.storage.blocklist.settings_for(store)
         self.storage.log.emit(self.signer, items, self.now_ms(), "hq")
+        self.send_transfer_expects()  # transfers sent to this store before HQ could tell it
 
     def enroll_node(self, store: str, request: bytes, role: str = "terminal") -> bytes:
         """Certify a terminal of a store whose key HQ holds. The answer is the same enrolment
@@ -203,8 +204,11 @@ class HQService:
         )  # fmt: skip
         if out.payments:
             self.process_payments()
-        if out.applied:
-            self.send_transfer_expects(store)
+        sent = [w for w in wires if b"transfer.out" in w]  # cheap: most batches carry none
+        if out.applied and sent:
+            tids = [str(op.payload.get("transfer_id")) for op in map(decode_op, sent)
+                    if op.kind == "transfer.out"]  # fmt: skip
+            self.send_transfer_expects(store, tids)
         for customer, to in sorted(out.transfers):
             if to == self.node_id:
                 self.fulfil_asks(customer)
@@ -241,12 +245,21 @@ class HQService:
 
     # -- stock transfers between stores ---------------------------------------------------------
 
-    def send_transfer_expects(self, store: str) -> list[Op]:
-        """Tell the stores `store` sent stock to what is on its way (`transfer.expect`)."""
-        ready = {s.store for s in self.storage.enrolment.stores() if s.hq_cert is not None}
+    def send_transfer_expects(
+        self, store: str | None = None, tids: Sequence[str] | None = None
+    ) -> list[Op]:
+        """Tell the stores that `store` (default: every store) sent stock to what is on its way
+        (`transfer.expect`): for transfers `tids` just ingested, or every one still owed (HQ
+        does that at start, so an answer lost to a crash goes out then)."""
+        stores = self.storage.enrolment.stores()
+        ready = {s.store for s in stores if s.hq_cert is not None}
 
         def fn(tx: Tx) -> list[Op]:
-            items = self.storage.transfers.expects_due(tx, store, ready)
+            items = [
+                item
+                for sender in ([store] if store else sorted(s.store for s in stores))
+                for item in self.storage.transfers.expects_due(tx, sender, ready, tids)
+            ]
             return self.storage.log.emit_in(tx, self.signer, items, self.now_ms(), "hq")
 
         sent = self.storage.db.run(fn)

@@ -9,23 +9,31 @@ an answer lost to a crash or to a store not yet enrolled is sent on a later inge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meshpos.domain.transfers import discrepancy, registers_of
-from meshpos.hq.storage.database import Database, Record, Tx
+from meshpos.hq.storage.database import Database, Record, Tx, chunks
 from meshpos.hq.storage.log import OpToSign
 
 
-def _entity(tx: Tx, entity: str, store: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    """Registers of `entity` as {(store, key): {field: value}}."""
+def _entity(
+    tx: Tx, entity: str, store: str | None = None, keys: Sequence[str] | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Registers of `entity` (of one store; of some keys) as {(store, key): {field: value}}."""
     sql = "SELECT store, key, field, value FROM registers WHERE entity = ?"
     params: tuple[str, ...] = (entity,)
     if store is not None:
         sql += " AND store = ?"
         params += (store,)
+    rows = []
+    if keys is None:
+        rows = tx.execute(sql, params)
+    for chunk in chunks(list(keys or ())):
+        marks = ",".join("?" * len(chunk))
+        rows += tx.execute(f"{sql} AND key IN ({marks})", (*params, *chunk))
     per_store: dict[str, list[tuple[str, str, str]]] = {}
-    for s, key, field, value in tx.execute(sql, params):
+    for s, key, field, value in rows:
         per_store.setdefault(str(s), []).append((str(key), str(field), str(value)))
     return {
         (s, key): fields
@@ -40,30 +48,25 @@ class ChainTransfers:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def expects_due(self, tx: Tx, store: str, ready: set[str]) -> list[OpToSign]:
+    def expects_due(
+        self, tx: Tx, store: str, ready: set[str], tids: Sequence[str] | None = None
+    ) -> list[OpToSign]:
         """`transfer.expect` ops HQ owes the stores `store` sent transfers to (those in `ready`,
-        where HQ holds a certificate)."""
-        sent = _entity(tx, "transfer_out", store)
-        if not sent:
-            return []
-        told = {
-            (str(s), str(k))
-            for s, k in tx.execute(
-                "SELECT DISTINCT store, key FROM registers WHERE entity = 'transfer_expect'"
-            )
-        }
+        where HQ holds a certificate): of the transfers `tids`, or of every one it sent."""
+        sent = _entity(tx, "transfer_out", store, tids)
         out: list[OpToSign] = []
         for (_, tid), fields in sorted(sent.items()):
             to = str(fields.get("to_store", ""))
-            if to in ready and (to, tid) not in told:
-                payload = {
-                    "transfer_id": tid,
-                    "from_store": store,
-                    "lines": fields.get("lines") or [],
-                    "ts_ms": int(fields.get("ts_ms", 0)),
-                    "sent_by": str(fields.get("terminal", "")),
-                }
-                out.append((to, "transfer.expect", payload))
+            if to not in ready or _entity(tx, "transfer_expect", to, [tid]):
+                continue
+            payload = {
+                "transfer_id": tid,
+                "from_store": store,
+                "lines": fields.get("lines") or [],
+                "ts_ms": int(fields.get("ts_ms", 0)),
+                "sent_by": str(fields.get("terminal", "")),
+            }
+            out.append((to, "transfer.expect", payload))
         return out
 
     def listing(self, store: str | None = None, status: str | None = None) -> list[Record]:
