@@ -18,12 +18,15 @@ from meshpos.cli import (
     audit,
     cards,
     catalog,
+    cheatsheet,
     conflicts,
     customers,
     devices,
+    drill,
     hq,
     mesh,
     oplog,
+    power,
     printing,
     reports,
     sales,
@@ -33,6 +36,8 @@ from meshpos.cli import (
     storage,
     sync,
     till,
+    training,
+    transfers,
     web,
 )
 from meshpos.core.errors import MeshposError
@@ -99,6 +104,11 @@ for _command in (
     staff.whoami,
     web.web,
     cards.cards_group,
+    power.power,
+    transfers.transfer,
+    training.training_group,
+    cheatsheet.cheatsheet_cmd,
+    drill.drill,
 ):
     cli.add_command(_command)
 

@@ -443,3 +443,26 @@ def hq_card_float(
     click.echo(
         f"card float {rupees(amount)}: {len(ops)} op(s) signed by HQ; relays carry them to the stores"
     )
+
+
+@hq.command("transfers")
+@hq_options
+@click.option("--store", help="Only transfers from or to this store.")
+@click.option(
+    "--status",
+    type=click.Choice(["in transit", "received", "received short"]),
+    help="Only transfers in this state.",
+)
+@json_option
+def hq_transfers(
+    directory: str | None, db: str | None, store: str | None, status: str | None, as_json: bool
+) -> None:
+    """Stock transfers between stores: in transit, received, received short."""
+    with _service(directory, db) as svc:
+        rows = svc.storage.transfers.listing(store, status)
+    if not as_json:
+        for row in rows:
+            row["lines"] = ", ".join(f"{x['sku']} x{x['qty']}" for x in row["lines"])
+            row["short"] = ", ".join(f"{k} -{v}" for k, v in row["short"].items())
+    emit(rows, as_json, "transfers",
+         ["transfer_id", "from_store", "to_store", "units", "lines", "status", "short"])  # fmt: skip

@@ -45,8 +45,10 @@ def _section(path: tuple[str, ...], cmd: click.Command) -> str:
     help_text = (cmd.help or "").strip()
     if help_text:
         lines += [click.unstyle(help_text), ""]
-    options = [p.get_help_record(ctx) for p in cmd.get_params(ctx)]
-    rows = [r for r in options if r is not None and not r[0].startswith("--help")]
+    # Not the help option: click keeps it on a command once it ran, then with the root's `-h`.
+    helps = {"--help", "-h"}
+    options = [p.get_help_record(ctx) for p in cmd.get_params(ctx) if not helps & set(p.opts)]
+    rows = [r for r in options if r is not None]
     if rows:
         lines += [f"- `{name}`: {text}" if text else f"- `{name}`" for name, text in rows]
         lines.append("")

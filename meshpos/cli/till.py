@@ -13,10 +13,14 @@ import click
 
 from meshpos.cli.common import acting_user
 from meshpos.cli.printing import drain_note, selling_terminal
+from meshpos.cli.till_info import HELP as INFO_HELP
+from meshpos.cli.till_info import info_command
+from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.domain.money import rupees
+from meshpos.service.power import till_power_guard
 from meshpos.service.printing import Printing, scanner_setup, take_enqueued
 from meshpos.service.terminal import SaleResult
 from meshpos.service.till import (
@@ -27,8 +31,10 @@ from meshpos.service.till import (
     TillSession,
     change_given,
 )
+from meshpos.service.training import is_practice
 
-HELP = """\
+HELP = (
+    """\
 scan or type a barcode or SKU to add it; scan a receipt to start a return
   q N [LINE]            quantity of the last line (or of LINE)
   rm [LINE]             remove the last line (or LINE)
@@ -40,7 +46,10 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   return SALE_ID        start a return by typing the receipt's sale id
   void                  drop this sale (nothing was recorded)
   done                  record the sale and print the receipt
-  help                  this text;  quit  leave the till"""
+  help                  this text;  quit  leave the till
+"""
+    + INFO_HELP
+)
 
 
 class Source(Protocol):
@@ -204,6 +213,8 @@ class TillConsole:
             self.out("sale voided; nothing was recorded")
         elif cmd == "done" and not args:
             self._done()
+        elif info_command(s.terminal, cmd, args, self.out):
+            pass
         elif len(text.split()) == 1:
             self.scan(text)
         else:
@@ -332,6 +343,15 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
     console = TillConsole(
         TillSession(t, acting_user(ctx)), None if no_print else printing, click.echo, bell=bell
     )
-    console.run(stdin, sources, prompt=(lambda: click.echo("> ", nl=False)) if tty else None)
+    mark = "TRAINING " if is_practice(t.cfg) else ""  # selling_terminal said why
+    guard = till_power_guard(t, printing)
+
+    def prompt() -> None:
+        for message in guard.poll(wall_ms(), sale_open=not console.session.empty):
+            click.echo(f"! {message}")
+        if tty:
+            click.echo(f"{mark}> ", nl=False)
+
+    console.run(stdin, sources, prompt=prompt)
     take_enqueued(t)
     sys.stdout.flush()

@@ -224,6 +224,8 @@ def required(
         return _discount(payload, policy)
     if kind == "stock.adjust":
         return Need(APPROVER, "a stock adjustment")
+    if kind == "transfer.out":
+        return Need(APPROVER, "sending stock to another store")
     if kind == "conflict.resolve":
         return Need(APPROVER, "resolving a conflict")
     if kind == "product.upsert":

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from meshpos.hq.routes import health, ingest, loyalty, pull, reports
+from meshpos.hq.routes import health, ingest, loyalty, pull, reports, transfers
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
 
@@ -48,6 +48,8 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
         route("/v1/report/stock", reports.stock),
         route("/v1/report/loyalty", reports.loyalty),
         route("/v1/report/payments", reports.payments),
+        route("/v1/stores/{store}/chain-stock", transfers.chain_stock, ["POST"]),
+        route("/v1/report/transfers", transfers.report),
     ]
 
     @contextlib.asynccontextmanager
@@ -62,6 +64,7 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
                 except Exception:  # keep sweeping; the error is logged with its traceback
                     log.exception("payment sweep failed")
 
+        await run_in_threadpool(service.send_transfer_expects)  # any owed before a crash
         task = asyncio.create_task(sweep()) if sweep_s > 0 else None
         log.info("HQ %s serving on %s", service.node_id, service.storage.db.describe())
         try:

@@ -207,6 +207,27 @@ class HQClient:
             "asked": _count(data.get("asked", 0), "count of points asked"),
         }
 
+    def chain_stock(self, held: Mapping[str, int]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Other stores' stock: those whose version differs from `held` whole, the names of the
+        unchanged ones (see meshpos/hq/storage/transfers.py)."""
+        resp = self._request("POST", f"{self._base}/chain-stock", pack({"held": dict(held)}))
+        data = unpack(resp.content, "HQ chain stock answer")
+        stores = data.get("stores") if isinstance(data, dict) else None
+        same = data.get("same") if isinstance(data, dict) else None
+        if not isinstance(stores, list) or not isinstance(same, list):
+            raise HQUnavailable("HQ's chain stock answer is malformed")
+        for s in stores:
+            ok = isinstance(s, dict) and isinstance(s.get("store"), str)
+            ok = ok and isinstance(s.get("name"), str) and isinstance(s.get("stock"), dict)
+            if not ok:
+                raise HQUnavailable("HQ's chain stock answer is malformed")
+            _count(s.get("version"), "store version")
+            _count(s.get("as_of_ms"), "store time")
+            _counts(s["stock"], "stock")
+        if not all(isinstance(x, str) for x in same):
+            raise HQUnavailable("HQ's chain stock answer is malformed")
+        return stores, [str(x) for x in same]
+
 
 def ingest_pull(terminal: Terminal, result: PullResult) -> IngestResult:
     """Store side: admit the node records HQ sent (certificates must verify against the store

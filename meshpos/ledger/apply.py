@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from meshpos.domain.transfers import discrepancy, registers_of
 from meshpos.ledger.fold import (
     CUSTOMER_FIELDS,
     NEGATIVE_POINTS,
@@ -18,6 +19,7 @@ from meshpos.ledger.fold import (
     OVERSELL,
     PAYMENT_DECLINED,
     PRODUCT_FIELDS,
+    TRANSFER_SHORT,
     UNKNOWN_PRODUCT,
     USER_FIELDS,
     Changes,
@@ -148,7 +150,7 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
-    elif kind == PAYMENT_DECLINED:
+    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT):
         return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
@@ -308,10 +310,36 @@ def _payment_declined(conn: sqlite3.Connection, s: str, sale_id: str, ack: int |
     return detail, sorted({str(t.get("sale_op", "")) for t in declined})
 
 
+def _transfer_short(conn: sqlite3.Connection, s: str, tid: str, ack: int | None) -> Found:
+    """Open once both what was sent (HQ's `transfer.expect`) and what was counted on arrival
+    (`transfer.in`, every receipt of it) are known here and they differ, until a manager
+    records what was done (found in the van, claimed from the courier)."""
+    if ack is not None:
+        return None
+    sent = registers_of(_registers(conn, s, "transfer_expect", tid, tid + "\x00"))
+    got = registers_of(_registers(conn, s, "transfer_in", tid + "#", tid + "$"))
+    if not sent or not got:
+        return None
+    found = discrepancy(tid, next(iter(sent.values())), list(got.values()))
+    if found is None:
+        return None
+    return found, sorted({str(r.get("op", "")) for r in (*sent.values(), *got.values())})
+
+
+def _registers(
+    conn: sqlite3.Connection, s: str, entity: str, lo: str, hi: str
+) -> list[tuple[str, str, str]]:
+    return conn.execute(
+        f"SELECT key, field, value FROM {s}.registers WHERE entity = ? AND key >= ? AND key < ?",
+        (entity, lo, hi),
+    ).fetchall()
+
+
 _CHECKS = {
     OVERSELL: _oversell,
     NEGATIVE_POINTS: _negative_points,
     OVER_RETURN: _over_return,
     UNKNOWN_PRODUCT: _unknown_product,
     PAYMENT_DECLINED: _payment_declined,
+    TRANSFER_SHORT: _transfer_short,
 }

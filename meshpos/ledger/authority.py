@@ -47,7 +47,7 @@ from meshpos.ledger.staff import has_users
 Authority = Callable[[sqlite3.Connection, Sequence[Op]], None]
 """Rules a peer's ops must pass before they apply; raises RemoteError to refuse the batch."""
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
 
 
 def store_rules(conn: sqlite3.Connection, ops: Sequence[Op]) -> None:

@@ -32,8 +32,11 @@ OVER_RETURN = "over_return"
 UNKNOWN_PRODUCT = "unknown_product"
 NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
+TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
 PAYMENT_STATUSES = ("approved", "declined")
-CONFLICT_KINDS = (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED)
+CONFLICT_KINDS = (
+    OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED, TRANSFER_SHORT
+)  # fmt: skip
 # The escrow pseudo-customer whose rights are a node's share of the store's offline card float
 # (paise of card money it may take before HQ answers; meshpos/service/cards.py). No person may hold it.
 CARD_FLOAT = "card-float"
@@ -370,6 +373,58 @@ def _user(ch: Changes, op: Op) -> None:
         ch.add("staff_log", (op.origin, op.seq, op.hlc, "user", uid, "#bootstrap", "true"))
 
 
+def _transfer_lines(op: Op) -> list[dict[str, Any]]:
+    lines = _get(op.payload, "lines", list, op)
+    out: dict[str, int] = {}
+    for line in lines:
+        if not isinstance(line, dict):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a transfer line is malformed")
+        sku, qty = _get(line, "sku", str, op), _get(line, "qty", int, op)
+        if qty < 0 or not sku or sku in out:
+            raise EncodingError(f"op {op.origin}:{op.seq}: transfer line {sku!r} is malformed")
+        out[sku] = qty
+    if not lines:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a transfer needs at least one line")
+    return [{"sku": sku, "qty": qty} for sku, qty in out.items()]
+
+
+def _stock_transfer(ch: Changes, op: Op) -> None:
+    """Stock transfers between stores (meshpos/service/transfers.py). `transfer.out` takes the
+    stock out at the sending store; HQ answers with `transfer.expect` in the receiving store;
+    `transfer.in` there adds what was counted on arrival. Each is a register keyed by the transfer
+    id (receipts also by op, so two counters receiving the same parcel while split both count and
+    show up), which is all HQ needs for its in-transit view; a receipt that differs from what was
+    sent opens a `transfer_short` conflict."""
+    tid = _get(op.payload, "transfer_id", str, op)
+    lines = _transfer_lines(op)
+    ref = f"{op.origin}:{op.seq}"
+    fields: dict[str, Any] = {
+        "lines": lines,
+        "ts_ms": _get(op.payload, "ts_ms", int, op),
+        "op": ref,
+    }
+    if op.kind == "transfer.out":
+        fields["to_store"] = _get(op.payload, "to_store", str, op)
+        fields["terminal"] = _get(op.payload, "terminal", str, op)
+        for line in lines:
+            if line["qty"] <= 0:
+                raise EncodingError(f"op {ref}: a transfer sends a positive quantity")
+            _move(ch, op, line["sku"], -line["qty"], op.kind)
+        _register(ch, op, "transfer_out", tid, fields)
+        return
+    fields["from_store"] = _get(op.payload, "from_store", str, op)
+    if op.kind == "transfer.expect":
+        fields["sent_by"] = _get(op.payload, "sent_by", str, op)
+        _register(ch, op, "transfer_expect", tid, fields)
+    else:
+        fields["terminal"] = _get(op.payload, "terminal", str, op)
+        for line in lines:
+            if line["qty"]:
+                _move(ch, op, line["sku"], line["qty"], op.kind)
+        _register(ch, op, "transfer_in", f"{tid}#{ref}", fields)
+    ch.touched.add((TRANSFER_SHORT, tid))
+
+
 def _inert(ch: Changes, op: Op) -> None:
     """Ops that live in the log (audit trail, node records) but change no view."""
 
@@ -389,6 +444,9 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "payment.result": _payment_result,
     "card.float": _card_float,
     "user.upsert": _user,
+    "transfer.out": _stock_transfer,
+    "transfer.expect": _stock_transfer,
+    "transfer.in": _stock_transfer,
     "note": _inert,
     "report.z": _inert,
 }

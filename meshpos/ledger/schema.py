@@ -238,7 +238,10 @@ CREATE TABLE IF NOT EXISTS {s}.conflicts (
 """
 
 
-LOCAL_TABLES = ("print_jobs", "staff_lockout", "escrow_asks", "peer_acks")
+# other_stores, other_stock: HQ's view of other stores' stock, cached (ledger/other_stores.py)
+LOCAL_TABLES = (
+    "print_jobs", "staff_lockout", "escrow_asks", "peer_acks", "other_stores", "other_stock"
+)  # fmt: skip
 
 LOCAL_DDL = """
 CREATE TABLE IF NOT EXISTS print_jobs (
@@ -278,6 +281,19 @@ CREATE TABLE IF NOT EXISTS peer_acks (
     peer  TEXT PRIMARY KEY,
     seq   INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS other_stores (
+    store      TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    as_of_ms   INTEGER NOT NULL,
+    fetched_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS other_stock (
+    store TEXT NOT NULL,
+    sku   TEXT NOT NULL,
+    qty   INTEGER NOT NULL,
+    PRIMARY KEY (sku, store)
 );
 """
 

@@ -37,12 +37,14 @@ from meshpos.ledger.authority import Authority, hq_origins, store_rules
 from meshpos.ledger.encryption import connect_encrypted, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
+from meshpos.ledger.other_stores import OtherStores
 from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
 from meshpos.ledger.reports import Reports
 from meshpos.ledger.schema import ADDED_COLUMNS, VIEW_TABLES, node_ddl, view_ddl
 from meshpos.ledger.staff import StaffStore
+from meshpos.ledger.transfers import TransferViews
 from meshpos.ledger.views import Views
 
 __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "open_connection"]
@@ -104,6 +106,8 @@ class Ledger:
         self.print_queue = PrintQueue(self.conn, self.write)
         self.escrow_asks = EscrowAsks(self.conn, self.write)
         self.peer_acks = PeerAcks(self.conn, self.write)
+        self.other_stores = OtherStores(self.conn, self.write)
+        self.transfers = TransferViews(self.conn)
 
     def close(self) -> None:
         self.conn.close()

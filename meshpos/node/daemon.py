@@ -66,6 +66,7 @@ from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
+from meshpos.service.power import PowerWatch
 from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal
 from meshpos.sync.messages import PROTOCOL_VERSION
@@ -151,6 +152,7 @@ class Daemon:
         self.core = node_core(t, self.me, epoch=wall_ms(), admit=self._admit)
         self.printing = DaemonPrinting(t, self.core.send_request)
         self.core.printing = self.printing
+        self.power = PowerWatch(t, wall_ms)  # battery and UPS, for the banner
         self.events: queue.Queue[PeerEvent] = queue.Queue()
         self.discovery: Discovery | None = None
         self._data_version = 0
@@ -516,6 +518,7 @@ class Daemon:
             "peers": peers,
             "rejected": self.transport.rejected,
             "wan": self.relay.snapshot() if self.relay is not None else None,
+            "power": self.power.snapshot(),
             "traffic": {
                 nid: {
                     "messages_sent": st.messages_sent,

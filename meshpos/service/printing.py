@@ -49,6 +49,7 @@ from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.reports import close_day, shift_totals
 from meshpos.service.terminal import Terminal
+from meshpos.service.training import is_practice
 
 log = logging.getLogger("meshpos.devices")
 
@@ -59,6 +60,7 @@ FORWARD_RETRY_MS = 2_000
 FORWARD_BATCH = 50
 COPY_NOTE = "*** DUPLICATE COPY ***"
 INTERRUPTED_NOTE = "* PRINTED AGAIN: MAY BE A DUPLICATE *"
+TRAINING_NOTE = "*** TRAINING - NOT A SALE ***"
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -205,6 +207,9 @@ def render_job(
         notes = (_notes(COPY_NOTE, cfg.width) if copy else []) + (
             _notes(INTERRUPTED_NOTE, cfg.width) if interrupted else []
         )
+        if doc.get("training"):
+            notes[:0] = _notes(TRAINING_NOTE, cfg.width)
+            commands.extend(_notes(TRAINING_NOTE, cfg.width))
         title = layout.TITLES[receipt.kind]
         at = next(
             (
@@ -277,6 +282,7 @@ def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[
         "customer_name": str(found["name"]) if found else "",
         "cashier": op.user,
         "timezone": terminal.store_time().name,
+        "training": is_practice(terminal.cfg),
     }
 
 

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from meshpos.web.backend import Backend
 from meshpos.web.common import HERE, Site
-from meshpos.web.routes import auth, events, manager, stock, till
+from meshpos.web.routes import auth, events, guide, manager, stock, till
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -63,6 +63,7 @@ def create_app(
         *stock.routes(site),
         *manager.routes(site),
         *events.routes(site),
+        *guide.routes(site),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     hosts = list(allowed_hosts) if allowed_hosts is not None else _hosts(host)

@@ -21,6 +21,7 @@ from pathlib import Path
 from meshpos.core.errors import LocalError
 from meshpos.service.printing import queue_receipt
 from meshpos.service.terminal import Terminal
+from meshpos.service.training import selling_dir
 from meshpos.web.cart import Cart
 from meshpos.web.checkout import Checkout
 from meshpos.web.live import Live
@@ -48,7 +49,8 @@ class TillParts:
 
     @classmethod
     def open(cls, directory: Path, *, print_worker: bool, live_interval: float) -> TillParts:
-        t = Terminal.open(directory, on_record=[queue_receipt])  # receipts queue with the sale
+        # receipts queue with the sale; a till in training mode opens its practice ledger
+        t = Terminal.open(selling_dir(directory), on_record=[queue_receipt])
         live = Live(t.cfg, t.ledger.key, t.node_id, live_interval)
         try:
             live.start()

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.service.training import is_practice
 from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
@@ -145,6 +146,7 @@ class Site:
             "role": (s.role or "" if s else ""),
             "staff": p.sessions.has_staff(),
             "default_user": cfg.user,
+            "training": is_practice(cfg),
         }
 
     def page(self, page: str, template: str, view: View) -> Handler:

@@ -21,8 +21,9 @@ from typing import Any
 
 from meshpos.core.clock import wall_ms
 from meshpos.ledger.live_feed import LiveFeed
-from meshpos.service.config import NodeConfig
+from meshpos.service.config import NodeConfig, load_config
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.training import is_practice
 from meshpos.web.views import Counters, banner
 
 log = logging.getLogger("meshpos.web")
@@ -47,6 +48,9 @@ class Live:
         self, cfg: NodeConfig, key: bytes | None, node_id: str, interval: float = 0.1
     ) -> None:
         self.cfg = cfg
+        # A till in training mode shows the real node's network state (its daemon, its HQ).
+        self.practice = is_practice(cfg)
+        self.real = load_config(cfg.dir.parent) if self.practice else cfg
         self.key = key
         self.node_id = node_id
         self.interval = interval
@@ -138,7 +142,7 @@ class Live:
                     "items": [item]}  # fmt: skip
 
     def _banner(self, feed: LiveFeed) -> dict[str, Any]:
-        status = daemon_status(self.cfg.dir)
+        status = daemon_status(self.real.dir)
         wan = status.get("wan") if status else None
         since_sync = since_down = 0
         if isinstance(wan, dict):
@@ -151,13 +155,14 @@ class Live:
         counters = Counters(
             feed.own_seq(self.node_id), feed.acked_seq(), feed.pending(), since_sync, since_down
         )
-        hq_url = self.cfg.raw.get("hq", {}).get("url") if isinstance(self.cfg.raw, dict) else None
+        hq_url = self.real.raw.get("hq", {}).get("url") if isinstance(self.real.raw, dict) else None
         return banner(
             status,
             counters,
             node_id=self.node_id,
             hq_url=str(hq_url) if hq_url else None,
             now_ms=wall_ms(),
+            training=self.practice,
         )
 
 

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshpos.core.clock import wall_ms
 from meshpos.ledger.live_feed import OriginSales, sales_by_origin, stock_moves
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.terminal import Terminal
+from meshpos.service.transfers import elsewhere
 from meshpos.web.live import Live
 
 NOTHING_RUNG = OriginSales(0, 0, 0)
@@ -90,9 +92,13 @@ class StockScreen:
         counters = self.counters()
         moves = stock_moves(self.t.ledger, [p["sku"] for p in products])
         shown = [c for c in counters if any(c.node_id in m for m in moves.values())]
+        now = wall_ms()
         return {
             "q": q,
             "products": products,
+            "elsewhere": {p["sku"]: elsewhere(self.t, p["sku"], now) for p in products[:50]},
+            "other_stores": self.t.ledger.other_stores.stores(),
+            "now_ms": now,
             "moves": moves,
             "columns": shown or counters[:1],
             "terminals": counters,

@@ -92,6 +92,16 @@ def _waiting(
     return BannerItem("waiting", text, "ok" if n == 0 else "warn")
 
 
+def power_item(power: object) -> BannerItem | None:
+    """Battery and UPS state as the daemon last read it (meshpos/service/power.py), with what
+    it did on low battery; nothing when the machine reports no power supply."""
+    if not isinstance(power, Mapping):
+        return None
+    level = str(power.get("level") or "ok")
+    text = str(power.get("notice") or power.get("text") or "")  # the notice repeats the state
+    return BannerItem("power", text, level if level in LEVELS else "warn")
+
+
 def banner(
     status: Mapping[str, Any],
     counters: Counters,
@@ -99,6 +109,7 @@ def banner(
     node_id: str,
     hq_url: str | None,
     now_ms: int,
+    training: bool = False,
 ) -> dict[str, Any]:
     """The banner every page shows: LAN peers, copies held, HQ reachability and since when, ops
     waiting to go up, sync errors. `status` is `daemon_status()` ({} when no daemon runs)."""
@@ -131,7 +142,9 @@ def banner(
                     "lan", text + (f"; {down} down" if down else ""), "warn" if down else "ok"
                 )
             )
-    if one_copy:
+    if training:  # practice sales never leave this counter: no copies to count
+        items.append(BannerItem("training", "Training: practice sales, never synced", "warn"))
+    elif one_copy:
         items.append(
             BannerItem(
                 "copies", f"{_plural(one_copy, 'op')} held by this counter only (1 copy)", "warn"
@@ -172,6 +185,9 @@ def banner(
         items.append(BannerItem("errors", f"Sync error: {errors[0]}{more}", "down"))
     else:
         items.append(BannerItem("errors", "No sync errors", "ok"))
+    power = power_item(status.get("power") if running else None)
+    if power is not None:
+        items.append(power)
     level = max((i.level for i in items), key=LEVELS.index, default="ok")
     return {
         "level": level,

@@ -8,6 +8,7 @@ PostgreSQL (postgres.py) implement.
     blocklist   cards no till may take, sent to every store
     payments    settling card payments taken offline
     loyalty     HQ as escrow holder of loyalty rights between stores
+    transfers   stock transfers between stores, and other stores' stock for the tills
 
 Parts hold no state of their own between calls, so any number of HQ processes can share the
 database; how they stay consistent is told in log.py.
@@ -24,6 +25,7 @@ from meshpos.hq.storage.payments import Settlement
 from meshpos.hq.storage.postgres import PostgresDatabase
 from meshpos.hq.storage.schema import create_schema
 from meshpos.hq.storage.sqlite import SQLiteDatabase
+from meshpos.hq.storage.transfers import ChainTransfers
 from meshpos.hq.storage.views import ChainViews
 
 
@@ -39,6 +41,7 @@ class HQStorage:
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
+        self.transfers = ChainTransfers(db)
         # The reads `meshpos hq`, the demos and tests outside hq/ make, by the names they use.
         self.vv = self.log.vv
         self.summary = self.views.summary

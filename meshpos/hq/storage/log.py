@@ -37,7 +37,7 @@ VersionVector = dict[str, int]
 OpToSign = tuple[str, str, Payload]
 """An op HQ is to sign: (store, kind, payload)."""
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
 
 
 class Equivocation(ChainError):
