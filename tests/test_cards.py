@@ -230,7 +230,7 @@ def test_the_per_sale_floor_limit_is_refused_clearly(till: tuple[Terminal, FakeH
     hq.setting(cards.PER_SALE_SETTING, 200_000)  # ₹2,000
     hq.give(t)
     before = op_count(t)
-    with pytest.raises(FloorLimitExceeded, match=r"per sale is 2000\.00"):
+    with pytest.raises(FloorLimitExceeded, match=r"over the offline card limit of ₹2000\.00: take cash or use the card machine"):
         sell_card(t, items=[("JKT", 1)])
     assert op_count(t) == before
     split = sell_card(t, items=[("JKT", 1)], tenders=[Tender("card", 200_000), Tender("cash")])

@@ -34,6 +34,11 @@ def rupees(paise: int) -> str:
     return f"{sign}{abs(paise) // 100}.{abs(paise) % 100:02d}"
 
 
+def inr(paise: int) -> str:
+    """An amount as a person reads it, with the rupee sign."""
+    return ("-₹" if paise < 0 else "₹") + rupees(abs(paise))
+
+
 def inclusive_tax(amount: int, rate_bp: int) -> int:
     """GST contained in a tax-inclusive amount, rounded half up to the paisa."""
     if rate_bp <= 0:

@@ -132,6 +132,7 @@ class SellOptions(TypedDict, total=False):
     line_discounts: Mapping[str, str] | None
     user: str | None
     card: CardInput | None
+    allow_oversell: bool
 
 
 def sell_with_escrow(
