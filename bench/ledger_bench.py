@@ -131,7 +131,7 @@ class SaleMix:
 
 def tenders_for(pay: str, total: int) -> list[Tender]:
     """Card pays exactly; cash is handed over rounded up to 100 rupees; split puts half on card."""
-    card = Tender("card", card_last4="4242", card_brand="visa")
+    card = Tender("card_machine", card_last4="4242", card_approval="A1B2C3")
     if pay == "card":
         return [card]
     if pay == "split" and total >= 200:
