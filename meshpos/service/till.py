@@ -347,6 +347,23 @@ class TillSession:
             raise InputError(f"line {line} does not exist; lines are 1 to {len(s.lines)}")
         return line - 1
 
+    def select(self, line: int) -> TillLine:
+        """Make `line` (1-based) the one quantity and discount changes go to by default."""
+        i = self._index(line)
+        self._s.last = i
+        return self._s.lines[i]
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the cashier confirmed selling beyond stock on this sale."""
+        return bool(self._s.confirmed)
+
+    @property
+    def selected(self) -> int | None:
+        """The line (1-based) changes go to by default: the last scanned, changed or selected."""
+        last = self._s.last
+        return None if last is None or last >= len(self._s.lines) else last + 1
+
     def set_qty(self, qty: int, line: int | None = None) -> TillLine:
         """Set the quantity of `line` (1-based), or of the last line scanned or changed."""
         i = self._index(line)

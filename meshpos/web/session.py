@@ -55,13 +55,17 @@ class WebSession:
     last: dict[str, Any] | None = None
     customers: list[dict[str, Any]] = field(default_factory=list)
     products: list[dict[str, Any]] = field(default_factory=list)
+    picked: str = ""  # what the picks under the scan field are: a search, or a category tile
+    panel: str = ""  # an extra panel the cashier opened: "held" (parked carts)
 
     def sale_closed(self) -> None:
-        """The sale was recorded or voided: the panels that belonged to it go."""
+        """The sale was recorded, voided or held: the panels that belonged to it go."""
         self.take = None
         self.approval = None
         self.customers = []
         self.products = []
+        self.picked = ""
+        self.panel = ""
 
 
 def run_action(

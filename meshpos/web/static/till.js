@@ -6,7 +6,9 @@
  *   one is still on its way; nothing is lost and nothing overtakes.
  * - Server-Sent Events from /events say "the database changed" (db) or "the state banner changed"
  *   (status); elements with data-live / data-live-status re-fetch themselves from that URL.
- * - Keypads type into PIN fields; a beep sounds for a bad or unknown scan.
+ * - Keypads type into their form's PIN or keypad field; a beep sounds for a bad or unknown scan.
+ * - Drop-down panels (card machine, card, keypad, the state details) open one at a time, focus
+ *   their first field, and stay open across a live refresh of the part they belong to.
  * Without JavaScript every form still works as a plain post.
  */
 (function () {
@@ -149,10 +151,26 @@
     e.preventDefault();
     var k = key.getAttribute("data-key");
     if (k === "back") input.value = input.value.slice(0, -1);
+    else if (k === "." && input.value.indexOf(".") >= 0) return;
     else if (k === "clear") input.value = "";
     else input.value += k;
     input.focus();
   });
+
+  /* One drop-down open at a time; an opened one focuses its first field. */
+  document.addEventListener(
+    "toggle",
+    function (e) {
+      var d = e.target;
+      if (!(d instanceof HTMLDetailsElement) || !d.open) return;
+      document.querySelectorAll("details[open]").forEach(function (other) {
+        if (other !== d && !other.contains(d)) other.open = false;
+      });
+      var field = d.querySelector("input:not([type=hidden])");
+      if (field && d.classList.contains("drop")) field.focus();
+    },
+    true
+  );
 
   /* Tapping anywhere that is not a field sends focus back to the scan field. */
   document.addEventListener("click", function (e) {
@@ -186,7 +204,14 @@
       })
       .then(function (html) {
         if (html !== null) {
+          var open = Array.prototype.map.call(el.querySelectorAll("details[open][id]"), function (d) {
+            return d.id;
+          });
           el.innerHTML = html;
+          open.forEach(function (id) {
+            var d = document.getElementById(id);
+            if (d) d.open = true;
+          });
           el.removeAttribute("data-stale");
           el.setAttribute("data-refreshed", String(Date.now()));
           document.dispatchEvent(new CustomEvent("meshpos:refreshed", { detail: { url: url } }));
