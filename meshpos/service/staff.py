@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,14 @@ class PermissionDenied(LocalError):
 
 class LockedOut(PermissionDenied):
     """Too many wrong PINs for this user at this terminal."""
+
+
+_CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
+
+
+def at_the_till(exc: PermissionDenied) -> str:
+    """The refusal without its command-line hint, for a till that asks for the PIN itself."""
+    return _CLI_HINT.sub("", str(exc))
 
 
 # -- the users view ------------------------------------------------------------------------------

@@ -7,18 +7,16 @@ feedback line under the scan field, a pending supervisor approval, the last sale
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.staff import Credential
-from meshpos.service.staff import PermissionDenied
+from meshpos.service.staff import PermissionDenied, at_the_till
 from meshpos.service.till import TillSession
 
 log = logging.getLogger("meshpos.web")
-CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
 
 
 @dataclass
@@ -82,7 +80,7 @@ def run_action(
     except let_through:
         raise
     except PermissionDenied as exc:
-        text = CLI_HINT.sub("", str(exc))  # the PIN pad below is this screen's --approve
+        text = at_the_till(exc)  # the PIN pad below is this screen's --approve
         s.notice = Notice("error", text, "invalid")
         if approve_as is not None:
             s.approval = PendingApproval(approve_as[0], approve_as[1], text)
