@@ -88,14 +88,23 @@ def test_discounts(node, discount, total, discounts):
         (["TEE-Mx0"], "quantity must be a positive whole number, got 0"),
         (["TEE-Mx-2"], "quantity must be a positive whole number, got -2"),
         (["TEE-Mx20000"], "implausible"),
-        (["TEE-M", "--pay", "card-machine:100", *MACHINE], "payments are 900.00 short of the total 1000.00"),
+        (
+            ["TEE-M", "--pay", "card-machine:100", *MACHINE],
+            "payments are 900.00 short of the total 1000.00",
+        ),
         (["TEE-M", "--pay", "cash:999.99"], "0.01 short"),
         (["TEE-M", "--pay", "card-machine:2000", *MACHINE], "more than the 1000.00 due"),
         (["TEE-M", "--pay", "cash", "--pay", "card-machine", *MACHINE], "already paid in full"),
         (["TEE-M", "--pay", "card"], "a card payment with no card"),
         (["TEE-M", "--pay", "card-machine"], "needs --card-approval CODE and --card-last4"),
-        (["TEE-M", "--pay", "card-machine", "--card-approval", "x", "--card-last4", "4242"], "approval code 'x'"),
-        (["TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "42"], "last four digits '42'"),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "x", "--card-last4", "4242"],
+            "approval code 'x'",
+        ),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "42"],
+            "last four digits '42'",
+        ),
         (["TEE-M", "--card-approval", "A1B2C3"], "go with --pay card-machine"),
         (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, card_machine, points"),
         (["TEE-M", "--pay", "cash:0"], "more than zero"),
@@ -226,7 +235,9 @@ def test_points_earned_on_a_sale_and_redeemed_as_a_tender(node):
     out = node.ok("loyalty", "show", cid).out
     assert "points" in out and "12" in out
     # `points` with no amount pays what it can
-    sale = node.sell("TEE-M", "--customer", cid, "--pay", "points", "--pay", "card-machine", *MACHINE)
+    sale = node.sell(
+        "TEE-M", "--customer", cid, "--pay", "points", "--pay", "card-machine", *MACHINE
+    )
     assert sale["tenders"][0]["points"] == 12 and sale["tenders"][1]["amount"] == 98800
     assert node.json("loyalty", "show", cid)["points"] == 9
 
@@ -312,7 +323,9 @@ def test_refund_to_points(node):
 
 def test_exchange_with_difference_paid(node):
     sale = node.sell("CAP")["sale_id"]
-    ex = node.json("exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card-machine", *MACHINE)
+    ex = node.json(
+        "exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card-machine", *MACHINE
+    )
     assert ex["ref_sale"] == sale and ex["total"] == 75000
     assert ex["tenders"] == [
         {"method": "card_machine", "amount": 75000, "card_last4": "4242", "card_approval": "A1B2C3"}

@@ -103,9 +103,7 @@ def test_five_sales_while_the_printer_refuses_print_once_in_order_after_a_restar
     sales = []
     for i in range(5):
         tenders = [Tender("cash", 500_000)] if i % 2 == 0 else [MACHINE]
-        sales.append(
-            t.sell([("TEE-M", 1), ("CAP", i + 1)], tenders=tenders, allow_oversell=True)
-        )
+        sales.append(t.sell([("TEE-M", 1), ("CAP", i + 1)], tenders=tenders, allow_oversell=True))
         result = printing.drain()
         assert result.printed == () and result.waiting == i + 1
         assert "unavailable" in (result.error if i == 0 else result.head_error)

@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 import warnings
-from html import unescape
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,6 @@ import httpx
 import pytest
 from conftest import Node
 from hq_helpers import free_port
-from hypothesis import given
-from hypothesis import strategies as st
 from mesh_procs import Daemons, make_store, wait_until
 
 from meshpos.core.errors import ConfigError

@@ -198,7 +198,7 @@ class TillConsole:
 
     @property
     def prompt_text(self) -> str:
-        return f"{self.asks[0].prompt}: " if self.asks else "> "
+        return "  answer> " if self.asks else "> "
 
     @property
     def secret(self) -> bool:
@@ -395,6 +395,7 @@ class TillConsole:
             if len(rest) > 1:
                 raise InputError("usage: pay card [RUPEES] (the card is asked for next)")
             amount = rest[0] if rest else None
+            s.card_allowed(amount)  # before the card is swiped
             self.ask(
                 "swipe the card, or type its number and expiry MM/YY (Enter cancels)",
                 lambda reply: self._card(reply, amount),

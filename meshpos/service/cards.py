@@ -237,6 +237,7 @@ def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> Priced
         raise InputError("one card per card payment: give --pay card once with a card")
     tenders = [dict(e) for e in settled.tenders]
     entry = tenders[open_[0]]
+    check_floor(t, pending_amount(tenders) + int(entry["amount"]))  # before the card is read
     entry.update(capture(t, card, int(entry["amount"])))
     return replace(settled, tenders=tenders)
 

@@ -644,6 +644,20 @@ class TillSession:
         s.tenders.append(tender)
         return tender
 
+    def card_allowed(self, amount: str | None = None) -> int:
+        """Whether a card can be taken here offline for `amount` (default: what is due), asked
+        before the card is swiped: the limits, and HQ's key to seal it to. The amount."""
+        due = self.totals().due
+        value = due if amount is None else parse_rupees(amount, "card amount")
+        if not self._s.lines or due <= 0:
+            raise InputError("nothing is due: scan an item first")
+        if value > due:
+            raise InputError(f"card payment {inr(value)} is more than the {inr(due)} due")
+        pending = value + sum(t.amount or 0 for t in self._s.tenders if t.card_sealed)
+        cards.check_floor(self.terminal, pending)
+        cards.payment_key(self.terminal)
+        return value
+
     def _pay_points(self, amount: str | None, due: int) -> Tender:
         """Points are refused here, before any other tender is taken, when this counter does
         not hold the rights to redeem them (the explanation names who does)."""

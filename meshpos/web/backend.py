@@ -66,7 +66,7 @@ class TillParts:
             cart=Cart(t, sessions),
             checkout=Checkout(t, sessions, printer),
             till_screen=TillScreen(t, sessions, printer),
-            stock_screen=StockScreen(t, live),
+            stock_screen=StockScreen(t, live, sessions),
             manager_screen=ManagerScreen(t, sessions, printer),
         )
 
