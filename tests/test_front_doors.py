@@ -309,7 +309,7 @@ class WebDoor:
         if self.refused and path != "/till/void":
             return ""
         form = {k: str(v) for k, v in data.items()}
-        html = self.c.post(path, data=form, headers={"x-fragment": "1"}).text
+        html: str = self.c.post(path, data=form, headers={"x-fragment": "1"}).text
         self.said.append(_notice(html))
         self.refused = 'data-level="error"' in html and 'id="notice"' in html
         if 'id="approval"' in html:
@@ -320,7 +320,8 @@ class WebDoor:
             )
             assert pad is not None
             self.refused = False  # a supervisor answers the PIN pad
-            html = self.post(pad.group(1), **form, approver="sam", approver_pin=PINS["sam"])
+            signed = {**form, "approver": "sam", "approver_pin": PINS["sam"]}
+            html = self.post(pad.group(1), False, **signed)
         return html
 
     def _oversell(self, oversell: bool, approve: bool) -> None:

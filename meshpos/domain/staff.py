@@ -292,10 +292,13 @@ def source_required(
 ) -> Need | None:
     """What a till asks before it makes an op: `required`, and stricter where the till can be,
     since the rule at the source need not be one a peer can check the same way: any line
-    discounted beyond the limit needs the approver, even when the sale as a whole is within it."""
+    discounted beyond the limit needs the approver, even when the sale as a whole is within it;
+    and closing the day (a Z report) is for a supervisor or above."""
     need = required(kind, payload, policy, target_role)
     if need is None and kind in ("sale", "exchange"):
         return _line_discount(payload, policy)
+    if kind == "report.z":
+        return Need(APPROVER, "closing the day (Z report)")
     return need
 
 
