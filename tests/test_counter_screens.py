@@ -103,7 +103,7 @@ def test_hq_down_is_one_amber_chip_with_the_details_behind_it() -> None:
     assert got.chip == "Offline — sales are safe · 3 waiting to sync"
     assert "Other counters: T2 reachable" in got.details
     assert any(d.startswith("HQ not reachable since") and "(12 min)" in d for d in got.details)
-    assert f"HQ: {raw}" in got.details and raw not in got.chip
+    assert f"HQ relay said: {raw}" in got.details and raw not in got.chip
     assert got.line() == "◐ Offline — sales are safe · 3 waiting to sync"
 
 
@@ -317,7 +317,7 @@ def test_printer_trouble_in_plain_words_with_retry_reprint_and_another_counter(n
         post(c, "/till/complete")
 
         def trouble() -> str | None:
-            html = unescape(c.get("/part/last").text)
+            html = unescape(c.get("/part/printer").text)
             return html if 'id="printer-trouble"' in html else None
 
         html = wait_until(trouble, 10, "the printer trouble on the till")

@@ -51,7 +51,9 @@ def _what(op: Op, kind: str, subject: str) -> str:
     sale = p.get("sale_id", "")
     if op.kind in ("sale", "exchange"):
         if sku is not None:
-            return f"sold {_qty(_lines(op, sku))} of {sku} ({op.kind} {sale})"
+            beyond = (p.get("oversold") or {}).get(sku)
+            note = f", {beyond} beyond the stock it showed, confirmed" if beyond else ""
+            return f"sold {_qty(_lines(op, sku))} of {sku} ({op.kind} {sale}{note})"
         redeemed = int(p.get("points_redeemed") or 0)
         if kind == "negative_points" and redeemed:
             return f"redeemed {redeemed} points ({op.kind} {sale})"
@@ -88,7 +90,10 @@ def describe(
             continue
         where = names.get(op.origin, op.origin)
         sides.append(Side(str(ref), op.user, where, op.hlc >> 16, _what(op, kind, subject)))
-    title, what, todo = _words(kind, subject, detail, len(sides), customer_name)
+    confirmed = sum(
+        1 for op in ops.values() if op is not None and subject in (op.payload.get("oversold") or {})
+    )
+    title, what, todo = _words(kind, subject, detail, len(sides), confirmed, customer_name)
     return ConflictWords(title, what, tuple(sides), todo)
 
 
@@ -97,14 +102,24 @@ def _words(
     subject: str,
     detail: Mapping[str, Any],
     n: int,
+    confirmed: int,
     customer_name: Callable[[str], str],
 ) -> tuple[str, str, str]:
     if kind == "oversell":
         stock = detail.get("stock")
+        if confirmed and confirmed == n:
+            how = (
+                f"{n} sale(s) sold it beyond the stock the counter showed; the cashier "
+                "confirmed the goods were in the customer's hand."
+            )
+        else:
+            how = (
+                f"{n} sale(s) took the last units, on counters that could not see each "
+                "other's sales at the time."
+            )
         return (
             f"More {subject} sold than the store had: stock shows {stock}",
-            f"{n} sale(s) took the last units, on counters that could not see each other's "
-            "sales at the time (or beyond the stock a counter saw, confirmed by its cashier).",
+            how,
             "Count the shelf and the stock room. Type what you find beyond the screen as a stock "
             "adjustment (e.g. 2 if two turn up, nothing if the count matches) and resolve with "
             "a note of what you did.",

@@ -180,7 +180,7 @@ def state(
             details.append(f"HQ not reachable{when}{synced}; sales go up when it is back")
             hq_waiting = counts.ops_since_hq_down if since else counts.ops_since_hq_sync
         if wan.get("last_error"):
-            errors.append(f"HQ: {wan['last_error']}")
+            errors.append(f"HQ relay said: {wan['last_error']}")
     rejected = int(status.get("rejected") or 0) if running else 0
     if rejected:
         errors.append(f"{_n(rejected, 'connection')} from unenrolled nodes refused")

@@ -190,7 +190,12 @@ class TillScreen:
     def context(self, s: WebSession) -> dict[str, Any]:
         """What the till's fragment template needs."""
         view = self.view(s)
-        return {"v": view, "last": self.last(s), "printer": view["printer"]}
+        return {
+            "v": view,
+            "last": self.last(s),
+            "printer": view["printer"],
+            "has_last": s.last is not None,
+        }
 
     def as_json(self, s: WebSession) -> dict[str, Any]:
         """The till state as JSON (for scripts and tests; the page itself is HTML)."""

@@ -32,7 +32,11 @@ def till_view(p: TillParts, s: WebSession, request: Request) -> Context:
 
 
 def last_view(p: TillParts, s: WebSession, request: Request) -> Context:
-    return {"last": p.till_screen.last(s), "printer": p.till_screen.printer_trouble()}
+    return {"last": p.till_screen.last(s)}
+
+
+def printer_view(p: TillParts, s: WebSession, request: Request) -> Context:
+    return {"printer": p.till_screen.printer_trouble(), "has_last": s.last is not None}
 
 
 TILL = Screen("till", "_till.html", till_view)
@@ -207,5 +211,6 @@ def routes(site: Site) -> list[BaseRoute]:
         post("/till/dismiss", dismiss_approval),
         Route("/part/till", site.page("till", "_till.html", till_view)),
         Route("/part/last", site.page("till", "_last.html", last_view)),
+        Route("/part/printer", site.page("till", "_printer.html", printer_view)),
         Route("/api/till", partial(till_json, site)),
     ]

@@ -162,21 +162,26 @@
     "toggle",
     function (e) {
       var d = e.target;
-      if (!(d instanceof HTMLDetailsElement) || !d.open) return;
-      document.querySelectorAll("details[open]").forEach(function (other) {
-        if (other !== d && !other.contains(d)) other.open = false;
-      });
-      var field = d.querySelector("input:not([type=hidden])");
-      if (field && d.classList.contains("drop")) field.focus();
+      if (!(d instanceof HTMLDetailsElement)) return;
+      var field = d.open && d.classList.contains("drop") && d.querySelector("input:not([type=hidden])");
+      if (d.open) {
+        document.querySelectorAll("details[open]").forEach(function (other) {
+          if (other !== d && !other.contains(d)) other.open = false;
+        });
+      }
+      /* a scanner's next keystrokes go to the scan field unless a drop-down wants typing */
+      if (field) field.focus();
+      else window.setTimeout(focusScan, 0);
     },
     true
   );
 
   /* Tapping anywhere that is not a field sends focus back to the scan field. */
   document.addEventListener("click", function (e) {
-    if (e.target.closest && e.target.closest("input, textarea, select, label, summary, details"))
+    var inState = e.target.closest && e.target.closest("details.state");
+    if (!inState && e.target.closest && e.target.closest("input, textarea, select, label, summary, details"))
       return;
-    window.setTimeout(focusScan, 0);
+    window.setTimeout(focusScan, 0); /* the state chip never keeps the scanner's keystrokes */
   });
 
   /* Live parts: re-fetch on events; never under the cashier's fingers (wait for focus to leave). */
