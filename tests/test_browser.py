@@ -247,11 +247,23 @@ def scan(page: Any, code: str) -> None:
     page.keyboard.press("Enter")
 
 
-def pin_pad(page: Any, who: str) -> None:
-    """A supervisor taps their name and PIN on the PIN pad and approves."""
-    page.locator("#approval label", has_text=who).click()
-    for digit in PINS[who.lower()]:
+def drop_down(page: Any, store: Store, drop: str, fields: dict[str, str], shot: str) -> None:
+    """Open a payment drop-down, fill it in (shot here) and send it."""
+    page.click(f"#{drop} summary")
+    for name, value in fields.items():
+        page.fill(f'#{drop} input[name="{name}"]', value)
+    shoot(page, store, shot)
+    page.click(f"#{drop} form button")
+
+
+def supervisor_approves(page: Any, store: Store, shot: str) -> None:
+    """The PIN pad came up: Sam taps his name and PIN (shot here) and approves."""
+    page.wait_for_selector("#approval")
+    assert "needs a supervisor" in page.inner_text("#notice")
+    page.locator("#approval label", has_text="Sam").click()
+    for digit in PINS["sam"]:
         page.click(f'#approval [data-key="{digit}"]')
+    shoot(page, store, shot)
     page.click("#approval button:has-text('Approve')")
 
 
@@ -346,13 +358,7 @@ def test_the_steps_that_ask_a_discount_oversell_cards_keypad_and_holding(
     page.click('tr.line[data-sku="KUR-GRE-M"] .linebtn')
     page.wait_for_selector('#line-tools[data-line="1"]')
     page.click("#line-tools button:has-text('20%')")
-    page.wait_for_selector("#approval")
-    assert "needs a supervisor" in page.inner_text("#notice")
-    page.locator("#approval label", has_text="Sam").click()
-    for digit in PINS["sam"]:
-        page.click(f'#approval [data-key="{digit}"]')
-    shoot(page, store, "till-approval")
-    page.click("#approval button:has-text('Approve')")
+    supervisor_approves(page, store, "till-approval")
     page.wait_for_selector("#notice:has-text('discount 20% on line 1')")
 
     # more than this counter has in stock: a dialog asks before selling it
@@ -373,20 +379,13 @@ def test_the_steps_that_ask_a_discount_oversell_cards_keypad_and_holding(
     assert page.locator("#oversell").count() == 0
 
     # the card machine: its approval code and last four digits, for part of the sale
-    page.click("#machine-pay summary")
-    page.fill('#machine-form input[name="approval"]', "305117")
-    page.fill('#machine-form input[name="last4"]', "4242")
-    page.fill('#machine-form input[name="amount"]', "5000")
-    shoot(page, store, "till-card-machine")
-    page.click("#machine-form button")
+    fields = {"approval": "305117", "last4": "4242", "amount": "5000"}
+    drop_down(page, store, "machine-pay", fields, "till-card-machine")
     page.wait_for_selector('.tender[data-method="card_machine"]')
     assert "approval 305117" in page.inner_text('.tender[data-method="card_machine"]')
     # a card captured here, over the offline limit of ₹10,000: refused in plain words
-    page.click("#card-pay summary")
-    page.fill('#card-form input[name="card_number"]', "4111111111111111")
-    page.fill('#card-form input[name="card_expiry"]', "12/49")
-    shoot(page, store, "till-card")
-    page.click("#card-form button")
+    fields = {"card_number": "4111111111111111", "card_expiry": "12/49"}
+    drop_down(page, store, "card-pay", fields, "till-card")
     page.wait_for_selector("#notice[data-level='error']")
     assert "over the offline card limit" in page.inner_text("#notice")
     assert "take cash or use the card machine" in page.inner_text("#notice")
@@ -465,13 +464,7 @@ def test_a_sale_at_the_other_counter_changes_the_stock_screen_live(page: Any, st
     conflict.locator('input[name="note"]').fill("two found in the back room")
     conflict.locator('input[name="adjust"]').fill("2")
     conflict.locator("button:has-text('Resolve')").click()
-    page.wait_for_selector("#approval")
-    assert "needs a supervisor" in page.inner_text("#notice")
-    page.locator("#approval label", has_text="Sam").click()
-    for digit in PINS["sam"]:
-        page.click(f'#approval [data-key="{digit}"]')
-    shoot(page, store, "manager-approval")
-    page.click("#approval button:has-text('Approve')")
+    supervisor_approves(page, store, "manager-approval")
     page.wait_for_selector("#notice:has-text('resolved')")
     assert page.locator('[data-conflict="oversell:TSH-WHI-S"]').count() == 0
 

@@ -66,6 +66,18 @@ class Pay:
 CASH, MACHINE, CARD = Pay(), Pay("machine"), Pay("card")
 
 
+@dataclass(frozen=True)
+class Sale:
+    """What the cashier rings: items (SKU, quantity), a discount on the first line, how it is
+    paid, and whether a supervisor approves / the cashier confirms selling beyond stock."""
+
+    items: list[tuple[str, int]]
+    discount: str | None = None
+    pay: Pay = CASH
+    approve: bool = False
+    oversell: bool = False
+
+
 @dataclass
 class Outcome:
     """What a door did: the op it recorded (None when it refused) and what it told the cashier."""
@@ -117,15 +129,7 @@ def recording(directory: Path) -> Iterator[list[Op | None]]:
 class Door(Protocol):
     name: str
 
-    def sell(
-        self,
-        items: list[tuple[str, int]],
-        *,
-        discount: str | None = None,
-        pay: Pay = CASH,
-        approve: bool = False,
-        oversell: bool = False,
-    ) -> Outcome: ...
+    def ring(self, sale: Sale) -> Outcome: ...
 
     def refund(self, sale_id: str, sku: str, *, approve: bool = False) -> Outcome: ...
 
@@ -154,18 +158,11 @@ class CliDoor:
                 r = run_cli([*pre, *args, *extra])
         return Outcome(op[0], (r.out + r.err).strip())
 
-    def sell(
-        self,
-        items: list[tuple[str, int]],
-        *,
-        discount: str | None = None,
-        pay: Pay = CASH,
-        approve: bool = False,
-        oversell: bool = False,
-    ) -> Outcome:
+    def ring(self, sale: Sale) -> Outcome:
+        items, pay = sale.items, sale.pay
         args = ["sell", *(f"{sku}x{q}" for sku, q in items)]
-        if discount:
-            args += ["--discount", f"{items[0][0]}:{discount}"]
+        if sale.discount:
+            args += ["--discount", f"{items[0][0]}:{sale.discount}"]
         stdin = ""
         if pay.kind == "machine":
             args += ["--pay", "card-machine", "--card-approval", pay.approval]
@@ -173,9 +170,9 @@ class CliDoor:
         elif pay.kind == "card":
             args += ["--card-stdin"]
             stdin = pay.card + "\n"
-        if oversell:
+        if sale.oversell:
             args += ["--allow-oversell"]
-        return self._run(args, approve, stdin)
+        return self._run(args, sale.approve, stdin)
 
     def refund(self, sale_id: str, sku: str, *, approve: bool = False) -> Outcome:
         return self._run(["return", sale_id, sku], approve)
@@ -239,20 +236,13 @@ class TextDoor:
         asked = any(line.startswith("? supervisor") for line in said)
         return any(line.startswith("! ") for line in said) and not asked
 
-    def sell(
-        self,
-        items: list[tuple[str, int]],
-        *,
-        discount: str | None = None,
-        pay: Pay = CASH,
-        approve: bool = False,
-        oversell: bool = False,
-    ) -> Outcome:
+    def ring(self, sale: Sale) -> Outcome:
+        pay = sale.pay
         script = []
-        for sku, qty in items:
+        for sku, qty in sale.items:
             script += [sku] + ([f"q {qty}"] if qty > 1 else [])
-        if discount:
-            script.append(f"disc {discount} 1")
+        if sale.discount:
+            script.append(f"disc {sale.discount} 1")
         script.append(
             {
                 "cash": "pay cash",
@@ -261,7 +251,7 @@ class TextDoor:
             }[pay.kind]
         )
         script.append("done")
-        return self._feed(script, approve=approve, oversell=oversell, pay=pay)
+        return self._feed(script, approve=sale.approve, oversell=sale.oversell, pay=pay)
 
     def refund(self, sale_id: str, sku: str, *, approve: bool = False) -> Outcome:
         return self._feed(
@@ -337,25 +327,18 @@ class WebDoor:
         self.refused = False
         return Outcome(op[0], "\n".join(s for s in self.said if s), tendered)
 
-    def sell(
-        self,
-        items: list[tuple[str, int]],
-        *,
-        discount: str | None = None,
-        pay: Pay = CASH,
-        approve: bool = False,
-        oversell: bool = False,
-    ) -> Outcome:
+    def ring(self, sale: Sale) -> Outcome:
         self.said.clear()
         self.refused = False
+        pay, approve = sale.pay, sale.approve
         with recording(self.node.path) as op:
-            for n, (sku, qty) in enumerate(items, 1):
+            for n, (sku, qty) in enumerate(sale.items, 1):
                 self.post("/till/scan", code=sku)
                 if qty > 1:
                     self.post("/till/qty", which="sale", line=n, qty=qty)
-                self._oversell(oversell, approve)
-            if discount:
-                self.post("/till/discount", approve, spec=discount, line=1)
+                self._oversell(sale.oversell, approve)
+            if sale.discount:
+                self.post("/till/discount", approve, spec=sale.discount, line=1)
             if pay.kind == "cash":
                 self.post("/till/pay", method="cash")
             elif pay.kind == "machine":
@@ -460,17 +443,21 @@ def stock(node: Node, sku: str) -> int:
     return node.qty(sku)
 
 
+def sell(door: Door, items: list[tuple[str, int]], **how: Any) -> Outcome:
+    return door.ring(Sale(items, **how))
+
+
 # -- the rules -------------------------------------------------------------------------------------
 
 
 def test_a_discount_above_the_limit_needs_a_supervisors_pin(door: Door, store: Store) -> None:
-    refused = door.sell([("TEE-M", 1)], discount="20%")  # the limit is 10 %
+    refused = sell(door, [("TEE-M", 1)], discount="20%")  # the limit is 10 %
     assert refused.op is None and SUPERVISOR in refused.said, refused.said
-    taken = door.sell([("TEE-M", 1)], discount="20%", approve=True)
+    taken = sell(door, [("TEE-M", 1)], discount="20%", approve=True)
     assert taken.payload["lines"][0]["discount"] == 20_000
     assert taken.payload["approval"]["user"] == "sam" and taken.op is not None
     assert taken.op.user == "ana"
-    within = door.sell([("TEE-M", 1)], discount="10%")
+    within = sell(door, [("TEE-M", 1)], discount="10%")
     assert within.payload["discount"] == 10_000 and "approval" not in within.payload
 
 
@@ -478,7 +465,7 @@ def test_a_line_discount_above_the_limit_needs_one_even_in_a_bigger_sale(
     door: Door, store: Store
 ) -> None:
     """20 % off a ₹250 cap is 3.8 % of this sale, but still 20 % off that line."""
-    refused = door.sell([("CAP", 1), ("JKT-L", 1)], discount="20%")
+    refused = sell(door, [("CAP", 1), ("JKT-L", 1)], discount="20%")
     assert refused.op is None and SUPERVISOR in refused.said, refused.said
 
 
@@ -515,16 +502,16 @@ def test_selling_beyond_stock_asks_and_above_the_limit_needs_a_supervisor(
     door: Door, store: Store
 ) -> None:
     """LAST has 1 unit; the store's oversell limit is 5 units beyond stock."""
-    assert "oversold" not in door.sell([("LAST", 1)]).payload  # the last one: no question
-    refused = door.sell([("LAST", 1)])  # not confirmed: nothing beyond stock is sold
+    assert "oversold" not in sell(door, [("LAST", 1)]).payload  # the last one: no question
+    refused = sell(door, [("LAST", 1)])  # not confirmed: nothing beyond stock is sold
     assert refused.op is None and "more than this counter has in stock" in refused.said
     assert stock(store.t1, "LAST") == 0
-    sold = door.sell([("LAST", 1)], oversell=True)
+    sold = sell(door, [("LAST", 1)], oversell=True)
     assert sold.payload["oversold"] == {"LAST": 1} and "approval" not in sold.payload
     assert stock(store.t1, "LAST") == -1
-    far = door.sell([("CAP", 11)], oversell=True)  # CAP has 5: 6 beyond
+    far = sell(door, [("CAP", 11)], oversell=True)  # CAP has 5: 6 beyond
     assert far.op is None and SUPERVISOR in far.said, far.said
-    approved = door.sell([("CAP", 11)], oversell=True, approve=True)
+    approved = sell(door, [("CAP", 11)], oversell=True, approve=True)
     assert approved.payload["oversold"] == {"CAP": 6}
     assert approved.payload["approval"]["user"] == "sam"
 
@@ -532,7 +519,7 @@ def test_selling_beyond_stock_asks_and_above_the_limit_needs_a_supervisor(
 def test_a_card_machine_payment_keeps_its_approval_code_and_last_four_only(
     door: Door, store: Store
 ) -> None:
-    sale = door.sell([("TEE-M", 1)], pay=MACHINE)
+    sale = sell(door, [("TEE-M", 1)], pay=MACHINE)
     (tender,) = sale.payload["tenders"]
     assert tender == {
         "method": "card_machine",
@@ -540,7 +527,7 @@ def test_a_card_machine_payment_keeps_its_approval_code_and_last_four_only(
         "card_last4": "4242",
         "card_approval": "A1B2C3",
     }
-    bad = door.sell([("TEE-M", 1)], pay=Pay("machine", approval="?"))
+    bad = sell(door, [("TEE-M", 1)], pay=Pay("machine", approval="?"))
     assert bad.op is None and "approval code" in bad.said
 
 
@@ -551,16 +538,16 @@ def test_a_card_captured_here_is_checked_sealed_and_pending(door: Door, store: S
         store.hq.give(t)
     finally:
         t.close()
-    sale = door.sell([("TEE-M", 1)], pay=CARD)
+    sale = sell(door, [("TEE-M", 1)], pay=CARD)
     (tender,) = sale.payload["tenders"]
     assert tender["method"] == "card" and tender["pending"] is True
     assert tender["card_last4"] == VISA[-4:] and tender["card_sealed"]
     assert VISA not in repr(sale.payload) and "card_approval" not in tender
-    over = door.sell([("TEE-M", 3)], pay=CARD)  # ₹3,000
+    over = sell(door, [("TEE-M", 3)], pay=CARD)  # ₹3,000
     assert over.op is None
     said = "over the offline card limit of ₹2000.00: take cash or use the card machine"
     assert said in over.said, over.said
-    stolen = door.sell([("TEE-M", 1)], pay=Pay("card", card=f"{STOLEN} 12/49"))
+    stolen = sell(door, [("TEE-M", 1)], pay=Pay("card", card=f"{STOLEN} 12/49"))
     assert stolen.op is None and "on HQ's blocklist" in stolen.said, stolen.said
     assert STOLEN not in stolen.said
 

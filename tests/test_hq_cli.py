@@ -119,7 +119,7 @@ def test_store_that_keeps_its_key_certifies_hq_and_then_hears_from_it(
         assert term.loyalty_rule().earn_per_100 == 5
     finally:
         term.close()
-    t1.sell("SCARF")
+    t1.sell("SCARF", "--allow-oversell")
     term = Terminal.open(t1.path)
     try:
         _relay(server, term)

@@ -213,13 +213,19 @@ def offline_check(t: NodeContext, card: CardInput) -> None:
         )
 
 
-def capture(t: NodeContext, card: CardInput, amount: int) -> dict[str, Any]:
-    """Check the card offline and seal it for `amount` paise; the fields a card tender carries
-    (`card_sealed`, `card_last4`, `card_brand`, `pending`). The number is not kept anywhere."""
+def capture(
+    t: NodeContext, card: CardInput, amount: int, *, pending: int = 0
+) -> dict[str, Any]:
+    """Check the card offline, that HQ's key is here to seal it to, and that `amount` on top of
+    the `pending` paise this sale already took by card fits the offline limits; then seal it for
+    `amount` paise. The fields a card tender carries (`card_sealed`, `card_last4`, `card_brand`,
+    `pending`); the number is not kept anywhere."""
     if amount <= 0:
         raise InputError("a card payment must be more than zero")
     offline_check(t, card)
-    sealed = seal_card(payment_key(t), card.card, store=t.cfg.store, amount=amount)
+    key = payment_key(t)
+    check_floor(t, pending + amount)
+    sealed = seal_card(key, card.card, store=t.cfg.store, amount=amount)
     return {**sealed.tender_fields(), "pending": True}
 
 
@@ -237,8 +243,7 @@ def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> Priced
         raise InputError("one card per card payment: give --pay card once with a card")
     tenders = [dict(e) for e in settled.tenders]
     entry = tenders[open_[0]]
-    check_floor(t, pending_amount(tenders) + int(entry["amount"]))  # before the card is read
-    entry.update(capture(t, card, int(entry["amount"])))
+    entry.update(capture(t, card, int(entry["amount"]), pending=pending_amount(tenders)))
     return replace(settled, tenders=tenders)
 
 

@@ -90,6 +90,7 @@ class CounterState:
 
 
 def hhmm(ms: int) -> str:
+    """Local wall time of a ms timestamp, HH:MM."""
     return time.strftime("%H:%M", time.localtime(ms / 1000)) if ms else "never"
 
 

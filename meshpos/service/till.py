@@ -629,9 +629,8 @@ class TillSession:
         elif method == "card":
             if card is None:
                 raise InputError(f"a card payment needs the card: {TWO_KINDS}")
-            pending = value + sum(t.amount or 0 for t in s.tenders if t.card_sealed)
-            cards.check_floor(self.terminal, pending)
-            fields = cards.capture(self.terminal, card, value)
+            taken = sum(t.amount or 0 for t in s.tenders if t.card_sealed)
+            fields = cards.capture(self.terminal, card, value, pending=taken)
             tender = Tender(
                 "card",
                 value,
@@ -653,9 +652,9 @@ class TillSession:
             raise InputError("nothing is due: scan an item first")
         if value > due:
             raise InputError(f"card payment {inr(value)} is more than the {inr(due)} due")
+        cards.payment_key(self.terminal)
         pending = value + sum(t.amount or 0 for t in self._s.tenders if t.card_sealed)
         cards.check_floor(self.terminal, pending)
-        cards.payment_key(self.terminal)
         return value
 
     def _pay_points(self, amount: str | None, due: int) -> Tender:

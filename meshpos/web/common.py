@@ -27,7 +27,7 @@ from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
 from meshpos.web.signin import COOKIE
-from meshpos.web.views import ago, clock, method_label, money
+from meshpos.web.views import clock, method_label, money
 
 HERE = Path(__file__).resolve().parent
 DISCOUNTS = ("5%", "10%", "20%")
@@ -62,7 +62,6 @@ def templates() -> jinja2.Environment:
     env.filters["money"] = money
     env.filters["clock"] = clock
     env.filters["method_label"] = method_label
-    env.globals["ago"] = ago
     env.globals["DISCOUNTS"] = DISCOUNTS
     return env
 

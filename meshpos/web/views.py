@@ -16,16 +16,6 @@ def clock(ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) if ms else "never"
 
 
-def ago(ms: int, now_ms: int) -> str:
-    """Minute-grained, so the text changes rarely while nothing happens."""
-    minutes = max(0, now_ms - ms) // 60_000
-    if minutes < 1:
-        return "<1 min"
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
-
-
 def money(paise: int | None) -> str:
     return inr(int(paise or 0))
 
