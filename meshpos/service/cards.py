@@ -213,9 +213,7 @@ def offline_check(t: NodeContext, card: CardInput) -> None:
         )
 
 
-def capture(
-    t: NodeContext, card: CardInput, amount: int, *, pending: int = 0
-) -> dict[str, Any]:
+def capture(t: NodeContext, card: CardInput, amount: int, *, pending: int = 0) -> dict[str, Any]:
     """Check the card offline, that HQ's key is here to seal it to, and that `amount` on top of
     the `pending` paise this sale already took by card fits the offline limits; then seal it for
     `amount` paise. The fields a card tender carries (`card_sealed`, `card_last4`, `card_brand`,
