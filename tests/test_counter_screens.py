@@ -14,6 +14,7 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Node
 from hq_helpers import free_port
 from hypothesis import given
@@ -26,7 +27,7 @@ from meshpos.node import membership
 from meshpos.service import conflict_words, counter_state, printer_words
 from meshpos.service.config import load_config
 from meshpos.service.counter_state import Counts
-from meshpos.service.staff import add_user, approved_by, sign_in
+from meshpos.service.staff import PermissionDenied, add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillSession
 from meshpos.web.app import create_app
@@ -367,5 +368,26 @@ def test_the_text_till_has_a_state_line_holds_and_moves_stock(node: Node) -> Non
         assert "CAP Test cap: 5 in stock at this counter" in out
         console.handle("receive CAP 4 delivery note 117")
         assert "stock of CAP +4: recorded" in out and t.stock("CAP")[0]["qty"] == 9
+    finally:
+        t.close()
+
+
+def test_an_approval_given_at_a_step_covers_up_to_what_was_approved(node: Node) -> None:
+    """Sam approves 15 % off; 10 % needs nothing more, 20 % asks again; the sale carries Sam's
+    approval when it is recorded, without Sam's PIN being typed a second time."""
+    staff(node.path)
+    t = Terminal.open(node.path)
+    try:
+        till = TillSession(t, "ana")
+        till.add_code("TEE-M")
+        with approved_by(t, sign_in(t, "sam", "5678", purpose="approval")):
+            till.discount("15%", line=1)
+        till.discount("10%", line=1)
+        with pytest.raises(PermissionDenied, match=r"a discount of 20\.0%"):
+            till.discount("20%", line=1)
+        assert till.lines[0].discount == "10%"  # the refused step changed nothing
+        till.discount("15%", line=1)
+        sale = till.complete()
+        assert sale.payload["approval"]["user"] == "sam" and sale.op.user == "ana"
     finally:
         t.close()
