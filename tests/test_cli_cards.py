@@ -74,7 +74,7 @@ def test_selling_by_card_from_the_cli_keeps_no_card_number(node: Node) -> None:
     err = node.fail("sell", "TEE-M", "--card-number", DECLINED, "--card-expiry", "12/30")
     assert "blocklist (do_not_honour)" in err and DECLINED not in err
     err = node.fail("sell", "JKT-L", "--pay", "card", "--card-number", "test")
-    assert "offline card limit per sale is ₹1,500.00" in err
+    assert "over the offline card limit of ₹1,500.00: take cash or use the card machine" in err
     err = node.fail("sell", "TEE-M", "--pay", "card", "--card-number", "test")
     assert "offline card limit reached" in err and "may take ₹750.00 more" in err
     err = node.fail("sell", "TEE-M", "--card-expiry", "12/30")

@@ -153,7 +153,9 @@ def test_a_printer_that_is_off_never_fails_a_sale_and_retry_prints_it(
 
 
 def test_reprint_and_printed_reports(node: Node, listener: PrinterListener) -> None:
-    sale = node.sell("TEE-M", "--pay", "card")
+    sale = node.sell(
+        "TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "4242"
+    )
     configure(node, "printer", network(listener))
     assert "printed 1 job(s)" in node.ok("print", "reprint", sale["sale_id"]).out
     (copy,) = slips(listener, 1)
@@ -206,7 +208,7 @@ def test_till_rings_a_sale_from_a_pseudo_stdin(node: Node, listener: PrinterList
             "q 3",
             "c 9800000001",
             "frobnicate the till",
-            "pay card 500",
+            "pay machine A1B2C3 4242 500",
             "pay cash 2500",
             "done",
             "",
@@ -223,7 +225,7 @@ def test_till_rings_a_sale_from_a_pseudo_stdin(node: Node, listener: PrinterList
     assert "! unknown command 'frobnicate the till'; type help" in out
     assert "paid ₹3,000.00  due ₹0.00  change ₹250.00" in out
     assert "paid in full: type done to finish" in out
-    assert "recorded: total ₹2,750.00, card ₹500.00, cash ₹2,250.00, change ₹250.00" in out
+    assert "recorded: total ₹2,750.00, card machine ₹500.00, cash ₹2,250.00, change ₹250.00" in out
     assert "receipt printed" in out
     jobs = slips(listener, 3)
     beeps = [s for s in jobs if s.buzzes]

@@ -12,6 +12,8 @@ import re
 
 import pytest
 
+MACHINE = ["--card-approval", "A1B2C3", "--card-last4", "4242"]  # a card machine's slip
+
 # -- sell -------------------------------------------------------------------------------------
 
 
@@ -55,15 +57,18 @@ def test_cash_change_and_split_tenders(node):
     assert sale["tenders"] == [
         {"method": "cash", "amount": 25000, "tendered": 500000, "change": 475000}
     ]
-    sale = node.sell("TEE-M", "--pay", "card:400", "--pay", "cash")
+    sale = node.sell("TEE-M", "--pay", "card-machine:400", *MACHINE, "--pay", "cash")
     assert [(t["method"], t["amount"]) for t in sale["tenders"]] == [
-        ("card", 40000),
+        ("card_machine", 40000),
         ("cash", 60000),
     ]
-    sale = node.sell("TEE-M", "--pay", "card:400.50", "--pay", "card")
+    sale = node.sell("TEE-M", "--pay", "card-machine:400.50", *MACHINE, "--pay", "cash")
     assert [t["amount"] for t in sale["tenders"]] == [40050, 59950]
     x = node.json("report", "x")
-    assert {t["method"]: t["amount"] for t in x["tenders"]} == {"card": 140000, "cash": 85000}
+    assert {t["method"]: t["amount"] for t in x["tenders"]} == {
+        "card_machine": 80050,
+        "cash": 144950,
+    }
 
 
 @pytest.mark.parametrize(
@@ -91,11 +96,25 @@ def test_discounts(node, discount, total, discounts):
         (["TEE-Mx0"], "quantity must be a positive whole number, got 0"),
         (["TEE-Mx-2"], "quantity must be a positive whole number, got -2"),
         (["TEE-Mx20000"], "implausible"),
-        (["TEE-M", "--pay", "card:100"], "payments are ₹900.00 short of the total ₹1,000.00"),
+        (
+            ["TEE-M", "--pay", "card-machine:100", *MACHINE],
+            "payments are ₹900.00 short of the total ₹1,000.00",
+        ),
         (["TEE-M", "--pay", "cash:999.99"], "0.01 short"),
-        (["TEE-M", "--pay", "card:2000"], "more than the ₹1,000.00 due"),
-        (["TEE-M", "--pay", "cash", "--pay", "card"], "already paid in full"),
-        (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, points"),
+        (["TEE-M", "--pay", "card-machine:2000", *MACHINE], "more than the ₹1,000.00 due"),
+        (["TEE-M", "--pay", "cash", "--pay", "card-machine", *MACHINE], "already paid in full"),
+        (["TEE-M", "--pay", "card"], "a card payment with no card"),
+        (["TEE-M", "--pay", "card-machine"], "needs --card-approval CODE and --card-last4"),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "x", "--card-last4", "4242"],
+            "approval code 'x'",
+        ),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "42"],
+            "last four digits '42'",
+        ),
+        (["TEE-M", "--card-approval", "A1B2C3"], "go with --pay card-machine"),
+        (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, card_machine, points"),
         (["TEE-M", "--pay", "cash:0"], "more than zero"),
         (["TEE-M", "--pay", "cash:abc"], "not an amount"),
         (["TEE-M", "--pay", "points:10"], "needs a customer"),
@@ -119,16 +138,21 @@ def test_sell_needs_an_item(node):
 
 def test_receipt_numbers_have_no_gaps_after_a_refused_sale(node):
     assert node.sell("CAP")["number"] == 1
-    node.fail("sell", "CAP", "--pay", "card:1")
+    node.fail("sell", "CAP", "--pay", "card-machine:1", *MACHINE)
     node.fail("sell", "NOPE")
     assert node.sell("CAP")["number"] == 2
     x = node.json("report", "x")
     assert (x["first_receipt"], x["last_receipt"], x["sales"]) == (1, 2, 2)
 
 
-def test_selling_past_zero_is_allowed_and_flagged(node):
+def test_selling_past_zero_needs_allow_oversell_and_is_flagged(node):
     node.sell("LAST")
-    node.sell("LAST")
+    before = node.snapshot()
+    err = node.fail("sell", "LAST")
+    assert "LAST 1 asked, 0 in stock" in err and "--allow-oversell" in err
+    assert node.snapshot() == before
+    sale = node.sell("LAST", "--allow-oversell")
+    assert sale["oversold"] == {"LAST": 1}
     assert node.qty("LAST") == -1
     [conflict] = node.json("conflicts")
     assert conflict["conflict_id"] == "oversell:LAST" and conflict["detail"]["stock"] == -1
@@ -219,7 +243,9 @@ def test_points_earned_on_a_sale_and_redeemed_as_a_tender(node):
     out = node.ok("loyalty", "show", cid).out
     assert "points" in out and "12" in out
     # `points` with no amount pays what it can
-    sale = node.sell("TEE-M", "--customer", cid, "--pay", "points", "--pay", "card")
+    sale = node.sell(
+        "TEE-M", "--customer", cid, "--pay", "points", "--pay", "card-machine", *MACHINE
+    )
     assert sale["tenders"][0]["points"] == 12 and sale["tenders"][1]["amount"] == 98800
     assert node.json("loyalty", "show", cid)["points"] == 9
 
@@ -305,9 +331,13 @@ def test_refund_to_points(node):
 
 def test_exchange_with_difference_paid(node):
     sale = node.sell("CAP")["sale_id"]
-    ex = node.json("exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card")
+    ex = node.json(
+        "exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card-machine", *MACHINE
+    )
     assert ex["ref_sale"] == sale and ex["total"] == 75000
-    assert ex["tenders"] == [{"method": "card", "amount": 75000}]
+    assert ex["tenders"] == [
+        {"method": "card_machine", "amount": 75000, "card_last4": "4242", "card_approval": "A1B2C3"}
+    ]
     assert [ln["sku"] for ln in ex["returned"]] == ["CAP"] and ex["lines"][0]["sku"] == "TEE-M"
     assert node.qty("CAP") == 5 and node.qty("TEE-M") == 9
     assert "only 0 of CAP can still be returned" in node.fail("return", sale, "CAP")
@@ -318,7 +348,7 @@ def test_exchange_with_difference_refunded(node):
     sale = node.sell("JKT-L")["sale_id"]
     before = node.snapshot()
     assert "nothing is due" in node.fail(
-        "exchange", sale, "--back", "JKT-L", "--take", "TEE-M", "--pay", "card"
+        "exchange", sale, "--back", "JKT-L", "--take", "TEE-M", "--pay", "card-machine", *MACHINE
     )
     assert node.snapshot() == before
     out = node.ok("exchange", sale, "--back", "JKT-L", "--take", "TEE-M").out
@@ -340,7 +370,7 @@ def test_even_exchange_needs_no_payment(node):
         (["--back", "TEE-Mx2", "--take", "CAP"], "only 1 of TEE-M can still be returned"),
         (["--back", "JKT-L", "--take", "CAP"], "has no JKT-L"),
         (["--back", "TEE-M", "--take", "NOPE"], "unknown product 'NOPE'"),
-        (["--back", "TEE-M", "--take", "JKT-L", "--pay", "card:1"], "short"),
+        (["--back", "TEE-M", "--take", "JKT-L", "--pay", "card-machine:1", *MACHINE], "short"),
     ],
 )
 def test_exchange_refuses_bad_input_and_writes_nothing(node, args, message):
@@ -415,7 +445,7 @@ def test_stock_moves_require_a_reason_and_a_whole_quantity(node, verb):
 
 def test_x_report_changes_nothing_and_z_numbers_increase(node):
     node.sell("TEE-M", "CAP")
-    node.sell("JKT-L", "--pay", "card")
+    node.sell("JKT-L", "--pay", "card-machine", *MACHINE)
     before = node.snapshot()
     x = node.json("report", "x")
     assert node.snapshot() == before
@@ -427,7 +457,7 @@ def test_x_report_changes_nothing_and_z_numbers_increase(node):
         2,
     )
     assert {t["method"]: (t["amount"], t["count"]) for t in x["tenders"]} == {
-        "card": (300000, 1),
+        "card_machine": (300000, 1),
         "cash": (125000, 1),
     }
     assert {g["gst_rate"]: g["taxable_incl"] for g in x["gst"]} == {500: 25000, 1200: 400000}
@@ -451,7 +481,7 @@ def test_x_report_changes_nothing_and_z_numbers_increase(node):
 @pytest.fixture
 def sold(node):
     node.sell("TEE-Mx2", user="alice")
-    node.sell("CAP", "--pay", "card", user="bob")
+    node.sell("CAP", "--pay", "card-machine", *MACHINE, user="bob")
     node.sell("JKT-L", "--discount", "100", user="alice")
     return node
 
@@ -461,7 +491,7 @@ def sold(node):
     [
         ("sku", {"TEE-M": (2, 200000), "CAP": (1, 25000), "JKT-L": (1, 290000)}),
         ("category", {"Tops": (2, 200000), "Accessories": (1, 25000), "Outerwear": (1, 290000)}),
-        ("payment", {"cash": (2, 490000), "card": (1, 25000)}),
+        ("payment", {"cash": (2, 490000), "card_machine": (1, 25000)}),
         ("cashier", {"alice": (2, 490000), "bob": (1, 25000)}),
         ("terminal", {"T1": (3, 515000)}),
     ],

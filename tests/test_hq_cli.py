@@ -124,7 +124,7 @@ def test_store_that_keeps_its_key_certifies_hq_and_then_hears_from_it(
         assert term.gst_rules().for_product("Tops", "610910") == (Band(1200),)
     finally:
         term.close()
-    t1.sell("SCARF")
+    t1.sell("SCARF", "--allow-oversell")
     term = Terminal.open(t1.path)
     try:
         _relay(server, term)

@@ -72,7 +72,7 @@ def store(hq: HQServer, svc: HQService, tmp_path: Path) -> Iterator[Store]:
 def _sales(st: Store, n: int) -> None:
     for i in range(n):
         t = st.terminals[i % len(st.terminals)]
-        t.sell([("TEE", 1), ("CAP", 1 + i % 2)])
+        t.sell([("TEE", 1), ("CAP", 1 + i % 2)], allow_oversell=True)
     st.mesh()
 
 
@@ -146,7 +146,7 @@ def test_two_relays_pushing_overlapping_batches_at_once_store_each_op_once(
 
 def test_ops_past_a_gap_are_skipped_until_the_gap_is_filled(store: Store, svc: HQService) -> None:
     for _ in range(6):
-        store.t1.sell([("CAP", 1)])
+        store.t1.sell([("CAP", 1)], allow_oversell=True)
     with store.client() as c:
         held = c.vv()[store.t1.node_id]
         mine = [o for o in ops_of(store.t1) if o.origin == store.t1.node_id and o.seq > held]

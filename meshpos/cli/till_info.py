@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from meshpos.core.clock import wall_ms
+from meshpos.domain.storetime import ago
 from meshpos.service import cheatsheet, transfers
 from meshpos.service.power import power_of
 from meshpos.service.terminal import Terminal
-from meshpos.web.views import ago
 
 HELP = """\
   stores SKU            other stores' stock of SKU (HQ's view, with its age)

@@ -8,9 +8,9 @@ import click
 from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref, open_terminal
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError
+from meshpos.domain.storetime import ago
 from meshpos.domain.transfers import pairs
 from meshpos.service import transfers
-from meshpos.web.views import ago
 
 
 @click.group("transfer")

@@ -16,7 +16,9 @@ from meshpos.core.errors import InputError
 from meshpos.domain.gst import Bands, Supply, band_rate, split
 from meshpos.domain.money import allocate, parse_rate, parse_rupees, rupees
 
-TENDER_METHODS = ("cash", "card", "points")
+TENDER_METHODS = ("cash", "card", "card_machine", "points")
+"""`card`: captured offline by meshpos and sealed to HQ; `card_machine`: paid on the store's own
+card machine (the bank authorised it; the till keeps its approval code and last four digits)."""
 _ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
 
 
@@ -60,6 +62,8 @@ class Tender:
     # A card captured offline: its number and expiry sealed to HQ's payment key for exactly
     # `amount` (meshpos/service/cards.py). The tender is recorded as pending until HQ's answer arrives.
     card_sealed: str | None = None
+    # Paid on the store's card machine: the approval code on the machine's slip.
+    card_approval: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def parse_tender(text: str) -> Tender:
     """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are
     points."""
     method, _, amount = text.partition(":")
-    method = method.strip().lower()
+    method = method.strip().lower().replace("-", "_")
     if method not in TENDER_METHODS:
         raise InputError(f"payment {text!r}: method must be one of {', '.join(TENDER_METHODS)}")
     if not amount:
@@ -233,6 +237,8 @@ def settle(
                 entry["card_last4"] = t.card_last4
             if t.card_brand:
                 entry["card_brand"] = t.card_brand
+            if t.card_approval:
+                entry["card_approval"] = t.card_approval
             if t.card_sealed:
                 entry["card_sealed"] = t.card_sealed
                 entry["pending"] = True

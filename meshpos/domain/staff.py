@@ -112,9 +112,10 @@ class Policy:
     session_minutes: int = 480  # how long `meshpos login` lasts
     approval_minutes: int = 5  # how long a PIN typed for --approve is good for
     bootstrap_grace_minutes: int = 60  # see docs/decisions.md: unapproved ops near staff set-up
+    oversell_limit: int = 5  # units a sale may take beyond the stock its counter sees, unapproved
 
 
-LIMIT_FIELDS = ("refund_limit", "discount_limit_bp", "bootstrap_grace_minutes")
+LIMIT_FIELDS = ("refund_limit", "discount_limit_bp", "bootstrap_grace_minutes", "oversell_limit")
 """The fields a peer takes the most lenient value of (see `lenient_policy`)."""
 
 
@@ -204,6 +205,21 @@ def _discount(payload: Payload, policy: Policy) -> Need | None:
     return None
 
 
+def _oversell(payload: Payload, policy: Policy) -> Need | None:
+    """`oversold` is what the selling counter saw: units per SKU beyond its stock."""
+    oversold = payload.get("oversold")
+    if not isinstance(oversold, Mapping):
+        return None
+    units = sum(_int(v) for v in oversold.values())
+    if units > policy.oversell_limit:
+        skus = ", ".join(sorted(str(k) for k in oversold))
+        return Need(
+            APPROVER,
+            f"selling {units} units beyond stock ({skus}; limit {policy.oversell_limit})",
+        )
+    return None
+
+
 def _refund(amount: int, policy: Policy) -> Need | None:
     if amount > policy.refund_limit:
         return Need(APPROVER, f"a refund of {rupees(amount)} (limit {rupees(policy.refund_limit)})")
@@ -219,9 +235,13 @@ def required(
     if kind == "return":
         return _refund(_int(payload.get("total")), policy)
     if kind == "exchange":
-        return _refund(-_int(payload.get("total")), policy) or _discount(payload, policy)
+        return (
+            _refund(-_int(payload.get("total")), policy)
+            or _discount(payload, policy)
+            or _oversell(payload, policy)
+        )
     if kind == "sale":
-        return _discount(payload, policy)
+        return _discount(payload, policy) or _oversell(payload, policy)
     if kind == "stock.adjust":
         return Need(APPROVER, "a stock adjustment")
     if kind == "transfer.out":
@@ -251,6 +271,37 @@ def required(
             return Need(role, f"changing the PIN of {uid}", self_user=uid)
         return Need(role, f"changing user {uid}")
     return None
+
+
+def _line_discount(payload: Payload, policy: Policy) -> Need | None:
+    lines = payload.get("lines")
+    for line in lines if isinstance(lines, list) else ():
+        if not isinstance(line, Mapping):
+            continue
+        gross = _int(line.get("unit_price")) * _int(line.get("qty"))
+        disc = _int(line.get("discount"))
+        if disc > 0 and disc * 10_000 > policy.discount_limit_bp * gross:
+            pct = disc * 100 / gross if gross else 100.0
+            limit = policy.discount_limit_bp / 100
+            return Need(
+                APPROVER, f"a discount of {pct:.1f}% on {line.get('sku')} (limit {limit:g}%)"
+            )
+    return None
+
+
+def source_required(
+    kind: str, payload: Payload, policy: Policy, target_role: str | None = None
+) -> Need | None:
+    """What a till asks before it makes an op: `required`, and stricter where the till can be,
+    since the rule at the source need not be one a peer can check the same way: any line
+    discounted beyond the limit needs the approver, even when the sale as a whole is within it;
+    and closing the day (a Z report) is for a supervisor or above."""
+    need = required(kind, payload, policy, target_role)
+    if need is None and kind in ("sale", "exchange"):
+        return _line_discount(payload, policy)
+    if kind == "report.z":
+        return Need(APPROVER, "closing the day (Z report)")
+    return need
 
 
 # -- credentials and approvals -------------------------------------------------------------------

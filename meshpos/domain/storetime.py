@@ -95,3 +95,14 @@ class StoreTime:
         if start is not None and end is not None and end <= start:
             raise InputError(f"{what[1]} {last} is before {what[0]} {first}")
         return start, end
+
+
+def ago(ms: int, now_ms: int) -> str:
+    """How long ago, minute-grained ("under a minute", "12 min", "2 h 5 min"), so a line that
+    shows it changes rarely while nothing happens."""
+    minutes = max(0, now_ms - ms) // 60_000
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"

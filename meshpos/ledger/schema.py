@@ -2,7 +2,7 @@
 
 Three groups: the op log and its bookkeeping; the views folded from it; and node-local tables,
 which hold this node's own state (print queue, PIN lockouts, escrow asks for the daemon, peer
-acknowledgements), are never replicated and are not part of `verify`. Views are created from the
+acknowledgements, parked carts), are never replicated and are not part of `verify`. Views are created from the
 same DDL in the main database and in a scratch database that `verify` folds from scratch, so the
 two can be compared table by table. Every statement is `IF NOT EXISTS`: a database made by an
 older version gets its missing tables when it is next opened.
@@ -240,8 +240,14 @@ CREATE TABLE IF NOT EXISTS {s}.conflicts (
 
 # other_stores, other_stock: HQ's view of other stores' stock, cached (ledger/other_stores.py)
 LOCAL_TABLES = (
-    "print_jobs", "staff_lockout", "escrow_asks", "peer_acks", "other_stores", "other_stock"
-)  # fmt: skip
+    "print_jobs",
+    "staff_lockout",
+    "escrow_asks",
+    "peer_acks",
+    "parked_carts",
+    "other_stores",
+    "other_stock",
+)
 
 LOCAL_DDL = """
 CREATE TABLE IF NOT EXISTS print_jobs (
@@ -294,6 +300,15 @@ CREATE TABLE IF NOT EXISTS other_stock (
     sku   TEXT NOT NULL,
     qty   INTEGER NOT NULL,
     PRIMARY KEY (sku, store)
+);
+CREATE TABLE IF NOT EXISTS parked_carts (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    label   TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    held_ms INTEGER NOT NULL,
+    items   INTEGER NOT NULL,
+    total   INTEGER NOT NULL,
+    doc     TEXT NOT NULL
 );
 """
 

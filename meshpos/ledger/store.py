@@ -8,7 +8,7 @@ write is a `BEGIN IMMEDIATE` transaction, and the next local seq is read inside 
 `Ledger` is the one object the layers above hold, and the only code that speaks SQL to a node's
 database. Reads and writes beyond the log are grouped by concern in their own modules and reached
 from it: `views` (catalogue, stock, customers, sales, rights, conflicts), `reports`, `staff` (users
-and PIN lockouts), `print_queue`, `escrow_asks` and `peer_acks`.
+and PIN lockouts), `print_queue`, `escrow_asks`, `peer_acks` and `parked`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from meshpos.ledger.encryption import connect_encrypted, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
 from meshpos.ledger.other_stores import OtherStores
+from meshpos.ledger.parked import ParkedCarts
 from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
@@ -108,6 +109,7 @@ class Ledger:
         self.peer_acks = PeerAcks(self.conn, self.write)
         self.other_stores = OtherStores(self.conn, self.write)
         self.transfers = TransferViews(self.conn)
+        self.parked = ParkedCarts(self.conn, self.write)
 
     def close(self) -> None:
         self.conn.close()

@@ -134,6 +134,7 @@ class SellOptions(TypedDict, total=False):
     card: CardInput | None
     buyer_gstin: str | None
     buyer_state: str | None
+    allow_oversell: bool
 
 
 def sell_with_escrow(

@@ -336,7 +336,8 @@ def report_rows(totals: Mapping[str, Any]) -> list[list[str]]:
     if totals.get("tenders"):
         rows.append(["", ""])
         for t in totals["tenders"]:
-            rows.append([f"{str(t['method']).title()} ({t['count']})", money(int(t["amount"]))])
+            label = str(t["method"]).replace("_", " ").capitalize()
+            rows.append([f"{label} ({t['count']})", money(int(t["amount"]))])
     if totals.get("gst"):
         rows.append(["", ""])
         for g in totals["gst"]:

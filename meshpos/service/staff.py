@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,8 +40,8 @@ from meshpos.domain.staff import (
     pin_matches,
     pin_record,
     policy_from,
-    required,
     roles_from,
+    source_required,
 )
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import check_name
@@ -73,6 +74,14 @@ class PermissionDenied(LocalError):
 
 class LockedOut(PermissionDenied):
     """Too many wrong PINs for this user at this terminal."""
+
+
+_CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
+
+
+def at_the_till(exc: PermissionDenied) -> str:
+    """The refusal without its command-line hint, for a till that asks for the PIN itself."""
+    return _CLI_HINT.sub("", str(exc))
 
 
 # -- the users view ------------------------------------------------------------------------------
@@ -260,12 +269,18 @@ def authorize(t: NodeContext, kind: str, payload: Payload, acting: str, hlc: int
                 f"this store requires sign-in: run `meshpos login {acting}` at this terminal"
             )
     target = staff.user(payload.get("user_id")) if kind == "user.upsert" else None
-    need = required(kind, payload, policy, target["role"] if target else None)
+    need = source_required(kind, payload, policy, target["role"] if target else None)
     if need is None:
         return payload
     cred = _pick(t, need, acting, wall_of(hlc))
     seq = t.ledger.head(t.node_id)[0] + 1
     return {**payload, "approval": cred.approve(t.node_id, seq, acting, kind, payload)}
+
+
+def approver_for(t: NodeContext, need: Need, acting: str) -> Credential:
+    """The credential offered here now that may approve `need` for `acting`; PermissionDenied
+    naming who can. A till asks this at the step that needs it, before the op is made."""
+    return _pick(t, need, acting, max(t.now_ms(), wall_of(t.ledger.max_hlc())))
 
 
 def _pick(t: NodeContext, need: Need, acting: str, wall_ms: int) -> Credential:

@@ -64,6 +64,27 @@ class SaleResult:
         return str(self.payload["sale_id"])
 
 
+class OversellNotConfirmed(LocalError):
+    """A sale of more than this counter sees in stock, not confirmed by the cashier. Stock can
+    be wrong (a delivery not yet received, a miscount), and goods in the customer's hand are
+    real: the cashier may confirm and sell (a supervisor above `staff.oversell_limit` units)."""
+
+    def __init__(self, over: Mapping[str, tuple[int, int]]) -> None:
+        self.over = dict(over)
+        parts = ", ".join(
+            f"{sku} {want} asked, {max(have, 0)} in stock" for sku, (want, have) in over.items()
+        )
+        super().__init__(
+            f"more than this counter has in stock ({parts}): sell anyway only if the goods are "
+            "in hand"
+        )
+
+
+def units_beyond(over: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """Per SKU, the units a sale takes beyond the stock seen (what a sale's `oversold` says)."""
+    return {sku: want - max(have, 0) for sku, (want, have) in over.items()}
+
+
 RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
 """Called with (terminal, op, payload) inside the transaction that records a sale, return or
 exchange, so a side table (the print queue) commits or rolls back with the op."""
@@ -333,6 +354,37 @@ class Terminal:
             raise InputError(f"discount names SKU(s) not in the sale: {', '.join(sorted(unknown))}")
         return [CartLine(c.product, c.qty, line_discounts.get(c.product.sku)) for c in lines]
 
+    def beyond_stock(
+        self, lines: Sequence[Mapping[str, Any]], back: Mapping[str, int] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """SKUs of priced `lines` asked beyond the stock this counter sees (plus what comes back
+        in the same exchange): sku -> (asked, in stock)."""
+        asked: dict[str, int] = {}
+        for line in lines:
+            asked[line["sku"]] = asked.get(line["sku"], 0) + int(line["qty"])
+        out = {}
+        for sku, want in asked.items():
+            have = self.ledger.views.stock_qty(sku) + (back or {}).get(sku, 0)
+            if want > have:
+                out[sku] = (want, have)
+        return out
+
+    def _oversell(
+        self, lines: Sequence[Mapping[str, Any]], allow: bool, back: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The `oversold` a payload carries; refused unless the cashier confirmed it."""
+        over = self.beyond_stock(lines, back)
+        if over and not allow:
+            raise OversellNotConfirmed(over)
+        return {"oversold": units_beyond(over)} if over else {}
+
+    def check_redeem(self, customer_id: str, points: int) -> None:
+        """Refuse redeeming more of a customer's points than this counter holds rights to (the
+        loyalty escrow): EscrowShortfall says who holds the rest."""
+        held = self.rights(customer_id)
+        if points > max(held, 0):
+            raise EscrowShortfall(customer_id, points, held, self.rights_elsewhere(customer_id))
+
     def _record(
         self,
         kind: str,
@@ -384,12 +436,15 @@ class Terminal:
         card: CardInput | None = None,
         buyer_gstin: str | None = None,
         buyer_state: str | None = None,
+        allow_oversell: bool = False,
     ) -> SaleResult:
         """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
         sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
-        tenders must fit the offline floor limits. `buyer_gstin`: a registered buyer's GSTIN,
-        printed on the invoice (a B2B sale); with `buyer_state` (the state the goods go to) it
-        decides IGST or CGST + SGST."""
+        tenders must fit the offline floor limits, and every card tender says its kind.
+        `buyer_gstin`: a registered buyer's GSTIN, printed on the invoice (a B2B sale); with
+        `buyer_state` (the state the goods go to) it decides IGST or CGST + SGST.
+        `allow_oversell`: the cashier confirmed selling beyond the stock this counter sees (the
+        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor)."""
         if card is not None and not tenders:
             tenders = [Tender("card")]
         place = self.supply(buyer_gstin, buyer_state)
@@ -406,11 +461,10 @@ class Terminal:
             if card is not None:
                 settled = cards.seal_tenders(self, settled, card)
             cards.check_sale(self, settled)
-            if cid and settled.points_redeemed > max(held, 0):
-                raise EscrowShortfall(
-                    cid, settled.points_redeemed, held, self.rights_elsewhere(cid)
-                )
-            return self._record("sale", settled, cid, user, {"ref_sale": None}, place)
+            if cid:
+                self.check_redeem(cid, settled.points_redeemed)
+            extra = {"ref_sale": None, **self._oversell(settled.lines, allow_oversell)}
+            return self._record("sale", settled, cid, user, extra, place)
 
     # -- loyalty escrow -------------------------------------------------------------------------
 
@@ -569,7 +623,11 @@ class Terminal:
         *,
         tenders: Sequence[Tender] = (),
         user: str | None = None,
+        card: CardInput | None = None,
+        allow_oversell: bool = False,
     ) -> SaleResult:
+        """Items of an earlier sale come back, others go out; the difference is paid (cash, the
+        card machine, or a card captured here: `card`, as in `sell`) or refunded in cash."""
         with self.transaction():
             ref, returned, _ = self._refund_lines(sale_id, back)
             orig = self.sale(ref)
@@ -579,11 +637,18 @@ class Terminal:
             net = new.total - credit
             if net > 0:
                 due = PricedSale(new.lines, new.subtotal, new.discount, new.tax, net)
-                paid = settle(due, tenders, self.loyalty_rule(), customer=None).tenders
+                if card is not None and not tenders:
+                    tenders = [Tender("card")]
+                settled = settle(due, tenders, self.loyalty_rule(), customer=None)
+                if card is not None:
+                    settled = cards.seal_tenders(self, settled, card)
+                cards.check_sale(self, settled)
+                paid = settled.tenders
             else:
-                if tenders:
+                if tenders or card is not None:
                     raise InputError("nothing is due on this exchange; leave out --pay")
                 paid = [{"method": "cash", "amount": net}] if net else []
+            back_qty = {ln["sku"]: int(ln["qty"]) for ln in returned}
             priced = PricedSale(
                 lines=new.lines,
                 subtotal=new.subtotal - sum(ln["unit_price"] * ln["qty"] for ln in returned),
@@ -592,14 +657,12 @@ class Terminal:
                 total=net,
                 tenders=paid,
             )
-            return self._record(
-                "exchange",
-                priced,
-                orig["customer_id"],
-                user,
-                {"ref_sale": ref, "returned": returned},
-                place,
-            )
+            extra = {
+                "ref_sale": ref,
+                "returned": returned,
+                **self._oversell(new.lines, allow_oversell, back_qty),
+            }
+            return self._record("exchange", priced, orig["customer_id"], user, extra, place)
 
     # -- conflicts ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from meshpos.domain.enrolment import NodeRecord, read_certificate
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender
 from meshpos.node import membership
+from meshpos.service import cards
 from meshpos.service.config import init_node
 from meshpos.service.daemon_link import daemon_status, wait_for_copies
 from meshpos.service.escrow import sell_with_escrow
@@ -243,7 +244,14 @@ class Drill:
             return
         try:
             up = self.peers_up(c)
-            result = sell_with_escrow(t, peers_up=bool(up), items=items, tenders=[Tender(method)])
+            tender = (
+                cards.machine_tender(None, f"{len(items):06d}", "4242")
+                if method == "card"
+                else Tender("cash")
+            )
+            result = sell_with_escrow(
+                t, peers_up=bool(up), items=items, tenders=[tender], allow_oversell=True
+            )
             copies = wait_for_copies(t, result.op.seq, 300) if up else 1
         except MeshposError as exc:
             self.say(f"{c.name}  refused: {exc}")

@@ -65,10 +65,10 @@ class TillParts:
             live=live,
             printer=printer,
             sessions=sessions,
-            cart=Cart(t),
+            cart=Cart(t, sessions),
             checkout=Checkout(t, sessions, printer),
             till_screen=TillScreen(t, sessions, printer),
-            stock_screen=StockScreen(t, live),
+            stock_screen=StockScreen(t, live, sessions),
             manager_screen=ManagerScreen(t, sessions, printer),
         )
 

@@ -23,12 +23,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.storetime import ago
 from meshpos.service.training import is_practice
 from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
 from meshpos.web.signin import COOKIE
-from meshpos.web.views import ago, clock, money
+from meshpos.web.views import clock, method_label, money
 
 HERE = Path(__file__).resolve().parent
 DISCOUNTS = ("5%", "10%", "20%")
@@ -62,8 +63,9 @@ def templates() -> jinja2.Environment:
     )
     env.filters["money"] = money
     env.filters["clock"] = clock
-    env.globals["ago"] = ago
+    env.filters["method_label"] = method_label
     env.globals["DISCOUNTS"] = DISCOUNTS
+    env.globals["ago"] = ago
     return env
 
 
