@@ -210,12 +210,14 @@ def state(
             )
         )
     power = status.get("power") if running else None
+    on_battery = ""
     if isinstance(power, Mapping) and power.get("text"):
         said = str(power.get("notice") or power.get("text"))  # the notice repeats the state
         if power.get("level") == "down":
             alerts.append(Alert("power", said))
-        else:
-            details.append(said)
+        elif power.get("level") == "warn":
+            on_battery = said  # on battery: worth a glance, not an action
+        details.append(said)
     if running and status.get("revoked"):
         alerts.append(
             Alert("revoked", "This counter has been revoked: stop selling and call the manager")
@@ -228,6 +230,8 @@ def state(
         chip = f"Offline — sales are safe · {waiting} waiting to sync"
     else:
         chip = f"Online · {waiting} waiting to sync" if waiting else "Online · synced"
+    if on_battery:
+        chip = f"{chip} · {on_battery}"
     return CounterState(
         level=OFFLINE if offline else OK,
         chip=chip,
