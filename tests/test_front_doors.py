@@ -545,7 +545,7 @@ def test_a_card_captured_here_is_checked_sealed_and_pending(door: Door, store: S
     assert VISA not in repr(sale.payload) and "card_approval" not in tender
     over = sell(door, [("TEE-M", 3)], pay=CARD)  # ₹3,000
     assert over.op is None
-    said = "over the offline card limit of ₹2000.00: take cash or use the card machine"
+    said = "over the offline card limit of ₹2,000.00: take cash or use the card machine"
     assert said in over.said, over.said
     stolen = sell(door, [("TEE-M", 1)], pay=Pay("card", card=f"{STOLEN} 12/49"))
     assert stolen.op is None and "on HQ's blocklist" in stolen.said, stolen.said

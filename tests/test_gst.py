@@ -357,7 +357,7 @@ def test_bands_from_config_and_from_hq_settings(node: Node) -> None:
 
 def test_the_catalogue_takes_hsn_codes(node: Node, tmp_path: Path) -> None:
     csv = tmp_path / "p.csv"
-    csv.write_text("sku,name,price,gst_rate,hsn\nKRT-1,Kurta,2999,12,6211.42\n")
+    csv.write_text("sku,name,price,gst_rate,hsn,stock\nKRT-1,Kurta,2999,12,6211.42,3\n")
     node.ok("catalog", "import", str(csv))
     sale = node.sell("KRT-1")
     assert sale["lines"][0]["hsn"] == "621142" and sale["lines"][0]["gst_rate"] == 1800

@@ -228,7 +228,7 @@ def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
     from meshpos.service.power import PowerWatch
     from meshpos.service.printing import queue_receipt
     from meshpos.service.terminal import Terminal
-    from meshpos.web.views import Counters, banner
+    from meshpos.service import counter_state
 
     set_power(node, sysfs=str(laptop), check_s=1)
     t = Terminal.open(node.path, on_record=[queue_receipt])
@@ -245,11 +245,13 @@ def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
         assert "print queue flushed: 1 receipt printed" in snap["notice"]
         assert t.ledger.print_queue.jobs() == []
         status = {"pid": 1, "peers": [], "peers_up": 0, "power": snap}
-        items = banner(status, Counters(own_seq=0, acked_seq=0), node_id=t.node_id, hq_url=None,
-                       now_ms=0)["items"]  # fmt: skip
-        power = next(i for i in items if i["key"] == "power")
-        assert power["level"] == "down" and power["text"].startswith("Battery low (7%)")
-        assert "Shut the till down or plug it in" in power["text"]
+        state = counter_state.state(
+            status, counter_state.Counts(own_seq=0, acked_seq=0), node_id=t.node_id,
+            hq_url=None, now_ms=0,
+        )  # fmt: skip
+        power = next(a for a in state.alerts if a.key == "power")  # red: act on it
+        assert power.text.startswith("Battery low (7%)")
+        assert "Shut the till down or plug it in" in power.text
     finally:
         t.close()
 
@@ -257,7 +259,7 @@ def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
 def test_no_power_supply_no_banner_item(node, tmp_path: Path):
     from meshpos.service.power import PowerWatch
     from meshpos.service.terminal import Terminal
-    from meshpos.web.views import power_item
+    from meshpos.service import counter_state
 
     set_power(node, sysfs=str(tmp_path / "none"))
     t = Terminal.open(node.path)
@@ -265,4 +267,9 @@ def test_no_power_supply_no_banner_item(node, tmp_path: Path):
         assert PowerWatch(t, lambda: 0).snapshot() is None
     finally:
         t.close()
-    assert power_item(None) is None
+    status = {"pid": 1, "peers": [], "peers_up": 0, "power": None}
+    state = counter_state.state(
+        status, counter_state.Counts(own_seq=0, acked_seq=0), node_id="x", hq_url=None, now_ms=0
+    )
+    assert not any(a.key == "power" for a in state.alerts)
+    assert not any("battery" in d.lower() or "mains" in d.lower() for d in state.details)
