@@ -225,10 +225,10 @@ def test_real_sysfs_is_read_without_error():
 
 
 def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
+    from meshpos.service import counter_state
     from meshpos.service.power import PowerWatch
     from meshpos.service.printing import queue_receipt
     from meshpos.service.terminal import Terminal
-    from meshpos.service import counter_state
 
     set_power(node, sysfs=str(laptop), check_s=1)
     t = Terminal.open(node.path, on_record=[queue_receipt])
@@ -257,9 +257,9 @@ def test_daemon_watch_flushes_once_and_the_banner_says_so(node, laptop: Path):
 
 
 def test_no_power_supply_no_banner_item(node, tmp_path: Path):
+    from meshpos.service import counter_state
     from meshpos.service.power import PowerWatch
     from meshpos.service.terminal import Terminal
-    from meshpos.service import counter_state
 
     set_power(node, sysfs=str(tmp_path / "none"))
     t = Terminal.open(node.path)
