@@ -36,6 +36,13 @@ DEFAULTS: dict[str, int] = {
     "max_body_bytes": 16 * 1024 * 1024,
     "auth_window_s": 86_400,
     "payment_stale_s": 60,
+    # per process: what strangers can hold (meshpos/service/http_gate.py)
+    "max_requests": 64,
+    "max_requests_per_client": 8,
+    "max_connections": 1024,
+    "max_connections_per_client": 32,
+    "header_timeout_s": 10,
+    "body_timeout_s": 30,
 }
 
 
