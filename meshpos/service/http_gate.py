@@ -150,10 +150,13 @@ def _client(scope: Scope) -> str:
 
 
 def declared_length(scope: Scope) -> int | None:
+    """The Content-Length; 0 for a request with no body at all (neither it nor chunking)."""
+    chunked = False
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return int(value) if value.isdigit() else None
-    return None
+        chunked = chunked or name == b"transfer-encoding"
+    return None if chunked else 0
 
 
 async def answer(send: Send, status: int, code: str, message: str, **headers: str) -> None:
@@ -190,13 +193,15 @@ class GateMiddleware:
                 why = f"request body of {declared} bytes is over the {lim.max_body} byte limit"
                 await answer(send, 413, "too_large", why)
                 return
-            await self._run(scope, receive, send, client)
+            await self._run(scope, receive, send, client, declared == 0)
         finally:
             gate.leave(client)
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, client: str) -> None:
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, client: str, bodyless: bool
+    ) -> None:
         lim = self.gate.limits
-        state = {"read": 0, "done": False, "started": False}
+        state = {"read": 0, "done": bodyless, "started": False}
 
         async def gated_receive() -> Message:
             if state["done"]:

@@ -202,7 +202,8 @@ def authenticate(api: Api, request: Request, store: str) -> tuple[str, str]:
         why = why or "signature does not verify"
     if key is None or why:
         raise Unauthorized(
-            f"the request is not signed by a node enrolled in store {store!r} at HQ", reason=why
+            "the request is not signed by a node HQ knows in this store",
+            reason=f"store {store}, node {node}: {why}",
         )
     return node, digest
 
