@@ -1,7 +1,7 @@
 """Logging refusals (of strangers on the mesh port, of HTTP requests over a limit) so that each one
 leaves a line naming its address and reason, yet a flood cannot fill the disk.
 
-Within one window (a minute by default) the first refusal of each (address, reason) is logged, up to
+Within one window (a minute by default) the first refusal of each (address, kind) is logged, up to
 `budget` lines in all; the rest are counted, and the next refusal after the window (or `flush()`)
 writes one summary line with how many were held back and from how many addresses.
 """
@@ -40,24 +40,20 @@ class RefusalLog:
         self._held_from: set[str] = set()
         self.total = 0
 
-    def refused(self, address: str, reason: str, detail: str = "") -> bool:
-        """Note one refusal; whether it was written as its own line."""
+    def refused(self, address: str, what: str, why: str, *, kind: str = "") -> bool:
+        """Note one refusal ("refused WHAT from ADDRESS: WHY"); `kind` tells apart refusals of
+        one address that deserve a line each (default `what`). Whether it got its own line."""
         with self._lock:
             self.total += 1
             self._roll(self.clock())
-            key = (address, reason)
+            key = (address, kind or what)
             if key in self._logged or len(self._logged) >= self.budget:
                 self._held += 1
                 if len(self._held_from) < _MAX_ADDRESSES:
                     self._held_from.add(address)
                 return False
             self._logged.add(key)
-        self.logger.warning(
-            "refused %s from %s%s",
-            reason,
-            address or "an unknown address",
-            f": {detail}" * bool(detail),
-        )
+        self.logger.warning("refused %s from %s: %s", what, address or "an unknown address", why)
         return True
 
     def flush(self) -> None:
