@@ -24,7 +24,7 @@ from meshpos.service.refusal_log import RefusalLog
 
 # What libzmq lets us see of a NULL client depends on which end notices first: the mechanism
 # mismatch, a broken pipe, or a hang-up before the handshake.
-NOT_CURVE = ("does not speak CURVE", "not a ZeroMQ handshake", "before finishing a handshake")
+NOT_CURVE = ("does not speak CURVE", "not a ZeroMQ handshake", "ended before a handshake")
 
 
 @pytest.fixture

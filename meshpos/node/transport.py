@@ -444,7 +444,7 @@ class _StrangerWatch:
             peer, maybe_ours = self._open.pop(value, (None, True))
             why, self._failure = self._failure, None
             if why is None and not maybe_ours:
-                why = "it closed the connection before finishing a handshake"
+                why = "the connection ended before a handshake (not ZeroMQ, or it hung up)"
             if peer is not None:
                 self._closing.add(peer)  # its closing socket is no news to `_place`
             if why is None:
