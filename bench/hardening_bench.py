@@ -38,6 +38,9 @@ from bench.common import fmt, log, percentile, table
 from bench.ledger_bench import _target, sample_rows
 from meshpos.demo.processes import Process, free_port, meshpos
 from meshpos.hq.wire import H_DIGEST, H_NODE, H_SIG, H_TIME
+from meshpos.service.config import init_node
+from meshpos.service.encryption import encrypt_new_node
+from meshpos.service.terminal import Terminal
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -307,14 +310,13 @@ def till_post(base: Path, body: int = TILL_BODY) -> dict[str, Any]:
 
 def commit_cost(base: Path, sales: int) -> dict[str, Any]:
     """Per-sale commit latency (ms) on a plain node and an encrypted one, one after the other."""
-    from meshpos.service.config import init_node
-    from meshpos.service.terminal import Terminal
-
     out: dict[str, Any] = {}
     rows = sample_rows()
     for label, encrypt in (("plain", False), ("encrypted", True)):
         directory = base / label
-        init_node(directory, "COST", "T1", encrypt=encrypt)
+        cfg = init_node(directory, "COST", "T1")
+        if encrypt:
+            encrypt_new_node(cfg)
         t = Terminal.open(directory)
         try:
             t.import_catalog(rows)

@@ -25,6 +25,7 @@ from meshpos.hq.keys import HQConfig
 from meshpos.hq.routes import health, ingest, loyalty, pull, reports
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
+from meshpos.service.config import OWNER_ONLY
 from meshpos.service.http_gate import PROTOCOL, Gate, GateLimits, GateMiddleware
 
 log = logging.getLogger("meshpos.hq.api")
@@ -108,6 +109,7 @@ SERVER_OPTIONS: dict[str, object] = {
 def create_app_from_env() -> Starlette:
     """For `uvicorn --factory` with several workers: the HQ dir and database from the
     environment (`meshpos hq serve --workers N` sets them)."""
+    os.umask(OWNER_ONLY)
     logging.basicConfig(
         level=os.environ.get("MESHPOS_HQ_LOG", "INFO"),
         stream=sys.stderr,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,17 @@ RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
 
 
+def create_owner_only(path: str) -> None:
+    """Create an empty database file with mode 0600 unless it exists. SQLite gives the WAL and
+    shared-memory files it makes later the mode of the database file, so the three are the
+    owner's alone whatever the process's umask (an existing file keeps its mode: `meshpos
+    verify` warns about a loose one)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    with suppress(OSError):  # it exists, or cannot be made: then SQLite says why, as before
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
     """A connection to a node database: plain `sqlite3`, or SQLCipher keyed before its first read
     when `key` is given (see meshpos/ledger/encryption.py). Any second connection a process opens to
@@ -80,6 +91,7 @@ class Ledger:
         self.store = store
         self.key = key
         self.authority = authority
+        create_owner_only(self.path)
         self.conn = open_connection(self.path, key)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
