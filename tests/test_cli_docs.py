@@ -29,7 +29,6 @@ UNDOCUMENTED = {
     "sim list",
     "users disable",
     "users enable",
-    "users policy",
     "users set-pin",
     "users set-role",
     "whoami",
