@@ -231,21 +231,27 @@ def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:
 
 
 @contextmanager
+def served(args: list[str], log_path: Path, port: int, probe: str) -> Iterator[tuple[Process, str]]:
+    """`meshpos ARGS` in the background until it answers `probe`; (process, base url)."""
+    proc = Process(args, log_path, label=" ".join(args[-4:-2])).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + probe, proc)
+        yield proc, url
+    finally:
+        proc.stop()
+
+
+@contextmanager
 def hq_process(base: Path, store: str = "FLOOD") -> Iterator[tuple[Process, str]]:
     """`meshpos hq serve` on a free loopback port, with one enrolled store; (process, url)."""
     directory = base / "hq"
     meshpos("hq", "init", "--dir", str(directory))
     meshpos("hq", "enroll-store", store, "--dir", str(directory))
     port = free_port()
-    proc = Process(["hq", "serve", "--dir", str(directory), "--port", str(port)],
-                   base / "hq.log", label="hq serve")  # fmt: skip
-    proc.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/v1/health", proc)
-        yield proc, url
-    finally:
-        proc.stop()
+    args = ["hq", "serve", "--dir", str(directory), "--port", str(port)]
+    with served(args, base / "hq.log", port, "/v1/health") as out:
+        yield out
 
 
 @contextmanager
@@ -257,15 +263,9 @@ def till_daemon(base: Path) -> Iterator[tuple[Process, str]]:
     port = free_port()
     with open(directory / "meshpos.toml", "a") as fh:
         fh.write(f"\n[web]\nport = {port}\n\n[mesh]\ndiscovery = false\n")
-    proc = Process(["--dir", str(directory), "node", "run"], directory / "daemon.log",
-                   label="node run")  # fmt: skip
-    proc.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/signin", proc)
-        yield proc, url
-    finally:
-        proc.stop()
+    args = ["--dir", str(directory), "node", "run"]
+    with served(args, directory / "daemon.log", port, "/signin") as out:
+        yield out
 
 
 def hq_flood(base: Path, clients: int = HQ_CLIENTS, body: int = HQ_BODY) -> dict[str, Any]:

@@ -153,6 +153,24 @@ def _sign_in(c: TestClient, device: str, user: str, pin_: str) -> tuple[int, str
     return r.status_code, error.group(1) if error else ""
 
 
+def _unlocked_by_sam(
+    c: TestClient, device: str, who: tuple[str, str], unlock: str, refused: tuple[str, str, str]
+) -> None:
+    """`who` (user, PIN) cannot sign in at `device`, and the page offers a supervisor's unlock;
+    `refused` (approver, PIN, why) does not unlock `unlock`; Sam does; then `who` signs in."""
+    user, pin_ = who
+    r = c.post("/signin", data={"user": user, "pin": pin_}, headers={"x-device": device})
+    assert r.status_code == 401 and 'id="unlock-form"' in r.text
+    for approver, approver_pin, status, said in (
+        (*refused[:2], 401, refused[2]),
+        ("sam", SAM, 200, f"{unlock or 'this terminal'} unlocked by sam"),
+    ):
+        form = {"user": unlock, "approver": approver, "approver_pin": approver_pin}
+        r = c.post("/signin/unlock", data=form, headers={"x-device": device})
+        assert r.status_code == status and said in r.text, r.text[-500:]
+    assert _sign_in(c, device, user, pin_)[0] == 303
+
+
 def _lockouts(directory: Path) -> dict[str, tuple[int, int]]:
     t = Terminal.open(directory)
     try:
@@ -174,18 +192,8 @@ def test_one_person_at_one_device_cannot_lock_everyone_out(node: Any) -> None:
         assert all(until == 0 for _, until in counted.values())  # nobody is locked
         for user, p in (("ana", ANA), ("lee", LEE), ("sam", SAM), ("boss", BOSS)):
             assert _sign_in(c, "10.0.0.7", user, p)[0] == 303  # every user, at another device
-        # A supervisor at the waiting device unlocks it on the sign-in page.
-        stuck = c.post(
-            "/signin", data={"user": "ana", "pin": ANA}, headers={"x-device": "10.0.0.66"}
-        )
-        assert stuck.status_code == 401 and 'id="unlock-form"' in stuck.text
-        form = {"user": "", "approver": "ana", "approver_pin": ANA}
-        r = c.post("/signin/unlock", data=form, headers={"x-device": "10.0.0.66"})
-        assert r.status_code == 401 and "needs a supervisor" in r.text  # a cashier cannot
-        form = {"user": "", "approver": "sam", "approver_pin": SAM}
-        r = c.post("/signin/unlock", data=form, headers={"x-device": "10.0.0.66"})
-        assert r.status_code == 200 and "this terminal unlocked by sam" in r.text
-        assert _sign_in(c, "10.0.0.66", "ana", ANA)[0] == 303
+        # A supervisor at the waiting device unlocks it on the sign-in page; a cashier cannot.
+        _unlocked_by_sam(c, "10.0.0.66", ("ana", ANA), "", ("ana", ANA, "needs a supervisor"))
 
 
 def test_a_user_locked_from_several_devices_is_unlocked_by_a_supervisor(node: Any) -> None:
@@ -196,15 +204,8 @@ def test_a_user_locked_from_several_devices_is_unlocked_by_a_supervisor(node: An
                 error = _sign_in(c, device, "lee", "0000")[1]
         assert "lee is locked at this terminal for 5 more minute(s)" in error
         assert _lockouts(node.path)["lee"][1] > 0
-        r = c.post("/signin", data={"user": "lee", "pin": LEE}, headers={"x-device": "10.0.1.9"})
-        assert r.status_code == 401 and "locked" in r.text and 'id="unlock-form"' in r.text
-        form = {"user": "lee", "approver": "sam", "approver_pin": "111111"}
-        r = c.post("/signin/unlock", data=form, headers={"x-device": "10.0.1.9"})
-        assert r.status_code == 401 and "not unlocked: wrong PIN for sam" in r.text
-        form["approver_pin"] = SAM
-        r = c.post("/signin/unlock", data=form, headers={"x-device": "10.0.1.9"})
-        assert r.status_code == 200 and "lee unlocked by sam" in r.text
-        assert _sign_in(c, "10.0.1.9", "lee", LEE)[0] == 303
+        wrong = ("sam", "111111", "not unlocked: wrong PIN for sam")
+        _unlocked_by_sam(c, "10.0.1.9", ("lee", LEE), "lee", wrong)
 
 
 def test_the_sign_in_page_names_users_only_when_the_store_says_so(node: Any) -> None:

@@ -85,39 +85,35 @@ class Gate:
 
     def open_connection(self, client: str) -> bool:
         lim = self.limits
-        if self._connections[client] >= lim.connections_per_client:
-            return self._refuse(
-                client, "connection", f"over {lim.connections_per_client} per address"
-            )
-        if self._connections.total() >= lim.connections:
-            return self._refuse(
-                client, "connection", f"{self.name} holds {lim.connections} already"
-            )
-        self._connections[client] += 1
-        return True
+        return self._admit(self._connections, client, "connection",
+                           lim.connections_per_client, lim.connections)  # fmt: skip
 
     def close_connection(self, client: str) -> None:
-        self._connections[client] -= 1
-        if self._connections[client] <= 0:
-            del self._connections[client]
+        self._release(self._connections, client)
 
     def enter(self, client: str) -> bool:
         lim = self.limits
-        if self._requests[client] >= lim.requests_per_client:
-            return self._refuse(
-                client, "request", f"over {lim.requests_per_client} in flight per address"
-            )
-        if self._requests.total() >= lim.requests:
-            return self._refuse(
-                client, "request", f"{self.name} has {lim.requests} in flight already"
-            )
-        self._requests[client] += 1
-        return True
+        return self._admit(self._requests, client, "request",
+                           lim.requests_per_client, lim.requests)  # fmt: skip
 
     def leave(self, client: str) -> None:
-        self._requests[client] -= 1
-        if self._requests[client] <= 0:
-            del self._requests[client]
+        self._release(self._requests, client)
+
+    def _admit(
+        self, held: Counter[str], client: str, what: str, per_client: int, overall: int
+    ) -> bool:
+        if held[client] >= per_client:
+            return self._refuse(client, what, f"over {per_client} at once from one address")
+        if held.total() >= overall:
+            return self._refuse(client, what, f"{self.name} holds {overall} already")
+        held[client] += 1
+        return True
+
+    @staticmethod
+    def _release(held: Counter[str], client: str) -> None:
+        held[client] -= 1
+        if held[client] <= 0:
+            del held[client]
 
     def in_flight(self) -> tuple[int, int]:
         """(connections, requests) held now."""
