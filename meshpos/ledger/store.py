@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from meshpos.core.ops import (
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.authority import Authority, hq_origins, store_rules
-from meshpos.ledger.encryption import connect_encrypted, remove_db_files
+from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
 from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
@@ -49,17 +49,6 @@ __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "op
 
 RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
-
-
-def create_owner_only(path: str) -> None:
-    """Create an empty database file with mode 0600 unless it exists. SQLite gives the WAL and
-    shared-memory files it makes later the mode of the database file, so the three are the
-    owner's alone whatever the process's umask (an existing file keeps its mode: `meshpos
-    verify` warns about a loose one)."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    with suppress(OSError):  # it exists, or cannot be made: then SQLite says why, as before
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:

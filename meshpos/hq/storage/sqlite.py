@@ -14,7 +14,7 @@ from pathlib import Path
 
 from meshpos.core.errors import LocalError
 from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue
-from meshpos.ledger.store import create_owner_only
+from meshpos.ledger.encryption import create_owner_only
 
 
 class SQLiteTx:
