@@ -61,8 +61,11 @@ def init(
             "key_file": str(key_file) if key_file else None,
         },
         as_json,
-        "node created" + (f"; keep a copy of {key_file} away from this terminal" * encrypt),
+        "node created",
     )
+    if key_file and not as_json:
+        click.echo(f"keep a copy of {key_file} away from this terminal: without it neither the "
+                   "database nor its backups can be read")  # fmt: skip
 
 
 @click.group()
