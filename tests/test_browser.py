@@ -36,10 +36,10 @@ from meshpos.domain.catalog import parse_csv
 from meshpos.hq.card_float import hq_open_float
 from meshpos.node import membership
 from meshpos.service.config import init_node, load_config
-from meshpos.service.staff import add_user, approved_by, sign_in
+from meshpos.service.staff import add_user, approved_by, set_policy, sign_in
 from meshpos.service.terminal import Terminal
 
-PINS = {"boss": "9999", "asha": "1357", "sam": "2468"}
+PINS = {"boss": "999999", "asha": "1357", "sam": "246824"}
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 pytestmark = [
@@ -85,6 +85,7 @@ def _seed(t1: Path) -> str:
         with approved_by(t, sign_in(t, "boss", PINS["boss"])):
             add_user(t, "asha", name="Asha", role="cashier", pin=PINS["asha"], user="boss")
             add_user(t, "sam", name="Sam", role="supervisor", pin=PINS["sam"], user="boss")
+            set_policy(t, "staff.list_users_at_signin", "yes", user="boss")
         return cid
     finally:
         t.close()

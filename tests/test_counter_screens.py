@@ -64,10 +64,10 @@ def notice(html: str) -> str:
 def staff(directory: Path) -> None:
     t = Terminal.open(directory)
     try:
-        add_user(t, "boss", name="Boss", role="admin", pin="9999")
-        with approved_by(t, sign_in(t, "boss", "9999")):
+        add_user(t, "boss", name="Boss", role="admin", pin="999999")
+        with approved_by(t, sign_in(t, "boss", "999999")):
             add_user(t, "ana", name="Ana", role="cashier", pin="1234", user="boss")
-            add_user(t, "sam", name="Sam", role="supervisor", pin="5678", user="boss")
+            add_user(t, "sam", name="Sam", role="supervisor", pin="567856", user="boss")
     finally:
         t.close()
 
@@ -229,9 +229,9 @@ def test_the_manager_page_speaks_plainly_and_closing_the_day_is_for_supervisors(
         assert "Close the day (Z)" not in page and 'id="z-gated"' in page
         html = post(c, "/manager/report", which="z")  # the button is not there; the rule holds
         assert "closing the day (Z report) needs a supervisor" in notice(html)
-        html = post(c, "/manager/report", which="z", approver="sam", approver_pin="5678")
+        html = post(c, "/manager/report", which="z", approver="sam", approver_pin="567856")
         assert notice(html).startswith("Z report #1 queued")
-    with web(t1.path, "sam", "5678") as c:
+    with web(t1.path, "sam", "567856") as c:
         assert "Close the day (Z)" in c.get("/manager").text
 
 
@@ -250,7 +250,7 @@ def test_a_held_cart_survives_sign_out_and_restart_and_another_cashier_recalls_i
         assert "sale held as “lady in green” (#1)" in notice(html)
         assert c.get("/api/till").json()["lines"] == [] and "Held (1)" in html
         c.post("/signout")
-    with web(node.path, "sam", "5678") as c:  # a new server: the till restarted
+    with web(node.path, "sam", "567856") as c:  # a new server: the till restarted
         html = post(c, "/till/held")
         assert "lady in green" in html and "held by ana" in html
         html = post(c, "/till/recall", cart=1)
@@ -380,7 +380,7 @@ def test_an_approval_given_at_a_step_covers_up_to_what_was_approved(node: Node) 
     try:
         till = TillSession(t, "ana")
         till.add_code("TEE-M")
-        with approved_by(t, sign_in(t, "sam", "5678", purpose="approval")):
+        with approved_by(t, sign_in(t, "sam", "567856", purpose="approval")):
             till.discount("15%", line=1)
         till.discount("10%", line=1)
         with pytest.raises(PermissionDenied, match=r"a discount of 20\.0%"):

@@ -47,7 +47,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-PINS = {"boss": "9999", "ana": "1234", "sam": "5678"}
+PINS = {"boss": "999999", "ana": "1234", "sam": "567856"}
 VISA = cards.TEST_CARDS["visa"]
 STOLEN = cards.TEST_CARDS["stolen"]
 SUPERVISOR = "needs a supervisor"

@@ -57,7 +57,7 @@ from meshpos.service.staff import (
 )
 from meshpos.service.terminal import Terminal
 
-PINS = {"ada": "1111", "mia": "2222", "cal": "3333", "sue": "4444"}
+PINS = {"ada": "111111", "mia": "222222", "cal": "3333", "sue": "444444"}
 ROLE = {"ada": "admin", "mia": "manager", "cal": "cashier", "sue": "supervisor"}
 MINUTE = 60_000
 
@@ -198,13 +198,13 @@ def test_without_users_nothing_is_checked_and_the_first_user_must_be_an_admin():
     t.return_items(sale.sale_id, [("SKU2", 3)])  # 2097.00 back, no approval: bootstrap mode
     t.move_stock("adjust", "SKU0", -1, "count")
     with pytest.raises(InputError, match="first one must be an admin"):
-        add_user(t, "mia", name="Mia", role="manager", pin="2222")
-    op = add_user(t, "ada", name="Ada", role="admin", pin="1111")
+        add_user(t, "mia", name="Mia", role="manager", pin="222222")
+    op = add_user(t, "ada", name="Ada", role="admin", pin="111111")
     assert op.user == "ada" and op.payload["bootstrap"] is True
     with pytest.raises(PermissionDenied, match="not a user of this store"):
         t.sell([("SKU0", 1)])  # the node's default user 'cashier' is nobody now
     with pytest.raises(PermissionDenied, match="changing user mia needs a manager"):
-        add_user(t, "mia", name="Mia", role="manager", pin="2222", user="ada")
+        add_user(t, "mia", name="Mia", role="manager", pin="222222", user="ada")
     assert r.ledger.verify() == []
 
 
@@ -275,7 +275,7 @@ def test_user_management_needs_a_manager_and_admins_need_an_admin(store2):
     with pin(t0, "ada"):
         with pytest.raises(InputError, match="only active admin"):
             set_active(t0, "ada", False, user="ada")
-        add_user(t0, "eve", name="Eve", role="admin", pin="7777", user="ada")
+        add_user(t0, "eve", name="Eve", role="admin", pin="777777", user="ada")
     with pin(t0, "mia"):
         add_user(t0, "bob", name="Bob", role="cashier", pin="5555", user="mia")
         with pytest.raises(PermissionDenied, match="changing user bob needs an admin"):
@@ -299,7 +299,7 @@ def test_users_change_their_own_pin_and_old_sessions_stop_approving(store2):
         set_pin(t0, "cal", "9876", user="cal")  # self-service, approved with the old PIN
     assert sign_in(t0, "cal", "9876")
     with approved_by(t0, old):
-        set_pin(t0, "sue", "4321", user="sue")
+        set_pin(t0, "sue", "432109", user="sue")
     with approved_by(t0, old), pytest.raises(PermissionDenied, match="PIN changed"):
         t0.move_stock("adjust", "SKU0", -1, "count", "sue")
     full_sync(store2)
@@ -397,10 +397,10 @@ def test_user_op_and_the_op_it_approves_apply_in_one_batch_and_on_retry():
     reps = staff_store(3)
     t0, t1, t2 = (r.terminal for r in reps)
     with pin(t0, "mia"):
-        add_user(t0, "sam", name="Sam", role="supervisor", pin="6666", user="mia")
+        add_user(t0, "sam", name="Sam", role="supervisor", pin="666666", user="mia")
     sync(reps[0], reps[1])  # T1 learns of sam; T2 has not yet
     sale = t1.sell([("SKU2", 3)], user="cal")
-    with approved_by(t1, sign_in(t1, "sam", "6666", purpose=APPROVAL)):
+    with approved_by(t1, sign_in(t1, "sam", "666666", purpose=APPROVAL)):
         t1.return_items(sale.sale_id, [("SKU2", 3)], user="cal")
     # T1's own ops alone (what the protocol sends per origin): T2 does not know sam yet.
     mine = [o for o in ops_lacking(reps[1].ledger, reps[2].ledger) if o.origin == t1.node_id]
@@ -419,9 +419,9 @@ def test_retry_after_the_user_op_arrives():
     reps = staff_store(3)
     t0, t1, t2 = (r.terminal for r in reps)
     with pin(t0, "mia"):
-        add_user(t0, "sam", name="Sam", role="supervisor", pin="6666", user="mia")
+        add_user(t0, "sam", name="Sam", role="supervisor", pin="666666", user="mia")
     sync(reps[0], reps[1])
-    with approved_by(t1, sign_in(t1, "sam", "6666", purpose=APPROVAL)):
+    with approved_by(t1, sign_in(t1, "sam", "666666", purpose=APPROVAL)):
         t1.move_stock("adjust", "SKU1", -1, "damaged", "cal")
     mine = [o for o in ops_lacking(reps[1].ledger, reps[2].ledger) if o.origin == t1.node_id]
     with pytest.raises(RemoteError):
@@ -454,7 +454,7 @@ def test_unapproved_privileged_ops_near_staff_setup_are_accepted_later_ones_not(
     sync(a, b)
     b.wall.ms += 10 * MINUTE
     b.terminal.move_stock("adjust", "SKU0", -1, "count")  # T1 has not heard of staff
-    add_user(a.terminal, "ada", name="Ada", role="admin", pin="1111")  # meanwhile, at T0
+    add_user(a.terminal, "ada", name="Ada", role="admin", pin="111111")  # meanwhile, at T0
     full_sync(reps)
     assert views(a.ledger) == views(b.ledger)
     b.wall.ms += 2 * 60 * MINUTE  # past the grace: a till that pretends it never heard
@@ -515,14 +515,14 @@ def test_lockout_after_five_wrong_pins_is_per_terminal_and_expires(store2):
         sign_in(t0, "cal", "0000")
 
 
-def test_a_manager_unlocks_a_user_at_this_terminal(store2):
+def test_a_supervisor_unlocks_a_user_at_this_terminal(store2):
     t0 = store2[0].terminal
     for _ in range(5):
         with pytest.raises(PermissionDenied):
             sign_in(t0, "cal", "0000")
-    with pin(t0, "sue"), pytest.raises(PermissionDenied, match="needs a manager"):
+    with pytest.raises(PermissionDenied, match="needs a supervisor"):
         unlock(t0, "cal")
-    with pin(t0, "mia"):
+    with pin(t0, "sue"):
         assert unlock(t0, "cal") is True
     assert sign_in(t0, "cal", PINS["cal"])
 
@@ -563,11 +563,11 @@ def _scenario() -> tuple[list[Op], Any]:
         reps = staff_store(3)
         t0, t1, t2 = (r.terminal for r in reps)
         with pin(t0, "mia"):
-            add_user(t0, "sam", name="Sam", role="supervisor", pin="6666", user="mia")
+            add_user(t0, "sam", name="Sam", role="supervisor", pin="666666", user="mia")
         full_sync(reps)
         for t in (t1, t2):
             t.sell([("SKU1", 1)], user="cal")
-            with approved_by(t, sign_in(t, "sam", "6666", purpose=APPROVAL)):
+            with approved_by(t, sign_in(t, "sam", "666666", purpose=APPROVAL)):
                 t.move_stock("adjust", "SKU2", -1, "damaged", "cal")
             with pin(t, "sue"):
                 t.sell([("SKU0", 2)], discount="20%", user="cal")

@@ -241,16 +241,16 @@ def test_sending_stock_needs_a_supervisor_where_the_store_has_staff(node, monkey
     import io
     import sys
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO("1111\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("111111\n"))
     node.ok("users", "add", "boss", "--name", "Boss", "--role", "admin", "--pin-stdin")
     monkeypatch.setattr(sys, "stdin", io.StringIO("3333\n"))
-    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "1111")
+    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "111111")
     node.ok("users", "add", "cal", "--role", "cashier", "--pin-stdin", "--approve", "boss")
     monkeypatch.delenv("MESHPOS_APPROVER_PIN")
     refused = node.fail("transfer", "out", "CAP", "1", "--to", "S2", user="cal")
     assert "needs a supervisor" in refused and "sending stock to another store" in refused
     assert node.qty("CAP") == 5
-    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "1111")
+    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "111111")
     out = node.ok("transfer", "out", "CAP", "1", "--to", "S2", "--approve", "boss", user="cal").out
     assert "transfer TR-S1-T1-" in out and node.qty("CAP") == 4
 

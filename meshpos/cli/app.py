@@ -7,6 +7,7 @@ exit code 1; nothing is written when a command fails.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from meshpos.cli import (
 )
 from meshpos.core.errors import MeshposError
 from meshpos.ledger.errors import DATABASE_ERRORS
-from meshpos.service.config import check_name, resolve_dir
+from meshpos.service.config import OWNER_ONLY, check_name, resolve_dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +115,7 @@ for _command in (
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    os.umask(OWNER_ONLY)  # whatever this process writes (database, logs, backups) is its owner's
     try:
         cli.main(
             args=list(argv) if argv is not None else None,

@@ -108,7 +108,7 @@ def hq_serve(
     # Imported here: the HTTP app (Starlette, uvicorn) would add ~85 ms to every other command.
     import uvicorn
 
-    from meshpos.hq.app import LOG_FORMAT, create_app
+    from meshpos.hq.app import LOG_FORMAT, SERVER_OPTIONS, create_app
 
     logging.basicConfig(
         level=log_level, stream=sys.stderr,
@@ -116,7 +116,8 @@ def hq_serve(
     )  # fmt: skip
     ssl: dict[str, Any] = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
     common: dict[str, Any] = {
-        "host": host, "port": port, "log_level": log_level.lower(), "log_config": None, **ssl
+        "host": host, "port": port, "log_level": log_level.lower(), "log_config": None, **ssl,
+        **SERVER_OPTIONS,
     }  # fmt: skip
     if workers == 1:
         service = HQService.open(directory, db)

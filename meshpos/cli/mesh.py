@@ -22,6 +22,7 @@ from meshpos.core.errors import InputError
 from meshpos.node import membership
 from meshpos.service.config import init_node
 from meshpos.service.daemon_link import acked_seq, daemon_status
+from meshpos.service.encryption import encrypt_new_node
 from meshpos.service.terminal import Terminal
 
 
@@ -34,17 +35,37 @@ from meshpos.service.terminal import Terminal
     show_default=True,
     help="User recorded on ops when --user is not given.",
 )
+@click.option(
+    "--encrypt/--no-encrypt",
+    default=True,
+    show_default=True,
+    help="Encrypt the database from its first page, with a new key in db.key (0600).",
+)
 @json_option
 @click.pass_context
-def init(ctx: click.Context, store: str, name: str, default_user: str, as_json: bool) -> None:
-    """Create a node: key pair (0600), config file and database."""
+def init(
+    ctx: click.Context, store: str, name: str, default_user: str, encrypt: bool, as_json: bool
+) -> None:
+    """Create a node: key pair, config file and database, for this account only (0600/0700);
+    the database encrypted unless --no-encrypt. Keep a copy of db.key away from the terminal."""
     cfg = init_node(node_dir(ctx), store, name, default_user)
+    key_file = encrypt_new_node(cfg) if encrypt else None
     t = open_terminal(ctx)
     emit(
-        {"dir": str(cfg.dir), "store": cfg.store, "name": cfg.name, "node_id": t.node_id},
+        {
+            "dir": str(cfg.dir),
+            "store": cfg.store,
+            "name": cfg.name,
+            "node_id": t.node_id,
+            "encrypted": encrypt,
+            "key_file": str(key_file) if key_file else None,
+        },
         as_json,
         "node created",
     )
+    if key_file and not as_json:
+        click.echo(f"keep a copy of {key_file} away from this terminal: without it neither the "
+                   "database nor its backups can be read")  # fmt: skip
 
 
 @click.group()

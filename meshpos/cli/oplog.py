@@ -12,6 +12,7 @@ from meshpos.core.clock import wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.domain.money import rupees
 from meshpos.service.card_scan import card_number_problems
+from meshpos.service.config import loose_modes
 
 
 @click.group()
@@ -55,8 +56,11 @@ def _summary(p: Any) -> str:
 @click.option("--full", is_flag=True, help="Check every op's signature, not one per chain.")
 @click.pass_context
 def verify(ctx: click.Context, full: bool) -> None:
-    """Check signatures, hash chains, and every view against a fresh fold of the log."""
+    """Check signatures, hash chains, and every view against a fresh fold of the log; warn
+    about files in the node directory that other accounts may read."""
     t = open_terminal(ctx)
+    for loose in loose_modes(t.cfg.dir):
+        click.echo(f"warning: {loose}", err=True)
     problems = t.ledger.verify(every_signature=full) + card_number_problems(t.cfg)
     if problems:
         for p in problems:

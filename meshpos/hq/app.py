@@ -18,11 +18,15 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from meshpos.hq.keys import HQConfig
 from meshpos.hq.routes import health, ingest, loyalty, pull, reports, transfers
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
+from meshpos.service.config import OWNER_ONLY
+from meshpos.service.http_gate import PROTOCOL, Gate, GateLimits, GateMiddleware
 
 log = logging.getLogger("meshpos.hq.api")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -76,12 +80,39 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
                     await task
             service.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    gate = Gate(gate_limits(service.cfg), "HQ")
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(GateMiddleware, gate=gate)]
+    )
+    app.state.http_gate = gate
+    return app
+
+
+def gate_limits(cfg: HQConfig) -> GateLimits:
+    """What one HQ process lets clients hold (`[limits]` in hq.toml)."""
+    return GateLimits(
+        max_body=cfg.limit("max_body_bytes"),
+        requests_per_client=cfg.limit("max_requests_per_client"),
+        requests=cfg.limit("max_requests"),
+        connections_per_client=cfg.limit("max_connections_per_client"),
+        connections=cfg.limit("max_connections"),
+        header_timeout_s=cfg.limit("header_timeout_s"),
+        body_timeout_s=cfg.limit("body_timeout_s"),
+    )
+
+
+SERVER_OPTIONS: dict[str, object] = {
+    "http": PROTOCOL,  # the gate's connection limits and header deadline
+    "timeout_keep_alive": 5,
+    "h11_max_incomplete_event_size": 16 * 1024,  # request line and headers
+}
+"""uvicorn settings `meshpos hq serve` runs with (meshpos/cli/hq.py)."""
 
 
 def create_app_from_env() -> Starlette:
     """For `uvicorn --factory` with several workers: the HQ dir and database from the
     environment (`meshpos hq serve --workers N` sets them)."""
+    os.umask(OWNER_ONLY)
     logging.basicConfig(
         level=os.environ.get("MESHPOS_HQ_LOG", "INFO"),
         stream=sys.stderr,

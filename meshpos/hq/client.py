@@ -22,11 +22,13 @@ from meshpos.core.ops import Op, Signer, decode_op, pack, unpack
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.hq.wire import (
     H_CERT,
+    H_DIGEST,
     H_NODE,
     H_SIG,
     H_TIME,
     MSGPACK,
     auth_message,
+    body_digest,
     node_rows,
     parse_node,
 )
@@ -98,10 +100,12 @@ class HQClient:
         self, method: str, path: str, body: bytes = b"", content_type: str = MSGPACK
     ) -> httpx.Response:
         ts = self.now_ms()
+        digest = body_digest(body)
         headers = {
             H_NODE: self.signer.node_id,
             H_TIME: str(ts),
-            H_SIG: self.signer.sign(auth_message(method, path, self.store, ts, body)).hex(),
+            H_DIGEST: digest,
+            H_SIG: self.signer.sign(auth_message(method, path, self.store, ts, digest)).hex(),
         }
         if self.cert is not None:
             headers[H_CERT] = base64.b64encode(self.cert).decode()

@@ -34,7 +34,7 @@ from meshpos.core.ops import (
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.authority import Authority, hq_origins, store_rules
-from meshpos.ledger.encryption import connect_encrypted, remove_db_files
+from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.fold import fold
 from meshpos.ledger.other_stores import OtherStores
@@ -83,6 +83,7 @@ class Ledger:
         self.store = store
         self.key = key
         self.authority = authority
+        create_owner_only(self.path)
         self.conn = open_connection(self.path, key)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":

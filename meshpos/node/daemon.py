@@ -65,6 +65,7 @@ from meshpos.node.membership import Membership, load
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
+from meshpos.service.config import write_private
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
 from meshpos.service.power import PowerWatch
 from meshpos.service.printing import DaemonPrinting
@@ -538,9 +539,7 @@ class Daemon:
         if final:
             path.unlink(missing_ok=True)
             return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1))
-        tmp.replace(path)
+        write_private(path, json.dumps(self.status(), indent=1), durable=False)
 
 
 def run_daemon(directory: Path, overrides: Mapping[str, object] | None = None) -> None:

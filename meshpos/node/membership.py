@@ -24,7 +24,7 @@ from meshpos.domain.enrolment import (
     read_request,
 )
 from meshpos.node.transport import CurveKeys
-from meshpos.service.config import CONFIG_FILE, NodeConfig, write_secret
+from meshpos.service.config import CONFIG_FILE, NodeConfig, write_private, write_secret
 from meshpos.service.terminal import Terminal
 
 STORE_KEY = "store.key"
@@ -43,9 +43,7 @@ def set_config(cfg: NodeConfig, section: str, key: str, value: Any) -> None:
     path = cfg.dir / CONFIG_FILE
     doc = tomllib.loads(path.read_text())
     doc.setdefault(section, {})[key] = value
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(doc))
-    tmp.replace(path)
+    write_private(path, tomli_w.dumps(doc))
     cfg.raw = doc
 
 
@@ -134,10 +132,7 @@ def install(t: Terminal, enrolment: bytes) -> Certificate:
 
 def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
     cert = read_certificate(cert_bytes, pub, t.cfg.store)
-    path = t.cfg.dir / NODE_CERT
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(cert_bytes)
-    tmp.replace(path)
+    write_private(t.cfg.dir / NODE_CERT, cert_bytes)
     t.ledger.add_node(
         NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
     )

@@ -1,14 +1,17 @@
 """The node directory and its one config file, `meshpos.toml`.
 
 A node directory holds: `meshpos.toml` (settings, documented in docs/config.md), `node.key` (the
-Ed25519 private key, mode 0600) and `meshpos.db` (the ledger). It is found from `--dir`, else
-`$MESHPOS_DIR`, else `./meshpos-node`.
+Ed25519 private key) and `meshpos.db` (the ledger). It is found from `--dir`, else
+`$MESHPOS_DIR`, else `./meshpos-node`. Everything in it is for its owner only: files 0600,
+directories 0700 (`OWNER_ONLY` is the umask `meshpos` runs with, and files are created with those
+modes explicitly too); `loose_modes` names what is not, for `meshpos verify`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ KEY_FILE = "node.key"
 DB_FILE = "meshpos.db"
 DEFAULT_DIR = "meshpos-node"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+OWNER_ONLY = 0o077  # the umask: what a node or HQ writes, no other account may read
 
 
 def check_name(value: str, what: str) -> str:
@@ -98,6 +102,53 @@ def write_secret(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def write_private(path: Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically, mode 0600 from the first byte; `durable`: on disk
+    before it replaces the old file (not for what is rewritten every second, like a status)."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def private_dir(path: Path) -> Path:
+    """Create a directory, and any parents it lacks, for its owner only; existing ones are left
+    as they are (`loose_modes` warns about one open to others)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def loose_modes(directory: Path) -> list[str]:
+    """What in a node's (or HQ's) directory other accounts may read or write, each with the
+    command that closes it. Symbolic links are not followed."""
+    out = []
+    for path in [directory, *sorted(directory.rglob("*"))]:
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or not st.st_mode & OWNER_ONLY:
+            continue
+        want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        mode = stat.S_IMODE(st.st_mode)
+        out.append(
+            f"{path} is open to other accounts (mode {mode:04o}): run `chmod {want:o} {path}`"
+        )
+    return out
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new file in directory `path` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -114,7 +165,7 @@ def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> 
     check_name(user, "default user")
     if (directory / CONFIG_FILE).exists() or (directory / KEY_FILE).exists():
         raise ConfigError(f"{directory} already holds a meshpos node; choose another --dir")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     signer = Signer.generate()
     write_secret(directory / KEY_FILE, signer.private_bytes())
     doc: dict[str, Any] = {
@@ -128,7 +179,7 @@ def init_node(directory: Path, store: str, name: str, user: str = "cashier") -> 
         },
         "loyalty": {"earn_per_100": 1, "point_value": 100},
     }
-    (directory / CONFIG_FILE).write_text(tomli_w.dumps(doc))
+    write_private(directory / CONFIG_FILE, tomli_w.dumps(doc))
     return load_config(directory)
 
 

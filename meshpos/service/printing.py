@@ -251,7 +251,7 @@ def send(cfg: PrinterConfig, data: bytes) -> None:
     file (/dev/usb/lp0), and every other kind, goes through python-escpos."""
     if cfg.kind == "file" and _is_plain_file(cfg.device):
         try:
-            fd = os.open(cfg.device, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(cfg.device, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data)
                 os.fsync(fd)

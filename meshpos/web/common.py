@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from meshpos.core.errors import MeshposError
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.storetime import ago
+from meshpos.service.http_gate import BodyTooLarge, read_capped
 from meshpos.service.training import is_practice
 from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
@@ -96,10 +97,12 @@ def cross_site() -> Response:
 
 async def read_form(request: Request) -> Form:
     """An urlencoded form (what HTML forms and till.js send); the last value of a repeated
-    field wins. Parsed here, so form posts need no multipart library."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise HTTPException(413, f"form too large ({len(body)} bytes)")
+    field wins. Parsed here, so form posts need no multipart library. Read before any session
+    check, and refused the moment it is over `MAX_FORM`: a stranger's post costs 64 KiB at most."""
+    try:
+        body = await read_capped(request, MAX_FORM)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, f"form too large: {exc}") from None
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 

@@ -19,8 +19,8 @@ STATUSES = ("in transit", "received", "received short")
 async def chain_stock(api: Api, request: Request) -> Response:
     """msgpack `{held: {store: version}}` -> `{stores: [changed stores, whole], same: [names]}`."""
     store = request.path_params["store"]
-    data = await read_body(api, request)
-    await run_in_threadpool(authenticate, api, request, store, data)
+    _, digest = await run_in_threadpool(authenticate, api, request, store)
+    data = await read_body(api, request, digest)
     held = parse_vv(msgpack_map(data, "chain stock request").get("held", {}))
     answer = await run_in_threadpool(api.service.chain_stock, store, held)
     return Response(pack(answer), media_type=MSGPACK)

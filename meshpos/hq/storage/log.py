@@ -25,6 +25,7 @@ from meshpos.core.ops import (
     node_id_of,
     pack,
     verify_run,
+    verify_signature,
 )
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
@@ -64,20 +65,31 @@ def parse_vv(value: object) -> VersionVector:
     return dict(value)
 
 
-def _by_origin(ops: Sequence[Op]) -> tuple[dict[str, dict[int, Op]], int]:
-    """A batch's ops per origin and seq, and how many repeat an op earlier in the batch."""
+def _by_origin(ops: Sequence[Op]) -> tuple[dict[str, dict[int, Op]], int, list[tuple[Op, Op]]]:
+    """A batch's ops per origin and seq, how many repeat an op earlier in the batch, and the
+    pairs that share an id but differ (judged once the origin's key is at hand)."""
     by_origin: dict[str, dict[int, Op]] = {}
     dupes = 0
+    twins: list[tuple[Op, Op]] = []
     for op in ops:
         same = by_origin.setdefault(op.origin, {})
         twin = same.get(op.seq)
         if twin is None:
             same[op.seq] = op
         elif twin.body != op.body:
-            raise Equivocation(f"node {op.origin} signed two different ops with seq {op.seq}")
+            twins.append((twin, op))
         else:
             dupes += 1
-    return by_origin, dupes
+    return by_origin, dupes, twins
+
+
+def _equivocation(key: bytes, ops: Sequence[Op]) -> Equivocation:
+    """Two different ops with one id are an equivocation only if the origin signed both: anyone
+    can forge a variant of an op, and that must not make an honest terminal look dishonest."""
+    for op in ops:
+        verify_signature(key, op)  # SignatureError: a forgery, refused as such
+    op = ops[-1]
+    return Equivocation(f"node {op.origin} signed two different ops with seq {op.seq}")
 
 
 class OpLog:
@@ -176,10 +188,13 @@ class OpLog:
             reason = admit_record(node, row.public_key, store)
             if reason is not None:
                 raise NotEnrolled(f"node {node.name} ({node.node_id}): {reason}")
-        by_origin, dupes = _by_origin(ops)
+        by_origin, dupes, twins = _by_origin(ops)
         tx.lock(lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes)})
         self.enrolment.upsert_nodes(tx, store, row.public_key, nodes)
         known = self.enrolment.keys(tx, store, sorted(by_origin))
+        for pair in twins:
+            if pair[0].origin in known:
+                raise _equivocation(known[pair[0].origin][0], pair)
         heads = self.heads(tx, store, sorted(by_origin))
         applied: list[Op] = []
         skipped: dict[str, int] = {}
@@ -240,7 +255,7 @@ class OpLog:
             }
             for s in old:
                 if stored.get(s) != got[s].body:
-                    raise Equivocation(f"node {origin} signed two different ops with seq {s}")
+                    raise _equivocation(key, [got[s]])
         run: list[Op] = []
         seq = held + 1
         while seq in got:
