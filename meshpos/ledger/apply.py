@@ -18,10 +18,12 @@ from meshpos.ledger.fold import (
     OVERSELL,
     PAYMENT_DECLINED,
     PRODUCT_FIELDS,
+    UNAUTHORISED,
     UNKNOWN_PRODUCT,
     USER_FIELDS,
     Changes,
 )
+from meshpos.ledger.judging import unauthorised_detail
 
 INSERT_WIDTH = {
     "stock_moves": 6,
@@ -31,6 +33,8 @@ INSERT_WIDTH = {
     "returned": 5,
     "resolutions": 7,
     "staff_log": 7,
+    "rights_log": 7,
+    "unauthorised": 8,
 }
 ENTITY_TABLE = {
     "product": ("products", "sku", PRODUCT_FIELDS),
@@ -147,7 +151,7 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
-    elif kind == PAYMENT_DECLINED:
+    elif kind in (PAYMENT_DECLINED, UNAUTHORISED):
         return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
@@ -307,10 +311,23 @@ def _payment_declined(conn: sqlite3.Connection, s: str, sale_id: str, ack: int |
     return detail, sorted({str(t.get("sale_op", "")) for t in declined})
 
 
+def _unauthorised(conn: sqlite3.Connection, s: str, op_id: str, ack: int | None) -> Found:
+    """Open while the op has no authority, until a manager records what was done about it."""
+    if ack is not None:
+        return None
+    origin, _, seq = op_id.rpartition(":")
+    row = conn.execute(
+        f"SELECT * FROM {s}.unauthorised WHERE origin = ? AND seq = ?",
+        (origin, int(seq) if seq.isdigit() else -1),
+    ).fetchone()
+    return None if row is None else (unauthorised_detail(row), [op_id])
+
+
 _CHECKS = {
     OVERSELL: _oversell,
     NEGATIVE_POINTS: _negative_points,
     OVER_RETURN: _over_return,
     UNKNOWN_PRODUCT: _unknown_product,
     PAYMENT_DECLINED: _payment_declined,
+    UNAUTHORISED: _unauthorised,
 }
