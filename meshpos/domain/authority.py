@@ -196,7 +196,7 @@ def judge(op: Op, past: Past) -> Violation | None:
 def per_sale_limit(values: Iterable[Any]) -> int:
     """The per-sale offline card limit the rules apply: the most lenient of the default and
     every value the setting was given (a till may have seen any of them)."""
-    return max([DEFAULT_PER_SALE, *(v for v in values if valid_limit(v))])
+    return max([DEFAULT_PER_SALE, *(int(v) for v in values if valid_limit(v))])
 
 
 def policy_before(past: Past, hlc: int) -> Policy:
@@ -242,7 +242,9 @@ def _approval(op: Op, past: Past, where: str) -> Violation | None:
     if not roles and not keys:
         return Violation(APPROVAL, f"{where}: approver {approval.user} is not a user of the store")
     if approval.pin_key.hex() not in keys:
-        return Violation(APPROVAL, f"{where}: the approval is not signed with {approval.user}'s PIN")
+        return Violation(
+            APPROVAL, f"{where}: the approval is not signed with {approval.user}'s PIN"
+        )
     if need.self_user != approval.user and not any(
         RANK.get(r, -1) >= RANK[need.role] for r in roles
     ):
