@@ -5,8 +5,9 @@ ops the rulebook gave no authority, and `rights_log`, the escrow moves it judges
 node-local tables, which hold this node's own state (print queue, PIN lockouts, escrow asks for
 the daemon, peer acknowledgements), are never replicated and are not part of `verify`. Views are
 created from the same DDL in the main database and in a scratch database that `verify` folds from
-scratch, so the two can be compared table by table. Every statement is `IF NOT EXISTS`: a database made by an
-older version gets its missing tables when it is next opened.
+scratch, so the two can be compared table by table. Every statement is `IF NOT EXISTS`: a
+database made by an older version gets its missing tables when it is next opened (and its views
+refolded under the rulebook, see `Ledger._upgrade`).
 """
 
 from __future__ import annotations
