@@ -170,29 +170,33 @@ def _evaluate(conn: sqlite3.Connection, s: str, kind: str, subject: str) -> None
         (cid,),
     ).fetchone()
     ack = latest[2] if latest and latest[2] is not None else None
-    found = _CHECKS[kind](conn, s, subject, ack)
-    if found is None and latest is None:
+    row = conflict_row(_CHECKS[kind](conn, s, subject, ack), latest)
+    if row is None:
         conn.execute(f"DELETE FROM {s}.conflicts WHERE conflict_id = ?", (cid,))
         return
-    if found is None:
-        status, resolved_by = "resolved", f"{latest[0]}:{latest[1]}"
-        detail = {"note": latest[3], "ack_level": ack, "by": latest[4]}
-        ops = [resolved_by]
-    else:
-        status, resolved_by = "open", None
-        detail, ops = found
     conn.execute(
         f"INSERT OR REPLACE INTO {s}.conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            cid,
-            kind,
-            subject,
-            status,
-            json.dumps(detail, sort_keys=True),
-            json.dumps(ops),
-            resolved_by,
-        ),
+        (cid, kind, subject, *row),
     )
+
+
+def conflict_row(found: Found, latest: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """A conflict's (status, detail, ops, resolved_by) from what its check found and the latest
+    resolution (origin, seq, ack_level, note, user); None when there is no conflict. HQ's
+    conflicts view uses it too."""
+    if found is None and latest is None:
+        return None
+    if found is None:
+        assert latest is not None
+        resolved_by = f"{latest[0]}:{latest[1]}"
+        detail: dict[str, Any] = {"note": latest[3], "ack_level": latest[2], "by": latest[4]}
+        return (
+            "resolved",
+            json.dumps(detail, sort_keys=True),
+            json.dumps([resolved_by]),
+            resolved_by,
+        )
+    return "open", json.dumps(found[0], sort_keys=True), json.dumps(found[1]), None
 
 
 Found = tuple[dict[str, Any], list[str]] | None

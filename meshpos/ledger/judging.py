@@ -180,6 +180,15 @@ def regained(ops: Sequence[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
     return ch, flipped
 
 
+def may_give_authority(ch: Changes) -> bool:
+    """Whether a batch folded something the rulebook reads: staff or rule settings, or escrow
+    credits. Only then can an op held without authority have it now (or a node's certificate
+    arrived, which the replica knows itself)."""
+    return bool(ch.rows.get("staff_log")) or any(
+        r[5] > 0 and r[6] == 1 for r in ch.rows.get("rights_log", ())
+    )
+
+
 def unauthorised_detail(row: Sequence[Any]) -> dict[str, Any]:
     """A conflict's detail from an `unauthorised` row (the node's name is added where shown)."""
     origin, seq, _hlc, kind, user, terminal, rule, message = row

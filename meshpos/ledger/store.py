@@ -37,11 +37,11 @@ from meshpos.domain.staff import Policy
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.encryption import connect_encrypted, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
-from meshpos.ledger.fold import Changes
 from meshpos.ledger.judging import (
     NodePast,
     bootstrap_start,
     judge_batch,
+    may_give_authority,
     node_roles,
     regained,
 )
@@ -244,7 +244,7 @@ class Ledger:
         apply_changes(self.conn, changes)
         if stale:
             self._refold("main")
-        elif nodes_changed or _may_give_authority(changes):
+        elif nodes_changed or may_give_authority(changes):
             self._rejudge("main")
 
     # -- the rulebook ---------------------------------------------------------------------------
@@ -622,14 +622,6 @@ class Ledger:
                 for row in rows:
                     problems.append(f"{table}: {label}: {row}")
         return problems
-
-
-def _may_give_authority(ch: Changes) -> bool:
-    """Whether a batch folded something the rulebook reads: staff or rule settings, or escrow
-    credits. Only then can an op held without authority have it now."""
-    return bool(ch.rows.get("staff_log")) or any(
-        r[5] > 0 and r[6] == 1 for r in ch.rows.get("rights_log", ())
-    )
 
 
 def _segments(ops: list[Op]) -> Iterator[list[Op]]:
