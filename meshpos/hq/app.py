@@ -48,6 +48,7 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
         route("/v1/report/stock", reports.stock),
         route("/v1/report/loyalty", reports.loyalty),
         route("/v1/report/payments", reports.payments),
+        route("/v1/report/conflicts", reports.conflicts),
     ]
 
     @contextlib.asynccontextmanager

@@ -170,14 +170,29 @@ def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
     return out, allowed
 
 
-def regained(ops: Sequence[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
-    """Of ops held without authority, those that have it now, folded (with their conflicts
-    re-checked). Each is judged against the same stored past: with monotone rules a verdict
-    earned on less is still right on more, and the next round sees what this one folded."""
-    flipped = [op for op in ops if judge(op, past) is None]
+Held = tuple[Op, str, str]
+"""An op held without authority, with the rule and reason it was last given."""
+
+
+def rejudge(held: Sequence[Held], past: BatchPast) -> tuple[Changes, list[Op], list[Held]]:
+    """Judge again the ops held without authority: the fold of those that have it now (their
+    conflicts re-checked), them, and those still without whose reason changed (a verdict's
+    words must be a function of the op set too: "not a user of the store" becomes "was never
+    a supervisor" once the user op arrives). Each is judged against the same stored past: with
+    monotone rules a verdict earned on less is still right on more, and the next round sees
+    what this one folded."""
+    flipped: list[Op] = []
+    reworded: list[Held] = []
+    for op, rule, message in held:
+        verdict = judge(op, past)
+        if verdict is None:
+            flipped.append(op)
+        elif (verdict.rule, verdict.message) != (rule, message):
+            reworded.append((op, verdict.rule, verdict.message))
     ch = fold(flipped)
     ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op in flipped}
-    return ch, flipped
+    ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op, _, _ in reworded}
+    return ch, flipped, reworded
 
 
 def may_give_authority(ch: Changes) -> bool:
@@ -285,15 +300,20 @@ class NodePast(BatchPast):
         ).fetchone()
         return int(row[0]) if row else None
 
-    def held_without_authority(self) -> list[Op]:
+    def held_without_authority(self) -> list[Held]:
         rows = self.conn.execute(
-            f"SELECT o.body, o.sig FROM {self.s}.unauthorised u JOIN ops o "
+            f"SELECT o.body, o.sig, u.rule, u.detail FROM {self.s}.unauthorised u JOIN ops o "
             "ON o.origin = u.origin AND o.seq = u.seq ORDER BY u.origin, u.seq"
         ).fetchall()
-        return [decode_body(b, s) for b, s in rows]
+        return [(decode_body(b, s), str(rule), str(msg)) for b, s, rule, msg in rows]
 
-    def forget(self, ops: Sequence[Op]) -> None:
-        """Drop the `unauthorised` rows and authority-0 debits of ops that regained authority."""
+    def forget(self, ops: Sequence[Op], reworded: Sequence[Held]) -> None:
+        """Drop the `unauthorised` rows and authority-0 debits of ops that regained authority;
+        give the others their new reason."""
+        self.conn.executemany(
+            f"UPDATE {self.s}.unauthorised SET rule = ?, detail = ? WHERE origin = ? AND seq = ?",
+            [(rule, msg, op.origin, op.seq) for op, rule, msg in reworded],
+        )
         keys = [(o.origin, o.seq) for o in ops]
         self.conn.executemany(
             f"DELETE FROM {self.s}.unauthorised WHERE origin = ? AND seq = ?", keys

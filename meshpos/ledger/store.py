@@ -43,7 +43,7 @@ from meshpos.ledger.judging import (
     judge_batch,
     may_give_authority,
     node_roles,
-    regained,
+    rejudge,
 )
 from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
@@ -296,11 +296,11 @@ class Ledger:
             held = past.held_without_authority()
             if not held:
                 return
-            changes, flipped = regained(held, past)
+            changes, flipped, reworded = rejudge(held, past)
+            past.forget(flipped, reworded)
+            apply_changes(self.conn, changes, schema)
             if not flipped:
                 return
-            past.forget(flipped)
-            apply_changes(self.conn, changes, schema)
 
     def _refold(self, schema: str) -> list[str]:
         for table in VIEW_TABLES:

@@ -18,7 +18,7 @@ from meshpos.core.ops import Op, decode_body
 from meshpos.hq.storage.database import Record, Tx
 from meshpos.ledger.apply import conflict_row
 from meshpos.ledger.fold import UNAUTHORISED, Changes
-from meshpos.ledger.judging import BatchPast, unauthorised_detail
+from meshpos.ledger.judging import BatchPast, Held, unauthorised_detail
 
 RULEBOOK_TABLES = ("staff_log", "rights_log", "unauthorised", "resolutions", "conflicts")
 
@@ -89,16 +89,23 @@ class HQPast(BatchPast):
         )
         return int(rows[0][0]) if rows else None
 
-    def held_without_authority(self) -> list[Op]:
+    def held_without_authority(self) -> list[Held]:
         rows = self.tx.execute(
-            "SELECT o.body, o.sig FROM unauthorised u JOIN ops o ON o.store = u.store "
-            "AND o.origin = u.origin AND o.seq = u.seq WHERE u.store = ? ORDER BY u.origin, u.seq",
+            "SELECT o.body, o.sig, u.rule, u.detail FROM unauthorised u JOIN ops o "
+            "ON o.store = u.store AND o.origin = u.origin AND o.seq = u.seq WHERE u.store = ? "
+            "ORDER BY u.origin, u.seq",
             (self.store,),
         )
-        return [decode_body(bytes(b), bytes(s)) for b, s in rows]
+        return [(decode_body(bytes(b), bytes(s)), str(r), str(m)) for b, s, r, m in rows]
 
-    def forget(self, ops: Sequence[Op]) -> None:
-        """Drop the `unauthorised` rows and authority-0 debits of ops that regained authority."""
+    def forget(self, ops: Sequence[Op], reworded: Sequence[Held]) -> None:
+        """Drop the `unauthorised` rows and authority-0 debits of ops that regained authority;
+        give the others their new reason."""
+        self.tx.executemany(
+            "UPDATE unauthorised SET rule = ?, detail = ? WHERE store = ? AND origin = ? "
+            "AND seq = ?",
+            [(rule, msg, self.store, op.origin, op.seq) for op, rule, msg in reworded],
+        )
         keys = [(self.store, o.origin, o.seq) for o in ops]
         self.tx.executemany(
             "DELETE FROM unauthorised WHERE store = ? AND origin = ? AND seq = ?", keys

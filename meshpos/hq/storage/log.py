@@ -40,7 +40,7 @@ from meshpos.hq.storage.judging import (
 )
 from meshpos.hq.storage.schema import OP_COLUMNS
 from meshpos.hq.storage.views import VIEW_TABLES, ViewRows, gather, write_views
-from meshpos.ledger.judging import bootstrap_start, judge_batch, may_give_authority, regained
+from meshpos.ledger.judging import bootstrap_start, judge_batch, may_give_authority, rejudge
 
 VersionVector = dict[str, int]
 OpToSign = tuple[str, str, Payload]
@@ -306,11 +306,11 @@ class OpLog:
             held = past.held_without_authority()
             if not held:
                 return
-            changes, flipped = regained(held, past)
+            changes, flipped, reworded = rejudge(held, past)
+            past.forget(flipped, reworded)
+            write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
             if not flipped:
                 return
-            past.forget(flipped)
-            write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
 
     def _note_staff_start(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
         """Move the store's staff start earlier if a bootstrap user op says so; whether the views
