@@ -281,7 +281,7 @@ def hq_storage(tmp_path: Path) -> Iterator[HQStorage]:
 
 
 def test_every_rule_is_broken_once_and_every_replica_agrees() -> None:
-    ops, marks, ref = the_store()
+    _, marks, ref = the_store()
     by_id = {(o.origin, o.seq): name for name, o in marks.items()}
     got = {by_id.get((r[0], r[1]), f"{r[0]}:{r[1]}"): r[6] for r in ref["state"]["unauthorised"]}
     assert got == EXPECTED
