@@ -407,3 +407,47 @@ def test_an_hq_database_of_schema_1_is_upgraded_and_refolded(tmp_path: Path) -> 
         assert hq_state(storage) == ref["state"]
     finally:
         storage.close()
+
+
+# -- what a manager sees --------------------------------------------------------------------------
+
+
+def test_meshpos_conflicts_lists_an_op_without_authority_and_a_manager_resolves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger_helpers import catalog_rows
+    from mesh_procs import meshpos
+
+    from meshpos.service.config import init_node
+    from meshpos.service.staff import add_user
+    from meshpos.service.terminal import Terminal
+
+    directory = tmp_path / "T1"
+    init_node(directory, "S1", "T1")
+    t = Terminal.open(directory)
+    try:
+        t.import_catalog(catalog_rows(2))
+        add_user(t, "ada", name="Ada", role="admin", pin="1111")
+        late = pack(t.now_ms() + 2 * 3_600_000, 0)  # a till whose clock says two hours on
+        op = t.ledger.append(t.signer, kind="stock.adjust", user="cashier", hlc=late,
+                             payload={"sku": "SKU0", "delta": -4, "reason": "x"})  # fmt: skip
+        stock = t.ledger.views.stock_qty("SKU0")
+    finally:
+        t.close()
+    assert stock == 5
+    cid = f"unauthorised:{op.origin}:{op.seq}"
+    [found] = [
+        c for c in meshpos(directory, "conflicts", "--json").json() if c["kind"] != "oversell"
+    ]
+    assert found["conflict_id"] == cid and found["status"] == "open"
+    detail = found["detail"]
+    assert (detail["node"], detail["signed_by"], detail["user"]) == ("T1", op.origin, "cashier")
+    assert detail["rule"] == APPROVAL and "stock adjustment" in detail["reason"]
+    assert "has none" in detail["reason"] and detail["rule_text"]
+    assert cid in meshpos(directory, "conflicts").out
+    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "1111")
+    meshpos(directory, "conflicts", "resolve", cid, "--note", "counted again", "--approve", "ada")
+    assert meshpos(directory, "conflicts", "--json").json() == []
+    [done] = meshpos(directory, "conflicts", "--all", "--json").json()
+    assert done["status"] == "resolved" and done["detail"]["note"] == "counted again"
+    assert meshpos(directory, "verify").code == 0
