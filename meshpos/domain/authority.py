@@ -172,7 +172,10 @@ def judge(op: Op, past: Past) -> Violation | None:
     found = _approval(op, past, where)
     if found is not None:
         return found
-    pending = card_pending(op)
+    spent = spends(op)
+    if not spent:
+        return None
+    pending = spent.get(CARD_FLOAT, 0)
     if pending > DEFAULT_PER_SALE:  # no limit the rules count is below the default
         limit = per_sale_limit(past.setting_history(PER_SALE_SETTING, op.hlc))
         if pending > limit:
@@ -181,14 +184,14 @@ def judge(op: Op, past: Past) -> Violation | None:
                 f"{where} took ₹{rupees(pending)} by card offline, over the per-sale limit "
                 f"of ₹{rupees(limit)}",
             )
-    for customer, amount in sorted(spends(op).items()):
+    for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
         if amount > held:
             what = "card float" if customer == CARD_FLOAT else f"customer {customer}'s points"
             have = f"₹{rupees(max(held, 0))}" if customer == CARD_FLOAT else str(max(held, 0))
-            spent = f"₹{rupees(amount)}" if customer == CARD_FLOAT else str(amount)
+            asked = f"₹{rupees(amount)}" if customer == CARD_FLOAT else str(amount)
             return Violation(
-                ESCROW, f"{where} spends {spent} of {what} but its counter held only {have}"
+                ESCROW, f"{where} spends {asked} of {what} but its counter held only {have}"
             )
     return None
 
