@@ -8,6 +8,7 @@ and on every view.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_helpers import views
+from pg import Cluster, pg_cluster_fixture
 from rulebook_helpers import PINS, STORE, STORE_KEY, all_ops, fresh_ledger, records, scenario
 
 from meshpos.core.clock import pack
@@ -264,20 +266,15 @@ def hq_state(storage: HQStorage) -> dict[str, Any]:
 
 
 @contextmanager
-def hq_at(directory: Path) -> Iterator[HQStorage]:
-    """HQ's storage (SQLite) with the store enrolled; its key stays at the store."""
-    storage = open_storage(str(directory / "hq.db"), durable=False)
+def hq_at(directory: Path, url: str | None = None) -> Iterator[HQStorage]:
+    """HQ's storage (SQLite in `directory`, or the database at `url`) with the store enrolled;
+    its key stays at the store."""
+    storage = open_storage(url or str(directory / "hq.db"), durable=False)
     storage.enrolment.add_store(STORE, STORE, STORE_KEY.public_key, key_at_hq=False, now_ms=0)
     try:
         yield storage
     finally:
         storage.close()
-
-
-@pytest.fixture
-def hq_storage(tmp_path: Path) -> Iterator[HQStorage]:
-    with hq_at(tmp_path) as storage:
-        yield storage
 
 
 def test_every_rule_is_broken_once_and_every_replica_agrees() -> None:
@@ -347,19 +344,44 @@ def replay(data: st.DataObject, hq_storage: HQStorage) -> None:
     assert hq_state(hq_storage) == ref["state"]
 
 
-def test_hq_shows_the_store_s_conflicts_with_who_signed_what(hq_storage: HQStorage) -> None:
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Cluster]:
+    yield from pg_cluster_fixture()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_hq_judges_like_the_store_and_shows_who_signed_what(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On either database: the store's ops, each origin's in runs and the runs of all origins
+    interleaved, give HQ the store's verdicts and views, again after a refold."""
+    url = request.getfixturevalue("pg_cluster").create_db() if backend == "postgresql" else None
     ops, marks, ref = the_store()
-    hq_storage.log.ingest(STORE, [o.wire() for o in ops], records(), now_ms=1)
-    listed = hq_storage.views.conflicts(STORE)
-    assert [c["conflict_id"] for c in listed] == sorted(c[0] for c in ref["state"]["conflicts"])
-    unapproved = marks["unapproved"]
-    [row] = [c for c in listed if c["subject"] == f"{unapproved.origin}:{unapproved.seq}"]
-    assert row["detail"]["node"] == "T2" and row["detail"]["user"] == "cal"
-    assert row["detail"]["rule"] == APPROVAL and row["detail"]["kind"] == "stock.adjust"
-    store_side = ref["nodes"]["T1"].ledger.views.conflict(row["conflict_id"])
-    assert store_side is not None and store_side["detail"] == row["detail"]
-    assert hq_storage.views.summary()[0]["conflicts"] == len(EXPECTED)
-    assert hq_storage.views.conflicts("ELSEWHERE") == []
+    runs: dict[str, list[list[Op]]] = {}
+    for o in ops:
+        mine = runs.setdefault(o.origin, [[]])
+        if len(mine[-1]) == 3:
+            mine.append([])
+        mine[-1].append(o)
+    rnd = random.Random(12)
+    with hq_at(tmp_path, url) as storage:
+        while any(runs.values()):
+            origin = rnd.choice(sorted(o for o, r in runs.items() if r))
+            chunk = runs[origin].pop(0)
+            storage.log.ingest(STORE, [o.wire() for o in chunk], records(), now_ms=1)
+        assert hq_state(storage) == ref["state"]
+        storage.db.run(lambda tx: storage.log.refold(tx, STORE, 1))
+        assert hq_state(storage) == ref["state"]
+        listed = storage.views.conflicts(STORE)
+        assert [c["conflict_id"] for c in listed] == sorted(c[0] for c in ref["state"]["conflicts"])
+        unapproved = marks["unapproved"]
+        [row] = [c for c in listed if c["subject"] == f"{unapproved.origin}:{unapproved.seq}"]
+        assert row["detail"]["node"] == "T2" and row["detail"]["user"] == "cal"
+        assert row["detail"]["rule"] == APPROVAL and row["detail"]["kind"] == "stock.adjust"
+        store_side = ref["nodes"]["T1"].ledger.views.conflict(row["conflict_id"])
+        assert store_side is not None and store_side["detail"] == row["detail"]
+        assert storage.views.summary()[0]["conflicts"] == len(EXPECTED)
+        assert storage.views.conflicts("ELSEWHERE") == []
 
 
 # -- upgrade ------------------------------------------------------------------------------------
