@@ -36,6 +36,7 @@ from meshpos.domain.authority import (
     judge,
     spends,
 )
+from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.staff import issue_credential, pin_private_key, pin_record
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
@@ -473,3 +474,23 @@ def test_meshpos_conflicts_lists_an_op_without_authority_and_a_manager_resolves_
     [done] = meshpos(directory, "conflicts", "--all", "--json").json()
     assert done["status"] == "resolved" and done["detail"]["note"] == "counted again"
     assert meshpos(directory, "verify").code == 0
+
+
+def test_hq_s_op_gains_authority_when_its_certificate_arrives() -> None:
+    """A replica that knows HQ's key but not yet its certificate holds HQ's float mint without
+    authority; the certificate (a node record, no new op) gives it."""
+    from rulebook_helpers import NODES
+
+    hq_signer, hq_record = NODES["HQ"]
+    t1 = NODES["T1"][0].node_id
+    mint = make_op(hq_signer, store=STORE, seq=1, hlc=at(0), user="hq", kind="card.float",
+                   payload={"to": t1, "amount": 5_000, "total": 0}, prev=bytes(32))  # fmt: skip
+    led = Ledger(":memory:", STORE, durable=False)
+    bare = NodeRecord(hq_record.node_id, hq_record.public_key, STORE, "HQ")
+    led.ingest([mint], [bare])
+    assert led.views.rights(CARD_FLOAT, t1) == 0
+    assert [u["rule"] for u in led.views.unauthorised()] == [HQ_ONLY]
+    assert led.ingest([], [hq_record]).applied == 0
+    assert led.views.rights(CARD_FLOAT, t1) == 5_000
+    assert led.views.unauthorised() == [] and led.views.conflicts() == []
+    assert led.verify() == []

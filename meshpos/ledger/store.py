@@ -325,8 +325,11 @@ class Ledger:
         the whole call changes nothing. Ops past a gap are kept in `pending` until it is filled."""
         with self.write():
             nodes = list(nodes)
+            roles = node_roles(self.conn) if nodes else {}
             for node in nodes:
                 self.add_node(node)
+            # A certificate that names a role not known before may give ops authority (HQ's).
+            new_role = bool(nodes) and node_roles(self.conn) != roles
             by_origin: dict[str, dict[int, Op]] = {}
             dupes = 0
             for op in ops:
@@ -383,8 +386,8 @@ class Ledger:
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
             if applied:
-                self._commit_ops(applied, nodes_changed=bool(nodes))
-            elif nodes:
+                self._commit_ops(applied, nodes_changed=new_role)
+            elif new_role:
                 self._rejudge("main")
         return IngestResult(
             applied=len(applied),

@@ -187,7 +187,11 @@ class OpLog:
                 raise NotEnrolled(f"node {node.name} ({node.node_id}): {reason}")
         by_origin, dupes = _by_origin(ops)
         tx.lock(lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes)})
+        presented = sorted({n.node_id for n in nodes})
+        before = self.enrolment.keys(tx, store, presented)
         self.enrolment.upsert_nodes(tx, store, row.public_key, nodes)
+        # A certificate new to HQ (or a new role) may give authority to ops held without it.
+        new_node = bool(presented) and self.enrolment.keys(tx, store, presented) != before
         known = self.enrolment.keys(tx, store, sorted(by_origin))
         heads = self.heads(tx, store, sorted(by_origin))
         applied: list[Op] = []
@@ -207,8 +211,8 @@ class OpLog:
             applied.extend(run)
         rows = ViewRows()
         if applied:
-            rows = self.commit(tx, store, applied, now_ms, nodes_changed=bool(nodes))
-        elif nodes:
+            rows = self.commit(tx, store, applied, now_ms, nodes_changed=new_node)
+        elif new_node:
             self.rejudge(tx, store, now_ms)
         transfers = frozenset(
             (str(op.payload.get("customer_id")), str(op.payload.get("to")))
