@@ -22,6 +22,7 @@ import httpx
 import pytest
 from hq_helpers import HQServer, Store, make_store
 from mesh_procs import meshpos, wait_until
+from pg import Cluster, pg_cluster_fixture
 from rulebook_helpers import NODES, STORE, fresh_ledger, records
 from test_rulebook import hq_at
 
@@ -134,8 +135,14 @@ def test_an_impostor_presenting_another_node_s_certificate_is_refused(
 # -- item 8: LWW ties ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Cluster]:
+    yield from pg_cluster_fixture()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_equal_hlcs_have_the_same_winner_at_terminals_and_at_hq_in_either_order(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Two counters set one price at the same HLC: the greater origin id wins, everywhere."""
     t0, t1 = (NODES[n][0] for n in ("T0", "T1"))
@@ -161,7 +168,8 @@ def test_equal_hlcs_have_the_same_winner_at_terminals_and_at_hq_in_either_order(
             node.ingest([op])
         assert node.views.prices() == {"SKU0": winner}
         (tmp_path / str(i)).mkdir()
-        with hq_at(tmp_path / str(i)) as storage:
+        url = request.getfixturevalue("pg_cluster").create_db() if backend == "postgresql" else None
+        with hq_at(tmp_path / str(i), url) as storage:
             for op in order:
                 storage.log.ingest(STORE, [op.wire()], records(), now_ms=1)
             assert storage.views.registers(STORE, "product")["SKU0"]["price"] == winner
