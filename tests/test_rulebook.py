@@ -494,3 +494,23 @@ def test_hq_s_op_gains_authority_when_its_certificate_arrives() -> None:
     assert led.views.rights(CARD_FLOAT, t1) == 5_000
     assert led.views.unauthorised() == [] and led.views.conflicts() == []
     assert led.verify() == []
+
+
+def test_concurrent_oversells_stay_allowed_and_flagged() -> None:
+    """Stock is physical: two counters that each sold the last unit while apart both keep their
+    sale; no rule refuses it, and the oversell conflict names both sales."""
+    from ledger_helpers import catalog_rows, make_replicas, sync
+
+    a, b = make_replicas(2)
+    a.terminal.import_catalog(catalog_rows(1, stock=1))
+    sync(a, b)
+    one = a.terminal.sell([("SKU0", 1)]).op
+    two = b.terminal.sell([("SKU0", 1)]).op
+    sync(a, b)
+    sync(b, a)
+    for rep in (a, b):
+        assert rep.ledger.views.unauthorised() == []
+        assert rep.ledger.views.stock_qty("SKU0") == -1
+        [found] = rep.ledger.views.conflicts()
+        assert found["conflict_id"] == "oversell:SKU0"
+        assert set(found["ops"]) == {f"{one.origin}:{one.seq}", f"{two.origin}:{two.seq}"}
