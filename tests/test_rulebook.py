@@ -514,3 +514,27 @@ def test_concurrent_oversells_stay_allowed_and_flagged() -> None:
         [found] = rep.ledger.views.conflicts()
         assert found["conflict_id"] == "oversell:SKU0"
         assert set(found["ops"]) == {f"{one.origin}:{one.seq}", f"{two.origin}:{two.seq}"}
+
+
+def test_the_till_counts_its_own_spends_without_authority_as_the_fold_does() -> None:
+    """A counter that once over-spent (a tampered moment) is in debt: its till refuses a
+    redemption the rights view alone would allow, because the fold would give it no authority."""
+    from ledger_helpers import catalog_rows, make_replicas
+    from rulebook_helpers import record
+
+    from meshpos.domain.escrow import EscrowShortfall
+    from meshpos.domain.pricing import Tender
+
+    [a] = make_replicas(1)
+    t = a.terminal
+    t.import_catalog(catalog_rows(3))
+    cid = t.add_customer({"name": "R", "phone": "9800000001"})
+    t.append("loyalty.adjust", {"customer_id": cid, "delta": 50, "reason": "welcome"})
+    over = record(t, [("SKU2", 1)], [Tender("points", 80), Tender("cash")], cid)
+    assert [u["rule"] for u in t.ledger.views.unauthorised()] == [ESCROW]
+    assert t.ledger.views.rights(cid, t.node_id) == 50  # the view: the over-spend did nothing
+    held = t.rights(cid)
+    net = over.payload["points_redeemed"] - over.payload["points_earned"]
+    assert held == 50 - net < 20
+    with pytest.raises(EscrowShortfall):
+        t.sell([("SKU0", 1)], tenders=[Tender("points", 20), Tender("cash")], customer=cid)

@@ -177,6 +177,18 @@ class Views:
             "SELECT points FROM rights WHERE customer_id = ? AND node = ?", (customer_id, node)
         )
 
+    def spendable(self, customer_id: str, node: str) -> int:
+        """What `node` may still spend of `customer_id`'s rights (or card float): its rights,
+        less its own spends held without authority, which the rulebook counts against it
+        (meshpos/domain/authority.py). The service checks this, so it refuses what the fold
+        would."""
+        return self._value(
+            "SELECT COALESCE((SELECT points FROM rights WHERE customer_id = ? AND node = ?), 0) "
+            "+ COALESCE((SELECT SUM(delta) FROM rights_log WHERE customer_id = ? AND node = ? "
+            "AND origin = ? AND authority = 0), 0)",
+            (customer_id, node, customer_id, node, node),
+        )
+
     def rights_by_node(self, customer_id: str) -> dict[str, int]:
         """Every node's rights for `customer_id`, by node name (its id if it has no record)."""
         return {

@@ -250,7 +250,7 @@ def limits(t: NodeContext) -> Limits:
 
 def float_held(t: NodeContext, node: str | None = None) -> int:
     """Paise of card money `node` (default: this terminal) may still take before HQ answers."""
-    return t.ledger.views.rights(CARD_FLOAT, node or t.node_id)
+    return t.ledger.views.spendable(CARD_FLOAT, node or t.node_id)
 
 
 def check_floor(t: NodeContext, pending: int) -> None:
