@@ -538,3 +538,39 @@ def test_the_till_counts_its_own_spends_without_authority_as_the_fold_does() -> 
     assert held == 50 - net < 20
     with pytest.raises(EscrowShortfall):
         t.sell([("SKU0", 1)], tenders=[Tender("points", 20), Tender("cash")], customer=cid)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_KEYS = ["sku", "delta", "lines", "tenders", "customer", "customer_id", "points", "points_redeemed",
+         "points_earned", "approval", "fields", "key", "value", "total", "bootstrap", "to",
+         "amount", "user_id", "discount"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(__import__("meshpos.ledger.fold", fromlist=["RULES"]).RULES)),
+    st.fixed_dictionaries({}, optional=dict.fromkeys(_KEYS, _JSON)),
+    st.booleans(),
+)
+def test_judge_answers_any_payload_without_raising(kind: str, payload: dict[str, Any],
+                                                   staffed: bool) -> None:  # fmt: skip
+    """The rulebook runs before the fold checks a payload's shape: whatever a signed op holds,
+    `judge` gives a verdict (the fold then refuses a malformed shape as not authentic)."""
+    past = FakePast(since=at(0) if staffed else None, held={("x", T1.node_id): 5})
+    found = judge(an_op(kind, payload, minutes=300), past)
+    assert found is None or found.rule in (APPROVAL, ESCROW, CARD_LIMIT, HQ_ONLY)
+
+
+@pytest.mark.parametrize("bad", [5, True, "card", {"method": "card"}, [5, None, ["x"]]])
+@pytest.mark.parametrize("key", ["tenders", "lines", "approval", "fields", "points_redeemed"])
+@pytest.mark.parametrize("kind", ["sale", "exchange", "return", "stock.adjust", "user.upsert"])
+def test_judge_answers_malformed_fields_without_raising(kind: str, key: str, bad: Any) -> None:
+    for past in (FakePast(), FakePast(since=at(0))):
+        found = judge(an_op(kind, {key: bad}, minutes=300), past)
+        assert found is None or found.rule == APPROVAL

@@ -149,6 +149,8 @@ def card_pending(op: Op) -> int:
 
 def pending_amount(tenders: Iterable[Any]) -> int:
     """The sealed card money among `tenders` (a sale's, or a cart's at the till)."""
+    if not isinstance(tenders, list | tuple):
+        return 0  # a malformed sale: the fold refuses its shape
     return sum(
         max(_int(t.get("amount")), 0)
         for t in tenders
