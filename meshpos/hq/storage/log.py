@@ -2,8 +2,9 @@
 
 Every write runs in one transaction. Concurrency between HQ processes sharing a database is
 handled here, not in memory: the ops of one (store, origin) chain are taken under a lock on that
-pair (PostgreSQL: a transaction-scoped advisory lock; SQLite: `BEGIN IMMEDIATE`), checked against
-the stored head, and inserted; a batch sent twice or by two relays at once is stored once. Locks
+pair (PostgreSQL: a transaction-scoped advisory lock; SQLite: `BEGIN IMMEDIATE`), and under the
+store's rulebook lock (`RULEBOOK_LOCK`: its verdicts read across chains), checked against the
+stored head, and inserted; a batch sent twice or by two relays at once is stored once. Locks
 are always taken in sorted key order in one step, so two transactions never wait on each other in
 a cycle. Stored ops are folded into the chain views (views.py) in the same transaction.
 """
@@ -47,6 +48,11 @@ OpToSign = tuple[str, str, Payload]
 """An op HQ is to sign: (store, kind, payload)."""
 
 REFOLD_BATCH = 5000
+RULEBOOK_LOCK = "#rulebook"
+"""With `lock_key(store, ...)`: held by every transaction that folds ops of the store. The
+rulebook reads across chains (a transfer from one counter gives another authority), so a store's
+verdicts are made one transaction at a time, each seeing the ones before; chains of different
+stores still ingest in parallel."""
 
 
 class Equivocation(ChainError):
@@ -186,7 +192,9 @@ class OpLog:
             if reason is not None:
                 raise NotEnrolled(f"node {node.name} ({node.node_id}): {reason}")
         by_origin, dupes = _by_origin(ops)
-        tx.lock(lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes)})
+        tx.lock(
+            lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes), RULEBOOK_LOCK}
+        )
         presented = sorted({n.node_id for n in nodes})
         before = self.enrolment.keys(tx, store, presented)
         self.enrolment.upsert_nodes(tx, store, row.public_key, nodes)
@@ -374,7 +382,7 @@ class OpLog:
     ) -> list[Op]:
         """`emit` inside a transaction the caller holds (with what it checked or wrote)."""
         stores = sorted({s for s, _, _ in items})
-        tx.lock(lock_key(s, signer.node_id) for s in stores)
+        tx.lock(lock_key(s, k) for s in stores for k in (signer.node_id, RULEBOOK_LOCK))
         for store in stores:
             row = self.enrolment.require(tx, store)
             if row.hq_cert is None:
