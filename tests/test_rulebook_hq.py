@@ -211,10 +211,12 @@ def _priced(hq: HQProcess, svc: HQService, store: str, dirs: list[Path], price: 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_an_unapproved_stock_adjustment_pushed_straight_to_hq_has_no_effect_anywhere(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    hq = HQProcess(tmp_path / "hq")
+    db = request.getfixturevalue("pg_cluster").create_db() if backend == "postgresql" else None
+    hq = HQProcess(tmp_path / "hq", db=db)
     svc = hq.service()
     sid = "ATK"
     a1, a2 = enrol_store(hq, tmp_path / "store", sid, ["A1", "A2"],
