@@ -574,3 +574,44 @@ def test_judge_answers_malformed_fields_without_raising(kind: str, key: str, bad
     for past in (FakePast(), FakePast(since=at(0))):
         found = judge(an_op(kind, {key: bad}, minutes=300), past)
         assert found is None or found.rule == APPROVAL
+
+
+def test_hq_processes_folding_one_store_at_once_reach_the_store_s_verdicts(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two relays (or HQ processes) push different counters' chains of one store at the same time
+    to HQ on PostgreSQL, one op per transaction: the rules read across chains (T0's grant gives
+    T1's redemption its authority), and HQ still ends with the store's views and verdicts, no op
+    folded twice. (The store's rulebook lock makes this hold by construction; the race it closes
+    is too narrow for this test to hit reliably without it.)"""
+    import threading
+
+    url = request.getfixturevalue("pg_cluster").create_db()
+    ops, _, ref = the_store()
+    by_origin: dict[str, list[Op]] = {}
+    for o in ops:
+        by_origin.setdefault(o.origin, []).append(o)
+    origins = sorted(by_origin)
+    lanes = [origins[0::2], origins[1::2]]
+    errors: list[BaseException] = []
+    with hq_at(tmp_path, url) as storage:
+        start = threading.Barrier(len(lanes))
+
+        def push(mine: list[str]) -> None:
+            try:
+                start.wait()
+                for i in range(max(len(by_origin[o]) for o in mine)):
+                    for origin in mine:
+                        chunk = by_origin[origin][i : i + 1]
+                        if chunk:
+                            storage.log.ingest(STORE, [o.wire() for o in chunk], records(), 1)
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=push, args=(lane,)) for lane in lanes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert hq_state(storage) == ref["state"]
