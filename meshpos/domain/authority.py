@@ -165,13 +165,12 @@ def valid_limit(value: Any) -> bool:
 
 def judge(op: Op, past: Past) -> Violation | None:
     """None when `op` has authority to change the views; else the rule it breaks."""
-    where = f"op {op.origin}:{op.seq} ({op.kind})"
     role = past.node_role(op.origin)
     if op.kind in HQ_ONLY_KINDS and role != "hq":
-        return Violation(HQ_ONLY, f"{where} is signed by {op.origin}, which is not HQ")
+        return Violation(HQ_ONLY, f"{_where(op)} is signed by {op.origin}, which is not HQ")
     if role == "hq":
         return None  # HQ answers for its own staff and mints the float it hands out
-    found = _approval(op, past, where)
+    found = _approval(op, past)
     if found is not None:
         return found
     spent = spends(op)
@@ -183,7 +182,7 @@ def judge(op: Op, past: Past) -> Violation | None:
         if pending > limit:
             return Violation(
                 CARD_LIMIT,
-                f"{where} took ₹{rupees(pending)} by card offline, over the per-sale limit "
+                f"{_where(op)} took ₹{rupees(pending)} by card offline, over the per-sale limit "
                 f"of ₹{rupees(limit)}",
             )
     for customer, amount in sorted(spent.items()):
@@ -193,7 +192,7 @@ def judge(op: Op, past: Past) -> Violation | None:
             have = f"₹{rupees(max(held, 0))}" if customer == CARD_FLOAT else str(max(held, 0))
             asked = f"₹{rupees(amount)}" if customer == CARD_FLOAT else str(amount)
             return Violation(
-                ESCROW, f"{where} spends {asked} of {what} but its counter held only {have}"
+                ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )
     return None
 
@@ -219,7 +218,11 @@ def grace_end(since: int, policy: Policy) -> int:
     return pack(wall_of(since) + policy.bootstrap_grace_minutes * 60_000, 0)
 
 
-def _approval(op: Op, past: Past, where: str) -> Violation | None:
+def _where(op: Op) -> str:
+    return f"op {op.origin}:{op.seq} ({op.kind})"
+
+
+def _approval(op: Op, past: Past) -> Violation | None:
     since = past.staff_since()
     if is_bootstrap(op):
         since = op.hlc if since is None else min(since, op.hlc)
@@ -228,7 +231,7 @@ def _approval(op: Op, past: Past, where: str) -> Violation | None:
     need = _need(op, past)
     if need is None:
         return None
-    where = f"{where}: {need.what}"
+    where = f"{_where(op)}: {need.what}"
     raw = op.payload.get("approval")
     if raw is None:
         if op.hlc < grace_end(since, policy_before(past, op.hlc)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from meshpos.core.errors import RemoteError
@@ -45,7 +45,6 @@ class BatchPast(ABC):
         self._settings: dict[str, list[tuple[int, Any]]] | None = None
         self._users: dict[str, list[tuple[int, str, Any]]] = {}
         self._rights: dict[tuple[str, str], list[RightsRow]] = {}
-        self._prev: dict[tuple[str, int], int] = {}
 
     # -- what the replica stored ----------------------------------------------------------------
 
@@ -69,7 +68,8 @@ class BatchPast(ABC):
         """`rights_before` over the stored `rights_log` (see `counts_before`)."""
 
     @abstractmethod
-    def stored_prev_hlc(self, origin: str, seq: int) -> int | None: ...
+    def prev_hlc(self, origin: str, seq: int) -> int | None:
+        """The HLC of the origin's op `seq` (a batch's ops are stored before it is judged)."""
 
     # -- the batch ------------------------------------------------------------------------------
 
@@ -84,10 +84,6 @@ class BatchPast(ABC):
                 self.settings_of(key).append((hlc, json.loads(value)))
         for r in rights:
             self._rights.setdefault((r[0], r[1]), []).append(r)
-
-    def note(self, op: Op) -> None:
-        """An op of the batch, judged: its HLC is its origin's previous one for the next."""
-        self._prev[(op.origin, op.seq)] = op.hlc
 
     def settings_of(self, key: str) -> list[tuple[int, Any]]:
         if self._settings is None:
@@ -116,10 +112,6 @@ class BatchPast(ABC):
 
     def setting_history(self, key: str, before_hlc: int) -> list[Any]:
         return [value for hlc, value in self.settings_of(key) if hlc < before_hlc]
-
-    def prev_hlc(self, origin: str, seq: int) -> int | None:
-        found = self._prev.get((origin, seq))
-        return found if found is not None else self.stored_prev_hlc(origin, seq)
 
     def rights_before(self, customer: str, node: str, op: Op) -> int:
         batch = sum(
@@ -174,7 +166,6 @@ def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
             mine = refusal(op, verdict)
             out.merge(mine)
             past.absorb((), mine.rows.get("rights_log", ()))
-        past.note(op)
     return out, allowed
 
 
@@ -227,7 +218,7 @@ def unauthorised_detail(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def bootstrap_start(ops: Iterable[Op], prev_hlc: Any) -> int | None:
+def bootstrap_start(ops: Iterable[Op], prev_hlc: Callable[[str, int], int | None]) -> int | None:
     """The earliest HLC among bootstrap user ops whose origin's clock did not run back before
     them (`prev_hlc(origin, seq)` is the HLC of the origin's op `seq`): the store's staff start
     as these ops tell it."""
@@ -302,7 +293,7 @@ class NodePast(BatchPast):
         ).fetchone()
         return int(row[0])
 
-    def stored_prev_hlc(self, origin: str, seq: int) -> int | None:
+    def prev_hlc(self, origin: str, seq: int) -> int | None:
         row = self.conn.execute(
             "SELECT hlc FROM ops WHERE origin = ? AND seq = ?", (origin, seq)
         ).fetchone()

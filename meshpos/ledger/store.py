@@ -259,19 +259,13 @@ class Ledger:
         if since is not None:
             self.conn.execute("INSERT INTO meta VALUES ('staff_since', ?)", (str(since),))
 
-    def _prev_hlc(self, origin: str, seq: int) -> int | None:
-        row = self.conn.execute(
-            "SELECT hlc FROM ops WHERE origin = ? AND seq = ?", (origin, seq)
-        ).fetchone()
-        return int(row[0]) if row else None
-
     def _note_staff_start(self, ops: Sequence[Op]) -> bool:
         """Move the staff start earlier if a bootstrap user op of the batch says so; whether ops
         already folded may have lost their authority by it (the one input of the rulebook that
         is not monotone: see meshpos/domain/authority.py), so the views must be refolded."""
         if not any(o.kind == "user.upsert" for o in ops):
             return False
-        found = bootstrap_start(ops, self._prev_hlc)
+        found = bootstrap_start(ops, NodePast(self.conn).prev_hlc)
         held = self.staff_since()
         if found is None or (held is not None and found >= held):
             return False
@@ -287,7 +281,7 @@ class Ledger:
         rows = self.conn.execute(
             "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
         ).fetchall()
-        return bootstrap_start([decode_body(b, s) for b, s in rows], self._prev_hlc)
+        return bootstrap_start([decode_body(b, s) for b, s in rows], NodePast(self.conn).prev_hlc)
 
     def _rejudge(self, schema: str) -> None:
         """The fixpoint: fold the ops held without authority that have it now, until none does."""

@@ -82,7 +82,7 @@ class HQPast(BatchPast):
         )
         return int(rows[0][0])
 
-    def stored_prev_hlc(self, origin: str, seq: int) -> int | None:
+    def prev_hlc(self, origin: str, seq: int) -> int | None:
         rows = self.tx.execute(
             "SELECT hlc FROM ops WHERE store = ? AND origin = ? AND seq = ?",
             (self.store, origin, seq),
