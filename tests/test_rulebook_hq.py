@@ -22,9 +22,9 @@ import httpx
 import pytest
 from hq_helpers import HQServer, Store, make_store
 from mesh_procs import meshpos, wait_until
-from pg import Cluster, pg_cluster_fixture
 from rulebook_helpers import NODES, STORE, fresh_ledger, records
 from test_rulebook import hq_at
+from test_rulebook import pg_cluster as pg_cluster  # the throwaway PostgreSQL, as a fixture
 
 from meshpos.core.clock import pack, wall_ms
 from meshpos.core.ops import Op, Signer, make_op
@@ -133,11 +133,6 @@ def test_an_impostor_presenting_another_node_s_certificate_is_refused(
 
 
 # -- item 8: LWW ties ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pg_cluster() -> Iterator[Cluster]:
-    yield from pg_cluster_fixture()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
