@@ -376,9 +376,14 @@ def test_a_redemption_that_nets_to_zero_points_still_updates_the_conflict_it_bel
     negative-points conflict names, so it must re-check that conflict wherever it arrives."""
     a, b = make_replicas(2)
     (cid, _) = genesis([a, b])
+    bought = a.terminal.sell([("SKU1", 2)], customer=cid)  # earns points at a
+    earned = bought.payload["points_earned"]
+    assert earned > 4
     assert a.terminal.grant_rights(cid, b.terminal.node_id, 4) == 4  # escrow: b may redeem 4
     sync(a, b)
-    a.terminal.append("loyalty.adjust", {"customer_id": cid, "delta": -10, "reason": "typo"})
+    # a spends what it holds, then takes back the points the returned sale earned: below zero.
+    a.terminal.append("loyalty.adjust", {"customer_id": cid, "delta": -(1 + earned), "reason": "x"})
+    a.terminal.return_items(bought.sale_id, [("SKU1", 2)])
     # 499.00 paid as 4 points + 495.00 cash earns 4 points: the balance does not move.
     sale = b.terminal.sell(
         [("SKU0", 1)], tenders=[Tender("points", 4), Tender("cash")], customer=cid

@@ -234,22 +234,32 @@ def hq_stores(directory: str | None, db: str | None, as_json: bool) -> None:
 @click.option("--store", help="Only this store's rows.")
 @json_option
 def hq_report(directory: str | None, db: str | None, store: str | None, as_json: bool) -> None:
-    """Chain-wide figures: per store, per day, stock, loyalty across stores, card payments."""
+    """Chain-wide figures: per store, per day, stock, loyalty across stores, card payments, and
+    the conflicts of each store (ops HQ holds without authority)."""
     with _service(directory, db) as svc:
         if as_json:
-            data = svc.report()
+            data = svc.report(store)
             if store:
                 data["stock"] = svc.storage.stock(store)
                 data["sales"] = svc.storage.sales_by_day(store)
             emit(data, True)
             return
-        data = svc.report()
+        data = svc.report(store)
         emit(data["chain"], False, f"chain ({data['backend']})")
         emit(data["stores"], False, "stores",
-             ["store", "ops", "origins", "sales", "net", "card_pending", "card_declined"])  # fmt: skip
+             ["store", "ops", "origins", "sales", "net", "card_pending", "card_declined",
+              "conflicts"])  # fmt: skip
         emit(svc.storage.sales_by_day(store), False, "sales per store and day")
         emit(svc.storage.stock(store), False, "stock per store and SKU")
         emit(data["loyalty"], False, "loyalty points per customer (all stores)")
+        emit([_conflict_row(c) for c in data["conflicts"]], False, "open conflicts",
+             ["store", "conflict_id", "node", "user", "rule", "reason"])  # fmt: skip
+
+
+def _conflict_row(c: dict[str, Any]) -> dict[str, Any]:
+    d = c["detail"]
+    return {"store": c["store"], "conflict_id": c["conflict_id"], "node": d.get("node", ""),
+            "user": d.get("user", ""), "rule": d.get("rule", ""), "reason": d.get("reason", "")}  # fmt: skip
 
 
 @hq.command("price")

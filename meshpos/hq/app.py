@@ -54,6 +54,7 @@ def create_app(service: HQService, *, sweep_s: float = SWEEP_S) -> Starlette:
         route("/v1/report/payments", reports.payments),
         route("/v1/stores/{store}/chain-stock", transfers.chain_stock, ["POST"]),
         route("/v1/report/transfers", transfers.report),
+        route("/v1/report/conflicts", reports.conflicts),
     ]
 
     @contextlib.asynccontextmanager

@@ -377,9 +377,12 @@ class HQService:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report(self) -> Record:
-        """`hq report` and GET /v1/report: a JSON document of the chain's figures."""
+    def report(self, store: str | None = None) -> Record:
+        """`hq report` and GET /v1/report: a JSON document of the chain's figures, with the open
+        conflicts of every store (or of `store`): the ops HQ holds without authority."""
         stores = self.storage.views.summary()
+        if store is not None and not any(s["store"] == store for s in stores):
+            raise UnknownStore(f"store {store!r} is not enrolled at HQ")
         return {
             "hq": self.cfg.name,
             "backend": self.storage.db.describe(),
@@ -392,5 +395,6 @@ class HQService:
             },
             "by_day": self.storage.views.chain_by_day(),
             "loyalty": self.storage.views.loyalty(),
-            "payments": self.storage.views.payments(),
+            "payments": self.storage.views.payments(store),
+            "conflicts": self.storage.views.conflicts(store),
         }

@@ -1,11 +1,13 @@
 """SQLite schema: every table of a node's database, created when a ledger opens.
 
-Three groups: the op log and its bookkeeping; the views folded from it; and node-local tables,
-which hold this node's own state (print queue, PIN lockouts, escrow asks for the daemon, peer
-acknowledgements, parked carts), are never replicated and are not part of `verify`. Views are created from the
-same DDL in the main database and in a scratch database that `verify` folds from scratch, so the
-two can be compared table by table. Every statement is `IF NOT EXISTS`: a database made by an
-older version gets its missing tables when it is next opened.
+Three groups: the op log and its bookkeeping; the views folded from it (with `unauthorised`, the
+ops the rulebook gave no authority, and `rights_log`, the escrow moves it judges spends by); and
+node-local tables, which hold this node's own state (print queue, PIN lockouts, escrow asks for the
+daemon, peer acknowledgements, parked carts, other stores' stock), are never replicated and are not
+part of `verify`. Views are created from the same DDL in the main database and in a scratch
+database that `verify` folds from scratch, so the two can be compared table by table. Every
+statement is `IF NOT EXISTS`: a database made by an older version gets its missing tables when it
+is next opened (and its views refolded under the rulebook, see `Ledger._upgrade`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ VIEW_TABLES = (
     "conflicts",
     "users",
     "staff_log",
+    "rights_log",
+    "unauthorised",
 )
 
 VIEW_DDL = """
@@ -117,6 +121,28 @@ CREATE TABLE IF NOT EXISTS {s}.staff_log (
     PRIMARY KEY (origin, seq, entity, key, field)
 );
 CREATE INDEX IF NOT EXISTS {s}.staff_log_key ON staff_log (entity, key, field, hlc);
+CREATE TABLE IF NOT EXISTS {s}.rights_log (
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    hlc         INTEGER NOT NULL,
+    delta       INTEGER NOT NULL,
+    authority   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {s}.rights_log_holder ON rights_log (customer_id, node, origin, seq);
+CREATE INDEX IF NOT EXISTS {s}.rights_log_op ON rights_log (origin, seq);
+CREATE TABLE IF NOT EXISTS {s}.unauthorised (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    hlc      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    terminal TEXT NOT NULL,
+    rule     TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
 CREATE TABLE IF NOT EXISTS {s}.settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

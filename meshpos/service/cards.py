@@ -21,8 +21,9 @@ Floor limits bound the card money a store takes before HQ has answered:
   back to that counter, and counters move shares with `escrow.transfer` on request, exactly like
   loyalty rights. So the store total holds across counters even while the LAN is split.
 
-Every replica refuses `payment.result` and `card.float` ops not signed by a node whose certificate
-has role `hq` (meshpos/ledger/authority.py).
+Every replica gives no authority to `payment.result` and `card.float` ops not signed by a node whose
+certificate has role `hq`, nor to card money over the per-sale limit or beyond the float a counter
+held (the rulebook, meshpos/domain/authority.py: lenient where this module is strict).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshpos.core.errors import InputError, LocalError
+from meshpos.domain.authority import DEFAULT_PER_SALE as DEFAULT_PER_SALE
+from meshpos.domain.authority import MAX_FLOAT as MAX_FLOAT
+from meshpos.domain.authority import PER_SALE_SETTING as PER_SALE_SETTING
+from meshpos.domain.authority import pending_amount as pending_amount
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     Card,
@@ -52,10 +57,7 @@ from meshpos.domain.pricing import PricedSale, Tender
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.context import NodeContext
 
-PER_SALE_SETTING = "cards.floor_per_sale"
 STORE_TOTAL_SETTING = "cards.floor_store_total"
-DEFAULT_PER_SALE = 1_000_000  # paise: ₹10,000
-MAX_FLOAT = 10**12  # paise: ₹1,000 crore, far above any store's float
 TEST_EXPIRY = "12/49"
 MACHINE = "card_machine"
 _APPROVAL_CODE = re.compile(r"^[A-Za-z0-9]{4,12}$")
@@ -266,15 +268,7 @@ def limits(t: NodeContext) -> Limits:
 
 def float_held(t: NodeContext, node: str | None = None) -> int:
     """Paise of card money `node` (default: this terminal) may still take before HQ answers."""
-    return t.ledger.views.rights(CARD_FLOAT, node or t.node_id)
-
-
-def pending_amount(tenders: Sequence[Mapping[str, Any]]) -> int:
-    return sum(
-        int(e.get("amount") or 0)
-        for e in tenders
-        if e.get("method") == "card" and e.get("card_sealed")
-    )
+    return t.ledger.views.spendable(CARD_FLOAT, node or t.node_id)
 
 
 def check_floor(t: NodeContext, pending: int) -> None:

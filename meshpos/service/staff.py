@@ -1,7 +1,7 @@
 """Staff and roles, the stateful side: sign-in with lockout, sessions, user management, and the
 check a terminal makes when it creates an op (`authorize`). The rules themselves are in
-meshpos/domain/staff.py; the users view and lockouts are `Ledger.staff`; the check every peer makes
-before it applies foreign ops is meshpos/ledger/authority.py.
+meshpos/domain/staff.py; the users view and lockouts are `Ledger.staff`; the second line, the
+rulebook every replica judges each op with, is meshpos/domain/authority.py.
 
 Bootstrap: while a store's ledger holds no user at all, nothing is checked (every existing flow and
 test runs that way) and the first user may be created without approval; it must be an admin.

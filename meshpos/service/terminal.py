@@ -470,7 +470,7 @@ class Terminal:
 
     def rights(self, customer_id: str, node: str | None = None) -> int:
         """Points of this customer that `node` (default: this terminal) may redeem."""
-        return self.ledger.views.rights(customer_id, node or self.node_id)
+        return self.ledger.views.spendable(customer_id, node or self.node_id)
 
     def rights_elsewhere(self, customer_id: str) -> dict[str, int]:
         """Rights to this customer's points held by other counters, by name."""

@@ -105,17 +105,19 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             f"{s.name}: {len(forks)} refusals of a forked chain (a node signed two ops with one "
             f"seq, e.g. after coming back with its old identity), first: {forks[0][3]}"
         )
-    negative: list[str] = []
+    # A double spend is judged from the ground truth (what counters signed), not from a replica's
+    # views: the fold gives no authority to a spend beyond the escrow held, so views never show it.
+    points = truth.points_signed()
+    negative = _double_spent(points)
+    customers = len(points)
     conflicts: Counter[str] = Counter()
     examples: list[str] = []
     oversells: list[dict[str, Any]] = []
-    customers = 0
     stranded = 0
+    unauthorised: list[dict[str, Any]] = []
     if ref is not None:
         views = ref.ledger.views
-        points = views.points_ledger()
-        customers = len(points)
-        negative = _double_spent(points)
+        unauthorised = views.unauthorised()
         open_now = views.conflicts("open")
         conflicts = Counter(str(c["kind"]) for c in open_now)
         examples = [
@@ -126,6 +128,13 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         stranded = views.rights_held_by(retired)
     if negative:
         violations.append(f"{s.name}: points double-spent: {', '.join(sorted(negative)[:5])}")
+    if unauthorised:
+        first = unauthorised[0]
+        violations.append(
+            f"{s.name}: {len(unauthorised)} ops without authority (the fold refused what a "
+            f"counter made), e.g. {first['origin']}:{first['seq']} ({first['rule']}): "
+            f"{first['detail']}"
+        )
     hq_equal = None
     if s.hq_enabled:
         counters = [n for n in replicas if n.kind == "counter"]
@@ -162,6 +171,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             "views_equal": len(replicas) * len(VIEW_TABLES),
             "no_lost_acknowledged_ops": len(truth.rung) if ref is not None else 0,
             "no_double_spent_points": customers,
+            "every_op_had_authority": len(truth.rung) if ref is not None else 0,
             "hq_equals_union_of_stores": 1 if s.hq_enabled else 0,
             # every op a replica took from another origin had its chain link checked on the way
             "no_forked_chains": received,
@@ -182,6 +192,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         "conflicts": dict(sorted(conflicts.items())),
         "conflict_examples": examples,
         "stranded_points": stranded,
+        "unauthorised": dict(sorted(Counter(str(u["rule"]) for u in unauthorised).items())),
         "copy_ms": copy_ms,
         "never_copied": never_copied,
         "lww_inversions": inversions,
@@ -216,13 +227,12 @@ def _oversells(s: StoreSim, ledger: Ledger, open_now: list[dict[str, Any]]) -> l
     return sorted(out, key=lambda o: (o["stock"], o["store"], o["sku"]))
 
 
-def _double_spent(points: list[tuple[str, int, int, int, int, int]]) -> list[str]:
+def _double_spent(points: list[tuple[str, int, int, int, int]]) -> list[str]:
     """Customers who redeemed more points than were ever credited to them (earned, adjusted, or
     given back by a return). A balance below zero alone is not a double spend: a return can claw
     back points already redeemed, and the fold flags that as a conflict for a manager."""
     out = []
-    for cid, points_now, earned, redeemed, refunded, earned_all in points:
-        adjusted = points_now - earned_all
+    for cid, adjusted, earned, redeemed, refunded in points:
         credited = max(adjusted, 0) + earned + refunded
         if redeemed > credited:
             out.append(f"{cid} redeemed {redeemed} of {credited} credited")
@@ -493,6 +503,11 @@ INVARIANTS = (  # (key, what it says, what it is checked on: one, many)
         ("acknowledged op", "acknowledged ops"),
     ),
     ("no_double_spent_points", "no loyalty point redeemed twice", ("customer", "customers")),
+    (
+        "every_op_had_authority",
+        "every op had authority under the store's rules",
+        ("op signed", "ops signed"),
+    ),
     ("hq_equals_union_of_stores", "HQ holds the union of each store", ("store", "stores")),
     (
         "no_forked_chains",
@@ -511,6 +526,7 @@ def _invariant_checks(
         "views_equal": all(c["views_equal"] for c in checks.values()),
         "no_lost_acknowledged_ops": all(c["lost"] == 0 for c in checks.values()),
         "no_double_spent_points": not any("double-spent" in v for v in violations),
+        "every_op_had_authority": all(not c["unauthorised"] for c in checks.values()),
         "hq_equals_union_of_stores": all(
             c["hq_equals_union"] is not False for c in checks.values()
         ),

@@ -21,10 +21,10 @@ from typing import TypeVar
 from meshpos.core.errors import MeshposError, NotFound
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.escrow import EscrowShortfall
-from meshpos.domain.pricing import Tender
+from meshpos.domain.pricing import Tender, price_lines, settle
 from meshpos.node.core import NodeAction
 from meshpos.service import cards, escrow
-from meshpos.service.terminal import Terminal
+from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.sim.agenda import Agenda, Retry
 from meshpos.sim.metrics import covers
 from meshpos.sim.nodes import HQ, Roster, SimNode, derive_seed
@@ -236,11 +236,7 @@ class Shoppers:
         what: str,
     ) -> bool:
         try:
-            # The goods are in the customer's hand: a cashier confirms selling beyond stock.
-            result = self.act(
-                node,
-                lambda t: t.sell(items, tenders=tenders, customer=customer, allow_oversell=True),
-            )
+            result = self.act(node, lambda t: self._ring(t, items, tenders, customer))
         except EscrowShortfall:
             if any(t.method == "points" for t in tenders):
                 raise
@@ -258,6 +254,21 @@ class Shoppers:
             self.tally.counts["points_earned"] += int(result.payload["points_earned"])
         self.sales.append((result.sale_id, node.name, items))
         return True
+
+    def _ring(
+        self, t: Terminal, items: list[tuple[str, int]], tenders: list[Tender], customer: str | None
+    ) -> SaleResult:
+        """`Terminal.sell`, or with the escrow defeated (`escrow_check = false`) a sale recorded
+        without the counter's escrow check, as a tampered till would."""
+        # The goods are in the customer's hand: a cashier confirms selling beyond stock.
+        if self.wl.escrow_check or customer is None:
+            return t.sell(items, tenders=tenders, customer=customer, allow_oversell=True)
+        with t.transaction():
+            priced = price_lines(t.cart(items, {}))
+            settled = settle(priced, tenders, t.loyalty_rule(), customer=customer,
+                             points_balance=t.points(customer))  # fmt: skip
+            extra = {"ref_sale": None, **t._oversell(settled.lines, True)}
+            return t._record("sale", settled, customer, None, extra)
 
     def _redeem(
         self, node: SimNode, customer: str, items: list[tuple[str, int]], wanted: int, first: bool

@@ -16,6 +16,7 @@ database; how they stay consistent is told in log.py.
 
 from __future__ import annotations
 
+from meshpos.core.clock import wall_ms
 from meshpos.hq.storage.blocklist import Blocklist
 from meshpos.hq.storage.database import Database
 from meshpos.hq.storage.enrolment import Enrolment
@@ -33,10 +34,11 @@ class HQStorage:
     """HQ's storage parts over one database, wired together."""
 
     def __init__(self, db: Database) -> None:
-        create_schema(db)
         self.db = db
         self.enrolment = Enrolment(db)
         self.log = OpLog(db, self.enrolment)
+        # A database from before the rulebook: every store's views refolded under it.
+        create_schema(db, lambda tx: self.log.refold_all(tx, wall_ms()))
         self.views = ChainViews(db)
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)

@@ -21,10 +21,13 @@ from meshpos.domain.cards import sealed_from_tender
 from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
 from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
+from meshpos.hq.storage.judging import conflicts, write_rulebook
 from meshpos.hq.storage.schema import SALE_COLUMNS
 from meshpos.ledger.fold import Changes
 
 DAILY_FIELDS = ("sales", "returns", "exchanges", "net", "tax", "discount")
+VIEW_TABLES = ("sales", "sales_daily", "stock", "loyalty", "rights", "registers")
+"""The tables folded from a store's ops (besides the rulebook's): what a refold rebuilds."""
 CARD_KINDS = frozenset({"sale", "exchange"})
 
 
@@ -50,6 +53,8 @@ class ViewRows:
     """Rows a batch of ops adds to the HQ views, gathered before any SQL runs."""
 
     payments: list[tuple[SQLValue, ...]] = field(default_factory=list)
+    allowed: list[Op] = field(default_factory=list)  # the batch's ops that had authority
+    authority: bool = False  # whether they may give authority to ops held without it
 
 
 def _sales_rows(
@@ -133,6 +138,7 @@ def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
         [(*p[:9], "pending", 0, 0, p[9], "", "", "", 0) for p in rows.payments],
         "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
     )
+    write_rulebook(tx, store, ch)
 
 
 def _write_registers(tx: Tx, store: str, ch: Changes) -> None:
@@ -254,6 +260,10 @@ class ChainViews:
             params,
         )
 
+    def conflicts(self, store: str | None = None, status: str | None = "open") -> list[Record]:
+        """Conflicts of a store (or every store): the ops it holds without authority."""
+        return self.db.run(lambda tx: conflicts(tx, store, status), write=False)
+
     def summary(self) -> list[Record]:
         """One row per store: ops held, origins, last upload, sales and takings."""
         return self.db.select(
@@ -270,6 +280,8 @@ class ChainViews:
             "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'pending') "
             "AS card_pending, "
             "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'declined') "
-            "AS card_declined "
+            "AS card_declined, "
+            "(SELECT COUNT(*) FROM conflicts c WHERE c.store = st.store AND c.status = 'open') "
+            "AS conflicts "
             "FROM stores st ORDER BY st.store"
         )
