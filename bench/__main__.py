@@ -26,6 +26,7 @@ from typing import Any
 import meshpos
 from bench import (
     devices_bench,
+    hardening_bench,
     hq_bench,
     ledger_bench,
     mesh_bench,
@@ -49,6 +50,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("hq", hq_bench.hq_section),
     ("relay", relay_bench.relay_section),
     ("web", web_bench.web_section),
+    ("hardening", hardening_bench.hardening_section),
     ("sim", sim_bench.sim_section),
 ]
 GROUPS = {"ledger": ("commit", "merge", "scale")}

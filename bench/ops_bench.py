@@ -27,6 +27,7 @@ from bench.ledger_bench import (
     SaleMix,
     _target,
     products_of,
+    ring,
     sample_rows,
     store_ledger,
     tenders_for,
@@ -139,7 +140,7 @@ def _encrypted_commits(args: argparse.Namespace) -> dict[str, Any]:
                 tenders = tenders_for(spec.pay, total)
                 cid = cids[spec.customer] if spec.customer is not None else None
                 t0 = time.perf_counter()
-                term.sell(list(spec.items), tenders=tenders, customer=cid, discount=spec.discount)
+                ring(term, spec, tenders, cid)
                 if i >= 20:
                     lat.append(time.perf_counter() - t0)
             problems = term.ledger.verify()

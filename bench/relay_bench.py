@@ -215,7 +215,7 @@ class Rig:
 
     def sell(self, till: int) -> None:
         items = [(self.rng.choice(self.skus), 1) for _ in range(self.rng.randint(1, 3))]
-        self.tills[till].sell(items, tenders=[Tender("cash")])
+        self.tills[till].sell(items, tenders=[Tender("cash")], allow_oversell=True)
 
 
 def drain(rig: Rig, sales: int) -> dict[str, Any]:

@@ -128,10 +128,12 @@ def _templates(tmp_path_factory: pytest.TempPathFactory, test_csv: Path) -> dict
     """T1 with the sample catalogue and the test products; T2 of the same store holding T1's ops."""
     root = tmp_path_factory.mktemp("templates")
     t1, t2 = Node(root / "t1"), Node(root / "t2")
-    t1.ok("init", "--store", "S1", "--name", "T1")
+    # Plain databases, so that tests can look inside with sqlite3 (`Node.snapshot`); `init`'s
+    # default, encryption, is tested in test_hardening_files.py and test_encryption.py.
+    t1.ok("init", "--store", "S1", "--name", "T1", "--no-encrypt")
     t1.ok("catalog", "import", "--sample")
     t1.ok("catalog", "import", str(test_csv))
-    t2.ok("init", "--store", "S1", "--name", "T2")
+    t2.ok("init", "--store", "S1", "--name", "T2", "--no-encrypt")
     t1.ok("sync", "export", str(root / "t1.bundle"))
     t2.ok("sync", "import", str(root / "t1.bundle"))
     return {"t1": t1.path, "t2": t2.path}
@@ -159,7 +161,7 @@ def make_node(tmp_path: Path, _no_meshpos_env: None) -> Callable[..., Node]:
     def make(name: str = "T9", store: str = "S1", *, init: bool = True) -> Node:
         n = Node(tmp_path / f"{store}-{name}")
         if init:
-            n.ok("init", "--store", store, "--name", name)
+            n.ok("init", "--store", store, "--name", name, "--no-encrypt")
         return n
 
     return make

@@ -196,7 +196,7 @@ class Mesh:
         return result
 
     def sell(self, i: int, items: Sequence[tuple[str, int]], **kw: Any) -> SaleResult:
-        return self.act(i, lambda t: t.sell(items, **kw))
+        return self.act(i, lambda t: t.sell(items, **{"allow_oversell": True, **kw}))
 
     def earn(self, i: int, customer: str, points: int) -> Op:
         payload = {"customer_id": customer, "delta": points, "reason": "promotion"}

@@ -14,7 +14,8 @@ from conftest import run_cli
 from mesh_procs import make_store
 
 from meshpos.core.ops import op_hash
-from meshpos.service.audit import check_audit, export_audit, parse_day
+from meshpos.domain.storetime import StoreTime, parse_day
+from meshpos.service.audit import check_audit, export_audit
 from meshpos.service.terminal import Terminal
 
 DAYS = ("2030-01-01", "2030-01-02", "2030-01-03")
@@ -22,14 +23,14 @@ DAYS = ("2030-01-01", "2030-01-02", "2030-01-03")
 
 class Clock:
     def __init__(self) -> None:
-        self.ms = parse_day(DAYS[0], "day") + 9 * 3600_000
+        self.ms = StoreTime().day_start(parse_day(DAYS[0])) + 9 * 3600_000
 
     def __call__(self) -> int:
         self.ms += 1000
         return self.ms
 
     def day(self, i: int) -> None:
-        self.ms = parse_day(DAYS[i], "day") + 9 * 3600_000
+        self.ms = StoreTime().day_start(parse_day(DAYS[i])) + 9 * 3600_000
 
 
 @pytest.fixture

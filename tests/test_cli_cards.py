@@ -63,7 +63,7 @@ def test_selling_by_card_from_the_cli_keeps_no_card_number(node: Node) -> None:
     provision(node, 200_000, per_sale=150_000)  # ₹2,000 of float; ₹1,500 a sale
     code, out, err = sell_stdin(node, f"{VISA} 12/30", "TEE-M")
     assert code == 0, err
-    assert "card 1000.00 (visa ending 1111, authorisation pending)" in out
+    assert "card ₹1,000.00 (visa ending 1111, authorisation pending)" in out
     assert VISA not in out + err
     sale = node.sell("CAP", "--card-number", "test:mastercard")  # no --pay: the card pays it all
     [tender] = sale["tenders"]
@@ -74,9 +74,9 @@ def test_selling_by_card_from_the_cli_keeps_no_card_number(node: Node) -> None:
     err = node.fail("sell", "TEE-M", "--card-number", DECLINED, "--card-expiry", "12/30")
     assert "blocklist (do_not_honour)" in err and DECLINED not in err
     err = node.fail("sell", "JKT-L", "--pay", "card", "--card-number", "test")
-    assert "offline card limit per sale is 1500.00" in err
+    assert "over the offline card limit of ₹1,500.00: take cash or use the card machine" in err
     err = node.fail("sell", "TEE-M", "--pay", "card", "--card-number", "test")
-    assert "offline card limit reached" in err and "may take 750.00 more" in err
+    assert "offline card limit reached" in err and "may take ₹750.00 more" in err
     err = node.fail("sell", "TEE-M", "--card-expiry", "12/30")
     assert "--card-expiry needs a card" in err
     err = node.fail("sell", "TEE-M", "--card-number", "4111111111111112", "--card-expiry", "12/30")
@@ -88,7 +88,7 @@ def test_selling_by_card_from_the_cli_keeps_no_card_number(node: Node) -> None:
     status = node.json("cards")
     assert (status["minted"], status["held_here"]) == (200_000, 0)
     assert status["awaiting_hq"] == 200_000 and status["per_sale_limit"] == 150_000
-    assert "float minted       2000.00" in node.ok("cards").out
+    assert "float minted       ₹2,000.00" in node.ok("cards").out
     assert (
         "ok: the visa ending 1111 may be taken offline"
         in node.ok("cards", "check", "--card-number", "test").out
@@ -154,7 +154,7 @@ def test_hq_opens_the_float_settles_cards_and_blocks_a_declined_one(
         t.sell([("TEE", 1)], tenders=[], card=cards.read_card("test"))
     r = run_cli(["hq", "card-float", "10000", "--dir", str(hq_dir)])
     assert r.code == 0, r.err
-    assert f"store S7: 10000.00 of float to {t.node_id}" in r.out
+    assert f"store S7: ₹10,000.00 of float to {t.node_id}" in r.out
     relay(svc, t)
     assert cards.float_held(t) == 1_000_000 and cards.limits(t).store_total == 1_000_000
 

@@ -153,14 +153,16 @@ def test_a_printer_that_is_off_never_fails_a_sale_and_retry_prints_it(
 
 
 def test_reprint_and_printed_reports(node: Node, listener: PrinterListener) -> None:
-    sale = node.sell("TEE-M", "--pay", "card")
+    sale = node.sell(
+        "TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "4242"
+    )
     configure(node, "printer", network(listener))
     assert "printed 1 job(s)" in node.ok("print", "reprint", sale["sale_id"]).out
     (copy,) = slips(listener, 1)
     assert COPY_NOTE in copy.lines and copy.barcodes[0].data == sale["sale_id"]
     assert "unknown sale" in node.fail("print", "reprint", "S1-T1-424242")
     out = node.ok("print", "report", "x").out
-    assert out.startswith("X report: 1 sales, net 1000.00")
+    assert out.startswith("X report: 1 sales, net ₹1,000.00")
     out = node.ok("print", "report", "z").out
     assert out.startswith("Z report #1: 1 sales")
     _, x, z = slips(listener, 3)
@@ -206,7 +208,7 @@ def test_till_rings_a_sale_from_a_pseudo_stdin(node: Node, listener: PrinterList
             "q 3",
             "c 9800000001",
             "frobnicate the till",
-            "pay card 500",
+            "pay machine A1B2C3 4242 500",
             "pay cash 2500",
             "done",
             "",
@@ -215,15 +217,15 @@ def test_till_rings_a_sale_from_a_pseudo_stdin(node: Node, listener: PrinterList
     result = CliRunner().invoke(cli, ["--dir", str(node.path), "till"], input=script)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "+ Test tee TEE-M at 1000.00" in out and "Test tee M/Red now x2" in out
+    assert "+ Test tee TEE-M at ₹1,000.00" in out and "Test tee M/Red now x2" in out
     assert "! unknown scan: EAN-13 8901000009999 is not in the catalogue" in out
     assert "! invalid scan: EAN-13 2000000000018 has a bad check digit (expected 5)" in out
     assert out.count("\a") == 3 + 1  # UNKNOWN: three beeps, INVALID: one
     assert "CAP x3" in out and "customer Asha" in out
     assert "! unknown command 'frobnicate the till'; type help" in out
-    assert "paid 3000.00  due 0.00  change 250.00" in out
+    assert "paid ₹3,000.00  due ₹0.00  change ₹250.00" in out
     assert "paid in full: type done to finish" in out
-    assert "recorded: total 2750.00, card 500.00, cash 2250.00, change 250.00" in out
+    assert "recorded: total ₹2,750.00, card machine ₹500.00, cash ₹2,250.00, change ₹250.00" in out
     assert "receipt printed" in out
     jobs = slips(listener, 3)
     beeps = [s for s in jobs if s.buzzes]
@@ -244,12 +246,12 @@ def test_till_return_by_scanning_the_receipt_and_end_of_input_voids(node: Node) 
     result = CliRunner().invoke(cli, ["--dir", str(node.path), "till"], input=script)
     assert result.exit_code == 0, result.output
     assert f"return against sale {sale['sale_id']}" in result.output
-    assert "refund 1000.00 by card" in result.output
+    assert "refund ₹1,000.00 by card" in result.output
     assert "return S1-T1-000002 recorded" in result.output
     assert "unfinished sale voided; nothing was recorded" in result.output
     assert [j["kind"] for j in node.json("ops", "tail", "-n", "2")] == ["sale", "return"]
     slips_file = ed.decode((node.path / "receipts.bin").read_bytes())
-    assert "RETURN SLIP" in slips_file.lines
+    assert "CREDIT NOTE" in slips_file.lines
 
 
 def test_till_reads_a_serial_scanner_alongside_the_keyboard(node: Node) -> None:
@@ -281,11 +283,11 @@ def test_till_reads_a_serial_scanner_alongside_the_keyboard(node: Node) -> None:
                 time.sleep(0.01)
             return False
 
-        assert seen("+ Test cap CAP at 250.00")
+        assert seen("+ Test cap CAP at ₹250.00")
         os.write(write_fd, b"q 2\n")  # the keyboard
         assert seen("CAP x2")
         os.write(write_fd, b"done\n")
-        assert seen("recorded: total 500.00")
+        assert seen("recorded: total ₹500.00")
     finally:
         os.close(write_fd)
         runner.join(10)
@@ -370,7 +372,7 @@ def test_till_under_a_real_terminal(node: Node) -> None:
         screen = screen_has("paid in full")
         assert "Crew T-shirt M/Navy now x2" in screen
         assert "! unknown scan: EAN-13 1234567890128 is not in the catalogue" in screen
-        assert "items 3  total 3747.00" in screen and "change 1253.00" in screen
+        assert "items 3  total ₹3,747.00" in screen and "change ₹1,253.00" in screen
         tmux("send-keys", "-t", "till", "done", "Enter")
         screen_has("receipt printed")
         tmux("send-keys", "-t", "till", "quit", "Enter")

@@ -12,6 +12,8 @@ import re
 
 import pytest
 
+MACHINE = ["--card-approval", "A1B2C3", "--card-last4", "4242"]  # a card machine's slip
+
 # -- sell -------------------------------------------------------------------------------------
 
 
@@ -23,8 +25,14 @@ def test_sell_sku_times_qty_records_lines_tax_stock_and_receipt(node):
         ("TEE-M", 3, 300000),
         ("CAP", 2, 50000),
     ]
-    assert [ln["tax"] for ln in sale["lines"]] == [32143, 2381]  # 12 % and 5 % inclusive
-    assert sale["total"] == 350000 and sale["tax"] == 34524
+    # 12 % and 5 % inclusive, as CGST + SGST: two equal halves, each rounded to the paisa
+    assert [ln["tax"] for ln in sale["lines"]] == [32142, 2380]
+    assert [(ln["cgst"], ln["sgst"], ln["igst"]) for ln in sale["lines"]] == [
+        (16071, 16071, 0),
+        (1190, 1190, 0),
+    ]
+    assert sale["total"] == 350000 and sale["tax"] == 34522
+    assert (sale["cgst"], sale["sgst"], sale["igst"]) == (17261, 17261, 0)
     assert sale["tenders"] == [{"method": "cash", "amount": 350000, "tendered": 350000}]
     assert node.qty("TEE-M") == 7 and node.qty("CAP") == 3
     assert node.sell("CAP")["sale_id"] == "S1-T1-000002"
@@ -32,7 +40,9 @@ def test_sell_sku_times_qty_records_lines_tax_stock_and_receipt(node):
 
 def test_sell_prints_sale_id_and_total_for_people(node):
     out = node.ok("sell", "TEE-M", "--pay", "cash:1500").out
-    assert "sale S1-T1-000001  total 1000.00  tax 107.14  paid cash 1000.00  change 500.00" in out
+    assert (
+        "sale S1-T1-000001  total ₹1,000.00  tax ₹107.14  paid cash ₹1,000.00  change ₹500.00"
+    ) in out
     assert "TEE-M" in out
 
 
@@ -47,15 +57,18 @@ def test_cash_change_and_split_tenders(node):
     assert sale["tenders"] == [
         {"method": "cash", "amount": 25000, "tendered": 500000, "change": 475000}
     ]
-    sale = node.sell("TEE-M", "--pay", "card:400", "--pay", "cash")
+    sale = node.sell("TEE-M", "--pay", "card-machine:400", *MACHINE, "--pay", "cash")
     assert [(t["method"], t["amount"]) for t in sale["tenders"]] == [
-        ("card", 40000),
+        ("card_machine", 40000),
         ("cash", 60000),
     ]
-    sale = node.sell("TEE-M", "--pay", "card:400.50", "--pay", "card")
+    sale = node.sell("TEE-M", "--pay", "card-machine:400.50", *MACHINE, "--pay", "cash")
     assert [t["amount"] for t in sale["tenders"]] == [40050, 59950]
     x = node.json("report", "x")
-    assert {t["method"]: t["amount"] for t in x["tenders"]} == {"card": 140000, "cash": 85000}
+    assert {t["method"]: t["amount"] for t in x["tenders"]} == {
+        "card_machine": 80050,
+        "cash": 144950,
+    }
 
 
 @pytest.mark.parametrize(
@@ -83,17 +96,31 @@ def test_discounts(node, discount, total, discounts):
         (["TEE-Mx0"], "quantity must be a positive whole number, got 0"),
         (["TEE-Mx-2"], "quantity must be a positive whole number, got -2"),
         (["TEE-Mx20000"], "implausible"),
-        (["TEE-M", "--pay", "card:100"], "payments are 900.00 short of the total 1000.00"),
+        (
+            ["TEE-M", "--pay", "card-machine:100", *MACHINE],
+            "payments are ₹900.00 short of the total ₹1,000.00",
+        ),
         (["TEE-M", "--pay", "cash:999.99"], "0.01 short"),
-        (["TEE-M", "--pay", "card:2000"], "more than the 1000.00 due"),
-        (["TEE-M", "--pay", "cash", "--pay", "card"], "already paid in full"),
-        (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, points"),
+        (["TEE-M", "--pay", "card-machine:2000", *MACHINE], "more than the ₹1,000.00 due"),
+        (["TEE-M", "--pay", "cash", "--pay", "card-machine", *MACHINE], "already paid in full"),
+        (["TEE-M", "--pay", "card"], "a card payment with no card"),
+        (["TEE-M", "--pay", "card-machine"], "needs --card-approval CODE and --card-last4"),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "x", "--card-last4", "4242"],
+            "approval code 'x'",
+        ),
+        (
+            ["TEE-M", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "42"],
+            "last four digits '42'",
+        ),
+        (["TEE-M", "--card-approval", "A1B2C3"], "go with --pay card-machine"),
+        (["TEE-M", "--pay", "cheque"], "method must be one of cash, card, card_machine, points"),
         (["TEE-M", "--pay", "cash:0"], "more than zero"),
         (["TEE-M", "--pay", "cash:abc"], "not an amount"),
         (["TEE-M", "--pay", "points:10"], "needs a customer"),
         (["TEE-M", "--customer", "C-nobody"], "unknown customer 'C-nobody'"),
         (["TEE-M", "--discount", "10%", "--discount", "5%"], "at most one whole-sale"),
-        (["TEE-M", "--discount", "1001"], "more than the 1000.00"),
+        (["TEE-M", "--discount", "1001"], "more than the ₹1,000.00"),
         (["TEE-M", "--discount", "CAP:10%"], "not in the sale: CAP"),
         (["TEE-M", "--discount", "ten"], "not an amount"),
     ],
@@ -111,16 +138,21 @@ def test_sell_needs_an_item(node):
 
 def test_receipt_numbers_have_no_gaps_after_a_refused_sale(node):
     assert node.sell("CAP")["number"] == 1
-    node.fail("sell", "CAP", "--pay", "card:1")
+    node.fail("sell", "CAP", "--pay", "card-machine:1", *MACHINE)
     node.fail("sell", "NOPE")
     assert node.sell("CAP")["number"] == 2
     x = node.json("report", "x")
     assert (x["first_receipt"], x["last_receipt"], x["sales"]) == (1, 2, 2)
 
 
-def test_selling_past_zero_is_allowed_and_flagged(node):
+def test_selling_past_zero_needs_allow_oversell_and_is_flagged(node):
     node.sell("LAST")
-    node.sell("LAST")
+    before = node.snapshot()
+    err = node.fail("sell", "LAST")
+    assert "LAST 1 asked, 0 in stock" in err and "--allow-oversell" in err
+    assert node.snapshot() == before
+    sale = node.sell("LAST", "--allow-oversell")
+    assert sale["oversold"] == {"LAST": 1}
     assert node.qty("LAST") == -1
     [conflict] = node.json("conflicts")
     assert conflict["conflict_id"] == "oversell:LAST" and conflict["detail"]["stock"] == -1
@@ -194,7 +226,7 @@ def test_points_earned_on_a_sale_and_redeemed_as_a_tender(node):
     sale = node.sell("JKT-L", "--customer", "9800000001")
     assert sale["customer"] == cid and sale["points_earned"] == 30
     out = node.ok("sell", "CAP", "--customer", cid, "--pay", "points:2", "--pay", "cash").out
-    assert f"customer {cid}: points +2 earned, -2 by tender" in out
+    assert f"customer {cid}: 2 points redeemed · 2 points earned" in out
     ret = node.json("return", "S1-T1-000002", "CAP")  # what points paid goes back as points
     assert ret["tenders"] == [
         {"method": "points", "amount": 200, "points": 2},
@@ -211,7 +243,9 @@ def test_points_earned_on_a_sale_and_redeemed_as_a_tender(node):
     out = node.ok("loyalty", "show", cid).out
     assert "points" in out and "12" in out
     # `points` with no amount pays what it can
-    sale = node.sell("TEE-M", "--customer", cid, "--pay", "points", "--pay", "card")
+    sale = node.sell(
+        "TEE-M", "--customer", cid, "--pay", "points", "--pay", "card-machine", *MACHINE
+    )
     assert sale["tenders"][0]["points"] == 12 and sale["tenders"][1]["amount"] == 98800
     assert node.json("loyalty", "show", cid)["points"] == 9
 
@@ -241,7 +275,7 @@ def test_partial_returns_then_over_return_refused(node):
     assert ret["total"] == 100000 and ret["tenders"] == [{"method": "cash", "amount": 100000}]
     assert node.qty("TEE-M") == 8
     out = node.ok("return", "000001", "TEE-Mx2", "CAP").out  # the short receipt number works
-    assert "return S1-T1-000003  total 2250.00" in out and "refunded cash 2250.00" in out
+    assert "return S1-T1-000003  total ₹2,250.00" in out and "refunded cash ₹2,250.00" in out
     assert node.qty("TEE-M") == 10 and node.qty("CAP") == 5
     before = node.snapshot()
     assert "only 0 of TEE-M can still be returned, not 1" in node.fail("return", sale, "TEE-M")
@@ -297,9 +331,13 @@ def test_refund_to_points(node):
 
 def test_exchange_with_difference_paid(node):
     sale = node.sell("CAP")["sale_id"]
-    ex = node.json("exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card")
+    ex = node.json(
+        "exchange", sale, "--back", "CAP", "--take", "TEE-M", "--pay", "card-machine", *MACHINE
+    )
     assert ex["ref_sale"] == sale and ex["total"] == 75000
-    assert ex["tenders"] == [{"method": "card", "amount": 75000}]
+    assert ex["tenders"] == [
+        {"method": "card_machine", "amount": 75000, "card_last4": "4242", "card_approval": "A1B2C3"}
+    ]
     assert [ln["sku"] for ln in ex["returned"]] == ["CAP"] and ex["lines"][0]["sku"] == "TEE-M"
     assert node.qty("CAP") == 5 and node.qty("TEE-M") == 9
     assert "only 0 of CAP can still be returned" in node.fail("return", sale, "CAP")
@@ -310,11 +348,11 @@ def test_exchange_with_difference_refunded(node):
     sale = node.sell("JKT-L")["sale_id"]
     before = node.snapshot()
     assert "nothing is due" in node.fail(
-        "exchange", sale, "--back", "JKT-L", "--take", "TEE-M", "--pay", "card"
+        "exchange", sale, "--back", "JKT-L", "--take", "TEE-M", "--pay", "card-machine", *MACHINE
     )
     assert node.snapshot() == before
     out = node.ok("exchange", sale, "--back", "JKT-L", "--take", "TEE-M").out
-    assert "total -2000.00" in out and "refunded cash 2000.00" in out
+    assert "total −₹2,000.00" in out and "refunded cash ₹2,000.00" in out
     [ex] = [s for s in node.json("report", "sales", "--by", "payment") if s["key"] == "cash"]
     assert ex["amount"] == 100000  # 3000 paid, 2000 refunded
     assert node.qty("JKT-L") == 3 and node.qty("TEE-M") == 9
@@ -332,7 +370,7 @@ def test_even_exchange_needs_no_payment(node):
         (["--back", "TEE-Mx2", "--take", "CAP"], "only 1 of TEE-M can still be returned"),
         (["--back", "JKT-L", "--take", "CAP"], "has no JKT-L"),
         (["--back", "TEE-M", "--take", "NOPE"], "unknown product 'NOPE'"),
-        (["--back", "TEE-M", "--take", "JKT-L", "--pay", "card:1"], "short"),
+        (["--back", "TEE-M", "--take", "JKT-L", "--pay", "card-machine:1", *MACHINE], "short"),
     ],
 )
 def test_exchange_refuses_bad_input_and_writes_nothing(node, args, message):
@@ -407,7 +445,7 @@ def test_stock_moves_require_a_reason_and_a_whole_quantity(node, verb):
 
 def test_x_report_changes_nothing_and_z_numbers_increase(node):
     node.sell("TEE-M", "CAP")
-    node.sell("JKT-L", "--pay", "card")
+    node.sell("JKT-L", "--pay", "card-machine", *MACHINE)
     before = node.snapshot()
     x = node.json("report", "x")
     assert node.snapshot() == before
@@ -419,7 +457,7 @@ def test_x_report_changes_nothing_and_z_numbers_increase(node):
         2,
     )
     assert {t["method"]: (t["amount"], t["count"]) for t in x["tenders"]} == {
-        "card": (300000, 1),
+        "card_machine": (300000, 1),
         "cash": (125000, 1),
     }
     assert {g["gst_rate"]: g["taxable_incl"] for g in x["gst"]} == {500: 25000, 1200: 400000}
@@ -443,7 +481,7 @@ def test_x_report_changes_nothing_and_z_numbers_increase(node):
 @pytest.fixture
 def sold(node):
     node.sell("TEE-Mx2", user="alice")
-    node.sell("CAP", "--pay", "card", user="bob")
+    node.sell("CAP", "--pay", "card-machine", *MACHINE, user="bob")
     node.sell("JKT-L", "--discount", "100", user="alice")
     return node
 
@@ -453,7 +491,7 @@ def sold(node):
     [
         ("sku", {"TEE-M": (2, 200000), "CAP": (1, 25000), "JKT-L": (1, 290000)}),
         ("category", {"Tops": (2, 200000), "Accessories": (1, 25000), "Outerwear": (1, 290000)}),
-        ("payment", {"cash": (2, 490000), "card": (1, 25000)}),
+        ("payment", {"cash": (2, 490000), "card_machine": (1, 25000)}),
         ("cashier", {"alice": (2, 490000), "bob": (1, 25000)}),
         ("terminal", {"T1": (3, 515000)}),
     ],

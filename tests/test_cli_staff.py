@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import Node
 
-BOSS = "1111"
+BOSS = "111111"
 CAL = "3333"
 
 
@@ -59,8 +59,8 @@ def test_first_user_is_an_admin_added_without_approval(node, stdin):
     assert "first one must be an admin" in node.fail(
         "users", "add", "mia", "--role", "manager", "--pin-stdin"
     )
-    stdin("12\n")
-    assert "a PIN is 4 to 12 digits" in node.fail(
+    stdin("1234\n")
+    assert "an admin's PIN is 6 to 12 digits" in node.fail(
         "users", "add", "boss", "--role", "admin", "--pin-stdin"
     )
     stdin(BOSS + "\n")
@@ -79,13 +79,13 @@ def test_first_user_is_an_admin_added_without_approval(node, stdin):
 
 def test_users_add_set_role_disable_enable_need_a_manager(node, stdin, approver):
     staffed(node, stdin, approver)
-    stdin("5555\n")
+    stdin("555555\n")
     before = node.snapshot()
     err = node.fail("users", "add", "sue", "--role", "supervisor", "--pin-stdin", user="cal")
     assert "changing user sue needs a manager or admin to approve" in err and "boss" in err
     assert node.snapshot() == before
-    approver("9999")
-    stdin("5555\n")
+    approver("999999")
+    stdin("555555\n")
     err = node.fail(
         "users", "add", "sue", "--role", "supervisor", "--pin-stdin", "--approve", "boss"
     )
@@ -121,7 +121,7 @@ def test_login_whoami_logout_and_the_session_acts_for_later_commands(node, stdin
     me = node.json("whoami")
     assert me["user"] == "boss" and me["signed_in"] is True and me["role"] == "admin"
     # Acting as the signed-in manager: no --user, no --approve.
-    stdin("5555\n")
+    stdin("555555\n")
     assert node.json("users", "add", "sue", "--role", "supervisor", "--pin-stdin")["by"] == "boss"
     node.ok("stock", "adjust", "CAP", "-1", "--reason", "damaged")
     assert node.qty("CAP") == 4
@@ -142,7 +142,7 @@ def test_refund_above_limit_by_a_cashier_needs_approve(node, stdin, approver):
     sale = node.sell("JKT-L", user="cal")  # 3000.00
     before = node.snapshot()
     err = node.fail("return", sale["sale_id"], "JKT-L", user="cal")
-    assert "refund of 3000.00 (limit 1000.00) needs a supervisor, manager or admin" in err
+    assert "refund of ₹3,000.00 (limit ₹1,000.00) needs a supervisor, manager or admin" in err
     assert "who can: boss" in err and "--approve USER" in err
     assert node.snapshot() == before
     approver(BOSS)
@@ -155,7 +155,7 @@ def test_refund_above_limit_by_a_cashier_needs_approve(node, stdin, approver):
     node.ok("verify")
 
 
-def test_lockout_shows_in_users_list_and_a_manager_unlocks(node, stdin, approver):
+def test_lockout_shows_in_users_list_and_a_supervisor_unlocks(node, stdin, approver):
     staffed(node, stdin, approver)
     for _ in range(4):
         stdin("0000\n")

@@ -142,7 +142,7 @@ def small_bundle(pair, tmp_path):
     """T1 sold twice; a bundle of just those two sales for T2."""
     t1, t2 = pair
     t1.sell("TEE-M")
-    t1.sell("CAP", "--pay", "card")
+    t1.sell("CAP", "--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "4242")
     path = tmp_path / "two.bundle"
     assert export(t1, path, since_of=t2) == 2
     return t1, t2, path
@@ -323,7 +323,7 @@ def test_acknowledged_oversell_reopens_if_stock_falls_further(pair, tmp_path):
     assert t2.json("conflicts") == [] and t2.qty("LAST") == -1
     send(t2, t1, tmp_path / "ack.bundle")
     assert t1.json("conflicts") == []
-    t1.sell("LAST")
+    t1.sell("LAST", "--allow-oversell")
     [c] = t1.json("conflicts")
     assert c["status"] == "open" and c["detail"]["stock"] == -2
 

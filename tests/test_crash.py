@@ -24,7 +24,7 @@ t = Terminal.open(sys.argv[1])
 skus = [r["sku"] for r in t.products()][:20]
 i = 0
 while True:
-    sale = t.sell([(skus[i % len(skus)], 1 + i % 2)])
+    sale = t.sell([(skus[i % len(skus)], 1 + i % 2)], allow_oversell=True)
     print(sale.sale_id, flush=True)
     i += 1
 """

@@ -65,7 +65,7 @@ def test_receipt_over_raw_tcp_decodes_back(listener: PrinterListener) -> None:
     assert job == sent
     slip = ed.decode(job)
     assert slip.styled_lines[0] == ed.Line("Meshpos Apparel", "center", True, 2, 2)
-    assert "Receipt T1-000042         24-11-2025 21:30" in slip.lines
+    assert "Invoice BLR1-T1-000042    24-11-2025 21:30" in slip.lines
     assert "  2 x 499.00                        998.00" in slip.lines
     assert ed.Line("TOTAL                             3,746.00", bold=True) in slip.styled_lines
     assert "Card VISA ****4242                2,746.00" in slip.lines

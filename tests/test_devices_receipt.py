@@ -122,10 +122,12 @@ def test_payload_becomes_a_receipt() -> None:
     assert r.lines[2].size == "" and r.lines[2].colour == ""
     assert r.tenders[0].tendered == 150000 and r.tenders[1].tendered is None
     assert r.has_cash and r.has_pending_card
+    # A payload recorded before GST was split: its one tax halved, the odd paisa to CGST.
     assert r.gst_summary() == (
-        GstRow(500, 94800 - 4514 + 29900 - 1424, 4514 + 1424),
-        GstRow(1200, 223125, 26775),
+        GstRow("", 500, 94800 - 4514 + 29900 - 1424, 2969, 2969, 0),
+        GstRow("", 1200, 223125, 13388, 13387, 0),
     )
+    assert r.heads == (2969 + 13388, 2969 + 13387, 0)
     assert r.loyalty_balance == 412 and r.cashier == "asha"
 
 
@@ -176,7 +178,7 @@ def test_sale_slip_says_everything() -> None:
     assert styled[0] == ed.Line("Meshpos Apparel", "center", True, 2, 2)
     assert ed.Line("GSTIN: 29ABCDE1234F1Z5", "center") in styled
     assert ed.Line("TAX INVOICE", "center", True) in styled
-    assert "Receipt T1-000042         24-11-2025 21:30" in lines
+    assert "Invoice BLR1-T1-000042    24-11-2025 21:30" in lines
     assert "Customer C1a2b3c" in lines
     i = lines.index("Crew T-shirt")
     assert lines[i + 1 : i + 4] == [
@@ -190,8 +192,13 @@ def test_sale_slip_says_everything() -> None:
     assert "Subtotal                          3,796.00" in lines
     assert "Discount                            -50.00" in lines
     assert ed.Line("TOTAL                             3,746.00", bold=True) in styled
-    assert "5%               1,187.62            59.38" in lines
-    assert "12%              2,231.25           267.75" in lines
+    i = lines.index("HSN       GST  Taxable      CGST      SGST")
+    assert lines[i + 1 : i + 5] == [
+        "-          5% 1,187.62     29.69     29.69",
+        "-         12% 2,231.25    133.88    133.87",
+        "Total CGST                          163.57",
+        "Total SGST                          163.56",
+    ]
     assert "Cash                              1,500.00" in lines
     assert "  Change                            500.00" in lines
     assert "Card VISA ****4242                2,746.00" in lines
@@ -235,26 +242,28 @@ def test_width_48_and_qr_option() -> None:
     assert ed.Line("BLR1-T1-000042", "center") in slip.styled_lines
 
 
-def test_gst_split_into_cgst_and_sgst() -> None:
-    lines = sale_slip(gst_split=True).lines
-    i = lines.index("12%              2,231.25           267.75")
-    assert lines[i + 1 : i + 3] == [
-        "  CGST 6%                           133.87",
-        "  SGST 6%                           133.88",
+def test_narrow_paper_prints_the_split_as_blocks() -> None:
+    lines = sale_slip(width=32).lines
+    i = lines.index("HSN -  GST 12%")
+    assert lines[i + 1 : i + 4] == [
+        "  Taxable value         2,231.25",
+        "  CGST 6%                 133.88",
+        "  SGST 6%                 133.87",
     ]
-    assert "  CGST 2.5%                          29.69" in lines
+    assert "  CGST 2.5%                29.69" in lines
+    assert all(len(line) <= 32 for line in lines)
 
 
 def test_return_slip() -> None:
     r = receipt_from_sale(RETURN, HEADER)
     assert r.returned == r.lines
     slip = decoded(layout.render_receipt(r))
-    assert ed.Line("RETURN SLIP", "center", True) in slip.styled_lines
-    assert "Original sale BLR1-T1-000042" in slip.lines
+    assert ed.Line("CREDIT NOTE", "center", True) in slip.styled_lines
+    assert "Against invoice BLR1-T1-000042" in slip.lines
     assert "Items returned" in slip.lines
     assert "REFUND TOTAL                        948.00" in slip.lines
     assert "Refund Cash                         948.00" in slip.lines
-    assert "5%                 902.86            45.14" in slip.lines
+    assert "-          5%   902.86     22.57     22.57" in slip.lines
     assert slip.drawer_kicks  # the cashier pays the refund out of the drawer
     assert [b.data for b in slip.barcodes] == ["BLR1-T2-000007"]
 
@@ -270,10 +279,10 @@ def test_return_to_points_with_clawback_as_the_terminal_records_it() -> None:
     )
     r = receipt_from_sale(payload, HEADER, loyalty_balance=1351, kind="return")
     lines = decoded(layout.render_receipt(r)).lines
-    assert "RETURN SLIP" in lines
+    assert "CREDIT NOTE" in lines
     assert "Refund Points (948 pts)             948.00" in lines
     assert "Points taken back                        9" in lines
-    assert "Points refunded                        948" in lines
+    assert "Points given back                      948" in lines
     assert "Points balance                        1351" in lines
     assert not any(line.startswith("Points earned") for line in lines)
 
@@ -296,7 +305,7 @@ def test_exchange_slip_nets_returned_against_new() -> None:
     assert "  2 x 499.00                       -998.00" in lines
     assert "REFUND DUE                          649.00" in lines
     assert "Refund Cash                         649.00" in lines
-    assert "5%                -618.10           -30.90" in lines
+    assert "-          5%  -618.10    -15.45    -15.45" in lines
 
 
 def test_x_and_z_reports() -> None:
@@ -373,8 +382,15 @@ def test_rate_format(bp: int, text: str) -> None:
 def test_store_header_from_config() -> None:
     h = StoreHeader.from_dict({"name": " Meshpos ", "address": "1 Road\nCity", "footer": "Bye"})
     assert h.name == "Meshpos" and h.address == ("1 Road", "City") and h.footer == ("Bye",)
+    assert h.time.name == "Asia/Kolkata" and h.state == ""
     with pytest.raises(InputError, match=r"store\.name"):
         StoreHeader.from_dict({"name": ""})
+    with pytest.raises(InputError, match=r"store\.timezone 'Mars/Olympus'"):
+        StoreHeader.from_dict({"name": "M", "timezone": "Mars/Olympus"})
+    dubai = StoreHeader.from_dict({"name": "M", "timezone": "Asia/Dubai", "gstin": HEADER.gstin})
+    assert dubai.state == "29" and dubai.state_name == "Karnataka (29)"
+    r = receipt_from_sale(SALE, dubai)
+    assert "Invoice BLR1-T1-000042    24-11-2025 20:00" in decoded(layout.render_receipt(r)).lines
 
 
 def test_control_characters_in_catalogue_text_cannot_inject_commands() -> None:

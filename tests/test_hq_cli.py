@@ -11,6 +11,7 @@ import pytest
 from conftest import CliResult, Node, run_cli
 from hq_helpers import HQServer, push_all
 
+from meshpos.domain.gst import Band
 from meshpos.hq.client import HQClient, ingest_pull
 from meshpos.node import membership
 from meshpos.service.terminal import Terminal
@@ -108,6 +109,8 @@ def test_store_that_keeps_its_key_certifies_hq_and_then_hears_from_it(
     ok(hq_dir, "product", "SCARF", "--name", "Silk scarf", "--price", "799", "--gst", "12",
        "--store", "S8")  # fmt: skip
     ok(hq_dir, "loyalty-rule", "--earn-per-100", "5")
+    ok(hq_dir, "setting", "store.timezone", '"Asia/Dubai"', "--store", "S8")
+    ok(hq_dir, "setting", "gst.bands.hsn:61", '"12% above"', "--store", "S8")
     t1.ok("enroll", "request", "--out", str(t1.path / "r2"))
     assert "does not hold store S8's key" in fail(
         hq_dir, "enroll-node", "S8", str(t1.path / "r2"), "--out", str(t1.path / "e2")
@@ -117,9 +120,11 @@ def test_store_that_keeps_its_key_certifies_hq_and_then_hears_from_it(
         _relay(server, term)
         assert term.product("SCARF").price == 79_900 and term.product("SCARF").gst_rate == 1200
         assert term.loyalty_rule().earn_per_100 == 5
+        assert term.store_time().name == "Asia/Dubai"  # HQ's setting over [store] timezone
+        assert term.gst_rules().for_product("Tops", "610910") == (Band(1200),)
     finally:
         term.close()
-    t1.sell("SCARF")
+    t1.sell("SCARF", "--allow-oversell")
     term = Terminal.open(t1.path)
     try:
         _relay(server, term)
@@ -138,6 +143,9 @@ def test_bad_input_to_each_command_names_what_was_wrong(hq_dir: Path) -> None:
     assert "no product NOPE" in fail(hq_dir, "price", "NOPE", "10")
     assert "'ten'" in fail(hq_dir, "price", "NOPE", "ten")
     assert "not JSON" in fail(hq_dir, "setting", "promo", "{oops")
+    assert "not an IANA time zone" in fail(hq_dir, "setting", "store.timezone", '"IST"')
+    assert "the last band" in fail(hq_dir, "setting", "gst.bands.Tops", '"5% up to 2500"')
+    assert "not an HSN code" in fail(hq_dir, "product", "X", "--hsn", "61A")
     assert "check digit" in fail(hq_dir, "block-card", "4111111111111112", "--reason", "lost")
     assert "not enrolled at HQ" in fail(hq_dir, "price", "X", "1", "--store", "ZZ")
     assert "64 hex digits" in fail(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.ops import Signer, pack, unpack
 from meshpos.hq.client import HQClient, HQRefused, HQUnavailable
-from meshpos.hq.wire import H_NODE, H_SIG, H_TIME, auth_message
+from meshpos.hq.wire import H_DIGEST, H_NODE, H_SIG, H_TIME, auth_message, body_digest
 
 NOW = 1_760_000_000_000
 SIGNER = Signer.from_seed(b"hq-client-test-node")
@@ -48,7 +48,8 @@ def test_a_push_is_signed_as_hq_checks_it_and_its_answer_is_typed() -> None:
     assert request.url.path == "/v1/stores/S1/ops"
     assert unpack(request.content, "batch") == {"ops": [b"w1", b"w2"], "nodes": []}
     assert request.headers[H_NODE] == SIGNER.node_id and request.headers[H_TIME] == str(NOW)
-    message = auth_message("POST", "/v1/stores/S1/ops", "S1", NOW, request.content)
+    assert request.headers[H_DIGEST] == body_digest(request.content)
+    message = auth_message("POST", "/v1/stores/S1/ops", "S1", NOW, body_digest(request.content))
     Ed25519PublicKey.from_public_bytes(SIGNER.public_key).verify(
         bytes.fromhex(request.headers[H_SIG]), message
     )

@@ -46,7 +46,7 @@ def served(app: Starlette) -> set[tuple[str, str]]:
 
 
 def test_every_documented_endpoint_is_served_and_no_other(app: Starlette) -> None:
-    assert len(documented()) == 12
+    assert len(documented()) == 15
     assert served(app) == documented()
 
 

@@ -18,7 +18,6 @@ from meshpos.core.ops import Op, Signer
 from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.hq.storage.log import parse_vv
-from meshpos.hq.storage.views import day_of
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.terminal import Terminal
@@ -143,9 +142,3 @@ def test_version_vectors_from_the_wire_are_checked() -> None:
     for bad in ([], {"a": -1}, {"a": True}, {1: 2}, {"a": "1"}):
         with pytest.raises(EncodingError):
             parse_vv(bad)
-
-
-def test_days_are_utc_calendar_days() -> None:
-    assert day_of(0) == "1970-01-01"
-    assert day_of(86_400_000 - 1) == "1970-01-01"
-    assert day_of(86_400_000) == "1970-01-02"

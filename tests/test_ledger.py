@@ -454,18 +454,20 @@ def test_verify_reads_one_snapshot_while_another_process_writes(
 # -- authority and schema --------------------------------------------------------------------------
 
 
-def test_every_replica_applies_the_store_rules_unless_given_others() -> None:
-    """A bare Ledger, with no Terminal around it, refuses a card-float mint a terminal signed: the
-    rules come with the ledger at construction, not from whoever wraps it."""
+def test_a_bare_ledger_stores_a_terminal_s_card_float_mint_without_effect() -> None:
+    """A bare Ledger, with no Terminal around it, judges ops by the rulebook: a card-float mint a
+    terminal signed is stored (its chain goes on) but mints nothing, and opens a conflict."""
     mint = op(A, 1, GENESIS, "card.float", {"to": A.node_id, "amount": 500, "total": 500})
-    strict = new_ledger([A])
-    with pytest.raises(RemoteError, match=r"card.float\) is not signed by HQ"):
-        strict.ingest([mint])
-    assert strict.vv() == {} and strict.views.rights(CARD_FLOAT, A.node_id) == 0
-    lax = Ledger(":memory:", STORE, durable=False, authority=lambda conn, ops: None)
-    lax.add_node(node_record(A, "T0"))
-    assert lax.ingest([mint]).applied == 1
-    assert lax.views.rights(CARD_FLOAT, A.node_id) == 500
+    after = op(A, 2, mint.hash, "stock.receive", {"sku": "S", "delta": 3, "reason": "r"})
+    led = new_ledger([A])
+    assert led.ingest([mint, after]).applied == 2
+    assert led.vv() == {A.node_id: 2}
+    assert led.views.rights(CARD_FLOAT, A.node_id) == 0
+    assert led.views.stock_qty("S") == 3
+    [found] = [c for c in led.views.conflicts() if c["kind"] == "unauthorised"]
+    assert found["conflict_id"] == f"unauthorised:{A.node_id}:1"
+    assert found["detail"]["rule"] == "hq-only" and "not HQ" in found["detail"]["reason"]
+    assert led.verify() == []
 
 
 def test_an_older_database_gets_the_tables_it_lacks_when_it_opens(tmp_path: Path) -> None:

@@ -149,12 +149,17 @@ def perform(replicas: Sequence[Replica], cids: Sequence[str], action: Action) ->
                 method = "card"
             tenders = {
                 "cash": [Tender("cash")],
-                "card": [Tender("card")],
+                "card": [Tender("card_machine", card_last4="4242", card_approval="A1B2C3")],
                 "points": [Tender("points"), Tender("cash")],
                 "points1": [Tender("points", 1), Tender("cash")],
                 "points4": [Tender("points", 4), Tender("cash")],
             }[method]
-            t.sell([(f"SKU{i}", q) for i, q in items], tenders=tenders, customer=cid)
+            t.sell(
+                [(f"SKU{i}", q) for i, q in items],
+                tenders=tenders,
+                customer=cid,
+                allow_oversell=True,  # concurrent oversells are what this explores
+            )
         elif kind in ("return", "exchange"):
             pick, line, extra = args
             sales = rep.ledger.query("SELECT sale_id FROM sales WHERE kind = 'sale' ORDER BY 1")
@@ -166,7 +171,7 @@ def perform(replicas: Sequence[Replica], cids: Sequence[str], action: Action) ->
             if kind == "return":
                 t.return_items(sale["sale_id"], [(back[0][0], extra)], refund="cash")
             else:
-                t.exchange(sale["sale_id"], back, [(f"SKU{extra}", 1)])
+                t.exchange(sale["sale_id"], back, [(f"SKU{extra}", 1)], allow_oversell=True)
         elif kind == "loyalty":
             cust, delta = args
             if delta:
@@ -342,7 +347,7 @@ def test_concurrent_sales_of_the_last_unit_raise_one_conflict_everywhere() -> No
     assert views(a.ledger) == views(b.ledger) == views(c.ledger)
 
     # Selling past the acknowledged level reopens it, on every replica.
-    c.terminal.sell([("SKU0", 1)])
+    c.terminal.sell([("SKU0", 1)], allow_oversell=True)
     full_sync([a, b, c])
     for rep in (a, b, c):
         assert [x["conflict_id"] for x in rep.terminal.conflicts("open")] == ["oversell:SKU0"]
@@ -371,9 +376,14 @@ def test_a_redemption_that_nets_to_zero_points_still_updates_the_conflict_it_bel
     negative-points conflict names, so it must re-check that conflict wherever it arrives."""
     a, b = make_replicas(2)
     (cid, _) = genesis([a, b])
+    bought = a.terminal.sell([("SKU1", 2)], customer=cid)  # earns points at a
+    earned = bought.payload["points_earned"]
+    assert earned > 4
     assert a.terminal.grant_rights(cid, b.terminal.node_id, 4) == 4  # escrow: b may redeem 4
     sync(a, b)
-    a.terminal.append("loyalty.adjust", {"customer_id": cid, "delta": -10, "reason": "typo"})
+    # a spends what it holds, then takes back the points the returned sale earned: below zero.
+    a.terminal.append("loyalty.adjust", {"customer_id": cid, "delta": -(1 + earned), "reason": "x"})
+    a.terminal.return_items(bought.sale_id, [("SKU1", 2)])
     # 499.00 paid as 4 points + 495.00 cash earns 4 points: the balance does not move.
     sale = b.terminal.sell(
         [("SKU0", 1)], tenders=[Tender("points", 4), Tender("cash")], customer=cid

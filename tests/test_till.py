@@ -67,7 +67,7 @@ def test_scanning_an_ean13_adds_a_line_and_scanning_it_again_adds_one_more(
 ) -> None:
     first = till.add_code("8901000000026\r\n")  # scanners frame codes with CR/LF
     assert isinstance(first, LineAdded) and first.sku == "TSH-NAV-M" and first.line == 1
-    assert first.beep is None and "1249.00" in first.message
+    assert first.beep is None and "₹1,249.00" in first.message
     again = till.add_code("8901000000026")
     assert isinstance(again, LineAdded) and again.qty == 2 and again.line == 1
     sku = till.add_code("CAP")
@@ -156,8 +156,12 @@ def test_customer_discounts_split_tender_and_change(till: TillSession, terminal:
     assert till.sale_discount is None and till.lines[0].discount == "10%"
     assert till.totals().total == 90000 + 25000
     with pytest.raises(InputError, match="more than the"):
-        till.pay("card", "2000")
-    till.pay("card", "500", card_last4="4242")
+        till.pay("card_machine", "2000", card_last4="4242", approval="A1B2C3")
+    with pytest.raises(InputError, match="a card payment needs the card"):
+        till.pay("card", "500", card_last4="4242")  # neither kind: refused
+    with pytest.raises(InputError, match="approval code"):
+        till.pay("card_machine", "500", card_last4="4242")
+    till.pay("machine", "500", card_last4="4242", approval="A1B2C3")
     mid = till.totals()
     assert (mid.paid, mid.due, mid.change) == (50000, 65000, 0)
     with pytest.raises(InputError, match="still due"):
@@ -171,7 +175,12 @@ def test_customer_discounts_split_tender_and_change(till: TillSession, terminal:
     p = result.payload
     assert p["customer"] == cid and p["total"] == 115000
     assert p["tenders"] == [
-        {"method": "card", "amount": 50000, "card_last4": "4242"},
+        {
+            "method": "card_machine",
+            "amount": 50000,
+            "card_last4": "4242",
+            "card_approval": "A1B2C3",
+        },
         {"method": "cash", "amount": 65000, "tendered": 100000, "change": 35000},
     ]
     assert change_given(p) == 35000 and p["points_earned"] == 11

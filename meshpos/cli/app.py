@@ -7,6 +7,7 @@ exit code 1; nothing is written when a command fails.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,13 +19,16 @@ from meshpos.cli import (
     audit,
     cards,
     catalog,
+    cheatsheet,
     conflicts,
     customers,
     devices,
+    drill,
     hq,
     logs,
     mesh,
     oplog,
+    power,
     printing,
     reports,
     sales,
@@ -34,11 +38,13 @@ from meshpos.cli import (
     storage,
     sync,
     till,
+    training,
+    transfers,
     web,
 )
 from meshpos.core.errors import MeshposError
 from meshpos.ledger.errors import DATABASE_ERRORS
-from meshpos.service.config import check_name, resolve_dir
+from meshpos.service.config import OWNER_ONLY, check_name, resolve_dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,11 +107,17 @@ for _command in (
     staff.whoami,
     web.web,
     cards.cards_group,
+    power.power,
+    transfers.transfer,
+    training.training_group,
+    cheatsheet.cheatsheet_cmd,
+    drill.drill,
 ):
     cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    os.umask(OWNER_ONLY)  # whatever this process writes (database, logs, backups) is its owner's
     try:
         cli.main(
             args=list(argv) if argv is not None else None,

@@ -20,8 +20,10 @@ def audit() -> None:
 
 
 @audit.command("export")
-@click.option("--from", "date_from", required=True, help="First day, YYYY-MM-DD (UTC).")
-@click.option("--to", "date_to", required=True, help="Last day, YYYY-MM-DD (UTC).")
+@click.option(
+    "--from", "date_from", required=True, help="First store day, YYYY-MM-DD ([store] timezone)."
+)
+@click.option("--to", "date_to", required=True, help="Last store day, YYYY-MM-DD (included).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
 @click.pass_context
 def audit_export(ctx: click.Context, date_from: str, date_to: str, out: str) -> None:

@@ -7,14 +7,75 @@ HQ opening a store's card float is `meshpos hq card-float` (meshpos/cli/hq.py).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TypeVar
 
 import click
 
 from meshpos.cli.common import emit, json_option, open_terminal
 from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
+from meshpos.domain.pricing import Tender, parse_tender
 from meshpos.service import cards
 from meshpos.service.cards import CardInput
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def card_options(fn: F) -> F:
+    """The card options of a command that takes payment: a card captured here, or the approval
+    code and last four digits of a payment on the store's card machine."""
+    for option in reversed(
+        [
+            click.option(
+                "--card-number",
+                metavar="NUMBER",
+                help="Card for the card payment, sealed to HQ at once (or test[:BRAND], or a "
+                "swiped track). Visible to other users of this machine while the command "
+                "runs: prefer --card-stdin.",
+            ),
+            click.option("--card-expiry", metavar="MM/YY", help="The card's expiry."),
+            click.option(
+                "--card-stdin",
+                is_flag=True,
+                help="Read the card from stdin: NUMBER MM/YY, or a swiped track.",
+            ),
+            click.option(
+                "--card-approval",
+                metavar="CODE",
+                help="--pay card-machine: the approval (auth) code on the card machine's slip.",
+            ),
+            click.option(
+                "--card-last4",
+                metavar="NNNN",
+                help="--pay card-machine: the card's last four digits on the slip.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def machine_payment(pays: Sequence[str], approval: str | None, last4: str | None) -> list[Tender]:
+    """The --pay tenders, the card machine's one carrying --card-approval and --card-last4."""
+    tenders = [parse_tender(p) for p in pays]
+    machine = [i for i, t in enumerate(tenders) if t.method == cards.MACHINE]
+    if len(machine) > 1:
+        raise InputError("one card machine payment per command: give --pay card-machine once")
+    if not machine:
+        if approval or last4:
+            raise InputError("--card-approval and --card-last4 go with --pay card-machine")
+        return tenders
+    i = machine[0]
+    if not (approval and last4):
+        raise InputError(
+            "--pay card-machine needs --card-approval CODE and --card-last4 NNNN from the card "
+            "machine's slip"
+        )
+    checked = cards.machine_tender(tenders[i].amount, approval, last4)
+    tenders[i] = replace(checked, amount=tenders[i].amount)
+    return tenders
 
 
 def card_input(number: str | None, expiry: str | None, from_stdin: bool) -> CardInput | None:

@@ -32,7 +32,11 @@ def catalog() -> None:
 @approve_option
 @click.pass_context
 def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: bool) -> None:
-    """Import products from a CSV: sku,name,barcode,category,size,colour,price,gst_rate,stock."""
+    """Import products from a CSV: sku,name,barcode,category,size,colour,price,gst_rate,hsn,stock.
+
+    sku, name, price (rupees, tax-inclusive) and gst_rate are required; hsn is the HSN code (4, 6
+    or 8 digits) printed on tax invoices, which also chooses price-banded GST rates
+    (docs/gst.md)."""
     if bool(file) == sample:
         raise InputError("give either a CSV FILE or --sample")
     path = SAMPLE_CATALOG if sample else Path(file or "")
@@ -64,13 +68,25 @@ def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: 
 @json_option
 @click.pass_context
 def catalog_list(ctx: click.Context, search: str | None, limit: int, as_json: bool) -> None:
-    """List products with price, GST rate and stock."""
+    """List products with price, GST rate (the catalogue's; a price band may replace it at
+    the till, see docs/gst.md), HSN code and stock."""
     rows = open_terminal(ctx).products(search, limit)
     emit(
         rows,
         as_json,
         "products",
-        ["sku", "name", "size", "colour", "category", "barcode", "price", "gst_rate", "stock"],
+        [
+            "sku",
+            "name",
+            "size",
+            "colour",
+            "category",
+            "barcode",
+            "price",
+            "gst_rate",
+            "hsn",
+            "stock",
+        ],
     )
 
 

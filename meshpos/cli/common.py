@@ -22,7 +22,7 @@ from rich.table import Table
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
-from meshpos.domain.money import rupees
+from meshpos.domain.money import group, rate, rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.service.config import check_name
 from meshpos.service.staff import load_session, session_user, sign_in
@@ -40,6 +40,23 @@ MONEY_KEYS = {
     "amount",
     "unit_price",
     "taxable_incl",
+    "taxable",
+    "cgst",
+    "sgst",
+    "igst",
+}
+# Counts a person reads, grouped the Indian way (1,23,456); ids and numbers on paper are not.
+COUNT_KEYS = {
+    "sales",
+    "returns",
+    "exchanges",
+    "count",
+    "qty",
+    "stock",
+    "points",
+    "invoices",
+    "products",
+    "stock_receipts",
 }
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -130,9 +147,11 @@ def _fmt(key: str, value: Any) -> str:
     if value is None:
         return ""
     if key == "gst_rate" and isinstance(value, int):
-        return f"{value / 100:g}%"
+        return rate(value)
     if key in MONEY_KEYS and isinstance(value, int):
         return rupees(value)
+    if key in COUNT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return group(value)
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)

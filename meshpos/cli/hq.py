@@ -21,6 +21,7 @@ from meshpos.cli.common import emit, json_option, op_ref, read_file, write_file
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
+from meshpos.domain.gst import check_hsn
 from meshpos.domain.money import parse_rate, parse_rupees, rupees
 from meshpos.hq import keys
 from meshpos.hq.accounts import ROLES, Accounts, Person
@@ -113,7 +114,7 @@ def hq_serve(
     # Imported here: the HTTP app (Starlette, uvicorn) would add ~85 ms to every other command.
     import uvicorn
 
-    from meshpos.hq.app import create_app, setup_hq_logging
+    from meshpos.hq.app import SERVER_OPTIONS, create_app, setup_hq_logging
     from meshpos.hq.metrics import hq_registry, prepare_multiprocess
     from meshpos.service.metrics import MetricsServer, MetricsSettings
 
@@ -124,7 +125,8 @@ def hq_serve(
         metrics = MetricsSettings(metrics_port, metrics.host)
     ssl: dict[str, Any] = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile}
     common: dict[str, Any] = {
-        "host": host, "port": port, "log_level": level.lower(), "log_config": None, **ssl
+        "host": host, "port": port, "log_level": level.lower(), "log_config": None, **ssl,
+        **SERVER_OPTIONS,
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
         if workers == 1:
@@ -256,22 +258,32 @@ def hq_stores(directory: str | None, db: str | None, as_json: bool) -> None:
 @click.option("--store", help="Only this store's rows.")
 @json_option
 def hq_report(directory: str | None, db: str | None, store: str | None, as_json: bool) -> None:
-    """Chain-wide figures: per store, per day, stock, loyalty across stores, card payments."""
+    """Chain-wide figures: per store, per day, stock, loyalty across stores, card payments, and
+    the conflicts of each store (ops HQ holds without authority)."""
     with _service(directory, db) as svc:
         if as_json:
-            data = svc.report()
+            data = svc.report(store)
             if store:
                 data["stock"] = svc.storage.stock(store)
                 data["sales"] = svc.storage.sales_by_day(store)
             emit(data, True)
             return
-        data = svc.report()
+        data = svc.report(store)
         emit(data["chain"], False, f"chain ({data['backend']})")
         emit(data["stores"], False, "stores",
-             ["store", "ops", "origins", "sales", "net", "card_pending", "card_declined"])  # fmt: skip
+             ["store", "ops", "origins", "sales", "net", "card_pending", "card_declined",
+              "conflicts"])  # fmt: skip
         emit(svc.storage.sales_by_day(store), False, "sales per store and day")
         emit(svc.storage.stock(store), False, "stock per store and SKU")
         emit(data["loyalty"], False, "loyalty points per customer (all stores)")
+        emit([_conflict_row(c) for c in data["conflicts"]], False, "open conflicts",
+             ["store", "conflict_id", "node", "user", "rule", "reason"])  # fmt: skip
+
+
+def _conflict_row(c: dict[str, Any]) -> dict[str, Any]:
+    d = c["detail"]
+    return {"store": c["store"], "conflict_id": c["conflict_id"], "node": d.get("node", ""),
+            "user": d.get("user", ""), "rule": d.get("rule", ""), "reason": d.get("reason", "")}  # fmt: skip
 
 
 @hq.command("price")
@@ -300,6 +312,7 @@ def hq_price(
 @click.option("--name")
 @click.option("--price", help="Rupees, tax inclusive.")
 @click.option("--gst", help="GST rate in percent, e.g. 12.")
+@click.option("--hsn", help="HSN code, 4, 6 or 8 digits (e.g. 610910).")
 @click.option("--barcode")
 @click.option("--category")
 @click.option("--size")
@@ -314,6 +327,7 @@ def hq_product(
     name: str | None,
     price: str | None,
     gst: str | None,
+    hsn: str | None,
     barcode: str | None,
     category: str | None,
     size: str | None,
@@ -333,6 +347,8 @@ def hq_product(
         fields["price"] = parse_rupees(price, "price")
     if gst is not None:
         fields["gst_rate"] = parse_rate(gst)
+    if hsn is not None:
+        fields["hsn"] = check_hsn(hsn)
     if active is not None:
         fields["active"] = int(active)
     with _service(directory, db) as svc:
@@ -354,7 +370,10 @@ def hq_setting(
     stores: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Set a store setting (VALUE is JSON, e.g. 2 or '"text"') in every store, or --store ones."""
+    """Set a store setting (VALUE is JSON, e.g. 2 or '"text"') in every store, or --store ones.
+
+    Among them: store.timezone ('"Asia/Kolkata"'), gst.bands.CATEGORY or gst.bands.hsn:NN
+    ('"5% up to 2500, 18% above"'; null removes them), loyalty.*, staff.*, cards.*."""
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -459,6 +478,29 @@ def hq_card_float(
     click.echo(
         f"card float {rupees(amount)}: {len(ops)} op(s) signed by HQ; relays carry them to the stores"
     )
+
+
+@hq.command("transfers")
+@hq_options
+@click.option("--store", help="Only transfers from or to this store.")
+@click.option(
+    "--status",
+    type=click.Choice(["in transit", "received", "received short"]),
+    help="Only transfers in this state.",
+)
+@json_option
+def hq_transfers(
+    directory: str | None, db: str | None, store: str | None, status: str | None, as_json: bool
+) -> None:
+    """Stock transfers between stores: in transit, received, received short."""
+    with _service(directory, db) as svc:
+        rows = svc.storage.transfers.listing(store, status)
+    if not as_json:
+        for row in rows:
+            row["lines"] = ", ".join(f"{x['sku']} x{x['qty']}" for x in row["lines"])
+            row["short"] = ", ".join(f"{k} -{v}" for k, v in row["short"].items())
+    emit(rows, as_json, "transfers",
+         ["transfer_id", "from_store", "to_store", "units", "lines", "status", "short"])  # fmt: skip
 
 
 # -- people --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from meshpos.core.errors import InputError
 from meshpos.node import membership
 from meshpos.service.config import init_node, load_config
 from meshpos.service.daemon_link import acked_seq, daemon_status
+from meshpos.service.encryption import encrypt_new_node
 from meshpos.service.logs import node_log_settings, setup_logging
 from meshpos.service.terminal import Terminal
 
@@ -33,17 +34,37 @@ from meshpos.service.terminal import Terminal
     show_default=True,
     help="User recorded on ops when --user is not given.",
 )
+@click.option(
+    "--encrypt/--no-encrypt",
+    default=True,
+    show_default=True,
+    help="Encrypt the database from its first page, with a new key in db.key (0600).",
+)
 @json_option
 @click.pass_context
-def init(ctx: click.Context, store: str, name: str, default_user: str, as_json: bool) -> None:
-    """Create a node: key pair (0600), config file and database."""
+def init(
+    ctx: click.Context, store: str, name: str, default_user: str, encrypt: bool, as_json: bool
+) -> None:
+    """Create a node: key pair, config file and database, for this account only (0600/0700);
+    the database encrypted unless --no-encrypt. Keep a copy of db.key away from the terminal."""
     cfg = init_node(node_dir(ctx), store, name, default_user)
+    key_file = encrypt_new_node(cfg) if encrypt else None
     t = open_terminal(ctx)
     emit(
-        {"dir": str(cfg.dir), "store": cfg.store, "name": cfg.name, "node_id": t.node_id},
+        {
+            "dir": str(cfg.dir),
+            "store": cfg.store,
+            "name": cfg.name,
+            "node_id": t.node_id,
+            "encrypted": encrypt,
+            "key_file": str(key_file) if key_file else None,
+        },
         as_json,
         "node created",
     )
+    if key_file and not as_json:
+        click.echo(f"keep a copy of {key_file} away from this terminal: without it neither the "
+                   "database nor its backups can be read")  # fmt: skip
 
 
 @click.group()
@@ -87,15 +108,24 @@ def enroll_request(ctx: click.Context, out: str) -> None:
     click.echo(f"request written to {out}: take it to the terminal that holds the store key")
 
 
+INSTALL_HINTS = {
+    "terminal": "on the new terminal run `meshpos enroll install {out}`, then start its "
+    "daemon (`meshpos node run`); this terminal lets it in already",
+    "hq": "at HQ run `meshpos hq install-cert {out} --dir HQ_DIR` (HQ's directory); this "
+    "terminal accepts HQ's ops already",
+}
+
+
 @enroll.command("sign")
 @click.argument("request_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Enrolment to write.")
 @click.option("--role", default="terminal", type=click.Choice(["terminal", "hq"]))
 @click.pass_context
 def enroll_sign(ctx: click.Context, request_file: str, out: str, role: str) -> None:
-    """Certify a node's request with the store key (run where `store init` was run)."""
+    """Certify a node's request with the store key (run where `store init` was run). The node
+    joins this terminal's roster at once: no HQ or mDNS is needed to let it in."""
     write_file(out, membership.sign(open_terminal(ctx), read_file(request_file), role))
-    click.echo(f"enrolment written to {out}: install it with `meshpos enroll install {out}`")
+    click.echo(f"enrolment written to {out}: {INSTALL_HINTS[role].format(out=out)}")
 
 
 @enroll.command("install")
@@ -212,13 +242,13 @@ def _wan_fields(t: Terminal, d: dict[str, Any]) -> dict[str, Any]:
     relay_name = "this node" if relay == t.node_id else names.get(relay, relay or "nobody")
     since = wan.get("wan_since_ms") or 0
     last = wan.get("last_sync_ms") or 0
-    fmt = "%Y-%m-%d %H:%M:%S"
+    zone = t.store_time()
     return {
         "wan": ("up" if wan.get("wan_ok") else "DOWN")
-        + (f" since {time.strftime(fmt, time.localtime(since / 1000))}" if since else ""),
+        + (f" since {zone.iso(since)}" if since else ""),
         "hq": url,
         "hq_relay": relay_name,
-        "last_hq_sync": time.strftime(fmt, time.localtime(last / 1000)) if last else "never",
+        "last_hq_sync": zone.iso(last) if last else "never",
         "ops_waiting_for_hq": wan.get("ops_waiting", 0),  # this node's ops HQ lacked at its probe
         "last_hq_error": wan.get("last_error") or "",
     }

@@ -3,7 +3,6 @@ views and refolded into them."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ from meshpos.core.clock import wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.domain.money import rupees
 from meshpos.service.card_scan import card_number_problems
+from meshpos.service.config import loose_modes
 
 
 @click.group()
@@ -28,13 +28,12 @@ def ops_tail(ctx: click.Context, count: int, as_json: bool) -> None:
     """The latest ops: who did what, when, where."""
     t = open_terminal(ctx)
     names = {n.node_id: n.name for n in t.ledger.nodes()}
+    zone = t.store_time()
     rows = [
         {
             "op": op_ref(op),
             "terminal": names.get(op.origin, op.origin),
-            "time": dt.datetime.fromtimestamp(wall_of(op.hlc) / 1000, dt.UTC).strftime(
-                "%Y-%m-%d %H:%M:%S"
-            ),
+            "time": zone.iso(wall_of(op.hlc), seconds=True),
             "user": op.user,
             "kind": op.kind,
             "summary": _summary(op.payload),
@@ -57,8 +56,11 @@ def _summary(p: Any) -> str:
 @click.option("--full", is_flag=True, help="Check every op's signature, not one per chain.")
 @click.pass_context
 def verify(ctx: click.Context, full: bool) -> None:
-    """Check signatures, hash chains, and every view against a fresh fold of the log."""
+    """Check signatures, hash chains, and every view against a fresh fold of the log; warn
+    about files in the node directory that other accounts may read."""
     t = open_terminal(ctx)
+    for loose in loose_modes(t.cfg.dir):
+        click.echo(f"warning: {loose}", err=True)
     problems = t.ledger.verify(every_signature=full) + card_number_problems(t.cfg)
     if problems:
         for p in problems:

@@ -14,13 +14,21 @@ from meshpos.cli.common import acting_user, emit, json_option, open_terminal
 from meshpos.core.errors import ConfigError
 from meshpos.domain.money import rupees
 from meshpos.ledger.print_queue import OPEN_STATES, DrainResult
+from meshpos.service import training
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.printing import Printing, jobs_table, queue_receipt, take_enqueued
 from meshpos.service.terminal import Terminal
 
 
 def selling_terminal(ctx: click.Context) -> Terminal:
-    """The terminal of a command that rings sales: each one queues its receipt."""
+    """The terminal of a command that rings sales: each one queues its receipt. While this till
+    is in training mode, it is the practice ledger's (meshpos/service/training.py)."""
+    obj = ctx.find_root().obj
+    practice = training.selling_dir(obj["dir"])
+    if practice != obj["dir"] and obj.get("terminal") is None:
+        click.echo(training.NOTICE, err=True)
+        obj["terminal"] = Terminal.open(practice, on_record=[queue_receipt])
+        ctx.call_on_close(obj["terminal"].close)
     return open_terminal(ctx, on_record=[queue_receipt])
 
 

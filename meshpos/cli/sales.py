@@ -12,17 +12,20 @@ from typing import Any
 
 import click
 
-from meshpos.cli.cards import card_input
+from meshpos.cli.cards import card_input, card_options, machine_payment
 from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref
 from meshpos.cli.printing import selling_terminal
 from meshpos.core.errors import InputError
-from meshpos.domain.money import rupees
-from meshpos.domain.pricing import parse_item, parse_tender
+from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.gst import STATES, Supply, heads_text, invoice_tax, state_label
+from meshpos.domain.money import points_moved, rupees
+from meshpos.domain.pricing import parse_item
+from meshpos.service import rights
 from meshpos.service.daemon_link import daemon_status, wait_for_copies
 from meshpos.service.escrow import sell_with_escrow
-from meshpos.service.terminal import SaleResult
+from meshpos.service.terminal import OversellNotConfirmed, SaleResult
 
-LINE_COLUMNS = ("sku", "name", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
+LINE_COLUMNS = ("sku", "name", "hsn", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
 
 
 def _discounts(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
@@ -47,7 +50,7 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
             json.dumps({"sale_id": result.sale_id, "op": op_ref(result.op), **extra, **p}, indent=2)
         )
         return
-    emit([{k: ln[k] for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
+    emit([{k: ln.get(k) for k in LINE_COLUMNS} for ln in p["lines"]], False, title)
     change = sum(t.get("change", 0) for t in p["tenders"])
     tenders = ", ".join(_tender_text(t) for t in p["tenders"])
     paid = "refunded" if p["total"] < 0 or result.op.kind == "return" else "paid"
@@ -55,11 +58,15 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
         f"{title} {result.sale_id}  total {rupees(p['total'])}  tax {rupees(p['tax'])}  "
         f"{paid} {tenders or '-'}" + (f"  change {rupees(change)}" if change else "")
     )
-    if p.get("customer"):
-        click.echo(
-            f"customer {p['customer']}: points {p['points_earned']:+d} earned, "
-            f"{-p['points_redeemed']:+d} by tender"
-        )
+    supply = Supply.of(p)
+    tax = invoice_tax(p)
+    heads = heads_text(tax.cgst, tax.sgst, tax.igst)
+    where = f", place of supply {state_label(supply.place)}" if supply.place in STATES else ""
+    buyer = f", buyer GSTIN {supply.buyer_gstin}" if supply.buyer_gstin else ""
+    click.echo(f"GST {heads}{where}{buyer}")
+    moved = points_moved(p["points_earned"], p["points_redeemed"])
+    if p.get("customer") and moved:
+        click.echo(f"customer {p['customer']}: {moved}")
     if copies is not None:
         click.echo(
             "safe: held by 2 copies (a peer confirmed it)"
@@ -69,11 +76,25 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
 
 
 def _tender_text(t: dict[str, Any]) -> str:
-    text = f"{t['method']} {rupees(abs(t['amount']))}"
-    if t.get("card_last4"):
+    text = f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}"
+    if t.get("card_approval"):
+        text += f" (card ending {t.get('card_last4')}, approval {t['card_approval']})"
+    elif t.get("card_last4"):
         text += f" ({t.get('card_brand') or 'card'} ending {t['card_last4']}"
         text += ", authorisation pending)" if t.get("pending") else ")"
     return text
+
+
+def _oversell_hint(exc: OversellNotConfirmed) -> InputError:
+    return InputError(f"{exc}: add --allow-oversell")
+
+
+allow_oversell_option = click.option(
+    "--allow-oversell",
+    is_flag=True,
+    help="Sell beyond the stock this counter sees (the goods are in hand); a supervisor "
+    "approves above the store's limit (staff.oversell_limit units).",
+)
 
 
 @click.command()
@@ -83,25 +104,28 @@ def _tender_text(t: dict[str, Any]) -> str:
     "--pay",
     "pays",
     multiple=True,
-    help="cash|card|points[:AMOUNT]; repeat to split. Default: cash for the total, or card "
-    "when a card is given.",
+    help="cash|card|card-machine|points[:AMOUNT]; repeat to split. Default: cash for the "
+    "total, or card when a card is given. card-machine: paid on the store's card machine "
+    "(give --card-approval and --card-last4); card: captured here (--card-stdin).",
 )
-@click.option(
-    "--card-number",
-    metavar="NUMBER",
-    help="Card for the card payment, sealed to HQ at once (or test[:BRAND], or a swiped track). "
-    "Visible to other users of this machine while the command runs: prefer --card-stdin.",
-)
-@click.option("--card-expiry", metavar="MM/YY", help="The card's expiry.")
-@click.option(
-    "--card-stdin", is_flag=True, help="Read the card from stdin: NUMBER MM/YY, or a swiped track."
-)
+@card_options
 @click.option(
     "--discount",
     "discounts",
     multiple=True,
     help="10% or 50 (rupees) off the sale, or SKU:10% off one line. Repeatable.",
 )
+@click.option(
+    "--buyer-gstin",
+    metavar="GSTIN",
+    help="A registered buyer's GSTIN (a B2B tax invoice); another state's means IGST.",
+)
+@click.option(
+    "--buyer-state",
+    metavar="STATE",
+    help="State the goods are delivered to, by name or GST code, when not the store's: IGST.",
+)
+@allow_oversell_option
 @json_option
 @approve_option
 @click.pass_context
@@ -113,32 +137,47 @@ def sell(
     card_number: str | None,
     card_expiry: str | None,
     card_stdin: bool,
+    card_approval: str | None,
+    card_last4: str | None,
     discounts: tuple[str, ...],
+    buyer_gstin: str | None,
+    buyer_state: str | None,
+    allow_oversell: bool,
     as_json: bool,
 ) -> None:
     """Ring a sale: ITEMS are SKU or barcode, optionally xQTY (TSH-BLK-Mx2).
 
-    A card given with --card-number/--card-stdin is checked offline (check digit, expiry, HQ's
-    blocklist), sealed to HQ's payment key and recorded as pending until HQ answers; only its
-    last four digits and brand stay readable. Offline floor limits apply (`meshpos cards`)."""
+    A card is paid one of two ways. On the store's card machine: --pay card-machine with the
+    approval code and last four digits from its slip; no card data is kept. Or captured here:
+    --card-stdin (or --card-number) is checked offline (check digit, expiry, HQ's blocklist),
+    sealed to HQ's payment key and recorded as pending until HQ answers; only its last four
+    digits and brand stay readable, and offline floor limits apply (`meshpos cards`)."""
     sale_disc, line_disc = _discounts(discounts)
     card = card_input(card_number, card_expiry, card_stdin)
-    tenders = [parse_tender(p) for p in pays]
+    tenders = machine_payment(pays, card_approval, card_last4)
     if card is not None and not tenders:
-        tenders = [parse_tender("card")]
+        tenders = machine_payment(("card",), None, None)
     t = selling_terminal(ctx)
     daemon = daemon_status(t.cfg.dir)
-    result = sell_with_escrow(
-        t,
-        peers_up=bool(daemon.get("peers_up")),
-        items=[parse_item(i) for i in items],
-        tenders=tenders,
-        customer=customer,
-        discount=sale_disc,
-        line_discounts=line_disc,
-        user=acting_user(ctx),
-        card=card,
-    )
+    try:
+        result = sell_with_escrow(
+            t,
+            peers_up=bool(daemon.get("peers_up")),
+            items=[parse_item(i) for i in items],
+            tenders=tenders,
+            customer=customer,
+            discount=sale_disc,
+            line_discounts=line_disc,
+            user=acting_user(ctx),
+            card=card,
+            allow_oversell=allow_oversell,
+            buyer_gstin=buyer_gstin,
+            buyer_state=buyer_state,
+        )
+    except OversellNotConfirmed as exc:
+        raise _oversell_hint(exc) from None
+    except EscrowShortfall as short:
+        raise rights.explain(t, short) from None
     copies = None
     if daemon:
         wait = int(t.cfg.section("mesh").get("copy_wait_ms", 50))
@@ -169,7 +208,14 @@ def return_cmd(
 @click.argument("sale_id")
 @click.option("--back", multiple=True, required=True, help="SKU[xQTY] coming back. Repeatable.")
 @click.option("--take", multiple=True, required=True, help="SKU[xQTY] going out. Repeatable.")
-@click.option("--pay", "pays", multiple=True, help="Tender for any difference due.")
+@click.option(
+    "--pay",
+    "pays",
+    multiple=True,
+    help="Tender for any difference due: cash|card|card-machine[:AMOUNT], as for `sell`.",
+)
+@card_options
+@allow_oversell_option
 @json_option
 @approve_option
 @click.pass_context
@@ -179,14 +225,26 @@ def exchange(
     back: tuple[str, ...],
     take: tuple[str, ...],
     pays: tuple[str, ...],
+    card_number: str | None,
+    card_expiry: str | None,
+    card_stdin: bool,
+    card_approval: str | None,
+    card_last4: str | None,
+    allow_oversell: bool,
     as_json: bool,
 ) -> None:
     """Exchange items of an earlier sale for others; the difference is paid or refunded."""
-    result = selling_terminal(ctx).exchange(
-        sale_id,
-        [parse_item(i) for i in back],
-        [parse_item(i) for i in take],
-        tenders=[parse_tender(p) for p in pays],
-        user=acting_user(ctx),
-    )
+    card = card_input(card_number, card_expiry, card_stdin)
+    try:
+        result = selling_terminal(ctx).exchange(
+            sale_id,
+            [parse_item(i) for i in back],
+            [parse_item(i) for i in take],
+            tenders=machine_payment(pays, card_approval, card_last4),
+            user=acting_user(ctx),
+            card=card,
+            allow_oversell=allow_oversell,
+        )
+    except OversellNotConfirmed as exc:
+        raise _oversell_hint(exc) from None
     _print_sale(result, as_json, "exchange")

@@ -125,7 +125,8 @@ def users_enable(ctx: click.Context, user_id: str) -> None:
 @approve_option
 @click.pass_context
 def users_unlock(ctx: click.Context, user_id: str) -> None:
-    """Lift a PIN lockout at this terminal (a manager, signed in or --approve)."""
+    """Lift a PIN lockout at this terminal, and every web till device's wait (a supervisor,
+    signed in or --approve)."""
     done = unlock(open_terminal(ctx), user_id)
     click.echo(f"{user_id} unlocked at this terminal" if done else f"{user_id} was not locked")
 

@@ -3,22 +3,35 @@ scanner. `TillConsole` is its text front over a `TillSession` (meshpos/service/t
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 import click
 
 from meshpos.cli.common import acting_user
 from meshpos.cli.printing import drain_note, selling_terminal
+from meshpos.cli.till_info import HELP as INFO_HELP
+from meshpos.cli.till_info import info_command
+from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.domain.money import rupees
+from meshpos.domain.staff import APPROVAL
+from meshpos.ledger.live_feed import LiveFeed
+from meshpos.service import counter_state, printer_words
+from meshpos.service.cards import read_card_line
+from meshpos.service.counter_state import CounterState
+from meshpos.service.daemon_link import daemon_status
+from meshpos.service.power import till_power_guard
 from meshpos.service.printing import Printing, scanner_setup, take_enqueued
-from meshpos.service.terminal import SaleResult
+from meshpos.service.staff import PermissionDenied, approved_by, at_the_till, sign_in
+from meshpos.service.terminal import OversellNotConfirmed, SaleResult, Terminal
 from meshpos.service.till import (
     InvalidCode,
     LineAdded,
@@ -27,20 +40,43 @@ from meshpos.service.till import (
     TillSession,
     change_given,
 )
+from meshpos.service.training import is_practice
 
-HELP = """\
+HELP = (
+    """\
 scan or type a barcode or SKU to add it; scan a receipt to start a return
   q N [LINE]            quantity of the last line (or of LINE)
   rm [LINE]             remove the last line (or LINE)
   c PHONE|ID  /  c -    attach a customer (loyalty) / detach
   disc 10%|50 [LINE]    discount on the sale (or on LINE); disc - [LINE] removes it
-  pay cash [RUPEES]     cash (more than due gives change); pay card [RUPEES] [LAST4]
+  pay cash [RUPEES]     cash (more than due gives change)
+  pay machine CODE LAST4 [RUPEES]
+                        a card paid on the store's card machine: its slip's approval code
+                        and the card's last four digits
+  pay card [RUPEES]     a card captured here: swipe it or type it when asked (not shown)
   pay points [N]        redeem the customer's points; pay clear drops the payments
   refund cash|card|points   how a return is paid out
   return SALE_ID        start a return by typing the receipt's sale id
+  hold [NAME]  held  recall N   park this sale / list parked sales / bring one back
+  stock SKU             what this counter has in stock
+  receive SKU N REASON  /  adjust SKU +-N REASON   stock in / a counted correction
+  retry  reprint [SALE]  print on COUNTER   printer trouble: try again, a copy, elsewhere
+  state                 sync and printer state in detail
   void                  drop this sale (nothing was recorded)
   done                  record the sale and print the receipt
-  help                  this text;  quit  leave the till"""
+  help                  this text;  quit  leave the till
+"""
+    + INFO_HELP
+)
+
+
+@dataclass
+class Ask:
+    """A question the till put to the cashier: the next line answers it."""
+
+    prompt: str
+    answer: Callable[[str], None]
+    secret: bool = False  # a PIN or a card: not echoed
 
 
 class Source(Protocol):
@@ -70,7 +106,14 @@ def _int_arg(text: str, what: str) -> int:
 
 
 class TillConsole:
-    """The text front of a TillSession: one input line (a command or a scan) at a time."""
+    """The text front of a TillSession: one input line (a command, a scan, or the answer to a
+    question the till asked) at a time.
+
+    The till asks where a step needs it, as the web till does: "sell anyway? [y/N]" when a sale
+    takes more than this counter has in stock, a supervisor's user id and PIN when a step needs
+    their approval (the command then runs again with it), the card when `pay card` is typed. A
+    PIN or a card is read without echo (`echo`). The state line (sync, printer) is printed at
+    the start and whenever it changes."""
 
     def __init__(
         self,
@@ -79,12 +122,22 @@ class TillConsole:
         out: Callable[[str], None],
         *,
         bell: Callable[[layout.BeepPattern], None] | None = None,
+        state: Callable[[], CounterState] | None = None,
+        echo: Callable[[bool], None] | None = None,
     ) -> None:
         self.session = session
         self.printing = printing
         self.out = out
         self.bell = bell or (lambda pattern: None)
+        self.read_state = state
+        self.echo = echo or (lambda on: None)
         self.completed: list[SaleResult] = []
+        self.asks: list[Ask] = []
+        self._line = ""
+
+    @property
+    def terminal(self) -> Terminal:
+        return self.session.terminal
 
     # -- showing the sale -----------------------------------------------------------------------
 
@@ -101,16 +154,19 @@ class TillConsole:
         priced = s.priced()
         totals_by_line = iter(priced.lines) if priced else iter(())
         for i, line in enumerate(s.lines, start=1):
+            stock = ""
             if s.mode == "return":
                 amount = f"of {line.limit}"
             elif line.qty > 0:
                 amount = rupees(next(totals_by_line)["total"])
+                have = s.in_stock(line.product.sku)
+                stock = f"  [{have} in stock{'!' if line.qty > have else ''}]"
             else:
                 amount = ""
             disc = f" -{line.discount}" if line.discount else ""
             self.out(
                 f"{i:>3} {line.product.sku:<14.14} {line.describe():<26.26}"
-                f"{line.qty:>4} x {rupees(line.product.price):>9} {amount:>10}{disc}"
+                f"{line.qty:>4} x {rupees(line.product.price):>9} {amount:>10}{disc}{stock}"
             )
         t = s.totals()
         if t.mode == "return":
@@ -125,6 +181,87 @@ class TillConsole:
             change = f"  change {rupees(t.change)}" if t.change else ""
             self.out(f"    paid {rupees(t.paid)}  due {rupees(t.due)}{change}")
 
+    def show_state(self, detail: bool = False) -> None:
+        """The state line when it changed (every time with `detail`, and the details after)."""
+        if self.read_state is None:
+            return
+        try:
+            now = self.read_state()
+        except MeshposError as exc:
+            self.out(f"! state unknown: {exc}")
+            return
+        text = now.line()
+        if text != self._line or detail:
+            self._line = text
+            self.out(text)
+        if detail:
+            for line in now.details:
+                self.out(f"    {line}")
+
+    # -- questions --------------------------------------------------------------------------------
+
+    def ask(self, prompt: str, answer: Callable[[str], None], *, secret: bool = False) -> None:
+        self.asks.append(Ask(prompt, answer, secret))
+        self.out(f"? {prompt}")
+
+    @property
+    def prompt_text(self) -> str:
+        return "  answer> " if self.asks else "> "
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.asks) and self.asks[0].secret
+
+    def _attempt(self, action: Callable[[], None]) -> None:
+        """Run a step; one refused for want of a supervisor asks for one and runs again."""
+        try:
+            action()
+        except PermissionDenied as exc:
+            self.out(f"! {at_the_till(exc)}")
+            self.ask(
+                "supervisor's user id to approve (Enter cancels)",
+                lambda uid: self._approver_pin(uid.strip(), action),
+            )
+        except OversellNotConfirmed:
+            self._ask_oversell()
+        except MeshposError as exc:
+            self.out(f"! {exc}")
+
+    def _approver_pin(self, uid: str, action: Callable[[], None]) -> None:
+        if not uid:
+            self.out("not approved; nothing changed")
+            return
+        self.ask(f"PIN of {uid}", lambda pin: self._approve(uid, pin.strip(), action), secret=True)
+
+    def _approve(self, uid: str, pin: str, action: Callable[[], None]) -> None:
+        try:
+            cred = sign_in(self.terminal, uid, pin, purpose=APPROVAL)
+        except MeshposError as exc:
+            self.out(f"! approval not given: {exc}")
+            return
+        with approved_by(self.terminal, cred):
+            self._attempt(action)
+
+    def _ask_oversell(self) -> None:
+        question = self.session.oversell_question()
+        if question is None:
+            return
+        self.bell(layout.BeepPattern.UNKNOWN)
+        self.ask(f"{question} [y/N]", self._oversell_answer)
+
+    def _oversell_answer(self, text: str) -> None:
+        if text.strip().lower() in ("y", "yes"):
+
+            def confirm() -> None:
+                self.session.confirm_oversell()
+                self.out("selling beyond stock: the goods are in hand")
+                self.show()
+
+            self._attempt(confirm)
+        else:
+            self.out(self.session.decline_oversell())
+            self.show()
+
     # -- input ----------------------------------------------------------------------------------
 
     def scan(self, code: str) -> ScanEvent:
@@ -132,6 +269,8 @@ class TillConsole:
         if isinstance(event, LineAdded | ReturnStarted):
             self.out(("+ " if isinstance(event, LineAdded) else "") + event.message)
             self.show()
+            if isinstance(event, LineAdded):
+                self._ask_oversell()
         else:
             label = "invalid" if isinstance(event, InvalidCode) else "unknown"
             self.out(f"! {label} scan: {event.message}")
@@ -141,16 +280,25 @@ class TillConsole:
 
     def handle(self, line: str) -> bool:
         """One line from the keyboard or a wedge scanner; False when the cashier quits."""
+        if self.asks:
+            ask = self.asks.pop(0)
+            self._attempt(lambda: ask.answer(line.rstrip("\r\n")))
+            self.show_state()
+            return True
         text = line.strip()
         if not text:
             return True
         word, *args = text.split()
         cmd = word.lower()
-        try:
-            return self._command(cmd, args, text)
-        except MeshposError as exc:
-            self.out(f"! {exc}")
-            return True
+        going = True
+
+        def run() -> None:
+            nonlocal going
+            going = self._command(cmd, args, text)
+
+        self._attempt(run)
+        self.show_state()
+        return going
 
     def _command(self, cmd: str, args: list[str], text: str) -> bool:
         s = self.session
@@ -163,6 +311,7 @@ class TillConsole:
             changed = s.set_qty(_int_arg(args[0], "quantity"), line)
             self.out(f"{changed.product.sku} x{changed.qty}")
             self.show()
+            self._ask_oversell()
         elif cmd in ("rm", "del") and len(args) <= 1:
             removed = s.remove_line(_int_arg(args[0], "line") if args else None)
             self.out(f"removed {removed.product.sku}")
@@ -179,19 +328,8 @@ class TillConsole:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
             s.discount(None if args[0] == "-" else args[0], line)
             self.show()
-        elif cmd == "pay" and args and args[0].lower() == "clear" and len(args) == 1:
-            s.clear_payments()
-            self.out("payments cleared")
-            self.show()
-        elif cmd == "pay" and 1 <= len(args) <= 3:
-            amount = args[1] if len(args) > 1 else None
-            last4 = args[2] if len(args) > 2 else None
-            if args[0].lower() == "points" and len(args) > 2:
-                raise InputError("usage: pay points [N]")
-            s.pay(args[0], amount, last4)
-            self.show()
-            if s.totals().due == 0:
-                self.out("paid in full: type done to finish")
+        elif cmd == "pay" and args:
+            self._pay(args[0].lower(), args[1:])
         elif cmd == "refund" and len(args) == 1:
             s.set_refund(args[0].lower())
             self.show()
@@ -199,16 +337,148 @@ class TillConsole:
             s.start_return(args[0])
             self.out(f"return against sale {s.ref_sale}: scan the items coming back")
             self.show()
+        elif cmd == "hold" and (not args or len(text.split(None, 1)) == 2):
+            cart = s.hold(text.split(None, 1)[1] if args else "")
+            self.out(f"sale held as {cart.label!r} (#{cart.id}); `recall {cart.id}` brings it back")
+        elif cmd == "held" and not args:
+            self._held()
+        elif cmd == "recall" and len(args) == 1:
+            notes = s.recall(_int_arg(args[0], "held sale"))
+            self.out(f"held sale #{args[0]} recalled" + "".join(f"; {n}" for n in notes))
+            self.show()
+        elif cmd == "stock" and len(args) == 1:
+            for row in self.terminal.stock(args[0]):
+                self.out(
+                    f"{row['sku']} {row.get('name', '')}: {row['qty']} in stock at this counter"
+                )
+        elif cmd in ("receive", "adjust") and len(args) >= 3:
+            qty = _int_arg(args[1], "quantity")
+            user = self.session.user
+            op = self.terminal.move_stock(cmd, args[0], qty, " ".join(args[2:]), user)
+            self.out(f"stock of {op.payload['sku']} {'+' if qty > 0 else ''}{qty}: recorded")
+        elif cmd == "state" and not args:
+            self.show_state(detail=True)
+        elif cmd == "retry" and not args:
+            self._printer(lambda p: p.retry())
+        elif cmd == "reprint" and len(args) <= 1:
+            sale = args[0] if args else (self.completed[-1].sale_id if self.completed else None)
+            if sale is None:
+                raise InputError("no sale rung here yet: reprint SALE_ID")
+            self._printer(lambda p: (p.reprint(sale), p.drain())[1])
+        elif cmd == "print" and len(args) == 2 and args[0].lower() == "on":
+            self._forward(args[1])
         elif cmd == "void" and not args:
             s.void()
             self.out("sale voided; nothing was recorded")
         elif cmd == "done" and not args:
             self._done()
+        elif info_command(s.terminal, cmd, args, self.out):
+            pass
         elif len(text.split()) == 1:
             self.scan(text)
         else:
             self.out(f"! unknown command {text!r}; type help")
         return True
+
+    def _pay(self, method: str, rest: list[str]) -> None:
+        s = self.session
+        if method == "clear" and not rest:
+            s.clear_payments()
+            self.out("payments cleared")
+            self.show()
+            return
+        if method == "machine":
+            if len(rest) < 2:
+                amount = rest[0] if rest else None
+                self.ask(
+                    "approval code and last four digits from the card machine's slip "
+                    "(e.g. 123456 4242)",
+                    lambda reply: self._pay(
+                        "machine", [*reply.split()[:2], *([amount] if amount else [])]
+                    ),
+                )
+                return
+            if len(rest) > 3:
+                raise InputError("usage: pay machine CODE LAST4 [RUPEES]")
+            s.pay("card_machine", rest[2] if len(rest) > 2 else None, rest[1], approval=rest[0])
+        elif method == "card":
+            if len(rest) > 1:
+                raise InputError("usage: pay card [RUPEES] (the card is asked for next)")
+            amount = rest[0] if rest else None
+            s.card_allowed(amount)  # before the card is swiped
+            self.ask(
+                "swipe the card, or type its number and expiry MM/YY (Enter cancels)",
+                lambda reply: self._card(reply, amount),
+                secret=True,
+            )
+            return
+        elif method in ("cash", "points"):
+            if len(rest) > 1:
+                raise InputError(f"usage: pay {method} [{'N' if method == 'points' else 'RUPEES'}]")
+            s.pay(method, rest[0] if rest else None)
+        else:
+            raise InputError("pay cash|machine|card|points|clear: see help")
+        self._paid()
+
+    def _card(self, reply: str, amount: str | None) -> None:
+        if not reply.strip():
+            self.out("no card taken")
+            return
+        self.session.pay("card", amount, card=read_card_line(reply))
+        self._paid()
+
+    def _paid(self) -> None:
+        self.show()
+        if self.session.totals().due == 0:
+            self.out("paid in full: type done to finish")
+
+    def _held(self) -> None:
+        carts = self.session.parked()
+        if not carts:
+            self.out("no sales are held at this counter")
+        for c in carts:
+            self.out(
+                f"  #{c.id} {c.label}: {c.items} item(s), {rupees(c.total)}, held by {c.user} "
+                f"at {counter_state.hhmm(c.held_ms)}"
+            )
+
+    def _printer(self, act: Callable[[Printing], Any]) -> None:
+        if self.printing is None:
+            raise InputError("this till was started with --no-print: the daemon prints")
+        result = act(self.printing)
+        self._print_outcome(result, "job")
+
+    def _print_outcome(self, drained: Any, what: str) -> None:
+        if drained.waiting or drained.broken:
+            error = drained.error or drained.head_error
+            if error:
+                trouble = printer_words.explain(error, drained.waiting)
+                self.out(f"! {trouble.text}")
+                self.out(
+                    f"  type retry, reprint, or print on COUNTER ({self._peers() or 'none reachable'})"
+                )
+            else:
+                self.out(f"! {drain_note(drained, what)}")
+        elif drained.printed:
+            self.out(f"printed {len(drained.printed)} {what}(s)")
+        else:
+            self.out("nothing waits for the printer")
+
+    def _peers(self) -> str:
+        status = daemon_status(self.terminal.cfg.dir)
+        return ", ".join(str(p.get("name")) for p in status.get("peers") or [] if p.get("up"))
+
+    def _forward(self, peer: str) -> None:
+        if self.printing is None:
+            raise InputError("this till was started with --no-print: the daemon prints")
+        status = daemon_status(self.terminal.cfg.dir)
+        if not status:
+            raise InputError(
+                "the sync service is not running here, so slips cannot go to another counter"
+            )
+        seen = {p["node_id"]: p["name"] for p in status.get("peers", []) if p.get("name")}
+        name, jobs = self.printing.forward(peer, seen)
+        self.out(f"{len(jobs)} slip(s) sent to {name}'s printer")
 
     def _done(self) -> None:
         result = self.session.complete()
@@ -216,7 +486,9 @@ class TillConsole:
         p = result.payload
         kind = result.op.kind
         change = change_given(p)
-        paid = ", ".join(f"{t['method']} {rupees(abs(t['amount']))}" for t in p["tenders"])
+        paid = ", ".join(
+            f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}" for t in p["tenders"]
+        )
         self.out(
             f"{kind} {result.sale_id} recorded: total {rupees(p['total'])}, {paid or '-'}"
             + (f", change {rupees(change)}" if change else "")
@@ -230,7 +502,7 @@ class TillConsole:
             self.out(f"! receipt queued, not printed: {exc}")
             return
         if drained.waiting or drained.broken:
-            self.out(f"! receipt queued: {drain_note(drained, 'receipt')}")
+            self._print_outcome(drained, "receipt")
         elif any(j.sale_id == result.sale_id for j in drained.printed):
             self.out("receipt printed")
 
@@ -249,13 +521,22 @@ class TillConsole:
     ) -> None:
         """Read stdin (keyboard, wedge scanner) and any scanners until EOF or `quit`."""
         self.out("meshpos till: scan items, `help` for commands")
+        self.show_state()
+
+        def ready() -> None:
+            self.echo(not self.secret)
+            if prompt:
+                prompt()
+
         if not sources:
-            while True:
-                if prompt:
-                    prompt()
-                line = stdin.readline()
-                if not line or not self.handle(line):
-                    break
+            try:
+                while True:
+                    ready()
+                    line = stdin.readline()
+                    if not line or not self.handle(line):
+                        break
+            finally:
+                self.echo(True)
             self.finish()
             return
         events: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -282,24 +563,54 @@ class TillConsole:
             thread.start()
         try:
             while True:
-                if prompt:
-                    prompt()
+                ready()
                 kind, value = events.get()
                 if kind == "eof":
                     break
                 if kind == "error":
                     self.out(f"! {value}")
                 elif kind == "scan":
+                    if self.asks:  # a scan while a question waits: the answer is no
+                        self.handle("")
                     self.scan(value)
                 elif not self.handle(value):
                     break
         finally:
+            self.echo(True)
             stop.set()
             for thread in threads[:-1]:
                 thread.join(timeout=2)
             for src in sources:
                 src.close()
         self.finish()
+
+
+@contextlib.contextmanager
+def _state_reader(t: Terminal) -> Iterator[Callable[[], CounterState]]:
+    """The counter's state, read through a connection of its own (as the web till does)."""
+    feed = LiveFeed(str(t.cfg.db_path), t.ledger.key)
+    try:
+        yield lambda: counter_state.read(feed, t.cfg, t.node_id, wall_ms())
+    finally:
+        feed.close()
+
+
+def _tty_echo(stream: TextIO) -> Callable[[bool], None]:
+    """Switch the terminal's echo, so a PIN or a swiped card is not shown."""
+    try:
+        import termios
+
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):
+        return lambda on: None
+
+    def echo(on: bool) -> None:
+        quiet = list(saved)
+        quiet[3] = saved[3] & ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, saved if on else quiet)
+
+    return echo
 
 
 @click.command()
@@ -329,9 +640,24 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
         click.echo(layout.terminal_bell(pattern), nl=False)
         printing.beep(pattern)
 
-    console = TillConsole(
-        TillSession(t, acting_user(ctx)), None if no_print else printing, click.echo, bell=bell
-    )
-    console.run(stdin, sources, prompt=(lambda: click.echo("> ", nl=False)) if tty else None)
+    mark = "TRAINING " if is_practice(t.cfg) else ""  # selling_terminal said why
+    guard = till_power_guard(t, printing)
+    with _state_reader(t) as state:
+        console = TillConsole(
+            TillSession(t, acting_user(ctx)),
+            None if no_print else printing,
+            click.echo,
+            bell=bell,
+            state=state,
+            echo=_tty_echo(stdin) if tty else None,
+        )
+
+        def prompt() -> None:
+            for message in guard.poll(wall_ms(), sale_open=not console.session.empty):
+                click.echo(f"! {message}")
+            if tty:
+                click.echo(f"{mark}{console.prompt_text}", nl=False)
+
+        console.run(stdin, sources, prompt=prompt)
     take_enqueued(t)
     sys.stdout.flush()

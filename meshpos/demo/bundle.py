@@ -18,6 +18,7 @@ from rich.table import Table
 from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender
+from meshpos.service import cards
 from meshpos.service.config import init_node
 from meshpos.service.terminal import Terminal
 
@@ -79,8 +80,15 @@ def main(argv: list[str]) -> int:
     for t in (t1, t2):
         for i in range(6):
             items = [(rng.choice(hot), rng.randint(1, 2)) for _ in range(rng.randint(1, 2))]
-            pay = [Tender("card")] if i % 3 == 0 else [Tender("cash")]
-            r = t.sell(items, tenders=pay, customer=cid if t is t1 and i == 0 else None)
+            machine = cards.machine_tender(None, f"{i + 1:06d}", "4242")
+            pay = [machine] if i % 3 == 0 else [Tender("cash")]
+            # Each counter has the goods in hand and sees only its own sales while split.
+            r = t.sell(
+                items,
+                tenders=pay,
+                customer=cid if t is t1 and i == 0 else None,
+                allow_oversell=True,
+            )
             text = " ".join(f"{s}x{q}" for s, q in items)
             console.print(
                 f"    {t.cfg.name}: sale {r.sale_id:<18} {text:<28} total {rupees(r.payload['total']):>9}"

@@ -40,6 +40,7 @@ from meshpos.demo.processes import (
 )
 from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.money import rupees
 from meshpos.hq import keys
 from meshpos.hq.service import HQService
 from meshpos.ledger.errors import DATABASE_ERRORS
@@ -205,12 +206,12 @@ def store_vv(directory: Path) -> dict[str, int]:
 
 
 def store_view(directory: Path) -> dict[str, Any]:
-    """What a terminal's own views say: ops held, sales per UTC day, stock, loyalty, prices."""
+    """What a terminal's own views say: ops held, sales per store day, stock, loyalty, prices."""
     with _terminal(directory) as t:
         views = t.ledger.views
         return {
             "ops": t.ledger.op_count(),
-            "days": views.daily_sales_utc(),
+            "days": t.ledger.reports.daily_sales(t.store_time()),
             "stock": views.stock_levels(),
             "loyalty": views.loyalty_balances(),
             "prices": views.prices(),
@@ -349,11 +350,11 @@ def run(base: Path) -> int:
         for day in sorted(ours["days"] | theirs["days"]):
             a, b = ours["days"].get(day, (0, 0)), theirs["days"].get(day, (0, 0))
             rows.append((f"sales {day}", a[0], b[0]))
-            rows.append((f"takings {day} (₹)", f"{a[1] / 100:,.2f}", f"{b[1] / 100:,.2f}"))
+            rows.append((f"takings {day}", rupees(a[1]), rupees(b[1])))
         for sku in sorted(set(skus)):
             rows.append((f"stock {sku}", ours["stock"].get(sku, 0), theirs["stock"].get(sku, 0)))
         p1, p2 = ours["prices"].get(HOT, 0), theirs["prices"].get(HOT, 0)
-        rows.append((f"price {HOT} (₹)", f"{p1 / 100:,.2f}", f"{p2 / 100:,.2f}"))
+        rows.append((f"price {HOT}", rupees(p1), rupees(p2)))
         for figure, a, b in rows:
             table.add_row(figure, str(a), str(b), "[green]=[/]" if a == b else "[red]≠[/]")
         console.print(table)

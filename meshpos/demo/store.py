@@ -121,7 +121,9 @@ def setup(layout: Layout) -> None:
         + (", encrypt at rest" if layout.encrypt else "")
     )
     dirs = {name: str(layout.dir(name)) for name in NAMES}
-    run_parallel([["--dir", d, "init", "--store", STORE, "--name", n] for n, d in dirs.items()])
+    plain = [] if layout.encrypt else ["--no-encrypt"]  # `init` encrypts by default
+    run_parallel([["--dir", d, "init", "--store", STORE, "--name", n, *plain]
+                  for n, d in dirs.items()])  # fmt: skip
     joining = list(NAMES) if hq else list(NAMES[1:])
     if not hq:
         run(["--dir", dirs[NAMES[0]], "store", "init"], quiet=True)

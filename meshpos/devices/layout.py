@@ -15,7 +15,6 @@ import io
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from typing import Literal
 
@@ -23,6 +22,9 @@ from escpos.escpos import Escpos
 from escpos.printer import Dummy
 
 from meshpos.devices.receipt import Receipt, ReceiptLine, ReceiptTender, StoreHeader
+from meshpos.domain.gst import STATES, state_label
+from meshpos.domain.money import rate as format_rate
+from meshpos.domain.money import rupees
 
 Align = Literal["left", "center", "right"]
 ScanCode = Literal["code128", "qr"]
@@ -98,7 +100,7 @@ class LayoutOptions:
     scan_code: ScanCode = "code128"
     kick_drawer: bool = True
     drawer_pin: int = 2
-    gst_split: bool = False
+    gst_split: bool = False  # no longer read: a tax invoice always splits CGST and SGST
 
     def __post_init__(self) -> None:
         if not 24 <= self.width <= 80:
@@ -133,35 +135,14 @@ class BeepPattern(Enum):
         return self.value[1]
 
 
-TITLES = {"sale": "TAX INVOICE", "return": "RETURN SLIP", "exchange": "EXCHANGE SLIP"}
+TITLES = {"sale": "TAX INVOICE", "return": "CREDIT NOTE", "exchange": "EXCHANGE SLIP"}
+NUMBER_LABELS = {"sale": "Invoice", "return": "Credit note", "exchange": "Exchange"}
 
 
 def format_money(paise: int) -> str:
-    """Rupees with Indian digit grouping (12,34,567.89); no currency sign, as receipt codepages
-    lack ₹."""
-    sign = "-" if paise < 0 else ""
-    rupees, rest = divmod(abs(paise), 100)
-    digits = str(rupees)
-    if len(digits) > 3:
-        head, tail = digits[:-3], digits[-3:]
-        groups: list[str] = []
-        while len(head) > 2:
-            groups.insert(0, head[-2:])
-            head = head[:-2]
-        if head:
-            groups.insert(0, head)
-        digits = ",".join([*groups, tail])
-    return f"{sign}{digits}.{rest:02d}"
-
-
-def format_rate(basis_points: int) -> str:
-    whole, frac = divmod(basis_points, 100)
-    return f"{whole}%" if frac == 0 else f"{whole}.{frac:02d}".rstrip("0") + "%"
-
-
-def format_time(ts_ms: int, utc_offset_minutes: int) -> str:
-    tz = timezone(timedelta(minutes=utc_offset_minutes))
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime("%d-%m-%Y %H:%M")
+    """Rupees with Indian digit grouping (12,34,567.89) and an ASCII minus: receipt code pages
+    lack ₹ and U+2212."""
+    return rupees(paise, symbol="", minus="-")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -195,6 +176,8 @@ def _header(h: StoreHeader, width: int) -> list[PrintCommand]:
         out += _centred(line, width)
     if h.gstin:
         out += _centred(f"GSTIN: {h.gstin}", width)
+    if h.state_name:
+        out += _centred(f"State: {h.state_name}", width)
     if h.phone:
         out += _centred(f"Ph: {h.phone}", width)
     return out
@@ -204,6 +187,8 @@ def _item(line: ReceiptLine, width: int, sign: int) -> list[Text]:
     out = [Text(chunk) for chunk in _wrap(line.name, width)]
     detail = " / ".join(part for part in (line.size, line.colour) if part)
     detail = f"{detail}  {line.sku}" if detail else line.sku
+    if line.hsn:
+        detail = f"{detail}  HSN {line.hsn}"
     out += [Text("  " + chunk) for chunk in _wrap(detail, width - 2)]
     gross = line.qty * line.unit_price
     out += _lr(f"  {line.qty} x {format_money(line.unit_price)}", format_money(sign * gross), width)
@@ -239,23 +224,77 @@ def _tender(t: ReceiptTender, width: int, refund: bool) -> list[Text]:
     return out
 
 
-def _gst(receipt: Receipt, width: int, split: bool, sign: int) -> list[Text]:
+def _gst(receipt: Receipt, width: int, sign: int) -> list[Text]:
+    """The tax summary of a tax invoice, per HSN and rate: taxable value and CGST + SGST (or
+    IGST), then each head's total. A table when every figure fits its column; otherwise (narrow
+    paper, large amounts) a block per row, so a figure is never cut."""
     rows = receipt.gst_summary()
     if not rows:
         return []
-    col = max(10, (width - 8) // 2)
-    out = [Text(f"{'GST':<8}{'Taxable':>{col}}{'Tax':>{width - 8 - col}}", bold=True)]
-    for row in rows:
-        taxable, tax = format_money(sign * row.taxable), format_money(sign * row.tax)
-        out.append(Text(f"{format_rate(row.rate):<8}{taxable:>{col}}{tax:>{width - 8 - col}}"))
-        if split and row.rate:
-            half = format_rate(row.rate // 2) if row.rate % 2 == 0 else f"{row.rate / 200:g}%"
-            tax_paise = sign * row.tax
-            cgst = abs(tax_paise) // 2 * (1 if tax_paise >= 0 else -1)
-            sgst = tax_paise - cgst
-            out += _lr(f"  CGST {half}", format_money(cgst), width)
-            out += _lr(f"  SGST {half}", format_money(sgst), width)
+    cgst, sgst, igst = receipt.heads
+    inter = receipt.supply.inter_state or any(r.igst for r in rows)
+    intra = not receipt.supply.inter_state or any(r.cgst or r.sgst for r in rows)
+    heads = [h for h, on in (("CGST", intra), ("SGST", intra), ("IGST", inter)) if on]
+    table = [["HSN", "GST", "Taxable", *heads]]
+    for r in rows:
+        values = {"CGST": r.cgst, "SGST": r.sgst, "IGST": r.igst}
+        table.append(
+            [r.hsn or "-", format_rate(r.rate), format_money(sign * r.taxable)]
+            + [format_money(sign * values[h]) for h in heads]
+        )
+    cols = [8, 5, width - 13 - 10 * len(heads)] + [10] * len(heads)
+    out: list[Text] = []
+    fits = cols[2] > 0 and all(
+        len(row[0]) <= cols[0] and all(len(c) < w for c, w in zip(row[1:], cols[1:], strict=True))
+        for row in table
+    )
+    if fits:
+        out.append(Text(_row(table[0], cols), bold=True))
+        out += [Text(_row(row, cols)) for row in table[1:]]
+    else:
+        for r, row in zip(rows, table[1:], strict=True):
+            out += _lr(f"HSN {row[0]}  GST {row[1]}", "", width, bold=True)
+            out += _lr("  Taxable value", row[2], width)
+            for head, figure in zip(heads, row[3:], strict=True):
+                part = r.rate if head == "IGST" else r.rate // 2
+                half = (
+                    format_rate(part) if head == "IGST" or r.rate % 2 == 0 else f"{r.rate / 200:g}%"
+                )
+                out += _lr(f"  {head} {half}", figure, width)
+    for head, total in (("CGST", cgst), ("SGST", sgst), ("IGST", igst)):
+        if head in heads:
+            out += _lr(f"Total {head}", format_money(sign * total), width)
     out.append(Text("Prices include GST"))
+    return out
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """A table line: the first cell left-aligned, the rest right-aligned (they fit: checked)."""
+    out = [cells[0].ljust(widths[0])]
+    out += [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+    return "".join(out)
+
+
+def _invoice(receipt: Receipt, width: int) -> list[Text]:
+    """Who and what the document is: its number and date, the terminal and cashier, the buyer
+    (name and customer id, GSTIN), the place of supply and, for a credit note, the invoice."""
+    h = receipt.header
+    out = _lr(
+        f"{NUMBER_LABELS[receipt.kind]} {receipt.sale_id}", h.time.stamp(receipt.ts_ms), width
+    )
+    who = f"Cashier {receipt.cashier}" if receipt.cashier else ""
+    out += _lr(f"Terminal {receipt.terminal}" if receipt.terminal else "", who, width)
+    if receipt.ref_sale:
+        out += _lr(f"Against invoice {receipt.ref_sale}", "", width)
+    if receipt.customer:
+        name = receipt.customer_name
+        out += _lr(f"Customer {name} ({receipt.customer})" if name else
+                   f"Customer {receipt.customer}", "", width)  # fmt: skip
+    s = receipt.supply
+    if s.buyer_gstin:
+        out += _lr(f"Buyer GSTIN {s.buyer_gstin}", "", width)
+    if s.place in STATES:
+        out += _lr(f"Place of supply {state_label(s.place)}", "", width)
     return out
 
 
@@ -270,7 +309,7 @@ def _loyalty(receipt: Receipt, width: int) -> list[Text]:
     if redeemed > 0:
         out += _lr("Points redeemed", str(redeemed), width)
     elif redeemed < 0:
-        out += _lr("Points refunded", str(-redeemed), width)
+        out += _lr("Points given back", str(-redeemed), width)
     if receipt.loyalty_balance is not None:
         out += _lr("Points balance", str(receipt.loyalty_balance), width)
     return out
@@ -307,17 +346,7 @@ def render_receipt(
     out += _header(receipt.header, w)
     out.append(Text("", "center"))
     out.append(Text(TITLES[receipt.kind], "center", bold=True))
-    out += _lr(
-        f"Receipt {receipt.receipt_no}",
-        format_time(receipt.ts_ms, receipt.header.utc_offset_minutes),
-        w,
-    )
-    who = f"Cashier {receipt.cashier}" if receipt.cashier else ""
-    out += _lr(f"Terminal {receipt.terminal}" if receipt.terminal else "", who, w)
-    if receipt.customer:
-        out.append(Text(f"Customer {receipt.customer}"))
-    if receipt.ref_sale:
-        out.append(Text(f"Original sale {receipt.ref_sale}"))
+    out += _invoice(receipt, w)
     out.append(rule)
     if receipt.kind == "exchange":
         if receipt.returned:
@@ -342,7 +371,7 @@ def render_receipt(
     label, amount = _total_label(receipt)
     out += _lr(label, format_money(amount), w, bold=True)
     out.append(rule)
-    out += _gst(receipt, w, opt.gst_split, -1 if refund else 1)
+    out += _gst(receipt, w, -1 if refund else 1)
     if receipt.tenders:
         out.append(rule)
         for tender in receipt.tenders:

@@ -1,16 +1,21 @@
 """What a printed receipt says, built from a sale/return/exchange op payload.
 
 Pure data: no printer, no clock. Money is integer paise, GST rates are basis points and prices
-are tax-inclusive, exactly as the domain records them, so a reprint says what the sale said.
+are tax-inclusive, exactly as the domain records them, so a reprint says what the sale said. A
+sale is a tax invoice: seller GSTIN, invoice number and date, HSN, taxable value and CGST + SGST
+or IGST per line, the place of supply and, for a B2B sale, the buyer's GSTIN (docs/gst.md). A sale
+recorded before meshpos split GST prints its tax halved into CGST and SGST.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshpos.core.errors import InputError
+from meshpos.domain.gst import STATES, Supply, recorded_split, state_code
+from meshpos.domain.storetime import DEFAULT_ZONE, StoreTime
 
 ReceiptKind = Literal["sale", "return", "exchange"]
 KINDS: tuple[ReceiptKind, ...] = ("sale", "return", "exchange")
@@ -25,7 +30,8 @@ class StoreHeader:
     gstin: str = ""
     phone: str = ""
     footer: tuple[str, ...] = ("Thank you for shopping with us",)
-    utc_offset_minutes: int = 330
+    time: StoreTime = field(default_factory=StoreTime)
+    state: str = ""  # GST state code; from `state`, else the GSTIN's first two digits
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoreHeader:
@@ -39,17 +45,21 @@ class StoreHeader:
         footer = data.get("footer", cls.footer)
         if isinstance(footer, str):
             footer = (footer,)
-        offset = data.get("utc_offset_minutes", 330)
-        if not isinstance(offset, int) or isinstance(offset, bool) or abs(offset) > 14 * 60:
-            raise InputError("store.utc_offset_minutes must be whole minutes within ±14 hours")
+        gstin = str(data.get("gstin") or "")
+        state = str(data.get("state") or "")
         return cls(
             name=name.strip(),
             address=tuple(str(a) for a in address),
-            gstin=str(data.get("gstin", "")),
+            gstin=gstin,
             phone=str(data.get("phone", "")),
             footer=tuple(str(f) for f in footer),
-            utc_offset_minutes=offset,
+            time=StoreTime.named(str(data.get("timezone") or DEFAULT_ZONE), "store.timezone"),
+            state=state_code(state, "store.state") if state else gstin[:2],
         )
+
+    @property
+    def state_name(self) -> str:
+        return f"{STATES[self.state]} ({self.state})" if self.state in STATES else ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class ReceiptLine:
     size: str = ""
     colour: str = ""
     returned: bool = False
+    hsn: str = ""
+    cgst: int = 0
+    sgst: int = 0
+    igst: int = 0
 
     @property
     def taxable(self) -> int:
@@ -91,11 +105,19 @@ class ReceiptTender:
 
 @dataclass(frozen=True)
 class GstRow:
-    """Taxable value and tax for one GST rate; negative where goods came back."""
+    """Taxable value and tax heads for one HSN code at one rate; negative where goods came
+    back."""
 
+    hsn: str
     rate: int
     taxable: int
-    tax: int
+    cgst: int
+    sgst: int
+    igst: int
+
+    @property
+    def tax(self) -> int:
+        return self.cgst + self.sgst + self.igst
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,8 @@ class Receipt:
     loyalty_balance: int | None = None
     ref_sale: str | None = None
     cashier: str = ""
+    customer_name: str = ""
+    supply: Supply = field(default_factory=Supply)
 
     @property
     def sold(self) -> tuple[ReceiptLine, ...]:
@@ -138,15 +162,26 @@ class Receipt:
     def has_pending_card(self) -> bool:
         return any(t.pending for t in self.tenders)
 
+    @property
+    def heads(self) -> tuple[int, int, int]:
+        """The invoice's CGST, SGST and IGST: the sums of its lines (returned goods negative)."""
+        rows = self.gst_summary()
+        return (
+            sum(r.cgst for r in rows),
+            sum(r.sgst for r in rows),
+            sum(r.igst for r in rows),
+        )
+
     def gst_summary(self) -> tuple[GstRow, ...]:
-        """GST grouped by rate, ascending; returned goods count negative so an exchange nets out."""
-        taxable: dict[int, int] = {}
-        tax: dict[int, int] = {}
+        """GST grouped by rate and HSN, ascending; returned goods count negative so an exchange
+        nets out."""
+        sums: dict[tuple[int, str], list[int]] = {}
         for line in self.lines:
             sign = -1 if line.returned else 1
-            taxable[line.gst_rate] = taxable.get(line.gst_rate, 0) + sign * line.taxable
-            tax[line.gst_rate] = tax.get(line.gst_rate, 0) + sign * line.tax
-        return tuple(GstRow(rate, taxable[rate], tax[rate]) for rate in sorted(taxable))
+            row = sums.setdefault((line.gst_rate, line.hsn), [0, 0, 0, 0])
+            for i, v in enumerate((line.taxable, line.cgst, line.sgst, line.igst)):
+                row[i] += sign * v
+        return tuple(GstRow(hsn, rate, *sums[rate, hsn]) for rate, hsn in sorted(sums))
 
 
 def _need(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -172,9 +207,15 @@ def _opt_int(data: Mapping[str, Any], key: str, default: int, where: str) -> int
     return value
 
 
-def _line(data: Any, returned: bool, where: str) -> ReceiptLine:
+def _line(data: Any, returned: bool, where: str, inter_state: bool) -> ReceiptLine:
     if not isinstance(data, Mapping):
         raise InputError(f"{where} is not a table")
+    for key in ("cgst", "sgst", "igst"):
+        _opt_int(data, key, 0, where)
+    split = recorded_split(
+        {**data, "total": _need(data, "total", int, where), "tax": _opt_int(data, "tax", 0, where)},
+        inter_state,
+    )
     return ReceiptLine(
         sku=_need(data, "sku", str, where),
         name=_need(data, "name", str, where),
@@ -187,6 +228,10 @@ def _line(data: Any, returned: bool, where: str) -> ReceiptLine:
         size=_opt_str(data, "size"),
         colour=_opt_str(data, "colour") or _opt_str(data, "color"),
         returned=returned,
+        hsn=_opt_str(data, "hsn"),
+        cgst=split.cgst,
+        sgst=split.sgst,
+        igst=split.igst,
     )
 
 
@@ -222,6 +267,7 @@ def receipt_from_sale(
     *,
     kind: str | None = None,
     cashier: str = "",
+    customer_name: str = "",
 ) -> Receipt:
     """Turn a sale/return/exchange op payload into a Receipt.
 
@@ -236,11 +282,12 @@ def receipt_from_sale(
         raise InputError(
             f"sale payload has unknown kind {kind!r}; expected sale, return or exchange"
         )
+    supply = Supply.of(payload)
     lines: list[ReceiptLine] = []
     for i, row in enumerate(_rows(payload, "lines")):
-        lines.append(_line(row, kind == "return", f"sale line {i + 1}"))
+        lines.append(_line(row, kind == "return", f"sale line {i + 1}", supply.inter_state))
     for i, row in enumerate(_rows(payload, "returned")):
-        lines.append(_line(row, True, f"returned line {i + 1}"))
+        lines.append(_line(row, True, f"returned line {i + 1}", supply.inter_state))
     tenders = tuple(_tender(t, f"tender {i + 1}") for i, t in enumerate(_rows(payload, "tenders")))
     sale_id = _need(payload, "sale_id", str, "sale payload")
     customer = payload.get("customer")
@@ -265,4 +312,6 @@ def receipt_from_sale(
         loyalty_balance=loyalty_balance,
         ref_sale=str(ref) if ref else None,
         cashier=cashier,
+        customer_name=customer_name,
+        supply=supply,
     )

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshpos.core.errors import InputError
+from meshpos.domain.gst import check_hsn
 from meshpos.domain.money import parse_rate, parse_rupees
 
 SAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "data" / "sample_catalog.csv"
 
-COLUMNS = ("sku", "name", "barcode", "category", "size", "colour", "price", "gst_rate", "stock")
+# The product fields a catalogue row sets (the fold adds `active`), and the file's columns.
+FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "hsn")
+COLUMNS = ("sku", *FIELDS, "stock")
 REQUIRED = ("sku", "name", "price", "gst_rate")
 MAX_ROWS = 200_000
 
@@ -92,6 +95,11 @@ def _row(cells: dict[str, str], line: int, source: str, seen: dict[str, int]) ->
             fields[col] = cells[col]
     if cells.get("barcode") and not (cells["barcode"].isascii() and cells["barcode"].isdigit()):
         raise InputError(f"{where} barcode: {cells['barcode']!r} is not digits")
+    if cells.get("hsn"):
+        try:
+            fields["hsn"] = check_hsn(cells["hsn"])
+        except InputError as exc:
+            raise InputError(f"{where} hsn: {exc}") from None
     for col, parse in (("price", parse_rupees), ("gst_rate", parse_rate)):
         try:
             fields[col] = parse(cells[col], col)

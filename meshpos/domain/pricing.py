@@ -1,7 +1,8 @@
 """Pricing a sale: lines, discounts, GST per line, tenders, change and loyalty points.
 
 Everything is integer paise. Prices are tax-inclusive (Indian MRP), so a discount lowers the line
-total and GST is the part of that total the line's rate contains.
+total and GST is the part of that total the line's rate contains. A product with price bands
+(meshpos/domain/gst.py) takes its rate from its value per piece after every discount.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.errors import InputError
-from meshpos.domain.money import allocate, inclusive_tax, parse_rate, parse_rupees, rupees
+from meshpos.domain.gst import Bands, Supply, band_rate, split
+from meshpos.domain.money import allocate, parse_rate, parse_rupees, rupees
 
-TENDER_METHODS = ("cash", "card", "points")
+TENDER_METHODS = ("cash", "card", "card_machine", "points")
+"""`card`: captured offline by meshpos and sealed to HQ; `card_machine`: paid on the store's own
+card machine (the bank authorised it; the till keeps its approval code and last four digits)."""
 _ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
 
 
@@ -29,6 +33,13 @@ class Product:
     size: str = ""
     colour: str = ""
     active: int = 1
+    hsn: str = ""
+    # The price bands of its category or HSN (GstRules.for_product); empty: `gst_rate` always.
+    gst_bands: Bands = ()
+
+    def rate_for(self, total: int, qty: int) -> int:
+        """The GST rate of a line of `qty` of it whose total after discounts is `total`."""
+        return band_rate(self.gst_bands, total, qty) if self.gst_bands else self.gst_rate
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Product:
@@ -51,6 +62,8 @@ class Tender:
     # A card captured offline: its number and expiry sealed to HQ's payment key for exactly
     # `amount` (meshpos/service/cards.py). The tender is recorded as pending until HQ's answer arrives.
     card_sealed: str | None = None
+    # Paid on the store's card machine: the approval code on the machine's slip.
+    card_approval: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,7 @@ def parse_tender(text: str) -> Tender:
     """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are
     points."""
     method, _, amount = text.partition(":")
-    method = method.strip().lower()
+    method = method.strip().lower().replace("-", "_")
     if method not in TENDER_METHODS:
         raise InputError(f"payment {text!r}: method must be one of {', '.join(TENDER_METHODS)}")
     if not amount:
@@ -116,7 +129,12 @@ def _discount_amount(spec: str, base: int, what: str) -> int:
     return amount
 
 
-def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> PricedSale:
+def price_lines(
+    cart: Sequence[CartLine], sale_discount: str | None = None, supply: Supply | None = None
+) -> PricedSale:
+    """Lines with their discounts, rate and tax split as `supply` says (default: within the
+    store's state, CGST + SGST)."""
+    inter = supply.inter_state if supply is not None else False
     if not cart:
         raise InputError("a sale needs at least one item")
     gross = [c.product.price * c.qty for c in cart]
@@ -133,6 +151,8 @@ def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> P
     for c, g, d, share in zip(cart, gross, line_disc, shares, strict=True):
         total = g - d - share
         p = c.product
+        rate_bp = p.rate_for(total, c.qty)
+        tax = split(total, rate_bp, inter)
         lines.append(
             {
                 "sku": p.sku,
@@ -143,8 +163,12 @@ def price_lines(cart: Sequence[CartLine], sale_discount: str | None = None) -> P
                 "qty": c.qty,
                 "unit_price": p.price,
                 "discount": d + share,
-                "gst_rate": p.gst_rate,
-                "tax": inclusive_tax(total, p.gst_rate),
+                "hsn": p.hsn,
+                "gst_rate": rate_bp,
+                "tax": tax.tax,
+                "cgst": tax.cgst,
+                "sgst": tax.sgst,
+                "igst": tax.igst,
                 "total": total,
             }
         )
@@ -213,6 +237,8 @@ def settle(
                 entry["card_last4"] = t.card_last4
             if t.card_brand:
                 entry["card_brand"] = t.card_brand
+            if t.card_approval:
+                entry["card_approval"] = t.card_approval
             if t.card_sealed:
                 entry["card_sealed"] = t.card_sealed
                 entry["pending"] = True

@@ -39,7 +39,10 @@ USER_ADMIN = "manager"  # creating and changing users, staff settings
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
 KEY_BYTES = 32
+PIN_DIGITS = (4, 12)  # what a PIN may ever be; the store's minimum per role is in `Policy`
 _PIN = re.compile(r"^[0-9]{4,12}$")
+MAX_LOCK_MINUTES = 24 * 60
+DEVICE_FREE_FAILURES = 3  # wrong PINs a device may type in a row before it has to wait
 
 SESSION = "session"  # a signed-in user's own credential: approves only that user's ops
 APPROVAL = "approval"  # a supervisor's PIN given for someone else's op (--approve)
@@ -51,9 +54,21 @@ def check_role(role: str) -> str:
     return role
 
 
-def check_pin(pin: str) -> str:
-    if not _PIN.match(pin or ""):
-        raise InputError("a PIN is 4 to 12 digits")
+def least_pin_digits(role: str, policy: Policy) -> int:
+    """The fewest digits a new PIN of `role` may have: `staff.pin_min_digits` for supervisors and
+    above (the PINs that approve), `staff.cashier_pin_min_digits` for cashiers."""
+    if RANK.get(role, 0) >= RANK[APPROVER]:
+        return policy.pin_min_digits
+    return policy.cashier_pin_min_digits
+
+
+def check_pin(pin: str, role: str = "cashier", policy: Policy | None = None) -> str:
+    """A new PIN for a user of `role`. PINs set before a minimum was raised keep working: the
+    rule is checked when a PIN is set, never at sign-in."""
+    least = least_pin_digits(role, policy or Policy())
+    if not _PIN.match(pin or "") or len(pin) < least:
+        who = "a PIN" if role == "cashier" else f"{'an' if role == 'admin' else 'a'} {role}'s PIN"
+        raise InputError(f"{who} is {least} to {PIN_DIGITS[1]} digits")
     return pin
 
 
@@ -79,7 +94,8 @@ def public_bytes(key: Ed25519PrivateKey) -> bytes:
 
 def pin_record(pin: str, salt: bytes) -> dict[str, str]:
     """The user fields a PIN leaves in the ledger: its salt and its public key."""
-    check_pin(pin)
+    if not _PIN.match(pin or ""):
+        raise InputError(f"a PIN is {PIN_DIGITS[0]} to {PIN_DIGITS[1]} digits")
     if len(salt) != SALT_BYTES:
         raise InputError(f"a PIN salt is {SALT_BYTES} bytes")
     return {"pin_salt": salt.hex(), "pin_key": public_bytes(pin_private_key(pin, salt)).hex()}
@@ -108,13 +124,17 @@ class Policy:
     discount_limit_bp: int = 1_000  # basis points of the gross: a discount above needs one too
     require_login: bool = False  # ops by a user who has not signed in at this till are refused
     lockout_failures: int = 5  # wrong PINs in a row before the user is locked at this till
-    lockout_minutes: int = 5
+    lockout_minutes: int = 5  # the first lock; each further round of failures doubles it
     session_minutes: int = 480  # how long `meshpos login` lasts
     approval_minutes: int = 5  # how long a PIN typed for --approve is good for
     bootstrap_grace_minutes: int = 60  # see docs/decisions.md: unapproved ops near staff set-up
+    oversell_limit: int = 5  # units a sale may take beyond the stock its counter sees, unapproved
+    pin_min_digits: int = 6  # new PINs of supervisors, managers and admins
+    cashier_pin_min_digits: int = 4  # new PINs of cashiers
+    list_users_at_signin: bool = False  # the web till's sign-in page shows every user's name
 
 
-LIMIT_FIELDS = ("refund_limit", "discount_limit_bp", "bootstrap_grace_minutes")
+LIMIT_FIELDS = ("refund_limit", "discount_limit_bp", "bootstrap_grace_minutes", "oversell_limit")
 """The fields a peer takes the most lenient value of (see `lenient_policy`)."""
 
 
@@ -122,11 +142,16 @@ def policy_keys() -> list[str]:
     return [f"staff.{f.name}" for f in fields(Policy)]
 
 
+BOOL_FIELDS = ("require_login", "list_users_at_signin")
+
+
 def _valid(name: str, value: Any) -> bool:
-    if name == "require_login":
+    if name in BOOL_FIELDS:
         return isinstance(value, bool)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 2**53:
         return False
+    if name.endswith("pin_min_digits"):
+        return PIN_DIGITS[0] <= value <= PIN_DIGITS[1]
     return value >= 1 if name.endswith(("failures", "_minutes")) else True
 
 
@@ -137,7 +162,7 @@ def parse_policy_value(key: str, text: str) -> Any:
         raise InputError(f"unknown staff setting {key!r}: one of {', '.join(policy_keys())}")
     text = text.strip()
     value: Any
-    if name == "require_login":
+    if name in BOOL_FIELDS:
         if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
             raise InputError(f"{key} is yes or no, not {text!r}")
         value = text.lower() in ("yes", "true", "1")
@@ -174,6 +199,29 @@ def lenient_policy(history: Mapping[str, Iterable[Any]]) -> Policy:
     return out
 
 
+# -- wrong PINs ----------------------------------------------------------------------------------
+
+
+def lock_minutes(failures: int, policy: Policy) -> int:
+    """How long the `failures`-th wrong PIN in a row locks a user at a till: every
+    `lockout_failures`-th one locks for `lockout_minutes`, doubled for each round before it, up to
+    a day (5 guesses, 5 minutes, 5 more, 10 minutes, ...: about 50 guesses in the first day, then
+    5 a day); the others do not lock."""
+    if failures <= 0 or failures % policy.lockout_failures:
+        return 0
+    rounds = failures // policy.lockout_failures
+    return min(policy.lockout_minutes << min(rounds - 1, 20), MAX_LOCK_MINUTES)
+
+
+def device_wait_minutes(failures: int) -> int:
+    """How long a device (a web till's browser, by its address) waits after its `failures`-th
+    wrong PIN in a row, whoever it was typed for: the first few are free, then 1, 2, 4, ...
+    minutes, up to a day. Checked before a user's lockout, so one person at one device cannot
+    lock every user out: the device stops long before the users do."""
+    over = failures - DEVICE_FREE_FAILURES
+    return 0 if over < 0 else min(1 << min(over, 20), MAX_LOCK_MINUTES)
+
+
 # -- what an op needs ----------------------------------------------------------------------------
 
 
@@ -204,6 +252,21 @@ def _discount(payload: Payload, policy: Policy) -> Need | None:
     return None
 
 
+def _oversell(payload: Payload, policy: Policy) -> Need | None:
+    """`oversold` is what the selling counter saw: units per SKU beyond its stock."""
+    oversold = payload.get("oversold")
+    if not isinstance(oversold, Mapping):
+        return None
+    units = sum(_int(v) for v in oversold.values())
+    if units > policy.oversell_limit:
+        skus = ", ".join(sorted(str(k) for k in oversold))
+        return Need(
+            APPROVER,
+            f"selling {units} units beyond stock ({skus}; limit {policy.oversell_limit})",
+        )
+    return None
+
+
 def _refund(amount: int, policy: Policy) -> Need | None:
     if amount > policy.refund_limit:
         return Need(APPROVER, f"a refund of {rupees(amount)} (limit {rupees(policy.refund_limit)})")
@@ -219,11 +282,17 @@ def required(
     if kind == "return":
         return _refund(_int(payload.get("total")), policy)
     if kind == "exchange":
-        return _refund(-_int(payload.get("total")), policy) or _discount(payload, policy)
+        return (
+            _refund(-_int(payload.get("total")), policy)
+            or _discount(payload, policy)
+            or _oversell(payload, policy)
+        )
     if kind == "sale":
-        return _discount(payload, policy)
+        return _discount(payload, policy) or _oversell(payload, policy)
     if kind == "stock.adjust":
         return Need(APPROVER, "a stock adjustment")
+    if kind == "transfer.out":
+        return Need(APPROVER, "sending stock to another store")
     if kind == "conflict.resolve":
         return Need(APPROVER, "resolving a conflict")
     if kind == "product.upsert":
@@ -249,6 +318,37 @@ def required(
             return Need(role, f"changing the PIN of {uid}", self_user=uid)
         return Need(role, f"changing user {uid}")
     return None
+
+
+def _line_discount(payload: Payload, policy: Policy) -> Need | None:
+    lines = payload.get("lines")
+    for line in lines if isinstance(lines, list) else ():
+        if not isinstance(line, Mapping):
+            continue
+        gross = _int(line.get("unit_price")) * _int(line.get("qty"))
+        disc = _int(line.get("discount"))
+        if disc > 0 and disc * 10_000 > policy.discount_limit_bp * gross:
+            pct = disc * 100 / gross if gross else 100.0
+            limit = policy.discount_limit_bp / 100
+            return Need(
+                APPROVER, f"a discount of {pct:.1f}% on {line.get('sku')} (limit {limit:g}%)"
+            )
+    return None
+
+
+def source_required(
+    kind: str, payload: Payload, policy: Policy, target_role: str | None = None
+) -> Need | None:
+    """What a till asks before it makes an op: `required`, and stricter where the till can be,
+    since the rule at the source need not be one a peer can check the same way: any line
+    discounted beyond the limit needs the approver, even when the sale as a whole is within it;
+    and closing the day (a Z report) is for a supervisor or above."""
+    need = required(kind, payload, policy, target_role)
+    if need is None and kind in ("sale", "exchange"):
+        return _line_discount(payload, policy)
+    if kind == "report.z":
+        return Need(APPROVER, "closing the day (Z report)")
+    return need
 
 
 # -- credentials and approvals -------------------------------------------------------------------

@@ -21,12 +21,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
-from meshpos.hq import keys
 from meshpos.hq.dashboard.routes import routes as dashboard_routes
-from meshpos.hq.routes import health, ingest, loyalty, pull, reports
+from meshpos.hq.keys import HQConfig
+from meshpos.hq.routes import health, ingest, loyalty, pull, reports, transfers
 from meshpos.hq.routes.common import Api, ApiHandler, guarded
 from meshpos.hq.service import HQService
 from meshpos.hq.traffic import ContactBook, RequestMetrics, Traffic
+from meshpos.service.config import OWNER_ONLY
+from meshpos.service.http_gate import PROTOCOL, Gate, GateLimits, GateMiddleware
 from meshpos.service.logs import setup_logging
 
 log = logging.getLogger("meshpos.hq.api")
@@ -63,6 +65,9 @@ def create_app(
         route("/v1/report/stock", reports.stock),
         route("/v1/report/loyalty", reports.loyalty),
         route("/v1/report/payments", reports.payments),
+        route("/v1/stores/{store}/chain-stock", transfers.chain_stock, ["POST"]),
+        route("/v1/report/transfers", transfers.report),
+        route("/v1/report/conflicts", reports.conflicts),
         Mount("", routes=dashboard_routes(service)),
     ]
 
@@ -88,6 +93,7 @@ def create_app(
 
         tasks = [asyncio.create_task(sweep())] if sweep_s > 0 else []
         tasks.append(asyncio.create_task(flush_contacts()))
+        await run_in_threadpool(service.send_transfer_expects)  # any owed before a crash
         log.info("HQ %s serving on %s", service.node_id, service.storage.db.describe())
         try:
             yield
@@ -102,10 +108,17 @@ def create_app(
 
     metrics = RequestMetrics(registry or CollectorRegistry())
     watch = Middleware(Traffic, book=book, metrics=metrics, now_ms=service.now_ms)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[watch])
+    gate = Gate(gate_limits(service.cfg), "HQ")
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(GateMiddleware, gate=gate), watch],
+    )
+    app.state.http_gate = gate
+    return app
 
 
-def setup_hq_logging(cfg: keys.HQConfig, level: str | None = None) -> str:
+def setup_hq_logging(cfg: HQConfig, level: str | None = None) -> str:
     """HQ's logging from hq.toml's `[log]` (stderr, and JSON lines in logs/hq.log by default);
     `level` overrides its level. Returns the level in force."""
     settings = cfg.log_settings()
@@ -113,9 +126,31 @@ def setup_hq_logging(cfg: keys.HQConfig, level: str | None = None) -> str:
     return level or settings.level
 
 
+def gate_limits(cfg: HQConfig) -> GateLimits:
+    """What one HQ process lets clients hold (`[limits]` in hq.toml)."""
+    return GateLimits(
+        max_body=cfg.limit("max_body_bytes"),
+        requests_per_client=cfg.limit("max_requests_per_client"),
+        requests=cfg.limit("max_requests"),
+        connections_per_client=cfg.limit("max_connections_per_client"),
+        connections=cfg.limit("max_connections"),
+        header_timeout_s=cfg.limit("header_timeout_s"),
+        body_timeout_s=cfg.limit("body_timeout_s"),
+    )
+
+
+SERVER_OPTIONS: dict[str, object] = {
+    "http": PROTOCOL,  # the gate's connection limits and header deadline
+    "timeout_keep_alive": 5,
+    "h11_max_incomplete_event_size": 16 * 1024,  # request line and headers
+}
+"""uvicorn settings `meshpos hq serve` runs with (meshpos/cli/hq.py)."""
+
+
 def create_app_from_env() -> Starlette:
     """For `uvicorn --factory` with several workers: the HQ dir and database from the
     environment (`meshpos hq serve --workers N` sets them)."""
+    os.umask(OWNER_ONLY)
     service = HQService.open(os.environ.get("MESHPOS_HQ_DIR"), os.environ.get("MESHPOS_HQ_DB"))
     setup_hq_logging(service.cfg, os.environ.get("MESHPOS_HQ_LOG"))
     return create_app(service)

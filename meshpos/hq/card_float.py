@@ -13,7 +13,7 @@ from meshpos.core.ops import Op
 from meshpos.domain.cards import float_shares
 from meshpos.hq.service import HQService
 from meshpos.hq.storage.database import Tx, lock_key
-from meshpos.hq.storage.log import OpToSign
+from meshpos.hq.storage.log import RULEBOOK_LOCK, OpToSign
 from meshpos.hq.storage.views import minted_float, rights_held
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.cards import MAX_FLOAT, STORE_TOTAL_SETTING
@@ -36,7 +36,8 @@ def hq_open_float(
         raise InputError(f"store(s) {', '.join(empty)} have no terminal enrolled at HQ yet")
 
     def fn(tx: Tx) -> list[Op]:
-        tx.lock(lock_key(s, svc.node_id) for s in targets)  # the lock emit_in takes, held sooner
+        # the locks emit_in takes, held sooner
+        tx.lock(lock_key(s, k) for s in targets for k in (svc.node_id, RULEBOOK_LOCK))
         items: list[OpToSign] = []
         for s in targets:
             items.append((s, "setting.set", {"key": STORE_TOTAL_SETTING, "value": total}))

@@ -22,12 +22,14 @@ from meshpos.core.ops import Op, Signer, decode_op, pack, unpack
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.hq.wire import (
     H_CERT,
+    H_DIGEST,
     H_NODE,
     H_SIG,
     H_TIME,
     H_WAITING,
     MSGPACK,
     auth_message,
+    body_digest,
     node_rows,
     parse_node,
 )
@@ -104,11 +106,13 @@ class HQClient:
         extra: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         ts = self.now_ms()
+        digest = body_digest(body)
         headers = {
             **(extra or {}),
             H_NODE: self.signer.node_id,
             H_TIME: str(ts),
-            H_SIG: self.signer.sign(auth_message(method, path, self.store, ts, body)).hex(),
+            H_DIGEST: digest,
+            H_SIG: self.signer.sign(auth_message(method, path, self.store, ts, digest)).hex(),
         }
         if self.cert is not None:
             headers[H_CERT] = base64.b64encode(self.cert).decode()
@@ -216,6 +220,27 @@ class HQClient:
             "moved": _count(data.get("moved", 0), "count of points moved"),
             "asked": _count(data.get("asked", 0), "count of points asked"),
         }
+
+    def chain_stock(self, held: Mapping[str, int]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Other stores' stock: those whose version differs from `held` whole, the names of the
+        unchanged ones (see meshpos/hq/storage/transfers.py)."""
+        resp = self._request("POST", f"{self._base}/chain-stock", pack({"held": dict(held)}))
+        data = unpack(resp.content, "HQ chain stock answer")
+        stores = data.get("stores") if isinstance(data, dict) else None
+        same = data.get("same") if isinstance(data, dict) else None
+        if not isinstance(stores, list) or not isinstance(same, list):
+            raise HQUnavailable("HQ's chain stock answer is malformed")
+        for s in stores:
+            ok = isinstance(s, dict) and isinstance(s.get("store"), str)
+            ok = ok and isinstance(s.get("name"), str) and isinstance(s.get("stock"), dict)
+            if not ok:
+                raise HQUnavailable("HQ's chain stock answer is malformed")
+            _count(s.get("version"), "store version")
+            _count(s.get("as_of_ms"), "store time")
+            _counts(s["stock"], "stock")
+        if not all(isinstance(x, str) for x in same):
+            raise HQUnavailable("HQ's chain stock answer is malformed")
+        return stores, [str(x) for x in same]
 
 
 def ingest_pull(terminal: Terminal, result: PullResult) -> IngestResult:

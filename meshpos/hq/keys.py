@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshpos.core.errors import ConfigError
 from meshpos.core.ops import Signer
-from meshpos.service.config import check_name, write_secret
+from meshpos.service.config import check_name, private_dir, write_private, write_secret
 from meshpos.service.logs import LogSettings
 
 CONFIG_FILE = "hq.toml"
@@ -39,6 +39,13 @@ DEFAULTS: dict[str, int] = {
     "max_body_bytes": 16 * 1024 * 1024,
     "auth_window_s": 86_400,
     "payment_stale_s": 60,
+    # per process: what strangers can hold (meshpos/service/http_gate.py)
+    "max_requests": 64,
+    "max_requests_per_client": 8,
+    "max_connections": 1024,
+    "max_connections_per_client": 32,
+    "header_timeout_s": 10,
+    "body_timeout_s": 30,
 }
 
 
@@ -93,7 +100,7 @@ def init_hq(directory: Path, *, name: str = "hq", db: str = "") -> HQConfig:
     check_name(name, "HQ name")
     if (directory / CONFIG_FILE).exists() or (directory / SIGNING_KEY).exists():
         raise ConfigError(f"{directory} already holds an HQ; choose another --dir")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     signer = Signer.generate()
     write_secret(directory / SIGNING_KEY, signer.private_bytes())
     payment = X25519PrivateKey.generate()
@@ -107,7 +114,7 @@ def init_hq(directory: Path, *, name: str = "hq", db: str = "") -> HQConfig:
     )
     write_secret(directory / ADMIN_TOKEN, secrets.token_urlsafe(32).encode())
     doc = {"hq": {"name": name, "node_id": signer.node_id, "db": db}, "limits": dict(DEFAULTS)}
-    (directory / CONFIG_FILE).write_text(tomli_w.dumps(doc))
+    write_private(directory / CONFIG_FILE, tomli_w.dumps(doc))
     return load_hq(directory)
 
 

@@ -17,7 +17,7 @@ import zmq
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
-from meshpos.core.ops import Op, Payload, Signer, pack, unpack
+from meshpos.core.ops import Op, Payload, Signer, decode_op, pack, unpack
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     AuthRequest,
@@ -28,9 +28,10 @@ from meshpos.domain.cards import (
     parse_card,
 )
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
+from meshpos.domain.store_settings import check_setting
 from meshpos.hq import keys
 from meshpos.hq.storage import HQStorage, open_storage
-from meshpos.hq.storage.database import Record
+from meshpos.hq.storage.database import Record, Tx
 from meshpos.hq.storage.enrolment import NotEnrolled, StoreRow, UnknownStore
 from meshpos.hq.storage.log import IngestOutcome, OpToSign, VersionVector
 from meshpos.hq.storage.loyalty import Ask
@@ -167,6 +168,7 @@ class HQService:
         ]
         items += self.storage.blocklist.settings_for(store)
         self.storage.log.emit(self.signer, items, self.now_ms(), "hq")
+        self.send_transfer_expects()  # transfers sent to this store before HQ could tell it
 
     def enroll_node(self, store: str, request: bytes, role: str = "terminal") -> bytes:
         """Certify a terminal of a store whose key HQ holds. The answer is the same enrolment
@@ -203,6 +205,11 @@ class HQService:
         )  # fmt: skip
         if out.payments:
             self.process_payments()
+        sent = [w for w in wires if b"transfer.out" in w]  # cheap: most batches carry none
+        if out.applied and sent:
+            tids = [str(op.payload.get("transfer_id")) for op in map(decode_op, sent)
+                    if op.kind == "transfer.out"]  # fmt: skip
+            self.send_transfer_expects(store, tids)
         for customer, to in sorted(out.transfers):
             if to == self.node_id:
                 self.fulfil_asks(customer)
@@ -236,6 +243,37 @@ class HQService:
                     self.signer, store, cust, points, node, self.now_ms()
                 )[0]
         return moved
+
+    # -- stock transfers between stores ---------------------------------------------------------
+
+    def send_transfer_expects(
+        self, store: str | None = None, tids: Sequence[str] | None = None
+    ) -> list[Op]:
+        """Tell the stores that `store` (default: every store) sent stock to what is on its way
+        (`transfer.expect`): for transfers `tids` just ingested, or every one still owed (HQ
+        does that at start, so an answer lost to a crash goes out then)."""
+        stores = self.storage.enrolment.stores()
+        ready = {s.store for s in stores if s.hq_cert is not None}
+
+        def fn(tx: Tx) -> list[Op]:
+            items = [
+                item
+                for sender in ([store] if store else sorted(s.store for s in stores))
+                for item in self.storage.transfers.expects_due(tx, sender, ready, tids)
+            ]
+            return self.storage.log.emit_in(tx, self.signer, items, self.now_ms(), "hq")
+
+        sent = self.storage.db.run(fn)
+        for op in sent:
+            log.info("transfer %s: told %s it is on its way", op.payload["transfer_id"], op.store)
+        return sent
+
+    def chain_stock(
+        self, store: str, held: Mapping[str, int]
+    ) -> dict[str, list[dict[str, object]] | list[str]]:
+        """Other stores' stock for a till of `store` (see ChainTransfers.chain_stock)."""
+        changed, same = self.storage.transfers.chain_stock(store, held)
+        return {"stores": list(changed), "same": same}
 
     # -- card payments --------------------------------------------------------------------------
 
@@ -331,6 +369,7 @@ class HQService:
     def set_setting(
         self, key: str, value: object, stores: Sequence[str] | None = None, user: str = "hq"
     ) -> list[Op]:
+        value = check_setting(key, value)  # a value no till could read is refused here
         items = [
             (s, "setting.set", {"key": key, "value": value}) for s in self.ready_stores(stores)
         ]
@@ -338,9 +377,12 @@ class HQService:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report(self) -> Record:
-        """`hq report` and GET /v1/report: a JSON document of the chain's figures."""
+    def report(self, store: str | None = None) -> Record:
+        """`hq report` and GET /v1/report: a JSON document of the chain's figures, with the open
+        conflicts of every store (or of `store`): the ops HQ holds without authority."""
         stores = self.storage.views.summary()
+        if store is not None and not any(s["store"] == store for s in stores):
+            raise UnknownStore(f"store {store!r} is not enrolled at HQ")
         return {
             "hq": self.cfg.name,
             "backend": self.storage.db.describe(),
@@ -353,5 +395,6 @@ class HQService:
             },
             "by_day": self.storage.views.chain_by_day(),
             "loyalty": self.storage.views.loyalty(),
-            "payments": self.storage.views.payments(),
+            "payments": self.storage.views.payments(store),
+            "conflicts": self.storage.views.conflicts(store),
         }

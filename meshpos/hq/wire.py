@@ -13,11 +13,12 @@ from meshpos.domain.enrolment import NodeRecord
 
 MSGPACK = "application/x-msgpack"
 AUTH_VERSION = "meshpos-hq-v1"
-H_NODE, H_TIME, H_SIG, H_CERT = (
+H_NODE, H_TIME, H_SIG, H_CERT, H_DIGEST = (
     "x-meshpos-node",
     "x-meshpos-time",
     "x-meshpos-signature",
     "x-meshpos-cert",
+    "x-meshpos-body-sha256",
 )
 H_WAITING = "x-meshpos-waiting"
 """On a relay's probe: how many ops the node held that HQ lacked at its last look (a count for
@@ -27,10 +28,15 @@ NodeRow = list[str | bytes | None]
 """A node record on the wire: [node_id, public_key, store, name, cert]."""
 
 
-def auth_message(method: str, path: str, store: str, ts_ms: int, body: bytes) -> bytes:
-    """What a relay signs: method, path, store, time and the body's hash. A copy replayed later
-    can only repeat an idempotent push or re-read what its sender was allowed to read."""
-    digest = hashlib.sha256(body).hexdigest()
+def body_digest(body: bytes) -> str:
+    """The body's hash as a relay signs it and sends it in `H_DIGEST`: HQ checks the signature
+    from the headers alone, before it reads a byte of the body, then the body against the hash."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def auth_message(method: str, path: str, store: str, ts_ms: int, digest: str) -> bytes:
+    """What a relay signs: method, path, store, time and the body's hash (`body_digest`). A copy
+    replayed later can only repeat an idempotent push or re-read what its sender could read."""
     return f"{AUTH_VERSION}\n{method.upper()}\n{path}\n{store}\n{ts_ms}\n{digest}".encode()
 
 

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from meshpos.domain.transfers import discrepancy, registers_of
 from meshpos.ledger.fold import (
     CUSTOMER_FIELDS,
     NEGATIVE_POINTS,
@@ -18,19 +19,25 @@ from meshpos.ledger.fold import (
     OVERSELL,
     PAYMENT_DECLINED,
     PRODUCT_FIELDS,
+    TRANSFER_SHORT,
+    UNAUTHORISED,
     UNKNOWN_PRODUCT,
     USER_FIELDS,
     Changes,
 )
+from meshpos.ledger.judging import unauthorised_detail
 
 INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
     "sale_lines": 12,
+    "sale_tax": 11,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,
     "staff_log": 7,
+    "rights_log": 7,
+    "unauthorised": 8,
 }
 ENTITY_TABLE = {
     "product": ("products", "sku", PRODUCT_FIELDS),
@@ -147,7 +154,7 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
-    elif kind == PAYMENT_DECLINED:
+    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED):
         return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
@@ -166,29 +173,33 @@ def _evaluate(conn: sqlite3.Connection, s: str, kind: str, subject: str) -> None
         (cid,),
     ).fetchone()
     ack = latest[2] if latest and latest[2] is not None else None
-    found = _CHECKS[kind](conn, s, subject, ack)
-    if found is None and latest is None:
+    row = conflict_row(_CHECKS[kind](conn, s, subject, ack), latest)
+    if row is None:
         conn.execute(f"DELETE FROM {s}.conflicts WHERE conflict_id = ?", (cid,))
         return
-    if found is None:
-        status, resolved_by = "resolved", f"{latest[0]}:{latest[1]}"
-        detail = {"note": latest[3], "ack_level": ack, "by": latest[4]}
-        ops = [resolved_by]
-    else:
-        status, resolved_by = "open", None
-        detail, ops = found
     conn.execute(
         f"INSERT OR REPLACE INTO {s}.conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            cid,
-            kind,
-            subject,
-            status,
-            json.dumps(detail, sort_keys=True),
-            json.dumps(ops),
-            resolved_by,
-        ),
+        (cid, kind, subject, *row),
     )
+
+
+def conflict_row(found: Found, latest: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """A conflict's (status, detail, ops, resolved_by) from what its check found and the latest
+    resolution (origin, seq, ack_level, note, user); None when there is no conflict. HQ's
+    conflicts view uses it too."""
+    if found is None and latest is None:
+        return None
+    if found is None:
+        assert latest is not None
+        resolved_by = f"{latest[0]}:{latest[1]}"
+        detail: dict[str, Any] = {"note": latest[3], "ack_level": latest[2], "by": latest[4]}
+        return (
+            "resolved",
+            json.dumps(detail, sort_keys=True),
+            json.dumps([resolved_by]),
+            resolved_by,
+        )
+    return "open", json.dumps(found[0], sort_keys=True), json.dumps(found[1]), None
 
 
 Found = tuple[dict[str, Any], list[str]] | None
@@ -307,10 +318,49 @@ def _payment_declined(conn: sqlite3.Connection, s: str, sale_id: str, ack: int |
     return detail, sorted({str(t.get("sale_op", "")) for t in declined})
 
 
+def _transfer_short(conn: sqlite3.Connection, s: str, tid: str, ack: int | None) -> Found:
+    """Open once both what was sent (HQ's `transfer.expect`) and what was counted on arrival
+    (`transfer.in`, every receipt of it) are known here and they differ, until a manager
+    records what was done (found in the van, claimed from the courier)."""
+    if ack is not None:
+        return None
+    sent = registers_of(_registers(conn, s, "transfer_expect", tid, tid + "\x00"))
+    got = registers_of(_registers(conn, s, "transfer_in", tid + "#", tid + "$"))
+    if not sent or not got:
+        return None
+    found = discrepancy(tid, next(iter(sent.values())), list(got.values()))
+    if found is None:
+        return None
+    return found, sorted({str(r.get("op", "")) for r in (*sent.values(), *got.values())})
+
+
+def _registers(
+    conn: sqlite3.Connection, s: str, entity: str, lo: str, hi: str
+) -> list[tuple[str, str, str]]:
+    return conn.execute(
+        f"SELECT key, field, value FROM {s}.registers WHERE entity = ? AND key >= ? AND key < ?",
+        (entity, lo, hi),
+    ).fetchall()
+
+
+def _unauthorised(conn: sqlite3.Connection, s: str, op_id: str, ack: int | None) -> Found:
+    """Open while the op has no authority, until a manager records what was done about it."""
+    if ack is not None:
+        return None
+    origin, _, seq = op_id.rpartition(":")
+    row = conn.execute(
+        f"SELECT * FROM {s}.unauthorised WHERE origin = ? AND seq = ?",
+        (origin, int(seq) if seq.isdigit() else -1),
+    ).fetchone()
+    return None if row is None else (unauthorised_detail(row), [op_id])
+
+
 _CHECKS = {
     OVERSELL: _oversell,
     NEGATIVE_POINTS: _negative_points,
     OVER_RETURN: _over_return,
     UNKNOWN_PRODUCT: _unknown_product,
     PAYMENT_DECLINED: _payment_declined,
+    TRANSFER_SHORT: _transfer_short,
+    UNAUTHORISED: _unauthorised,
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +155,24 @@ def remove_db_files(db_path: Path) -> None:
         Path(str(db_path) + suffix).unlink(missing_ok=True)
 
 
+def create_owner_only(path: str) -> None:
+    """Create an empty database file with mode 0600 unless it exists. SQLite gives the WAL and
+    shared-memory files it makes later the mode of the database file, so the three are the
+    owner's alone whatever the process's umask (an existing file keeps its mode: `meshpos
+    verify` warns about a loose one)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    with suppress(OSError):  # it exists, or cannot be made: then SQLite says why, as before
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def export_database(src: Path, src_key: bytes | None, dst: Path, dst_key: bytes | None) -> None:
     """Copy a database into a new file under another key (None: plain) with sqlcipher_export,
     inside one write transaction on the source so no commit lands half in the copy."""
     db = sqlcipher()
     dst.unlink(missing_ok=True)
     remove_db_files(dst)
+    create_owner_only(str(dst))
     conn = connect_encrypted(str(src), src_key) if src_key else db.connect(str(src))
     try:
         conn.isolation_level = None

@@ -18,9 +18,12 @@ from typing import Any
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
+from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
+from meshpos.domain.catalog import FIELDS
+from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.staff import ROLES
 
-PRODUCT_FIELDS = ("name", "barcode", "category", "size", "colour", "price", "gst_rate", "active")
+PRODUCT_FIELDS = (*FIELDS, "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
 CUSTOMER_FIELDS = ("name", "phone", "email")
 USER_FIELDS = ("name", "role", "active", "pin_salt", "pin_key")
@@ -30,11 +33,21 @@ OVER_RETURN = "over_return"
 UNKNOWN_PRODUCT = "unknown_product"
 NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
+TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
+UNAUTHORISED = "unauthorised"  # an op without authority (meshpos/domain/authority.py)
 PAYMENT_STATUSES = ("approved", "declined")
-CONFLICT_KINDS = (OVERSELL, OVER_RETURN, UNKNOWN_PRODUCT, NEGATIVE_POINTS, PAYMENT_DECLINED)
-# The escrow pseudo-customer whose rights are a node's share of the store's offline card float
-# (paise of card money it may take before HQ answers; meshpos/service/cards.py). No person may hold it.
-CARD_FLOAT = "card-float"
+CONFLICT_KINDS = (
+    OVERSELL,
+    OVER_RETURN,
+    UNKNOWN_PRODUCT,
+    NEGATIVE_POINTS,
+    PAYMENT_DECLINED,
+    TRANSFER_SHORT,
+    UNAUTHORISED,
+)
+# CARD_FLOAT (from the rulebook) is the escrow pseudo-customer whose rights are a node's share of
+# the store's offline card float (meshpos/service/cards.py). No person may hold it.
+__all__ = ["CARD_FLOAT", "Changes", "fold"]
 
 # Integers in payloads stay exact in JSON and JavaScript (registers hold JSON, the till reads it),
 # and far inside SQLite's 64-bit range, so a signed but absurd op is refused rather than crashing
@@ -56,6 +69,23 @@ class Changes:
 
     def add(self, table: str, row: tuple[Any, ...]) -> None:
         self.rows.setdefault(table, []).append(row)
+
+    def merge(self, other: Changes) -> None:
+        """Add another batch's changes to these (the fold of ops judged one at a time)."""
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+        self.stock.update(other.stock)
+        self.points.update(other.points)
+        self.rights.update(other.rights)
+        self.registers.extend(other.registers)
+        self.touched |= other.touched
+        self.entities |= other.entities
+
+    def move_rights(self, op: Op, customer: str, node: str, delta: int) -> None:
+        """Escrow rights move: the `rights` counter, and the `rights_log` row the rulebook reads
+        a counter's holding before an op from (authority 1: the op has authority)."""
+        self.rights[(customer, node)] += delta
+        self.add("rights_log", (customer, node, op.origin, op.seq, op.hlc, delta, 1))
 
 
 def _int_ok(value: Any) -> bool:
@@ -118,7 +148,7 @@ def _setting(ch: Changes, op: Op) -> None:
     except (TypeError, ValueError):
         raise EncodingError(f"op {op.origin}:{op.seq}: setting {key!r} has no JSON form") from None
     _register(ch, op, "setting", key, {"value": value})
-    if key.startswith("staff."):
+    if key.startswith("staff.") or key in RULE_SETTINGS:
         ch.add("staff_log", (op.origin, op.seq, op.hlc, "setting", key, "value", json.dumps(value)))
 
 
@@ -136,15 +166,13 @@ def _stock(ch: Changes, op: Op) -> None:
     _move(ch, op, sku, delta, op.kind)
 
 
-def _points(
-    ch: Changes, customer: str | None, delta: int, redeemed: int = 0, node: str = ""
-) -> None:
+def _points(ch: Changes, op: Op, customer: str | None, delta: int, redeemed: int = 0) -> None:
     """Points move the customer's balance and the redemption rights of the node where they moved
     (escrow). A redemption re-checks the customer's conflict even when it nets to zero points: it
     is one of the ops a negative-points conflict names."""
     if customer and delta:
         ch.points[customer] += delta
-        ch.rights[(customer, node)] += delta
+        ch.move_rights(op, customer, op.origin, delta)
     if customer and (delta or redeemed):
         ch.touched.add((NEGATIVE_POINTS, customer))
 
@@ -165,6 +193,7 @@ def _record(ch: Changes, op: Op) -> None:
     earned = _get(p, "points_earned", int, op)
     redeemed = _get(p, "points_redeemed", int, op)
     flip = -1 if op.kind == "return" else 1
+    supply = Supply.of(p)
     ch.add(
         "sales",
         (
@@ -215,6 +244,7 @@ def _record(ch: Changes, op: Op) -> None:
                     sign * _get(line, "total", int, op),
                 ),
             )
+            ch.add("sale_tax", _tax_row(op, n, line, sign, supply))
             n += 1
             moves[sku] -= sign * qty
             if sign < 0:
@@ -239,16 +269,42 @@ def _record(ch: Changes, op: Op) -> None:
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
         sealed = tender.get("card_sealed")
         if method == "card" and isinstance(sealed, str) and sealed and op.kind != "return":
-            ch.rights[(CARD_FLOAT, op.origin)] -= max(amount, 0)
+            ch.move_rights(op, CARD_FLOAT, op.origin, -max(amount, 0))
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
-    _points(ch, customer, earned - redeemed, redeemed, op.origin)
+    _points(ch, op, customer, earned - redeemed, redeemed)
+
+
+def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
+    """A line's GST as its tax invoice states it: HSN, rate, taxable value and the CGST, SGST and
+    IGST it carries (a sale recorded before meshpos split GST: its tax halved, the odd paisa to
+    CGST), with the place of supply and the buyer's GSTIN."""
+    for key in ("cgst", "sgst", "igst"):
+        if key in line and not _int_ok(line[key]):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's {key} is malformed")
+    hsn = line.get("hsn") or ""
+    if not isinstance(hsn, str):
+        raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's hsn is malformed")
+    t = recorded_split(line, supply.inter_state)
+    return (
+        op.origin,
+        op.seq,
+        n,
+        hsn,
+        line["gst_rate"],
+        sign * t.taxable,
+        sign * t.cgst,
+        sign * t.sgst,
+        sign * t.igst,
+        supply.place,
+        supply.buyer_gstin,
+    )
 
 
 def _loyalty(ch: Changes, op: Op) -> None:
     customer = _customer_id(op.payload, "customer_id", op)
     _get(op.payload, "reason", str, op)
-    _points(ch, customer, _get(op.payload, "delta", int, op), node=op.origin)
+    _points(ch, op, customer, _get(op.payload, "delta", int, op))
 
 
 def _transfer(ch: Changes, op: Op) -> None:
@@ -260,8 +316,8 @@ def _transfer(ch: Changes, op: Op) -> None:
     points = _get(op.payload, "points", int, op)
     if points <= 0 or to == op.origin:
         raise EncodingError(f"op {op.origin}:{op.seq}: escrow transfer is malformed")
-    ch.rights[(customer, op.origin)] -= points
-    ch.rights[(customer, to)] += points
+    ch.move_rights(op, customer, op.origin, -points)
+    ch.move_rights(op, customer, to, points)
 
 
 def _resolve(ch: Changes, op: Op) -> None:
@@ -301,18 +357,18 @@ def _payment_result(ch: Changes, op: Op) -> None:
     # the manager's conflict): the float the sale took goes back to the counter that took it.
     sale_origin = fields["sale_op"].rpartition(":")[0]
     if sale_origin:
-        ch.rights[(CARD_FLOAT, sale_origin)] += amount
+        ch.move_rights(op, CARD_FLOAT, sale_origin, amount)
 
 
 def _card_float(ch: Changes, op: Op) -> None:
     """HQ mints (or, negative, takes back) part of a store's offline card float at node `to`:
     escrow rights of the `card-float` pseudo-customer, moved between counters by
-    `escrow.transfer` like loyalty rights. Only HQ may sign it (meshpos/ledger/authority.py)."""
+    `escrow.transfer` like loyalty rights. Only HQ's has authority (meshpos/domain/authority.py)."""
     to = _get(op.payload, "to", str, op)
     amount = _get(op.payload, "amount", int, op)
     if not to or amount == 0:
         raise EncodingError(f"op {op.origin}:{op.seq}: card float is malformed")
-    ch.rights[(CARD_FLOAT, to)] += amount
+    ch.move_rights(op, CARD_FLOAT, to, amount)
     _register(ch, op, "card_float", f"{op.origin}:{op.seq}", {"to": to, "amount": amount})
 
 
@@ -340,6 +396,58 @@ def _user(ch: Changes, op: Op) -> None:
         ch.add("staff_log", (op.origin, op.seq, op.hlc, "user", uid, "#bootstrap", "true"))
 
 
+def _transfer_lines(op: Op) -> list[dict[str, Any]]:
+    lines = _get(op.payload, "lines", list, op)
+    out: dict[str, int] = {}
+    for line in lines:
+        if not isinstance(line, dict):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a transfer line is malformed")
+        sku, qty = _get(line, "sku", str, op), _get(line, "qty", int, op)
+        if qty < 0 or not sku or sku in out:
+            raise EncodingError(f"op {op.origin}:{op.seq}: transfer line {sku!r} is malformed")
+        out[sku] = qty
+    if not lines:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a transfer needs at least one line")
+    return [{"sku": sku, "qty": qty} for sku, qty in out.items()]
+
+
+def _stock_transfer(ch: Changes, op: Op) -> None:
+    """Stock transfers between stores (meshpos/service/transfers.py). `transfer.out` takes the
+    stock out at the sending store; HQ answers with `transfer.expect` in the receiving store;
+    `transfer.in` there adds what was counted on arrival. Each is a register keyed by the transfer
+    id (receipts also by op, so two counters receiving the same parcel while split both count and
+    show up), which is all HQ needs for its in-transit view; a receipt that differs from what was
+    sent opens a `transfer_short` conflict."""
+    tid = _get(op.payload, "transfer_id", str, op)
+    lines = _transfer_lines(op)
+    ref = f"{op.origin}:{op.seq}"
+    fields: dict[str, Any] = {
+        "lines": lines,
+        "ts_ms": _get(op.payload, "ts_ms", int, op),
+        "op": ref,
+    }
+    if op.kind == "transfer.out":
+        fields["to_store"] = _get(op.payload, "to_store", str, op)
+        fields["terminal"] = _get(op.payload, "terminal", str, op)
+        for line in lines:
+            if line["qty"] <= 0:
+                raise EncodingError(f"op {ref}: a transfer sends a positive quantity")
+            _move(ch, op, line["sku"], -line["qty"], op.kind)
+        _register(ch, op, "transfer_out", tid, fields)
+        return
+    fields["from_store"] = _get(op.payload, "from_store", str, op)
+    if op.kind == "transfer.expect":
+        fields["sent_by"] = _get(op.payload, "sent_by", str, op)
+        _register(ch, op, "transfer_expect", tid, fields)
+    else:
+        fields["terminal"] = _get(op.payload, "terminal", str, op)
+        for line in lines:
+            if line["qty"]:
+                _move(ch, op, line["sku"], line["qty"], op.kind)
+        _register(ch, op, "transfer_in", f"{tid}#{ref}", fields)
+    ch.touched.add((TRANSFER_SHORT, tid))
+
+
 def _inert(ch: Changes, op: Op) -> None:
     """Ops that live in the log (audit trail, node records) but change no view."""
 
@@ -359,6 +467,9 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "payment.result": _payment_result,
     "card.float": _card_float,
     "user.upsert": _user,
+    "transfer.out": _stock_transfer,
+    "transfer.expect": _stock_transfer,
+    "transfer.in": _stock_transfer,
     "note": _inert,
     "report.z": _inert,
 }

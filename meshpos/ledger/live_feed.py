@@ -49,6 +49,30 @@ class LiveFeed:
         sql = "SELECT COUNT(*) FROM ops WHERE hlc > ?"
         return int(self._conn.execute(sql, (wall_ms << 16,)).fetchone()[0])
 
+    def oldest_after(self, node_id: str, seq: int) -> int:
+        """Wall time of this node's first op after `seq` (0 if none): since when the ops no
+        peer has confirmed have been held here alone."""
+        row = self._conn.execute(
+            "SELECT hlc FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT 1",
+            (node_id, seq),
+        ).fetchone()
+        return int(row[0]) >> 16 if row else 0
+
+    def newest(self) -> int:
+        """Wall time of the newest op held, whichever counter stamped it (0 if none)."""
+        row = self._conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+        return int(row[0] or 0) >> 16
+
+    def print_trouble(self) -> tuple[int, str]:
+        """Slips waiting for the printer, and the printer's last error when the first of them
+        failed to print ((0, "") when nothing is stuck)."""
+        rows = self._conn.execute(
+            "SELECT last_error FROM print_jobs WHERE state IN ('waiting', 'printing', 'failed') "
+            "ORDER BY id"
+        ).fetchall()
+        error = next((str(r[0]) for r in rows if r[0]), "")
+        return (len(rows), error) if error else (0, "")
+
 
 @dataclass(frozen=True)
 class OriginSales:

@@ -1,11 +1,13 @@
 """SQLite schema: every table of a node's database, created when a ledger opens.
 
-Three groups: the op log and its bookkeeping; the views folded from it; and node-local tables,
-which hold this node's own state (print queue, PIN lockouts, escrow asks for the daemon, peer
-acknowledgements), are never replicated and are not part of `verify`. Views are created from the
-same DDL in the main database and in a scratch database that `verify` folds from scratch, so the
-two can be compared table by table. Every statement is `IF NOT EXISTS`: a database made by an
-older version gets its missing tables when it is next opened.
+Three groups: the op log and its bookkeeping; the views folded from it (with `unauthorised`, the
+ops the rulebook gave no authority, and `rights_log`, the escrow moves it judges spends by); and
+node-local tables, which hold this node's own state (print queue, PIN lockouts, escrow asks for the
+daemon, peer acknowledgements, parked carts, other stores' stock), are never replicated and are not
+part of `verify`. Views are created from the same DDL in the main database and in a scratch
+database that `verify` folds from scratch, so the two can be compared table by table. Every
+statement is `IF NOT EXISTS`: a database made by an older version gets its missing tables when it
+is next opened (and its views refolded under the rulebook, see `Ledger._upgrade`).
 """
 
 from __future__ import annotations
@@ -59,12 +61,15 @@ VIEW_TABLES = (
     "rights",
     "sales",
     "sale_lines",
+    "sale_tax",
     "tenders",
     "returned",
     "resolutions",
     "conflicts",
     "users",
     "staff_log",
+    "rights_log",
+    "unauthorised",
 )
 
 VIEW_DDL = """
@@ -86,7 +91,8 @@ CREATE TABLE IF NOT EXISTS {s}.products (
     colour   TEXT NOT NULL DEFAULT '',
     price    INTEGER NOT NULL DEFAULT 0,
     gst_rate INTEGER NOT NULL DEFAULT 0,
-    active   INTEGER NOT NULL DEFAULT 1
+    active   INTEGER NOT NULL DEFAULT 1,
+    hsn      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS {s}.products_barcode ON products (barcode);
 CREATE TABLE IF NOT EXISTS {s}.customers (
@@ -115,6 +121,28 @@ CREATE TABLE IF NOT EXISTS {s}.staff_log (
     PRIMARY KEY (origin, seq, entity, key, field)
 );
 CREATE INDEX IF NOT EXISTS {s}.staff_log_key ON staff_log (entity, key, field, hlc);
+CREATE TABLE IF NOT EXISTS {s}.rights_log (
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    hlc         INTEGER NOT NULL,
+    delta       INTEGER NOT NULL,
+    authority   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {s}.rights_log_holder ON rights_log (customer_id, node, origin, seq);
+CREATE INDEX IF NOT EXISTS {s}.rights_log_op ON rights_log (origin, seq);
+CREATE TABLE IF NOT EXISTS {s}.unauthorised (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    hlc      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    terminal TEXT NOT NULL,
+    rule     TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
 CREATE TABLE IF NOT EXISTS {s}.settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -181,6 +209,20 @@ CREATE TABLE IF NOT EXISTS {s}.sale_lines (
     total    INTEGER NOT NULL,
     PRIMARY KEY (origin, seq, line)
 );
+CREATE TABLE IF NOT EXISTS {s}.sale_tax (
+    origin   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    line     INTEGER NOT NULL,
+    hsn      TEXT NOT NULL,
+    gst_rate INTEGER NOT NULL,
+    taxable  INTEGER NOT NULL,
+    cgst     INTEGER NOT NULL,
+    sgst     INTEGER NOT NULL,
+    igst     INTEGER NOT NULL,
+    place    TEXT NOT NULL,
+    buyer_gstin TEXT NOT NULL,
+    PRIMARY KEY (origin, seq, line)
+);
 CREATE TABLE IF NOT EXISTS {s}.tenders (
     origin TEXT NOT NULL,
     seq    INTEGER NOT NULL,
@@ -222,7 +264,16 @@ CREATE TABLE IF NOT EXISTS {s}.conflicts (
 """
 
 
-LOCAL_TABLES = ("print_jobs", "staff_lockout", "escrow_asks", "peer_acks")
+# other_stores, other_stock: HQ's view of other stores' stock, cached (ledger/other_stores.py)
+LOCAL_TABLES = (
+    "print_jobs",
+    "staff_lockout",
+    "escrow_asks",
+    "peer_acks",
+    "parked_carts",
+    "other_stores",
+    "other_stock",
+)
 
 LOCAL_DDL = """
 CREATE TABLE IF NOT EXISTS print_jobs (
@@ -263,7 +314,35 @@ CREATE TABLE IF NOT EXISTS peer_acks (
     seq   INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS other_stores (
+    store      TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    as_of_ms   INTEGER NOT NULL,
+    fetched_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS other_stock (
+    store TEXT NOT NULL,
+    sku   TEXT NOT NULL,
+    qty   INTEGER NOT NULL,
+    PRIMARY KEY (sku, store)
+);
+CREATE TABLE IF NOT EXISTS parked_carts (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    label   TEXT NOT NULL,
+    user    TEXT NOT NULL,
+    held_ms INTEGER NOT NULL,
+    items   INTEGER NOT NULL,
+    total   INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
 """
+
+
+# Columns added to view tables after their first release, (table, column, definition): a database
+# made before gets them by ALTER TABLE when it opens (always at the end, where the DDL above puts
+# them, so `verify` compares like with like), and its views are refolded once.
+ADDED_COLUMNS = (("products", "hsn", "TEXT NOT NULL DEFAULT ''"),)
 
 
 def view_ddl(schema: str = "main") -> str:

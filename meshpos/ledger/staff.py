@@ -1,7 +1,9 @@
 """The users view and this terminal's PIN lockouts: what staff sign-in and approvals read and write.
 
 Users are folded from `user.upsert` ops (see fold.py); lockouts are node-local (`staff_lockout`):
-wrong PINs count per terminal and never replicate.
+wrong PINs count per terminal and never replicate. The same table counts wrong PINs per device of
+the web till, under the key `@ADDRESS` (a user id cannot start with `@`), so they outlive a restart
+and `meshpos users unlock` clears them too.
 """
 
 from __future__ import annotations
@@ -81,7 +83,18 @@ class StaffStore:
             )
 
     def clear_lockout(self, uid: str) -> bool:
-        """Forget `uid`'s wrong PINs here; whether there were any."""
+        """Forget `uid`'s (or a `device_key`'s) wrong PINs here; whether there were any."""
         with self._write():
             cur = self.conn.execute("DELETE FROM staff_lockout WHERE user_id = ?", (uid,))
         return cur.rowcount > 0
+
+    def clear_devices(self) -> int:
+        """Forget every device's wrong PINs here; how many devices had some."""
+        with self._write():
+            cur = self.conn.execute("DELETE FROM staff_lockout WHERE user_id LIKE '@%'")
+        return cur.rowcount
+
+
+def device_key(address: str) -> str:
+    """The `staff_lockout` key of a web till device (its client address)."""
+    return f"@{address}"

@@ -8,7 +8,7 @@ write is a `BEGIN IMMEDIATE` transaction, and the next local seq is read inside 
 `Ledger` is the one object the layers above hold, and the only code that speaks SQL to a node's
 database. Reads and writes beyond the log are grouped by concern in their own modules and reached
 from it: `views` (catalogue, stock, customers, sales, rights, conflicts), `reports`, `staff` (users
-and PIN lockouts), `print_queue`, `escrow_asks` and `peer_acks`.
+and PIN lockouts), `print_queue`, `escrow_asks`, `peer_acks` and `parked`.
 """
 
 from __future__ import annotations
@@ -32,25 +32,40 @@ from meshpos.core.ops import (
     node_id_of,
     verify_run,
 )
+from meshpos.domain.authority import GATED_KINDS, grace_end
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.staff import Policy
 from meshpos.ledger import commit_watch
 from meshpos.ledger.apply import apply_changes
-from meshpos.ledger.authority import Authority, hq_origins, store_rules
-from meshpos.ledger.encryption import connect_encrypted, remove_db_files
+from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
-from meshpos.ledger.fold import fold
+from meshpos.ledger.judging import (
+    NodePast,
+    bootstrap_start,
+    judge_batch,
+    may_give_authority,
+    node_roles,
+    rejudge,
+)
+from meshpos.ledger.other_stores import OtherStores
+from meshpos.ledger.parked import ParkedCarts
 from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
 from meshpos.ledger.reports import Reports
-from meshpos.ledger.schema import VIEW_TABLES, node_ddl, view_ddl
+from meshpos.ledger.schema import ADDED_COLUMNS, VIEW_TABLES, node_ddl, view_ddl
 from meshpos.ledger.staff import StaffStore
+from meshpos.ledger.transfers import TransferViews
 from meshpos.ledger.views import Views
 
 __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "open_connection"]
 
 RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
+
+RULEBOOK = "1"
+"""`meta.rulebook`: the views were folded under the rulebook (meshpos/domain/authority.py). A
+database from before gets its views refolded when it is first opened."""
 
 
 def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
@@ -66,8 +81,11 @@ def open_connection(path: str, key: bytes | None = None) -> sqlite3.Connection:
 class Ledger:
     """One node's replica. Not thread-safe: one Ledger per thread, any number per file.
 
-    `authority` is the rule a peer's ops must pass beyond signatures and chains before they are
-    applied (meshpos/ledger/authority.py); every replica applies the store's rules by default."""
+    Authenticity gates the log: `ingest` refuses what is not signed by an enrolled node or does
+    not continue its chain. Authority gates the fold: every op stored, local or foreign, is
+    judged by the rulebook (meshpos/domain/authority.py) and changes the views only with
+    authority; the others are kept in `unauthorised`, each a conflict, and judged again after
+    every batch that could give them authority."""
 
     def __init__(
         self,
@@ -76,12 +94,11 @@ class Ledger:
         *,
         durable: bool = True,
         key: bytes | None = None,
-        authority: Authority = store_rules,
     ) -> None:
         self.path = str(path)
         self.store = store
         self.key = key
-        self.authority = authority
+        create_owner_only(self.path)
         self.conn = open_connection(self.path, key)
         self.conn.execute("PRAGMA busy_timeout = 30000")
         if self.path != ":memory:":
@@ -90,6 +107,7 @@ class Ledger:
         self._depth = 0
         self._stored_ops = False
         with self.write():
+            before = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
             for stmt in node_ddl():
                 self.conn.execute(stmt)
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'store'").fetchone()
@@ -97,15 +115,36 @@ class Ledger:
                 self.conn.execute("INSERT INTO meta VALUES ('store', ?)", (store,))
             elif row[0] != store:
                 raise WrongStore(f"database {self.path} belongs to store {row[0]!r}, not {store!r}")
+            self._upgrade_views(before)
+            self._upgrade()
+        if self.conn.execute("SELECT 1 FROM meta WHERE key = 'refold'").fetchone():
+            self.rebuild()
         self.views = Views(self.conn)
         self.reports = Reports(self.views)
         self.staff = StaffStore(self.conn, self.write)
         self.print_queue = PrintQueue(self.conn, self.write)
         self.escrow_asks = EscrowAsks(self.conn, self.write)
         self.peer_acks = PeerAcks(self.conn, self.write)
+        self.other_stores = OtherStores(self.conn, self.write)
+        self.transfers = TransferViews(self.conn)
+        self.parked = ParkedCarts(self.conn, self.write)
 
     def close(self) -> None:
         self.conn.close()
+
+    def _upgrade_views(self, tables_before: set[str]) -> None:
+        """A database made by an older meshpos: add the view columns it lacks, and mark its
+        views for one refold when a view table or column is new while the log holds ops (a
+        new table would otherwise miss the rows of every op folded before it existed)."""
+        added = False
+        for table, column, definition in ADDED_COLUMNS:
+            have = {r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE main.{table} ADD COLUMN {column} {definition}")
+                added = True
+        fresh = tables_before and not set(VIEW_TABLES) <= tables_before
+        if (added or fresh) and self.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('refold', '1')")
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -162,7 +201,7 @@ class Ledger:
 
     def hq_origins(self) -> set[str]:
         """Nodes whose certificate has role `hq`."""
-        return hq_origins(self.conn)
+        return {n for n, role in node_roles(self.conn).items() if role == "hq"}
 
     # -- this node's own state ------------------------------------------------------------------
 
@@ -218,9 +257,9 @@ class Ledger:
             self._commit_ops([op])
         return op
 
-    def _commit_ops(self, ops: Sequence[Op]) -> None:
+    def _commit_ops(self, ops: Sequence[Op], nodes_changed: bool = False) -> None:
+        """Store authentic ops and fold them under the rulebook (one transaction, the caller's)."""
         self._stored_ops = True
-        changes = fold(ops)
         self.conn.executemany(
             "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(o.origin, o.seq, o.hlc, o.user, o.kind, o.body, o.sig) for o in ops],
@@ -233,7 +272,79 @@ class Ledger:
             "seq = excluded.seq, head = excluded.head",
             [(o.origin, o.seq, o.hash) for o in last.values()],
         )
+        stale = self._note_staff_start(ops)
+        changes, _ = judge_batch(ops, NodePast(self.conn))
         apply_changes(self.conn, changes)
+        if stale:
+            self._refold("main")
+        elif nodes_changed or may_give_authority(changes):
+            self._rejudge("main")
+
+    # -- the rulebook ---------------------------------------------------------------------------
+
+    def staff_since(self) -> int | None:
+        """HLC of the store's first bootstrap user: before it nothing needs approval."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'staff_since'").fetchone()
+        return int(row[0]) if row else None
+
+    def _set_staff_since(self, since: int | None) -> None:
+        self.conn.execute("DELETE FROM meta WHERE key = 'staff_since'")
+        if since is not None:
+            self.conn.execute("INSERT INTO meta VALUES ('staff_since', ?)", (str(since),))
+
+    def _note_staff_start(self, ops: Sequence[Op]) -> bool:
+        """Move the staff start earlier if a bootstrap user op of the batch says so; whether ops
+        already folded may have lost their authority by it (the one input of the rulebook that
+        is not monotone: see meshpos/domain/authority.py), so the views must be refolded."""
+        if not any(o.kind == "user.upsert" for o in ops):
+            return False
+        found = bootstrap_start(ops, NodePast(self.conn).prev_hlc)
+        held = self.staff_since()
+        if found is None or (held is not None and found >= held):
+            return False
+        self._set_staff_since(found)
+        marks = ",".join("?" * len(GATED_KINDS))
+        late = self.conn.execute(
+            f"SELECT 1 FROM ops WHERE hlc >= ? AND kind IN ({marks}) LIMIT 1",
+            (grace_end(found, Policy()), *sorted(GATED_KINDS)),
+        ).fetchone()
+        return late is not None
+
+    def _scan_staff_since(self) -> int | None:
+        rows = self.conn.execute(
+            "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
+        ).fetchall()
+        return bootstrap_start([decode_body(b, s) for b, s in rows], NodePast(self.conn).prev_hlc)
+
+    def _rejudge(self, schema: str) -> None:
+        """The fixpoint: fold the ops held without authority that have it now, until none does."""
+        while True:
+            past = NodePast(self.conn, schema)
+            held = past.held_without_authority()
+            if not held:
+                return
+            changes, flipped, reworded = rejudge(held, past)
+            past.forget(flipped, reworded)
+            apply_changes(self.conn, changes, schema)
+            if not flipped:
+                return
+
+    def _refold(self, schema: str) -> list[str]:
+        for table in VIEW_TABLES:
+            self.conn.execute(f"DELETE FROM {schema}.{table}")
+        return self._fold_all(schema, False, 5000)
+
+    def _upgrade(self) -> None:
+        """A database from before the rulebook: note its staff start and refold its views."""
+        if self.conn.execute("SELECT 1 FROM meta WHERE key = 'rulebook'").fetchone():
+            return
+        if self.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
+            self._set_staff_since(self._scan_staff_since())
+            problems = self._refold("main")
+            if problems:
+                raise MeshposError("upgrading the views stopped: " + "; ".join(problems[:3]))
+            self.conn.execute("DELETE FROM meta WHERE key = 'refold'")  # done just now
+        self.conn.execute("INSERT INTO meta VALUES ('rulebook', ?)", (RULEBOOK,))
 
     # -- merging foreign ops --------------------------------------------------------------------
 
@@ -241,8 +352,12 @@ class Ledger:
         """Merge ops from elsewhere. All of it is checked before anything is written: on any error
         the whole call changes nothing. Ops past a gap are kept in `pending` until it is filled."""
         with self.write():
+            nodes = list(nodes)
+            roles = node_roles(self.conn) if nodes else {}
             for node in nodes:
                 self.add_node(node)
+            # A certificate that names a role not known before may give ops authority (HQ's).
+            new_role = bool(nodes) and node_roles(self.conn) != roles
             by_origin: dict[str, dict[int, Op]] = {}
             dupes = 0
             for op in ops:
@@ -299,8 +414,9 @@ class Ledger:
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
             if applied:
-                self.authority(self.conn, applied)
-                self._commit_ops(applied)
+                self._commit_ops(applied, nodes_changed=new_role)
+            elif new_role:
+                self._rejudge("main")
         return IngestResult(
             applied=len(applied),
             duplicates=dupes,
@@ -464,6 +580,11 @@ class Ledger:
             # and views, however much a running daemon commits meanwhile.
             self.conn.execute("BEGIN")
             try:
+                since = self._scan_staff_since()
+                if since != self.staff_since():
+                    problems.append(
+                        f"the staff start noted is {self.staff_since()}, the log says {since}"
+                    )
                 problems += self._fold_all("fresh", every_signature, batch)
                 problems += self._compare("fresh")
             finally:
@@ -477,11 +598,13 @@ class Ledger:
     def rebuild(self, batch: int = 5000) -> None:
         """Drop and refold every view from the op log."""
         with self.write():
+            self._set_staff_since(self._scan_staff_since())
             for table in VIEW_TABLES:
                 self.conn.execute(f"DELETE FROM main.{table}")
             problems = self._fold_all("main", False, batch)
             if problems:
                 raise MeshposError("rebuild stopped: " + "; ".join(problems[:3]))
+            self.conn.execute("DELETE FROM meta WHERE key = 'refold'")
 
     def _scratch_path(self) -> str:
         base = Path(self.path).parent if self.path != ":memory:" else Path("/tmp")
@@ -510,11 +633,12 @@ class Ledger:
                     problems.append(str(exc))
                     break
                 prev, last_seq = ops[-1].hash, ops[-1].seq
-                apply_changes(self.conn, fold(ops), schema)
+                apply_changes(self.conn, judge_batch(ops, NodePast(self.conn, schema))[0], schema)
             if last_seq != held or prev != head:
                 problems.append(
                     f"origin {origin}: log ends at seq {last_seq}, version vector says {held}"
                 )
+        self._rejudge(schema)
         return problems
 
     def _compare(self, schema: str) -> list[str]:

@@ -177,6 +177,18 @@ class Views:
             "SELECT points FROM rights WHERE customer_id = ? AND node = ?", (customer_id, node)
         )
 
+    def spendable(self, customer_id: str, node: str) -> int:
+        """What `node` may still spend of `customer_id`'s rights (or card float): its rights,
+        less its own spends held without authority, which the rulebook counts against it
+        (meshpos/domain/authority.py). The service checks this, so it refuses what the fold
+        would."""
+        return self._value(
+            "SELECT COALESCE((SELECT points FROM rights WHERE customer_id = ? AND node = ?), 0) "
+            "+ COALESCE((SELECT SUM(delta) FROM rights_log WHERE customer_id = ? AND node = ? "
+            "AND origin = ? AND authority = 0), 0)",
+            (customer_id, node, customer_id, node, node),
+        )
+
     def rights_by_node(self, customer_id: str) -> dict[str, int]:
         """Every node's rights for `customer_id`, by node name (its id if it has no record)."""
         return {
@@ -250,6 +262,17 @@ class Views:
             )
         ]
 
+    def sold_by_origin(self, sku: str) -> dict[str, int]:
+        """Units of `sku` sold (net of returns) per origin: which counters sold an item."""
+        return {
+            str(origin): int(qty)
+            for origin, qty in self.conn.execute(
+                "SELECT origin, SUM(qty) FROM sale_lines WHERE sku = ? GROUP BY origin "
+                "HAVING SUM(qty) != 0 ORDER BY origin",
+                (sku,),
+            )
+        }
+
     def rights_held_by(self, nodes: Sequence[str]) -> int:
         """Positive redemption rights (every customer, card float included) held by `nodes`."""
         if not nodes:
@@ -260,16 +283,6 @@ class Views:
             tuple(nodes),
         )
 
-    def daily_sales_utc(self) -> dict[str, tuple[int, int]]:
-        """Per UTC day: sales rung and net takings (paise), as HQ's chain view counts them."""
-        return {
-            str(day): (int(n), int(net))
-            for day, n, net in self.conn.execute(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch'), SUM(kind = 'sale'), "
-                "SUM(total) FROM sales GROUP BY 1"
-            )
-        }
-
     def table_rows(self, table: str) -> list[tuple[Any, ...]]:
         """Every row of one view table, for digests that compare replicas."""
         if table not in VIEW_TABLES:
@@ -277,16 +290,26 @@ class Views:
         return list(self.conn.execute(f"SELECT * FROM {table}"))
 
     def conflicts(self, status: str | None = "open") -> list[Row]:
-        """Conflicts (with `status`, or all), their detail and ops decoded."""
+        """Conflicts (with `status`, or all), their detail and ops decoded; an op without
+        authority is shown with the name of the node that signed it."""
         sql, params = "SELECT * FROM conflicts", tuple[str, ...]()
         if status:
             sql, params = sql + " WHERE status = ?", (status,)
-        return [_decoded(r) for r in self.rows(sql + " ORDER BY conflict_id", params)]
+        return [self._decoded(r) for r in self.rows(sql + " ORDER BY conflict_id", params)]
 
     def conflict(self, conflict_id: str) -> Row | None:
         rows = self.rows("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))
-        return _decoded(rows[0]) if rows else None
+        return self._decoded(rows[0]) if rows else None
 
+    def unauthorised(self) -> list[Row]:
+        """Ops held without authority: who signed what, and the rule it broke."""
+        return self.rows("SELECT * FROM unauthorised ORDER BY origin, seq")
 
-def _decoded(row: Row) -> Row:
-    return {**row, "detail": json.loads(row["detail"]), "ops": json.loads(row["ops"])}
+    def _decoded(self, row: Row) -> Row:
+        out = {**row, "detail": json.loads(row["detail"]), "ops": json.loads(row["ops"])}
+        signer = out["detail"].get("signed_by")
+        if signer is not None:
+            found = self.conn.execute("SELECT name FROM nodes WHERE node_id = ?", (signer,))
+            name = found.fetchone()
+            out["detail"]["node"] = name[0] if name else ""
+        return out

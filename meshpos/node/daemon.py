@@ -67,9 +67,11 @@ from meshpos.node.metrics import NodeMetrics
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
+from meshpos.service.config import write_private
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
 from meshpos.service.logs import log_fields
 from meshpos.service.metrics import MetricsServer, MetricsSettings
+from meshpos.service.power import PowerWatch
 from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal
 from meshpos.sync.messages import PROTOCOL_VERSION
@@ -165,6 +167,7 @@ class Daemon:
         self.core = node_core(t, self.me, epoch=wall_ms(), admit=self._admit)
         self.printing = DaemonPrinting(t, self.core.send_request)
         self.core.printing = self.printing
+        self.power = PowerWatch(t, wall_ms)  # battery and UPS, for the banner
         self.events: queue.Queue[PeerEvent] = queue.Queue()
         self.discovery: Discovery | None = None
         self._data_version = 0
@@ -561,6 +564,7 @@ class Daemon:
             "rejected": self.transport.rejected,
             "metrics_url": self.metrics.url if self.metrics is not None else None,
             "wan": self.relay.snapshot() if self.relay is not None else None,
+            "power": self.power.snapshot(),
             "traffic": {
                 nid: {
                     "messages_sent": st.messages_sent,
@@ -580,10 +584,8 @@ class Daemon:
         if final:
             path.unlink(missing_ok=True)
             return
-        tmp = path.with_suffix(".tmp")
         self.last_status = self.status()
-        tmp.write_text(json.dumps(self.last_status, indent=1))
-        tmp.replace(path)
+        write_private(path, json.dumps(self.last_status, indent=1), durable=False)
 
 
 def run_daemon(directory: Path, overrides: Mapping[str, object] | None = None) -> None:

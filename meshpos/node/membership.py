@@ -24,7 +24,7 @@ from meshpos.domain.enrolment import (
     read_request,
 )
 from meshpos.node.transport import CurveKeys
-from meshpos.service.config import CONFIG_FILE, NodeConfig, write_secret
+from meshpos.service.config import CONFIG_FILE, NodeConfig, write_private, write_secret
 from meshpos.service.terminal import Terminal
 
 STORE_KEY = "store.key"
@@ -43,9 +43,7 @@ def set_config(cfg: NodeConfig, section: str, key: str, value: Any) -> None:
     path = cfg.dir / CONFIG_FILE
     doc = tomllib.loads(path.read_text())
     doc.setdefault(section, {})[key] = value
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(doc))
-    tmp.replace(path)
+    write_private(path, tomli_w.dumps(doc))
     cfg.raw = doc
 
 
@@ -93,12 +91,15 @@ def request(t: Terminal) -> bytes:
 
 
 def sign(t: Terminal, request_bytes: bytes, role: str = "terminal") -> bytes:
-    """On the store-key holder: certify a request; the pack carries the roster of known nodes."""
+    """On the store-key holder: certify a request and put the new node in this node's roster at
+    once (its daemon lets it in within a second, with no HQ to pass the certificate along); the
+    pack carries the roster of known nodes."""
     store_key = load_store_key(t.cfg)
     req = read_request(request_bytes)
     if any(n.node_id != req.node_id and n.name == req.name for n in t.ledger.nodes()):
         raise RemoteError(f"a node named {req.name!r} is already enrolled in this store")
     cert = issue(store_key, t.cfg.store, req, role=role, now_ms=t.now_ms())
+    t.ledger.add_node(read_certificate(cert, store_key.public_key, t.cfg.store).record())
     roster = [n.cert for n in t.ledger.nodes() if n.cert]
     return pack(["meshpos-enrolment", t.cfg.store, store_key.public_key, cert, roster])
 
@@ -121,15 +122,17 @@ def install(t: Terminal, enrolment: bytes) -> Certificate:
         t.ledger.add_node(peer.record())
     if pinned is None:
         set_config(t.cfg, "store", "public_key", pub.hex())
-    return _install_cert(t, cert_bytes, pub)
+    installed = _install_cert(t, cert_bytes, pub)
+    if not t.bootstrapping():
+        # Its first op: node records travel with their origin's ops, so peers enrolled before
+        # it learn its certificate from whichever peer it reaches first, without HQ or mDNS.
+        t.append("note", {"note": f"{cert.name} enrolled in store {cert.store} ({cert.role})"})
+    return installed
 
 
 def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
     cert = read_certificate(cert_bytes, pub, t.cfg.store)
-    path = t.cfg.dir / NODE_CERT
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(cert_bytes)
-    tmp.replace(path)
+    write_private(t.cfg.dir / NODE_CERT, cert_bytes)
     t.ledger.add_node(
         NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
     )

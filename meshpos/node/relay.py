@@ -29,6 +29,7 @@ from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError
 from meshpos.core.ops import pack
 from meshpos.domain.relay import backoff_ms, ops_missing, plan_grants, take_batch
+from meshpos.service.transfers import refresh_chain_stock
 
 if TYPE_CHECKING:
     from meshpos.hq.client import HQClient
@@ -50,6 +51,7 @@ class RelaySettings:
     handover_ms: int = 2000  # longest a new relay waits for another node's push to land
     settle_ms: int = 500  # the first relay after an outage waits for peers to probe HQ too
     timeout_s: float = 5.0
+    stock_pull_ms: int = 120_000  # how often this node refreshes other stores' stock from HQ
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any], where: str) -> RelaySettings:
@@ -59,7 +61,8 @@ class RelaySettings:
         values = dict(raw)
         if not isinstance(values.get("url", ""), str):
             raise ConfigError(f"{where}: [hq] url must be a string such as http://hq:8470")
-        for key in ("batch_ops", "batch_bytes", "probe_ms", "poll_ms", "min_round_ms"):
+        for key in ("batch_ops", "batch_bytes", "probe_ms", "poll_ms", "min_round_ms",
+                    "stock_pull_ms"):  # fmt: skip
             if key in values and (not isinstance(values[key], int) or values[key] < 1):
                 raise ConfigError(f"{where}: [hq] {key} must be a whole number >= 1")
         for key in ("handover_ms", "settle_ms"):
@@ -196,6 +199,7 @@ class RelayWorker(threading.Thread):
         next_probe = 0.0
         next_try = 0.0  # earliest next round (rate limit and backoff)
         next_poll = 0.0  # a round to pull HQ's changes even when nothing is new here
+        next_stock = 0.0  # other stores' stock, pulled by every node that reaches HQ
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
@@ -208,6 +212,9 @@ class RelayWorker(threading.Thread):
                         self._set_wan(False, f"probe failed here: {exc!r}")
                     up = self.status.wan_ok
                     next_probe = now + (s.probe_ms if up else min(s.probe_ms, 1000)) / 1000
+                if self.status.wan_ok and now >= next_stock:
+                    next_stock = now + s.stock_pull_ms / 1000
+                    self._chain_stock(t, client)
                 relaying = self.is_relay and self.status.wan_ok
                 claims = not self.claims.empty() and self.status.wan_ok
                 wanted = (
@@ -246,6 +253,18 @@ class RelayWorker(threading.Thread):
         finally:
             client.close()
             t.close()
+
+    def _chain_stock(self, t: Terminal, client: HQClient) -> None:
+        try:
+            changed = refresh_chain_stock(t, client)
+        except MeshposError as exc:
+            self._error(f"other stores' stock not refreshed: {exc}")
+            return
+        except Exception:  # a local fault; the till keeps the copy it has
+            log.exception("relay: other stores' stock not refreshed")
+            return
+        if changed:
+            log.info("other stores' stock: %d store(s) refreshed from HQ", changed)
 
     # -- probing --------------------------------------------------------------------------------
 

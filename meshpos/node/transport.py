@@ -20,7 +20,12 @@ The protocol layer keeps what was refused and offers it again later.
 
 Authentication: inbound, a ZAP handler (pyzmq's `ThreadAuthenticator`, its own thread and its
 own zmq context per transport) accepts only CURVE keys in the allow-table and logs every refusal
-with the key and the peer's address. The table maps key -> node id and can change at any time;
+with the key and the peer's address. Connections that never get as far as ZAP (a plain ZeroMQ
+client with the NULL mechanism, bytes that are not ZMTP, a handshake left unfinished) are seen on
+the ROUTER's monitor socket by a thread of their own (`_StrangerWatch`) and logged with the
+address and why. Both log through one `RefusalLog`: the first refusal of each kind from each
+address in a minute, at most 30 lines a minute, then one line counting the rest, so a flood
+cannot fill the disk. The table maps key -> node id and can change at any time;
 ZAP runs only at the handshake, so `poll()` checks every message again against the current
 table: messages on a connection whose key was revoked are dropped. The sender of a message is
 the node bound to the key its connection authenticated with (ZAP's User-Id, here the Z85 key),
@@ -57,8 +62,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -71,6 +79,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from meshpos.core.errors import ConfigError, InputError, LocalError, NotFound
+from meshpos.service.refusal_log import RefusalLog
 
 log = logging.getLogger("meshpos.transport")
 
@@ -80,7 +89,6 @@ _CURVE_FRAME_OVERHEAD = 33
 # libzmq queues the ZAP User-Id as a credential message in each inbound pipe and never frees the
 # HWM slot it takes (with RCVHWM 1 nothing is ever received), so the ROUTER gets one extra.
 _ZAP_CREDENTIAL_SLOT = 1
-_REFUSAL_LOG_EVERY_S = 60.0
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -228,11 +236,11 @@ class PeerStats:
 class _AllowTable:
     """The allow-table shared with the ZAP thread; also its credentials provider."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusals: RefusalLog) -> None:
         self._lock = threading.Lock()
         self._node_by_key: dict[bytes, str] = {}
         self._key_by_node: dict[str, bytes] = {}
-        self._last_refusal: dict[bytes, float] = {}
+        self.refusals = refusals
         self.zap_address = ""
 
     def allow(self, node_id: str, key: bytes) -> None:
@@ -264,19 +272,11 @@ class _AllowTable:
         """Called by pyzmq's authenticator thread with the client's Z85 key."""
         node = self.node_for(key)
         if node is None:
-            now = time.monotonic()
-            last = self._last_refusal.get(key)
-            repeat = last is not None and now - last < _REFUSAL_LOG_EVERY_S
-            if not repeat:
-                if len(self._last_refusal) > 1024:
-                    self._last_refusal.clear()
-                self._last_refusal[key] = now
-            log.log(
-                logging.DEBUG if repeat else logging.WARNING,
-                "refused connection from %s: CURVE key %s is not an enrolled peer",
-                self.zap_address or "unknown address",
-                key.decode("ascii", "replace"),
-            )
+            text = key.decode("ascii", "replace")
+            self.refusals.refused(
+                self.zap_address, "connection", f"CURVE key {text} is not an enrolled peer",
+                kind=f"key {text}",
+            )  # fmt: skip
             return False
         log.debug("accepted %s from %s", node, self.zap_address)
         return True
@@ -293,6 +293,181 @@ class _Authenticator(ThreadAuthenticator):
         if len(msg) > 3:
             self._table.zap_address = msg[3].decode("utf-8", "replace")
         await super().handle_zap_message(msg)
+
+
+_WATCHED = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+_CLOSING = frozenset(
+    {"04", "05", "06", "08", "09", "0B"}
+)  # FIN_WAIT1/2, TIME_WAIT, CLOSE_WAIT, ...
+
+
+def _hex_ip(text: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it: 32-bit words of host (little-endian) order."""
+    raw = b"".join(bytes.fromhex(text[i : i + 8])[::-1] for i in range(0, len(text), 8))
+    ip = ipaddress.ip_address(raw)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
+
+
+def _closing_peers(port: int) -> set[tuple[str, int]]:
+    """The other ends of this host's TCP connections to local `port` that are being closed, as
+    the kernel lists them (/proc/net/tcp and tcp6; empty where there is none). A connection
+    libzmq dropped within microseconds has no descriptor left to ask, but its closing socket is
+    still listed for a while (TIME_WAIT lasts a minute): the fallback for its address. A client
+    on this same host shows up by its own end, whose remote port is ours."""
+    out: set[tuple[str, int]] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as fh:
+                next(fh, None)
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) < 4 or fields[3] not in _CLOSING:
+                        continue
+                    (lip, lport), (rip, rport) = (f.split(":") for f in fields[1:3])
+                    if int(lport, 16) == port:
+                        out.add((_hex_ip(rip), int(rport, 16)))
+                    elif int(rport, 16) == port:
+                        out.add((_hex_ip(lip), int(lport, 16)))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _peer_of(fd: int) -> tuple[str, int] | None:
+    """The (address, port) at the other end of libzmq's socket `fd` (read from a duplicate, so
+    libzmq's own descriptor is untouched), or None once libzmq has closed it."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            host, port = sock.getpeername()[:2]
+    except (OSError, ValueError):
+        return None
+    ip = ipaddress.ip_address(host)
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip), int(port)
+
+
+def _why(event: int, value: int) -> str:
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "it does not speak CURVE (a plain ZeroMQ client, NULL mechanism)"
+        return f"it broke the ZeroMQ handshake (ZMTP protocol error {value:#x})"
+    name = errno.errorcode.get(value, str(value))
+    return f"its bytes are not a ZeroMQ handshake, or it never finished one ({name})"
+
+
+class _StrangerWatch:
+    """Connections to the ROUTER that never completed a handshake, read from its monitor socket
+    on a thread of its own: a plain ZeroMQ client (NULL mechanism), bytes that are not ZMTP, a
+    connection closed or left idle mid-handshake. Refusals at ZAP (unknown keys) are logged there.
+
+    libzmq's monitor events name the listening endpoint, not the peer, so the peer's address is
+    read from the file descriptor that ACCEPTED carries, as soon as the event arrives. A stranger
+    that is gone by then (libzmq drops garbage within microseconds) is placed a few ms later by
+    the kernel's list of closing connections on our port (`_closing_peers`): when exactly one
+    address started closing since the last look, it is that one; otherwise (a flood) the line
+    says "an unknown address". A failed handshake's event comes right before the DISCONNECTED of
+    its connection (libzmq emits both in one call on its I/O thread), which is how a reason is
+    matched to a descriptor. HANDSHAKE_SUCCEEDED names no descriptor: it marks every connection
+    open at that moment as possibly a peer, so a peer's later disconnect is never mistaken for a
+    refusal (a stranger that was mid-handshake just then goes unlogged)."""
+
+    PLACE_AFTER_S = 0.02  # time for libzmq to close what it refused, before the kernel is asked
+
+    def __init__(self, router: zmq.Socket[bytes], port: int, refusals: RefusalLog) -> None:
+        self._monitor = router.get_monitor_socket(_WATCHED)
+        self._port = port
+        self._refusals = refusals
+        self._open: dict[int, tuple[tuple[str, int] | None, bool]] = {}  # fd -> (peer, maybe ours)
+        self._failure: str | None = None
+        self._closing = _closing_peers(port)  # closing connections already accounted for
+        self._unplaced: list[tuple[float, str]] = []  # (when, why) of refusals with no address yet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshpos-strangers", daemon=True)
+        self.accepted = 0  # connections whose address was looked up (tests wait on it)
+        self.refused = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """After the ROUTER's monitor is disabled (on the ROUTER's own thread)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        else:
+            self._monitor.close(linger=0)
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._monitor, zmq.POLLIN)
+        quiet = 0
+        try:
+            while not self._stop.is_set():
+                ready = poller.poll(10 if self._unplaced else 50)
+                while ready:
+                    try:
+                        event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._event(int(event["event"]), int(event["value"]))
+                if self._unplaced:
+                    if time.monotonic() - self._unplaced[0][0] >= self.PLACE_AFTER_S:
+                        self._place()
+                elif not ready:
+                    self._refusals.flush()
+                    quiet += 1
+                    if quiet % 40 == 0:  # every 2 s of quiet: what is closing now is no news
+                        self._closing = _closing_peers(self._port)
+        except zmq.ZMQError:
+            pass  # the context is ending
+        finally:
+            self._monitor.close(linger=0)
+
+    def _event(self, kind: int, value: int) -> None:
+        if kind == zmq.EVENT_ACCEPTED:
+            self._open[value] = (_peer_of(value), False)
+            self.accepted += 1
+        elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            self._failure = _why(kind, value)
+        elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._open = {fd: (address, True) for fd, (address, _) in self._open.items()}
+        elif kind == zmq.EVENT_DISCONNECTED:
+            peer, maybe_ours = self._open.pop(value, (None, True))
+            why, self._failure = self._failure, None
+            if why is None and not maybe_ours:
+                why = "the connection ended before a handshake (not ZeroMQ, or it hung up)"
+            if peer is not None:
+                self._closing.add(peer)  # its closing socket is no news to `_place`
+            if why is None:
+                return
+            self.refused += 1
+            if peer is not None:
+                self._log(peer[0], why)
+            else:
+                self._unplaced.append((time.monotonic(), why))
+
+    def _place(self) -> None:
+        """Log the refusals that had no address, with the one address that started closing since
+        the last look, if there is exactly one."""
+        closing = _closing_peers(self._port)
+        fresh = {ip for ip, _ in closing - self._closing}
+        self._closing |= closing
+        address = next(iter(fresh)) if len(fresh) == 1 else ""
+        for _, why in self._unplaced:
+            self._log(address, why)
+        self._unplaced = []
+
+    def _log(self, address: str, why: str) -> None:
+        self._refusals.refused(address, "connection", why, kind=why.split(" (")[0])
 
 
 @dataclass
@@ -357,7 +532,9 @@ class Transport:
         self._hwm = hwm
         self._heartbeat_ms = heartbeat_ms
         self._refused_retry_s = refused_retry_ms / 1000
-        self._table = _AllowTable()
+        self.refusals = RefusalLog(log)
+        self._table = _AllowTable(self.refusals)
+        self._watch: _StrangerWatch | None = None
         self._links: dict[str, _Link] = {}
         self._by_monitor: dict[zmq.Socket[bytes], _Link] = {}
         self._counters: dict[str, _Counters] = {}
@@ -413,6 +590,8 @@ class Transport:
             bound = router.last_endpoint.decode()
             self._port = int(bound.rsplit(":", 1)[1])
             self._poller.register(router, zmq.POLLIN)
+            self._watch = _StrangerWatch(router, self._port, self.refusals)
+            self._watch.start()
         except BaseException:
             self._teardown()
             raise
@@ -600,6 +779,10 @@ class Transport:
                 self.disconnect(node)
             if self._router is not None:
                 router, self._router = self._router, None
+                if self._watch is not None:
+                    router.disable_monitor()
+                    self._watch.stop()
+                    self._watch = None
                 router.close(linger=0)
                 with contextlib.suppress(KeyError):
                     self._poller.unregister(router)

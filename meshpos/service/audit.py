@@ -2,7 +2,8 @@
 public key.
 
 An export is one JSON document `{"meshpos_audit": 1, "content": {...}, "signature": hex}`. Its
-content holds, per origin (terminal or HQ), every op whose HLC wall time falls in the range, as
+content holds, per origin (terminal or HQ), every op whose HLC wall time falls in the range (store
+days, from the first day's midnight to the end of the last in the store's time zone), as
 the op's own body and signature bytes (base64; the readable seq/time/user/kind beside them must
 agree with the body), plus the chain anchor: the hash of that origin's op just before the range.
 It also holds every node's certificate. The exporting node signs the canonical JSON of the
@@ -39,16 +40,6 @@ from meshpos.service.terminal import Terminal
 FORMAT = "meshpos-audit"
 VERSION = 1
 RECEIPT_KINDS = ("sale", "return", "exchange")
-DAY_MS = 86_400_000
-
-
-def parse_day(value: str, what: str) -> int:
-    """Milliseconds at 00:00 UTC of a YYYY-MM-DD date."""
-    try:
-        day = dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise InputError(f"{what} must be a date YYYY-MM-DD, got {value!r}") from None
-    return int(day.timestamp() * 1000)
 
 
 def iso(ms: int) -> str:
@@ -76,11 +67,12 @@ def _unb64(text: Any, what: str) -> bytes:
 
 
 def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict[str, Any]:
-    """The export document for ops with HLC wall time in [date_from 00:00, date_to 24:00) UTC."""
-    start = parse_day(date_from, "--from")
-    end = parse_day(date_to, "--to") + DAY_MS
-    if end <= start:
-        raise InputError("--to must not be before --from")
+    """The export document for ops with HLC wall time from `date_from` 00:00 to `date_to` 24:00,
+    store time."""
+    zone = t.store_time()
+    start, end = zone.day_range(date_from, date_to)
+    if start is None or end is None:
+        raise InputError("an audit export needs both --from and --to")
     lo_hlc, hi_hlc = hlc_pack(start, 0), hlc_pack(end, 0)
     origins = []
     with t.ledger.snapshot():  # one state of the log for the whole export
@@ -127,6 +119,7 @@ def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict
         "store_public_key": pub.hex() if pub else None,
         "from": date_from,
         "to": date_to,
+        "timezone": zone.name,
         "range_ms": [start, end],
         "exported_ms": now_ms,
         "exporter": t.node_id,

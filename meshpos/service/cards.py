@@ -1,4 +1,11 @@
-"""Offline card payments at the till: capture, offline checks, sealing, floor limits.
+"""Card payments at the till: the two kinds, and offline capture with its checks and limits.
+
+A card is paid one of two ways, and the till always knows which (`check_kinds`):
+- on the store's card machine (tender method `card_machine`): the bank's terminal authorises it;
+  the till records the approval code and the last four digits from the machine's slip and no
+  card data at all (`machine_tender`);
+- captured offline by meshpos (method `card`), described below. A card tender that is neither is
+  refused: the store could not reconcile it with the bank or with HQ.
 
 A card is read (typed number and expiry, a magstripe track from a keyboard-wedge reader, or a
 test-card shorthand), checked offline (check digit, expiry, HQ's blocklist) and sealed at once to
@@ -14,8 +21,9 @@ Floor limits bound the card money a store takes before HQ has answered:
   back to that counter, and counters move shares with `escrow.transfer` on request, exactly like
   loyalty rights. So the store total holds across counters even while the LAN is split.
 
-Every replica refuses `payment.result` and `card.float` ops not signed by a node whose certificate
-has role `hq` (meshpos/ledger/authority.py).
+Every replica gives no authority to `payment.result` and `card.float` ops not signed by a node whose
+certificate has role `hq`, nor to card money over the per-sale limit or beyond the float a counter
+held (the rulebook, meshpos/domain/authority.py: lenient where this module is strict).
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meshpos.core.errors import InputError, LocalError
+from meshpos.domain.authority import DEFAULT_PER_SALE as DEFAULT_PER_SALE
+from meshpos.domain.authority import MAX_FLOAT as MAX_FLOAT
+from meshpos.domain.authority import PER_SALE_SETTING as PER_SALE_SETTING
+from meshpos.domain.authority import pending_amount as pending_amount
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     Card,
@@ -41,15 +53,18 @@ from meshpos.domain.cards import (
 )
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import rupees
-from meshpos.domain.pricing import PricedSale
+from meshpos.domain.pricing import PricedSale, Tender
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.context import NodeContext
 
-PER_SALE_SETTING = "cards.floor_per_sale"
 STORE_TOTAL_SETTING = "cards.floor_store_total"
-DEFAULT_PER_SALE = 1_000_000  # paise: ₹10,000
-MAX_FLOAT = 10**12  # paise: ₹1,000 crore, far above any store's float
 TEST_EXPIRY = "12/49"
+MACHINE = "card_machine"
+_APPROVAL_CODE = re.compile(r"^[A-Za-z0-9]{4,12}$")
+TWO_KINDS = (
+    "say how the card is paid: on the store's card machine (its approval code and the card's "
+    "last four digits from the slip), or captured here offline (swipe or type the card)"
+)
 
 
 class FloorLimitExceeded(CardRefused):
@@ -67,16 +82,16 @@ class CardFloatShortfall(EscrowShortfall):
         if not opened:
             message = (
                 f"offline card payments are not open at this counter: it holds no card float and "
-                f"none has reached it ({rupees(needed)} by card asked). HQ opens the store's "
-                "float with `meshpos hq card-float RUPEES`; take cash meanwhile"
+                f"none has reached it ({rupees(needed)} by card asked; HQ opens the store's float "
+                "with `meshpos hq card-float RUPEES`): take cash or use the card machine"
             )
         else:
             where = ", ".join(f"{name} {rupees(v)}" for name, v in elsewhere.items())
             message = (
-                f"offline card limit reached: this counter may take {rupees(max(held, 0))} more "
-                f"by card before HQ answers, {rupees(needed)} asked. The rest of the store's "
-                f"card float is held by {where or 'no other counter'}; ask again when they are "
-                "reachable, or take cash"
+                f"offline card limit reached: this counter may take {rupees(max(held, 0))} more by "
+                f"card before HQ answers, {rupees(needed)} asked (the rest of the store's card "
+                f"float is held by {where or 'no other counter'}): take cash or use the card "
+                "machine"
             )
         LocalError.__init__(self, message)
 
@@ -166,8 +181,9 @@ def payment_key(t: NodeContext) -> bytes:
     found = t.ledger.views.setting_writer(HQ_KEY_SETTING)
     if found is None:
         raise CardRefused(
-            "this till has no HQ payment key yet, so it cannot seal card data: the store must be "
-            "enrolled at HQ and have synced with it once; take cash meanwhile"
+            "this till has no HQ payment key yet, so it cannot take a card offline (the store "
+            "must be enrolled at HQ and have synced with it once): take cash or use the card "
+            "machine"
         )
     value, writer = found
     if writer not in t.ledger.hq_origins():
@@ -199,13 +215,17 @@ def offline_check(t: NodeContext, card: CardInput) -> None:
         )
 
 
-def capture(t: NodeContext, card: CardInput, amount: int) -> dict[str, Any]:
-    """Check the card offline and seal it for `amount` paise; the fields a card tender carries
-    (`card_sealed`, `card_last4`, `card_brand`, `pending`). The number is not kept anywhere."""
+def capture(t: NodeContext, card: CardInput, amount: int, *, pending: int = 0) -> dict[str, Any]:
+    """Check the card offline, that HQ's key is here to seal it to, and that `amount` on top of
+    the `pending` paise this sale already took by card fits the offline limits; then seal it for
+    `amount` paise. The fields a card tender carries (`card_sealed`, `card_last4`, `card_brand`,
+    `pending`); the number is not kept anywhere."""
     if amount <= 0:
         raise InputError("a card payment must be more than zero")
     offline_check(t, card)
-    sealed = seal_card(payment_key(t), card.card, store=t.cfg.store, amount=amount)
+    key = payment_key(t)
+    check_floor(t, pending + amount)
+    sealed = seal_card(key, card.card, store=t.cfg.store, amount=amount)
     return {**sealed.tender_fields(), "pending": True}
 
 
@@ -223,7 +243,7 @@ def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> Priced
         raise InputError("one card per card payment: give --pay card once with a card")
     tenders = [dict(e) for e in settled.tenders]
     entry = tenders[open_[0]]
-    entry.update(capture(t, card, int(entry["amount"])))
+    entry.update(capture(t, card, int(entry["amount"]), pending=pending_amount(tenders)))
     return replace(settled, tenders=tenders)
 
 
@@ -248,15 +268,7 @@ def limits(t: NodeContext) -> Limits:
 
 def float_held(t: NodeContext, node: str | None = None) -> int:
     """Paise of card money `node` (default: this terminal) may still take before HQ answers."""
-    return t.ledger.views.rights(CARD_FLOAT, node or t.node_id)
-
-
-def pending_amount(tenders: Sequence[Mapping[str, Any]]) -> int:
-    return sum(
-        int(e.get("amount") or 0)
-        for e in tenders
-        if e.get("method") == "card" and e.get("card_sealed")
-    )
+    return t.ledger.views.spendable(CARD_FLOAT, node or t.node_id)
 
 
 def check_floor(t: NodeContext, pending: int) -> None:
@@ -267,12 +279,13 @@ def check_floor(t: NodeContext, pending: int) -> None:
     lim = limits(t)
     if lim.per_sale == 0:
         raise FloorLimitExceeded(
-            f"offline card payments are switched off at this store ({PER_SALE_SETTING} is 0)"
+            f"offline card payments are switched off at this store ({PER_SALE_SETTING} is 0): "
+            "take cash or use the card machine"
         )
     if pending > lim.per_sale:
         raise FloorLimitExceeded(
-            f"offline card limit per sale is {rupees(lim.per_sale)}; this sale asks "
-            f"{rupees(pending)} by card while HQ cannot authorise it. Take the rest in cash"
+            f"{rupees(pending)} is over the offline card limit of {rupees(lim.per_sale)}: take cash "
+            "or use the card machine"
         )
     held = float_held(t)
     if held < pending:
@@ -282,7 +295,38 @@ def check_floor(t: NodeContext, pending: int) -> None:
 
 
 def check_sale(t: NodeContext, settled: PricedSale) -> None:
+    """Every card tender of the sale says its kind, and the offline ones fit the floor limits."""
+    check_kinds(settled.tenders)
     check_floor(t, pending_amount(settled.tenders))
+
+
+# -- the two kinds ---------------------------------------------------------------------------------
+
+
+def machine_tender(amount: int | None, approval: str, last4: str) -> Tender:
+    """A payment the store's card machine approved, as the cashier reads it off its slip."""
+    approval, last4 = approval.strip(), last4.strip()
+    if not _APPROVAL_CODE.match(approval):
+        raise InputError(
+            f"approval code {approval!r}: type the 4 to 12 letters or digits printed as "
+            "'APPR CODE' or 'AUTH CODE' on the card machine's slip"
+        )
+    if not (len(last4) == 4 and last4.isdigit()):
+        raise InputError(f"last four digits {last4!r}: type the 4 digits the slip shows (XXXX1234)")
+    return Tender(MACHINE, amount, card_last4=last4, card_approval=approval)
+
+
+def check_kinds(tenders: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a card tender that is neither sealed here nor approved by the card machine."""
+    for entry in tenders:
+        method = entry.get("method")
+        if method == "card" and not entry.get("card_sealed"):
+            raise InputError(f"a card payment with no card: {TWO_KINDS}")
+        if method == MACHINE and not (entry.get("card_approval") and entry.get("card_last4")):
+            raise InputError(
+                "a card machine payment needs the approval code and the card's last four digits "
+                "from the machine's slip"
+            )
 
 
 def status(t: NodeContext) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from meshpos.ledger.encryption import (
     remove_db_files,
 )
 from meshpos.ledger.store import Ledger
-from meshpos.service.config import CONFIG_FILE, NodeConfig, fsync_dir, write_secret
+from meshpos.service.config import CONFIG_FILE, NodeConfig, fsync_dir, write_private, write_secret
 
 DB_KEY_FILE = "db.key"
 PASSPHRASE_ENV = "MESHPOS_PASSPHRASE"
@@ -118,12 +118,20 @@ def set_storage_config(cfg: NodeConfig, values: dict[str, Any]) -> None:
     path = cfg.dir / CONFIG_FILE
     doc = tomllib.loads(path.read_text())
     doc["storage"] = {**doc.get("storage", {}), **values}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(doc))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_private(path, tomli_w.dumps(doc))
     cfg.raw = doc
+
+
+def encrypt_new_node(cfg: NodeConfig) -> Path:
+    """Make a node created by `init_node` encrypted from its first page: a fresh `db.key` (0600)
+    and `[storage] encrypt = true`, before the database exists, so no plaintext ever reaches
+    the disk. What `meshpos init` does unless `--no-encrypt`. Returns the key file."""
+    if cfg.db_path.exists():
+        raise ConfigError(f"{cfg.db_path} exists already: encrypt it with `meshpos encrypt`")
+    key_file = cfg.dir / DB_KEY_FILE
+    write_key_file(key_file, os.urandom(KEY_BYTES))
+    set_storage_config(cfg, {"encrypt": True, "key": "file"})
+    return key_file
 
 
 @dataclass(frozen=True)

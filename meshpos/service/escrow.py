@@ -132,6 +132,9 @@ class SellOptions(TypedDict, total=False):
     line_discounts: Mapping[str, str] | None
     user: str | None
     card: CardInput | None
+    buyer_gstin: str | None
+    buyer_state: str | None
+    allow_oversell: bool
 
 
 def sell_with_escrow(

@@ -35,6 +35,8 @@ from meshpos.devices import layout, printers
 from meshpos.devices.printers import PrinterConfig, PrinterUnavailable
 from meshpos.devices.receipt import StoreHeader, receipt_from_sale
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
+from meshpos.domain.money import rate
+from meshpos.domain.storetime import StoreTime
 from meshpos.ledger.print_queue import (
     DrainResult,
     JobKind,
@@ -47,6 +49,7 @@ from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.reports import close_day, shift_totals
 from meshpos.service.terminal import Terminal
+from meshpos.service.training import is_practice
 
 log = logging.getLogger("meshpos.devices")
 
@@ -57,6 +60,7 @@ FORWARD_RETRY_MS = 2_000
 FORWARD_BATCH = 50
 COPY_NOTE = "*** DUPLICATE COPY ***"
 INTERRUPTED_NOTE = "* PRINTED AGAIN: MAY BE A DUPLICATE *"
+TRAINING_NOTE = "*** TRAINING - NOT A SALE ***"
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -185,12 +189,15 @@ def render_job(
             raise PrintError("print job has no sale to print")
         balance = doc.get("loyalty_balance")
         try:
+            if isinstance(doc.get("timezone"), str):
+                header = replace(header, time=StoreTime.named(doc["timezone"]))
             receipt = receipt_from_sale(
                 payload,
                 header,
                 balance if isinstance(balance, int) else None,
                 kind=str(doc.get("op_kind") or "sale"),
                 cashier=str(doc.get("cashier") or ""),
+                customer_name=str(doc.get("customer_name") or ""),
             )
         except InputError as exc:
             raise PrintError(f"receipt cannot be printed: {exc}") from None
@@ -200,6 +207,9 @@ def render_job(
         notes = (_notes(COPY_NOTE, cfg.width) if copy else []) + (
             _notes(INTERRUPTED_NOTE, cfg.width) if interrupted else []
         )
+        if doc.get("training"):
+            notes[:0] = _notes(TRAINING_NOTE, cfg.width)
+            commands.extend(_notes(TRAINING_NOTE, cfg.width))
         title = layout.TITLES[receipt.kind]
         at = next(
             (
@@ -241,7 +251,7 @@ def send(cfg: PrinterConfig, data: bytes) -> None:
     file (/dev/usb/lp0), and every other kind, goes through python-escpos."""
     if cfg.kind == "file" and _is_plain_file(cfg.device):
         try:
-            fd = os.open(cfg.device, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(cfg.device, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -261,13 +271,18 @@ _enqueued: weakref.WeakKeyDictionary[Terminal, list[int]] = weakref.WeakKeyDicti
 
 
 def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What a slip prints beyond its op: the customer's name and points right after it, and
+    the store's time zone then (a setting from HQ may differ from meshpos.toml)."""
     customer = payload.get("customer")
-    balance = terminal.ledger.views.points(str(customer)) if customer else None
+    found = terminal.ledger.views.customer(str(customer)) if customer else None
     return {
         "op_kind": op.kind,
         "payload": dict(payload),
-        "loyalty_balance": balance,
+        "loyalty_balance": int(found["points"]) if found else None,
+        "customer_name": str(found["name"]) if found else "",
         "cashier": op.user,
+        "timezone": terminal.store_time().name,
+        "training": is_practice(terminal.cfg),
     }
 
 
@@ -321,12 +336,15 @@ def report_rows(totals: Mapping[str, Any]) -> list[list[str]]:
     if totals.get("tenders"):
         rows.append(["", ""])
         for t in totals["tenders"]:
-            rows.append([f"{str(t['method']).title()} ({t['count']})", money(int(t["amount"]))])
+            label = str(t["method"]).replace("_", " ").capitalize()
+            rows.append([f"{label} ({t['count']})", money(int(t["amount"]))])
     if totals.get("gst"):
         rows.append(["", ""])
         for g in totals["gst"]:
-            rate = layout.format_rate(int(g["gst_rate"]))
-            rows.append([f"GST {rate} on {money(int(g['taxable_incl']))}", money(int(g["tax"]))])
+            rows.append([f"GST {rate(int(g['gst_rate']))} taxable", money(int(g["taxable"]))])
+            for head in ("cgst", "sgst", "igst"):
+                if g.get(head):
+                    rows.append([f"  {head.upper()}", money(int(g[head]))])
     return rows
 
 
@@ -417,7 +435,7 @@ class Printing:
         with t.transaction():
             totals = close_day(t, user) if which == "z" else shift_totals(t)
             title = f"Z REPORT #{totals['z_number']}" if which == "z" else "X REPORT"
-            subtitle = layout.format_time(self.now_ms(), self.header().utc_offset_minutes)
+            subtitle = f"{totals['day']} (printed {t.store_time().iso(self.now_ms())})"
             job = self.queue.enqueue(
                 JobKind.REPORT,
                 {"title": title, "subtitle": subtitle, "rows": report_rows(totals)},

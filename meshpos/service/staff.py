@@ -1,7 +1,7 @@
 """Staff and roles, the stateful side: sign-in with lockout, sessions, user management, and the
 check a terminal makes when it creates an op (`authorize`). The rules themselves are in
-meshpos/domain/staff.py; the users view and lockouts are `Ledger.staff`; the check every peer makes
-before it applies foreign ops is meshpos/ledger/authority.py.
+meshpos/domain/staff.py; the users view and lockouts are `Ledger.staff`; the second line, the
+rulebook every replica judges each op with, is meshpos/domain/authority.py.
 
 Bootstrap: while a store's ledger holds no user at all, nothing is checked (every existing flow and
 test runs that way) and the first user may be created without approval; it must be an admin.
@@ -11,8 +11,10 @@ docs/decisions.md, "Staff and roles".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,25 +25,28 @@ from meshpos.core.errors import InputError, LocalError, NotFound
 from meshpos.core.ops import Op, Payload
 from meshpos.domain.staff import (
     APPROVAL,
+    APPROVER,
     RANK,
     ROLES,
     SALT_BYTES,
     SESSION,
-    USER_ADMIN,
     Credential,
     Need,
     Policy,
     check_pin,
     check_role,
     credential_ok,
+    device_wait_minutes,
     issue_credential,
+    lock_minutes,
     parse_policy_value,
     pin_matches,
     pin_record,
     policy_from,
-    required,
     roles_from,
+    source_required,
 )
+from meshpos.ledger.staff import device_key
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import check_name
 from meshpos.service.context import NodeContext, Recorder
@@ -75,6 +80,18 @@ class LockedOut(PermissionDenied):
     """Too many wrong PINs for this user at this terminal."""
 
 
+_CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
+
+
+def at_the_till(exc: PermissionDenied) -> str:
+    """The refusal without its command-line hint, for a till that asks for the PIN itself."""
+    return _CLI_HINT.sub("", str(exc))
+
+
+class DeviceWaiting(LockedOut):
+    """Too many wrong PINs from this web till device: it waits before its next try."""
+
+
 # -- the users view ------------------------------------------------------------------------------
 
 
@@ -91,41 +108,57 @@ def _approvers(ledger: Ledger, role: str) -> list[str]:
 
 
 def sign_in(
-    t: NodeContext, uid: str, pin: str, *, purpose: str = SESSION, seed: bytes | None = None
+    t: NodeContext,
+    uid: str,
+    pin: str,
+    *,
+    purpose: str = SESSION,
+    seed: bytes | None = None,
+    device: str | None = None,
 ) -> Credential:
     """Check `uid`'s PIN against the users view (works offline: the view is local) and return a
-    credential. Wrong PINs count per user at this terminal; too many lock the user here."""
+    credential. Wrong PINs count per user at this terminal, and lock the user here for growing
+    times (`lock_minutes`). `device`: the web till's client address; its wrong PINs count too,
+    whoever they were for, and a device that typed too many waits before its next try is even
+    checked (`device_wait_minutes`), so that one person at one device cannot lock everyone out."""
     staff = t.ledger.staff
     now = t.now_ms()
     if not staff.has_users():
         raise NotFound(
             "this store has no users yet: create the first admin with `meshpos users add`"
         )
-    row = staff.user(uid)
-    if row is None:
-        raise NotFound(f"unknown user {uid!r}: see `meshpos users list`")
-    if not row["active"]:
-        raise PermissionDenied(f"user {uid} is disabled")
+    if device is not None:
+        waits = staff.lockout(device_key(device))[1]
+        if waits > now:
+            raise DeviceWaiting(_device_message(waits - now))
     policy = store_policy(t.ledger)
+    row = staff.user(uid)
+    if row is None or not row["active"]:
+        _device_failed(t, device)
+        if row is None:
+            raise NotFound(f"unknown user {uid!r}: see `meshpos users list`")
+        raise PermissionDenied(f"user {uid} is disabled")
     failures, until = staff.lockout(uid)
     if until > now:
-        raise LockedOut(_locked_message(uid, until, now, policy))
+        raise LockedOut(_locked_message(uid, until, now))
     key = pin_matches(pin, row["pin_salt"], row["pin_key"])
-    if key is not None:
-        staff.clear_lockout(uid)
-    else:
-        failures = (0 if until else failures) + 1
-        until = 0
-        if failures >= policy.lockout_failures:
-            failures, until = 0, now + policy.lockout_minutes * 60_000
-        staff.set_lockout(uid, failures, until)
     if key is None:
+        failures += 1
+        minutes = lock_minutes(failures, policy)
+        until = now + minutes * 60_000 if minutes else 0
+        staff.set_lockout(uid, failures, until)
         if until:
-            raise LockedOut(_locked_message(uid, until, now, policy))
-        left = policy.lockout_failures - failures
+            with contextlib.suppress(DeviceWaiting):
+                _device_failed(t, device)
+            raise LockedOut(_locked_message(uid, until, now))
+        _device_failed(t, device)
+        left = policy.lockout_failures - failures % policy.lockout_failures
         raise PermissionDenied(
             f"wrong PIN for {uid} ({left} more wrong PIN(s) lock {uid} at this terminal)"
         )
+    staff.clear_lockout(uid)
+    if device is not None:
+        staff.clear_lockout(device_key(device))
     minutes = policy.session_minutes if purpose == SESSION else policy.approval_minutes
     # An op's expiry is judged by its HLC, which a peer's fast clock may have pushed ahead of ours.
     base = max(now, wall_of(t.ledger.max_hlc()))
@@ -134,18 +167,42 @@ def sign_in(
     )
 
 
-def _locked_message(uid: str, until: int, now: int, policy: Policy) -> str:
-    minutes = max(1, -(-(until - now) // 60_000))
+def _device_failed(t: NodeContext, device: str | None) -> None:
+    """Count a wrong PIN against the device; the answer says so at once when it must wait."""
+    if device is None:
+        return
+    failures = t.ledger.staff.lockout(device_key(device))[0] + 1
+    wait = device_wait_minutes(failures) * 60_000
+    t.ledger.staff.set_lockout(device_key(device), failures, t.now_ms() + wait if wait else 0)
+    if wait:
+        raise DeviceWaiting(_device_message(wait))
+
+
+def _device_message(ms: int) -> str:
     return (
-        f"{uid} is locked at this terminal for {minutes} more minute(s) after "
-        f"{policy.lockout_failures} wrong PINs (a manager can `meshpos users unlock {uid}`)"
+        f"too many wrong PINs from this device: try again in {_minutes(ms)} minute(s), or ask "
+        "a supervisor to unlock it"
     )
 
 
-def unlock(t: NodeContext, uid: str) -> bool:
-    """Clear `uid`'s lockout at this terminal; takes a manager's credential (session or
-    --approve). Local only: lockouts are per terminal and never replicate."""
-    _existing(t.ledger, uid)
+def _minutes(ms: int) -> int:
+    return max(1, -(-ms // 60_000))
+
+
+def _locked_message(uid: str, until: int, now: int) -> str:
+    return (
+        f"{uid} is locked at this terminal for {_minutes(until - now)} more minute(s) after "
+        f"too many wrong PINs (a supervisor can unlock: `meshpos users unlock {uid}`, or on the "
+        "web till's sign-in page)"
+    )
+
+
+def unlock(t: NodeContext, uid: str | None) -> bool:
+    """Clear `uid`'s lockout at this terminal (or none: `uid` None), and every web till device's
+    wait here; takes a supervisor's credential (session or --approve). Local only: lockouts are
+    per terminal and never replicate. Whether anything was locked."""
+    if uid is not None:
+        _existing(t.ledger, uid)
     now = t.now_ms()
     for c in t.credentials:
         row = t.ledger.staff.user(c.user)
@@ -154,14 +211,17 @@ def unlock(t: NodeContext, uid: str) -> bool:
             and row["active"]
             and row["pin_key"] == c.pin_key.hex()
             and c.exp_ms > now
-            and RANK[row["role"]] >= RANK[USER_ADMIN]
+            and RANK[row["role"]] >= RANK[APPROVER]
         ):
             break
     else:
+        what = f"unlocking {uid}" if uid else "unlocking"
         raise PermissionDenied(
-            f"unlocking {uid} needs {roles_from(USER_ADMIN)}: approve with their PIN (--approve)"
+            f"{what} needs {roles_from(APPROVER)}: approve with their PIN (--approve)"
         )
-    return t.ledger.staff.clear_lockout(uid)
+    with t.ledger.write():
+        user = t.ledger.staff.clear_lockout(uid) if uid is not None else False
+        return t.ledger.staff.clear_devices() > 0 or user
 
 
 @contextmanager
@@ -260,12 +320,18 @@ def authorize(t: NodeContext, kind: str, payload: Payload, acting: str, hlc: int
                 f"this store requires sign-in: run `meshpos login {acting}` at this terminal"
             )
     target = staff.user(payload.get("user_id")) if kind == "user.upsert" else None
-    need = required(kind, payload, policy, target["role"] if target else None)
+    need = source_required(kind, payload, policy, target["role"] if target else None)
     if need is None:
         return payload
     cred = _pick(t, need, acting, wall_of(hlc))
     seq = t.ledger.head(t.node_id)[0] + 1
     return {**payload, "approval": cred.approve(t.node_id, seq, acting, kind, payload)}
+
+
+def approver_for(t: NodeContext, need: Need, acting: str) -> Credential:
+    """The credential offered here now that may approve `need` for `acting`; PermissionDenied
+    naming who can. A till asks this at the step that needs it, before the op is made."""
+    return _pick(t, need, acting, max(t.now_ms(), wall_of(t.ledger.max_hlc())))
 
 
 def _pick(t: NodeContext, need: Need, acting: str, wall_ms: int) -> Credential:
@@ -310,17 +376,20 @@ def add_user(
     after that it takes a manager (an admin to create another admin)."""
     check_name(uid, "user id")
     check_role(role)
-    check_pin(pin)
+    first = not t.ledger.staff.has_users()
+    if first and role != "admin":
+        raise InputError(
+            "this store has no users yet: the first one must be an admin (--role admin)"
+        )
+    check_pin(pin, role, store_policy(t.ledger))
     record = pin_record(pin, _salt())
     fields = {"name": name.strip() or uid, "role": role, "active": 1, **record}
     with t.transaction():
         if t.ledger.staff.user(uid) is not None:
             raise InputError(f"user {uid} already exists: see `meshpos users set-role` / `set-pin`")
-        if not t.ledger.staff.has_users():
-            if role != "admin":
-                raise InputError(
-                    "this store has no users yet: the first one must be an admin (--role admin)"
-                )
+        if first and t.ledger.staff.has_users():
+            raise InputError("another user was added meanwhile: add this one again")
+        if first:
             return _user_op(t, uid, fields, uid, bootstrap=True)
         return _user_op(t, uid, fields, user)
 
@@ -362,9 +431,9 @@ def set_active(t: Recorder, uid: str, active: bool, user: str | None = None) -> 
 
 def set_pin(t: Recorder, uid: str, pin: str, user: str | None = None) -> Op:
     """A new PIN: approved by the user themselves (signed in, or --approve with the old PIN) or
-    by a manager. Sessions made with the old PIN stop approving."""
-    check_pin(pin)
-    _existing(t.ledger, uid)
+    by a manager. Sessions made with the old PIN stop approving. The store's minimum length for
+    the user's role applies (`staff.pin_min_digits`): PINs set before it was raised still work."""
+    check_pin(pin, _existing(t.ledger, uid)["role"], store_policy(t.ledger))
     record = pin_record(pin, _salt())
     return _user_op(t, uid, record, user)
 

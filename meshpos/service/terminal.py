@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,19 @@ from meshpos.core.ops import Op, Payload, Signer
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.gst import (
+    BANDS_SETTING,
+    Bands,
+    GstRules,
+    LineTax,
+    Supply,
+    invoice_tax,
+    parse_bands,
+    recorded_split,
+    share,
+    supply,
+)
+from meshpos.domain.money import portion
 from meshpos.domain.pricing import (
     CartLine,
     LoyaltyRule,
@@ -29,6 +42,8 @@ from meshpos.domain.pricing import (
     settle,
 )
 from meshpos.domain.staff import Credential
+from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
+from meshpos.domain.storetime import StoreTime
 from meshpos.ledger.fold import CARD_FLOAT, CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger
 from meshpos.service import cards
@@ -49,15 +64,30 @@ class SaleResult:
         return str(self.payload["sale_id"])
 
 
+class OversellNotConfirmed(LocalError):
+    """A sale of more than this counter sees in stock, not confirmed by the cashier. Stock can
+    be wrong (a delivery not yet received, a miscount), and goods in the customer's hand are
+    real: the cashier may confirm and sell (a supervisor above `staff.oversell_limit` units)."""
+
+    def __init__(self, over: Mapping[str, tuple[int, int]]) -> None:
+        self.over = dict(over)
+        parts = ", ".join(
+            f"{sku} {want} asked, {max(have, 0)} in stock" for sku, (want, have) in over.items()
+        )
+        super().__init__(
+            f"more than this counter has in stock ({parts}): sell anyway only if the goods are "
+            "in hand"
+        )
+
+
+def units_beyond(over: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """Per SKU, the units a sale takes beyond the stock seen (what a sale's `oversold` says)."""
+    return {sku: want - max(have, 0) for sku, (want, have) in over.items()}
+
+
 RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
 """Called with (terminal, op, payload) inside the transaction that records a sale, return or
 exchange, so a side table (the print queue) commits or rolls back with the op."""
-
-
-def _share(amount: int, sold: int, done: int, qty: int) -> int:
-    """The part of a line's `amount` that `qty` more of its `sold` units carry once `done` have
-    come back; cumulative, so a line returned in parts refunds what it would returned whole."""
-    return amount * (done + qty) // sold - amount * done // sold
 
 
 class Terminal:
@@ -190,10 +220,12 @@ class Terminal:
         return products, receipts
 
     def product(self, code: str) -> Product:
+        """The product with SKU or barcode `code`, with the GST bands in force for it."""
         row = self.ledger.views.product(code)
         if row is None:
             raise NotFound(f"unknown product {code!r}: no SKU or barcode matches")
-        return Product.from_row(row)
+        p = Product.from_row(row)
+        return replace(p, gst_bands=self.gst_rules().for_product(p.category, p.hsn))
 
     def products(self, search: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return self.ledger.views.products(search, limit)
@@ -280,6 +312,37 @@ class Terminal:
             point_value=int(settings.get("loyalty.point_value", self.cfg.point_value)),
         )
 
+    # -- store time and GST ---------------------------------------------------------------------
+
+    def store_time(self) -> StoreTime:
+        """The store's time zone: the `store.timezone` setting (from HQ) over `[store] timezone`.
+        The one thing to ask for any time a person reads (reports, receipts, the till's clock:
+        `t.store_time().clock(t.now_ms())`)."""
+        name = self.ledger.views.settings(TIMEZONE_SETTING).get(TIMEZONE_SETTING)
+        if isinstance(name, str):
+            try:
+                return StoreTime.named(name)
+            except InputError:
+                pass  # a zone this machine does not know: keep the configured one
+        return StoreTime.named(self.cfg.timezone)
+
+    def gst_rules(self) -> GstRules:
+        """GST price bands in force: the law's defaults, `[gst.bands]` over them, and
+        `gst.bands.<key>` settings (from HQ) over both; a null setting removes a key's bands."""
+        overrides: dict[str, Bands | None] = dict(self.cfg.gst_bands)
+        for key, value in self.ledger.views.settings(BANDS_SETTING).items():
+            try:
+                overrides[key[len(BANDS_SETTING) :]] = (
+                    None if value is None else parse_bands(value, key)
+                )
+            except InputError:
+                continue  # unreadable here: the other sources stand
+        return GstRules().merged(overrides)
+
+    def supply(self, buyer_gstin: str | None = None, buyer_state: str | None = None) -> Supply:
+        """Where a sale is supplied: within the store's state unless the buyer is elsewhere."""
+        return supply(self.cfg.state, self.cfg.gstin, buyer_gstin, buyer_state)
+
     # -- sales, returns, exchanges --------------------------------------------------------------
 
     def cart(
@@ -291,6 +354,37 @@ class Terminal:
             raise InputError(f"discount names SKU(s) not in the sale: {', '.join(sorted(unknown))}")
         return [CartLine(c.product, c.qty, line_discounts.get(c.product.sku)) for c in lines]
 
+    def beyond_stock(
+        self, lines: Sequence[Mapping[str, Any]], back: Mapping[str, int] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """SKUs of priced `lines` asked beyond the stock this counter sees (plus what comes back
+        in the same exchange): sku -> (asked, in stock)."""
+        asked: dict[str, int] = {}
+        for line in lines:
+            asked[line["sku"]] = asked.get(line["sku"], 0) + int(line["qty"])
+        out = {}
+        for sku, want in asked.items():
+            have = self.ledger.views.stock_qty(sku) + (back or {}).get(sku, 0)
+            if want > have:
+                out[sku] = (want, have)
+        return out
+
+    def _oversell(
+        self, lines: Sequence[Mapping[str, Any]], allow: bool, back: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The `oversold` a payload carries; refused unless the cashier confirmed it."""
+        over = self.beyond_stock(lines, back)
+        if over and not allow:
+            raise OversellNotConfirmed(over)
+        return {"oversold": units_beyond(over)} if over else {}
+
+    def check_redeem(self, customer_id: str, points: int) -> None:
+        """Refuse redeeming more of a customer's points than this counter holds rights to (the
+        loyalty escrow): EscrowShortfall says who holds the rest."""
+        held = self.rights(customer_id)
+        if points > max(held, 0):
+            raise EscrowShortfall(customer_id, points, held, self.rights_elsewhere(customer_id))
+
     def _record(
         self,
         kind: str,
@@ -298,7 +392,11 @@ class Terminal:
         customer: str | None,
         user: str | None,
         extra: Mapping[str, Any],
+        place: Supply | None = None,
     ) -> SaleResult:
+        """Record a priced sale, return or exchange; `place`: its supply (default: within the
+        store's state)."""
+        place = place or self.supply()
         with self.transaction():
             number = self.ledger.views.next_number(self.node_id)
             payload: dict[str, Any] = {
@@ -316,8 +414,11 @@ class Terminal:
                 "points_earned": priced.points_earned,
                 "points_redeemed": priced.points_redeemed,
                 "ts_ms": self.now_ms(),
+                **place.fields(),
                 **extra,
             }
+            tax = invoice_tax(payload)
+            payload.update(cgst=tax.cgst, sgst=tax.sgst, igst=tax.igst)
             op = self.append(kind, payload, user)
             for hook in self.on_record:
                 hook(self, op, dict(op.payload))
@@ -333,15 +434,23 @@ class Terminal:
         line_discounts: Mapping[str, str] | None = None,
         user: str | None = None,
         card: CardInput | None = None,
+        buyer_gstin: str | None = None,
+        buyer_state: str | None = None,
+        allow_oversell: bool = False,
     ) -> SaleResult:
         """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
         sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
-        tenders must fit the offline floor limits."""
+        tenders must fit the offline floor limits, and every card tender says its kind.
+        `buyer_gstin`: a registered buyer's GSTIN, printed on the invoice (a B2B sale); with
+        `buyer_state` (the state the goods go to) it decides IGST or CGST + SGST.
+        `allow_oversell`: the cashier confirmed selling beyond the stock this counter sees (the
+        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor)."""
         if card is not None and not tenders:
             tenders = [Tender("card")]
+        place = self.supply(buyer_gstin, buyer_state)
         with self.transaction():
             cid = self.customer(customer)["customer_id"] if customer else None
-            priced = price_lines(self.cart(items, line_discounts or {}), discount)
+            priced = price_lines(self.cart(items, line_discounts or {}), discount, place)
             balance = self.points(cid) if cid else 0
             held = self.rights(cid) if cid else 0
             if any(t.method == "points" and t.amount is None for t in tenders):
@@ -352,17 +461,16 @@ class Terminal:
             if card is not None:
                 settled = cards.seal_tenders(self, settled, card)
             cards.check_sale(self, settled)
-            if cid and settled.points_redeemed > max(held, 0):
-                raise EscrowShortfall(
-                    cid, settled.points_redeemed, held, self.rights_elsewhere(cid)
-                )
-            return self._record("sale", settled, cid, user, {"ref_sale": None})
+            if cid:
+                self.check_redeem(cid, settled.points_redeemed)
+            extra = {"ref_sale": None, **self._oversell(settled.lines, allow_oversell)}
+            return self._record("sale", settled, cid, user, extra, place)
 
     # -- loyalty escrow -------------------------------------------------------------------------
 
     def rights(self, customer_id: str, node: str | None = None) -> int:
         """Points of this customer that `node` (default: this terminal) may redeem."""
-        return self.ledger.views.rights(customer_id, node or self.node_id)
+        return self.ledger.views.spendable(customer_id, node or self.node_id)
 
     def rights_elsewhere(self, customer_id: str) -> dict[str, int]:
         """Rights to this customer's points held by other counters, by name."""
@@ -398,14 +506,16 @@ class Terminal:
     def returnable(self, sale_id: str) -> dict[str, dict[str, Any]]:
         """Per SKU of a sale: what was sold (qty, refund per unit) and what may still come back."""
         sale = self.sale(sale_id)
+        inter = Supply.of(sale["payload"]).inter_state
         out: dict[str, dict[str, Any]] = {}
         for line in sale["payload"]["lines"]:
             entry = out.setdefault(
-                line["sku"], {"line": line, "qty": 0, "total": 0, "tax": 0, "returned": 0}
+                line["sku"],
+                {"line": line, "qty": 0, "total": 0, "tax": LineTax(0), "returned": 0},
             )
             entry["qty"] += line["qty"]
             entry["total"] += line["total"]
-            entry["tax"] += line["tax"]
+            entry["tax"] += recorded_split(line, inter)
         for sku, qty in self.ledger.views.returned(sale["sale_id"]).items():
             if sku in out:
                 out[sku]["returned"] = qty
@@ -433,9 +543,10 @@ class Terminal:
                     f"sale {sale['sale_id']}: only {left} of {sku} can still be returned, not {qty}"
                 )
             line = dict(entry["line"])
-            total = _share(entry["total"], entry["qty"], entry["returned"], qty)
+            total = portion(entry["total"], entry["qty"], entry["returned"], qty)
+            tax = share(entry["tax"], total, entry["returned"], qty, entry["qty"])
             line.update(qty=qty, total=total, discount=line["unit_price"] * qty - total)
-            line["tax"] = _share(entry["tax"], entry["qty"], entry["returned"], qty)
+            line.update(tax=tax.tax, cgst=tax.cgst, sgst=tax.sgst, igst=tax.igst)
             lines.append(line)
         return sale["sale_id"], lines, sale["payload"].get("points_earned", 0)
 
@@ -467,7 +578,9 @@ class Terminal:
                 points_earned=-clawback,
                 points_redeemed=-points_back,
             )
-            return self._record("return", priced, customer, user, {"ref_sale": ref})
+            return self._record(
+                "return", priced, customer, user, {"ref_sale": ref}, Supply.of(orig["payload"])
+            )
 
     def _refund_tenders(
         self, orig: Mapping[str, Any], total: int, earned: int, refund: str
@@ -480,16 +593,16 @@ class Terminal:
         now = min(total, sold - before)
         paid = [t for t in orig["payload"]["tenders"] if t["method"] == "points"]
 
-        def share(amount: int) -> int:
-            return _share(amount, sold, before, now) if sold > 0 else 0
+        def part(amount: int) -> int:
+            return portion(amount, sold, before, now) if sold > 0 else 0
 
-        points = share(sum(int(t.get("points", 0)) for t in paid))
+        points = part(sum(int(t.get("points", 0)) for t in paid))
         tenders: list[dict[str, Any]] = []
         if points:
             tenders.append(
                 {
                     "method": "points",
-                    "amount": share(sum(t["amount"] for t in paid)),
+                    "amount": part(sum(t["amount"] for t in paid)),
                     "points": points,
                 }
             )
@@ -500,7 +613,7 @@ class Terminal:
                 tender["points"] = -(-rest // self.loyalty_rule().point_value)
                 points += tender["points"]
             tenders.append(tender)
-        return tenders, points, share(earned)
+        return tenders, points, part(earned)
 
     def exchange(
         self,
@@ -510,20 +623,32 @@ class Terminal:
         *,
         tenders: Sequence[Tender] = (),
         user: str | None = None,
+        card: CardInput | None = None,
+        allow_oversell: bool = False,
     ) -> SaleResult:
+        """Items of an earlier sale come back, others go out; the difference is paid (cash, the
+        card machine, or a card captured here: `card`, as in `sell`) or refunded in cash."""
         with self.transaction():
             ref, returned, _ = self._refund_lines(sale_id, back)
             orig = self.sale(ref)
-            new = price_lines(self.cart(take, {}))
+            place = Supply.of(orig["payload"])
+            new = price_lines(self.cart(take, {}), None, place)
             credit = sum(ln["total"] for ln in returned)
             net = new.total - credit
             if net > 0:
                 due = PricedSale(new.lines, new.subtotal, new.discount, new.tax, net)
-                paid = settle(due, tenders, self.loyalty_rule(), customer=None).tenders
+                if card is not None and not tenders:
+                    tenders = [Tender("card")]
+                settled = settle(due, tenders, self.loyalty_rule(), customer=None)
+                if card is not None:
+                    settled = cards.seal_tenders(self, settled, card)
+                cards.check_sale(self, settled)
+                paid = settled.tenders
             else:
-                if tenders:
+                if tenders or card is not None:
                     raise InputError("nothing is due on this exchange; leave out --pay")
                 paid = [{"method": "cash", "amount": net}] if net else []
+            back_qty = {ln["sku"]: int(ln["qty"]) for ln in returned}
             priced = PricedSale(
                 lines=new.lines,
                 subtotal=new.subtotal - sum(ln["unit_price"] * ln["qty"] for ln in returned),
@@ -532,13 +657,12 @@ class Terminal:
                 total=net,
                 tenders=paid,
             )
-            return self._record(
-                "exchange",
-                priced,
-                orig["customer_id"],
-                user,
-                {"ref_sale": ref, "returned": returned},
-            )
+            extra = {
+                "ref_sale": ref,
+                "returned": returned,
+                **self._oversell(new.lines, allow_oversell, back_qty),
+            }
+            return self._record("exchange", priced, orig["customer_id"], user, extra, place)
 
     # -- conflicts ------------------------------------------------------------------------------
 

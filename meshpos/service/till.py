@@ -13,7 +13,8 @@ return or exchange through the Terminal in one transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,11 +27,20 @@ from meshpos.devices.barcodes import (
     normalise,
     validate,
 )
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
-from meshpos.service import cards
-from meshpos.service.cards import CardInput
-from meshpos.service.terminal import SaleResult, Terminal
+from meshpos.domain.staff import Credential, Need, source_required
+from meshpos.ledger.parked import ParkedCart
+from meshpos.service import cards, rights
+from meshpos.service.cards import MACHINE, TWO_KINDS, CardInput
+from meshpos.service.staff import approved_by, approver_for, store_policy
+from meshpos.service.terminal import (
+    OversellNotConfirmed,
+    SaleResult,
+    Terminal,
+    units_beyond,
+)
 
 Mode = Literal["sale", "return"]
 BEEP_UNKNOWN = "unknown"
@@ -114,6 +124,15 @@ class TillTotals:
     change: int
 
 
+@dataclass(frozen=True)
+class Granted:
+    """A supervisor's approval given at a step of this sale, up to `level` (a discount's basis
+    points, or units sold beyond stock)."""
+
+    level: int
+    cred: Credential
+
+
 @dataclass
 class _State:
     mode: Mode = "sale"
@@ -124,6 +143,8 @@ class _State:
     ref_sale: str | None = None
     refund: str = "cash"
     last: int | None = None
+    confirmed: dict[str, int] = field(default_factory=dict)  # SKU -> units beyond stock, confirmed
+    granted: dict[str, Granted] = field(default_factory=dict)  # "discount", "oversell"
 
 
 class TillSession:
@@ -326,6 +347,23 @@ class TillSession:
             raise InputError(f"line {line} does not exist; lines are 1 to {len(s.lines)}")
         return line - 1
 
+    def select(self, line: int) -> TillLine:
+        """Make `line` (1-based) the one quantity and discount changes go to by default."""
+        i = self._index(line)
+        self._s.last = i
+        return self._s.lines[i]
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the cashier confirmed selling beyond stock on this sale."""
+        return bool(self._s.confirmed)
+
+    @property
+    def selected(self) -> int | None:
+        """The line (1-based) changes go to by default: the last scanned, changed or selected."""
+        last = self._s.last
+        return None if last is None or last >= len(self._s.lines) else last + 1
+
     def set_qty(self, qty: int, line: int | None = None) -> TillLine:
         """Set the quantity of `line` (1-based), or of the last line scanned or changed."""
         i = self._index(line)
@@ -366,27 +404,134 @@ class TillSession:
 
     def discount(self, spec: str | None, line: int | None = None) -> None:
         """`10%` or `50` (rupees) off the whole sale, or off one line when `line` is given;
-        None removes it. Refused if it is more than what it applies to."""
+        None removes it. Refused if it is more than what it applies to; beyond the store's
+        discount limit it needs a supervisor's approval now (PermissionDenied says who can)."""
         s = self._s
         if s.mode == "return":
             raise InputError("a return refunds what the items were sold for; no discounts")
-        if line is not None:
-            target = s.lines[self._index(line)]
-            before = target.discount
+        target = s.lines[self._index(line)] if line is not None else None
+        before = target.discount if target is not None else s.discount
+        if target is not None:
             target.discount = spec
-            try:
-                self.priced()
-            except InputError:
-                target.discount = before
-                raise
-            return
-        before_sale = s.discount
-        s.discount = spec
+        else:
+            s.discount = spec
         try:
             self.priced()
-        except InputError:
-            s.discount = before_sale
+            self._check_discount()
+        except Exception:
+            if target is not None:
+                target.discount = before
+            else:
+                s.discount = before
             raise
+
+    # -- approvals and stock --------------------------------------------------------------------
+
+    @property
+    def acting(self) -> str:
+        return self.user or self.terminal.cfg.user
+
+    def _authorise(self, key: str, level: int, need: Need | None) -> None:
+        """Keep a supervisor's approval for `need` with the sale, from the credentials offered
+        now (the cashier's sign-in, a supervisor's PIN typed for it); PermissionDenied if none
+        may give it. An approval already given for at least `level` still counts."""
+        if need is None or not self.terminal.ledger.staff.has_users():
+            return
+        given = self._s.granted.get(key)
+        if given is not None and given.level >= level and given.cred.exp_ms > self._wall():
+            return
+        self._s.granted[key] = Granted(level, approver_for(self.terminal, need, self.acting))
+
+    def _wall(self) -> int:
+        return self.terminal.now_ms()
+
+    def _check_discount(self) -> None:
+        priced = self.priced()
+        if priced is None:
+            return
+        policy = store_policy(self.terminal.ledger)
+        need = source_required("sale", {"lines": priced.lines}, policy)
+        levels = [
+            -(-int(ln["discount"]) * 10_000 // max(1, int(ln["unit_price"]) * int(ln["qty"])))
+            for ln in priced.lines
+        ]
+        self._authorise("discount", max(levels, default=0), need)
+
+    def in_stock(self, sku: str) -> int:
+        """Stock of `sku` as this counter sees it (every counter's sales that reached it)."""
+        return self.terminal.ledger.views.stock_qty(sku)
+
+    def beyond_stock(self) -> dict[str, tuple[int, int]]:
+        """SKUs of this sale asked beyond the stock this counter sees: sku -> (asked, in stock)."""
+        if self._s.mode != "sale":
+            return {}
+        lines = [{"sku": ln.product.sku, "qty": ln.qty} for ln in self._s.lines if ln.qty > 0]
+        return self.terminal.beyond_stock(lines)
+
+    def unconfirmed(self) -> dict[str, tuple[int, int]]:
+        """What `beyond_stock` has that the cashier has not confirmed yet."""
+        done = self._s.confirmed
+        return {
+            sku: (want, have)
+            for sku, (want, have) in self.beyond_stock().items()
+            if want - max(have, 0) > done.get(sku, 0)
+        }
+
+    def oversell_question(self) -> str | None:
+        """What to ask the cashier when the sale takes more than is in stock here (or None)."""
+        over = self.unconfirmed()
+        if not over:
+            return None
+        parts = ", ".join(
+            f"{sku}: {want} in the sale, {max(have, 0)} in stock"
+            for sku, (want, have) in over.items()
+        )
+        units = sum(units_beyond(self.beyond_stock()).values())
+        who = (
+            " (a supervisor approves above "
+            f"{store_policy(self.terminal.ledger).oversell_limit} units)"
+            if self.terminal.ledger.staff.has_users()
+            else ""
+        )
+        return (
+            f"more than this counter has in stock ({parts}): sell {units} beyond stock anyway?{who}"
+        )
+
+    def confirm_oversell(self) -> None:
+        """The cashier has the goods in hand: sell beyond stock. Above the store's oversell limit
+        it takes a supervisor (PermissionDenied until one is offered)."""
+        over = self.beyond_stock()
+        if not over:
+            return
+        units = units_beyond(over)
+        need = source_required("sale", {"oversold": units}, store_policy(self.terminal.ledger))
+        self._authorise("oversell", sum(units.values()), need)
+        self._s.confirmed = units
+
+    def decline_oversell(self) -> str:
+        """Take back what was not confirmed: each such line down to what is in stock (and
+        confirmed); a line left with none goes."""
+        gone = []
+        for sku, (_, have) in self.unconfirmed().items():
+            keep = max(have, 0) + self._s.confirmed.get(sku, 0)
+            for ln in list(self._s.lines):
+                if ln.product.sku == sku:
+                    if keep <= 0:
+                        self._s.lines.remove(ln)
+                    else:
+                        ln.qty = keep
+                    gone.append(f"{sku} back to {keep}" if keep > 0 else f"{sku} removed")
+                    break
+        self._s.last = len(self._s.lines) - 1 if self._s.lines else None
+        return "; ".join(gone) or "nothing to take back"
+
+    @contextmanager
+    def _approvals(self) -> Iterator[None]:
+        """Offer the approvals given at this sale's steps to the op `complete` makes."""
+        with ExitStack() as stack:
+            for given in self._s.granted.values():
+                stack.enter_context(approved_by(self.terminal, given.cred))
+            yield
 
     # -- money ----------------------------------------------------------------------------------
 
@@ -449,37 +594,43 @@ class TillSession:
         amount: str | None = None,
         card_last4: str | None = None,
         card: CardInput | None = None,
+        approval: str | None = None,
     ) -> Tender:
-        """Take a tender: `cash [RUPEES]` (more than due gives change), `card [RUPEES]`,
-        `points [N]`. Without an amount it pays what is still due. A `card` read at the till is
-        checked offline and sealed to HQ's key at once (meshpos/service/cards.py): the tender keeps only
-        the sealed blob, last four and brand, and the sale is recorded as pending."""
+        """Take a tender: `cash [RUPEES]` (more than due gives change), `points [N]`, or a card
+        of one of the two kinds: `card_machine` (paid on the store's card machine: its
+        `approval` code and the card's last four digits, no card data) or `card` with the
+        `card` read here (checked offline and sealed to HQ's key at once, pending until HQ
+        answers: meshpos/service/cards.py). Without an amount it pays what is still due."""
         s = self._s
         if s.mode == "return":
             raise InputError("a return pays out: choose how with `refund cash|card|points`")
         if not s.lines:
             raise InputError("nothing to pay for yet; scan an item first")
-        method = method.lower()
-        if method not in ("cash", "card", "points"):
-            raise InputError(f"payment method {method!r} must be cash, card or points")
+        method = method.lower().replace("-", "_")
+        method = MACHINE if method == "machine" else method
+        if method not in ("cash", "card", MACHINE, "points"):
+            raise InputError(
+                f"payment method {method!r} must be cash, card, card machine or points"
+            )
         due = self.totals().due
         if due <= 0:
             raise InputError("the sale is already paid in full; type done to finish")
-        if card_last4 is not None and not (len(card_last4) == 4 and card_last4.isdigit()):
-            raise InputError("card's last four digits must be four digits")
         if method == "points":
             return self._pay_points(amount, due)
         value = due if amount is None else parse_rupees(amount, f"{method} amount")
         if value <= 0:
             raise InputError(f"{method} amount must be more than zero")
-        if method == "card" and value > due:
+        if method != "cash" and value > due:
             raise InputError(f"card payment {rupees(value)} is more than the {rupees(due)} due")
-        if card is not None:
-            if method != "card":
-                raise InputError("card details go with a card payment: pay card")
-            pending = value + sum(t.amount or 0 for t in s.tenders if t.card_sealed)
-            cards.check_floor(self.terminal, pending)
-            fields = cards.capture(self.terminal, card, value)
+        if card is not None and method != "card":
+            raise InputError("card details go with a card payment captured here: pay card")
+        if method == MACHINE:
+            tender = cards.machine_tender(value, approval or "", card_last4 or "")
+        elif method == "card":
+            if card is None:
+                raise InputError(f"a card payment needs the card: {TWO_KINDS}")
+            taken = sum(t.amount or 0 for t in s.tenders if t.card_sealed)
+            fields = cards.capture(self.terminal, card, value, pending=taken)
             tender = Tender(
                 "card",
                 value,
@@ -488,19 +639,39 @@ class TillSession:
                 card_sealed=fields["card_sealed"],
             )
         else:
-            tender = Tender(method, value, card_last4=card_last4 if method == "card" else None)
+            tender = Tender("cash", value)
         s.tenders.append(tender)
         return tender
 
+    def card_allowed(self, amount: str | None = None) -> int:
+        """Whether a card can be taken here offline for `amount` (default: what is due), asked
+        before the card is swiped: the limits, and HQ's key to seal it to. The amount."""
+        due = self.totals().due
+        value = due if amount is None else parse_rupees(amount, "card amount")
+        if not self._s.lines or due <= 0:
+            raise InputError("nothing is due: scan an item first")
+        if value > due:
+            raise InputError(f"card payment {rupees(value)} is more than the {rupees(due)} due")
+        cards.payment_key(self.terminal)
+        pending = value + sum(t.amount or 0 for t in self._s.tenders if t.card_sealed)
+        cards.check_floor(self.terminal, pending)
+        return value
+
     def _pay_points(self, amount: str | None, due: int) -> Tender:
+        """Points are refused here, before any other tender is taken, when this counter does
+        not hold the rights to redeem them (the explanation names who does)."""
         s = self._s
         if s.customer is None:
             raise InputError("paying with points needs a customer: `c PHONE` first")
+        cid = s.customer["customer_id"]
         rule = self.terminal.loyalty_rule()
-        held = int(self.terminal.points(s.customer["customer_id"]))
+        held = int(self.terminal.points(cid))
         used = sum(t.amount or 0 for t in s.tenders if t.method == "points")
         if amount is None:
-            points = min(held - used, -(-due // rule.point_value))
+            may = min(held, max(self.terminal.rights(cid), 0))
+            points = min(may - used, -(-due // rule.point_value))
+            if points <= 0 and held > used:
+                points = min(held - used, -(-due // rule.point_value))  # refused below, explained
         elif amount.isdigit() and int(amount) > 0:
             points = int(amount)
         else:
@@ -510,6 +681,10 @@ class TillSession:
             raise InputError("the customer has no points to spend, or less than one point is due")
         if points + used > held:
             raise InputError(f"customer has {held - used} points; {points} cannot be redeemed")
+        try:
+            self.terminal.check_redeem(cid, points + used)
+        except EscrowShortfall as short:
+            raise rights.explain(self.terminal, short) from None
         tender = Tender("points", points)
         s.tenders.append(tender)
         return tender
@@ -520,7 +695,9 @@ class TillSession:
     # -- finishing ------------------------------------------------------------------------------
 
     def complete(self) -> SaleResult:
-        """Record the sale (or return) in one transaction; the session starts afresh after."""
+        """Record the sale (or return) in one transaction; the session starts afresh after.
+        The approvals given at earlier steps go with it; a discount or oversell they no longer
+        cover (the sale changed since) asks again."""
         s = self._s
         if s.mode == "return":
             items = [(ln.product.sku, ln.qty) for ln in s.lines if ln.qty > 0]
@@ -533,16 +710,102 @@ class TillSession:
             totals = self.totals()
             if s.tenders and totals.due > 0:
                 raise InputError(f"{rupees(totals.due)} is still due; take another payment")
-            result = self.terminal.sell(
-                [(ln.product.sku, ln.qty) for ln in s.lines],
-                tenders=list(s.tenders),
-                customer=s.customer["customer_id"] if s.customer else None,
-                discount=s.discount,
-                line_discounts={ln.product.sku: ln.discount for ln in s.lines if ln.discount},
-                user=self.user,
-            )
+            over = self.unconfirmed()
+            if over:
+                raise OversellNotConfirmed(over)
+            self._check_discount()
+            if self.beyond_stock():
+                self.confirm_oversell()
+            with self._approvals():
+                try:
+                    result = self.terminal.sell(
+                        [(ln.product.sku, ln.qty) for ln in s.lines],
+                        tenders=list(s.tenders),
+                        customer=s.customer["customer_id"] if s.customer else None,
+                        discount=s.discount,
+                        line_discounts={
+                            ln.product.sku: ln.discount for ln in s.lines if ln.discount
+                        },
+                        user=self.user,
+                        allow_oversell=bool(s.confirmed),
+                    )
+                except EscrowShortfall as short:
+                    raise rights.explain(self.terminal, short) from None
         self._s = _State()
         return result
+
+    # -- parked carts ---------------------------------------------------------------------------
+
+    def hold(self, label: str = "") -> ParkedCart:
+        """Park this sale in the node database (it survives sign-out and restart) and start a
+        new one. Payments already taken must be cleared first: money is never parked."""
+        s = self._s
+        if s.mode != "sale":
+            raise InputError("only a sale can be held; finish or void this return first")
+        if not s.lines:
+            raise InputError("nothing to hold: the sale has no items")
+        if s.tenders:
+            raise InputError(
+                "payments were taken: clear them (or finish the sale) before holding it"
+            )
+        totals = self.totals()
+        who = s.customer["name"] if s.customer else ""
+        name = label.strip() or who or f"{totals.items} item(s)"
+        doc = {
+            "lines": [
+                {"sku": ln.product.sku, "qty": ln.qty, "discount": ln.discount} for ln in s.lines
+            ],
+            "discount": s.discount,
+            "customer": s.customer["customer_id"] if s.customer else None,
+            "confirmed": dict(s.confirmed),
+        }
+        cart_id = self.terminal.ledger.parked.add(
+            name[:60], self.acting, self.terminal.now_ms(), totals.items, totals.total, doc
+        )
+        self._s = _State()
+        found = self.terminal.ledger.parked.get(cart_id)
+        assert found is not None
+        return found
+
+    def parked(self) -> list[ParkedCart]:
+        return self.terminal.ledger.parked.all()
+
+    def recall(self, cart_id: int) -> list[str]:
+        """Bring a held sale back (at today's prices) into this empty session; what changed
+        since it was held, in words (a price, an item no longer sold, a customer gone)."""
+        if not self.empty:
+            raise InputError("finish, hold or void the current sale before recalling another")
+        cart = self.terminal.ledger.parked.get(cart_id)
+        if cart is None:
+            raise NotFound(f"no held sale {cart_id}: see the list of held sales")
+        notes: list[str] = []
+        state = _State()
+        for entry in cart.doc.get("lines", []):
+            try:
+                product = self.terminal.product(str(entry["sku"]))
+            except NotFound:
+                notes.append(f"{entry['sku']} is no longer in the catalogue: left out")
+                continue
+            state.lines.append(TillLine(product, int(entry["qty"]), entry.get("discount")))
+        if not state.lines:
+            raise InputError(f"held sale {cart_id} has nothing left that can be sold")
+        state.discount = cart.doc.get("discount")
+        state.confirmed = {str(k): int(v) for k, v in (cart.doc.get("confirmed") or {}).items()}
+        state.last = len(state.lines) - 1
+        if cart.doc.get("customer"):
+            try:
+                state.customer = self.terminal.customer(str(cart.doc["customer"]))
+            except NotFound:
+                notes.append("its customer is no longer known: attach them again")
+        if self.terminal.ledger.parked.take(cart_id) is None:
+            raise NotFound(f"held sale {cart_id} was just recalled at another till")
+        self._s = state
+        now = self.totals().total
+        if now != cart.total:
+            notes.append(
+                f"prices changed since it was held: {rupees(cart.total)} then, {rupees(now)} now"
+            )
+        return notes
 
 
 def change_given(payload: Mapping[str, Any]) -> int:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,10 +38,11 @@ from meshpos.domain.enrolment import NodeRecord, read_certificate
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender
 from meshpos.node import membership
+from meshpos.service import cards
 from meshpos.service.config import init_node
 from meshpos.service.daemon_link import daemon_status, wait_for_copies
 from meshpos.service.escrow import sell_with_escrow
-from meshpos.service.terminal import Terminal
+from meshpos.service.terminal import RecordHook, Terminal
 
 STORE = "DRILL"
 MESHPOS = [sys.executable, "-c", "from meshpos.cli.app import main; main()"]
@@ -84,6 +85,8 @@ class Summary:
 
 
 class Drill:
+    on_record: Sequence[RecordHook] = ()  # hooks of the tills it rings at (a receipt queue)
+
     def __init__(
         self,
         nodes: int = 3,
@@ -235,13 +238,20 @@ class Drill:
             items.append((self.rng.choice([h for h in self.hot if h != items[0][0]]), 1))
         method = "card" if self.rng.random() < 0.4 else "cash"
         try:
-            t = Terminal.open(c.directory)
+            t = Terminal.open(c.directory, on_record=self.on_record)
         except MeshposError as exc:
             self.say(f"{c.name}  cannot open the till: {exc}")
             return
         try:
             up = self.peers_up(c)
-            result = sell_with_escrow(t, peers_up=bool(up), items=items, tenders=[Tender(method)])
+            tender = (
+                cards.machine_tender(None, f"{len(items):06d}", "4242")
+                if method == "card"
+                else Tender("cash")
+            )
+            result = sell_with_escrow(
+                t, peers_up=bool(up), items=items, tenders=[tender], allow_oversell=True
+            )
             copies = wait_for_copies(t, result.op.seq, 300) if up else 1
         except MeshposError as exc:
             self.say(f"{c.name}  refused: {exc}")

@@ -14,11 +14,14 @@ import html
 import io
 import json
 from collections import Counter
+from collections.abc import Collection
 from typing import Any, Protocol
 
+from meshpos.domain.money import group
+from meshpos.domain.storetime import StoreTime
 from meshpos.ledger.schema import VIEW_TABLES
 from meshpos.ledger.store import Ledger
-from meshpos.sim.nodes import HQ
+from meshpos.sim.nodes import DAY_MS, HQ
 from meshpos.sim.scenario import FaultConf, Scenario, format_clock
 from meshpos.sim.store import StoreSim
 from meshpos.sim.truth import SALE_KINDS
@@ -102,22 +105,36 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             f"{s.name}: {len(forks)} refusals of a forked chain (a node signed two ops with one "
             f"seq, e.g. after coming back with its old identity), first: {forks[0][3]}"
         )
-    negative: list[str] = []
+    # A double spend is judged from the ground truth (what counters signed), not from a replica's
+    # views: the fold gives no authority to a spend beyond the escrow held, so views never show it.
+    points = truth.points_signed()
+    negative = _double_spent(points)
+    customers = len(points)
     conflicts: Counter[str] = Counter()
     examples: list[str] = []
+    oversells: list[dict[str, Any]] = []
     stranded = 0
+    unauthorised: list[dict[str, Any]] = []
     if ref is not None:
         views = ref.ledger.views
-        negative = _double_spent(views.points_ledger())
+        unauthorised = views.unauthorised()
         open_now = views.conflicts("open")
         conflicts = Counter(str(c["kind"]) for c in open_now)
         examples = [
             f"{c['conflict_id']}: {json.dumps(c['detail'], sort_keys=True)}" for c in open_now[:3]
         ]
+        oversells = _oversells(s, ref.ledger, open_now)
         retired = [n.node_id for n in s.nodes.values() if n.retired]
         stranded = views.rights_held_by(retired)
     if negative:
         violations.append(f"{s.name}: points double-spent: {', '.join(sorted(negative)[:5])}")
+    if unauthorised:
+        first = unauthorised[0]
+        violations.append(
+            f"{s.name}: {len(unauthorised)} ops without authority (the fold refused what a "
+            f"counter made), e.g. {first['origin']}:{first['seq']} ({first['rule']}): "
+            f"{first['detail']}"
+        )
     hq_equal = None
     if s.hq_enabled:
         counters = [n for n in replicas if n.kind == "counter"]
@@ -147,7 +164,19 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     inversions = _lww_inversions(truth.price_writes)
     lan, wan = s.metrics.traffic()
     rejected = Counter(_reject_class(r[3]) for r in truth.rejections)
+    received = sum(q for n in replicas for o, q in n.ledger.vv().items() if o != n.node_id)
     return {
+        "checked": {
+            "converged_after_final_heal": len(replicas),
+            "views_equal": len(replicas) * len(VIEW_TABLES),
+            "no_lost_acknowledged_ops": len(truth.rung) if ref is not None else 0,
+            "no_double_spent_points": customers,
+            "every_op_had_authority": len(truth.rung) if ref is not None else 0,
+            "hq_equals_union_of_stores": 1 if s.hq_enabled else 0,
+            # every op a replica took from another origin had its chain link checked on the way
+            "no_forked_chains": received,
+        },
+        "oversells": oversells,
         "violations": violations,
         "converged": converged,
         "final_converge_s": None
@@ -163,6 +192,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         "conflicts": dict(sorted(conflicts.items())),
         "conflict_examples": examples,
         "stranded_points": stranded,
+        "unauthorised": dict(sorted(Counter(str(u["rule"]) for u in unauthorised).items())),
         "copy_ms": copy_ms,
         "never_copied": never_copied,
         "lww_inversions": inversions,
@@ -173,13 +203,36 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     }
 
 
-def _double_spent(points: list[tuple[str, int, int, int, int, int]]) -> list[str]:
+def _oversells(s: StoreSim, ledger: Ledger, open_now: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open oversell conflicts by SKU: the stock left, the units each counter sold, and the
+    counters whose sales took it below zero (the ops the conflict names, newest first)."""
+    names = {n.node_id: n.name for n in s.nodes.values()}
+    out = []
+    for c in open_now:
+        if c["kind"] != "oversell":
+            continue
+        sku = str(c["subject"])
+        last = {str(op).rpartition(":")[0] for op in c["ops"]}
+        out.append(
+            {
+                "store": s.name,
+                "sku": sku,
+                "stock": int(c["detail"].get("stock", 0)),
+                "sold_by": {
+                    names.get(o, o): q for o, q in ledger.views.sold_by_origin(sku).items()
+                },
+                "counters": sorted(names.get(o, o) for o in last),
+            }
+        )
+    return sorted(out, key=lambda o: (o["stock"], o["store"], o["sku"]))
+
+
+def _double_spent(points: list[tuple[str, int, int, int, int]]) -> list[str]:
     """Customers who redeemed more points than were ever credited to them (earned, adjusted, or
     given back by a return). A balance below zero alone is not a double spend: a return can claw
     back points already redeemed, and the fold flags that as a conflict for a manager."""
     out = []
-    for cid, points_now, earned, redeemed, refunded, earned_all in points:
-        adjusted = points_now - earned_all
+    for cid, adjusted, earned, redeemed, refunded in points:
         credited = max(adjusted, 0) + earned + refunded
         if redeemed > credited:
             out.append(f"{cid} redeemed {redeemed} of {credited} credited")
@@ -300,12 +353,14 @@ def build_report(sim: FinishedRun) -> dict[str, Any]:
         key=lambda d: (d["at_s"], d["store"], d["kind"], d["target"]),
     )
     total_ops = sum(c["ops"] for c in checks.values())
+    invariant_checks = _invariant_checks(checks, violations)
     return {
         "scenario": {
             "name": sc.name,
             "description": sc.description,
             "seed": sc.seed,
             "start": format_clock(sc.start_ms),
+            "zone": StoreTime().local(DAY_MS + sc.start_ms).strftime("%Z"),
             "duration_s": sc.duration_ms // 1000,
             "stores": len(stores),
             "counters": sum(s.conf.counters for s in stores),
@@ -314,16 +369,8 @@ def build_report(sim: FinishedRun) -> dict[str, Any]:
         },
         "ok": not violations,
         "violations": violations,
-        "invariants": {
-            "converged_after_final_heal": all(c["converged"] for c in checks.values()),
-            "views_equal": all(c["views_equal"] for c in checks.values()),
-            "no_lost_acknowledged_ops": all(c["lost"] == 0 for c in checks.values()),
-            "no_double_spent_points": not any("double-spent" in v for v in violations),
-            "hq_equals_union_of_stores": all(
-                c["hq_equals_union"] is not False for c in checks.values()
-            ),
-            "no_forked_chains": all(c["forks"] == 0 for c in checks.values()),
-        },
+        "invariant_checks": invariant_checks,
+        "invariants": {i["invariant"]: i["holds"] for i in invariant_checks},
         "workload": {
             "sales": counts["sale"],
             "redemptions": counts["redemption"],
@@ -369,6 +416,10 @@ def build_report(sim: FinishedRun) -> dict[str, Any]:
         "conflicts": {
             "open": dict(sorted(conflicts.items())),
             "oversells": conflicts.get("oversell", 0),
+            "oversells_by_sku": sorted(
+                (o for c in checks.values() for o in c["oversells"]),
+                key=lambda o: (o["stock"], o["store"], o["sku"]),
+            )[:100],
             "examples": sorted(e for c in checks.values() for e in c["conflict_examples"])[:5],
         },
         "escrow": {
@@ -435,6 +486,62 @@ def build_report(sim: FinishedRun) -> dict[str, Any]:
     }
 
 
+INVARIANTS = (  # (key, what it says, what it is checked on: one, many)
+    (
+        "converged_after_final_heal",
+        "every replica converged after the final heal",
+        ("replica", "replicas"),
+    ),
+    (
+        "views_equal",
+        "replicas holding the same ops hold the same views",
+        ("view table", "view tables"),
+    ),
+    (
+        "no_lost_acknowledged_ops",
+        "no acknowledged op lost (disk survived)",
+        ("acknowledged op", "acknowledged ops"),
+    ),
+    ("no_double_spent_points", "no loyalty point redeemed twice", ("customer", "customers")),
+    (
+        "every_op_had_authority",
+        "every op had authority under the store's rules",
+        ("op signed", "ops signed"),
+    ),
+    ("hq_equals_union_of_stores", "HQ holds the union of each store", ("store", "stores")),
+    (
+        "no_forked_chains",
+        "no chain forked (one seq signed twice)",
+        ("op received", "ops received"),
+    ),
+)
+
+
+def _invariant_checks(
+    checks: dict[str, dict[str, Any]], violations: list[str]
+) -> list[dict[str, Any]]:
+    """Each invariant: what it says, whether it held, and how many things it was checked on."""
+    results = {
+        "converged_after_final_heal": all(c["converged"] for c in checks.values()),
+        "views_equal": all(c["views_equal"] for c in checks.values()),
+        "no_lost_acknowledged_ops": all(c["lost"] == 0 for c in checks.values()),
+        "no_double_spent_points": not any("double-spent" in v for v in violations),
+        "every_op_had_authority": all(not c["unauthorised"] for c in checks.values()),
+        "hq_equals_union_of_stores": all(
+            c["hq_equals_union"] is not False for c in checks.values()
+        ),
+        "no_forked_chains": all(c["forks"] == 0 for c in checks.values()),
+    }
+    out = []
+    for key, says, (one, many) in INVARIANTS:
+        n = sum(c["checked"][key] for c in checks.values())
+        out.append(
+            {"invariant": key, "says": says, "holds": results[key], "checked": n,
+             "unit": one if n == 1 else many}
+        )  # fmt: skip
+    return out
+
+
 def _series(sim: FinishedRun) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {
         "t_s": [],
@@ -467,6 +574,9 @@ def to_json(report: dict[str, Any]) -> bytes:
     return (json.dumps(report, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
 
 
+OVERSELL_ROWS = 12  # in the table; the HTML page lists them all
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.2f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"
 
@@ -482,6 +592,14 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             "result",
             "invariants",
             "all hold" if report["ok"] else f"{len(report['violations'])} VIOLATED",
+        ),
+        *(
+            (
+                "invariants",
+                i["says"],
+                f"{'holds' if i['holds'] else 'VIOLATED'}: {group(i['checked'])} {i['unit']} checked",
+            )
+            for i in report["invariant_checks"]
         ),
         (
             "workload",
@@ -522,6 +640,15 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("stock", "max SKUs counters disagree on", str(report["stock"]["max_divergent_skus"])),
         ("stock", "max units of disagreement", str(report["stock"]["max_units_spread"])),
         ("conflicts", "oversells flagged", str(report["conflicts"]["oversells"])),
+        *(
+            (
+                "conflicts",
+                f"oversold {o['sku']}"
+                + (f" ({o['store']})" if len(report["per_store"]) > 1 else ""),
+                f"stock {o['stock']}, taken below 0 by {', '.join(o['counters'])}",
+            )
+            for o in report["conflicts"]["oversells_by_sku"][:OVERSELL_ROWS]
+        ),
         (
             "conflicts",
             "open, by kind",
@@ -596,10 +723,13 @@ def print_table(report: dict[str, Any], console: Any) -> None:
 
 
 def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The plots worth drawing: a series that stayed at zero the whole run is left out (its
+    absence is listed on the page), so no plot is an empty axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     s = report["series"]
     start_s = _clock_s(report["scenario"]["start"])
@@ -625,7 +755,8 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
 
     def finish(fig: Any, ax: Any, title: str, ylabel: str) -> None:
         ax.set_title(title)
-        ax.set_xlabel("time of day (h)")
+        ax.set_xlabel(f"time of day ({report['scenario']['zone']})")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _hhmm(x)))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         buf = io.BytesIO()
@@ -634,33 +765,37 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         plt.close(fig)
         out.append((title, base64.b64encode(buf.getvalue()).decode()))
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    shade(ax)
-    ax.step(hours, s["stock_skus"], where="post", label="SKUs counters disagree on")
-    ax.step(hours, s["stock_units"], where="post", label="units of disagreement")
-    ax.legend(loc="upper right")
-    finish(fig, ax, "Divergence of stock views between counters", "count")
+    if _drawn(s, "stock_skus", "stock_units"):
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        shade(ax)
+        ax.step(hours, s["stock_skus"], where="post", label="SKUs counters disagree on")
+        ax.step(hours, s["stock_units"], where="post", label="units of disagreement")
+        ax.legend(loc="upper right")
+        finish(fig, ax, PLOTS["stock"], "count")
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    shade(ax)
-    ax.plot(hours, [x / 60 for x in s["hq_lag_s"]], label="oldest op HQ lacks (min)")
-    ax2 = ax.twinx()
-    ax2.plot(hours, s["hq_missing"], color="tab:red", alpha=0.6, label="ops waiting for HQ")
-    ax2.set_ylabel("ops waiting")
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left")
-    finish(fig, ax, "HQ lag", "minutes")
+    if _drawn(s, "hq_lag_s", "hq_missing"):
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        shade(ax)
+        ax.plot(hours, [x / 60 for x in s["hq_lag_s"]], label="oldest op HQ lacks (min)")
+        ax2 = ax.twinx()
+        ax2.plot(hours, s["hq_missing"], color="tab:red", alpha=0.6, label="ops waiting for HQ")
+        ax2.set_ylabel("ops waiting")
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left")
+        finish(fig, ax, PLOTS["hq"], "minutes")
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    shade(ax)
-    ax.step(hours, s["ops_behind"], where="post", color="tab:purple")
-    finish(fig, ax, "Ops the selling counters lack (sum over counters)", "ops")
+    if _drawn(s, "ops_behind"):
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        shade(ax)
+        ax.step(hours, s["ops_behind"], where="post", color="tab:purple")
+        finish(fig, ax, PLOTS["behind"], "ops")
 
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(hours, [b / 1e6 for b in s["lan_bytes"]], label="LAN")
-    ax.plot(hours, [b / 1e6 for b in s["wan_bytes"]], label="WAN")
-    ax.legend(loc="upper left")
-    finish(fig, ax, "Bytes moved (cumulative)", "MB")
+    if _drawn(s, "lan_bytes", "wan_bytes"):
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        ax.plot(hours, [b / 1e6 for b in s["lan_bytes"]], label="LAN")
+        ax.plot(hours, [b / 1e6 for b in s["wan_bytes"]], label="WAN")
+        ax.legend(loc="upper left")
+        finish(fig, ax, PLOTS["bytes"], "MB")
 
     heals = [h for h in report["convergence"]["heals"]][:60]
     if heals:
@@ -677,20 +812,55 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_yticks(range(len(values)))
         ax.set_yticklabels(labels, fontsize=6)
         ax.invert_yaxis()
-        ax.set_title("Time to converge after each heal")
+        ax.set_title(PLOTS["heals"])
         ax.set_xlabel("seconds")
         buf = io.BytesIO()
         fig.set_size_inches(9, max(2.5, 0.18 * len(values) + 1))
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
-        out.append(("Time to converge after each heal", base64.b64encode(buf.getvalue()).decode()))
+        out.append((PLOTS["heals"], base64.b64encode(buf.getvalue()).decode()))
     return out
+
+
+PLOTS = {
+    "stock": "Divergence of stock views between counters",
+    "hq": "HQ lag",
+    "behind": "Ops the selling counters lack (sum over counters)",
+    "bytes": "Bytes moved (cumulative)",
+    "heals": "Time to converge after each heal",
+}
+
+
+def _drawn(series: dict[str, list[Any]], *keys: str) -> bool:
+    return any(v for k in keys for v in series[k])
+
+
+def _hhmm(hours: float) -> str:
+    """A plot's x value (hours since the simulated midnight) as the clock reads it."""
+    minutes = round(hours * 60)
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
 
 
 def _clock_s(text: str) -> int:
     hh, mm = text.split(":")
     return int(hh) * 3600 + int(mm) * 60
+
+
+def _html_table(head: list[str], rows: list[list[str]], numeric: Collection[int] = ()) -> str:
+    """A table whose `numeric` columns are right-aligned."""
+    esc = html.escape
+    th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    body = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td class=v>{esc(c)}</td>" if i in numeric else f"<td>{esc(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{th}</tr>\n{body}</table>"
 
 
 def to_html(report: dict[str, Any]) -> str:
@@ -699,16 +869,62 @@ def to_html(report: dict[str, Any]) -> str:
     rows = "\n".join(
         f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td class=v>{esc(c)}</td></tr>"
         for a, b, c in summary_rows(report)
+        if a != "invariants"  # their own table, above
     )
-    violations = "".join(f"<li>{esc(v)}</li>" for v in report["violations"]) or "<li>none</li>"
+    violations = (
+        "<ul>" + "".join(f"<li>{esc(v)}</li>" for v in report["violations"]) + "</ul>"
+        if report["violations"]
+        else ""
+    )
+    invariants = _html_table(
+        ["invariant", "result", "checked"],
+        [
+            [i["says"], "holds" if i["holds"] else "VIOLATED", f"{group(i['checked'])} {i['unit']}"]
+            for i in report["invariant_checks"]
+        ],
+        {2},
+    )
+    oversold = report["conflicts"]["oversells_by_sku"]
+    oversells = (
+        "<h2>Oversells by item</h2>\n<p>Items sold below zero stock, each a conflict for a "
+        "manager: the counters whose sales took it below zero (newest first, as the conflict "
+        "names them), and every counter's units sold.</p>\n"
+        + _html_table(
+            ["store", "SKU", "stock", "taken below 0 by", "units sold by counter"],
+            [
+                [
+                    o["store"],
+                    o["sku"],
+                    str(o["stock"]),
+                    ", ".join(o["counters"]),
+                    ", ".join(f"{k} {v}" for k, v in sorted(o["sold_by"].items())),
+                ]
+                for o in oversold
+            ],
+            {2},
+        )
+        if oversold
+        else ""
+    )
+    drawn = _plots(report)
     plots = "\n".join(
         f'<h3>{esc(title)}</h3><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
-        for title, data in _plots(report)
+        for title, data in drawn
+    )
+    left_out = [t for t in PLOTS.values() if t not in {title for title, _ in drawn}]
+    omitted = (
+        f"<p>Not plotted, nothing happened: {esc('; '.join(left_out))}.</p>" if left_out else ""
     )
     faults = "\n".join(
         f"<tr><td>{esc(f['at'])}</td><td>{esc(f['store'])}</td><td>{esc(f['kind'])}</td>"
         f"<td>{esc(f['target'])}</td><td>{f['duration_s']}</td></tr>"
         for f in report["faults"][:200]
+    )
+    faults_table = (
+        "<h2>Faults</h2>\n<table><tr><th>at</th><th>store</th><th>kind</th><th>target</th>"
+        f"<th>duration (s)</th></tr>\n{faults}</table>"
+        if faults
+        else "<h2>Faults</h2>\n<p>None: a run without faults.</p>"
     )
     status = (
         "all invariants hold"
@@ -727,17 +943,18 @@ td.v {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <h1>{esc(sc["name"])}</h1>
 <p>{esc(sc["description"])}</p>
 <p>seed {sc["seed"]} &middot; {sc["stores"]} store(s), {sc["counters"]} counters &middot;
-from {esc(sc["start"])} for {sc["duration_s"] // 60} min &middot; relay: {esc(sc["relay"])}
+from {esc(sc["start"])} {esc(sc["zone"])} for {sc["duration_s"] // 60} min &middot; relay: {esc(sc["relay"])}
 &middot; {sc["catalogue_skus"]} SKUs</p>
 <h2 class="{"ok" if report["ok"] else "bad"}">{esc(status)}</h2>
-<ul>{violations}</ul>
+{violations}
+{invariants}
 <h2>Figures</h2>
 <table>{rows}</table>
+{oversells}
 <h2>Plots</h2>
 <p>Shaded: WAN down (orange), LAN split (blue), crash (violet), dead disk until replaced (red).</p>
 {plots}
-<h2>Faults</h2>
-<table><tr><th>at</th><th>store</th><th>kind</th><th>target</th><th>duration (s)</th></tr>
-{faults}</table>
+{omitted}
+{faults_table}
 </body></html>
 """

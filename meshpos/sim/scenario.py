@@ -142,6 +142,13 @@ def _int(raw: Mapping[str, Any], key: str, default: int, where: str, lo: int, hi
     return value
 
 
+def _flag(raw: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
+
+
 def _str(
     raw: Mapping[str, Any], key: str, default: str, where: str, choices: tuple[str, ...] = ()
 ) -> str:
@@ -210,6 +217,9 @@ class WorkloadConf:
     opening_points: tuple[int, int] = (100, 1500)
     basket: tuple[int, int] = (1, 4)
     escrow_wait_ms: int = 1500
+    # False: counters skip the escrow check at the source, as a tampered till would (the fold
+    # still judges every op: the report shows both the double spend and the ops it refused).
+    escrow_check: bool = True
 
     @classmethod
     def parse(
@@ -250,6 +260,7 @@ class WorkloadConf:
                 if "escrow_wait" in raw
                 else base.escrow_wait_ms
             ),
+            escrow_check=_flag(raw, "escrow_check", base.escrow_check, where),
         )
 
     def dump(self, base: WorkloadConf | None = None) -> dict[str, Any]:

@@ -23,12 +23,34 @@ SALE_KINDS = ("sale", "return", "exchange")
 
 @dataclass(frozen=True)
 class Rung:
-    """One op as its origin signed it: the ground truth the replicas are checked against."""
+    """One op as its origin signed it: the ground truth the replicas are checked against.
+    `points`: what it did to a customer's points, (customer, adjusted, earned, redeemed, given
+    back by a return), when it did anything."""
 
     sig: bytes
     kind: str
     at: int
     node: str
+    points: tuple[str, int, int, int, int] | None = None
+
+
+def points_of(kind: str, payload: dict[str, object]) -> tuple[str, int, int, int, int] | None:
+    """An op's effect on its customer's points as signed (whether or not it had authority)."""
+    customer = payload.get("customer_id" if kind == "loyalty.adjust" else "customer")
+    if not isinstance(customer, str) or not customer:
+        return None
+
+    def n(key: str) -> int:
+        value = payload.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    if kind == "loyalty.adjust":
+        return (customer, n("delta"), 0, 0, 0)
+    if kind == "return":
+        return (customer, 0, 0, 0, -n("points_redeemed"))
+    if kind in ("sale", "exchange"):
+        return (customer, 0, n("points_earned"), n("points_redeemed"), 0)
+    return None
 
 
 @dataclass
@@ -50,7 +72,8 @@ class GroundTruth:
         for seq in range(node.recorded + 1, head + 1):
             op = node.ledger.get(node.node_id, seq)
             assert op is not None
-            self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name)
+            points = points_of(op.kind, dict(op.payload))
+            self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name, points)
             node.ops_signed += 1
             node.max_lead_ms = max(node.max_lead_ms, wall_of(op.hlc) - true_wall)
             if op.kind in SALE_KINDS:
@@ -76,6 +99,17 @@ class GroundTruth:
             self.peer_events["up"] += 1
         elif isinstance(action, PeerDown):
             self.peer_events["down"] += 1
+
+    def points_signed(self) -> list[tuple[str, int, int, int, int]]:
+        """Per customer, from every op signed (and not lost with a disk): points adjusted,
+        earned and redeemed by sales and exchanges, given back by returns."""
+        totals: dict[str, list[int]] = {}
+        for r in self.rung.values():
+            if r.points is not None:
+                row = totals.setdefault(r.points[0], [0, 0, 0, 0])
+                for i, v in enumerate(r.points[1:]):
+                    row[i] += v
+        return [(c, v[0], v[1], v[2], v[3]) for c, v in sorted(totals.items())]
 
     def lose_tail(self, node: SimNode, held: int) -> int:
         """The disk of `node` died: its ops past `held` (the most any other replica holds) are

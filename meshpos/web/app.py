@@ -23,11 +23,22 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from meshpos.service.http_gate import Gate, GateLimits, GateMiddleware
 from meshpos.web.backend import Backend
-from meshpos.web.common import HERE, Site
-from meshpos.web.routes import auth, events, manager, stock, till
+from meshpos.web.common import HERE, MAX_FORM, Site
+from meshpos.web.routes import auth, events, guide, manager, stock, till
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LIMITS = GateLimits(
+    max_body=MAX_FORM,
+    requests_per_client=24,  # a till's pages, its fetches and an event stream per open tab
+    requests=96,
+    connections_per_client=48,
+    connections=256,
+    header_timeout_s=10,
+    body_timeout_s=10,
+)
+"""What the web till lets one browser, and everyone together, hold (meshpos/service/http_gate.py)."""
 
 
 def create_app(
@@ -63,15 +74,21 @@ def create_app(
         *stock.routes(site),
         *manager.routes(site),
         *events.routes(site),
+        *guide.routes(site),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     hosts = list(allowed_hosts) if allowed_hosts is not None else _hosts(host)
+    gate = Gate(LIMITS, "web till")
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        middleware=[
+            Middleware(GateMiddleware, gate=gate),
+            Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+        ],
     )
     app.state.backend = backend
+    app.state.http_gate = gate
     return app
 
 

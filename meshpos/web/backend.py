@@ -21,6 +21,7 @@ from pathlib import Path
 from meshpos.core.errors import LocalError
 from meshpos.service.printing import queue_receipt
 from meshpos.service.terminal import Terminal
+from meshpos.service.training import selling_dir
 from meshpos.web.cart import Cart
 from meshpos.web.checkout import Checkout
 from meshpos.web.live import Live
@@ -48,7 +49,8 @@ class TillParts:
 
     @classmethod
     def open(cls, directory: Path, *, print_worker: bool, live_interval: float) -> TillParts:
-        t = Terminal.open(directory, on_record=[queue_receipt])  # receipts queue with the sale
+        # receipts queue with the sale; a till in training mode opens its practice ledger
+        t = Terminal.open(selling_dir(directory), on_record=[queue_receipt])
         live = Live(t.cfg, t.ledger.key, t.node_id, live_interval)
         try:
             live.start()
@@ -63,10 +65,10 @@ class TillParts:
             live=live,
             printer=printer,
             sessions=sessions,
-            cart=Cart(t),
+            cart=Cart(t, sessions),
             checkout=Checkout(t, sessions, printer),
             till_screen=TillScreen(t, sessions, printer),
-            stock_screen=StockScreen(t, live),
+            stock_screen=StockScreen(t, live, sessions),
             manager_screen=ManagerScreen(t, sessions, printer),
         )
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from meshpos.core.errors import InputError
+from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender
+from meshpos.service import cards
 from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.service.till import TillSession, change_given
 from meshpos.web.printer import TillPrinter
@@ -39,21 +41,34 @@ class Checkout:
         self.printer = printer
 
     def complete(
-        self, s: WebSession, approver: str = "", pin: str = "", method: str = "cash"
+        self,
+        s: WebSession,
+        approver: str = "",
+        pin: str = "",
+        method: str = "cash",
+        approval: str = "",
+        last4: str = "",
     ) -> None:
         """Record the sale, return or exchange. A points redemption that needs rights another
-        counter holds raises EscrowShortfall (see meshpos/web/escrow_wait.py)."""
+        counter holds raises EscrowShortfall (see meshpos/web/escrow_wait.py). An exchange's
+        difference is paid in cash or on the card machine (`approval`, `last4` from its slip)."""
         with self.sessions.acting(s, approver, pin):
             take = s.take
-            result = s.till.complete() if take is None else self._exchange(s, take, method)
+            result = (
+                s.till.complete()
+                if take is None
+                else self._exchange(s, take, method, approval, last4)
+            )
         s.sale_closed()
         s.last = sale_summary(result)
         self.printer.wake()
-        change = f", change ₹{s.last['change'] / 100:.2f}" if s.last["change"] else ""
-        total = f"₹{abs(s.last['total']) / 100:.2f}"
+        change = f", change {rupees(s.last['change'])}" if s.last["change"] else ""
+        total = rupees(abs(s.last["total"]))
         s.notice = Notice("ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}")
 
-    def _exchange(self, s: WebSession, going_out: TillSession, method: str) -> SaleResult:
+    def _exchange(
+        self, s: WebSession, going_out: TillSession, method: str, approval: str, last4: str
+    ) -> SaleResult:
         ref = s.till.ref_sale
         back = [(ln.product.sku, ln.qty) for ln in s.till.lines if ln.qty > 0]
         take = [(ln.product.sku, ln.qty) for ln in going_out.lines]
@@ -62,7 +77,11 @@ class Checkout:
         if not take:
             raise InputError("scan the items going out, or cancel the exchange")
         net = going_out.totals().total - s.till.totals().total
-        tenders = [Tender(method)] if net > 0 and method != "cash" else []
-        result = self.t.exchange(ref, back, take, tenders=tenders, user=s.user)
+        tenders: list[Tender] = []
+        if net > 0 and method != "cash":
+            tenders = [cards.machine_tender(None, approval, last4)]
+        result = self.t.exchange(
+            ref, back, take, tenders=tenders, user=s.user, allow_oversell=bool(going_out.confirmed)
+        )
         s.till.void()
         return result

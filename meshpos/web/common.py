@@ -23,12 +23,15 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.storetime import ago
+from meshpos.service.http_gate import BodyTooLarge, read_capped
 from meshpos.service.templating import environment
+from meshpos.service.training import is_practice
 from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
 from meshpos.web.signin import COOKIE
-from meshpos.web.views import ago, clock, money
+from meshpos.web.views import clock, method_label, money
 
 HERE = Path(__file__).resolve().parent
 DISCOUNTS = ("5%", "10%", "20%")
@@ -56,8 +59,9 @@ def templates() -> jinja2.Environment:
     env = environment(HERE / "templates")
     env.filters["money"] = money
     env.filters["clock"] = clock
-    env.globals["ago"] = ago
+    env.filters["method_label"] = method_label
     env.globals["DISCOUNTS"] = DISCOUNTS
+    env.globals["ago"] = ago
     return env
 
 
@@ -88,10 +92,12 @@ def cross_site() -> Response:
 
 async def read_form(request: Request) -> Form:
     """An urlencoded form (what HTML forms and till.js send); the last value of a repeated
-    field wins. Parsed here, so form posts need no multipart library."""
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise HTTPException(413, f"form too large ({len(body)} bytes)")
+    field wins. Parsed here, so form posts need no multipart library. Read before any session
+    check, and refused the moment it is over `MAX_FORM`: a stranger's post costs 64 KiB at most."""
+    try:
+        body = await read_capped(request, MAX_FORM)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, f"form too large: {exc}") from None
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
@@ -140,6 +146,7 @@ class Site:
             "role": (s.role or "" if s else ""),
             "staff": p.sessions.has_staff(),
             "default_user": cfg.user,
+            "training": is_practice(cfg),
         }
 
     def page(self, page: str, template: str, view: View) -> Handler:

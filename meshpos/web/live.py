@@ -21,9 +21,9 @@ from typing import Any
 
 from meshpos.core.clock import wall_ms
 from meshpos.ledger.live_feed import LiveFeed
-from meshpos.service.config import NodeConfig
-from meshpos.service.daemon_link import daemon_status
-from meshpos.web.views import Counters, banner
+from meshpos.service import counter_state
+from meshpos.service.config import NodeConfig, load_config
+from meshpos.service.training import is_practice
 
 log = logging.getLogger("meshpos.web")
 
@@ -47,6 +47,9 @@ class Live:
         self, cfg: NodeConfig, key: bytes | None, node_id: str, interval: float = 0.1
     ) -> None:
         self.cfg = cfg
+        # A till in training mode shows the real node's network state (its daemon, its HQ).
+        self.practice = is_practice(cfg)
+        self.real = load_config(cfg.dir.parent) if self.practice else cfg
         self.key = key
         self.node_id = node_id
         self.interval = interval
@@ -128,37 +131,21 @@ class Live:
             feed.close()
 
     def _safe_banner(self, feed: LiveFeed) -> dict[str, Any]:
-        """The banner; when the state cannot be read, a banner that says so (never none)."""
+        """The counter's state; when it cannot be read, a state that says so (never none)."""
         try:
-            return self._banner(feed)
+            state = counter_state.read(
+                feed, self.real, self.node_id, wall_ms(), training=self.practice
+            )
+            return state.as_dict()
         except Exception as exc:  # the database is busy or damaged: say so on every page
-            log.warning("state banner: %s", exc)
-            item = {"key": "errors", "text": f"State unknown: {exc}", "level": "down"}
-            return {"level": "down", "daemon": False, "one_copy": 0, "errors": [str(exc)],
-                    "items": [item]}  # fmt: skip
-
-    def _banner(self, feed: LiveFeed) -> dict[str, Any]:
-        status = daemon_status(self.cfg.dir)
-        wan = status.get("wan") if status else None
-        since_sync = since_down = 0
-        if isinstance(wan, dict):
-            last = int(wan.get("last_sync_ms") or 0)
-            down = 0 if wan.get("wan_ok") else int(wan.get("wan_since_ms") or 0)
-            if last:
-                since_sync = feed.ops_after(last)
-            if down:
-                since_down = feed.ops_after(down)
-        counters = Counters(
-            feed.own_seq(self.node_id), feed.acked_seq(), feed.pending(), since_sync, since_down
-        )
-        hq_url = self.cfg.raw.get("hq", {}).get("url") if isinstance(self.cfg.raw, dict) else None
-        return banner(
-            status,
-            counters,
-            node_id=self.node_id,
-            hq_url=str(hq_url) if hq_url else None,
-            now_ms=wall_ms(),
-        )
+            log.warning("counter state: %s", exc)
+            unknown = counter_state.CounterState(
+                counter_state.OFFLINE,
+                "State unknown",
+                alerts=(counter_state.Alert("unknown", f"The till cannot read its state: {exc}"),),
+                errors=(str(exc),),
+            )
+            return unknown.as_dict()
 
 
 def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:

@@ -1,32 +1,24 @@
-"""The manager page: open conflicts with the ops behind them, resolving one, X and Z reports, and
-the sync error log (HQ relay, mesh, printer)."""
+"""The manager page: open conflicts in plain words with both sides and what to do, resolving one,
+X and Z reports (closing the day is for a supervisor or above), and the sync error log (HQ
+relay, mesh, printer)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from meshpos.core.errors import InputError
+from meshpos.core.errors import InputError, NotFound
+from meshpos.core.ops import Op
+from meshpos.domain.staff import APPROVER, RANK
 from meshpos.ledger.live_feed import latest_ops
 from meshpos.ledger.print_queue import OPEN_STATES
+from meshpos.service import conflict_words
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.reports import shift_totals
 from meshpos.service.terminal import Terminal
 from meshpos.web.printer import TillPrinter
 from meshpos.web.session import Notice, WebSession
 from meshpos.web.signin import Sessions
-
-
-@dataclass(frozen=True)
-class OpRow:
-    """One op behind a conflict; blank but its ref when this replica does not hold it."""
-
-    ref: str
-    terminal: str = ""
-    kind: str = ""
-    user: str = ""
-    at_ms: int = 0
-    what: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,29 +49,34 @@ class ManagerScreen:
         s.approval = None
         s.notice = Notice("ok", f"conflict {conflict_id} resolved (op {op.origin}:{op.seq})")
 
-    def report(self, s: WebSession, which: str) -> None:
-        with self.sessions.acting(s):
+    def report(self, s: WebSession, which: str, approver: str = "", pin: str = "") -> None:
+        """An X report, or closing the day: a Z report needs a supervisor or above (one signed
+        in, or approving here with their PIN)."""
+        with self.sessions.acting(s, approver, pin):
             totals, job = self.printer.report(which, s.user)
+        s.approval = None
         label = f"Z report #{totals['z_number']}" if which == "z" else "X report"
         s.notice = Notice("ok", f"{label} queued for the printer (job {job})")
 
     # -- what the page shows --------------------------------------------------------------------
 
+    def _customer_name(self, cid: str) -> str:
+        try:
+            return str(self.t.customer(cid)["name"])
+        except NotFound:
+            return f"customer {cid}"
+
     def _conflicts(self, names: dict[str, str]) -> list[dict[str, Any]]:
-        """Open conflicts, each with a row per op involved (blank where the op is not held)."""
+        """Open conflicts in plain words, each with every op behind it (those this counter
+        holds; the others say so)."""
         conflicts = []
         for c in self.t.conflicts("open"):
-            rows = []
+            ops: dict[str, Op | None] = {}
             for ref in c["ops"]:
                 origin, _, seq = str(ref).partition(":")
-                op = self.t.ledger.get(origin, int(seq)) if seq.isdigit() else None
-                if op is None:
-                    rows.append(OpRow(str(ref)))
-                    continue
-                what = op.payload.get("sale_id") or op.payload.get("reason") or ""
-                terminal = names.get(op.origin, op.origin)
-                rows.append(OpRow(str(ref), terminal, op.kind, op.user, op.hlc >> 16, str(what)))
-            conflicts.append({**c, "op_rows": rows})
+                ops[str(ref)] = self.t.ledger.get(origin, int(seq)) if seq.isdigit() else None
+            words = conflict_words.describe(c, ops, names, self._customer_name)
+            conflicts.append({**c, "words": words})
         return conflicts
 
     def _z_reports(self) -> list[dict[str, Any]]:
@@ -107,7 +104,8 @@ class ManagerScreen:
             entries.append(LogEntry("printer", text))
         return entries
 
-    def view(self) -> dict[str, Any]:
+    def view(self, role: str | None = None) -> dict[str, Any]:
+        """`role`: the signed-in user's (None in a store with no staff yet: everything shown)."""
         t = self.t
         names = {n.node_id: n.name for n in t.ledger.nodes()}
         status = daemon_status(t.cfg.dir)
@@ -127,4 +125,5 @@ class ManagerScreen:
             "log": self._sync_log(status, wan),
             "daemon": bool(status),
             "wan": wan,
+            "supervisor": role is None or RANK.get(role, -1) >= RANK[APPROVER],
         }

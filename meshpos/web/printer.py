@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshpos.core.errors import LocalError
+from meshpos.service.daemon_link import daemon_status
 from meshpos.service.printing import Printing, PrintWorker, printing_enabled
 from meshpos.service.terminal import Terminal
 
@@ -38,6 +40,30 @@ class TillPrinter:
         """Print now what was just queued, rather than at the next poll."""
         if self._worker is not None:
             self._worker.wake.set()
+
+    def retry(self) -> int:
+        """Try the printer again now (the worker prints; the page hears how it went)."""
+        due = self.t.ledger.print_queue.retry_now()
+        self.wake()
+        return due
+
+    def reprint(self, sale_id: str) -> int:
+        """Queue a duplicate of a sale's slip; the job id."""
+        job = Printing(self.t).reprint(sale_id)
+        self.wake()
+        return job
+
+    def forward(self, peer: str) -> tuple[str, int]:
+        """Hand the waiting slips to another counter's printer (its name, how many); the sync
+        service carries them there."""
+        status = daemon_status(self.t.cfg.dir)
+        if not status:
+            raise LocalError(
+                "the sync service is not running here, so slips cannot go to another counter"
+            )
+        seen = {p["node_id"]: p["name"] for p in status.get("peers", []) if p.get("name")}
+        name, jobs = Printing(self.t).forward(peer, seen)
+        return name, len(jobs)
 
     def report(self, which: str, user: str | None) -> tuple[dict[str, Any], int]:
         """Queue an X report, or close the day with a Z report; the totals and the job id."""

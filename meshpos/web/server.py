@@ -86,6 +86,8 @@ def _server(
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+    from meshpos.service.http_gate import PROTOCOL
+
     config = uvicorn.Config(
         app,
         host=host,
@@ -96,6 +98,9 @@ def _server(
         lifespan="on",
         timeout_graceful_shutdown=2,
         ws="none",
+        http=PROTOCOL,  # the app's gate: connections per browser, a deadline for headers
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     return Server(config)
 

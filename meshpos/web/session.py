@@ -7,18 +7,16 @@ feedback line under the scan field, a pending supervisor approval, the last sale
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshpos.core.errors import MeshposError
 from meshpos.domain.staff import Credential
-from meshpos.service.staff import PermissionDenied
+from meshpos.service.staff import PermissionDenied, at_the_till
 from meshpos.service.till import TillSession
 
 log = logging.getLogger("meshpos.web")
-CLI_HINT = re.compile(r"\.?\s*Approve with their PIN \(--approve USER\)[^.]*\.?$")
 
 
 @dataclass
@@ -55,13 +53,17 @@ class WebSession:
     last: dict[str, Any] | None = None
     customers: list[dict[str, Any]] = field(default_factory=list)
     products: list[dict[str, Any]] = field(default_factory=list)
+    picked: str = ""  # what the picks under the scan field are: a search, or a category tile
+    panel: str = ""  # an extra panel the cashier opened: "held" (parked carts)
 
     def sale_closed(self) -> None:
-        """The sale was recorded or voided: the panels that belonged to it go."""
+        """The sale was recorded, voided or held: the panels that belonged to it go."""
         self.take = None
         self.approval = None
         self.customers = []
         self.products = []
+        self.picked = ""
+        self.panel = ""
 
 
 def run_action(
@@ -78,7 +80,7 @@ def run_action(
     except let_through:
         raise
     except PermissionDenied as exc:
-        text = CLI_HINT.sub("", str(exc))  # the PIN pad below is this screen's --approve
+        text = at_the_till(exc)  # the PIN pad below is this screen's --approve
         s.notice = Notice("error", text, "invalid")
         if approve_as is not None:
             s.approval = PendingApproval(approve_as[0], approve_as[1], text)

@@ -11,12 +11,15 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-from meshpos.core.errors import InputError, LocalError
+from meshpos.core.errors import InputError, LocalError, NotFound
 from meshpos.domain.staff import APPROVAL, RANK, Credential
 from meshpos.service.staff import (
+    LockedOut,
     PermissionDenied,
     approved_by,
     sign_in,
+    store_policy,
+    unlock,
 )
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillSession
@@ -40,6 +43,11 @@ class Sessions:
 
     def users(self) -> list[dict[str, Any]]:
         return [u for u in self.t.ledger.staff.users(self.t.now_ms()) if u["active"]]
+
+    def listed(self) -> bool:
+        """Whether the sign-in page names the users (`staff.list_users_at_signin`); otherwise a
+        person types their user id, and a stranger learns no names from the page."""
+        return store_policy(self.t.ledger).list_users_at_signin
 
     def approvers(self) -> list[dict[str, Any]]:
         return [u for u in self.users() if RANK.get(u["role"], 0) >= RANK["supervisor"]]
@@ -79,14 +87,36 @@ class Sessions:
         self._by_token[token] = s
         return s
 
-    def sign_in(self, user: str, pin: str) -> WebSession:
-        """PIN sign-in (service.staff.sign_in: scrypt check, lockout after repeated failures)."""
+    def sign_in(self, user: str, pin: str, device: str | None = None) -> WebSession:
+        """PIN sign-in (service.staff.sign_in: scrypt check, lockouts per user and per `device`,
+        the browser's address). With names hidden, an unknown user, a disabled one and a wrong
+        PIN get one answer, so the page cannot be used to find out who works here."""
         user = user.strip()
         if not user:
             raise InputError("tap your name first, then type your PIN")
-        cred = sign_in(self.t, user, pin.strip())
+        try:
+            cred = sign_in(self.t, user, pin.strip(), device=device)
+        except (NotFound, PermissionDenied) as exc:
+            if isinstance(exc, LockedOut) or self.listed():
+                raise
+            raise PermissionDenied("wrong user id or PIN") from None
         row = self.t.ledger.staff.user(user) or {}
         return self._new(user, str(row.get("name") or user), row.get("role"), cred)
+
+    def unlock(self, user: str, approver: str, pin: str) -> str:
+        """A supervisor's PIN typed on the sign-in page lifts `user`'s lockout at this terminal
+        (none if blank) and every device's wait; it works from a device that must wait, and
+        wrong PINs count against the supervisor, as anywhere."""
+        if not approver.strip():
+            raise InputError("a supervisor types their user id and PIN to unlock")
+        try:
+            cred = sign_in(self.t, approver.strip(), pin.strip(), purpose=APPROVAL)
+        except LocalError as exc:
+            raise ApprovalRefused(f"not unlocked: {exc}") from None
+        with approved_by(self.t, cred):
+            done = unlock(self.t, user.strip() or None)
+        who = user.strip() or "this terminal"
+        return f"{who} unlocked by {approver.strip()}" if done else f"{who} was not locked"
 
     def open_staffless(self) -> WebSession:
         """A store with no staff yet: the till runs as the node's default user, as the CLI does."""

@@ -7,10 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from meshpos.core.clock import wall_ms
+from meshpos.core.errors import InputError
 from meshpos.ledger.live_feed import OriginSales, sales_by_origin, stock_moves
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.terminal import Terminal
+from meshpos.service.transfers import elsewhere
 from meshpos.web.live import Live
+from meshpos.web.session import Notice, WebSession
+from meshpos.web.signin import Sessions
 
 NOTHING_RUNG = OriginSales(0, 0, 0)
 
@@ -45,9 +50,32 @@ def _lan(me: bool, hq: bool, daemon_up: bool, peer: Mapping[str, object]) -> str
 
 
 class StockScreen:
-    def __init__(self, t: Terminal, live: Live) -> None:
+    def __init__(self, t: Terminal, live: Live, sessions: Sessions) -> None:
         self.t = t
         self.live = live
+        self.sessions = sessions
+
+    def move(
+        self,
+        s: WebSession,
+        kind: str,
+        code: str,
+        qty: int,
+        reason: str,
+        approver: str = "",
+        pin: str = "",
+    ) -> None:
+        """Stock in (a delivery) or a counted correction, through `Terminal.move_stock`: a
+        correction needs a supervisor (the PIN pad posts it again with their PIN)."""
+        if kind not in ("receive", "adjust"):
+            raise InputError(f"stock change {kind!r}: receive or adjust")
+        with self.sessions.acting(s, approver, pin):
+            op = self.t.move_stock(kind, code, qty, reason, s.user)
+        s.approval = None
+        sku = op.payload["sku"]
+        what = "received" if kind == "receive" else "adjusted by"
+        level = self.t.ledger.views.stock_qty(sku)
+        s.notice = Notice("ok", f"{sku} {what} {qty:+d}: {level} in stock now")
 
     def counters(self) -> list[CounterRow]:
         """Every counter of the store as this one knows it: ops of theirs held here, sales rung,
@@ -90,9 +118,13 @@ class StockScreen:
         counters = self.counters()
         moves = stock_moves(self.t.ledger, [p["sku"] for p in products])
         shown = [c for c in counters if any(c.node_id in m for m in moves.values())]
+        now = wall_ms()
         return {
             "q": q,
             "products": products,
+            "elsewhere": {p["sku"]: elsewhere(self.t, p["sku"], now) for p in products[:50]},
+            "other_stores": self.t.ledger.other_stores.stores(),
+            "now_ms": now,
             "moves": moves,
             "columns": shown or counters[:1],
             "terminals": counters,

@@ -11,6 +11,7 @@ from typing import Any
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import BLOCK_PREFIX
+from meshpos.domain.gst import Band, bands_value, check_band_key, check_bands
 from meshpos.hq.accounts import ROLES, Session
 from meshpos.hq.card_float import hq_open_float
 from meshpos.hq.dashboard import forms
@@ -85,9 +86,12 @@ def upsert_product(site: Site, session: Session, form: Form) -> str:
 
 
 def set_gst_bands(site: Site, session: Session, form: Form) -> str:
-    """A category's GST rate by net unit price: bands `up to ₹X: R%`, the last one open-ended,
-    sent as the setting `gst.bands.<category>` = [{"up_to": paise or null, "rate": bp}, ...]."""
-    category = forms.text(form, "category", "category", required=True, limit=40)
+    """A category's (or an HSN prefix's, `hsn:61`) GST rate by net unit price: bands `up to ₹X:
+    R%`, the last one open-ended, sent as the setting the tills read, `gst.bands.<key>`, in the
+    stored form of meshpos.domain.gst (checked by the same rules as `[gst.bands]`)."""
+    category = check_band_key(
+        forms.text(form, "category", "category", required=True, limit=40), "category"
+    )
     bands: list[dict[str, int | None]] = []
     for i in range(1, MAX_BANDS + 1):
         rate = forms.percent(form, f"rate{i}", f"rate of band {i}", required=False)
@@ -108,8 +112,11 @@ def set_gst_bands(site: Site, session: Session, form: Form) -> str:
     if bands[-1]["up_to"] is not None:
         raise InputError("the last band must have no upper price: it covers everything above")
     key = GST_PREFIX + category
-    ops = site.service.set_setting(key, bands, _targets(site, form), user=session.person.op_user)
-    _audit(session, f"GST bands of {category}: {json.dumps(bands)}")
+    value = bands_value(
+        check_bands((Band(int(b["rate"] or 0), b["up_to"]) for b in bands), "GST bands")
+    )
+    ops = site.service.set_setting(key, value, _targets(site, form), user=session.person.op_user)
+    _audit(session, f"GST bands of {category}: {json.dumps(value)}")
     return _signed(ops, f"GST bands of {category}")
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from meshpos.core.errors import InputError
+from meshpos.domain.gst import BANDS_SETTING
+from meshpos.domain.storetime import StoreTime
 from meshpos.hq.accounts import Session
 from meshpos.hq.dashboard import forms
 from meshpos.hq.dashboard.charts import Bar, bar_chart, hbar_chart, sparkline
@@ -18,15 +20,17 @@ from meshpos.hq.dashboard.site import Context, Site, money
 from meshpos.hq.dashboard.words import describe
 from meshpos.hq.overview import store_statuses
 from meshpos.hq.storage.browse import Page, StockQuery
-from meshpos.hq.storage.views import day_of
 
+CHAIN_TIME = StoreTime()
+"""The dashboard's calendar: store time in the default zone (each store's own days are in its zone)."""
+day_of = CHAIN_TIME.day
 STOCK_PAGE = 100
 LIST_PAGE = 50
 FIGURES = ("sales", "returns", "exchanges", "net", "tax", "discount")
 DEFAULT_DAYS = 14
 MAX_DAYS = 366
 LOW_STOCK = 5
-GST_PREFIX = "gst.bands."
+GST_PREFIX = BANDS_SETTING
 LOYALTY_KEYS = ("loyalty.earn_per_100", "loyalty.point_value")
 PAYMENT_STATUSES = ("pending", "declined", "approved", "all")
 

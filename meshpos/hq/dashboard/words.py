@@ -54,6 +54,17 @@ def describe(kind: str, subject: str, detail: Mapping[str, Any], money: Money) -
             "Contact the customer to pay another way, then record what was done on the "
             "store's manager screen (or write it off there).",
         )
+    if kind == "unauthorised":
+        who = d.get("user") or "someone"
+        where = d.get("node") or d.get("terminal") or d.get("signed_by") or "a terminal"
+        what = str(d.get("kind") or "an op").replace(".", " ")
+        return Words(
+            f"A {what} by {who} at {where} did not take effect",
+            f"It is stored, but the store's rules gave it no effect: {d.get('rule_text') or ''}"
+            f" ({d.get('reason') or 'no approval carried'}). Op {d.get('op', subject)}.",
+            "Ask the store's manager whether it was meant; if so, have a supervisor approve it "
+            "again at a till, or resolve it on the store's manager screen.",
+        )
     if kind == "over_return":
         return Words(
             f"More returned than sold on sale {subject}",

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -33,26 +33,35 @@ from meshpos.hq import keys
 from meshpos.hq.service import HQService
 from meshpos.hq.storage.enrolment import NotEnrolled, UnknownStore
 from meshpos.hq.storage.log import Equivocation
-from meshpos.hq.wire import H_CERT, H_NODE, H_SIG, H_TIME, auth_message
+from meshpos.hq.wire import H_CERT, H_DIGEST, H_NODE, H_SIG, H_TIME, auth_message, body_digest
+from meshpos.service.http_gate import BodyTimeout, BodyTooLarge, read_capped
 
 log = logging.getLogger("meshpos.hq.api")
+_STAND_IN = Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key().public_bytes_raw()
 
 
 class Unauthorized(RemoteError):
-    """The request is not signed by a node enrolled in the store, or lacks the admin token."""
+    """The request is not signed by a node enrolled in the store, or lacks the admin token.
+    `reason` is what HQ logs beside the answer, when the answer must not say it."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TooLarge(RemoteError):
-    """The body or batch is over HQ's limit."""
+    """The batch is over HQ's limit."""
 
 
 STATUS: list[tuple[type[Exception], int, str]] = [
     (TooLarge, 413, "too_large"),
+    (BodyTooLarge, 413, "too_large"),
+    (BodyTimeout, 408, "timeout"),
     (Unauthorized, 401, "unauthorized"),
     (UnknownStore, 404, "unknown_store"),
     (NotFound, 404, "not_found"),
     (NotEnrolled, 403, "not_enrolled"),
-    (SignatureError, 403, "bad_signature"),
+    (SignatureError, 400, "bad_signature"),
     (Equivocation, 409, "equivocation"),
     (ChainError, 422, "broken_chain"),
     (WrongStore, 400, "wrong_store"),
@@ -103,64 +112,100 @@ def guarded(api: Api, fn: ApiHandler) -> Handler:
             return await fn(api, request)
         except MeshposError as exc:
             resp = error_response(exc)
+            why = f"{exc} ({exc.reason})" if isinstance(exc, Unauthorized) and exc.reason else exc
             log.warning(
                 "%s %s from %s refused (%d): %s",
                 request.method, request.url.path,
-                request.client.host if request.client else "?", resp.status_code, exc,
+                request.client.host if request.client else "?", resp.status_code, why,
             )  # fmt: skip
             return resp
 
     return endpoint
 
 
-async def read_body(api: Api, request: Request) -> bytes:
-    """The body, refused as soon as it is over HQ's limit (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > api.max_body:
-        raise TooLarge(f"request body of {declared} bytes is over HQ's {api.max_body} byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > api.max_body:
-            raise TooLarge(f"request body is over HQ's {api.max_body} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(api: Api, request: Request, digest: str) -> bytes:
+    """The body of a request `authenticate` passed, refused as soon as it is over HQ's limit and
+    refused whole unless it is the body that was signed (`digest`)."""
+    data = await read_capped(request, api.max_body)
+    if body_digest(data) != digest:
+        raise Unauthorized(
+            "the request body is not the one that was signed", reason="body digest mismatch"
+        )
+    return data
 
 
-def authenticate(api: Api, request: Request, store: str, data: bytes) -> str:
-    """The node id that signed this request, checked against the store's certificates (blocking:
-    run it in a worker thread)."""
-    node, ts, sig = (request.headers.get(h) for h in (H_NODE, H_TIME, H_SIG))
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _signed_headers(api: Api, request: Request) -> tuple[str, int, bytes, str]:
+    """(node, time, signature, body digest) from the headers, checked for form and time: what
+    does not depend on the store, so it is answered alike for every store."""
+    node, ts, sig, digest = (request.headers.get(h) for h in (H_NODE, H_TIME, H_SIG, H_DIGEST))
     if not node or not ts or not sig:
         raise Unauthorized("the request is not signed (X-Meshpos-Node/-Time/-Signature)")
-    enrolment = api.service.storage.enrolment
-    row = enrolment.store(store)
-    if row is None:
-        raise UnknownStore(f"store {store!r} is not enrolled at HQ")
+    if digest is None:
+        if (
+            request.headers.get("content-length", "0") != "0"
+            or "transfer-encoding" in request.headers
+        ):
+            raise Unauthorized(
+                f"the request has a body but no {H_DIGEST} header: the relaying terminal runs "
+                "an older meshpos; update it"
+            )
+        digest = body_digest(b"")
     try:
         ts_ms, raw_sig = int(ts), bytes.fromhex(sig)
     except ValueError:
         raise Unauthorized("the request signature headers are malformed") from None
+    if len(digest) != 64 or not set(digest) <= _HEX64:
+        raise Unauthorized(f"the {H_DIGEST} header is not a SHA-256 in lower-case hex")
     if abs(api.service.now_ms() - ts_ms) > api.window_ms:
         raise Unauthorized("the request's time is too far from HQ's clock")
+    return node, ts_ms, raw_sig, digest
+
+
+def _node_key(api: Api, request: Request, store: str, node: str) -> tuple[bytes | None, str]:
+    """The key `node` signs with in `store` (HQ's record, or the certificate sent along), or
+    None and why not (for HQ's log only)."""
+    enrolment = api.service.storage.enrolment
+    row = enrolment.store(store)
+    if row is None:
+        return None, "unknown store"
     known = enrolment.node_key(store, node)
+    if known is not None:
+        return known[0], ""
     cert_header = request.headers.get(H_CERT)
-    if known is None and cert_header:
-        try:
-            cert = read_certificate(base64.b64decode(cert_header), row.public_key, store)
-        except (ValueError, RemoteError) as exc:
-            raise Unauthorized(f"the request's certificate is not valid: {exc}") from None
-        if cert.node_id != node:
-            raise Unauthorized("the request's certificate belongs to another node")
-        known = (cert.public_key, cert.role)
-    if known is None:
-        raise Unauthorized(f"node {node} is not enrolled in store {store} at HQ")
-    message = auth_message(request.method, request.url.path, store, ts_ms, data)
+    if not cert_header:
+        return None, "node not enrolled in the store"
     try:
-        Ed25519PublicKey.from_public_bytes(known[0]).verify(raw_sig, message)
+        cert = read_certificate(base64.b64decode(cert_header), row.public_key, store)
+    except (ValueError, RemoteError) as exc:
+        return None, f"certificate not valid: {exc}"
+    if cert.node_id != node:
+        return None, "certificate of another node"
+    return cert.public_key, ""
+
+
+def authenticate(api: Api, request: Request, store: str) -> tuple[str, str]:
+    """(node id, body digest) of a request signed by a node enrolled in `store`, from the headers
+    alone (blocking: run it in a worker thread); the body is then read with `read_body`.
+
+    A stranger learns nothing about which stores exist: an unknown store, an unknown node, a bad
+    certificate and a wrong signature all get the same answer (the reason goes to HQ's log), and
+    the same work is done (a signature is checked against a stand-in key when there is no key)."""
+    node, ts_ms, raw_sig, digest = _signed_headers(api, request)
+    key, why = _node_key(api, request, store, node)
+    message = auth_message(request.method, request.url.path, store, ts_ms, digest)
+    try:
+        Ed25519PublicKey.from_public_bytes(key or _STAND_IN).verify(raw_sig, message)
     except (InvalidSignature, ValueError):
-        raise Unauthorized("the request signature does not verify") from None
-    return node
+        why = why or "signature does not verify"
+    if key is None or why:
+        raise Unauthorized(
+            "the request is not signed by a node HQ knows in this store",
+            reason=f"store {store}, node {node}: {why}",
+        )
+    return node, digest
 
 
 def require_admin(api: Api, request: Request) -> None:

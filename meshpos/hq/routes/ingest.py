@@ -15,14 +15,14 @@ MAX_NODES = 10_000
 
 async def vv(api: Api, request: Request) -> Response:
     store = request.path_params["store"]
-    await run_in_threadpool(authenticate, api, request, store, b"")
+    await run_in_threadpool(authenticate, api, request, store)
     return JSONResponse({"vv": await run_in_threadpool(api.service.storage.log.vv, store)})
 
 
 async def push(api: Api, request: Request) -> Response:
     store = request.path_params["store"]
-    data = await read_body(api, request)
-    await run_in_threadpool(authenticate, api, request, store, data)
+    _, digest = await run_in_threadpool(authenticate, api, request, store)
+    data = await read_body(api, request, digest)
     msg = msgpack_map(data, "ops batch")
     wires, rows = msg.get("ops"), msg.get("nodes", [])
     if not isinstance(wires, list) or not all(isinstance(w, bytes) for w in wires):

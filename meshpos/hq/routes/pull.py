@@ -17,8 +17,8 @@ MAX_PULL = 5000
 
 async def pull(api: Api, request: Request) -> Response:
     store = request.path_params["store"]
-    data = await read_body(api, request)
-    await run_in_threadpool(authenticate, api, request, store, data)
+    _, digest = await run_in_threadpool(authenticate, api, request, store)
+    data = await read_body(api, request, digest)
     msg = msgpack_map(data, "pull request")
     theirs = parse_vv(msg.get("vv", {}))
     limit = msg.get("limit", 2000)

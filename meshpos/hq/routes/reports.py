@@ -27,7 +27,7 @@ def report(build: Report) -> ApiHandler:
 
 @report
 def full(svc: HQService, q: QueryParams) -> dict[str, object]:
-    return svc.report()
+    return svc.report(q.get("store"))
 
 
 @report
@@ -52,6 +52,12 @@ def loyalty(svc: HQService, q: QueryParams) -> dict[str, object]:
         "customers": svc.storage.views.loyalty(customer),
         "by_store": svc.storage.views.loyalty_by_store(customer),
     }
+
+
+@report
+def conflicts(svc: HQService, q: QueryParams) -> dict[str, object]:
+    status = q.get("status", "open")
+    return {"conflicts": svc.storage.views.conflicts(q.get("store"), status or None)}
 
 
 @report

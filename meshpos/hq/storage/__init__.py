@@ -13,6 +13,7 @@ PostgreSQL (postgres.py) implement.
     people      HQ's people and their dashboard sessions (rules: meshpos.hq.accounts)
     browse      stock, catalogue, customers and card floats searched across stores
     anomalies   what the chain views show needs a look (stock or points below zero...)
+    transfers   stock transfers between stores, and other stores' stock for the tills
 
 Parts hold no state of their own between calls, so any number of HQ processes can share the
 database; how they stay consistent is told in log.py.
@@ -20,6 +21,7 @@ database; how they stay consistent is told in log.py.
 
 from __future__ import annotations
 
+from meshpos.core.clock import wall_ms
 from meshpos.hq.storage import takings
 from meshpos.hq.storage.anomalies import Anomalies
 from meshpos.hq.storage.blocklist import Blocklist
@@ -34,6 +36,7 @@ from meshpos.hq.storage.people import PeopleStore
 from meshpos.hq.storage.postgres import PostgresDatabase
 from meshpos.hq.storage.schema import create_schema
 from meshpos.hq.storage.sqlite import SQLiteDatabase
+from meshpos.hq.storage.transfers import ChainTransfers
 from meshpos.hq.storage.views import ChainViews
 
 
@@ -41,14 +44,16 @@ class HQStorage:
     """HQ's storage parts over one database, wired together."""
 
     def __init__(self, db: Database) -> None:
-        create_schema(db)
         self.db = db
         self.enrolment = Enrolment(db)
         self.log = OpLog(db, self.enrolment)
+        # A database from before the rulebook: every store's views refolded under it.
+        create_schema(db, lambda tx: self.log.refold_all(tx, wall_ms()))
         self.views = ChainViews(db)
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
+        self.transfers = ChainTransfers(db)
         takings.backfill(db)
         self.takings = takings.Takings(db)
         self.contacts = Contacts(db)

@@ -1,6 +1,7 @@
 """What HQ's chain views show needs a person's look, per store: stock below zero (more sold than
 the store held, say two counters selling the last unit while split), loyalty points below zero,
-stock of a SKU no catalogue names, and card payments the acquirer declined.
+stock of a SKU no catalogue names, card payments the acquirer declined, and the rulebook's open
+conflicts (ops stored without the authority they need, meshpos/hq/storage/judging.py).
 
 These are the conditions behind the stores' own conflicts (meshpos/ledger/apply.py), read from
 HQ's views. A store's acknowledgements (`conflict.resolve`) are not folded at HQ, so an item a
@@ -71,6 +72,12 @@ class Anomalies:
                 "code": code, "reason": message,
             }  # fmt: skip
             out.append(Anomaly(str(st), PAYMENT_DECLINED, str(sale), detail))
+        for st, kind, subject, raw in self.db.query(
+            f"SELECT s.store, s.kind, s.subject, s.detail FROM conflicts s WHERE s.status = 'open'"
+            f"{one} ORDER BY s.store, s.conflict_id LIMIT ?",
+            [*p, limit],
+        ):
+            out.append(Anomaly(str(st), str(kind), str(subject), dict(json.loads(raw))))
         return sorted(out, key=lambda a: (a.store, a.kind, a.subject))
 
     def counts(self) -> dict[str, int]:
@@ -82,6 +89,7 @@ class Anomalies:
             "WHERE r.store = s.store AND r.entity = 'product' AND r.key = s.sku) GROUP BY s.store",
             "SELECT store, COUNT(*) FROM loyalty WHERE points < 0 GROUP BY store",
             "SELECT store, COUNT(*) FROM payments WHERE status = 'declined' GROUP BY store",
+            "SELECT store, COUNT(*) FROM conflicts WHERE status = 'open' GROUP BY store",
         ):
             for store, n in self.db.query(sql):
                 counts[str(store)] = counts.get(str(store), 0) + int(n)

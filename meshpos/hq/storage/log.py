@@ -2,8 +2,9 @@
 
 Every write runs in one transaction. Concurrency between HQ processes sharing a database is
 handled here, not in memory: the ops of one (store, origin) chain are taken under a lock on that
-pair (PostgreSQL: a transaction-scoped advisory lock; SQLite: `BEGIN IMMEDIATE`), checked against
-the stored head, and inserted; a batch sent twice or by two relays at once is stored once. Locks
+pair (PostgreSQL: a transaction-scoped advisory lock; SQLite: `BEGIN IMMEDIATE`), and under the
+store's rulebook lock (`RULEBOOK_LOCK`: its verdicts read across chains), checked against the
+stored head, and inserted; a batch sent twice or by two relays at once is stored once. Locks
 are always taken in sorted key order in one step, so two transactions never wait on each other in
 a cycle. Stored ops are folded into the chain views (views.py) in the same transaction.
 """
@@ -20,25 +21,41 @@ from meshpos.core.ops import (
     Op,
     Payload,
     Signer,
+    decode_body,
     decode_op,
     make_op,
     node_id_of,
     pack,
     verify_run,
+    verify_signature,
 )
+from meshpos.domain.authority import GATED_KINDS, grace_end
 from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.domain.staff import Policy
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
+from meshpos.hq.storage.judging import (
+    RULEBOOK_TABLES,
+    HQPast,
+    set_staff_since,
+    staff_since,
+)
 from meshpos.hq.storage.schema import OP_COLUMNS
+from meshpos.hq.storage.takings import TAKINGS_TABLE
 from meshpos.hq.storage.takings import write as write_takings
-from meshpos.hq.storage.views import ViewRows, gather, write_views
-from meshpos.ledger.fold import fold
+from meshpos.hq.storage.views import VIEW_TABLES, ViewRows, gather, write_views
+from meshpos.ledger.judging import bootstrap_start, judge_batch, may_give_authority, rejudge
 
 VersionVector = dict[str, int]
 OpToSign = tuple[str, str, Payload]
 """An op HQ is to sign: (store, kind, payload)."""
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float"})
+REFOLD_BATCH = 5000
+RULEBOOK_LOCK = "#rulebook"
+"""With `lock_key(store, ...)`: held by every transaction that folds ops of the store. The
+rulebook reads across chains (a transfer from one counter gives another authority), so a store's
+verdicts are made one transaction at a time, each seeing the ones before; chains of different
+stores still ingest in parallel."""
 
 
 class Equivocation(ChainError):
@@ -65,20 +82,31 @@ def parse_vv(value: object) -> VersionVector:
     return dict(value)
 
 
-def _by_origin(ops: Sequence[Op]) -> tuple[dict[str, dict[int, Op]], int]:
-    """A batch's ops per origin and seq, and how many repeat an op earlier in the batch."""
+def _by_origin(ops: Sequence[Op]) -> tuple[dict[str, dict[int, Op]], int, list[tuple[Op, Op]]]:
+    """A batch's ops per origin and seq, how many repeat an op earlier in the batch, and the
+    pairs that share an id but differ (judged once the origin's key is at hand)."""
     by_origin: dict[str, dict[int, Op]] = {}
     dupes = 0
+    twins: list[tuple[Op, Op]] = []
     for op in ops:
         same = by_origin.setdefault(op.origin, {})
         twin = same.get(op.seq)
         if twin is None:
             same[op.seq] = op
         elif twin.body != op.body:
-            raise Equivocation(f"node {op.origin} signed two different ops with seq {op.seq}")
+            twins.append((twin, op))
         else:
             dupes += 1
-    return by_origin, dupes
+    return by_origin, dupes, twins
+
+
+def _equivocation(key: bytes, ops: Sequence[Op]) -> Equivocation:
+    """Two different ops with one id are an equivocation only if the origin signed both: anyone
+    can forge a variant of an op, and that must not make an honest terminal look dishonest."""
+    for op in ops:
+        verify_signature(key, op)  # SignatureError: a forgery, refused as such
+    op = ops[-1]
+    return Equivocation(f"node {op.origin} signed two different ops with seq {op.seq}")
 
 
 class OpLog:
@@ -177,10 +205,19 @@ class OpLog:
             reason = admit_record(node, row.public_key, store)
             if reason is not None:
                 raise NotEnrolled(f"node {node.name} ({node.node_id}): {reason}")
-        by_origin, dupes = _by_origin(ops)
-        tx.lock(lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes)})
+        by_origin, dupes, twins = _by_origin(ops)
+        tx.lock(
+            lock_key(store, k) for k in {*by_origin, *(n.node_id for n in nodes), RULEBOOK_LOCK}
+        )
+        presented = sorted({n.node_id for n in nodes})
+        before = self.enrolment.keys(tx, store, presented)
         self.enrolment.upsert_nodes(tx, store, row.public_key, nodes)
+        # A certificate new to HQ (or a new role) may give authority to ops held without it.
+        new_node = bool(presented) and self.enrolment.keys(tx, store, presented) != before
         known = self.enrolment.keys(tx, store, sorted(by_origin))
+        for pair in twins:
+            if pair[0].origin in known:
+                raise _equivocation(known[pair[0].origin][0], pair)
         heads = self.heads(tx, store, sorted(by_origin))
         applied: list[Op] = []
         skipped: dict[str, int] = {}
@@ -197,10 +234,14 @@ class OpLog:
                 skipped[origin] = past_gap
             dupes += held
             applied.extend(run)
-        rows = self.commit(tx, store, applied, now_ms) if applied else ViewRows()
+        rows = ViewRows()
+        if applied:
+            rows = self.commit(tx, store, applied, now_ms, nodes_changed=new_node)
+        elif new_node:
+            self.rejudge(tx, store, now_ms)
         transfers = frozenset(
             (str(op.payload.get("customer_id")), str(op.payload.get("to")))
-            for op in applied
+            for op in rows.allowed
             if op.kind == "escrow.transfer"
         )
         return IngestOutcome(
@@ -224,10 +265,7 @@ class OpLog:
         """One origin's ops of a batch (by seq): the run that continues HQ's copy of its chain
         (verified), and how many of the batch HQ holds already (their bytes checked against the
         stored ones)."""
-        key, role = signer
-        bad = {op.kind for op in got.values() if op.kind in HQ_ONLY_KINDS}
-        if bad and role != "hq":
-            raise NotEnrolled(f"node {origin} may not sign {', '.join(sorted(bad))} ops")
+        key, _ = signer
         held, prev = head or (0, GENESIS)
         old = sorted(s for s in got if s <= held)
         if old:
@@ -241,7 +279,7 @@ class OpLog:
             }
             for s in old:
                 if stored.get(s) != got[s].body:
-                    raise Equivocation(f"node {origin} signed two different ops with seq {s}")
+                    raise _equivocation(key, [got[s]])
         run: list[Op] = []
         seq = held + 1
         while seq in got:
@@ -250,10 +288,11 @@ class OpLog:
         verify_run(run, key, prev)
         return run, len(old)
 
-    def commit(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
-        """Insert ops that continue their chains (checked under lock) and fold them into views."""
-        changes = fold(ops)
-        rows = gather(store, ops, changes, now_ms)
+    def commit(
+        self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int, *, nodes_changed: bool = False
+    ) -> ViewRows:
+        """Insert ops that continue their chains (checked under lock) and fold them into views
+        under the rulebook, as every terminal does: only ops with authority change a view."""
         tx.insert_new(
             "ops",
             OP_COLUMNS,
@@ -271,9 +310,85 @@ class OpLog:
             "updated_ms = excluded.updated_ms",
             head_rows,
         )
+        stale = self._note_staff_start(tx, store, ops)
+        rows = self._fold(tx, store, ops, now_ms)
+        if stale:
+            self.refold(tx, store, now_ms)
+        elif nodes_changed or rows.authority:
+            self.rejudge(tx, store, now_ms)
+        return rows
+
+    # -- the rulebook ---------------------------------------------------------------------------
+
+    def _fold(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
+        changes, allowed = judge_batch(ops, HQPast(tx, store))
+        rows = gather(store, allowed, changes, now_ms)
         write_views(tx, store, changes, rows)
         write_takings(tx, store, changes)
+        rows.allowed = allowed
+        rows.authority = may_give_authority(changes)
         return rows
+
+    def rejudge(self, tx: Tx, store: str, now_ms: int) -> None:
+        """The fixpoint: fold the store's ops held without authority that have it now."""
+        while True:
+            past = HQPast(tx, store)
+            held = past.held_without_authority()
+            if not held:
+                return
+            changes, flipped, reworded = rejudge(held, past)
+            past.forget(flipped, reworded)
+            write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
+            write_takings(tx, store, changes)
+            if not flipped:
+                return
+
+    def _note_staff_start(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+        """Move the store's staff start earlier if a bootstrap user op says so; whether the views
+        must be refolded for it (see `Ledger._note_staff_start`: the same rule)."""
+        if not any(o.kind == "user.upsert" for o in ops):
+            return False
+        past = HQPast(tx, store)
+        found = bootstrap_start(ops, past.prev_hlc)
+        held = staff_since(tx, store)
+        if found is None or (held is not None and found >= held):
+            return False
+        set_staff_since(tx, store, found)
+        kinds = sorted(GATED_KINDS)
+        marks = ",".join("?" * len(kinds))
+        late = tx.execute(
+            f"SELECT 1 FROM ops WHERE store = ? AND hlc >= ? AND kind IN ({marks}) LIMIT 1",
+            (store, grace_end(found, Policy()), *kinds),
+        )
+        return bool(late)
+
+    def refold(self, tx: Tx, store: str, now_ms: int) -> None:
+        """Fold a store's views again from its ops (an upgrade, a staff start moved earlier).
+        Card payments keep their settlement; the store's ops are read in chunks per origin."""
+        for table in (*VIEW_TABLES, *RULEBOOK_TABLES, TAKINGS_TABLE):
+            tx.execute(f"DELETE FROM {table} WHERE store = ?", (store,))
+        users = [
+            decode_body(bytes(b), bytes(s))
+            for b, s in tx.execute(
+                "SELECT body, sig FROM ops WHERE store = ? AND kind = 'user.upsert'", (store,)
+            )
+        ]
+        set_staff_since(tx, store, bootstrap_start(users, HQPast(tx, store).prev_hlc))
+        for origin, top in sorted(self.vv(store, tx).items()):
+            for lo in range(1, top + 1, REFOLD_BATCH):
+                chunk = tx.execute(
+                    "SELECT body, sig FROM ops WHERE store = ? AND origin = ? AND seq >= ? "
+                    "AND seq < ? ORDER BY seq",
+                    (store, origin, lo, lo + REFOLD_BATCH),
+                )
+                ops = [decode_body(bytes(b), bytes(s)) for b, s in chunk]
+                self._fold(tx, store, ops, now_ms)
+        self.rejudge(tx, store, now_ms)
+
+    def refold_all(self, tx: Tx, now_ms: int) -> None:
+        """Every store's views folded again (an HQ database from before the rulebook)."""
+        for (store,) in tx.execute("SELECT store FROM stores ORDER BY store"):
+            self.refold(tx, str(store), now_ms)
 
     # -- HQ's own ops ---------------------------------------------------------------------------
 
@@ -286,7 +401,7 @@ class OpLog:
     ) -> list[Op]:
         """`emit` inside a transaction the caller holds (with what it checked or wrote)."""
         stores = sorted({s for s, _, _ in items})
-        tx.lock(lock_key(s, signer.node_id) for s in stores)
+        tx.lock(lock_key(s, k) for s in stores for k in (signer.node_id, RULEBOOK_LOCK))
         for store in stores:
             row = self.enrolment.require(tx, store)
             if row.hq_cert is None:

@@ -18,7 +18,7 @@ from meshpos.core.errors import LocalError
 from meshpos.core.ops import Signer
 from meshpos.hq.storage.database import Database, Tx, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
-from meshpos.hq.storage.log import OpLog, OpToSign
+from meshpos.hq.storage.log import RULEBOOK_LOCK, OpLog, OpToSign
 
 
 class Ask(TypedDict):
@@ -57,7 +57,11 @@ class LoyaltyEscrow:
             takes = self._takes(tx, signer.node_id, store, customer, points)
             moved = sum(take for _, take in takes)
             if moved:
-                tx.lock(lock_key(s, signer.node_id) for s in {store, *(s for s, _ in takes)})
+                tx.lock(
+                    lock_key(s, k)
+                    for s in {store, *(s for s, _ in takes)}
+                    for k in (signer.node_id, RULEBOOK_LOCK)
+                )
                 items = self._move(tx, store, customer, node, takes)
                 self.log.emit_in(tx, signer, items, now_ms, "hq-loyalty")
             left = points - moved

@@ -3,17 +3,25 @@ transaction, in the dialect of its backend (`{blob}`, `{int}`).
 
 Tables by part: `stores`, `nodes` (enrolment); `ops`, `heads` (the op log and version vectors);
 `sales`, `sales_daily`, `stock`, `loyalty`, `rights`, `registers` (chain views folded from the
-ops); `payments` (card tenders and their settlement); `blocklist`; `loyalty_asks` (points other
-stores wait for); `takings_daily` (takings per store, day and payment kind); `store_contacts` (when
-each terminal last reached HQ); `hq_users`, `hq_sessions` (HQ's people and their dashboard sessions).
+ops); `staff_log`, `rights_log`, `unauthorised`, `resolutions`, `conflicts` (what the rulebook
+reads and decides, per store: meshpos/hq/storage/judging.py); `payments` (card tenders and their
+settlement); `blocklist`; `loyalty_asks` (points other stores wait for); `takings_daily` (takings
+per store, day and payment kind); `store_contacts` (when each terminal last reached HQ);
+`hq_users`, `hq_sessions` (HQ's people and their dashboard sessions).
+
+Schema 2 added the rulebook's tables; a database of schema 1 gets them when HQ opens it, and every
+store's views refolded (`HQStorage`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from meshpos.core.errors import LocalError
 from meshpos.hq.storage.database import Database, Tx
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+UPGRADES = ("1",)  # schema versions this HQ upgrades in place
 DDL = """
 CREATE TABLE IF NOT EXISTS hq_meta (
     name  TEXT PRIMARY KEY,
@@ -147,6 +155,65 @@ CREATE TABLE IF NOT EXISTS blocklist (
     blocked     {int} NOT NULL,
     changed_ms  {int} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS staff_log (
+    store  TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq    {int} NOT NULL,
+    hlc    {int} NOT NULL,
+    entity TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    field  TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (store, origin, seq, entity, key, field)
+);
+CREATE INDEX IF NOT EXISTS staff_log_key ON staff_log (store, entity, key, field, hlc);
+CREATE TABLE IF NOT EXISTS rights_log (
+    store       TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    seq         {int} NOT NULL,
+    hlc         {int} NOT NULL,
+    delta       {int} NOT NULL,
+    authority   {int} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rights_log_holder ON rights_log (store, customer_id, node, origin, seq);
+CREATE INDEX IF NOT EXISTS rights_log_op ON rights_log (store, origin, seq);
+CREATE TABLE IF NOT EXISTS unauthorised (
+    store    TEXT NOT NULL,
+    origin   TEXT NOT NULL,
+    seq      {int} NOT NULL,
+    hlc      {int} NOT NULL,
+    kind     TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    terminal TEXT NOT NULL,
+    rule     TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    PRIMARY KEY (store, origin, seq)
+);
+CREATE TABLE IF NOT EXISTS resolutions (
+    store       TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    seq         {int} NOT NULL,
+    conflict_id TEXT NOT NULL,
+    hlc         {int} NOT NULL,
+    actor       TEXT NOT NULL,
+    ack_level   {int},
+    note        TEXT NOT NULL,
+    PRIMARY KEY (store, origin, seq)
+);
+CREATE INDEX IF NOT EXISTS resolutions_conflict ON resolutions (store, conflict_id, hlc);
+CREATE TABLE IF NOT EXISTS conflicts (
+    store       TEXT NOT NULL,
+    conflict_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    ops         TEXT NOT NULL,
+    resolved_by TEXT,
+    PRIMARY KEY (store, conflict_id)
+);
 CREATE TABLE IF NOT EXISTS loyalty_asks (
     store       TEXT NOT NULL,
     customer_id TEXT NOT NULL,
@@ -203,9 +270,10 @@ SALE_COLUMNS = (
 )  # fmt: skip
 
 
-def create_schema(db: Database) -> None:
-    """Create what is missing, under a lock so that HQ processes starting together agree; refuse
-    a database of another schema version."""
+def create_schema(db: Database, upgrade: Callable[[Tx], None]) -> None:
+    """Create what is missing, under a lock so that HQ processes starting together agree; bring a
+    database of an older schema up to date with `upgrade` (in the same transaction); refuse one
+    of another schema version."""
 
     def fn(tx: Tx) -> None:
         tx.lock(["hq-schema"])
@@ -215,6 +283,9 @@ def create_schema(db: Database) -> None:
         rows = tx.execute("SELECT value FROM hq_meta WHERE name = 'schema'")
         if not rows:
             tx.execute("INSERT INTO hq_meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif rows[0][0] in UPGRADES:
+            upgrade(tx)
+            tx.execute("UPDATE hq_meta SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION,))
         elif rows[0][0] != SCHEMA_VERSION:
             raise LocalError(f"HQ database has schema {rows[0][0]}; this HQ needs {SCHEMA_VERSION}")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meshpos.core.errors import LocalError
 from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue
+from meshpos.ledger.encryption import create_owner_only
 
 
 class SQLiteTx:
@@ -53,6 +54,7 @@ class SQLiteDatabase(Database):
         if self.path != ":memory:" and not Path(self.path).parent.is_dir():
             raise LocalError(f"cannot create the HQ database {self.path}: no such directory")
         self._sync = "FULL" if durable else "OFF"
+        create_owner_only(self.path)  # hq.db, its WAL and SHM: 0600
         size = 1 if self.path == ":memory:" else pool_size
         self.pool: Pool[sqlite3.Connection] = Pool(self._connect, sqlite3.Connection.close, size)
 

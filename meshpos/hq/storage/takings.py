@@ -12,21 +12,23 @@ import logging
 from collections.abc import Iterator
 
 from meshpos.core.ops import decode_body
+from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
-from meshpos.hq.storage.views import day_of
+from meshpos.hq.storage.views import store_time
 from meshpos.ledger.fold import Changes, fold
 
 log = logging.getLogger("meshpos.hq.storage")
-MARK = "takings_daily"
+TAKINGS_TABLE = MARK = "takings_daily"
 SALE_KINDS = ("sale", "return", "exchange")
 BACKFILL_BATCH = 5000
 
 Key = tuple[str, str]  # (day, method)
 
 
-def gather(ch: Changes) -> dict[Key, list[int]]:
-    """[amount, tenders] per (day, method) of a fold's tender rows, dated by their sale."""
-    days = {(r[1], r[2]): day_of(int(r[7])) for r in ch.rows.get("sales", ())}
+def gather(ch: Changes, zone: StoreTime) -> dict[Key, list[int]]:
+    """[amount, tenders] per (day, method) of a fold's tender rows, dated by their sale in the
+    store's time (the day the store's own report counts it on)."""
+    days = {(r[1], r[2]): zone.day(int(r[7])) for r in ch.rows.get("sales", ())}
     out: dict[Key, list[int]] = {}
     for origin, seq, _i, method, amount, _points in ch.rows.get("tenders", ()):
         day = days.get((origin, seq))
@@ -40,7 +42,7 @@ def gather(ch: Changes) -> dict[Key, list[int]]:
 
 def write(tx: Tx, store: str, ch: Changes) -> None:
     """Add a fold's tenders to the view (rows in key order: no two writers wait in a cycle)."""
-    _add(tx, store, gather(ch))
+    _add(tx, store, gather(ch, store_time(tx, store)))
 
 
 def _add(tx: Tx, store: str, sums: dict[Key, list[int]]) -> None:
@@ -83,8 +85,9 @@ def backfill(db: Database) -> None:
         tx.execute("DELETE FROM takings_daily")
         stores = [str(s) for (s,) in tx.execute("SELECT DISTINCT store FROM ops ORDER BY store")]
         for store in stores:
+            zone = store_time(tx, store)
             for batch in _batches(tx, store):
-                _add(tx, store, gather(fold(decode_body(b, s) for b, s in batch)))
+                _add(tx, store, gather(fold(decode_body(b, s) for b, s in batch), zone))
         tx.execute("INSERT INTO hq_meta VALUES (?, '1')", (MARK,))
         if stores:
             log.info("takings by payment kind filled from the op log of %d stores", len(stores))

@@ -4,6 +4,8 @@ Views are folded with the store's own fold rules (meshpos.ledger.fold), in the t
 stores the ops, and written as plain row upserts (`INSERT ... ON CONFLICT ... DO UPDATE`) that
 both databases run unchanged: sales and daily totals per store, stock and loyalty points
 (PN-counters), redemption rights, last-writer-wins registers, and the card tenders HQ is to settle.
+A sale's day is the store's calendar day (its `store.timezone` setting as HQ holds it when the
+sale arrives, else Asia/Kolkata), as the store's own `report sales --by day` counts it.
 """
 
 from __future__ import annotations
@@ -11,49 +13,76 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import sealed_from_tender
+from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
+from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
+from meshpos.hq.storage.judging import conflicts, write_rulebook
 from meshpos.hq.storage.schema import SALE_COLUMNS
 from meshpos.ledger.fold import Changes
 
 DAILY_FIELDS = ("sales", "returns", "exchanges", "net", "tax", "discount")
+VIEW_TABLES = ("sales", "sales_daily", "stock", "loyalty", "rights", "registers")
+"""The tables folded from a store's ops (besides the rulebook's): what a refold rebuilds."""
 CARD_KINDS = frozenset({"sale", "exchange"})
 
 
-def day_of(ts_ms: int) -> str:
-    """The UTC calendar day, as the store's own `reports --by day` counts it."""
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+def store_time(tx: Tx, store: str) -> StoreTime:
+    """The store's time zone as HQ holds it: its `store.timezone` setting, else the default."""
+    rows = tx.execute(
+        "SELECT value FROM registers WHERE store = ? AND entity = 'setting' AND key = ? "
+        "AND field = 'value'",
+        (store, TIMEZONE_SETTING),
+    )
+    for (value,) in rows:
+        name = json.loads(value)
+        if isinstance(name, str):
+            try:
+                return StoreTime.named(name)
+            except InputError:
+                break
+    return StoreTime()
 
 
 @dataclass
 class ViewRows:
     """Rows a batch of ops adds to the HQ views, gathered before any SQL runs."""
 
-    sales: list[tuple[SQLValue, ...]] = field(default_factory=list)
-    daily: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     payments: list[tuple[SQLValue, ...]] = field(default_factory=list)
+    allowed: list[Op] = field(default_factory=list)  # the batch's ops that had authority
+    authority: bool = False  # whether they may give authority to ops held without it
 
 
-def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
-    """Map the fold's rows onto HQ's tables (store-qualified) and collect card tenders."""
-    rows = ViewRows()
+def _sales_rows(
+    store: str, ch: Changes, zone: StoreTime
+) -> tuple[list[tuple[SQLValue, ...]], dict[tuple[str, str], list[int]]]:
+    """The fold's sales rows as HQ's (store-qualified, with the store day), and their sums per
+    store day."""
+    sales: list[tuple[SQLValue, ...]] = []
+    daily: dict[tuple[str, str], list[int]] = {}
     for r in ch.rows.get("sales", ()):
         (sale_id, origin, seq, kind, _number, terminal, hlc, ts_ms, user, customer,
          subtotal, discount, tax, total, earned, redeemed, ref) = r  # fmt: skip
-        day = day_of(ts_ms)
-        rows.sales.append(
+        day = zone.day(ts_ms)
+        sales.append(
             (store, origin, seq, sale_id, kind, day, ts_ms, hlc, terminal, user, customer,
              subtotal, discount, tax, total, earned, redeemed, ref)
         )  # fmt: skip
-        counts = rows.daily.setdefault((store, day), [0] * len(DAILY_FIELDS))
+        counts = daily.setdefault((store, day), [0] * len(DAILY_FIELDS))
         counts[("sale", "return", "exchange").index(kind)] += 1
         counts[3] += total
         counts[4] += tax
         counts[5] += discount
+    return sales, daily
+
+
+def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
+    """Collect the card tenders HQ is to settle from a batch, before any SQL runs."""
+    rows = ViewRows()
     for op in ops:
         if op.kind not in CARD_KINDS:
             continue
@@ -72,15 +101,18 @@ def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
 
 def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
     """Add a batch's fold to the views. Counter rows are upserted in key order, so two
-    transactions never wait on each other in a cycle."""
-    if rows.sales:
-        tx.insert_new("sales", SALE_COLUMNS, rows.sales)
-    if rows.daily:
+    transactions never wait on each other in a cycle. Registers go first: a batch that sets the
+    store's time zone dates its own sales by it."""
+    _write_registers(tx, store, ch)
+    sales, daily = _sales_rows(store, ch, store_time(tx, store))
+    if sales:
+        tx.insert_new("sales", SALE_COLUMNS, sales)
+    if daily:
         sets = ", ".join(f"{f} = sales_daily.{f} + excluded.{f}" for f in DAILY_FIELDS)
         upsert(
             tx,
             "sales_daily",
-            [(s, d, *v) for (s, d), v in sorted(rows.daily.items())],
+            [(s, d, *v) for (s, d), v in sorted(daily.items())],
             f"ON CONFLICT (store, day) DO UPDATE SET {sets}",
         )
     for table, key, col, counter in (
@@ -100,6 +132,16 @@ def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
         "ON CONFLICT (store, customer_id, node) DO UPDATE SET "
         "points = rights.points + excluded.points",
     )
+    upsert(
+        tx,
+        "payments",
+        [(*p[:9], "pending", 0, 0, p[9], "", "", "", 0) for p in rows.payments],
+        "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
+    )
+    write_rulebook(tx, store, ch)
+
+
+def _write_registers(tx: Tx, store: str, ch: Changes) -> None:
     latest: dict[tuple[str, str, str], tuple[str, str, str, str, int, str]] = {}
     for r in ch.registers:  # one row per register: a statement may not touch a row twice
         held = latest.get(r[:3])
@@ -112,12 +154,6 @@ def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
         "ON CONFLICT (store, entity, key, field) DO UPDATE SET "
         "value = excluded.value, hlc = excluded.hlc, origin = excluded.origin "
         "WHERE (excluded.hlc, excluded.origin) > (registers.hlc, registers.origin)",
-    )
-    upsert(
-        tx,
-        "payments",
-        [(*p[:9], "pending", 0, 0, p[9], "", "", "", 0) for p in rows.payments],
-        "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
     )
 
 
@@ -224,6 +260,10 @@ class ChainViews:
             params,
         )
 
+    def conflicts(self, store: str | None = None, status: str | None = "open") -> list[Record]:
+        """Conflicts of a store (or every store): the ops it holds without authority."""
+        return self.db.run(lambda tx: conflicts(tx, store, status), write=False)
+
     def summary(self) -> list[Record]:
         """One row per store: ops held, origins, last upload, sales and takings."""
         return self.db.select(
@@ -240,6 +280,8 @@ class ChainViews:
             "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'pending') "
             "AS card_pending, "
             "(SELECT COUNT(*) FROM payments p WHERE p.store = st.store AND p.status = 'declined') "
-            "AS card_declined "
+            "AS card_declined, "
+            "(SELECT COUNT(*) FROM conflicts c WHERE c.store = st.store AND c.status = 'open') "
+            "AS conflicts "
             "FROM stores st ORDER BY st.store"
         )

@@ -31,7 +31,7 @@ from meshpos.service.backup.targets import (
     backup_prefix,
     rotate,
 )
-from meshpos.service.config import NodeConfig
+from meshpos.service.config import NodeConfig, private_dir
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def create_backup(
     backup in place and is reported in the result."""
     s = settings or BackupSettings.from_config(cfg)
     keys = node_seal_keys(cfg, ledger.key)
-    s.dir.mkdir(parents=True, exist_ok=True)
+    private_dir(s.dir)
     for stale in s.dir.glob(".snapshot-*"):
         stale.unlink(missing_ok=True)
     snap = s.dir / f".snapshot-{os.getpid()}-{threading.get_ident()}.db"

@@ -20,7 +20,7 @@ from meshpos.ledger.store import Ledger
 from meshpos.service.backup.create import check_database
 from meshpos.service.backup.format import BackupHeader, CorruptBackup, read_header, unseal_file
 from meshpos.service.backup.keys import resolve_keys
-from meshpos.service.config import NodeConfig, fsync_dir
+from meshpos.service.config import NodeConfig, fsync_dir, private_dir
 from meshpos.service.encryption import storage_key
 
 
@@ -113,7 +113,7 @@ def restore_backup(
                 time.gmtime((now_ms if now_ms is not None else time.time_ns() // 10**6) // 1000),
             )
             moved = cfg.dir / "replaced" / stamp
-            moved.mkdir(parents=True, exist_ok=True)
+            private_dir(moved)
             for f in [cfg.db_path, *(Path(str(cfg.db_path) + s) for s in ("-wal", "-shm"))]:
                 if f.exists():
                     os.replace(f, moved / f.name)

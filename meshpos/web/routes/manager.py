@@ -14,7 +14,7 @@ from meshpos.web.session import WebSession
 def manager_view(p: TillParts, s: WebSession, request: Request) -> Context:
     approval = s.approval if s.approval and s.approval.action.startswith("/manager") else None
     return {
-        "m": p.manager_screen.view(),
+        "m": p.manager_screen.view(s.role),
         "notice": s.notice if s.notice and s.notice.page == "manager" else None,
         "approval": approval,
         "approvers": p.sessions.approvers() if approval else [],
@@ -36,7 +36,9 @@ def resolve(p: TillParts, s: WebSession, d: Form) -> None:
 
 
 def report(p: TillParts, s: WebSession, d: Form) -> None:
-    p.manager_screen.report(s, d.get("which", "x"))
+    p.manager_screen.report(
+        s, d.get("which", "x"), d.get("approver", ""), d.get("approver_pin", "")
+    )
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -46,7 +48,7 @@ def routes(site: Site) -> list[BaseRoute]:
     return [
         Route("/manager", site.page("manager", "manager.html", manager_view)),
         post("/manager/resolve", resolve, approval="/manager/resolve"),
-        post("/manager/report", report),
+        post("/manager/report", report, approval="/manager/report"),
         post("/manager/dismiss", dismiss_approval),
         Route("/part/manager", site.page("manager", "_manager.html", manager_view)),
     ]

@@ -1,5 +1,6 @@
-"""The till: scanning, the customer, tenders, returns and exchanges, completing; its fragments
-for live updates, and its state as JSON."""
+"""The till: scanning and tiles, the customer, discounts and oversells (a supervisor's PIN where
+the step needs one), tenders, held carts, returns and exchanges, completing, the receipt printer;
+its fragments for live updates, and its state as JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from meshpos.core.errors import InputError
 from meshpos.web.backend import TillParts
 from meshpos.web.common import (
     Action,
@@ -22,7 +24,7 @@ from meshpos.web.common import (
     session_token,
     whole_number,
 )
-from meshpos.web.session import WebSession
+from meshpos.web.session import Notice, WebSession
 
 
 def till_view(p: TillParts, s: WebSession, request: Request) -> Context:
@@ -31,6 +33,10 @@ def till_view(p: TillParts, s: WebSession, request: Request) -> Context:
 
 def last_view(p: TillParts, s: WebSession, request: Request) -> Context:
     return {"last": p.till_screen.last(s)}
+
+
+def printer_view(p: TillParts, s: WebSession, request: Request) -> Context:
+    return {"printer": p.till_screen.printer_trouble(), "has_last": s.last is not None}
 
 
 TILL = Screen("till", "_till.html", till_view)
@@ -52,7 +58,63 @@ def remove(p: TillParts, s: WebSession, d: Form) -> None:
 
 
 def discount(p: TillParts, s: WebSession, d: Form) -> None:
-    p.cart.discount(s, d.get("spec", ""), optional_number(d, "line", "line"))
+    line = optional_number(d, "line", "line")
+    p.cart.discount(s, d.get("spec", ""), line, d.get("approver", ""), d.get("approver_pin", ""))
+
+
+def oversell(p: TillParts, s: WebSession, d: Form) -> None:
+    sell = d.get("sell") == "1"
+    p.cart.oversell(s, sell, d.get("approver", ""), d.get("approver_pin", ""))
+
+
+def keypad(p: TillParts, s: WebSession, d: Form) -> None:
+    """The on-screen keypad: a quantity for the selected line, or the cash the customer gave."""
+    value = d.get("value", "").strip()
+    if not value:
+        raise InputError("type a number on the keypad first")
+    if d.get("use") == "qty":
+        line = whole_number(d.get("line"), "line")
+        p.cart.set_qty(s, "sale", line, whole_number(value, "quantity"), 0)
+    else:
+        p.cart.pay(s, "cash", value)
+
+
+def select(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.select(s, whole_number(d.get("line"), "line"))
+
+
+def category(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.category(s, d.get("name", ""))
+
+
+def hold(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.hold(s, d.get("label", ""))
+
+
+def held(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.show_held(s)
+
+
+def recall(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.recall(s, whole_number(d.get("cart"), "held sale"))
+
+
+def printer(p: TillParts, s: WebSession, d: Form) -> None:
+    """Printer trouble's three ways out: Retry, Reprint last, Print on another counter."""
+    what = d.get("what", "")
+    if what == "retry":
+        due = p.printer.retry()
+        s.notice = Notice("ok", f"trying the printer again ({due} slip(s) waiting)")
+    elif what == "reprint":
+        if s.last is None:
+            raise InputError("no sale has been rung in this session yet: nothing to reprint")
+        job = p.printer.reprint(str(s.last["sale_id"]))
+        s.notice = Notice("ok", f"copy of {s.last['sale_id']} sent to the printer (job {job})")
+    elif what == "forward":
+        name, n = p.printer.forward(d.get("peer", ""))
+        s.notice = Notice("ok", f"{n} slip(s) sent to {name}'s printer")
+    else:
+        raise InputError(f"printer action {what!r}: retry, reprint or forward")
 
 
 def find_customers(p: TillParts, s: WebSession, d: Form) -> None:
@@ -68,7 +130,15 @@ def add_customer(p: TillParts, s: WebSession, d: Form) -> None:
 
 
 def pay(p: TillParts, s: WebSession, d: Form) -> None:
-    p.cart.pay(s, d.get("method", "cash"), d.get("amount", ""))
+    p.cart.pay(
+        s,
+        d.get("method", "cash"),
+        d.get("amount", ""),
+        approval=d.get("approval", ""),
+        last4=d.get("last4", ""),
+        card_number=d.get("card_number", ""),
+        card_expiry=d.get("card_expiry", ""),
+    )
 
 
 def clear_payments(p: TillParts, s: WebSession, d: Form) -> None:
@@ -88,7 +158,9 @@ def exchange(p: TillParts, s: WebSession, d: Form) -> None:
 
 def complete(p: TillParts, s: WebSession, d: Form) -> None:
     approver, pin = d.get("approver", ""), d.get("approver_pin", "")
-    p.checkout.complete(s, approver, pin, d.get("method", "cash"))
+    p.checkout.complete(
+        s, approver, pin, d.get("method", "cash"), d.get("approval", ""), d.get("last4", "")
+    )
 
 
 def void(p: TillParts, s: WebSession, d: Form) -> None:
@@ -105,19 +177,28 @@ async def till_json(site: Site, request: Request) -> Response:
 
 
 def routes(site: Site) -> list[BaseRoute]:
-    def post(path: str, fn: Action) -> Route:
-        return Route(path, site.action(fn, TILL), methods=["POST"])
+    def post(path: str, fn: Action, approval: bool = False, waits: bool = False) -> Route:
+        handler = site.action(fn, TILL, approval=path if approval else None, waits_for_rights=waits)
+        return Route(path, handler, methods=["POST"])
 
     return [
         Route("/till", site.page("till", "till.html", till_view)),
         post("/till/scan", scan),
         post("/till/qty", qty),
+        post("/till/select", select),
+        post("/till/keypad", keypad),
         post("/till/remove", remove),
-        post("/till/discount", discount),
+        post("/till/discount", discount, approval=True),
+        post("/till/oversell", oversell, approval=True),
+        post("/till/category", category),
+        post("/till/hold", hold),
+        post("/till/held", held),
+        post("/till/recall", recall),
+        post("/till/printer", printer),
         post("/till/customers", find_customers),
         post("/till/customer", attach_customer),
         post("/till/customer/new", add_customer),
-        post("/till/pay", pay),
+        post("/till/pay", pay, waits=True),
         post("/till/pay/clear", clear_payments),
         post("/till/refund", refund),
         post("/till/exchange", exchange),
@@ -130,5 +211,6 @@ def routes(site: Site) -> list[BaseRoute]:
         post("/till/dismiss", dismiss_approval),
         Route("/part/till", site.page("till", "_till.html", till_view)),
         Route("/part/last", site.page("till", "_last.html", last_view)),
+        Route("/part/printer", site.page("till", "_printer.html", printer_view)),
         Route("/api/till", partial(till_json, site)),
     ]

@@ -6,7 +6,9 @@
  *   one is still on its way; nothing is lost and nothing overtakes.
  * - Server-Sent Events from /events say "the database changed" (db) or "the state banner changed"
  *   (status); elements with data-live / data-live-status re-fetch themselves from that URL.
- * - Keypads type into PIN fields; a beep sounds for a bad or unknown scan.
+ * - Keypads type into their form's PIN or keypad field; a beep sounds for a bad or unknown scan.
+ * - Drop-down panels (card machine, card, keypad, the state details) open one at a time, focus
+ *   their first field, and stay open across a live refresh of the part they belong to.
  * Without JavaScript every form still works as a plain post.
  */
 (function () {
@@ -149,16 +151,37 @@
     e.preventDefault();
     var k = key.getAttribute("data-key");
     if (k === "back") input.value = input.value.slice(0, -1);
+    else if (k === "." && input.value.indexOf(".") >= 0) return;
     else if (k === "clear") input.value = "";
     else input.value += k;
     input.focus();
   });
 
+  /* One drop-down open at a time; an opened one focuses its first field. */
+  document.addEventListener(
+    "toggle",
+    function (e) {
+      var d = e.target;
+      if (!(d instanceof HTMLDetailsElement)) return;
+      var field = d.open && d.classList.contains("drop") && d.querySelector("input:not([type=hidden])");
+      if (d.open) {
+        document.querySelectorAll("details[open]").forEach(function (other) {
+          if (other !== d && !other.contains(d)) other.open = false;
+        });
+      }
+      /* a scanner's next keystrokes go to the scan field unless a drop-down wants typing */
+      if (field) field.focus();
+      else window.setTimeout(focusScan, 0);
+    },
+    true
+  );
+
   /* Tapping anywhere that is not a field sends focus back to the scan field. */
   document.addEventListener("click", function (e) {
-    if (e.target.closest && e.target.closest("input, textarea, select, label, summary, details"))
+    var inState = e.target.closest && e.target.closest("details.state");
+    if (!inState && e.target.closest && e.target.closest("input, textarea, select, label, summary, details"))
       return;
-    window.setTimeout(focusScan, 0);
+    window.setTimeout(focusScan, 0); /* the state chip never keeps the scanner's keystrokes */
   });
 
   /* Live parts: re-fetch on events; never under the cashier's fingers (wait for focus to leave). */
@@ -186,7 +209,14 @@
       })
       .then(function (html) {
         if (html !== null) {
+          var open = Array.prototype.map.call(el.querySelectorAll("details[open][id]"), function (d) {
+            return d.id;
+          });
           el.innerHTML = html;
+          open.forEach(function (id) {
+            var d = document.getElementById(id);
+            if (d) d.open = true;
+          });
           el.removeAttribute("data-stale");
           el.setAttribute("data-refreshed", String(Date.now()));
           document.dispatchEvent(new CustomEvent("meshpos:refreshed", { detail: { url: url } }));
