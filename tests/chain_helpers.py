@@ -116,8 +116,9 @@ def trade_history(svc: HQService, st: Store, days: int = 14, seed: int = 0) -> N
     rng = random.Random(seed)
     real = st.terminals[0].now_ms
     today = real()
-    for sku in ("TEE", "CAP"):
-        st.t1.move_stock("receive", sku, days * 8, "the season's delivery")
+    for t in st.terminals:  # each counter's own share: none sells stock it has not seen
+        for sku in ("TEE", "CAP"):
+            t.move_stock("receive", sku, days * 4, "the season's delivery")
     for back in range(days, 0, -1):
         for t in st.terminals:
             t.now_ms = lambda back=back: today - back * 86_400_000  # type: ignore[misc]

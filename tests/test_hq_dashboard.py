@@ -18,6 +18,7 @@ import pytest
 from chain_helpers import STORES, Chain, build_chain, pull
 from pg import pg_cluster_fixture
 
+from meshpos.domain.money import rupees
 from meshpos.hq import keys
 from meshpos.hq.accounts import Accounts
 from meshpos.hq.app import create_app
@@ -121,7 +122,7 @@ def test_stores_page_shows_each_store_its_state_and_what_needs_a_look(chain: Cha
     assert "0 / 2 stores online" in page  # nothing relayed over HTTP: no terminal seen
     row = re.search(r'data-store="IND".*?</tr>', Browser(chain, "vera").get("/stores").text, re.S)
     assert row and "2</a>" in row.group(0)  # oversold jackets + a declined card
-    assert "₹21750.00" in page and "₹6750.00" in page  # net sales, as the stores count them
+    assert "₹21,750.00" in page and "₹6,750.00" in page  # net sales, as the stores count them
     assert chain.sold == {"KOR": 675000, "IND": 2175000}
 
 
@@ -133,16 +134,15 @@ def test_sales_page_matches_the_stores_and_takings_by_kind_match_their_tenders(
     assert r.status_code == 200 and "<svg" in r.text
     page = text(r)
     assert f"{chain.sold['KOR'] + chain.sold['IND']:,}" not in page  # paise never shown raw
-    total = (chain.sold["KOR"] + chain.sold["IND"]) / 100
-    assert f"₹{total:.2f} net sales" in page
+    assert f"{rupees(chain.sold['KOR'] + chain.sold['IND'])} net sales" in page
     kinds = re.search(r'<table id="kinds">.*?</table>', r.text, re.S)
     assert kinds
     shown = {
-        m: int(a.replace(".", "").replace("₹", "")) for m, a in re.findall(ROW, kinds.group(0))
+        m: int(re.sub(r"[.,₹]", "", a)) for m, a in re.findall(ROW, kinds.group(0))
     }
     assert shown == chain.by_kind
     one = text(b.get("/sales?store=KOR"))
-    assert f"₹{chain.sold['KOR'] / 100:.2f} net sales" in one
+    assert f"{rupees(chain.sold['KOR'])} net sales" in one
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_payments_page_shows_pending_and_declined_card_payments_and_floats(chain
     assert "ending 4242" in pending and "pending" in pending and "0002" not in pending
     declined = text(b.get("/payments?status=declined"))
     assert "ending 0002" in declined and "the issuer declined the card" in declined
-    assert "₹50000.00" in pending  # the float HQ set per store
+    assert "₹50,000.00" in pending  # the float HQ set per store
     assert "do_not_honour" in pending  # the declined card is on the blocklist
 
 
@@ -200,7 +200,7 @@ def test_conflicts_page_says_what_happened_and_what_to_do(chain: Chain) -> None:
     page = text(Browser(chain, "vera").get("/conflicts?store=IND"))
     assert "Sold more Jacket (JKT) than the store held" in page
     assert "Stock of Jacket (JKT) is -2" in page
-    assert "Card payment of ₹3000.00 declined" in page
+    assert "Card payment of ₹3,000.00 declined" in page
     assert "What to do: Contact the customer" in page
     assert "Nothing needs a look in Koramangala" in text(
         Browser(chain, "vera").get("/conflicts?store=KOR")
@@ -264,7 +264,7 @@ def test_a_post_without_the_session_token_or_from_another_site_is_refused(
         (
             "/catalogue/price",
             {"sku": "TEE", "price": "ten"},
-            "price 'ten' is not an amount in rupees",
+            "price 'ten' is not an amount of rupees",
         ),
         ("/catalogue/price", {"sku": "NOPE", "price": "10"}, "have no product NOPE"),
         (
@@ -279,7 +279,7 @@ def test_a_post_without_the_session_token_or_from_another_site_is_refused(
             "have no product NEW1 yet: give it a name",
         ),
         ("/catalogue/product", {"sku": "TEE"}, "give at least one field"),
-        ("/catalogue/product", {"sku": "TEE", "gst": "150"}, "GST rate '150' is not a percentage"),
+        ("/catalogue/product", {"sku": "TEE", "gst": "150"}, "GST rate '150' is more than 100%"),
         (
             "/catalogue/gst",
             {"category": "Tops", "up_to1": "2500", "rate1": "5"},
@@ -404,7 +404,9 @@ def test_gst_bands_are_sent_as_a_setting_each_store_receives(chain: Chain) -> No
     pull(chain.svc, ind, ind.t1)
     [row] = ind.t1.query("SELECT value FROM settings WHERE key = 'gst.bands.Bottoms'")
     assert row["value"] == '[{"rate": 500, "up_to": 250000}, {"rate": 1800, "up_to": null}]'
-    assert "up to ₹2500.00: 5% · above: 18%" in text(b.get("/catalogue"))
+    bands = ind.t1.gst_rules().for_product("Bottoms", "")  # the till taxes by them
+    assert [(b.rate, b.up_to) for b in bands] == [(500, 250_000), (1800, None)]
+    assert "up to ₹2,500.00: 5% · above: 18%" in text(b.get("/catalogue"))
 
 
 def test_blocking_a_card_lists_it_and_lifting_it_takes_it_off(chain: Chain) -> None:

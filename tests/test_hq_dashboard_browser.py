@@ -191,7 +191,7 @@ def test_a_price_change_from_the_form_reaches_the_live_terminals(page: Any, chai
     form.locator("input[name=price]").fill("1111.50")
     form.locator("input[name=stores]").fill(LIVE)
     form.locator("button").click()
-    assert f"Price of {HOT} set to ₹1111.50" in page.inner_text("#notice")
+    assert f"Price of {HOT} set to ₹1,111.50" in page.inner_text("#notice")
 
     def priced(d: Path) -> bool:
         t = Terminal.open(d)
@@ -209,12 +209,12 @@ def test_a_price_change_from_the_form_reaches_the_live_terminals(page: Any, chai
     gst.locator("input[name=rate2]").fill("18")
     gst.locator("button").click()
     assert "GST bands of Tops" in page.inner_text("#notice")
-    assert "up to ₹2500.00: 5%" in page.inner_text("#bands")
+    assert "up to ₹2,500.00: 5%" in page.inner_text("#bands")
     bad = page.locator("#price-form")
     bad.locator("input[name=sku]").fill(HOT)
     bad.locator("input[name=price]").fill("eleven")
     bad.locator("button").click()
-    assert "price 'eleven' is not an amount in rupees" in page.inner_text("#error")
+    assert "price 'eleven' is not an amount of rupees" in page.inner_text("#error")
     assert page.locator("#price-form input[name=price]").input_value() == "eleven"
     assert page.locator("#product-form input[name=price]").input_value() == ""  # not its form
     shot(page, chain, "catalogue")

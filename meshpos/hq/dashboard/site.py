@@ -77,9 +77,8 @@ TABS = (
 
 
 def money(paise: int | None) -> str:
-    """₹ and the amount, the sign before the ₹ (−₹1282.12)."""
-    value = int(paise or 0)
-    return ("−₹" if value < 0 else "₹") + rupees(abs(value))
+    """₹ and the amount with Indian digit grouping, the sign before the ₹ (−₹1,282.12)."""
+    return rupees(int(paise or 0))
 
 
 def percent(basis_points: int) -> str:
