@@ -137,9 +137,7 @@ def test_sales_page_matches_the_stores_and_takings_by_kind_match_their_tenders(
     assert f"{rupees(chain.sold['KOR'] + chain.sold['IND'])} net sales" in page
     kinds = re.search(r'<table id="kinds">.*?</table>', r.text, re.S)
     assert kinds
-    shown = {
-        m: int(re.sub(r"[.,₹]", "", a)) for m, a in re.findall(ROW, kinds.group(0))
-    }
+    shown = {m: int(re.sub(r"[.,₹]", "", a)) for m, a in re.findall(ROW, kinds.group(0))}
     assert shown == chain.by_kind
     one = text(b.get("/sales?store=KOR"))
     assert f"{rupees(chain.sold['KOR'])} net sales" in one
