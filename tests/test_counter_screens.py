@@ -226,6 +226,7 @@ def test_the_manager_page_speaks_plainly_and_closing_the_day_is_for_supervisors(
         assert "More LAST sold than the store had: stock shows -1" in page
         assert re.search(r"<td>T2</td><td>\d\d:\d\d:\d\d</td><td>sold 1 of LAST", page)
         assert "What to do:" in page and '{"sku"' not in page
+        assert "<dt>Discounts</dt><dd>none</dd>" in page and "−₹0.00" not in page
         assert "Close the day (Z)" not in page and 'id="z-gated"' in page
         html = post(c, "/manager/report", which="z")  # the button is not there; the rule holds
         assert "closing the day (Z report) needs a supervisor" in notice(html)
