@@ -26,7 +26,7 @@ from meshpos.service.terminal import Terminal
 
 STORE = "S1"
 STORE_KEY = Signer.from_seed(b"rulebook-store-key")
-PINS = {"ada": "1111", "sue": "4444", "cal": "3333", "sam": "6666"}
+PINS = {"ada": "111111", "sue": "444444", "cal": "3333", "sam": "666666"}
 MINUTE = 60_000
 BIG = CatalogRow(line=9, sku="SAREE", fields={"name": "Silk saree", "price": 2_000_000,
                                                "gst_rate": 500}, stock=5)  # fmt: skip

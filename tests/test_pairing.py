@@ -88,7 +88,7 @@ def _store_with_static_peers(tmp: Path) -> list[Path]:
     store = unique_store()
     dirs = [tmp / name for name in ("T1", "T2", "T3")]
     for d in dirs:
-        meshpos(d, "init", "--store", store, "--name", d.name)
+        meshpos(d, "init", "--store", store, "--name", d.name, "--no-encrypt")
     ports = {d: free_port() for d in dirs}
     for d in dirs:
         peers: list[dict[str, Any]] = [

@@ -193,7 +193,7 @@ def test_card_money_taken_offline_needs_float_and_a_limit_ever_set_before() -> N
     past = FakePast(held={(CARD_FLOAT, T1.node_id): 5_000_000})
     found = judge(an_op("sale", sale, minutes=10), past)
     assert found is not None and found.rule == CARD_LIMIT
-    assert "₹12000.00 by card offline, over the per-sale limit of ₹10000.00" in found.message
+    assert "₹12,000.00 by card offline, over the per-sale limit of ₹10,000.00" in found.message
     past.settings["cards.floor_per_sale"] = [(at(20), 2_000_000)]  # set after the sale
     assert judge(an_op("sale", sale, minutes=10), past) is not None
     past.settings["cards.floor_per_sale"].append((at(5), 1_500_000))
@@ -450,7 +450,7 @@ def test_meshpos_conflicts_lists_an_op_without_authority_and_a_manager_resolves_
     t = Terminal.open(directory)
     try:
         t.import_catalog(catalog_rows(2))
-        add_user(t, "ada", name="Ada", role="admin", pin="1111")
+        add_user(t, "ada", name="Ada", role="admin", pin="111111")
         late = pack(t.now_ms() + 2 * 3_600_000, 0)  # a till whose clock says two hours on
         op = t.ledger.append(t.signer, kind="stock.adjust", user="cashier", hlc=late,
                              payload={"sku": "SKU0", "delta": -4, "reason": "x"})  # fmt: skip
@@ -468,7 +468,7 @@ def test_meshpos_conflicts_lists_an_op_without_authority_and_a_manager_resolves_
     assert detail["rule"] == APPROVAL and "stock adjustment" in detail["reason"]
     assert "has none" in detail["reason"] and detail["rule_text"]
     assert cid in meshpos(directory, "conflicts").out
-    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "1111")
+    monkeypatch.setenv("MESHPOS_APPROVER_PIN", "111111")
     meshpos(directory, "conflicts", "resolve", cid, "--note", "counted again", "--approve", "ada")
     assert meshpos(directory, "conflicts", "--json").json() == []
     [done] = meshpos(directory, "conflicts", "--all", "--json").json()

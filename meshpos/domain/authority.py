@@ -182,15 +182,15 @@ def judge(op: Op, past: Past) -> Violation | None:
         if pending > limit:
             return Violation(
                 CARD_LIMIT,
-                f"{_where(op)} took ₹{rupees(pending)} by card offline, over the per-sale limit "
-                f"of ₹{rupees(limit)}",
+                f"{_where(op)} took {rupees(pending)} by card offline, over the per-sale limit "
+                f"of {rupees(limit)}",
             )
     for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
         if amount > held:
             what = "card float" if customer == CARD_FLOAT else f"customer {customer}'s points"
-            have = f"₹{rupees(max(held, 0))}" if customer == CARD_FLOAT else str(max(held, 0))
-            asked = f"₹{rupees(amount)}" if customer == CARD_FLOAT else str(amount)
+            have = rupees(max(held, 0)) if customer == CARD_FLOAT else str(max(held, 0))
+            asked = rupees(amount) if customer == CARD_FLOAT else str(amount)
             return Violation(
                 ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )
