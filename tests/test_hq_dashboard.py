@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from meshpos.hq.service import HQService
 from meshpos.hq.storage import open_storage
 from meshpos.hq.storage.browse import StockQuery
 from meshpos.hq.storage.takings import MARK
+from meshpos.ledger.judging import unauthorised_detail
 
 PW = "correct horse battery"
 PEOPLE = {"vera": "viewer", "omar": "operator", "asha": "admin"}
@@ -203,6 +205,26 @@ def test_conflicts_page_says_what_happened_and_what_to_do(chain: Chain) -> None:
     assert "Nothing needs a look in Koramangala" in text(
         Browser(chain, "vera").get("/conflicts?store=KOR")
     )
+
+
+def test_an_op_hq_holds_without_authority_is_listed_in_words_and_counted(chain: Chain) -> None:
+    detail = unauthorised_detail(
+        ("T9", 4, 0, "stock.adjust", "cal", "T2", "approval", "needs a supervisor's approval")
+    )
+    row = ("KOR", "unauthorised:T9:4", "unauthorised", "T9:4", "open", json.dumps(detail),
+           '["T9:4"]', None)  # fmt: skip
+    db = chain.svc.storage.db
+    db.run(lambda tx: tx.execute("INSERT INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row))
+    try:
+        page = text(Browser(chain, "vera").get("/conflicts?store=KOR"))
+        assert "A stock adjust by cal at T2 did not take effect" in page
+        assert "needs a supervisor's approval" in page and "Op T9:4" in page
+        [kor] = [
+            s for s in store_statuses(chain.svc.storage, chain.svc.now_ms()) if s.store == "KOR"
+        ]
+        assert kor.open_conflicts == 1
+    finally:
+        db.run(lambda tx: tx.execute("DELETE FROM conflicts WHERE store = 'KOR'"))
 
 
 # -- actions and roles ---------------------------------------------------------------------------
