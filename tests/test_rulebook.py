@@ -37,6 +37,7 @@ from meshpos.domain.authority import (
     spends,
 )
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.revocation import Revoked
 from meshpos.domain.staff import issue_credential, pin_private_key, pin_record
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
@@ -63,6 +64,12 @@ class FakePast:
 
     def node_role(self, node_id: str) -> str | None:
         return self.roles.get(node_id, "terminal")
+
+    def node_cert(self, node_id: str) -> bytes | None:
+        return None
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        return None
 
     def staff_since(self) -> int | None:
         return self.since

@@ -35,6 +35,8 @@ from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
 from meshpos.domain.money import rupees
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
+from meshpos.domain.revocation import refusal as revocation_refusal
 from meshpos.domain.staff import (
     LIMIT_FIELDS,
     RANK,
@@ -52,11 +54,14 @@ HQ_ONLY = "hq-only"
 APPROVAL = "approval"
 ESCROW = "escrow"
 CARD_LIMIT = "card-limit"
+REVOKED = "revoked"
 RULES = {
     HQ_ONLY: "card payment results and card float are signed by HQ only",
     APPROVAL: "ops above a staff limit carry a valid approval by a user who held the role",
     ESCROW: "a counter spends only the loyalty points or card float it holds",
     CARD_LIMIT: "card money taken offline in one sale stays within the per-sale floor limit",
+    REVOKED: "a revoked node's ops after its revocation take no effect; only the store key or "
+    "HQ revokes",
 }
 
 HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
@@ -85,6 +90,13 @@ class Past(Protocol):
 
     def node_role(self, node_id: str) -> str | None:
         """The role in the node's certificate ("terminal", "hq"), None when unknown."""
+
+    def node_cert(self, node_id: str) -> bytes | None:
+        """The node's certificate as held (admitted against the store key), None when unknown."""
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        """The revocation in force for the node, from every revocation op the replica holds
+        (meshpos/domain/revocation.py: not monotone, so a replica refolds when one arrives)."""
 
     def staff_since(self) -> int | None:
         """HLC of the first bootstrap user op with authority: when the store got staff."""
@@ -165,7 +177,17 @@ def valid_limit(value: Any) -> bool:
 
 def judge(op: Op, past: Past) -> Violation | None:
     """None when `op` has authority to change the views; else the rule it breaks."""
+    revoked = past.revoked(op.origin)
+    if revoked is not None and op.seq > revoked.after_seq:
+        return Violation(
+            REVOKED,
+            f"{_where(op)} was signed after {op.origin} was revoked (from its op "
+            f"{revoked.after_seq + 1} on): {revoked.reason}",
+        )
     role = past.node_role(op.origin)
+    if op.kind == REVOKE_KIND:
+        refused = revocation_refusal(op, role, past.node_cert(op.origin))
+        return None if refused is None else Violation(REVOKED, refused)
     if op.kind in HQ_ONLY_KINDS and role != "hq":
         return Violation(HQ_ONLY, f"{_where(op)} is signed by {op.origin}, which is not HQ")
     if role == "hq":

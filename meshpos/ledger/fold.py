@@ -21,6 +21,8 @@ from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
 from meshpos.domain.catalog import FIELDS
 from meshpos.domain.gst import Supply, recorded_split
+from meshpos.domain.revocation import REVOKE_KIND
+from meshpos.domain.revocation import read as read_revocation
 from meshpos.domain.staff import ROLES
 
 PRODUCT_FIELDS = (*FIELDS, "active")
@@ -448,6 +450,12 @@ def _stock_transfer(ch: Changes, op: Op) -> None:
     ch.touched.add((TRANSFER_SHORT, tid))
 
 
+def _revoke(ch: Changes, op: Op) -> None:
+    """A node's revocation changes no view itself: the rulebook reads every revocation held
+    before it judges an op (meshpos/domain/revocation.py)."""
+    read_revocation(op)
+
+
 def _inert(ch: Changes, op: Op) -> None:
     """Ops that live in the log (audit trail, node records) but change no view."""
 
@@ -471,6 +479,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
     "note": _inert,
+    REVOKE_KIND: _revoke,
     "report.z": _inert,
 }
 

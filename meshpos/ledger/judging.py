@@ -22,6 +22,7 @@ from typing import Any
 from meshpos.core.errors import RemoteError
 from meshpos.core.ops import Op, decode_body, unpack
 from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
+from meshpos.domain.revocation import REVOKE_KIND, Revoked, points
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
 RightsRow = tuple[str, str, str, int, int, int, int]
@@ -45,12 +46,22 @@ class BatchPast(ABC):
         self._settings: dict[str, list[tuple[int, Any]]] | None = None
         self._users: dict[str, list[tuple[int, str, Any]]] = {}
         self._rights: dict[tuple[str, str], list[RightsRow]] = {}
+        self._certs: dict[str, bytes] | None = None
+        self._revoked: dict[str, Revoked] | None = None
 
     # -- what the replica stored ----------------------------------------------------------------
 
     @abstractmethod
     def stored_roles(self) -> dict[str, str]:
         """Role by node id, from the certificates the replica holds."""
+
+    @abstractmethod
+    def stored_certs(self) -> dict[str, bytes]:
+        """Certificate by node id, as the replica holds them."""
+
+    @abstractmethod
+    def stored_revocations(self) -> list[Op]:
+        """Every `node.revoke` op stored (a batch's ops are stored before it is judged)."""
 
     @abstractmethod
     def staff_since(self) -> int | None: ...
@@ -98,6 +109,20 @@ class BatchPast(ABC):
         if self._roles is None:
             self._roles = self.stored_roles()
         return self._roles.get(node_id)
+
+    def node_cert(self, node_id: str) -> bytes | None:
+        if self._certs is None:
+            self._certs = self.stored_certs()
+        return self._certs.get(node_id)
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        return self.revocations().get(node_id)
+
+    def revocations(self) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node (meshpos/domain/revocation.py)."""
+        if self._revoked is None:
+            self._revoked = points(self.stored_revocations(), self.node_role, self.node_cert)
+        return self._revoked
 
     def user_history(self, user: str, before_hlc: int) -> tuple[set[str], set[str]]:
         roles: set[str] = set()
@@ -258,6 +283,14 @@ class NodePast(BatchPast):
 
     def stored_roles(self) -> dict[str, str]:
         return node_roles(self.conn)
+
+    def stored_certs(self) -> dict[str, bytes]:
+        rows = self.conn.execute("SELECT node_id, cert FROM nodes WHERE cert IS NOT NULL")
+        return {str(n): bytes(c) for n, c in rows}
+
+    def stored_revocations(self) -> list[Op]:
+        rows = self.conn.execute(f"SELECT body, sig FROM ops WHERE kind = '{REVOKE_KIND}'")
+        return [decode_body(b, s) for b, s in rows]
 
     def staff_since(self) -> int | None:
         if self._since is None:

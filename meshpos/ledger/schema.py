@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE INDEX IF NOT EXISTS ops_hlc ON ops (hlc);
 CREATE INDEX IF NOT EXISTS ops_user ON ops (user, hlc);
+CREATE INDEX IF NOT EXISTS ops_revoke ON ops (origin, seq) WHERE kind = 'node.revoke';
 CREATE TABLE IF NOT EXISTS vv (
     origin TEXT PRIMARY KEY,
     seq    INTEGER NOT NULL,

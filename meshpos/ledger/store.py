@@ -33,6 +33,7 @@ from meshpos.core.ops import (
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
@@ -207,6 +208,21 @@ class Ledger:
             else:
                 self.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
 
+    def note_revoked(self, reason: str, peer: str) -> None:
+        """A peer refused this node as revoked (its word only: the op may come later). Kept in
+        `meta`, node-local, so every process on the file stops signing."""
+        with self.write():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('revoked', ?)", (f"{peer}\n{reason}",)
+            )
+
+    def revoked_notice(self) -> Revoked | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'revoked'").fetchone()
+        if row is None:
+            return None
+        peer, _, reason = str(row[0]).partition("\n")
+        return Revoked("", -1, reason, f"peer {peer}")
+
     def bootstrapping(self) -> bool:
         row = self.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
         return row is not None
@@ -264,7 +280,7 @@ class Ledger:
             "seq = excluded.seq, head = excluded.head",
             [(o.origin, o.seq, o.hash) for o in last.values()],
         )
-        stale = self._note_staff_start(ops)
+        stale = self._note_staff_start(ops) or self._note_revocations(ops)
         changes, _ = judge_batch(ops, NodePast(self.conn))
         apply_changes(self.conn, changes)
         if stale:
@@ -301,6 +317,27 @@ class Ledger:
             (grace_end(found, Policy()), *sorted(GATED_KINDS)),
         ).fetchone()
         return late is not None
+
+    def _note_revocations(self, ops: Sequence[Op]) -> bool:
+        """Whether a revocation of the batch takes effect from ops already held, which may have
+        been folded with authority: then the views must be refolded (revocations are not
+        monotone, see meshpos/domain/revocation.py)."""
+        named = {o.payload.get("node") for o in ops if o.kind == REVOKE_KIND}
+        if not named:
+            return False
+        for node, rev in NodePast(self.conn).revocations().items():
+            if (
+                node in named
+                and self.conn.execute(
+                    "SELECT 1 FROM ops WHERE origin = ? AND seq > ? LIMIT 1", (node, rev.after_seq)
+                ).fetchone()
+            ):
+                return True
+        return False
+
+    def revocations(self) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node, from the revocation ops held."""
+        return NodePast(self.conn).revocations()
 
     def _scan_staff_since(self) -> int | None:
         rows = self.conn.execute(

@@ -41,6 +41,7 @@ from meshpos.domain.pricing import (
     price_lines,
     settle,
 )
+from meshpos.domain.revocation import Revoked
 from meshpos.domain.staff import Credential
 from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
 from meshpos.domain.storetime import StoreTime
@@ -150,6 +151,11 @@ class Terminal:
     def close(self) -> None:
         self.ledger.close()
 
+    def revoked(self) -> Revoked | None:
+        """This terminal's revocation, once it heard of it: from the op itself, or from a peer
+        that refused it for it (meshpos/domain/revocation.py)."""
+        return self.ledger.revocations().get(self.node_id) or self.ledger.revoked_notice()
+
     def node_record(self) -> NodeRecord:
         return NodeRecord(
             self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name
@@ -169,6 +175,13 @@ class Terminal:
                     "this terminal lost its database and is getting its history back from its "
                     "peers; it can sell again once `meshpos status` shows it caught up "
                     "(start `meshpos node run` with a peer reachable)"
+                )
+            revoked = self.revoked()
+            if revoked is not None:
+                raise LocalError(
+                    f"this terminal was revoked by the store ({revoked.reason}): it can no "
+                    "longer sell or record anything. Ask the store's manager; a replacement "
+                    "terminal is enrolled afresh"
                 )
             hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
             acting = user or self.cfg.user

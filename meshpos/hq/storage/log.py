@@ -31,6 +31,7 @@ from meshpos.core.ops import (
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
 from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
@@ -308,7 +309,7 @@ class OpLog:
             "updated_ms = excluded.updated_ms",
             head_rows,
         )
-        stale = self._note_staff_start(tx, store, ops)
+        stale = self._note_staff_start(tx, store, ops) or self._note_revocations(tx, store, ops)
         rows = self._fold(tx, store, ops, now_ms)
         if stale:
             self.refold(tx, store, now_ms)
@@ -357,6 +358,24 @@ class OpLog:
             (store, grace_end(found, Policy()), *kinds),
         )
         return bool(late)
+
+    def _note_revocations(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+        """Whether a revocation of the batch takes effect from ops already held: then the
+        store's views are refolded (see `Ledger._note_revocations`: the same rule)."""
+        named = {o.payload.get("node") for o in ops if o.kind == REVOKE_KIND}
+        if not named:
+            return False
+        for node, rev in HQPast(tx, store).revocations().items():
+            if node in named and tx.execute(
+                "SELECT 1 FROM ops WHERE store = ? AND origin = ? AND seq > ? LIMIT 1",
+                (store, node, rev.after_seq),
+            ):
+                return True
+        return False
+
+    def revocations(self, store: str) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node of the store."""
+        return self.db.run(lambda tx: HQPast(tx, store).revocations())
 
     def refold(self, tx: Tx, store: str, now_ms: int) -> None:
         """Fold a store's views again from its ops (an upgrade, a staff start moved earlier).

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS ops (
     sig    {blob} NOT NULL,
     PRIMARY KEY (store, origin, seq)
 );
+CREATE INDEX IF NOT EXISTS ops_revoke ON ops (store) WHERE kind = 'node.revoke';
 CREATE TABLE IF NOT EXISTS heads (
     store      TEXT NOT NULL,
     origin     TEXT NOT NULL,

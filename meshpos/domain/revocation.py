@@ -1,0 +1,151 @@
+"""Revoking a node: a stolen or lost terminal is locked out of its store's mesh for good.
+
+A revocation is an op of kind `node.revoke` naming the node and the revocation point: the last seq
+of the node's chain the revoker held when it signed (`after_seq`). The node's ops up to the point
+keep their effect; those after it take none (the rulebook's `revoked` rule) and are each listed as
+a conflict for the manager. It has authority when HQ signs it (`meshpos hq revoke`), or when it
+carries the store key's signature over the statement (`meshpos store revoke`, where `store.key`
+is), whichever terminal's op carries it. The store key is the one that signed the carrying
+node's certificate: a replica checks the statement against that, with no key pinned in the ledger.
+
+Revocations are the one input of the fold that takes authority away from ops already folded.
+Replicas keep the views convergent by folding them again whenever a revocation arrives (see
+`Ledger._commit_ops` and HQ's `OpLog.commit`): the points are read from the whole log before any
+op is judged, so the views are a function of the op set, whatever order it arrived in. When two
+revocations name one node, the earlier point wins. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from meshpos.core.errors import EncodingError, RemoteError
+from meshpos.core.ops import Op, Signer, pack
+from meshpos.domain.enrolment import read_certificate
+
+REVOKE_KIND = "node.revoke"
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A node's revocation as the fold applies it: ops after `after_seq` take no effect."""
+
+    node: str
+    after_seq: int
+    reason: str
+    by: str  # "origin:seq" of the revocation op
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "after_seq": self.after_seq,
+            "reason": self.reason,
+            "by": self.by,
+        }
+
+
+def statement(store: str, node: str, after_seq: int, reason: str) -> bytes:
+    """The bytes the store key signs: which node of which store, from where, and why."""
+    return pack([1, "revoke", store, node, after_seq, reason])
+
+
+def check_reason(reason: str) -> str:
+    text = " ".join(reason.split())
+    if not text:
+        raise EncodingError("a revocation needs a reason (say what happened: stolen, lost ...)")
+    if len(text) > MAX_REASON:
+        raise EncodingError(f"the reason is longer than {MAX_REASON} characters")
+    return text
+
+
+def payload(
+    store: str, node: str, after_seq: int, reason: str, store_key: Signer | None = None
+) -> dict[str, Any]:
+    """A revocation's payload; with `store_key`, signed by it (a terminal's op), else bare (an
+    op HQ signs, whose authority is HQ's certificate)."""
+    text = check_reason(reason)
+    out: dict[str, Any] = {"node": node, "after_seq": after_seq, "reason": text}
+    if store_key is not None:
+        out["store_key"] = store_key.public_key.hex()
+        out["signature"] = store_key.sign(statement(store, node, after_seq, text)).hex()
+    return out
+
+
+def read(op: Op) -> Revoked:
+    """The revocation an op states; EncodingError when its payload has not the shape."""
+    p = op.payload
+    node, after, reason = p.get("node"), p.get("after_seq"), p.get("reason")
+    if not isinstance(node, str) or not node or type(after) is not int or after < 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: revocation is malformed")
+    if not isinstance(reason, str):
+        raise EncodingError(f"op {op.origin}:{op.seq}: revocation reason is malformed")
+    for key in ("store_key", "signature"):
+        if key in p and not _hex(p[key]):
+            raise EncodingError(f"op {op.origin}:{op.seq}: revocation {key} is malformed")
+    return Revoked(node, after, reason, f"{op.origin}:{op.seq}")
+
+
+def refusal(op: Op, role: str | None, cert: bytes | None) -> str | None:
+    """Why `op` (a well-formed revocation) has no authority, or None: signed by HQ, or carrying
+    the signature of the store key that certified its origin."""
+    if role == "hq":
+        return None
+    p = op.payload
+    key, sig = p.get("store_key"), p.get("signature")
+    if not (_hex(key) and _hex(sig)):
+        return f"op {op.origin}:{op.seq} revokes a node without the store key's signature"
+    if cert is None:
+        return f"op {op.origin}:{op.seq}: its node holds no certificate to check the store key by"
+    rev = read(op)
+    try:
+        pub = bytes.fromhex(str(key))
+        Ed25519PublicKey.from_public_bytes(pub).verify(
+            bytes.fromhex(str(sig)), statement(op.store, rev.node, rev.after_seq, rev.reason)
+        )
+        read_certificate(cert, pub, op.store)
+    except (InvalidSignature, ValueError, RemoteError):
+        return f"op {op.origin}:{op.seq} revokes a node but is not signed by the store key"
+    return None
+
+
+def points(
+    ops: Iterable[Op],
+    role_of: Callable[[str], str | None],
+    cert_of: Callable[[str], bytes | None],
+) -> dict[str, Revoked]:
+    """The revocation in force for each node, from every revocation op held: those with
+    authority count, and for a node named twice the earlier point wins (then the op id)."""
+    out: dict[str, Revoked] = {}
+    for op in ops:
+        try:
+            rev = read(op)
+        except EncodingError:
+            continue
+        if refusal(op, role_of(op.origin), cert_of(op.origin)) is not None:
+            continue
+        held = out.get(rev.node)
+        if held is None or (rev.after_seq, rev.by) < (held.after_seq, held.by):
+            out[rev.node] = rev
+    return out
+
+
+def in_force(revoked: Mapping[str, Revoked], node: str, seq: int) -> Revoked | None:
+    """The revocation that takes effect from `node`'s op `seq`, if any."""
+    rev = revoked.get(node)
+    return rev if rev is not None and seq > rev.after_seq else None
+
+
+def _hex(value: Any) -> bool:
+    if not isinstance(value, str) or not value or len(value) % 2:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True

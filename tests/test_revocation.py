@@ -1,0 +1,182 @@
+"""Revocation (issue 13 item 6): a stolen terminal's ops after its revocation take no effect on
+any replica, whatever order they arrive in; only the store key or HQ revokes; the revoked
+terminal stops selling once it hears; daemons drop it at once."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ledger_helpers import catalog_rows, full_sync, views
+from rulebook_helpers import NODES, STORE, STORE_KEY, Node, fresh_ledger, make_nodes, records
+
+from meshpos.core.errors import LocalError
+from meshpos.core.ops import Op, Signer
+from meshpos.domain import revocation
+from meshpos.domain.authority import REVOKED
+from meshpos.domain.pricing import Tender
+from meshpos.hq.storage import HQStorage, open_storage
+from meshpos.ledger.store import Ledger
+
+REASON = "stolen from the counter on Friday night"
+
+
+def revoke(by: Node, node: Node, *, key: Signer | None = STORE_KEY, reason: str = REASON) -> Op:
+    """`by` signs a revocation of `node` from the last op of it that `by` holds."""
+    point = by.ledger.head(node.node_id)[0]
+    body = revocation.payload(STORE, node.node_id, point, reason, key)
+    return by.terminal.append(revocation.REVOKE_KIND, body)
+
+
+def stolen_store() -> tuple[dict[str, Node], dict[str, Op]]:
+    """T2 sells honestly and is handed loyalty rights; then it is stolen. T0 (with the store key)
+    revokes it and HQ too, from a later point. The thief, not having heard, sells, adjusts
+    stock and hands its rights to T1, which redeems them: none of that may count anywhere."""
+    nodes = make_nodes()
+    t0, t1, t2 = (nodes[n].terminal for n in ("T0", "T1", "T2"))
+    every = list(nodes.values())
+    marks: dict[str, Op] = {}
+    t0.import_catalog(catalog_rows(3))
+    cid = t0.add_customer({"name": "Ravi", "phone": "9800000001"})
+    t0.append("loyalty.adjust", {"customer_id": cid, "delta": 50, "reason": "welcome"})
+    assert t0.grant_rights(cid, t2.node_id, 30) == 30
+    full_sync(every)
+    marks["honest"] = t2.sell([("SKU0", 1)]).op
+    full_sync(every)
+    marks["forged_revoke"] = revoke(nodes["T1"], nodes["T0"], key=Signer.from_seed(b"not-it"))
+    marks["by_store"] = revoke(nodes["T0"], nodes["T2"])
+    marks["stolen_sale"] = t2.sell([("SKU1", 2)]).op
+    marks["stolen_adjust"] = t2.move_stock("adjust", "SKU1", 40, "found")
+    marks["by_hq"] = revoke(nodes["HQ"], nodes["T2"], key=None, reason="reported stolen")
+    assert t2.grant_rights(cid, t1.node_id, 30) == 30
+    marks["handed"] = t2.ledger.get(t2.node_id, t2.ledger.head(t2.node_id)[0])  # type: ignore[assignment]
+    full_sync([nodes["T1"], nodes["T2"]])  # T1 hears the thief before the revocation
+    marks["redeemed"] = t1.sell([("SKU2", 1)], tenders=[Tender("points", 30), Tender("cash")],
+                                customer=cid).op  # fmt: skip
+    full_sync(every)
+    return nodes, marks
+
+
+_STORE: dict[str, Any] = {}
+
+
+def the_store() -> tuple[dict[str, Node], dict[str, Op]]:
+    if not _STORE:
+        _STORE["nodes"], _STORE["marks"] = stolen_store()
+    return _STORE["nodes"], _STORE["marks"]
+
+
+def unauthorised(ledger: Ledger) -> dict[tuple[str, int], str]:
+    return {(o, s): rule for o, s, rule in ledger.conn.execute(
+        "SELECT origin, seq, rule FROM unauthorised")}  # fmt: skip
+
+
+def test_the_stolen_terminal_s_ops_after_the_point_take_no_effect_on_any_replica() -> None:
+    nodes, marks = the_store()
+    t2 = nodes["T2"].node_id
+    ref = nodes["T0"].ledger
+    got = unauthorised(ref)
+    for name in ("stolen_sale", "stolen_adjust", "handed"):
+        assert got[marks[name].id] == REVOKED, name
+    assert got[marks["forged_revoke"].id] == REVOKED  # no store key: no authority
+    assert got[marks["redeemed"].id] == "escrow"  # it spent rights only the thief handed on
+    assert marks["honest"].id not in got and marks["by_store"].id not in got
+    # The store's point is the earlier one: it wins over HQ's.
+    rev = ref.revocations()
+    assert set(rev) == {t2} and rev[t2].after_seq == marks["honest"].seq
+    assert rev[t2].reason == REASON and rev[t2].by == "{}:{}".format(*marks["by_store"].id)
+    stock = dict(ref.conn.execute("SELECT sku, qty FROM stock"))
+    assert (stock["SKU0"], stock["SKU1"], stock["SKU2"]) == (4, 5, 5)  # only the honest sale
+    conflicts = {c["conflict_id"] for c in nodes["T1"].terminal.conflicts()}
+    assert "unauthorised:{}:{}".format(*marks["stolen_sale"].id) in conflicts
+    for node in nodes.values():
+        assert views(node.ledger) == views(ref), node.name
+        assert node.ledger.verify() == [], node.name
+
+
+def test_a_revoked_terminal_that_heard_of_it_stops_signing() -> None:
+    nodes, _ = the_store()
+    t2 = nodes["T2"].terminal
+    with pytest.raises(LocalError, match=r"revoked.*stolen from the counter"):
+        t2.sell([("SKU0", 1)])
+    assert t2.revoked() is not None
+    assert nodes["T1"].terminal.revoked() is None
+
+
+def _chunks(data: st.DataObject, ops: list[Op]) -> list[list[Op]]:
+    by_origin: dict[str, list[Op]] = {}
+    for o in ops:
+        by_origin.setdefault(o.origin, []).append(o)
+    chunks: list[list[Op]] = []
+    for run in by_origin.values():
+        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(run) - 1)), max_size=4)))
+        chunks += [run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)]
+    return [c for c in data.draw(st.permutations(chunks)) if c]
+
+
+@contextmanager
+def hq_storage() -> Iterator[HQStorage]:
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = open_storage(str(Path(tmp) / "hq.db"), durable=False)
+        storage.enrolment.add_store(STORE, STORE, STORE_KEY.public_key, key_at_hq=False, now_ms=0)
+        try:
+            yield storage
+        finally:
+            storage.close()
+
+
+def hq_verdicts(storage: HQStorage) -> dict[tuple[str, int], str]:
+    rows = storage.db.query("SELECT origin, seq, rule FROM unauthorised WHERE store = ?", (STORE,))
+    return {(str(o), int(s)): str(r) for o, s, r in rows}
+
+
+def hq_stock(storage: HQStorage) -> dict[str, int]:
+    rows = storage.db.query("SELECT sku, qty FROM stock WHERE store = ?", (STORE,))
+    return {str(k): int(q) for k, q in rows}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_delivery_order_gives_the_same_views_at_terminals_and_hq(data: st.DataObject) -> None:
+    """The revocation may arrive before, between or after the stolen terminal's late ops and
+    the ops that built on them: every replica ends with the same views and verdicts."""
+    nodes, _ = the_store()
+    ref = nodes["T0"].ledger
+    ops = sorted(ref.ops_since({}), key=lambda o: o.id)
+    chunks = _chunks(data, ops)
+    node = fresh_ledger()
+    for chunk in chunks:
+        node.ingest(chunk)
+    assert node.pending_count() == 0
+    assert views(node) == views(ref)
+    with hq_storage() as storage:
+        heads: dict[str, int] = {}
+        waiting = list(chunks)
+        while waiting:
+            for chunk in list(waiting):
+                if heads.get(chunk[0].origin, 0) == chunk[0].seq - 1:
+                    storage.log.ingest(STORE, [o.wire() for o in chunk], records(), now_ms=1)
+                    heads[chunk[0].origin] = chunk[-1].seq
+                    waiting.remove(chunk)
+        assert hq_verdicts(storage) == unauthorised(ref)
+        assert hq_stock(storage) == dict(ref.conn.execute("SELECT sku, qty FROM stock"))
+
+
+def test_only_the_store_key_or_hq_revokes() -> None:
+    nodes = make_nodes()
+    t1 = nodes["T1"]
+    stranger = Signer.from_seed(b"a key of no store")
+    signed = revocation.payload(STORE, NODES["T0"][0].node_id, 0, "x", stranger)
+    past = fresh_ledger()
+    op = t1.terminal.append(revocation.REVOKE_KIND, signed)
+    past.ingest([op])
+    assert unauthorised(past) == {op.id: REVOKED}
+    assert past.revocations() == {}
+    with pytest.raises(Exception, match="needs a reason"):
+        revocation.payload(STORE, "n", 0, "  ", STORE_KEY)
