@@ -93,6 +93,32 @@ def store_init(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+@store.command("revoke")
+@click.argument("node")
+@click.option("--reason", required=True, help="What happened: stolen, lost, sold, ...")
+@json_option
+@click.pass_context
+def store_revoke(ctx: click.Context, node: str, reason: str, as_json: bool) -> None:
+    """Revoke NODE (its name or node id), on the terminal that holds the store key: its ops after
+    the last one this terminal holds take no effect, and every peer drops it as soon as it hears
+    (a stolen or lost terminal). A replacement is enrolled afresh."""
+    t = open_terminal(ctx)
+    op, revoked = membership.revoke(t, node, reason)
+    point = op.payload["after_seq"]
+    emit(
+        {
+            "node": revoked.name,
+            "node_id": revoked.node_id,
+            "after_seq": point,
+            "reason": op.payload["reason"],
+            "op": f"{op.origin}:{op.seq}",
+        },
+        as_json,
+        f"{revoked.name} revoked: its ops after #{point} take no effect; peers drop it as soon "
+        "as they hear (run `meshpos node run` here to tell them now)",
+    )
+
+
 @click.group()
 def enroll() -> None:
     """Enrol a terminal: `request` on it, `sign` where the store key is, `install` back on it."""
@@ -222,6 +248,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "held_by_one_copy": max(0, own - acked),
         "pending_gaps": t.ledger.pending_count(),
         "recovering_history": t.bootstrapping(),
+        "revoked": revoked.reason if (revoked := t.revoked()) else "no",
         "conflicts_open": len(t.conflicts()),
         "enrolled": (t.cfg.dir / membership.NODE_CERT).exists(),
         **_wan_fields(t, d),

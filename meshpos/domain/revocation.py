@@ -17,16 +17,16 @@ revocations name one node, the earlier point wins. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from meshpos.core.errors import EncodingError, RemoteError
+from meshpos.core.errors import EncodingError, InputError, RemoteError
 from meshpos.core.ops import Op, Signer, pack
-from meshpos.domain.enrolment import read_certificate
+from meshpos.domain.enrolment import NodeRecord, read_certificate
 
 REVOKE_KIND = "node.revoke"
 MAX_REASON = 500
@@ -48,6 +48,19 @@ class Revoked:
             "reason": self.reason,
             "by": self.by,
         }
+
+
+def find_node(nodes: Sequence[NodeRecord], ref: str, mine: str) -> NodeRecord:
+    """The node a person names (its name or node id) for revoking; not `mine`, the revoker."""
+    found = [n for n in nodes if ref in (n.node_id, n.name)]
+    if not found:
+        known = ", ".join(sorted(n.name for n in nodes)) or "none"
+        raise InputError(f"no node {ref!r} is enrolled in this store (nodes: {known})")
+    if len(found) > 1:
+        raise InputError(f"{ref!r} names several nodes: give its node id")
+    if found[0].node_id == mine:
+        raise InputError(f"{ref!r} is the node signing the revocation: revoke it from another")
+    return found[0]
 
 
 def statement(store: str, node: str, after_seq: int, reason: str) -> bytes:

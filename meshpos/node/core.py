@@ -235,6 +235,12 @@ class NodeCore:
         self._react(self.sync.disconnect(peer))
         return out
 
+    def cut_off(self, peer: str, reason: str, now: int) -> list[NodeAction]:
+        """`peer` was revoked: end its session now and tell it why."""
+        out = self._start(now)
+        self._react(self.sync.cut_off(peer, reason, now))
+        return out
+
     def receive(self, peer: str, data: bytes, now: int) -> list[NodeAction]:
         out = self._start(now)
         self._react(self.sync.receive(peer, data, now))

@@ -13,8 +13,9 @@ from typing import Any
 
 import tomli_w
 
-from meshpos.core.errors import ConfigError, EncodingError, RemoteError
-from meshpos.core.ops import Signer, pack, unpack
+from meshpos.core.errors import ConfigError, EncodingError, InputError, RemoteError
+from meshpos.core.ops import Op, Signer, pack, unpack
+from meshpos.domain import revocation
 from meshpos.domain.enrolment import (
     Certificate,
     NodeRecord,
@@ -137,3 +138,16 @@ def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
         NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
     )
     return cert
+
+
+def revoke(t: Terminal, ref: str, reason: str) -> tuple[Op, NodeRecord]:
+    """On the store-key holder: revoke node `ref` (name or id) from the last of its ops held
+    here; its later ops take no effect anywhere, and every peer drops it once it hears."""
+    store_key = load_store_key(t.cfg)
+    node = revocation.find_node(t.ledger.nodes(), ref, t.node_id)
+    held = t.ledger.revocations().get(node.node_id)
+    if held is not None:
+        raise InputError(f"{node.name} is already revoked ({held.reason})")
+    point = t.ledger.head(node.node_id)[0]
+    body = revocation.payload(t.cfg.store, node.node_id, point, reason, store_key)
+    return t.append(revocation.REVOKE_KIND, body), node

@@ -219,8 +219,14 @@ def state(
             on_battery = said  # on battery: worth a glance, not an action
         details.append(said)
     if running and status.get("revoked"):
+        why = status["revoked"]
         alerts.append(
-            Alert("revoked", "This counter has been revoked: stop selling and call the manager")
+            Alert(
+                "revoked",
+                "This counter has been revoked"
+                + (f" ({why})" if isinstance(why, str) else "")
+                + ": stop selling and call the manager",
+            )
         )
 
     waiting = max(hq_waiting, one_copy)
