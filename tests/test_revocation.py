@@ -11,10 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
+from hq_helpers import CATALOG, HQServer
+from hq_helpers import make_store as hq_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_helpers import catalog_rows, full_sync, views
-from rulebook_helpers import NODES, STORE, STORE_KEY, Node, fresh_ledger, make_nodes, records
+from mesh_procs import db, meshpos, node_id
+from mesh_procs import make_store as make_shop
+from rulebook_helpers import (
+    NODES,
+    STORE,
+    STORE_KEY,
+    Node,
+    chunked,
+    feed_hq,
+    fresh_ledger,
+    make_nodes,
+)
 
 from meshpos.core.errors import LocalError
 from meshpos.core.ops import Op, Signer
@@ -109,17 +123,6 @@ def test_a_revoked_terminal_that_heard_of_it_stops_signing() -> None:
     assert nodes["T1"].terminal.revoked() is None
 
 
-def _chunks(data: st.DataObject, ops: list[Op]) -> list[list[Op]]:
-    by_origin: dict[str, list[Op]] = {}
-    for o in ops:
-        by_origin.setdefault(o.origin, []).append(o)
-    chunks: list[list[Op]] = []
-    for run in by_origin.values():
-        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(run) - 1)), max_size=4)))
-        chunks += [run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)]
-    return [c for c in data.draw(st.permutations(chunks)) if c]
-
-
 @contextmanager
 def hq_storage() -> Iterator[HQStorage]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,21 +152,14 @@ def test_any_delivery_order_gives_the_same_views_at_terminals_and_hq(data: st.Da
     nodes, _ = the_store()
     ref = nodes["T0"].ledger
     ops = sorted(ref.ops_since({}), key=lambda o: o.id)
-    chunks = _chunks(data, ops)
+    chunks = chunked(data, ops)
     node = fresh_ledger()
     for chunk in chunks:
         node.ingest(chunk)
     assert node.pending_count() == 0
     assert views(node) == views(ref)
     with hq_storage() as storage:
-        heads: dict[str, int] = {}
-        waiting = list(chunks)
-        while waiting:
-            for chunk in list(waiting):
-                if heads.get(chunk[0].origin, 0) == chunk[0].seq - 1:
-                    storage.log.ingest(STORE, [o.wire() for o in chunk], records(), now_ms=1)
-                    heads[chunk[0].origin] = chunk[-1].seq
-                    waiting.remove(chunk)
+        feed_hq(storage, chunks)
         assert hq_verdicts(storage) == unauthorised(ref)
         assert hq_stock(storage) == dict(ref.conn.execute("SELECT sku, qty FROM stock"))
 
@@ -180,3 +176,51 @@ def test_only_the_store_key_or_hq_revokes() -> None:
     assert past.revocations() == {}
     with pytest.raises(Exception, match="needs a reason"):
         revocation.payload(STORE, "n", 0, "  ", STORE_KEY)
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+def test_store_revoke_needs_the_store_key_a_known_node_and_a_reason(tmp_path: Path) -> None:
+    a, b, c = make_shop(tmp_path, ["A", "B", "C"], catalog=False)
+    for d, args, says in (
+        (b, ["C", "--reason", "stolen"], "does not hold the store key"),
+        (a, ["Z", "--reason", "stolen"], "no node 'Z' is enrolled in this store (nodes: A, B, C)"),
+        (a, ["A", "--reason", "stolen"], "is the node signing the revocation"),
+        (a, ["C", "--reason", "   "], "needs a reason"),
+    ):
+        run = meshpos(d, "store", "revoke", *args, check=False)
+        assert run.code != 0 and says in run.err, run.err
+    assert revocation.REVOKE_KIND not in op_kinds(a)
+    done = meshpos(a, "store", "revoke", node_id(c), "--reason", "lost", "--json").json()
+    assert done["node"] == "C" and done["reason"] == "lost"
+    again = meshpos(a, "store", "revoke", "C", "--reason", "lost", check=False)
+    assert again.code != 0 and "C is already revoked (lost)" in again.err
+    assert "revoked" not in meshpos(b, "status", "--json").json()["revoked"]
+
+
+def op_kinds(d: Path) -> list[str]:
+    with db(d) as conn:
+        return [k for (k,) in conn.execute("SELECT kind FROM ops")]
+
+
+def test_hq_revokes_a_node_and_the_relay_brings_it_to_the_store(tmp_path: Path) -> None:
+    hq_dir = tmp_path / "hq"
+    server = HQServer(hq_dir)
+    try:
+        st = hq_store(server, tmp_path, n=2)
+        t1, t2 = st.terminals
+        bad = run_cli(["hq", "revoke", "--dir", str(hq_dir), st.id, "T9", "--reason", "x"])
+        assert bad.code == 1 and "no node 'T9'" in bad.err
+        run = run_cli(["hq", "revoke", "--dir", str(hq_dir), st.id, "T2", "--reason",
+                       "lost in transit", "--json"])  # fmt: skip
+        assert run.code == 0, run.err
+        assert run.json()["node_id"] == t2.node_id
+        st.relay(t1)
+        assert t1.ledger.revocations()[t2.node_id].reason == "lost in transit"
+        st.mesh()
+        with pytest.raises(LocalError, match="revoked by the store"):
+            t2.sell([(CATALOG[0].sku, 1)])
+        st.close()
+    finally:
+        server.stop()

@@ -115,14 +115,14 @@ def refusal(op: Op, role: str | None, cert: bytes | None) -> str | None:
         return f"op {op.origin}:{op.seq} revokes a node without the store key's signature"
     if cert is None:
         return f"op {op.origin}:{op.seq}: its node holds no certificate to check the store key by"
-    rev = read(op)
     try:
+        rev = read(op)
         pub = bytes.fromhex(str(key))
         Ed25519PublicKey.from_public_bytes(pub).verify(
             bytes.fromhex(str(sig)), statement(op.store, rev.node, rev.after_seq, rev.reason)
         )
         read_certificate(cert, pub, op.store)
-    except (InvalidSignature, ValueError, RemoteError):
+    except (InvalidSignature, ValueError, RemoteError):  # EncodingError is a RemoteError
         return f"op {op.origin}:{op.seq} revokes a node but is not signed by the store key"
     return None
 
