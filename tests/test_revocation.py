@@ -35,6 +35,7 @@ from meshpos.core.ops import Op, Signer
 from meshpos.domain import revocation
 from meshpos.domain.authority import REVOKED
 from meshpos.domain.pricing import Tender
+from meshpos.hq.client import HQRefused
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
 
@@ -218,6 +219,8 @@ def test_hq_revokes_a_node_and_the_relay_brings_it_to_the_store(tmp_path: Path) 
         assert run.json()["node_id"] == t2.node_id
         st.relay(t1)
         assert t1.ledger.revocations()[t2.node_id].reason == "lost in transit"
+        with pytest.raises(HQRefused, match="401"):  # HQ no longer hears the revoked node
+            st.relay(t2)
         st.mesh()
         with pytest.raises(LocalError, match="revoked by the store"):
             t2.sell([(CATALOG[0].sku, 1)])
