@@ -119,6 +119,33 @@ def store_revoke(ctx: click.Context, node: str, reason: str, as_json: bool) -> N
     )
 
 
+@store.command("retire")
+@click.argument("node")
+@click.option("--to", "to", required=True, help="The node (name or id) that takes over.")
+@click.option("--reason", default="retired", show_default=True, help="Why, for the log.")
+@json_option
+@click.pass_context
+def store_retire(ctx: click.Context, node: str, to: str, reason: str, as_json: bool) -> None:
+    """Retire NODE (a dead or replaced terminal), on the terminal that holds the store key: the
+    loyalty rights, card float and other escrowed balances it held move to the node named by --to,
+    and, as with `revoke`, its ops after the last one held here take no effect."""
+    t = open_terminal(ctx)
+    op, retired = membership.revoke(t, node, reason, to=to)
+    heir = next(n for n in t.ledger.nodes() if n.node_id == op.payload["to"])
+    emit(
+        {
+            "node": retired.name,
+            "node_id": retired.node_id,
+            "to": heir.name,
+            "to_node_id": heir.node_id,
+            "after_seq": op.payload["after_seq"],
+            "op": f"{op.origin}:{op.seq}",
+        },
+        as_json,
+        f"{retired.name} retired: {heir.name} holds its loyalty rights and card float",
+    )
+
+
 @click.group()
 def enroll() -> None:
     """Enrol a terminal: `request` on it, `sign` where the store key is, `install` back on it."""

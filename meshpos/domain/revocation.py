@@ -1,11 +1,17 @@
-"""Revoking a node: a stolen or lost terminal is locked out of its store's mesh for good.
+"""Revoking a node: a stolen or lost terminal is locked out of its store's mesh for good; or
+retiring it (a dead terminal replaced by a new one), which is a revocation naming a successor.
 
 A revocation is an op of kind `node.revoke` naming the node and the revocation point: the last seq
 of the node's chain the revoker held when it signed (`after_seq`). The node's ops up to the point
 keep their effect; those after it take none (the rulebook's `revoked` rule) and are each listed as
-a conflict for the manager. It has authority when HQ signs it (`meshpos hq revoke`), or when it
-carries the store key's signature over the statement (`meshpos store revoke`, where `store.key`
-is), whichever terminal's op carries it. The store key is the one that signed the carrying
+a conflict for the manager. A retirement (`meshpos store retire NODE --to NODE`) names a
+successor: the loyalty rights and card float the node held (its own moves up to the point, and
+every credit another node gives it, before or after) belong to the successor, in the views and
+for the rulebook's escrow rule (`ledger/judging.py: BatchPast.rights_before`).
+
+A revocation has authority when HQ signs it (`meshpos hq revoke`), or when it carries the store
+key's signature over the statement (`meshpos store revoke`/`retire`, where `store.key` is),
+whichever terminal's op carries it. The store key is the one that signed the carrying
 node's certificate: a replica checks the statement against that, with no key pinned in the ledger.
 
 Revocations are the one input of the fold that takes authority away from ops already folded.
@@ -18,7 +24,7 @@ revocations name one node, the earlier point wins. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -40,14 +46,8 @@ class Revoked:
     after_seq: int
     reason: str
     by: str  # "origin:seq" of the revocation op
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "after_seq": self.after_seq,
-            "reason": self.reason,
-            "by": self.by,
-        }
+    to: str | None = None  # retired into this node: it inherits the escrowed balances
+    hlc: int = 0  # the revocation op's stamp
 
 
 def find_node(nodes: Sequence[NodeRecord], ref: str, mine: str) -> NodeRecord:
@@ -63,9 +63,10 @@ def find_node(nodes: Sequence[NodeRecord], ref: str, mine: str) -> NodeRecord:
     return found[0]
 
 
-def statement(store: str, node: str, after_seq: int, reason: str) -> bytes:
-    """The bytes the store key signs: which node of which store, from where, and why."""
-    return pack([1, "revoke", store, node, after_seq, reason])
+def statement(store: str, node: str, after_seq: int, reason: str, to: str | None = None) -> bytes:
+    """The bytes the store key signs: which node of which store, from where, why, and the node
+    that takes over its balances (a retirement)."""
+    return pack([1, "revoke", store, node, after_seq, reason, *([to] if to else [])])
 
 
 def check_reason(reason: str) -> str:
@@ -78,15 +79,26 @@ def check_reason(reason: str) -> str:
 
 
 def payload(
-    store: str, node: str, after_seq: int, reason: str, store_key: Signer | None = None
+    store: str,
+    node: str,
+    after_seq: int,
+    reason: str,
+    store_key: Signer | None = None,
+    *,
+    to: str | None = None,
 ) -> dict[str, Any]:
     """A revocation's payload; with `store_key`, signed by it (a terminal's op), else bare (an
-    op HQ signs, whose authority is HQ's certificate)."""
+    op HQ signs, whose authority is HQ's certificate). `to`: a retirement, whose successor
+    inherits the node's loyalty rights and card float."""
     text = check_reason(reason)
+    if to == node:
+        raise InputError("a node cannot be retired into itself: name the node that replaces it")
     out: dict[str, Any] = {"node": node, "after_seq": after_seq, "reason": text}
+    if to:
+        out["to"] = to
     if store_key is not None:
         out["store_key"] = store_key.public_key.hex()
-        out["signature"] = store_key.sign(statement(store, node, after_seq, text)).hex()
+        out["signature"] = store_key.sign(statement(store, node, after_seq, text, to)).hex()
     return out
 
 
@@ -96,12 +108,13 @@ def read(op: Op) -> Revoked:
     node, after, reason = p.get("node"), p.get("after_seq"), p.get("reason")
     if not isinstance(node, str) or not node or type(after) is not int or after < 0:
         raise EncodingError(f"op {op.origin}:{op.seq}: revocation is malformed")
-    if not isinstance(reason, str):
-        raise EncodingError(f"op {op.origin}:{op.seq}: revocation reason is malformed")
+    to = p.get("to")
+    if not isinstance(reason, str) or (to is not None and (not isinstance(to, str) or to == node)):
+        raise EncodingError(f"op {op.origin}:{op.seq}: revocation reason or successor is malformed")
     for key in ("store_key", "signature"):
         if key in p and not _hex(p[key]):
             raise EncodingError(f"op {op.origin}:{op.seq}: revocation {key} is malformed")
-    return Revoked(node, after, reason, f"{op.origin}:{op.seq}")
+    return Revoked(node, after, reason, f"{op.origin}:{op.seq}", to or None, op.hlc)
 
 
 def refusal(op: Op, role: str | None, cert: bytes | None) -> str | None:
@@ -119,7 +132,8 @@ def refusal(op: Op, role: str | None, cert: bytes | None) -> str | None:
         rev = read(op)
         pub = bytes.fromhex(str(key))
         Ed25519PublicKey.from_public_bytes(pub).verify(
-            bytes.fromhex(str(sig)), statement(op.store, rev.node, rev.after_seq, rev.reason)
+            bytes.fromhex(str(sig)),
+            statement(op.store, rev.node, rev.after_seq, rev.reason, rev.to),
         )
         read_certificate(cert, pub, op.store)
     except (InvalidSignature, ValueError, RemoteError):  # EncodingError is a RemoteError
@@ -133,8 +147,10 @@ def points(
     cert_of: Callable[[str], bytes | None],
 ) -> dict[str, Revoked]:
     """The revocation in force for each node, from every revocation op held: those with
-    authority count, and for a node named twice the earlier point wins (then the op id)."""
+    authority count, and for a node named twice the earlier point wins (then the op id); the
+    successor is the earliest retirement's."""
     out: dict[str, Revoked] = {}
+    heirs: dict[str, Revoked] = {}
     for op in ops:
         try:
             rev = read(op)
@@ -142,16 +158,24 @@ def points(
             continue
         if refusal(op, role_of(op.origin), cert_of(op.origin)) is not None:
             continue
-        held = out.get(rev.node)
-        if held is None or (rev.after_seq, rev.by) < (held.after_seq, held.by):
-            out[rev.node] = rev
+        for found, ok in ((out, True), (heirs, rev.to is not None)):
+            held = found.get(rev.node)
+            if ok and (held is None or (rev.after_seq, rev.by) < (held.after_seq, held.by)):
+                found[rev.node] = rev
+    for node, heir in heirs.items():  # a retirement names the successor whichever point wins
+        if out[node].to is None:
+            out[node] = replace(out[node], to=heir.to, hlc=heir.hlc)
     return out
 
 
-def in_force(revoked: Mapping[str, Revoked], node: str, seq: int) -> Revoked | None:
-    """The revocation that takes effect from `node`'s op `seq`, if any."""
-    rev = revoked.get(node)
-    return rev if rev is not None and seq > rev.after_seq else None
+def successor(revoked: Mapping[str, Revoked], node: str) -> str:
+    """Who holds `node`'s escrowed balances: the node it was retired into (and so on down a
+    chain of retirements), else itself."""
+    seen = {node}
+    while (rev := revoked.get(node)) is not None and rev.to and rev.to not in seen:
+        node = rev.to
+        seen.add(node)
+    return node
 
 
 def _hex(value: Any) -> bool:

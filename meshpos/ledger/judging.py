@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from meshpos.core.errors import RemoteError
 from meshpos.core.ops import Op, decode_body, unpack
 from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
-from meshpos.domain.revocation import REVOKE_KIND, Revoked, points
+from meshpos.domain.revocation import REVOKE_KIND, Revoked, points, successor
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
 RightsRow = tuple[str, str, str, int, int, int, int]
@@ -139,12 +141,29 @@ class BatchPast(ABC):
         return [value for hlc, value in self.settings_of(key) if hlc < before_hlc]
 
     def rights_before(self, customer: str, node: str, op: Op) -> int:
+        return self._held(customer, node, op) + self._inherited(customer, node, op)
+
+    def _held(self, customer: str, node: str, op: Op) -> int:
         batch = sum(
             r[5]
             for r in self._rights.get((customer, node), ())
             if counts_before(r[2], r[3], r[4], r[5], r[6], op)
         )
         return self.stored_rights(customer, node, op) + batch
+
+    def _inherited(self, customer: str, node: str, op: Op) -> int:
+        """What `node` holds of nodes retired into it before `op` (meshpos/domain/revocation.py):
+        each one's own moves up to its point, once this replica holds its chain that far (a
+        fixed set from then on, so the rule stays monotone), and others' credits to it."""
+        total = 0
+        for old, rev in self.revocations().items():
+            if rev.to != node or rev.hlc >= op.hlc or old == node:
+                continue
+            if rev.after_seq and self.prev_hlc(old, rev.after_seq) is None:
+                continue
+            end = replace(op, origin=old, seq=rev.after_seq + 1)
+            total += self._held(customer, old, end) + self._inherited(customer, old, end)
+        return total
 
 
 def refusal(op: Op, violation: Violation) -> Changes:
@@ -172,6 +191,18 @@ def refusal(op: Op, violation: Violation) -> Changes:
     return ch
 
 
+def reassign(ch: Changes, past: BatchPast) -> Changes:
+    """The `rights` view credits a retired node's balances to its successor (its `rights_log`
+    rows stay its own: they are what its own ops were judged by)."""
+    revoked = past.revocations()
+    if any(rev.to for rev in revoked.values()):
+        moved: Counter[tuple[str, str]] = Counter()
+        for (customer, node), delta in ch.rights.items():
+            moved[(customer, successor(revoked, node))] += delta
+        ch.rights = moved
+    return ch
+
+
 def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
     """The views' changes of a batch under the rulebook, and the ops that had authority. A
     malformed payload raises EncodingError (from the fold) before any verdict counts. Ops with
@@ -191,7 +222,7 @@ def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
             mine = refusal(op, verdict)
             out.merge(mine)
             past.absorb((), mine.rows.get("rights_log", ()))
-    return out, allowed
+    return reassign(out, past), allowed
 
 
 Held = tuple[Op, str, str]
@@ -213,7 +244,7 @@ def rejudge(held: Sequence[Held], past: BatchPast) -> tuple[Changes, list[Op], l
             flipped.append(op)
         elif (verdict.rule, verdict.message) != (rule, message):
             reworded.append((op, verdict.rule, verdict.message))
-    ch = fold(flipped)
+    ch = reassign(fold(flipped), past)
     ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op in flipped}
     ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op, _, _ in reworded}
     return ch, flipped, reworded

@@ -320,18 +320,18 @@ class Ledger:
 
     def _note_revocations(self, ops: Sequence[Op]) -> bool:
         """Whether a revocation of the batch takes effect from ops already held, which may have
-        been folded with authority: then the views must be refolded (revocations are not
-        monotone, see meshpos/domain/revocation.py)."""
+        been folded with authority, or retires a node into another: then the views must be
+        refolded (revocations are not monotone, see meshpos/domain/revocation.py)."""
         named = {o.payload.get("node") for o in ops if o.kind == REVOKE_KIND}
         if not named:
             return False
         for node, rev in NodePast(self.conn).revocations().items():
-            if (
-                node in named
-                and self.conn.execute(
-                    "SELECT 1 FROM ops WHERE origin = ? AND seq > ? LIMIT 1", (node, rev.after_seq)
-                ).fetchone()
-            ):
+            if node not in named:
+                continue
+            if rev.to:  # a retirement: its balances move to the successor
+                return True
+            later = "SELECT 1 FROM ops WHERE origin = ? AND seq > ? LIMIT 1"
+            if self.conn.execute(later, (node, rev.after_seq)).fetchone():
                 return True
         return False
 

@@ -140,14 +140,24 @@ def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
     return cert
 
 
-def revoke(t: Terminal, ref: str, reason: str) -> tuple[Op, NodeRecord]:
+def revoke(t: Terminal, ref: str, reason: str, *, to: str | None = None) -> tuple[Op, NodeRecord]:
     """On the store-key holder: revoke node `ref` (name or id) from the last of its ops held
-    here; its later ops take no effect anywhere, and every peer drops it once it hears."""
+    here; its later ops take no effect anywhere, and every peer drops it once it hears. With
+    `to` (a node's name or id) it is a retirement: that node takes over its loyalty rights and
+    card float."""
     store_key = load_store_key(t.cfg)
-    node = revocation.find_node(t.ledger.nodes(), ref, t.node_id)
-    held = t.ledger.revocations().get(node.node_id)
-    if held is not None:
-        raise InputError(f"{node.name} is already revoked ({held.reason})")
+    nodes = t.ledger.nodes()
+    node = revocation.find_node(nodes, ref, t.node_id)
+    held = t.ledger.revocations()
+    heir = None
+    if to is not None:
+        heir = revocation.find_node(nodes, to, node.node_id)
+        if heir.node_id in held:
+            raise InputError(f"{heir.name} is revoked itself: name a node in service")
+    if node.node_id in held and (heir is None or held[node.node_id].to):
+        raise InputError(f"{node.name} is already revoked ({held[node.node_id].reason})")
     point = t.ledger.head(node.node_id)[0]
-    body = revocation.payload(t.cfg.store, node.node_id, point, reason, store_key)
+    body = revocation.payload(
+        t.cfg.store, node.node_id, point, reason, store_key, to=heir.node_id if heir else None
+    )
     return t.append(revocation.REVOKE_KIND, body), node

@@ -366,6 +366,8 @@ class OpLog:
         if not named:
             return False
         for node, rev in HQPast(tx, store).revocations().items():
+            if node in named and rev.to:
+                return True
             if node in named and tx.execute(
                 "SELECT 1 FROM ops WHERE store = ? AND origin = ? AND seq > ? LIMIT 1",
                 (store, node, rev.after_seq),
