@@ -33,11 +33,13 @@ from rulebook_helpers import (
 from meshpos.core.errors import LocalError
 from meshpos.core.ops import Op, Signer
 from meshpos.domain import revocation
-from meshpos.domain.authority import REVOKED
+from meshpos.domain.authority import CARD_FLOAT, REVOKED
 from meshpos.domain.pricing import Tender
+from meshpos.domain.revocation import Revoked
 from meshpos.hq.client import HQRefused
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
+from meshpos.service.terminal import Terminal
 
 REASON = "stolen from the counter on Friday night"
 
@@ -227,3 +229,102 @@ def test_hq_revokes_a_node_and_the_relay_brings_it_to_the_store(tmp_path: Path) 
         st.close()
     finally:
         server.stop()
+
+
+# -- retire and replace (issue 13 item 7) -----------------------------------------------------------
+
+
+def retired_store() -> tuple[dict[str, Node], dict[str, Op], str]:
+    """T2 holds 30 points of Ravi's (a grant from T0) and ₹500 of card float and redeems 10; its
+    last sale, redeeming 15 more, reached no other counter before its disk died. T0 (the store
+    key) retires it into T1, which redeems all it inherited as far as it knows. A grant T0 made
+    to T2 after the retirement goes to T1 too. Then a copy of T2's last sale turns up (a
+    backup, a peer that was off): it is real, and T1's redemption spent points twice."""
+    nodes = make_nodes()
+    t0, t1, t2, hq = (nodes[n].terminal for n in ("T0", "T1", "T2", "HQ"))
+    every = list(nodes.values())
+    marks: dict[str, Op] = {}
+    t0.import_catalog(catalog_rows(3))
+    cid = t0.add_customer({"name": "Ravi", "phone": "9800000001"})
+    t0.append("loyalty.adjust", {"customer_id": cid, "delta": 100, "reason": "welcome"})
+    assert t0.grant_rights(cid, t2.node_id, 30) == 30
+    marks["float"] = hq.append("card.float", {"to": t2.node_id, "amount": 50_000, "total": 0})
+    full_sync(every)
+    marks["spent"] = t2.sell([("SKU0", 1)], tenders=[Tender("points", 10), Tender("cash")],
+                             customer=cid).op  # fmt: skip
+    full_sync(every)
+    marks["late"] = t2.sell([("SKU1", 1)], tenders=[Tender("points", 15), Tender("cash")],
+                            customer=cid).op  # fmt: skip
+    point = t0.ledger.head(t2.node_id)[0]
+    body = revocation.payload(STORE, t2.node_id, point, "disk died", STORE_KEY, to=t1.node_id)
+    held = t0.rights(cid, t2.node_id)  # 30 granted, 10 spent, what its sale earned
+    marks["retire"] = t0.append(revocation.REVOKE_KIND, body)
+    full_sync([nodes["T0"], nodes["T1"], nodes["HQ"]])
+    assert held > 20 and t1.rights(cid) == held  # inherited, as far as T1 knows
+    marks["inherited"] = t1.sell([("SKU2", 1)], tenders=[Tender("points", held), Tender("cash")],
+                                 customer=cid).op  # fmt: skip
+    full_sync([nodes["T0"], nodes["T1"]])
+    assert t0.grant_rights(cid, t2.node_id, 5) == 5  # a slip: it goes to T1
+    full_sync(every)
+    return nodes, marks, cid
+
+
+_RETIRED: dict[str, Any] = {}
+
+
+def test_a_retired_node_s_balances_are_its_successor_s_everywhere() -> None:
+    nodes, marks, cid = _RETIRED.get("store") or _RETIRED.setdefault("store", retired_store())
+    t1, t2 = nodes["T1"].node_id, nodes["T2"].node_id
+    ref = nodes["T0"].ledger
+    # T2's last sale counts (a retirement bars nothing); T1 spent some of its points again.
+    assert unauthorised(ref) == {marks["inherited"].id: "escrow"}
+    assert ref.views.rights(cid, t2) == 0 and ref.views.rights(CARD_FLOAT, t2) == 0
+    assert ref.views.rights(cid, t1) > 5  # what T2 held, less its last 15, plus the late 5
+    assert sum(ref.views.rights(cid, n.node_id) for n in nodes.values()) == ref.views.points(cid)
+    assert ref.views.rights(CARD_FLOAT, t1) == 50_000
+    assert ref.views.rights_held_by([t2]) == 0  # nothing stranded
+    rev = ref.revocations()[t2]
+    assert rev.to == t1 and rev.reason == "disk died"
+    for node in nodes.values():
+        assert views(node.ledger) == views(ref), node.name
+        assert node.ledger.verify() == [], node.name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_retirement_converges_in_any_delivery_order(data: st.DataObject) -> None:
+    """The retirement may reach a replica before or after the retired node's late ops, the
+    grants to it and the successor's redemption: the same views at terminals and HQ."""
+    nodes, _, _ = _RETIRED.get("store") or _RETIRED.setdefault("store", retired_store())
+    ref = nodes["T0"].ledger
+    chunks = chunked(data, sorted(ref.ops_since({}), key=lambda o: o.id))
+    node = fresh_ledger()
+    for chunk in chunks:
+        node.ingest(chunk)
+    assert views(node) == views(ref)
+    with hq_storage() as storage:
+        feed_hq(storage, chunks)
+        assert hq_verdicts(storage) == unauthorised(ref)
+        rows = storage.db.query("SELECT customer_id, node, points FROM rights WHERE store = ? "
+                                "AND points != 0", (STORE,))  # fmt: skip
+        want = ref.conn.execute("SELECT customer_id, node, points FROM rights WHERE points != 0")
+        assert sorted(tuple(r) for r in rows) == sorted(want)
+
+
+def test_store_retire_moves_the_balances_to_the_node_named(tmp_path: Path) -> None:
+    a, b, c = make_shop(tmp_path, ["A", "B", "C"], catalog=False)
+    bad = meshpos(a, "store", "retire", "C", "--to", "C", check=False)
+    assert bad.code != 0 and "'C' is the node being retired" in bad.err
+    out = meshpos(a, "store", "retire", "C", "--to", "B", "--json").json()
+    assert out["to"] == "B" and out["to_node_id"] == node_id(b) and out["node"] == "C"
+    again = meshpos(a, "store", "retire", "C", "--to", "B", check=False)
+    assert again.code != 0 and "already revoked" in again.err
+    assert revoked_of(a)[node_id(c)].to == node_id(b)
+
+
+def revoked_of(d: Path) -> dict[str, Revoked]:
+    t = Terminal.open(d)
+    try:
+        return t.ledger.revocations()
+    finally:
+        t.close()

@@ -178,7 +178,7 @@ def valid_limit(value: Any) -> bool:
 def judge(op: Op, past: Past) -> Violation | None:
     """None when `op` has authority to change the views; else the rule it breaks."""
     revoked = past.revoked(op.origin)
-    if revoked is not None and op.seq > revoked.after_seq:
+    if revoked is not None and revoked.bars(op.seq):
         return Violation(
             REVOKED,
             f"{_where(op)} was signed after {op.origin} was revoked (from its op "

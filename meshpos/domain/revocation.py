@@ -4,10 +4,13 @@ retiring it (a dead terminal replaced by a new one), which is a revocation namin
 A revocation is an op of kind `node.revoke` naming the node and the revocation point: the last seq
 of the node's chain the revoker held when it signed (`after_seq`). The node's ops up to the point
 keep their effect; those after it take none (the rulebook's `revoked` rule) and are each listed as
-a conflict for the manager. A retirement (`meshpos store retire NODE --to NODE`) names a
-successor: the loyalty rights and card float the node held (its own moves up to the point, and
-every credit another node gives it, before or after) belong to the successor, in the views and
-for the rulebook's escrow rule (`ledger/judging.py: BatchPast.rights_before`).
+a conflict for the manager. A retirement (`meshpos store retire NODE --to NODE`: a dead terminal,
+replaced) names a successor and bars no op: what the dead terminal signed before it died is real,
+wherever a copy turns up. The loyalty rights and card float it held (all its own moves, and every
+credit another node gives it, before or after) belong to the successor, in the views and for the
+rulebook's escrow rule (`ledger/judging.py: BatchPast.rights_before`). Its ops that arrive late
+can lower what the successor inherited (a spend the successor repeated is then a conflict), so a
+replica folds its views again when one arrives.
 
 A revocation has authority when HQ signs it (`meshpos hq revoke`), or when it carries the store
 key's signature over the statement (`meshpos store revoke`/`retire`, where `store.key` is),
@@ -48,10 +51,21 @@ class Revoked:
     by: str  # "origin:seq" of the revocation op
     to: str | None = None  # retired into this node: it inherits the escrowed balances
     hlc: int = 0  # the revocation op's stamp
+    retired_only: bool = False  # only retirements name it: its ops all keep their effect
+
+    def bars(self, seq: int) -> bool:
+        """Whether the node's op `seq` takes no effect by it."""
+        return not self.retired_only and seq > self.after_seq
 
 
-def find_node(nodes: Sequence[NodeRecord], ref: str, mine: str) -> NodeRecord:
-    """The node a person names (its name or node id) for revoking; not `mine`, the revoker."""
+def find_node(
+    nodes: Sequence[NodeRecord],
+    ref: str,
+    mine: str,
+    why: str = "is the node signing the revocation: revoke it from another",
+) -> NodeRecord:
+    """The node a person names (its name or node id) for revoking; not `mine` (the revoker, or
+    the node being retired: `why` says which)."""
     found = [n for n in nodes if ref in (n.node_id, n.name)]
     if not found:
         known = ", ".join(sorted(n.name for n in nodes)) or "none"
@@ -59,7 +73,7 @@ def find_node(nodes: Sequence[NodeRecord], ref: str, mine: str) -> NodeRecord:
     if len(found) > 1:
         raise InputError(f"{ref!r} names several nodes: give its node id")
     if found[0].node_id == mine:
-        raise InputError(f"{ref!r} is the node signing the revocation: revoke it from another")
+        raise InputError(f"{ref!r} {why}")
     return found[0]
 
 
@@ -151,6 +165,7 @@ def points(
     successor is the earliest retirement's."""
     out: dict[str, Revoked] = {}
     heirs: dict[str, Revoked] = {}
+    revs: dict[str, list[Revoked]] = {}
     for op in ops:
         try:
             rev = read(op)
@@ -158,13 +173,15 @@ def points(
             continue
         if refusal(op, role_of(op.origin), cert_of(op.origin)) is not None:
             continue
+        revs.setdefault(rev.node, []).append(rev)
         for found, ok in ((out, True), (heirs, rev.to is not None)):
             held = found.get(rev.node)
             if ok and (held is None or (rev.after_seq, rev.by) < (held.after_seq, held.by)):
                 found[rev.node] = rev
     for node, heir in heirs.items():  # a retirement names the successor whichever point wins
-        if out[node].to is None:
-            out[node] = replace(out[node], to=heir.to, hlc=heir.hlc)
+        plain = [r for r in revs[node] if r.to is None]
+        first = min(plain, key=lambda r: (r.after_seq, r.by)) if plain else heir
+        out[node] = replace(first, to=heir.to, hlc=heir.hlc, retired_only=not plain)
     return out
 
 

@@ -27,6 +27,7 @@ from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
 from meshpos.domain.revocation import REVOKE_KIND, Revoked, points, successor
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
+MAX_SEQ = 2**62  # past any op of a chain
 RightsRow = tuple[str, str, str, int, int, int, int]
 """A `rights_log` row: (customer, node, origin, seq, hlc, delta, authority)."""
 
@@ -153,15 +154,13 @@ class BatchPast(ABC):
 
     def _inherited(self, customer: str, node: str, op: Op) -> int:
         """What `node` holds of nodes retired into it before `op` (meshpos/domain/revocation.py):
-        each one's own moves up to its point, once this replica holds its chain that far (a
-        fixed set from then on, so the rule stays monotone), and others' credits to it."""
+        each one's own moves, all of them (a replica refolds when more arrive: they can lower
+        it), and others' credits to it stamped before `op`."""
         total = 0
         for old, rev in self.revocations().items():
             if rev.to != node or rev.hlc >= op.hlc or old == node:
                 continue
-            if rev.after_seq and self.prev_hlc(old, rev.after_seq) is None:
-                continue
-            end = replace(op, origin=old, seq=rev.after_seq + 1)
+            end = replace(op, origin=old, seq=MAX_SEQ)
             total += self._held(customer, old, end) + self._inherited(customer, old, end)
         return total
 

@@ -280,7 +280,7 @@ class Ledger:
             "seq = excluded.seq, head = excluded.head",
             [(o.origin, o.seq, o.hash) for o in last.values()],
         )
-        stale = self._note_staff_start(ops) or self._note_revocations(ops)
+        stale = self._note_staff_start(ops) or self._note_revocations(ops) or self._heirs_of(ops)
         changes, _ = judge_batch(ops, NodePast(self.conn))
         apply_changes(self.conn, changes)
         if stale:
@@ -334,6 +334,14 @@ class Ledger:
             if self.conn.execute(later, (node, rev.after_seq)).fetchone():
                 return True
         return False
+
+    def _heirs_of(self, ops: Sequence[Op]) -> bool:
+        """Whether the batch holds ops of a retired node: they change what its successor
+        inherited, up or down, so the views are refolded."""
+        if not self.conn.execute(f"SELECT 1 FROM ops WHERE kind = '{REVOKE_KIND}'").fetchone():
+            return False
+        retired = {n for n, rev in self.revocations().items() if rev.to}
+        return any(o.origin in retired for o in ops)
 
     def revocations(self) -> dict[str, Revoked]:
         """The revocation in force for each revoked node, from the revocation ops held."""
@@ -641,7 +649,10 @@ class Ledger:
 
     def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
         problems: list[str] = []
-        for origin, held, head in self.conn.execute("SELECT origin, seq, head FROM vv").fetchall():
+        retired = {n for n, rev in self.revocations().items() if rev.to}
+        heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin").fetchall()
+        # Retired nodes first: their successors' spends are judged by what they inherit.
+        for origin, held, head in sorted(heads, key=lambda row: row[0] not in retired):
             key = self.public_key(origin)
             if key is None:
                 problems.append(f"origin {origin} has ops but no known key")

@@ -151,7 +151,7 @@ def revoke(t: Terminal, ref: str, reason: str, *, to: str | None = None) -> tupl
     held = t.ledger.revocations()
     heir = None
     if to is not None:
-        heir = revocation.find_node(nodes, to, node.node_id)
+        heir = revocation.find_node(nodes, to, node.node_id, "is the node being retired")
         if heir.node_id in held:
             raise InputError(f"{heir.name} is revoked itself: name a node in service")
     if node.node_id in held and (heir is None or held[node.node_id].to):

@@ -309,7 +309,11 @@ class OpLog:
             "updated_ms = excluded.updated_ms",
             head_rows,
         )
-        stale = self._note_staff_start(tx, store, ops) or self._note_revocations(tx, store, ops)
+        stale = (
+            self._note_staff_start(tx, store, ops)
+            or self._note_revocations(tx, store, ops)
+            or self._heirs_of(tx, store, ops)
+        )
         rows = self._fold(tx, store, ops, now_ms)
         if stale:
             self.refold(tx, store, now_ms)
@@ -375,6 +379,11 @@ class OpLog:
                 return True
         return False
 
+    def _heirs_of(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+        """Whether the batch holds ops of a retired node (see `Ledger._heirs_of`)."""
+        retired = {n for n, rev in HQPast(tx, store).revocations().items() if rev.to}
+        return any(o.origin in retired for o in ops)
+
     def revocations(self, store: str) -> dict[str, Revoked]:
         """The revocation in force for each revoked node of the store."""
         return self.db.run(lambda tx: HQPast(tx, store).revocations())
@@ -391,7 +400,10 @@ class OpLog:
             )
         ]
         set_staff_since(tx, store, bootstrap_start(users, HQPast(tx, store).prev_hlc))
-        for origin, top in sorted(self.vv(store, tx).items()):
+        retired = {n for n, rev in HQPast(tx, store).revocations().items() if rev.to}
+        heads = sorted(self.vv(store, tx).items())
+        # Retired nodes first: their successors' spends are judged by what they inherit.
+        for origin, top in sorted(heads, key=lambda item: item[0] not in retired):
             for lo in range(1, top + 1, REFOLD_BATCH):
                 chunk = tx.execute(
                     "SELECT body, sig FROM ops WHERE store = ? AND origin = ? AND seq >= ? "
