@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
+from meshpos.domain.cards import is_sealed
 from meshpos.domain.money import rupees
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.revocation import refusal as revocation_refusal
@@ -166,7 +167,7 @@ def pending_amount(tenders: Iterable[Any]) -> int:
     return sum(
         max(_int(t.get("amount")), 0)
         for t in tenders
-        if isinstance(t, Mapping) and t.get("method") == "card" and t.get("card_sealed")
+        if isinstance(t, Mapping) and t.get("method") == "card" and is_sealed(t)
     )
 
 

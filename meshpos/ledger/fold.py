@@ -19,6 +19,7 @@ from typing import Any
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
+from meshpos.domain.cards import is_sealed
 from meshpos.domain.catalog import FIELDS
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.revocation import REVOKE_KIND
@@ -269,8 +270,7 @@ def _record(ch: Changes, op: Op) -> None:
         method = _get(tender, "method", str, op)
         amount = flip * _get(tender, "amount", int, op)
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
-        sealed = tender.get("card_sealed")
-        if method == "card" and isinstance(sealed, str) and sealed and op.kind != "return":
+        if method == "card" and is_sealed(tender) and op.kind != "return":
             ch.move_rights(op, CARD_FLOAT, op.origin, -max(amount, 0))
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))

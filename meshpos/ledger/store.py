@@ -17,6 +17,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from meshpos.core.ops import (
     verify_run,
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
+from meshpos.domain.cards import blob_matches
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
@@ -249,8 +251,18 @@ class Ledger:
 
     # -- local writes ---------------------------------------------------------------------------
 
-    def append(self, signer: Signer, *, kind: str, payload: Payload, user: str, hlc: int) -> Op:
-        """Sign a new local op, store it and fold it, in one durable transaction."""
+    def append(
+        self,
+        signer: Signer,
+        *,
+        kind: str,
+        payload: Payload,
+        user: str,
+        hlc: int,
+        sealed: Mapping[int, bytes] | None = None,
+    ) -> Op:
+        """Sign a new local op, store it and fold it, in one durable transaction. `sealed`: the
+        sealed card data that travels beside it (meshpos/domain/cards.py: `detach_sealed`)."""
         with self.write():
             seq, prev = self.head(signer.node_id)
             op = make_op(
@@ -263,6 +275,8 @@ class Ledger:
                 payload=payload,
                 prev=prev,
             )
+            if sealed:
+                op = replace(op, sealed=dict(sealed))
             self._commit_ops([op])
         return op
 
@@ -280,6 +294,7 @@ class Ledger:
             "seq = excluded.seq, head = excluded.head",
             [(o.origin, o.seq, o.hash) for o in last.values()],
         )
+        kept = self._keep_sealed(ops)
         stale = self._note_staff_start(ops) or self._note_revocations(ops) or self._heirs_of(ops)
         changes, _ = judge_batch(ops, NodePast(self.conn))
         apply_changes(self.conn, changes)
@@ -287,6 +302,64 @@ class Ledger:
             self._refold("main")
         elif nodes_changed or may_give_authority(changes):
             self._rejudge("main")
+        if kept or any(o.kind == "payment.result" for o in ops):
+            self._forget_answered()
+
+    # -- sealed card data (meshpos/domain/cards.py) ------------------------------------------------
+
+    def _keep_sealed(self, ops: Sequence[Op]) -> bool:
+        """Keep the sealed card data that came beside ops (only a blob whose hash the op's
+        signed body carries: anything else is dropped)."""
+        rows = [
+            (o.origin, o.seq, i, blob)
+            for o in ops
+            for i, blob in o.sealed.items()
+            if blob_matches(o.payload, i, blob)
+        ]
+        if rows:
+            self.conn.executemany("INSERT OR IGNORE INTO sealed VALUES (?, ?, ?, ?)", rows)
+        return bool(rows)
+
+    def _forget_answered(self) -> None:
+        """Secure deletion once authorised: the sealed card data of every card tender HQ has
+        answered (a `payment.result` with authority in the views) is deleted, its pages
+        overwritten; the signed op keeps only its hash."""
+        self.conn.execute("PRAGMA secure_delete = ON")
+        try:
+            self.conn.execute(
+                "DELETE FROM sealed WHERE EXISTS (SELECT 1 FROM registers r WHERE "
+                "r.entity = 'payment' AND r.field = 'sale_op' AND "
+                "r.value = '\"' || sealed.origin || ':' || sealed.seq || '\"' AND "
+                "r.key LIKE '%#' || sealed.tender)"
+            )
+        finally:
+            self.conn.execute("PRAGMA secure_delete = OFF")
+
+    def _check_sealed(self) -> list[str]:
+        """Each sealed card blob held is the one its signed op names by hash."""
+        problems = []
+        for (origin, seq), blobs in self.sealed_blobs().items():
+            op = self.get(origin, seq)
+            for i, blob in blobs.items():
+                if op is None or not blob_matches(op.payload, i, blob):
+                    problems.append(f"sealed card data of op {origin}:{seq} #{i} is not its own")
+        return problems
+
+    def sealed_blobs(self) -> dict[tuple[str, int], dict[int, bytes]]:
+        """The sealed card data held, by op: what is still waiting for HQ's answer (few)."""
+        out: dict[tuple[str, int], dict[int, bytes]] = {}
+        for origin, seq, tender, blob in self.conn.execute("SELECT * FROM sealed"):
+            out.setdefault((str(origin), int(seq)), {})[int(tender)] = bytes(blob)
+        return out
+
+    def sealed_status(self) -> dict[str, int]:
+        """For `verify`: sealed card tenders whose data is held (awaiting HQ) and those HQ
+        answered, whose data was deleted (the signed op keeps its hash)."""
+        held = self.conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
+        answered = self.conn.execute(
+            "SELECT COUNT(*) FROM registers WHERE entity = 'payment' AND field = 'status'"
+        ).fetchone()[0]
+        return {"held_awaiting_hq": int(held), "answered": int(answered)}
 
     # -- the rulebook ---------------------------------------------------------------------------
 
@@ -450,6 +523,7 @@ class Ledger:
                     "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?)",
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
+                self._keep_sealed(parked)
             if applied:
                 self._commit_ops(applied, nodes_changed=new_role)
             elif new_role:
@@ -503,7 +577,14 @@ class Ledger:
         return out
 
     def ops_since(self, theirs: Mapping[str, int], limit: int | None = None) -> list[Op]:
-        return [decode_body(b, s) for _, _, b, s in self.raw_since(theirs, limit)]
+        """Ops the holder of `theirs` lacks, with the sealed card data held beside them."""
+        blobs = self.sealed_blobs()
+        out = []
+        for origin, seq, b, s in self.raw_since(theirs, limit):
+            op = decode_body(b, s)
+            beside = blobs.get((origin, seq))
+            out.append(replace(op, sealed=beside) if beside else op)
+        return out
 
     def get(self, origin: str, seq: int) -> Op | None:
         row = self.conn.execute(
@@ -624,6 +705,7 @@ class Ledger:
                     )
                 problems += self._fold_all("fresh", every_signature, batch)
                 problems += self._compare("fresh")
+                problems += self._check_sealed()
             finally:
                 self.conn.execute("COMMIT")
         finally:

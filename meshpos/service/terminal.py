@@ -16,6 +16,7 @@ from typing import Any
 from meshpos.core.clock import HLC, wall_ms
 from meshpos.core.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.core.ops import Op, Payload, Signer
+from meshpos.domain.cards import detach_sealed
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.escrow import EscrowShortfall
@@ -185,8 +186,13 @@ class Terminal:
                 )
             hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
             acting = user or self.cfg.user
+            # Sealed card data travels beside the op, its hash in the signed body, so it can be
+            # deleted once HQ answered (meshpos/domain/cards.py).
+            payload, sealed = detach_sealed(kind, payload)
             payload = authorize(self, kind, payload, acting, hlc)  # staff permissions
-            return self.ledger.append(self.signer, kind=kind, payload=payload, user=acting, hlc=hlc)
+            return self.ledger.append(
+                self.signer, kind=kind, payload=payload, user=acting, hlc=hlc, sealed=sealed
+            )
 
     def ingest(self, ops: Sequence[Op], nodes: Sequence[NodeRecord] = ()) -> IngestResult:
         result = self.ledger.ingest(ops, nodes)

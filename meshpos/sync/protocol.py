@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.core.errors import MeshposError, RemoteError
-from meshpos.core.ops import Op, decode_op, pack
+from meshpos.core.ops import Op, decode_op, wire_of
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.records import IngestResult
 from meshpos.sync.messages import (
@@ -64,6 +64,10 @@ class Replica(Protocol):
     def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult: ...
 
     def nodes(self) -> list[NodeRecord]: ...
+
+    def sealed_blobs(self) -> Mapping[tuple[str, int], Mapping[int, bytes]]:
+        """Data held beside ops (sealed card data awaiting HQ), by op id."""
+        ...
 
     def public_key(self, node_id: str) -> bytes | None: ...
 
@@ -534,8 +538,9 @@ class SyncNode:
                 return
             batch: list[bytes] = []
             size = 0
+            beside = self.replica.sealed_blobs()
             for origin, seq, body, sig in raw:
-                wire = _wire(body, sig)
+                wire = wire_of(body, sig, beside.get((origin, seq)))
                 if batch and size + len(wire) > cfg.batch_bytes:
                     break
                 batch.append(wire)
@@ -570,10 +575,6 @@ class SyncNode:
     def _refuse(self, peer: str, code: str, reason: str, now: int, out: list[Action]) -> None:
         out.append(Rejected(peer, reason))
         out.append(Send(peer, encode(Error(code, reason))))
-
-
-def _wire(body: bytes, sig: bytes) -> bytes:
-    return pack([body, sig])
 
 
 def sends(actions: Sequence[Action]) -> list[Send]:
