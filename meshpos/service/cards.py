@@ -234,9 +234,7 @@ def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> Priced
     """Seal `card` into the sale's one card tender that carries no card yet, for the amount
     `settle` gave it."""
     open_ = [
-        i
-        for i, e in enumerate(settled.tenders)
-        if e.get("method") == "card" and not is_sealed(e)
+        i for i, e in enumerate(settled.tenders) if e.get("method") == "card" and not is_sealed(e)
     ]
     if not open_:
         raise InputError("a card was given but the sale has no card payment: add --pay card")
