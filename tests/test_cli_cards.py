@@ -24,6 +24,7 @@ from meshpos.service import cards
 from meshpos.service.card_scan import find_card_numbers
 from meshpos.service.config import init_node, load_signer
 from meshpos.service.terminal import Terminal
+from meshpos.sync.bundle import decode_bundle
 
 
 def provision(node: Node, float_paise: int, per_sale: int | None = None) -> FakeHQ:
@@ -194,6 +195,8 @@ def test_sealed_card_data_is_deleted_once_hq_answered_and_verify_says_so(
     assert blob not in sale.op.body  # the signed body carries its hash only
     t.ledger.checkpoint()
     assert blob in (t.cfg.db_path).read_bytes()  # held, for the relay to carry to HQ
+    carried = {o.id: o.sealed for o in decode_bundle(t.export_bundle()[0], "S7").ops}
+    assert carried[sale.op.id] == {0: blob}  # a USB bundle carries it too
     relay(svc, t)  # HQ opens it, answers; the answer comes back
     assert [p["status"] for p in svc.storage.payments("S7")] == ["approved"]
     assert t.ledger.sealed_blobs() == {}

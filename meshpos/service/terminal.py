@@ -732,6 +732,7 @@ class Terminal:
             self.ledger.nodes(),
             self.ledger.vv(),
             [(body, sig) for _, _, body, sig in raw],
+            self.ledger.sealed_blobs(),
         )
         return data, len(raw)
 
