@@ -51,18 +51,26 @@ def revoke(by: Node, node: Node, *, key: Signer | None = STORE_KEY, reason: str 
     return by.terminal.append(revocation.REVOKE_KIND, body)
 
 
+def ravi_at_t2(points: int) -> tuple[dict[str, Node], str]:
+    """The store's nodes, a catalogue, and customer Ravi with `points`, 30 of them redeemable
+    at T2."""
+    nodes = make_nodes()
+    t0, t2 = nodes["T0"].terminal, nodes["T2"].terminal
+    t0.import_catalog(catalog_rows(3))
+    cid = t0.add_customer({"name": "Ravi", "phone": "9800000001"})
+    t0.append("loyalty.adjust", {"customer_id": cid, "delta": points, "reason": "welcome"})
+    assert t0.grant_rights(cid, t2.node_id, 30) == 30
+    return nodes, cid
+
+
 def stolen_store() -> tuple[dict[str, Node], dict[str, Op]]:
     """T2 sells honestly and is handed loyalty rights; then it is stolen. T0 (with the store key)
     revokes it and HQ too, from a later point. The thief, not having heard, sells, adjusts
     stock and hands its rights to T1, which redeems them: none of that may count anywhere."""
-    nodes = make_nodes()
-    t0, t1, t2 = (nodes[n].terminal for n in ("T0", "T1", "T2"))
+    nodes, cid = ravi_at_t2(50)
+    t1, t2 = nodes["T1"].terminal, nodes["T2"].terminal
     every = list(nodes.values())
     marks: dict[str, Op] = {}
-    t0.import_catalog(catalog_rows(3))
-    cid = t0.add_customer({"name": "Ravi", "phone": "9800000001"})
-    t0.append("loyalty.adjust", {"customer_id": cid, "delta": 50, "reason": "welcome"})
-    assert t0.grant_rights(cid, t2.node_id, 30) == 30
     full_sync(every)
     marks["honest"] = t2.sell([("SKU0", 1)]).op
     full_sync(every)
@@ -240,14 +248,10 @@ def retired_store() -> tuple[dict[str, Node], dict[str, Op], str]:
     key) retires it into T1, which redeems all it inherited as far as it knows. A grant T0 made
     to T2 after the retirement goes to T1 too. Then a copy of T2's last sale turns up (a
     backup, a peer that was off): it is real, and T1's redemption spent points twice."""
-    nodes = make_nodes()
+    nodes, cid = ravi_at_t2(100)
     t0, t1, t2, hq = (nodes[n].terminal for n in ("T0", "T1", "T2", "HQ"))
     every = list(nodes.values())
     marks: dict[str, Op] = {}
-    t0.import_catalog(catalog_rows(3))
-    cid = t0.add_customer({"name": "Ravi", "phone": "9800000001"})
-    t0.append("loyalty.adjust", {"customer_id": cid, "delta": 100, "reason": "welcome"})
-    assert t0.grant_rights(cid, t2.node_id, 30) == 30
     marks["float"] = hq.append("card.float", {"to": t2.node_id, "amount": 50_000, "total": 0})
     full_sync(every)
     marks["spent"] = t2.sell([("SKU0", 1)], tenders=[Tender("points", 10), Tender("cash")],
