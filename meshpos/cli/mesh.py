@@ -20,6 +20,7 @@ from meshpos.cli.common import (
 )
 from meshpos.core.errors import InputError
 from meshpos.node import membership
+from meshpos.service.clocks import clocks_ahead
 from meshpos.service.config import init_node
 from meshpos.service.daemon_link import acked_seq, daemon_status
 from meshpos.service.encryption import encrypt_new_node
@@ -276,6 +277,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "pending_gaps": t.ledger.pending_count(),
         "recovering_history": t.bootstrapping(),
         "revoked": revoked.reason if (revoked := t.revoked()) else "no",
+        "clocks_ahead": ", ".join(f"{c['name']} +{c['lead_ms'] // 1000} s" for c in clocks_ahead(t))
+        or "none",
         "conflicts_open": len(t.conflicts()),
         "enrolled": (t.cfg.dir / membership.NODE_CERT).exists(),
         **_wan_fields(t, d),

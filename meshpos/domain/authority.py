@@ -132,21 +132,25 @@ def spends(op: Op) -> dict[str, int]:
     loyalty adjustment spends its points. A return spends nothing: it takes back what was earned,
     however little is left (a negative balance is a conflict for a manager, not a refusal).
     Malformed payloads spend nothing here: the fold refuses their shape before any rule runs."""
-    p = op.payload
+    return spends_of(op.kind, op.payload)
+
+
+def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
+    """`spends` of an op of `kind` with payload `p` (at the till, before it is signed)."""
     out: dict[str, int] = {}
-    if op.kind in ("sale", "exchange"):
+    if kind in ("sale", "exchange"):
         customer = p.get("customer")
         net = _int(p.get("points_redeemed")) - _int(p.get("points_earned"))
         if isinstance(customer, str) and customer and net > 0:
             out[customer] = net
-        card = card_pending(op)
+        card = pending_amount(p.get("tenders") or ())
         if card:
             out[CARD_FLOAT] = card
-    elif op.kind == "escrow.transfer":
+    elif kind == "escrow.transfer":
         customer, points = p.get("customer_id"), _int(p.get("points"))
         if isinstance(customer, str) and points > 0:
             out[customer] = points
-    elif op.kind == "loyalty.adjust":
+    elif kind == "loyalty.adjust":
         customer, delta = p.get("customer_id"), _int(p.get("delta"))
         if isinstance(customer, str) and delta < 0:
             out[customer] = -delta

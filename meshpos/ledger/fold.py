@@ -38,6 +38,7 @@ NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
 TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
 UNAUTHORISED = "unauthorised"  # an op without authority (meshpos/domain/authority.py)
+CLOCK_AHEAD = "clock_ahead"  # a node stamped ops further ahead of another's clock than allowed
 PAYMENT_STATUSES = ("approved", "declined")
 CONFLICT_KINDS = (
     OVERSELL,
@@ -47,6 +48,7 @@ CONFLICT_KINDS = (
     PAYMENT_DECLINED,
     TRANSFER_SHORT,
     UNAUTHORISED,
+    CLOCK_AHEAD,
 )
 # CARD_FLOAT (from the rulebook) is the escrow pseudo-customer whose rights are a node's share of
 # the store's offline card float (meshpos/service/cards.py). No person may hold it.
@@ -450,6 +452,19 @@ def _stock_transfer(ch: Changes, op: Op) -> None:
     ch.touched.add((TRANSFER_SHORT, tid))
 
 
+def _clock_ahead(ch: Changes, op: Op) -> None:
+    """A counter saw ops of `node` stamped further ahead of its own clock than `[mesh]
+    max_skew_ms` (meshpos/service/clocks.py): a `clock_ahead:<node>` conflict, open until a
+    manager records that the clock was set right (a later flag opens it again)."""
+    node = _get(op.payload, "node", str, op)
+    lead = _get(op.payload, "lead_ms", int, op)
+    seen = _get(op.payload, "op", str, op)
+    if not node or lead <= 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: clock flag is malformed")
+    _register(ch, op, CLOCK_AHEAD, node, {"lead_ms": lead, "op": seen, "by": op.origin})
+    ch.touched.add((CLOCK_AHEAD, node))
+
+
 def _revoke(ch: Changes, op: Op) -> None:
     """A node's revocation changes no view itself: the rulebook reads every revocation held
     before it judges an op (meshpos/domain/revocation.py)."""
@@ -480,6 +495,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.in": _stock_transfer,
     "note": _inert,
     REVOKE_KIND: _revoke,
+    "clock.ahead": _clock_ahead,
     "report.z": _inert,
 }
 

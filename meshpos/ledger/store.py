@@ -238,8 +238,12 @@ class Ledger:
         row = self.conn.execute("SELECT seq, head FROM vv WHERE origin = ?", (origin,)).fetchone()
         return (row[0], row[1]) if row else (0, GENESIS)
 
-    def max_hlc(self) -> int:
-        row = self.conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+    def max_hlc(self, below: int | None = None) -> int:
+        """The highest HLC held; with `below`, of the ops stamped under it."""
+        if below is None:
+            row = self.conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+        else:
+            row = self.conn.execute("SELECT MAX(hlc) FROM ops WHERE hlc < ?", (below,)).fetchone()
         return int(row[0] or 0)
 
     def pending_count(self) -> int:

@@ -66,6 +66,7 @@ from meshpos.node.membership import Membership, load
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
+from meshpos.service.clocks import clocks_ahead
 from meshpos.service.config import write_private
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
 from meshpos.service.power import PowerWatch
@@ -104,6 +105,7 @@ class MeshSettings:
     copy_wait_ms: int = 50
     tick_ms: int = 50
     wake_ms: int = 5
+    max_skew_ms: int = 300_000  # ops stamped further ahead of our clock are flagged, not followed
 
     @classmethod
     def from_config(cls, raw: dict[str, Any], where: str) -> MeshSettings:
@@ -112,7 +114,7 @@ class MeshSettings:
         if unknown:
             raise ConfigError(f"{where}: unknown [mesh] key(s) {', '.join(sorted(unknown))}")
         values = dict(raw)
-        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms", "wake_ms"):
+        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms", "wake_ms", "max_skew_ms"):
             if key in values and (not isinstance(values[key], int) or values[key] < 0):
                 raise ConfigError(f"{where}: [mesh] {key} must be a whole number >= 0")
         peers = values.get("static_peers", [])
@@ -584,6 +586,7 @@ class Daemon:
             "rejected": self.transport.rejected,
             "revoked": revoked.reason if (revoked := self.terminal.revoked()) else None,
             "revoked_peers": sorted(self._revoked),
+            "clock_ahead": clocks_ahead(self.terminal),
             "wan": self.relay.snapshot() if self.relay is not None else None,
             "power": self.power.snapshot(),
             "traffic": {

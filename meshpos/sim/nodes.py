@@ -65,6 +65,7 @@ class SimNode:
     disk_dead: bool = False
     gate: str = ""  # why the counter does not sell yet: "", "bootstrap", "same-identity"
     max_lead_ms: int = 0
+    ops_led: int = 0  # ops whose HLC ran more than 5 minutes ahead of the true time
     max_skew_ms: int = 0
     receipts_off: int = 0
     ops_signed: int = 0
