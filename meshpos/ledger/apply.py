@@ -357,12 +357,12 @@ def _unauthorised(conn: sqlite3.Connection, s: str, op_id: str, ack: int | None)
 
 
 def _clock_ahead(conn: sqlite3.Connection, s: str, node: str, ack: int | None) -> Found:
-    """Open from a counter's flag until a manager acknowledges it (`ack_level`: the HLC of the
-    flag acknowledged); a later flag opens it again."""
+    """Open from a counter's flag until a manager acknowledges it (`ack_level`: the wall time
+    of the flag's HLC); a later flag opens it again."""
     row = conn.execute(
         f"SELECT MAX(hlc) FROM {s}.registers WHERE entity = 'clock_ahead' AND key = ?", (node,)
     ).fetchone()
-    if row is None or row[0] is None or (ack is not None and int(row[0]) <= ack):
+    if row is None or row[0] is None or (ack is not None and int(row[0]) >> 16 <= ack):
         return None
     fields = {
         name: json.loads(value)

@@ -745,7 +745,7 @@ class Terminal:
             detail = found["detail"] if found else {}
             return int(sum(detail.get("excess", {}).values()))
         if kind == CLOCK_AHEAD:
-            return self.ledger.views.register_hlc(CLOCK_AHEAD, subject)
+            return self.ledger.views.register_hlc(CLOCK_AHEAD, subject) >> 16  # its wall ms
         return 0
 
     # -- sync by file ---------------------------------------------------------------------------
