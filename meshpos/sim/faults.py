@@ -293,17 +293,22 @@ class Faults:
             ]
             ledger.ingest(keep, old.ledger.nodes())
         old.ledger.close()
-        del self.roster.by_id[old.node_id]
+        old.retired = True
+        self.net.remove(old.node_id)
+        # A chain reset (meshpos/domain/revocation.py): the terminal keeps its name and place but
+        # signs with a new key from now on, certified by the store key, and its old chain is
+        # retired into the new one. Ops of the old chain only an unreachable replica holds can
+        # no longer collide with new ones (a fork): they are another chain, and count when they
+        # turn up.
+        self.roster.rekey(name)
         node = self.roster.make(name, old.position, "counter", ledger, clock=old.clock)
         node.epoch = old.epoch + 1
         node.ops_signed, node.max_lead_ms = old.ops_signed, old.max_lead_ms
         node.receipts_off, node.max_skew_ms = old.receipts_off, old.max_skew_ms
         if bootstrap_first:
-            # As Terminal.open marks a terminal whose database is gone, or a restore marks it:
-            # it may not sign until its node core has its own earlier ops back from the peers.
-            node.terminal.set_bootstrapping(True)
-            node.gate = "same-identity"
-        self.roster.start(node, restart=True)
+            node.gate = "bootstrap"  # it sells once it caught up with a peer, as a new one
+        self.roster.start(node)
         self.network.apply_links(node)
-        self._note("replacement", f"{name} restored ({restore}), same identity")
+        self._note("replacement", f"{name} restored ({restore}), chain reset to a new key")
         self.metrics.watch(f"node:{name}", f"{name} restored from {restore} copy")
+        self.retire(old, node)

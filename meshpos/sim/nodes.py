@@ -151,6 +151,10 @@ class Roster:
         self.by_id[node.node_id] = node
         return node
 
+    def rekey(self, name: str) -> None:
+        """The next key for `name` (a chain reset: the same terminal, a new chain)."""
+        self._generation[name] = self._generation.get(name, 0) + 1
+
     def replacement_name(self, position: str) -> str:
         """A new identity for a counter position: T3 is replaced by T3b, then T3c."""
         gen = self._generation.get(position, 0) + 1
