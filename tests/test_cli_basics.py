@@ -279,7 +279,7 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
     }
     on_fresh = [("init",), ("store", "init")]
     needs_daemon = {("peers",)}
-    parsed_elsewhere = {("store", "revoke")}  # test_revocation.py
+    parsed_elsewhere = {("store", "revoke"), ("store", "retire")}  # test_revocation.py
     # Their --json output is parsed by their own suites, which set up what they need first
     # (backups, exports, an HQ, users): tests/test_backup.py, test_audit.py, test_encryption.py,
     # test_hq_*.py, test_cli_staff.py.

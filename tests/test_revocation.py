@@ -4,6 +4,7 @@ terminal stops selling once it hears; daemons drop it at once."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from rulebook_helpers import (
     make_nodes,
 )
 
-from meshpos.core.errors import LocalError
+from meshpos.core.errors import ChainError, LocalError
 from meshpos.core.ops import Op, Signer
 from meshpos.domain import revocation
 from meshpos.domain.authority import CARD_FLOAT, REVOKED
@@ -332,3 +333,52 @@ def revoked_of(d: Path) -> dict[str, Revoked]:
         return t.ledger.revocations()
     finally:
         t.close()
+
+
+# -- coming back with an old identity: a chain reset (issue 13 item 8) ---------------------------
+
+
+def test_a_terminal_restored_from_an_old_backup_resets_its_chain_and_cannot_fork(
+    tmp_path: Path,
+) -> None:
+    """B is restored from a backup older than ops A already holds. Signing as itself it would
+    fork its chain (A refuses the second op with a seq it holds); after `node reset-chain` and
+    the store-key holder's `enroll sign` + `store retire`, it signs a new chain that A takes."""
+    a, b = make_shop(tmp_path, ["A", "B"])
+    sell = ("sell", "TSH-NAV-M", "--json")
+    exchange(a, b)  # the catalogue
+    meshpos(b, *sell)
+    backup = tmp_path / "b-backup.db"
+    shutil.copy(b / "meshpos.db", backup)  # the backup (the daemon-less node is checkpointed)
+    meshpos(b, *sell)
+    meshpos(b, *sell)
+    exchange(b, a)  # A holds all three of B's sales
+    shutil.copy(backup, b / "meshpos.db")  # B's disk died: restored from the old backup
+    old_id = node_id(b)
+    forked = meshpos(b, *sell).json()
+    with pytest.raises(ChainError, match=r"signed two different ops|does not follow"):
+        exchange(a, b)  # what would happen: a fork (A's copy of B's chain no longer fits)
+    shutil.copy(backup, b / "meshpos.db")  # restore again, and this time reset the chain
+    out = meshpos(b, "node", "reset-chain", "--name", "B.2", "--out", str(tmp_path / "req"))
+    assert f"store retire {old_id} --to B.2" in out.out
+    meshpos(a, "enroll", "sign", str(tmp_path / "req"), "--out", str(tmp_path / "enr"))
+    meshpos(a, "store", "retire", old_id, "--to", "B.2")
+    meshpos(b, "enroll", "install", str(tmp_path / "enr"))
+    again = meshpos(b, *sell).json()
+    assert again["sale_id"].split("-")[-2] == "B.2" and again["sale_id"] != forked["sale_id"]
+    exchange(b, a)
+    exchange(a, b)
+    for d in (a, b):
+        assert meshpos(d, "verify").code == 0
+    assert revoked_of(a)[old_id].to == node_id(b) != old_id
+    assert (b / "replaced" / f"chain-{old_id}" / "node.key").exists()
+
+
+def exchange(src: Path, dst: Path) -> None:
+    """What a sync session does: `dst` takes what it lacks of `src`'s log."""
+    s, d = Terminal.open(src), Terminal.open(dst)
+    try:
+        d.ingest(s.ledger.ops_since(d.ledger.vv()), [n for n in s.ledger.nodes() if n.cert])
+    finally:
+        s.close()
+        d.close()

@@ -197,6 +197,27 @@ def node() -> None:
     """The terminal daemon."""
 
 
+@node.command("reset-chain")
+@click.option("--name", required=True, help="The terminal's new name (its receipts' new series).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Request file to write."
+)
+@click.pass_context
+def node_reset_chain(ctx: click.Context, name: str, out: str) -> None:
+    """Give this terminal a new key and chain, after restoring an old backup (or when coming
+    back as itself while a peer that holds its later ops is off): it can then never fork its
+    old chain. The old keys move to replaced/; take the request to the store-key holder."""
+    t = open_terminal(ctx)
+    old_name = t.cfg.name
+    old, req = membership.reset_chain(t, name)
+    write_file(out, req)
+    click.echo(
+        f"{old_name} ({old}) now signs as {name}. On the store-key holder: `meshpos enroll sign "
+        f"{out} --out ENROLMENT` and `meshpos store retire {old} --to {name}`; then here "
+        "`meshpos enroll install ENROLMENT`"
+    )
+
+
 @node.command("run")
 @click.option("--host", help="Address to listen on (default [mesh] host or 127.0.0.1).")
 @click.option(

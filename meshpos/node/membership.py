@@ -25,7 +25,15 @@ from meshpos.domain.enrolment import (
     read_request,
 )
 from meshpos.node.transport import CurveKeys
-from meshpos.service.config import CONFIG_FILE, NodeConfig, write_private, write_secret
+from meshpos.service.config import (
+    CONFIG_FILE,
+    KEY_FILE,
+    NodeConfig,
+    check_name,
+    private_dir,
+    write_private,
+    write_secret,
+)
 from meshpos.service.terminal import Terminal
 
 STORE_KEY = "store.key"
@@ -161,3 +169,34 @@ def revoke(t: Terminal, ref: str, reason: str, *, to: str | None = None) -> tupl
         t.cfg.store, node.node_id, point, reason, store_key, to=heir.node_id if heir else None
     )
     return t.append(revocation.REVOKE_KIND, body), node
+
+
+def reset_chain(t: Terminal, name: str) -> tuple[str, bytes]:
+    """A chain reset, on a terminal restored from an old backup (or brought back as itself while
+    a peer that holds its later ops is off): it signs with a new key from now on, under a new
+    name (its receipts start a new series), so it can never sign a second op with a seq of its
+    old chain (a fork). The old keys move to `replaced/`. Returns the old node id and the
+    enrolment request of the new key; the store key certifies it (`enroll sign`) and retires
+    the old chain into it (`store retire OLD --to NEW`), so its balances follow."""
+    check_name(name, "terminal name")
+    if name in {n.name for n in t.ledger.nodes()}:
+        raise InputError(
+            f"a node named {name!r} is already known in this store: a new chain numbers its "
+            "receipts afresh, so give it a new name (e.g. T1.2)"
+        )
+    cfg = t.cfg
+    old = t.node_id
+    keep = private_dir(cfg.dir / "replaced" / f"chain-{old}")
+    for file in (KEY_FILE, NODE_CERT, CURVE_KEY):
+        if (cfg.dir / file).exists():
+            (cfg.dir / file).replace(keep / file)
+    signer = Signer.generate()
+    write_secret(cfg.dir / KEY_FILE, signer.private_bytes())
+    set_config(cfg, "node", "node_id", signer.node_id)
+    set_config(cfg, "node", "name", name)
+    fresh = Terminal.open(cfg.dir)
+    try:
+        fresh.set_bootstrapping(False)  # a new chain starts at seq 1: nothing to wait for
+        return old, request(fresh)
+    finally:
+        fresh.close()

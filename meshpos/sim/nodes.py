@@ -132,8 +132,12 @@ class Roster:
     ) -> SimNode:
         signer = self.signer(name)
         clock = clock or self.clock(position)
+        # After a chain reset the terminal numbers its receipts in a new series (T1.1-000001):
+        # numbers of its old chain may still turn up from a replica that was off.
+        series = self._generation.get(name, 0)
+        label = f"{name}.{series}" if series else name
         cfg = NodeConfig(
-            dir=Path("/nonexistent"), store=self.store, name=name, node_id=signer.node_id
+            dir=Path("/nonexistent"), store=self.store, name=label, node_id=signer.node_id
         )
         if kind == "hq":
             cfg.user = "hq"
@@ -141,9 +145,9 @@ class Roster:
         net = self.net
         terminal = Terminal(cfg, signer, ledger, now_ms=lambda: clock.wall(net.now))
         if kind == "counter":  # certified by the store key, as enrolment does
-            request = read_request(make_request(signer, self.store, name, b"x" * 40))
+            request = read_request(make_request(signer, self.store, label, b"x" * 40))
             cert = issue(self.store_key, self.store, request, now_ms=0)
-            ledger.add_node(NodeRecord(signer.node_id, signer.public_key, self.store, name, cert))
+            ledger.add_node(NodeRecord(signer.node_id, signer.public_key, self.store, label, cert))
         node = SimNode(name, position, kind, signer, terminal, CachedReplica(ledger), clock)
         node.max_skew_ms = clock.skew_ms
         node.recorded = ledger.head(node.node_id)[0]
