@@ -7,7 +7,7 @@ the simulator and tests can drive it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -194,7 +194,7 @@ class Terminal:
             if spent:
                 # A spend is stamped after the grants it spends, as the escrow rule orders them,
                 # however fast the granting clock; this op only: the clock does not follow.
-                hlc = max(hlc, self.ledger.views.credits_hlc(spent, self.node_id) + 1)
+                hlc = max(hlc, self._granted_hlc(spent) + 1)
             acting = user or self.cfg.user
             # Sealed card data travels beside the op, its hash in the signed body, so it can be
             # deleted once HQ answered (meshpos/domain/cards.py).
@@ -209,6 +209,16 @@ class Terminal:
         if result.max_hlc:
             self.clock.observe(self._followed_hlc(), self.now_ms())
         return result
+
+    def _granted_hlc(self, customers: Iterable[str]) -> int:
+        """The latest stamp among the grants of these customers' rights this node holds: to
+        it, and to nodes retired into it with their retirement (meshpos/domain/revocation.py)."""
+        views = self.ledger.views
+        found = views.credits_hlc(customers, self.node_id)
+        for old, rev in self.ledger.revocations().items():
+            if rev.to == self.node_id:
+                found = max(found, rev.hlc, views.credits_hlc(customers, old))
+        return found
 
     @property
     def max_skew_ms(self) -> int:
