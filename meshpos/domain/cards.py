@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshpos.core.errors import EncodingError, InputError, LocalError, RemoteError
-from meshpos.core.ops import pack, unpack
+from meshpos.core.ops import Op, pack, unpack
 
 MAGIC = b"MPC1"
 NONCE = 12
@@ -118,6 +118,16 @@ def detach_sealed(kind: str, payload: Mapping[str, Any]) -> tuple[dict[str, Any]
             rows.append(t)
     out["tenders"] = rows
     return out, blobs
+
+
+def carries_hash(op: Op) -> bool:
+    """Whether a sale's signed body names sealed card data by hash (the blob travels beside)."""
+    tenders = op.payload.get("tenders")
+    return (
+        op.kind in SEALED_KINDS
+        and isinstance(tenders, list)
+        and any(isinstance(t, Mapping) and t.get(SEALED_HASH) for t in tenders)
+    )
 
 
 def blob_matches(op_payload: Mapping[str, Any], tender: int, blob: bytes) -> bool:

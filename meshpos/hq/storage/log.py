@@ -12,7 +12,7 @@ a cycle. Stored ops are folded into the chain views (views.py) in the same trans
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshpos.core.clock import HLC
 from meshpos.core.errors import ChainError, EncodingError, WrongStore
@@ -30,6 +30,7 @@ from meshpos.core.ops import (
     verify_signature,
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
+from meshpos.domain.cards import blob_matches, carries_hash
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
@@ -309,6 +310,7 @@ class OpLog:
             "updated_ms = excluded.updated_ms",
             head_rows,
         )
+        self._keep_sealed(tx, store, ops)
         stale = (
             self._note_staff_start(tx, store, ops)
             or self._note_revocations(tx, store, ops)
@@ -323,8 +325,47 @@ class OpLog:
 
     # -- the rulebook ---------------------------------------------------------------------------
 
+    def _keep_sealed(self, tx: Tx, store: str, ops: Sequence[Op]) -> None:
+        """Keep the sealed card data that came beside ops (each blob whose hash its op's signed
+        body names) until the sale has authority and its payment job takes it over."""
+        rows: list[tuple[SQLValue, ...]] = [
+            (store, o.origin, o.seq, i, blob)
+            for o in ops
+            for i, blob in o.sealed.items()
+            if blob_matches(o.payload, i, blob)
+        ]
+        if rows:
+            tx.executemany(
+                "INSERT INTO sealed VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
+                rows,
+            )
+
+    def _with_sealed(self, tx: Tx, store: str, ops: Sequence[Op]) -> list[Op]:
+        """`ops` with the sealed card data kept for them (a sale that gains authority after
+        it arrived, a refold), taken out of `sealed`: their payment jobs hold it now."""
+        out = []
+        for op in ops:
+            if not carries_hash(op):
+                out.append(op)
+                continue
+            if not op.sealed:
+                found = tx.execute(
+                    "SELECT tender, blob FROM sealed WHERE store = ? AND origin = ? AND seq = ?",
+                    (store, op.origin, op.seq),
+                )
+                if found:
+                    op = replace(op, sealed={int(i): bytes(b) for i, b in found})
+            tx.execute(
+                "DELETE FROM sealed WHERE store = ? AND origin = ? AND seq = ?",
+                (store, op.origin, op.seq),
+            )
+            out.append(op)
+        return out
+
     def _fold(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
         changes, allowed = judge_batch(ops, HQPast(tx, store))
+        allowed = self._with_sealed(tx, store, allowed)
         rows = gather(store, allowed, changes, now_ms)
         write_views(tx, store, changes, rows)
         rows.allowed = allowed
@@ -340,6 +381,7 @@ class OpLog:
                 return
             changes, flipped, reworded = rejudge(held, past)
             past.forget(flipped, reworded)
+            flipped = self._with_sealed(tx, store, flipped)
             write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
             if not flipped:
                 return

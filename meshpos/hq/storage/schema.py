@@ -127,6 +127,14 @@ CREATE TABLE IF NOT EXISTS registers (
     origin TEXT NOT NULL,
     PRIMARY KEY (store, entity, key, field)
 );
+CREATE TABLE IF NOT EXISTS sealed (
+    store  TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq    {int} NOT NULL,
+    tender {int} NOT NULL,
+    blob   {blob} NOT NULL,
+    PRIMARY KEY (store, origin, seq, tender)
+);
 CREATE TABLE IF NOT EXISTS payments (
     store      TEXT NOT NULL,
     origin     TEXT NOT NULL,
