@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from meshpos.core.ops import Op, pack
+from meshpos.core.ops import Op
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.hq import keys
@@ -155,7 +155,7 @@ def certified(t: Terminal) -> list[NodeRecord]:
 
 
 def wires(t: Terminal, since: dict[str, int], limit: int | None = None) -> list[bytes]:
-    return [pack([b, s]) for _, _, b, s in t.ledger.raw_since(since, limit)]
+    return [o.wire() for o in t.ledger.ops_since(since, limit)]
 
 
 def push_all(c: HQClient, t: Terminal, batch: int = 500) -> dict[str, int]:

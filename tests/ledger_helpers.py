@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshpos.core.ops import Op, Signer, decode_body
+from meshpos.core.ops import Op, Signer
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.schema import VIEW_TABLES
@@ -80,7 +80,7 @@ def all_ops(ledger: Ledger) -> list[Op]:
 
 def ops_lacking(src: Ledger, dst: Ledger) -> list[Op]:
     """What a version-vector exchange sends from `src` to `dst`."""
-    return [decode_body(body, sig) for _, _, body, sig in src.raw_since(dst.vv())]
+    return src.ops_since(dst.vv())
 
 
 def sync(src: Replica, dst: Replica) -> IngestResult:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
 from ledger_helpers import EPOCH_MS, FakeWall, catalog_rows, full_sync
 
 from meshpos.core.ops import Op, Signer
@@ -19,6 +20,7 @@ from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_request
 from meshpos.domain.pricing import Tender, price_lines, settle
 from meshpos.domain.staff import APPROVAL
+from meshpos.hq.storage import HQStorage
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.staff import add_user, approved_by, sign_in
@@ -182,3 +184,30 @@ def _grant(t: Terminal, customer: str, to: str, points: int) -> Op:
 
 def all_ops(nodes: dict[str, Node]) -> list[Op]:
     return sorted(nodes["T0"].ledger.ops_since({}), key=lambda o: o.id)
+
+
+def chunked(data: st.DataObject, ops: list[Op]) -> list[list[Op]]:
+    """Each origin's ops cut into runs, the runs shuffled (a run may come before the one it
+    continues: it waits past the gap)."""
+    by_origin: dict[str, list[Op]] = {}
+    for o in ops:
+        by_origin.setdefault(o.origin, []).append(o)
+    chunks: list[list[Op]] = []
+    for run in by_origin.values():
+        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(run) - 1)), max_size=4)))
+        cuts = [c for c in cuts if c < len(run)]
+        chunks += [run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)]
+    return list(data.draw(st.permutations(chunks)))
+
+
+def feed_hq(storage: HQStorage, chunks: list[list[Op]]) -> None:
+    """HQ stores no op past a gap (the relay resends from HQ's vv): it takes each run once the
+    run before it is in, in the order drawn."""
+    heads: dict[str, int] = {}
+    waiting = list(chunks)
+    while waiting:
+        for chunk in list(waiting):
+            if heads.get(chunk[0].origin, 0) == chunk[0].seq - 1:
+                storage.log.ingest(STORE, [o.wire() for o in chunk], records(), now_ms=1)
+                heads[chunk[0].origin] = chunk[-1].seq
+                waiting.remove(chunk)

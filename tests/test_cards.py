@@ -112,10 +112,12 @@ def test_a_card_sale_is_sealed_pending_and_leaves_no_card_number_on_disk(
     [tender] = sale.payload["tenders"]
     assert tender["pending"] is True and tender["amount"] == 99_900
     assert (tender["card_last4"], tender["card_brand"]) == ("1111", "visa")
-    assert set(tender) == {"method", "amount", "card_last4", "card_brand", "card_sealed",
-                           "pending"}  # fmt: skip
-    blob = sealed_from_tender(tender)
-    assert blob is not None
+    assert set(tender) == {"method", "amount", "card_last4", "card_brand",
+                           "card_sealed_sha256", "pending"}  # fmt: skip
+    # The signed op carries the blob's hash; the blob travels beside it until HQ answers.
+    blob = sealed_from_tender(tender, sale.op.sealed[0])
+    assert blob and sealed_from_tender(tender, blob + b"x") == b""
+    assert t.ledger.sealed_blobs() == {sale.op.id: {0: blob}}
     # HQ opens it; anyone else (the store holds no private key at all) cannot.
     opened = open_card(hq.payment, blob, store="S1", amount=99_900, last4="1111", brand="visa")
     assert (opened.pan, opened.expiry) == (VISA, "1230")

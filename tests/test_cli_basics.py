@@ -279,13 +279,15 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
     }
     on_fresh = [("init",), ("store", "init")]
     needs_daemon = {("peers",), ("logs",)}
+    parsed_elsewhere = {("store", "revoke"), ("store", "retire")}  # test_revocation.py
     # Their --json output is parsed by their own suites, which set up what they need first
     # (backups, exports, an HQ, users): tests/test_backup.py, test_audit.py, test_encryption.py,
     # test_hq_*.py, test_cli_staff.py.
     elsewhere = {"audit", "backup", "encrypt", "restore", "hq", "users", "login", "whoami", "sim"}
     elsewhere |= {"power", "transfer", "training", "drill", "cheatsheet"}  # test_power.py, ...
 
-    missing = {p for p in with_json if p[0] not in elsewhere} - {*cases, *on_fresh, *needs_daemon}
+    done = {*cases, *on_fresh, *needs_daemon, *parsed_elsewhere}
+    missing = {p for p in with_json if p[0] not in elsewhere} - done
     assert not missing, f"add these --json commands to this test: {sorted(missing)}"
     assert fresh.json("init", "--store", "S1", "--name", "T7")["name"] == "T7"
     assert fresh.json("store", "init")["store"] == "S1"

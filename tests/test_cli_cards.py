@@ -13,7 +13,7 @@ from conftest import Node, run_cli
 from test_cards import DECLINED, VISA, FakeHQ
 
 from meshpos.core.errors import MeshposError
-from meshpos.core.ops import decode_op, pack
+from meshpos.core.ops import decode_op
 from meshpos.domain.catalog import CatalogRow
 from meshpos.hq import keys
 from meshpos.hq.client import PullResult, ingest_pull, parse_node
@@ -24,6 +24,7 @@ from meshpos.service import cards
 from meshpos.service.card_scan import find_card_numbers
 from meshpos.service.config import init_node, load_signer
 from meshpos.service.terminal import Terminal
+from meshpos.sync.bundle import decode_bundle
 
 
 def provision(node: Node, float_paise: int, per_sale: int | None = None) -> FakeHQ:
@@ -107,7 +108,7 @@ def relay(svc: HQService, t: Terminal) -> None:
     """One relay round, in-process: push what HQ lacks, pull what it has (results included)."""
     store = t.cfg.store
     have = svc.storage.vv(store)
-    wires = [pack([b, s]) for _, _, b, s in t.ledger.raw_since(have)]
+    wires = [o.wire() for o in t.ledger.ops_since(have)]
     certified = [n for n in t.ledger.nodes() if n.cert is not None]
     svc.ingest(store, wires, certified)
     while True:
@@ -176,3 +177,37 @@ def test_hq_opens_the_float_settles_cards_and_blocks_a_declined_one(
     assert cards.float_held(t) == 100_000 and cards.status(t)["minted"] == 100_000
     assert t.ledger.verify() == []
     no_card_numbers_in(t.cfg.dir)
+
+
+def test_sealed_card_data_is_deleted_once_hq_answered_and_verify_says_so(
+    hq_store: tuple[Path, HQService, Terminal],
+) -> None:
+    """Issue 13 item 10: the blob travels beside the signed sale (its SHA-256 inside) until
+    HQ's answer reaches the terminal; then it is deleted, pages overwritten, and the sale still
+    verifies."""
+    hq_dir, svc, t = hq_store
+    relay(svc, t)
+    assert run_cli(["hq", "card-float", "10000", "--dir", str(hq_dir)]).code == 0
+    relay(svc, t)
+    sale = t.sell([("TEE", 1)], card=cards.read_card("test:visa"))
+    [blob] = sale.op.sealed.values()
+    assert t.ledger.sealed_blobs() == {sale.op.id: {0: blob}}
+    assert blob not in sale.op.body  # the signed body carries its hash only
+    t.ledger.checkpoint()
+    assert blob in (t.cfg.db_path).read_bytes()  # held, for the relay to carry to HQ
+    carried = {o.id: o.sealed for o in decode_bundle(t.export_bundle()[0], "S7").ops}
+    assert carried[sale.op.id] == {0: blob}  # a USB bundle carries it too
+    relay(svc, t)  # HQ opens it, answers; the answer comes back
+    assert [p["status"] for p in svc.storage.payments("S7")] == ["approved"]
+    assert t.ledger.sealed_blobs() == {}
+    assert t.ledger.sealed_status() == {"held_awaiting_hq": 0, "answered": 1}
+    t.ledger.checkpoint()
+    files = list(t.cfg.dir.glob("meshpos.db*"))
+    assert t.cfg.db_path in files
+    for path in files:
+        assert blob not in path.read_bytes(), path.name
+    assert t.ledger.get(*sale.op.id) == sale.op  # the sale itself stays, signed
+    assert t.ledger.verify() == []
+    out = run_cli(["--dir", str(t.cfg.dir), "verify"])
+    assert out.code == 0, out.err
+    assert "0 held awaiting HQ's answer; 1 answered by HQ and deleted here" in out.out

@@ -541,7 +541,7 @@ def test_a_card_captured_here_is_checked_sealed_and_pending(door: Door, store: S
     sale = sell(door, [("TEE-M", 1)], pay=CARD)
     (tender,) = sale.payload["tenders"]
     assert tender["method"] == "card" and tender["pending"] is True
-    assert tender["card_last4"] == VISA[-4:] and tender["card_sealed"]
+    assert tender["card_last4"] == VISA[-4:] and tender["card_sealed_sha256"]
     assert VISA not in repr(sale.payload) and "card_approval" not in tender
     over = sell(door, [("TEE-M", 3)], pay=CARD)  # ₹3,000
     assert over.op is None

@@ -295,7 +295,8 @@ def test_card_sealed_at_the_till_is_settled_by_hq_and_the_result_flows_back(
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
     with pytest.raises(Exception, match="does not open"):
-        open_card(X25519PrivateKey.generate(), sealed_from_tender(tender) or b"", store=store.id,
+        open_card(X25519PrivateKey.generate(), sealed_from_tender(tender, sale.op.sealed.get(0))
+                  or b"", store=store.id,
                   amount=tender["amount"], last4="4242", brand="visa")  # fmt: skip
     store.relay()
     store.relay()  # the first push answers before the result could be pulled in the same round

@@ -22,7 +22,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_helpers import views
 from pg import Cluster, pg_cluster_fixture
-from rulebook_helpers import PINS, STORE, STORE_KEY, all_ops, fresh_ledger, records, scenario
+from rulebook_helpers import (
+    PINS,
+    STORE,
+    STORE_KEY,
+    all_ops,
+    chunked,
+    feed_hq,
+    fresh_ledger,
+    records,
+    scenario,
+)
 
 from meshpos.core.clock import pack
 from meshpos.core.ops import Op, Signer, make_op
@@ -32,11 +42,13 @@ from meshpos.domain.authority import (
     CARD_LIMIT,
     ESCROW,
     HQ_ONLY,
+    REVOKED,
     Violation,
     judge,
     spends,
 )
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.revocation import Revoked
 from meshpos.domain.staff import issue_credential, pin_private_key, pin_record
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.ledger.store import Ledger
@@ -63,6 +75,12 @@ class FakePast:
 
     def node_role(self, node_id: str) -> str | None:
         return self.roles.get(node_id, "terminal")
+
+    def node_cert(self, node_id: str) -> bytes | None:
+        return None
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        return None
 
     def staff_since(self) -> int | None:
         return self.since
@@ -297,20 +315,6 @@ def test_every_rule_is_broken_once_and_every_replica_agrees() -> None:
     assert led.views.rights(CARD_FLOAT, t1) == 3_000_000 - 59_900 - 1_400_000
 
 
-def _chunks(data: st.DataObject, ops: list[Op]) -> list[list[Op]]:
-    """Each origin's ops cut into runs, the runs shuffled (a run may come before the one it
-    continues: it waits past the gap)."""
-    by_origin: dict[str, list[Op]] = {}
-    for o in ops:
-        by_origin.setdefault(o.origin, []).append(o)
-    chunks: list[list[Op]] = []
-    for run in by_origin.values():
-        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(run) - 1)), max_size=4)))
-        cuts = [c for c in cuts if c < len(run)]
-        chunks += [run[i:j] for i, j in zip([0, *cuts], [*cuts, len(run)], strict=True)]
-    return list(data.draw(st.permutations(chunks)))
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_order_and_batching_gives_the_same_views_and_verdicts_everywhere(
@@ -324,22 +328,13 @@ def test_any_order_and_batching_gives_the_same_views_and_verdicts_everywhere(
 
 def replay(data: st.DataObject, hq_storage: HQStorage) -> None:
     ops, _, ref = the_store()
-    chunks = _chunks(data, ops)
+    chunks = chunked(data, ops)
     node = fresh_ledger()
     for chunk in chunks:
         node.ingest(chunk)
     assert node.pending_count() == 0
     assert views(node) == ref["views"]
-    # HQ stores no op past a gap (the relay resends from HQ's vv): it takes each run once the
-    # run before it is in, in the order drawn.
-    heads: dict[str, int] = {}
-    waiting = list(chunks)
-    while waiting:
-        for chunk in list(waiting):
-            if heads.get(chunk[0].origin, 0) == chunk[0].seq - 1:
-                hq_storage.log.ingest(STORE, [o.wire() for o in chunk], records(), now_ms=1)
-                heads[chunk[0].origin] = chunk[-1].seq
-                waiting.remove(chunk)
+    feed_hq(hq_storage, chunks)
     assert hq_state(hq_storage) == ref["state"]
     hq_storage.log.db.run(lambda tx: hq_storage.log.refold(tx, STORE, 1))
     assert hq_state(hq_storage) == ref["state"]
@@ -564,7 +559,7 @@ def test_judge_answers_any_payload_without_raising(kind: str, payload: dict[str,
     `judge` gives a verdict (the fold then refuses a malformed shape as not authentic)."""
     past = FakePast(since=at(0) if staffed else None, held={("x", T1.node_id): 5})
     found = judge(an_op(kind, payload, minutes=300), past)
-    assert found is None or found.rule in (APPROVAL, ESCROW, CARD_LIMIT, HQ_ONLY)
+    assert found is None or found.rule in (APPROVAL, ESCROW, CARD_LIMIT, HQ_ONLY, REVOKED)
 
 
 @pytest.mark.parametrize("bad", [5, True, "card", {"method": "card"}, [5, None, ["x"]]])

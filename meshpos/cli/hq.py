@@ -431,6 +431,28 @@ def hq_block_card(
     _done(ops, as_json, "blocklist")
 
 
+@hq.command("revoke")
+@hq_options
+@click.argument("store")
+@click.argument("node")
+@click.option("--reason", required=True, help="What happened: stolen, lost, sold, ...")
+@json_option
+def hq_revoke(
+    directory: str | None, db: str | None, store: str, node: str, reason: str, as_json: bool
+) -> None:
+    """Revoke NODE (name or node id) of STORE: its ops after the last one HQ holds take no
+    effect, and the store's terminals drop it once a relay brings them the revocation."""
+    with _service(directory, db) as svc:
+        op, revoked = svc.revoke(store, node, reason)
+    point = op.payload["after_seq"]
+    emit(
+        {"store": store, "node": revoked.name, "node_id": revoked.node_id, "after_seq": point,
+         "reason": op.payload["reason"], "op": op_ref(op)},
+        as_json,
+        f"{revoked.name} of store {store} revoked after its op #{point}; relays carry it to the store",
+    )  # fmt: skip
+
+
 @hq.command("payments")
 @hq_options
 @click.option("--store", help="Only this store.")

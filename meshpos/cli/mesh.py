@@ -18,6 +18,7 @@ from meshpos.cli.common import (
 )
 from meshpos.core.errors import InputError
 from meshpos.node import membership
+from meshpos.service.clocks import clocks_ahead
 from meshpos.service.config import init_node, load_config
 from meshpos.service.daemon_link import acked_seq, daemon_status
 from meshpos.service.encryption import encrypt_new_node
@@ -92,6 +93,59 @@ def store_init(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+@store.command("revoke")
+@click.argument("node")
+@click.option("--reason", required=True, help="What happened: stolen, lost, sold, ...")
+@json_option
+@click.pass_context
+def store_revoke(ctx: click.Context, node: str, reason: str, as_json: bool) -> None:
+    """Revoke NODE (its name or node id), on the terminal that holds the store key: its ops after
+    the last one this terminal holds take no effect, and every peer drops it as soon as it hears
+    (a stolen or lost terminal). A replacement is enrolled afresh."""
+    t = open_terminal(ctx)
+    op, revoked = membership.revoke(t, node, reason)
+    point = op.payload["after_seq"]
+    emit(
+        {
+            "node": revoked.name,
+            "node_id": revoked.node_id,
+            "after_seq": point,
+            "reason": op.payload["reason"],
+            "op": f"{op.origin}:{op.seq}",
+        },
+        as_json,
+        f"{revoked.name} revoked: its ops after #{point} take no effect; peers drop it as soon "
+        "as they hear (run `meshpos node run` here to tell them now)",
+    )
+
+
+@store.command("retire")
+@click.argument("node")
+@click.option("--to", "to", required=True, help="The node (name or id) that takes over.")
+@click.option("--reason", default="retired", show_default=True, help="Why, for the log.")
+@json_option
+@click.pass_context
+def store_retire(ctx: click.Context, node: str, to: str, reason: str, as_json: bool) -> None:
+    """Retire NODE (a dead or replaced terminal), on the terminal that holds the store key: the
+    loyalty rights, card float and other escrowed balances it held move to the node named by --to,
+    and, as with `revoke`, its ops after the last one held here take no effect."""
+    t = open_terminal(ctx)
+    op, retired = membership.revoke(t, node, reason, to=to)
+    heir = next(n for n in t.ledger.nodes() if n.node_id == op.payload["to"])
+    emit(
+        {
+            "node": retired.name,
+            "node_id": retired.node_id,
+            "to": heir.name,
+            "to_node_id": heir.node_id,
+            "after_seq": op.payload["after_seq"],
+            "op": f"{op.origin}:{op.seq}",
+        },
+        as_json,
+        f"{retired.name} retired: {heir.name} holds its loyalty rights and card float",
+    )
+
+
 @click.group()
 def enroll() -> None:
     """Enrol a terminal: `request` on it, `sign` where the store key is, `install` back on it."""
@@ -140,6 +194,27 @@ def enroll_install(ctx: click.Context, enrolment_file: str) -> None:
 @click.group()
 def node() -> None:
     """The terminal daemon."""
+
+
+@node.command("reset-chain")
+@click.option("--name", required=True, help="The terminal's new name (its receipts' new series).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Request file to write."
+)
+@click.pass_context
+def node_reset_chain(ctx: click.Context, name: str, out: str) -> None:
+    """Give this terminal a new key and chain, after restoring an old backup (or when coming
+    back as itself while a peer that holds its later ops is off): it can then never fork its
+    old chain. The old keys move to replaced/; take the request to the store-key holder."""
+    t = open_terminal(ctx)
+    old_name = t.cfg.name
+    old, req = membership.reset_chain(t, name)
+    write_file(out, req)
+    click.echo(
+        f"{old_name} ({old}) now signs as {name}. On the store-key holder: `meshpos enroll sign "
+        f"{out} --out ENROLMENT` and `meshpos store retire {old} --to {name}`; then here "
+        "`meshpos enroll install ENROLMENT`"
+    )
 
 
 @node.command("run")
@@ -223,6 +298,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         "held_by_one_copy": max(0, own - acked),
         "pending_gaps": t.ledger.pending_count(),
         "recovering_history": t.bootstrapping(),
+        "revoked": revoked.reason if (revoked := t.revoked()) else "no",
+        "clocks_ahead": ", ".join(f"{c['name']} +{c['lead_ms'] // 1000} s" for c in clocks_ahead(t))
+        or "none",
         "conflicts_open": len(t.conflicts()),
         "enrolled": (t.cfg.dir / membership.NODE_CERT).exists(),
         **_wan_fields(t, d),

@@ -67,6 +67,13 @@ def verify(ctx: click.Context, full: bool) -> None:
             click.echo(f"problem: {p}", err=True)
         raise MeshposError(f"verify found {len(problems)} problem(s)")
     click.echo(f"ok: {t.ledger.op_count()} ops, chains and signatures valid, views match the log")
+    sealed = t.ledger.sealed_status()
+    if any(sealed.values()):
+        click.echo(
+            f"card data sealed to HQ: {sealed['held_awaiting_hq']} held awaiting HQ's answer; "
+            f"{sealed['answered']} answered by HQ and deleted here (the signed sale keeps its "
+            "SHA-256)"
+        )
 
 
 @click.command()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -96,14 +96,25 @@ class Op:
     body: bytes = field(repr=False)
     sig: bytes = field(repr=False)
     hash: bytes = field(repr=False)
+    # Data that travels beside the op, outside its signed body, by index: the sealed card data
+    # of a card tender, whose SHA-256 the body carries (meshpos/domain/cards.py), so a replica
+    # can delete it once HQ answered and the op still verifies.
+    sealed: Mapping[int, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def id(self) -> tuple[str, int]:
         return (self.origin, self.seq)
 
     def wire(self) -> bytes:
-        """The op as it travels: body bytes and signature."""
-        return pack([self.body, self.sig])
+        """The op as it travels: body bytes and signature (and what travels beside it)."""
+        return wire_of(self.body, self.sig, self.sealed)
+
+
+def wire_of(body: bytes, sig: bytes, sealed: Mapping[int, bytes] | None = None) -> bytes:
+    """An op's wire form from its stored parts."""
+    if not sealed:
+        return pack([body, sig])
+    return pack([body, sig, [[i, blob] for i, blob in sorted(sealed.items())]])
 
 
 class Signer:
@@ -234,11 +245,30 @@ def decode_body(body: bytes, sig: bytes) -> Op:
     )
 
 
+MAX_SEALED_PARTS = 16
+
+
 def decode_op(wire: bytes) -> Op:
     parts = unpack(wire, "op")
-    if not isinstance(parts, list) or len(parts) != 2:
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
         raise EncodingError("an op must be [body bytes, signature bytes]")
-    return decode_body(parts[0], parts[1])
+    op = decode_body(parts[0], parts[1])
+    if len(parts) == 2:
+        return op
+    beside = parts[2]
+    if not isinstance(beside, list) or len(beside) > MAX_SEALED_PARTS:
+        raise EncodingError("the data beside an op is malformed")
+    sealed: dict[int, bytes] = {}
+    for item in beside:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or type(item[0]) is not int
+            or not isinstance(item[1], bytes)
+        ):
+            raise EncodingError("the data beside an op is malformed")
+        sealed[item[0]] = item[1]
+    return replace(op, sealed=sealed)
 
 
 def verify_signature(public_key: bytes, op: Op) -> None:

@@ -34,7 +34,10 @@ from typing import Any, Protocol
 from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
+from meshpos.domain.cards import is_sealed
 from meshpos.domain.money import rupees
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
+from meshpos.domain.revocation import refusal as revocation_refusal
 from meshpos.domain.staff import (
     LIMIT_FIELDS,
     RANK,
@@ -52,11 +55,14 @@ HQ_ONLY = "hq-only"
 APPROVAL = "approval"
 ESCROW = "escrow"
 CARD_LIMIT = "card-limit"
+REVOKED = "revoked"
 RULES = {
     HQ_ONLY: "card payment results and card float are signed by HQ only",
     APPROVAL: "ops above a staff limit carry a valid approval by a user who held the role",
     ESCROW: "a counter spends only the loyalty points or card float it holds",
     CARD_LIMIT: "card money taken offline in one sale stays within the per-sale floor limit",
+    REVOKED: "a revoked node's ops after its revocation take no effect; only the store key or "
+    "HQ revokes",
 }
 
 HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
@@ -85,6 +91,13 @@ class Past(Protocol):
 
     def node_role(self, node_id: str) -> str | None:
         """The role in the node's certificate ("terminal", "hq"), None when unknown."""
+
+    def node_cert(self, node_id: str) -> bytes | None:
+        """The node's certificate as held (admitted against the store key), None when unknown."""
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        """The revocation in force for the node, from every revocation op the replica holds
+        (meshpos/domain/revocation.py: not monotone, so a replica refolds when one arrives)."""
 
     def staff_since(self) -> int | None:
         """HLC of the first bootstrap user op with authority: when the store got staff."""
@@ -119,21 +132,25 @@ def spends(op: Op) -> dict[str, int]:
     loyalty adjustment spends its points. A return spends nothing: it takes back what was earned,
     however little is left (a negative balance is a conflict for a manager, not a refusal).
     Malformed payloads spend nothing here: the fold refuses their shape before any rule runs."""
-    p = op.payload
+    return spends_of(op.kind, op.payload)
+
+
+def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
+    """`spends` of an op of `kind` with payload `p` (at the till, before it is signed)."""
     out: dict[str, int] = {}
-    if op.kind in ("sale", "exchange"):
+    if kind in ("sale", "exchange"):
         customer = p.get("customer")
         net = _int(p.get("points_redeemed")) - _int(p.get("points_earned"))
         if isinstance(customer, str) and customer and net > 0:
             out[customer] = net
-        card = card_pending(op)
+        card = pending_amount(p.get("tenders") or ())
         if card:
             out[CARD_FLOAT] = card
-    elif op.kind == "escrow.transfer":
+    elif kind == "escrow.transfer":
         customer, points = p.get("customer_id"), _int(p.get("points"))
         if isinstance(customer, str) and points > 0:
             out[customer] = points
-    elif op.kind == "loyalty.adjust":
+    elif kind == "loyalty.adjust":
         customer, delta = p.get("customer_id"), _int(p.get("delta"))
         if isinstance(customer, str) and delta < 0:
             out[customer] = -delta
@@ -154,7 +171,7 @@ def pending_amount(tenders: Iterable[Any]) -> int:
     return sum(
         max(_int(t.get("amount")), 0)
         for t in tenders
-        if isinstance(t, Mapping) and t.get("method") == "card" and t.get("card_sealed")
+        if isinstance(t, Mapping) and t.get("method") == "card" and is_sealed(t)
     )
 
 
@@ -165,7 +182,17 @@ def valid_limit(value: Any) -> bool:
 
 def judge(op: Op, past: Past) -> Violation | None:
     """None when `op` has authority to change the views; else the rule it breaks."""
+    revoked = past.revoked(op.origin)
+    if revoked is not None and revoked.bars(op.seq):
+        return Violation(
+            REVOKED,
+            f"{_where(op)} was signed after {op.origin} was revoked (from its op "
+            f"{revoked.after_seq + 1} on): {revoked.reason}",
+        )
     role = past.node_role(op.origin)
+    if op.kind == REVOKE_KIND:
+        refused = revocation_refusal(op, role, past.node_cert(op.origin))
+        return None if refused is None else Violation(REVOKED, refused)
     if op.kind in HQ_ONLY_KINDS and role != "hq":
         return Violation(HQ_ONLY, f"{_where(op)} is signed by {op.origin}, which is not HQ")
     if role == "hq":

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshpos.core.errors import EncodingError, InputError, LocalError, RemoteError
-from meshpos.core.ops import pack, unpack
+from meshpos.core.ops import Op, pack, unpack
 
 MAGIC = b"MPC1"
 NONCE = 12
@@ -71,15 +71,73 @@ class SealedCard:
         }
 
 
-def sealed_from_tender(tender: Mapping[str, Any]) -> bytes | None:
-    """The sealed blob of a card tender, or None if it carries none (a card paid online)."""
-    value = tender.get("card_sealed")
+SEALED = "card_sealed"  # the blob itself, in the signed body (sales recorded before)
+SEALED_HASH = "card_sealed_sha256"  # its SHA-256 in the body; the blob travels beside the op
+SEALED_KINDS = ("sale", "exchange")
+
+
+def is_sealed(tender: Mapping[str, Any]) -> bool:
+    """Whether a card tender was captured offline and sealed to HQ (however the blob travels)."""
+    return any(isinstance(tender.get(k), str) and tender.get(k) for k in (SEALED, SEALED_HASH))
+
+
+def sealed_from_tender(tender: Mapping[str, Any], beside: bytes | None = None) -> bytes | None:
+    """The sealed blob of a card tender (in its body, or `beside` the op with its hash in the
+    body), or None if it carries none (a card paid online). b"" when it is damaged or missing:
+    HQ declines it as unreadable."""
+    digest = tender.get(SEALED_HASH)
+    if isinstance(digest, str) and digest:
+        ok = beside is not None and hashlib.sha256(beside).hexdigest() == digest
+        return beside if ok and beside is not None else b""
+    value = tender.get(SEALED)
     if not isinstance(value, str) or not value:
         return None
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
         return b""  # present but damaged: HQ declines it as unreadable
+
+
+def detach_sealed(kind: str, payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[int, bytes]]:
+    """A sale's payload with each sealed card blob replaced by its SHA-256, and the blobs by
+    tender index: the blob travels beside the signed op and can be deleted once HQ answered
+    ("secure deletion once authorised"), while the op still verifies."""
+    out = dict(payload)
+    tenders = payload.get("tenders")
+    if kind not in SEALED_KINDS or not isinstance(tenders, list):
+        return out, {}
+    blobs: dict[int, bytes] = {}
+    rows: list[Any] = []
+    for i, t in enumerate(tenders):
+        blob = sealed_from_tender(t) if isinstance(t, Mapping) else None
+        if isinstance(t, Mapping) and blob:
+            rest = {k: v for k, v in t.items() if k != SEALED}
+            rows.append({**rest, SEALED_HASH: hashlib.sha256(blob).hexdigest()})
+            blobs[i] = blob
+        else:
+            rows.append(t)
+    out["tenders"] = rows
+    return out, blobs
+
+
+def carries_hash(op: Op) -> bool:
+    """Whether a sale's signed body names sealed card data by hash (the blob travels beside)."""
+    tenders = op.payload.get("tenders")
+    return (
+        op.kind in SEALED_KINDS
+        and isinstance(tenders, list)
+        and any(isinstance(t, Mapping) and t.get(SEALED_HASH) for t in tenders)
+    )
+
+
+def blob_matches(op_payload: Mapping[str, Any], tender: int, blob: bytes) -> bool:
+    """Whether `blob` is the one whose hash the op's tender `tender` carries."""
+    tenders = op_payload.get("tenders")
+    if not isinstance(tenders, list) or not 0 <= tender < len(tenders):
+        return False
+    t = tenders[tender]
+    digest = t.get(SEALED_HASH) if isinstance(t, Mapping) else None
+    return isinstance(digest, str) and hashlib.sha256(blob).hexdigest() == digest
 
 
 def luhn_ok(pan: str) -> bool:

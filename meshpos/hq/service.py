@@ -18,6 +18,7 @@ import zmq
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, EncodingError, InputError, LocalError, RemoteError
 from meshpos.core.ops import Op, Payload, Signer, decode_op, pack, unpack
+from meshpos.domain import revocation
 from meshpos.domain.cards import (
     HQ_KEY_SETTING,
     AuthRequest,
@@ -374,6 +375,21 @@ class HQService:
             (s, "setting.set", {"key": key, "value": value}) for s in self.ready_stores(stores)
         ]
         return self.storage.log.emit(self.signer, items, self.now_ms(), user)
+
+    def revoke(self, store: str, ref: str, reason: str) -> tuple[Op, NodeRecord]:
+        """Revoke node `ref` (name or id) of `store` from the last of its ops HQ holds: an op HQ
+        signs, which relays carry to the store (meshpos/domain/revocation.py)."""
+        self.ready_stores([store])
+        node = revocation.find_node(self.storage.enrolment.nodes(store), ref, self.node_id)
+        held = self.storage.log.revocations(store).get(node.node_id)
+        if held is not None:
+            raise InputError(f"{node.name} is already revoked in store {store} ({held.reason})")
+        point = self.storage.log.vv(store).get(node.node_id, 0)
+        body = revocation.payload(store, node.node_id, point, reason)
+        [op] = self.storage.log.emit(
+            self.signer, [(store, revocation.REVOKE_KIND, body)], self.now_ms(), "hq"
+        )
+        return op, node
 
     # -- reports --------------------------------------------------------------------------------
 

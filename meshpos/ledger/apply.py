@@ -13,6 +13,7 @@ from typing import Any
 
 from meshpos.domain.transfers import discrepancy, registers_of
 from meshpos.ledger.fold import (
+    CLOCK_AHEAD,
     CUSTOMER_FIELDS,
     NEGATIVE_POINTS,
     OVER_RETURN,
@@ -154,7 +155,7 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
-    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED):
+    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED, CLOCK_AHEAD):
         return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
@@ -355,6 +356,25 @@ def _unauthorised(conn: sqlite3.Connection, s: str, op_id: str, ack: int | None)
     return None if row is None else (unauthorised_detail(row), [op_id])
 
 
+def _clock_ahead(conn: sqlite3.Connection, s: str, node: str, ack: int | None) -> Found:
+    """Open from a counter's flag until a manager acknowledges it (`ack_level`: the wall time
+    of the flag's HLC); a later flag opens it again."""
+    row = conn.execute(
+        f"SELECT MAX(hlc) FROM {s}.registers WHERE entity = 'clock_ahead' AND key = ?", (node,)
+    ).fetchone()
+    if row is None or row[0] is None or (ack is not None and int(row[0]) >> 16 <= ack):
+        return None
+    fields = {
+        name: json.loads(value)
+        for name, value in conn.execute(
+            f"SELECT field, value FROM {s}.registers WHERE entity = 'clock_ahead' AND key = ?",
+            (node,),
+        )
+    }
+    detail = {"node": node, **fields}
+    return detail, [str(fields.get("op", ""))]
+
+
 _CHECKS = {
     OVERSELL: _oversell,
     NEGATIVE_POINTS: _negative_points,
@@ -363,4 +383,5 @@ _CHECKS = {
     PAYMENT_DECLINED: _payment_declined,
     TRANSFER_SHORT: _transfer_short,
     UNAUTHORISED: _unauthorised,
+    CLOCK_AHEAD: _clock_ahead,
 }

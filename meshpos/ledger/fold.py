@@ -19,8 +19,11 @@ from typing import Any
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
+from meshpos.domain.cards import is_sealed
 from meshpos.domain.catalog import FIELDS
 from meshpos.domain.gst import Supply, recorded_split
+from meshpos.domain.revocation import REVOKE_KIND
+from meshpos.domain.revocation import read as read_revocation
 from meshpos.domain.staff import ROLES
 
 PRODUCT_FIELDS = (*FIELDS, "active")
@@ -35,6 +38,7 @@ NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
 TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
 UNAUTHORISED = "unauthorised"  # an op without authority (meshpos/domain/authority.py)
+CLOCK_AHEAD = "clock_ahead"  # a node stamped ops further ahead of another's clock than allowed
 PAYMENT_STATUSES = ("approved", "declined")
 CONFLICT_KINDS = (
     OVERSELL,
@@ -44,6 +48,7 @@ CONFLICT_KINDS = (
     PAYMENT_DECLINED,
     TRANSFER_SHORT,
     UNAUTHORISED,
+    CLOCK_AHEAD,
 )
 # CARD_FLOAT (from the rulebook) is the escrow pseudo-customer whose rights are a node's share of
 # the store's offline card float (meshpos/service/cards.py). No person may hold it.
@@ -267,8 +272,7 @@ def _record(ch: Changes, op: Op) -> None:
         method = _get(tender, "method", str, op)
         amount = flip * _get(tender, "amount", int, op)
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
-        sealed = tender.get("card_sealed")
-        if method == "card" and isinstance(sealed, str) and sealed and op.kind != "return":
+        if method == "card" and is_sealed(tender) and op.kind != "return":
             ch.move_rights(op, CARD_FLOAT, op.origin, -max(amount, 0))
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
@@ -448,6 +452,25 @@ def _stock_transfer(ch: Changes, op: Op) -> None:
     ch.touched.add((TRANSFER_SHORT, tid))
 
 
+def _clock_ahead(ch: Changes, op: Op) -> None:
+    """A counter saw ops of `node` stamped further ahead of its own clock than `[mesh]
+    max_skew_ms` (meshpos/service/clocks.py): a `clock_ahead:<node>` conflict, open until a
+    manager records that the clock was set right (a later flag opens it again)."""
+    node = _get(op.payload, "node", str, op)
+    lead = _get(op.payload, "lead_ms", int, op)
+    seen = _get(op.payload, "op", str, op)
+    if not node or lead <= 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: clock flag is malformed")
+    _register(ch, op, CLOCK_AHEAD, node, {"lead_ms": lead, "op": seen, "by": op.origin})
+    ch.touched.add((CLOCK_AHEAD, node))
+
+
+def _revoke(ch: Changes, op: Op) -> None:
+    """A node's revocation changes no view itself: the rulebook reads every revocation held
+    before it judges an op (meshpos/domain/revocation.py)."""
+    read_revocation(op)
+
+
 def _inert(ch: Changes, op: Op) -> None:
     """Ops that live in the log (audit trail, node records) but change no view."""
 
@@ -471,6 +494,8 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
     "note": _inert,
+    REVOKE_KIND: _revoke,
+    "clock.ahead": _clock_ahead,
     "report.z": _inert,
 }
 

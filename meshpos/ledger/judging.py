@@ -16,14 +16,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from meshpos.core.errors import RemoteError
 from meshpos.core.ops import Op, decode_body, unpack
 from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
+from meshpos.domain.revocation import REVOKE_KIND, Revoked, points, successor
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
+MAX_SEQ = 2**62  # past any op of a chain
 RightsRow = tuple[str, str, str, int, int, int, int]
 """A `rights_log` row: (customer, node, origin, seq, hlc, delta, authority)."""
 
@@ -45,12 +49,22 @@ class BatchPast(ABC):
         self._settings: dict[str, list[tuple[int, Any]]] | None = None
         self._users: dict[str, list[tuple[int, str, Any]]] = {}
         self._rights: dict[tuple[str, str], list[RightsRow]] = {}
+        self._certs: dict[str, bytes] | None = None
+        self._revoked: dict[str, Revoked] | None = None
 
     # -- what the replica stored ----------------------------------------------------------------
 
     @abstractmethod
     def stored_roles(self) -> dict[str, str]:
         """Role by node id, from the certificates the replica holds."""
+
+    @abstractmethod
+    def stored_certs(self) -> dict[str, bytes]:
+        """Certificate by node id, as the replica holds them."""
+
+    @abstractmethod
+    def stored_revocations(self) -> list[Op]:
+        """Every `node.revoke` op stored (a batch's ops are stored before it is judged)."""
 
     @abstractmethod
     def staff_since(self) -> int | None: ...
@@ -99,6 +113,20 @@ class BatchPast(ABC):
             self._roles = self.stored_roles()
         return self._roles.get(node_id)
 
+    def node_cert(self, node_id: str) -> bytes | None:
+        if self._certs is None:
+            self._certs = self.stored_certs()
+        return self._certs.get(node_id)
+
+    def revoked(self, node_id: str) -> Revoked | None:
+        return self.revocations().get(node_id)
+
+    def revocations(self) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node (meshpos/domain/revocation.py)."""
+        if self._revoked is None:
+            self._revoked = points(self.stored_revocations(), self.node_role, self.node_cert)
+        return self._revoked
+
     def user_history(self, user: str, before_hlc: int) -> tuple[set[str], set[str]]:
         roles: set[str] = set()
         keys: set[str] = set()
@@ -114,12 +142,27 @@ class BatchPast(ABC):
         return [value for hlc, value in self.settings_of(key) if hlc < before_hlc]
 
     def rights_before(self, customer: str, node: str, op: Op) -> int:
+        return self._held(customer, node, op) + self._inherited(customer, node, op)
+
+    def _held(self, customer: str, node: str, op: Op) -> int:
         batch = sum(
             r[5]
             for r in self._rights.get((customer, node), ())
             if counts_before(r[2], r[3], r[4], r[5], r[6], op)
         )
         return self.stored_rights(customer, node, op) + batch
+
+    def _inherited(self, customer: str, node: str, op: Op) -> int:
+        """What `node` holds of nodes retired into it before `op` (meshpos/domain/revocation.py):
+        each one's own moves, all of them (a replica refolds when more arrive: they can lower
+        it), and others' credits to it stamped before `op`."""
+        total = 0
+        for old, rev in self.revocations().items():
+            if rev.to != node or rev.hlc >= op.hlc or old == node:
+                continue
+            end = replace(op, origin=old, seq=MAX_SEQ)
+            total += self._held(customer, old, end) + self._inherited(customer, old, end)
+        return total
 
 
 def refusal(op: Op, violation: Violation) -> Changes:
@@ -147,6 +190,18 @@ def refusal(op: Op, violation: Violation) -> Changes:
     return ch
 
 
+def reassign(ch: Changes, past: BatchPast) -> Changes:
+    """The `rights` view credits a retired node's balances to its successor (its `rights_log`
+    rows stay its own: they are what its own ops were judged by)."""
+    revoked = past.revocations()
+    if any(rev.to for rev in revoked.values()):
+        moved: Counter[tuple[str, str]] = Counter()
+        for (customer, node), delta in ch.rights.items():
+            moved[(customer, successor(revoked, node))] += delta
+        ch.rights = moved
+    return ch
+
+
 def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
     """The views' changes of a batch under the rulebook, and the ops that had authority. A
     malformed payload raises EncodingError (from the fold) before any verdict counts. Ops with
@@ -166,7 +221,7 @@ def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
             mine = refusal(op, verdict)
             out.merge(mine)
             past.absorb((), mine.rows.get("rights_log", ()))
-    return out, allowed
+    return reassign(out, past), allowed
 
 
 Held = tuple[Op, str, str]
@@ -188,7 +243,7 @@ def rejudge(held: Sequence[Held], past: BatchPast) -> tuple[Changes, list[Op], l
             flipped.append(op)
         elif (verdict.rule, verdict.message) != (rule, message):
             reworded.append((op, verdict.rule, verdict.message))
-    ch = fold(flipped)
+    ch = reassign(fold(flipped), past)
     ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op in flipped}
     ch.touched |= {(UNAUTHORISED, f"{op.origin}:{op.seq}") for op, _, _ in reworded}
     return ch, flipped, reworded
@@ -258,6 +313,14 @@ class NodePast(BatchPast):
 
     def stored_roles(self) -> dict[str, str]:
         return node_roles(self.conn)
+
+    def stored_certs(self) -> dict[str, bytes]:
+        rows = self.conn.execute("SELECT node_id, cert FROM nodes WHERE cert IS NOT NULL")
+        return {str(n): bytes(c) for n, c in rows}
+
+    def stored_revocations(self) -> list[Op]:
+        rows = self.conn.execute(f"SELECT body, sig FROM ops WHERE kind = '{REVOKE_KIND}'")
+        return [decode_body(b, s) for b, s in rows]
 
     def staff_since(self) -> int | None:
         if self._since is None:

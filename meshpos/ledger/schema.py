@@ -1,6 +1,7 @@
 """SQLite schema: every table of a node's database, created when a ledger opens.
 
-Three groups: the op log and its bookkeeping; the views folded from it (with `unauthorised`, the
+Three groups: the op log and its bookkeeping (with `sealed`, the sealed card data that travels
+beside a sale op until HQ answered it); the views folded from it (with `unauthorised`, the
 ops the rulebook gave no authority, and `rights_log`, the escrow moves it judges spends by); and
 node-local tables, which hold this node's own state (print queue, PIN lockouts, escrow asks for the
 daemon, peer acknowledgements, parked carts, other stores' stock), are never replicated and are not
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS ops (
 );
 CREATE INDEX IF NOT EXISTS ops_hlc ON ops (hlc);
 CREATE INDEX IF NOT EXISTS ops_user ON ops (user, hlc);
+CREATE INDEX IF NOT EXISTS ops_revoke ON ops (origin, seq) WHERE kind = 'node.revoke';
 CREATE TABLE IF NOT EXISTS vv (
     origin TEXT PRIMARY KEY,
     seq    INTEGER NOT NULL,
@@ -43,6 +45,13 @@ CREATE TABLE IF NOT EXISTS nodes (
     store      TEXT NOT NULL,
     name       TEXT NOT NULL,
     cert       BLOB
+);
+CREATE TABLE IF NOT EXISTS sealed (
+    origin TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    tender INTEGER NOT NULL,
+    blob   BLOB NOT NULL,
+    PRIMARY KEY (origin, seq, tender)
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

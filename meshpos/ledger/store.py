@@ -18,6 +18,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ from meshpos.core.ops import (
     verify_run,
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
+from meshpos.domain.cards import blob_matches
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
 from meshpos.ledger import commit_watch
 from meshpos.ledger.apply import apply_changes
@@ -214,6 +217,21 @@ class Ledger:
             else:
                 self.conn.execute("DELETE FROM meta WHERE key = 'bootstrap'")
 
+    def note_revoked(self, reason: str, peer: str) -> None:
+        """A peer refused this node as revoked (its word only: the op may come later). Kept in
+        `meta`, node-local, so every process on the file stops signing."""
+        with self.write():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('revoked', ?)", (f"{peer}\n{reason}",)
+            )
+
+    def revoked_notice(self) -> Revoked | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'revoked'").fetchone()
+        if row is None:
+            return None
+        peer, _, reason = str(row[0]).partition("\n")
+        return Revoked("", -1, reason, f"peer {peer}")
+
     def bootstrapping(self) -> bool:
         row = self.conn.execute("SELECT 1 FROM meta WHERE key = 'bootstrap'").fetchone()
         return row is not None
@@ -227,8 +245,12 @@ class Ledger:
         row = self.conn.execute("SELECT seq, head FROM vv WHERE origin = ?", (origin,)).fetchone()
         return (row[0], row[1]) if row else (0, GENESIS)
 
-    def max_hlc(self) -> int:
-        row = self.conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+    def max_hlc(self, below: int | None = None) -> int:
+        """The highest HLC held; with `below`, of the ops stamped under it."""
+        if below is None:
+            row = self.conn.execute("SELECT MAX(hlc) FROM ops").fetchone()
+        else:
+            row = self.conn.execute("SELECT MAX(hlc) FROM ops WHERE hlc < ?", (below,)).fetchone()
         return int(row[0] or 0)
 
     def pending_count(self) -> int:
@@ -240,8 +262,18 @@ class Ledger:
 
     # -- local writes ---------------------------------------------------------------------------
 
-    def append(self, signer: Signer, *, kind: str, payload: Payload, user: str, hlc: int) -> Op:
-        """Sign a new local op, store it and fold it, in one durable transaction."""
+    def append(
+        self,
+        signer: Signer,
+        *,
+        kind: str,
+        payload: Payload,
+        user: str,
+        hlc: int,
+        sealed: Mapping[int, bytes] | None = None,
+    ) -> Op:
+        """Sign a new local op, store it and fold it, in one durable transaction. `sealed`: the
+        sealed card data that travels beside it (meshpos/domain/cards.py: `detach_sealed`)."""
         with self.write():
             seq, prev = self.head(signer.node_id)
             op = make_op(
@@ -254,6 +286,8 @@ class Ledger:
                 payload=payload,
                 prev=prev,
             )
+            if sealed:
+                op = replace(op, sealed=dict(sealed))
             self._commit_ops([op])
         return op
 
@@ -272,13 +306,72 @@ class Ledger:
             "seq = excluded.seq, head = excluded.head",
             [(o.origin, o.seq, o.hash) for o in last.values()],
         )
-        stale = self._note_staff_start(ops)
+        kept = self._keep_sealed(ops)
+        stale = self._note_staff_start(ops) or self._note_revocations(ops) or self._heirs_of(ops)
         changes, _ = judge_batch(ops, NodePast(self.conn))
         apply_changes(self.conn, changes)
         if stale:
             self._refold("main")
         elif nodes_changed or may_give_authority(changes):
             self._rejudge("main")
+        if kept or any(o.kind == "payment.result" for o in ops):
+            self._forget_answered()
+
+    # -- sealed card data (meshpos/domain/cards.py) ------------------------------------------------
+
+    def _keep_sealed(self, ops: Sequence[Op]) -> bool:
+        """Keep the sealed card data that came beside ops (only a blob whose hash the op's
+        signed body carries: anything else is dropped)."""
+        rows = [
+            (o.origin, o.seq, i, blob)
+            for o in ops
+            for i, blob in o.sealed.items()
+            if blob_matches(o.payload, i, blob)
+        ]
+        if rows:
+            self.conn.executemany("INSERT OR IGNORE INTO sealed VALUES (?, ?, ?, ?)", rows)
+        return bool(rows)
+
+    def _forget_answered(self) -> None:
+        """Secure deletion once authorised: the sealed card data of every card tender HQ has
+        answered (a `payment.result` with authority in the views) is deleted, its pages
+        overwritten; the signed op keeps only its hash."""
+        self.conn.execute("PRAGMA secure_delete = ON")
+        try:
+            self.conn.execute(
+                "DELETE FROM sealed WHERE EXISTS (SELECT 1 FROM registers r WHERE "
+                "r.entity = 'payment' AND r.field = 'sale_op' AND "
+                "r.value = '\"' || sealed.origin || ':' || sealed.seq || '\"' AND "
+                "r.key LIKE '%#' || sealed.tender)"
+            )
+        finally:
+            self.conn.execute("PRAGMA secure_delete = OFF")
+
+    def _check_sealed(self) -> list[str]:
+        """Each sealed card blob held is the one its signed op names by hash."""
+        problems = []
+        for (origin, seq), blobs in self.sealed_blobs().items():
+            op = self.get(origin, seq)
+            for i, blob in blobs.items():
+                if op is None or not blob_matches(op.payload, i, blob):
+                    problems.append(f"sealed card data of op {origin}:{seq} #{i} is not its own")
+        return problems
+
+    def sealed_blobs(self) -> dict[tuple[str, int], dict[int, bytes]]:
+        """The sealed card data held, by op: what is still waiting for HQ's answer (few)."""
+        out: dict[tuple[str, int], dict[int, bytes]] = {}
+        for origin, seq, tender, blob in self.conn.execute("SELECT * FROM sealed"):
+            out.setdefault((str(origin), int(seq)), {})[int(tender)] = bytes(blob)
+        return out
+
+    def sealed_status(self) -> dict[str, int]:
+        """For `verify`: sealed card tenders whose data is held (awaiting HQ) and those HQ
+        answered, whose data was deleted (the signed op keeps its hash)."""
+        held = self.conn.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
+        answered = self.conn.execute(
+            "SELECT COUNT(*) FROM registers WHERE entity = 'payment' AND field = 'status'"
+        ).fetchone()[0]
+        return {"held_awaiting_hq": int(held), "answered": int(answered)}
 
     # -- the rulebook ---------------------------------------------------------------------------
 
@@ -309,6 +402,35 @@ class Ledger:
             (grace_end(found, Policy()), *sorted(GATED_KINDS)),
         ).fetchone()
         return late is not None
+
+    def _note_revocations(self, ops: Sequence[Op]) -> bool:
+        """Whether a revocation of the batch takes effect from ops already held, which may have
+        been folded with authority, or retires a node into another: then the views must be
+        refolded (revocations are not monotone, see meshpos/domain/revocation.py)."""
+        named = {o.payload.get("node") for o in ops if o.kind == REVOKE_KIND}
+        if not named:
+            return False
+        for node, rev in NodePast(self.conn).revocations().items():
+            if node not in named:
+                continue
+            if rev.to:  # a retirement: its balances move to the successor
+                return True
+            later = "SELECT 1 FROM ops WHERE origin = ? AND seq > ? LIMIT 1"
+            if self.conn.execute(later, (node, rev.after_seq)).fetchone():
+                return True
+        return False
+
+    def _heirs_of(self, ops: Sequence[Op]) -> bool:
+        """Whether the batch holds ops of a retired node: they change what its successor
+        inherited, up or down, so the views are refolded."""
+        if not self.conn.execute(f"SELECT 1 FROM ops WHERE kind = '{REVOKE_KIND}'").fetchone():
+            return False
+        retired = {n for n, rev in self.revocations().items() if rev.to}
+        return any(o.origin in retired for o in ops)
+
+    def revocations(self) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node, from the revocation ops held."""
+        return NodePast(self.conn).revocations()
 
     def _scan_staff_since(self) -> int | None:
         rows = self.conn.execute(
@@ -413,6 +535,7 @@ class Ledger:
                     "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?)",
                     [(o.origin, o.seq, o.body, o.sig) for o in parked],
                 )
+                self._keep_sealed(parked)
             if applied:
                 self._commit_ops(applied, nodes_changed=new_role)
             elif new_role:
@@ -466,7 +589,14 @@ class Ledger:
         return out
 
     def ops_since(self, theirs: Mapping[str, int], limit: int | None = None) -> list[Op]:
-        return [decode_body(b, s) for _, _, b, s in self.raw_since(theirs, limit)]
+        """Ops the holder of `theirs` lacks, with the sealed card data held beside them."""
+        blobs = self.sealed_blobs()
+        out = []
+        for origin, seq, b, s in self.raw_since(theirs, limit):
+            op = decode_body(b, s)
+            beside = blobs.get((origin, seq))
+            out.append(replace(op, sealed=beside) if beside else op)
+        return out
 
     def get(self, origin: str, seq: int) -> Op | None:
         row = self.conn.execute(
@@ -587,6 +717,7 @@ class Ledger:
                     )
                 problems += self._fold_all("fresh", every_signature, batch)
                 problems += self._compare("fresh")
+                problems += self._check_sealed()
             finally:
                 self.conn.execute("COMMIT")
         finally:
@@ -612,7 +743,10 @@ class Ledger:
 
     def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
         problems: list[str] = []
-        for origin, held, head in self.conn.execute("SELECT origin, seq, head FROM vv").fetchall():
+        retired = {n for n, rev in self.revocations().items() if rev.to}
+        heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin").fetchall()
+        # Retired nodes first: their successors' spends are judged by what they inherit.
+        for origin, held, head in sorted(heads, key=lambda row: row[0] not in retired):
             key = self.public_key(origin)
             if key is None:
                 problems.append(f"origin {origin} has ops but no known key")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from meshpos.ledger.fold import CARD_FLOAT
@@ -296,6 +296,23 @@ class Views:
         if status:
             sql, params = sql + " WHERE status = ?", (status,)
         return [self._decoded(r) for r in self.rows(sql + " ORDER BY conflict_id", params)]
+
+    def credits_hlc(self, customers: Iterable[str], node: str) -> int:
+        """The HLC of the latest credit other nodes gave `node` of these customers' rights."""
+        keys = sorted(customers)
+        marks = ",".join("?" * len(keys))
+        return self._value(
+            f"SELECT COALESCE(MAX(hlc), 0) FROM rights_log WHERE customer_id IN ({marks}) "
+            "AND node = ? AND origin != ? AND delta > 0 AND authority = 1",
+            (*keys, node, node),
+        )
+
+    def register_hlc(self, entity: str, key: str) -> int:
+        """The HLC of the latest write to a register (0 if none)."""
+        return self._value(
+            "SELECT COALESCE(MAX(hlc), 0) FROM registers WHERE entity = ? AND key = ?",
+            (entity, key),
+        )
 
     def conflict(self, conflict_id: str) -> Row | None:
         rows = self.rows("SELECT * FROM conflicts WHERE conflict_id = ?", (conflict_id,))

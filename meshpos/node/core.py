@@ -24,11 +24,12 @@ of the ledger through the protocol's `Replica`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.core.errors import MeshposError
+from meshpos.core.ops import Op
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.escrow import NEED, plan_asks
 from meshpos.domain.relay import elect
@@ -72,6 +73,11 @@ class Host(Protocol):
 
     def waiting_ops(self) -> int:
         """Ops held back until the ops before them in their origin's chain arrive."""
+        ...
+
+    def check_clocks(self, ops: Sequence[Op]) -> bool:
+        """Flag nodes whose ops among `ops` are stamped too far ahead of this clock (an op
+        signed here); whether it signed any."""
         ...
 
 
@@ -235,9 +241,18 @@ class NodeCore:
         self._react(self.sync.disconnect(peer))
         return out
 
+    def cut_off(self, peer: str, reason: str, now: int) -> list[NodeAction]:
+        """`peer` was revoked: end its session now and tell it why."""
+        out = self._start(now)
+        self._react(self.sync.cut_off(peer, reason, now))
+        return out
+
     def receive(self, peer: str, data: bytes, now: int) -> list[NodeAction]:
         out = self._start(now)
         self._react(self.sync.receive(peer, data, now))
+        applied = [op for a in out if isinstance(a, Applied) for op in a.ops]
+        if applied and not self._bootstrapping and self.host.check_clocks(applied):
+            self._react(self.sync.local_changed(now))
         self._note_peer(peer, now)
         self._check_bootstrap(now)
         return out

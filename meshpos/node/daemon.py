@@ -36,7 +36,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError, NotFound
 from meshpos.core.ops import Op
 from meshpos.domain.enrolment import NodeRecord, admit_record, read_certificate
+from meshpos.domain.revocation import REVOKE_KIND
 from meshpos.node.core import (
     AskedPeers,
     BootstrapDone,
@@ -67,6 +68,7 @@ from meshpos.node.metrics import NodeMetrics
 from meshpos.node.relay import RelaySettings, RelayWorker
 from meshpos.node.transport import LinkState, Transport
 from meshpos.service.backup.schedule import maybe_backup
+from meshpos.service.clocks import clocks_ahead
 from meshpos.service.config import write_private
 from meshpos.service.daemon_link import STATUS_FILE, SYNC_NOW_FILE
 from meshpos.service.logs import log_fields
@@ -76,6 +78,7 @@ from meshpos.service.printing import DaemonPrinting
 from meshpos.service.terminal import Terminal
 from meshpos.sync.messages import PROTOCOL_VERSION
 from meshpos.sync.protocol import (
+    REVOKED,
     Admit,
     Applied,
     PeerComplained,
@@ -106,6 +109,7 @@ class MeshSettings:
     copy_wait_ms: int = 50
     tick_ms: int = 50
     wake_ms: int = 5
+    max_skew_ms: int = 300_000  # ops stamped further ahead of our clock are flagged, not followed
 
     @classmethod
     def from_config(cls, raw: dict[str, Any], where: str) -> MeshSettings:
@@ -114,7 +118,7 @@ class MeshSettings:
         if unknown:
             raise ConfigError(f"{where}: unknown [mesh] key(s) {', '.join(sorted(unknown))}")
         values = dict(raw)
-        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms", "wake_ms"):
+        for key in ("port", "min_copies", "copy_wait_ms", "tick_ms", "wake_ms", "max_skew_ms"):
             if key in values and (not isinstance(values[key], int) or values[key] < 0):
                 raise ConfigError(f"{where}: [mesh] {key} must be a whole number >= 0")
         peers = values.get("static_peers", [])
@@ -136,10 +140,17 @@ def _op_range(ops: tuple[Op, ...]) -> dict[str, str]:
     return {"op": f"{first.origin}:{first.seq}"}
 
 
-def node_core(t: Terminal, me: NodeRecord, *, epoch: int, admit: Admit) -> NodeCore:
+def node_core(
+    t: Terminal,
+    me: NodeRecord,
+    *,
+    epoch: int,
+    admit: Admit,
+    revoked: Callable[[str], str | None] | None = None,
+) -> NodeCore:
     """The daemon's node core: the terminal's own ledger behind the sync protocol, at the
     protocol's default timing; this run of the node starts at `epoch` (wall ms)."""
-    sync = SyncNode(t.ledger, me, epoch=epoch, admit=admit, config=SyncConfig())
+    sync = SyncNode(t.ledger, me, epoch=epoch, admit=admit, config=SyncConfig(), revoked=revoked)
     return NodeCore(sync, TerminalHost(t), started=epoch)
 
 
@@ -164,7 +175,14 @@ class Daemon:
         # database holds a bare row) peers would refuse every op we send.
         t.ledger.add_node(self.me)
         self.transport = Transport(t.node_id, self.membership.curve, self.mesh.host, self.mesh.port)
-        self.core = node_core(t, self.me, epoch=wall_ms(), admit=self._admit)
+        self._revoked: dict[str, str] = {}  # node -> why, as this node's ledger says
+        self._revocation_due = False
+        self._cut: dict[str, float] = {}  # revoked peers told why, and when: links closed later
+        self._note_revocations()
+        self._cut = dict.fromkeys(self._revoked, 0.0)
+        self.core = node_core(
+            t, self.me, epoch=wall_ms(), admit=self._admit, revoked=self._revoked.get
+        )
         self.printing = DaemonPrinting(t, self.core.send_request)
         self.core.printing = self.printing
         self.power = PowerWatch(t, wall_ms)  # battery and UPS, for the banner
@@ -201,11 +219,13 @@ class Daemon:
         return reason
 
     def _allow_known(self) -> None:
-        """Let every enrolled node we know of through the CURVE handshake."""
+        """Let every enrolled node we know of through the CURVE handshake, revoked ones aside."""
         pub = self.membership.store_public_key
         allowed = self.transport.allowed()
         for node in self.terminal.ledger.nodes():
             if node.node_id == self.me.node_id or node.cert is None or pub is None:
+                continue
+            if node.node_id in self._revoked:
                 continue
             try:
                 cert = read_certificate(node.cert, pub, node.store)
@@ -289,10 +309,15 @@ class Daemon:
             wait = min(self.mesh.tick_ms // 2, self.mesh.wake_ms) or 1
             received = self.transport.poll(timeout_ms=wait)
             for peer, data in received:
+                if peer in self._revoked:
+                    continue  # in flight when its key left the allow-list
                 with log_fields(peer=peer):
                     self._do(self.core.receive(peer, data, wall_ms()))
                 self._tick_if_due()  # applying a burst of big batches takes a while
             self._write_acks()
+            if self._revocation_due:
+                self._revocation_due = False
+                self._enforce_revocations()
             self._link_events()
             self._discovery_events()
             self._local_changes()
@@ -305,6 +330,7 @@ class Daemon:
                 self._allow_known()
                 self._dial_static()
                 self._cut_off_refused()
+                self._close_revoked_links()
                 self._resume_sessions()
                 self._write_status()
             elif self._status_due and now - self._status_at >= STATUS_EVERY_S:
@@ -341,7 +367,7 @@ class Daemon:
             self._dial(node_id, str(peer["host"]), int(peer["port"]), None)
 
     def _dial(self, node_id: str, host: str, port: int, fp: str | None) -> None:
-        if node_id == self.me.node_id:
+        if node_id == self.me.node_id or node_id in self._revoked:
             return
         key = self.transport.allowed().get(node_id)
         if key is None and fp:
@@ -427,6 +453,39 @@ class Daemon:
         if version != self._data_version:
             self._data_version = version
             self._do(self.core.local_changed(wall_ms()))
+            self._enforce_revocations()
+
+    # -- revocation (meshpos/domain/revocation.py) ------------------------------------------------
+
+    def _note_revocations(self) -> bool:
+        """Read the revocations in force from the ledger; whether any is new."""
+        now = {n: r.reason for n, r in self.terminal.ledger.revocations().items()}
+        fresh = set(now) - set(self._revoked)
+        self._revoked.clear()
+        self._revoked.update(now)
+        return bool(fresh)
+
+    def _enforce_revocations(self) -> None:
+        """A revocation just arrived (from a peer, HQ's relay or `meshpos store revoke`): the
+        revoked node's CURVE key leaves the allow-list, so no new handshake succeeds; its
+        session ends now, with the reason sent to it; our link to it closes a second later,
+        once the reason is on its way."""
+        if self._note_revocations():
+            now = wall_ms()
+            for node_id, reason in self._revoked.items():
+                if node_id not in self._cut and node_id != self.me.node_id:
+                    log.warning("node %s was revoked (%s): dropping it", node_id, reason)
+                    self._cut[node_id] = time.monotonic()
+                    self.transport.refuse(node_id)
+                    self._do(self.core.cut_off(node_id, reason, now))
+
+    def _close_revoked_links(self) -> None:
+        mono = time.monotonic()
+        for node_id, since in self._cut.items():
+            if since and mono - since >= 1.0:
+                self._cut[node_id] = 0.0
+                self.transport.disconnect(node_id)
+                self._targets.pop(node_id, None)
 
     def _do(self, actions: list[NodeAction]) -> None:
         for a in actions:
@@ -457,6 +516,11 @@ class Daemon:
             )
             if a.peer not in self.core.sessions:
                 self._shun.setdefault(a.peer, time.monotonic())
+        elif isinstance(a, PeerComplained) and a.code == REVOKED:
+            log.error("peer %s says this terminal was revoked: %s", a.peer, a.reason)
+            if self.terminal.ledger.revoked_notice() is None:
+                self.terminal.ledger.note_revoked(a.reason, a.peer)
+                self._status_due = True
         elif isinstance(a, PeerComplained):
             self._warn(
                 ("complained", a.peer, a.reason),
@@ -467,6 +531,8 @@ class Daemon:
             )
         elif isinstance(a, Applied):
             log.debug("applied %d ops from %s", len(a.ops), a.peer, extra=_op_range(a.ops))
+            if any(op.kind == REVOKE_KIND for op in a.ops):
+                self._revocation_due = True
         elif isinstance(a, CopyAcked):
             self._acks_due[a.peer] = (a.seq, a.at)
         else:
@@ -563,6 +629,9 @@ class Daemon:
             "peers": peers,
             "rejected": self.transport.rejected,
             "metrics_url": self.metrics.url if self.metrics is not None else None,
+            "revoked": revoked.reason if (revoked := self.terminal.revoked()) else None,
+            "revoked_peers": sorted(self._revoked),
+            "clock_ahead": clocks_ahead(self.terminal),
             "wan": self.relay.snapshot() if self.relay is not None else None,
             "power": self.power.snapshot(),
             "traffic": {

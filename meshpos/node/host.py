@@ -6,9 +6,11 @@ terminal through the same service code (meshpos/service/escrow.py, meshpos/servi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from meshpos.core.ops import Op
 from meshpos.service import escrow
+from meshpos.service.clocks import flag_clocks
 from meshpos.service.terminal import Terminal
 
 
@@ -30,6 +32,9 @@ class TerminalHost:
 
     def end_bootstrap(self) -> None:
         self.terminal.set_bootstrapping(False)
+
+    def check_clocks(self, ops: Sequence[Op]) -> bool:
+        return bool(flag_clocks(self.terminal, ops))
 
     def waiting_ops(self) -> int:
         return self.terminal.ledger.pending_count()

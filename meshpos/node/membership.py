@@ -13,8 +13,9 @@ from typing import Any
 
 import tomli_w
 
-from meshpos.core.errors import ConfigError, EncodingError, RemoteError
-from meshpos.core.ops import Signer, pack, unpack
+from meshpos.core.errors import ConfigError, EncodingError, InputError, RemoteError
+from meshpos.core.ops import Op, Signer, pack, unpack
+from meshpos.domain import revocation
 from meshpos.domain.enrolment import (
     Certificate,
     NodeRecord,
@@ -24,7 +25,15 @@ from meshpos.domain.enrolment import (
     read_request,
 )
 from meshpos.node.transport import CurveKeys
-from meshpos.service.config import CONFIG_FILE, NodeConfig, write_private, write_secret
+from meshpos.service.config import (
+    CONFIG_FILE,
+    KEY_FILE,
+    NodeConfig,
+    check_name,
+    private_dir,
+    write_private,
+    write_secret,
+)
 from meshpos.service.terminal import Terminal
 
 STORE_KEY = "store.key"
@@ -137,3 +146,57 @@ def _install_cert(t: Terminal, cert_bytes: bytes, pub: bytes) -> Certificate:
         NodeRecord(t.node_id, t.signer.public_key, t.cfg.store, t.cfg.name, cert_bytes)
     )
     return cert
+
+
+def revoke(t: Terminal, ref: str, reason: str, *, to: str | None = None) -> tuple[Op, NodeRecord]:
+    """On the store-key holder: revoke node `ref` (name or id) from the last of its ops held
+    here; its later ops take no effect anywhere, and every peer drops it once it hears. With
+    `to` (a node's name or id) it is a retirement: that node takes over its loyalty rights and
+    card float."""
+    store_key = load_store_key(t.cfg)
+    nodes = t.ledger.nodes()
+    node = revocation.find_node(nodes, ref, t.node_id)
+    held = t.ledger.revocations()
+    heir = None
+    if to is not None:
+        heir = revocation.find_node(nodes, to, node.node_id, "is the node being retired")
+        if heir.node_id in held:
+            raise InputError(f"{heir.name} is revoked itself: name a node in service")
+    if node.node_id in held and (heir is None or held[node.node_id].to):
+        raise InputError(f"{node.name} is already revoked ({held[node.node_id].reason})")
+    point = t.ledger.head(node.node_id)[0]
+    body = revocation.payload(
+        t.cfg.store, node.node_id, point, reason, store_key, to=heir.node_id if heir else None
+    )
+    return t.append(revocation.REVOKE_KIND, body), node
+
+
+def reset_chain(t: Terminal, name: str) -> tuple[str, bytes]:
+    """A chain reset, on a terminal restored from an old backup (or brought back as itself while
+    a peer that holds its later ops is off): it signs with a new key from now on, under a new
+    name (its receipts start a new series), so it can never sign a second op with a seq of its
+    old chain (a fork). The old keys move to `replaced/`. Returns the old node id and the
+    enrolment request of the new key; the store key certifies it (`enroll sign`) and retires
+    the old chain into it (`store retire OLD --to NEW`), so its balances follow."""
+    check_name(name, "terminal name")
+    if name in {n.name for n in t.ledger.nodes()}:
+        raise InputError(
+            f"a node named {name!r} is already known in this store: a new chain numbers its "
+            "receipts afresh, so give it a new name (e.g. T1.2)"
+        )
+    cfg = t.cfg
+    old = t.node_id
+    keep = private_dir(cfg.dir / "replaced" / f"chain-{old}")
+    for file in (KEY_FILE, NODE_CERT, CURVE_KEY):
+        if (cfg.dir / file).exists():
+            (cfg.dir / file).replace(keep / file)
+    signer = Signer.generate()
+    write_secret(cfg.dir / KEY_FILE, signer.private_bytes())
+    set_config(cfg, "node", "node_id", signer.node_id)
+    set_config(cfg, "node", "name", name)
+    fresh = Terminal.open(cfg.dir)
+    try:
+        fresh.set_bootstrapping(False)  # a new chain starts at seq 1: nothing to wait for
+        return old, request(fresh)
+    finally:
+        fresh.close()

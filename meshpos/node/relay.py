@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, MeshposError
-from meshpos.core.ops import pack
+from meshpos.core.ops import wire_of
 from meshpos.domain.relay import backoff_ms, ops_missing, plan_grants, take_batch
 from meshpos.service.transfers import refresh_chain_stock
 
@@ -323,7 +323,8 @@ class RelayWorker(threading.Thread):
                 if not raw:
                     break
                 self.pushing = True
-                wires = [pack([body, sig]) for _, _, body, sig in raw]
+                beside = t.ledger.sealed_blobs()
+                wires = [wire_of(b, sig, beside.get((o, q))) for o, q, b, sig in raw]
                 wires = wires[: take_batch([len(w) for w in wires], s.batch_ops, s.batch_bytes)]
                 origins = {origin for origin, *_ in raw[: len(wires)]}
                 nodes = [n for n in t.ledger.nodes() if n.node_id in origins]

@@ -621,6 +621,11 @@ class Transport:
         self._table.revoke(node_id)
         self.disconnect(node_id)
 
+    def refuse(self, node_id: str) -> None:
+        """Take `node_id` off the allow-list (its new handshakes fail) but keep our link to it
+        open a while: what we queued for it (why it is refused) still leaves."""
+        self._table.revoke(node_id)
+
     def allowed(self) -> dict[str, bytes]:
         return self._table.allowed()
 

@@ -47,6 +47,7 @@ from meshpos.domain.cards import (
     blocklist_key,
     brand_of,
     expired,
+    is_sealed,
     luhn_ok,
     parse_card,
     seal_card,
@@ -233,9 +234,7 @@ def seal_tenders(t: NodeContext, settled: PricedSale, card: CardInput) -> Priced
     """Seal `card` into the sale's one card tender that carries no card yet, for the amount
     `settle` gave it."""
     open_ = [
-        i
-        for i, e in enumerate(settled.tenders)
-        if e.get("method") == "card" and not e.get("card_sealed")
+        i for i, e in enumerate(settled.tenders) if e.get("method") == "card" and not is_sealed(e)
     ]
     if not open_:
         raise InputError("a card was given but the sale has no card payment: add --pay card")
@@ -320,7 +319,7 @@ def check_kinds(tenders: Sequence[Mapping[str, Any]]) -> None:
     """Refuse a card tender that is neither sealed here nor approved by the card machine."""
     for entry in tenders:
         method = entry.get("method")
-        if method == "card" and not entry.get("card_sealed"):
+        if method == "card" and not is_sealed(entry):
             raise InputError(f"a card payment with no card: {TWO_KINDS}")
         if method == MACHINE and not (entry.get("card_approval") and entry.get("card_last4")):
             raise InputError(

@@ -201,7 +201,17 @@ def state(
                 f"({ago(counts.oldest_alone_ms, now_ms)}): {fix}",
             )
         )
-    if counts.newest_ms - now_ms > CLOCK_MS:
+    fast = list(status.get("clock_ahead") or []) if running else []
+    for node in fast:
+        alerts.append(
+            Alert(
+                "clock",
+                f"{node.get('name') or node.get('node')}'s clock is "
+                f"{ago(now_ms, now_ms + int(node.get('lead_ms') or 0))} ahead of this counter's: "
+                "its sales carry wrong times; set its date and time, then resolve the conflict",
+            )
+        )
+    if counts.newest_ms - now_ms > CLOCK_MS and not fast:
         alerts.append(
             Alert(
                 "clock",
@@ -219,8 +229,14 @@ def state(
             on_battery = said  # on battery: worth a glance, not an action
         details.append(said)
     if running and status.get("revoked"):
+        why = status["revoked"]
         alerts.append(
-            Alert("revoked", "This counter has been revoked: stop selling and call the manager")
+            Alert(
+                "revoked",
+                "This counter has been revoked"
+                + (f" ({why})" if isinstance(why, str) else "")
+                + ": stop selling and call the manager",
+            )
         )
 
     waiting = max(hq_waiting, one_copy)

@@ -7,15 +7,18 @@ the simulator and tests can drive it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from meshpos.core.clock import HLC, wall_ms
+from meshpos.core.clock import pack as pack_hlc
 from meshpos.core.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.core.ops import Op, Payload, Signer
+from meshpos.domain.authority import spends_of
+from meshpos.domain.cards import detach_sealed
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.escrow import EscrowShortfall
@@ -41,10 +44,11 @@ from meshpos.domain.pricing import (
     price_lines,
     settle,
 )
+from meshpos.domain.revocation import Revoked
 from meshpos.domain.staff import Credential
 from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
 from meshpos.domain.storetime import StoreTime
-from meshpos.ledger.fold import CARD_FLOAT, CUSTOMER_FIELDS
+from meshpos.ledger.fold import CARD_FLOAT, CLOCK_AHEAD, CUSTOMER_FIELDS
 from meshpos.ledger.store import IngestResult, Ledger
 from meshpos.service import cards
 from meshpos.service.cards import CardInput
@@ -62,6 +66,9 @@ class SaleResult:
     @property
     def sale_id(self) -> str:
         return str(self.payload["sale_id"])
+
+
+DEFAULT_SKEW_MS = 300_000
 
 
 class OversellNotConfirmed(LocalError):
@@ -110,7 +117,7 @@ class Terminal:
         self.signer = signer
         self.ledger = ledger
         self.now_ms = now_ms
-        self.clock = HLC(ledger.max_hlc())
+        self.clock = HLC(self._followed_hlc())
         self.on_record = tuple(on_record)
         # PIN-backed credentials that may approve this terminal's ops (meshpos/service/staff.py).
         self.credentials: list[Credential] = []
@@ -150,6 +157,11 @@ class Terminal:
     def close(self) -> None:
         self.ledger.close()
 
+    def revoked(self) -> Revoked | None:
+        """This terminal's revocation, once it heard of it: from the op itself, or from a peer
+        that refused it for it (meshpos/domain/revocation.py)."""
+        return self.ledger.revocations().get(self.node_id) or self.ledger.revoked_notice()
+
     def node_record(self) -> NodeRecord:
         return NodeRecord(
             self.signer.node_id, self.signer.public_key, self.cfg.store, self.cfg.name
@@ -170,16 +182,57 @@ class Terminal:
                     "peers; it can sell again once `meshpos status` shows it caught up "
                     "(start `meshpos node run` with a peer reachable)"
                 )
-            hlc = self.clock.observe(self.ledger.max_hlc(), self.now_ms())
+            revoked = self.revoked()
+            if revoked is not None:
+                raise LocalError(
+                    f"this terminal was revoked by the store ({revoked.reason}): it can no "
+                    "longer sell or record anything. Ask the store's manager; a replacement "
+                    "terminal is enrolled afresh"
+                )
+            hlc = self.clock.observe(self._followed_hlc(), self.now_ms())
+            spent = spends_of(kind, payload)
+            if spent:
+                # A spend is stamped after the grants it spends, as the escrow rule orders them,
+                # however fast the granting clock; this op only: the clock does not follow.
+                hlc = max(hlc, self._granted_hlc(spent) + 1)
             acting = user or self.cfg.user
+            # Sealed card data travels beside the op, its hash in the signed body, so it can be
+            # deleted once HQ answered (meshpos/domain/cards.py).
+            payload, sealed = detach_sealed(kind, payload)
             payload = authorize(self, kind, payload, acting, hlc)  # staff permissions
-            return self.ledger.append(self.signer, kind=kind, payload=payload, user=acting, hlc=hlc)
+            return self.ledger.append(
+                self.signer, kind=kind, payload=payload, user=acting, hlc=hlc, sealed=sealed
+            )
 
     def ingest(self, ops: Sequence[Op], nodes: Sequence[NodeRecord] = ()) -> IngestResult:
         result = self.ledger.ingest(ops, nodes)
         if result.max_hlc:
-            self.clock.observe(result.max_hlc, self.now_ms())
+            self.clock.observe(self._followed_hlc(), self.now_ms())
         return result
+
+    def _granted_hlc(self, customers: Iterable[str]) -> int:
+        """The latest stamp among the grants of these customers' rights this node holds: to
+        it, and to nodes retired into it with their retirement (meshpos/domain/revocation.py)."""
+        views = self.ledger.views
+        found = views.credits_hlc(customers, self.node_id)
+        for old, rev in self.ledger.revocations().items():
+            if rev.to == self.node_id:
+                found = max(found, rev.hlc, views.credits_hlc(customers, old))
+        return found
+
+    @property
+    def max_skew_ms(self) -> int:
+        """How far ahead of this clock another node's stamp may be and still be followed
+        (`[mesh] max_skew_ms`, 5 minutes by default)."""
+        value = self.cfg.section("mesh").get("max_skew_ms", DEFAULT_SKEW_MS)
+        return value if type(value) is int and value >= 0 else DEFAULT_SKEW_MS
+
+    def _followed_hlc(self) -> int:
+        """The highest HLC this node's clock follows: the ops stamped at most `max_skew_ms`
+        ahead of its wall clock (its own too: a clock set right returns to the right time).
+        One fast clock in the store does not drag everyone's HLC ahead (it is flagged instead:
+        meshpos/service/clocks.py)."""
+        return self.ledger.max_hlc(below=pack_hlc(self.now_ms() + self.max_skew_ms + 1, 0))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows of a read on the views, as dicts keyed by column name."""
@@ -701,6 +754,8 @@ class Terminal:
             found = self.ledger.views.conflict(f"{kind}:{subject}")
             detail = found["detail"] if found else {}
             return int(sum(detail.get("excess", {}).values()))
+        if kind == CLOCK_AHEAD:
+            return self.ledger.views.register_hlc(CLOCK_AHEAD, subject) >> 16  # its wall ms
         return 0
 
     # -- sync by file ---------------------------------------------------------------------------
@@ -713,6 +768,7 @@ class Terminal:
             self.ledger.nodes(),
             self.ledger.vv(),
             [(body, sig) for _, _, body, sig in raw],
+            self.ledger.sealed_blobs(),
         )
         return data, len(raw)
 

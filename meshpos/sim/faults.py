@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from meshpos.domain import revocation
 from meshpos.ledger.store import Ledger
 from meshpos.sim.agenda import Agenda, Replacement
 from meshpos.sim.metrics import Metrics
@@ -250,6 +251,22 @@ class Faults:
         later: Replacement = (node.name, replacement, restore, min(acked, held), bootstrap_first)
         self.agenda.push(self.net.now + after, "replace", later)
 
+    def retire(self, old: SimNode, new: SimNode) -> None:
+        """`meshpos store retire OLD --to NEW` at a counter that is up: the dead counter's
+        loyalty rights and card float move to its replacement, so none stay stranded."""
+        for signer in self.roster.counters():
+            if signer is new or not signer.up or signer.disk_dead or signer.gate:
+                continue
+            point = signer.ledger.head(old.node_id)[0]
+            body = revocation.payload(
+                self.roster.store, old.node_id, point, "disk died", self.roster.store_key,
+                to=new.node_id,
+            )  # fmt: skip
+            signer.terminal.append(revocation.REVOKE_KIND, body)
+            self._note("retired", f"{signer.name} retires {old.name} into {new.name}")
+            return
+        self._note("retired", f"no counter up to retire {old.name}: its balances stay stranded")
+
     def bring_replacement(self, later: Replacement) -> None:
         name, replacement, restore, acked, bootstrap_first = later
         old = self.roster.nodes[name]
@@ -267,6 +284,7 @@ class Faults:
             self.network.apply_links(node)
             self._note("replacement", f"{new_name} replaces {name} (new identity, empty disk)")
             self.metrics.watch(f"node:{new_name}", f"{new_name} replaces {name}")
+            self.retire(old, node)
             return
         ledger = Ledger(":memory:", self.roster.store, durable=False)
         if restore == "acked":
@@ -275,17 +293,22 @@ class Faults:
             ]
             ledger.ingest(keep, old.ledger.nodes())
         old.ledger.close()
-        del self.roster.by_id[old.node_id]
+        old.retired = True
+        self.net.remove(old.node_id)
+        # A chain reset (meshpos/domain/revocation.py): the terminal keeps its name and place but
+        # signs with a new key from now on, certified by the store key, and its old chain is
+        # retired into the new one. Ops of the old chain only an unreachable replica holds can
+        # no longer collide with new ones (a fork): they are another chain, and count when they
+        # turn up.
+        self.roster.rekey(name)
         node = self.roster.make(name, old.position, "counter", ledger, clock=old.clock)
         node.epoch = old.epoch + 1
         node.ops_signed, node.max_lead_ms = old.ops_signed, old.max_lead_ms
         node.receipts_off, node.max_skew_ms = old.receipts_off, old.max_skew_ms
         if bootstrap_first:
-            # As Terminal.open marks a terminal whose database is gone, or a restore marks it:
-            # it may not sign until its node core has its own earlier ops back from the peers.
-            node.terminal.set_bootstrapping(True)
-            node.gate = "same-identity"
-        self.roster.start(node, restart=True)
+            node.gate = "bootstrap"  # it sells once it caught up with a peer, as a new one
+        self.roster.start(node)
         self.network.apply_links(node)
-        self._note("replacement", f"{name} restored ({restore}), same identity")
+        self._note("replacement", f"{name} restored ({restore}), chain reset to a new key")
         self.metrics.watch(f"node:{name}", f"{name} restored from {restore} copy")
+        self.retire(old, node)

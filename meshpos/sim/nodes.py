@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from meshpos.core.ops import Signer
+from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_request
 from meshpos.ledger.store import Ledger
 from meshpos.node.core import NodeAction, NodeCore
 from meshpos.node.host import TerminalHost
@@ -64,6 +65,7 @@ class SimNode:
     disk_dead: bool = False
     gate: str = ""  # why the counter does not sell yet: "", "bootstrap", "same-identity"
     max_lead_ms: int = 0
+    ops_led: int = 0  # ops whose HLC ran more than 5 minutes ahead of the true time
     max_skew_ms: int = 0
     receipts_off: int = 0
     ops_signed: int = 0
@@ -85,7 +87,10 @@ def counter_core(node: SimNode, config: SyncConfig, now: int) -> NodeCore:
     the terminal's ledger behind the protocol (through the simulator's read cache, which answers
     exactly what the ledger would), this run starting now. Nobody forges certificates here, so
     every node of the store is admitted."""
-    sync = SyncNode(node.replica, node.terminal.node_record(), epoch=node.epoch, config=config)
+    me = next((n for n in node.ledger.nodes() if n.node_id == node.node_id and n.cert), None)
+    sync = SyncNode(
+        node.replica, me or node.terminal.node_record(), epoch=node.epoch, config=config
+    )
     return NodeCore(sync, TerminalHost(node.terminal), started=now)
 
 
@@ -103,6 +108,9 @@ class Roster:
         self.by_id: dict[str, SimNode] = {}
         self.position: dict[str, str] = {}  # counter position -> current node name
         self._generation: dict[str, int] = {}
+        # The store key (kept at a counter in a real store): certifies the counters and signs a
+        # dead counter's retirement (meshpos/domain/revocation.py).
+        self.store_key = Signer.from_seed(f"meshpos-sim/{store}/store-key".encode())
 
     def signer(self, name: str) -> Signer:
         gen = self._generation.get(name, 0)
@@ -124,20 +132,32 @@ class Roster:
     ) -> SimNode:
         signer = self.signer(name)
         clock = clock or self.clock(position)
+        # After a chain reset the terminal numbers its receipts in a new series (T1.1-000001):
+        # numbers of its old chain may still turn up from a replica that was off.
+        series = self._generation.get(name, 0)
+        label = f"{name}.{series}" if series else name
         cfg = NodeConfig(
-            dir=Path("/nonexistent"), store=self.store, name=name, node_id=signer.node_id
+            dir=Path("/nonexistent"), store=self.store, name=label, node_id=signer.node_id
         )
         if kind == "hq":
             cfg.user = "hq"
         ledger = ledger or Ledger(":memory:", self.store, durable=False)
         net = self.net
         terminal = Terminal(cfg, signer, ledger, now_ms=lambda: clock.wall(net.now))
+        if kind == "counter":  # certified by the store key, as enrolment does
+            request = read_request(make_request(signer, self.store, label, b"x" * 40))
+            cert = issue(self.store_key, self.store, request, now_ms=0)
+            ledger.add_node(NodeRecord(signer.node_id, signer.public_key, self.store, label, cert))
         node = SimNode(name, position, kind, signer, terminal, CachedReplica(ledger), clock)
         node.max_skew_ms = clock.skew_ms
         node.recorded = ledger.head(node.node_id)[0]
         self.nodes[name] = node
         self.by_id[node.node_id] = node
         return node
+
+    def rekey(self, name: str) -> None:
+        """The next key for `name` (a chain reset: the same terminal, a new chain)."""
+        self._generation[name] = self._generation.get(name, 0) + 1
 
     def replacement_name(self, position: str) -> str:
         """A new identity for a counter position: T3 is replaced by T3b, then T3c."""

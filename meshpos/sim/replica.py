@@ -52,5 +52,8 @@ class CachedReplica:
     def nodes(self) -> list[NodeRecord]:
         return self.ledger.nodes()
 
+    def sealed_blobs(self) -> dict[tuple[str, int], dict[int, bytes]]:
+        return self.ledger.sealed_blobs()
+
     def public_key(self, node_id: str) -> bytes | None:
         return self.ledger.public_key(node_id)

@@ -305,6 +305,8 @@ def build_report(sim: FinishedRun) -> dict[str, Any]:
                     "skew_s": n.max_skew_ms // 1000,
                     "drift_ppm": n.clock.drift_ppm,
                     "max_hlc_lead_s": _r(n.max_lead_ms / 1000, 1),
+                    "ops_hlc_ahead_5min": n.ops_led,
+                    "ops_signed": n.ops_signed,
                     "receipts_off_by_5min": n.receipts_off,
                 }
     per_store = [

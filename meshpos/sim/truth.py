@@ -75,7 +75,9 @@ class GroundTruth:
             points = points_of(op.kind, dict(op.payload))
             self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name, points)
             node.ops_signed += 1
-            node.max_lead_ms = max(node.max_lead_ms, wall_of(op.hlc) - true_wall)
+            lead = wall_of(op.hlc) - true_wall
+            node.max_lead_ms = max(node.max_lead_ms, lead)
+            node.ops_led += lead > RECEIPT_OFF_MS
             if op.kind in SALE_KINDS:
                 ts = op.payload.get("ts_ms")
                 if isinstance(ts, int) and abs(ts - true_wall) > RECEIPT_OFF_MS:

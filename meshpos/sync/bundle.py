@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.errors import EncodingError, SignatureError, WrongStore
-from meshpos.core.ops import Op, Signer, decode_body, node_id_of, pack, unpack
+from meshpos.core.ops import Op, Signer, decode_body, decode_op, node_id_of, pack, unpack, wire_of
 from meshpos.domain.enrolment import NodeRecord
 
 MAGIC = "meshpos-bundle"
@@ -37,7 +38,10 @@ def encode_bundle(
     nodes: Iterable[NodeRecord],
     vv: Mapping[str, int],
     raw_ops: Iterable[tuple[bytes, bytes]],
+    sealed: Mapping[tuple[str, int], Mapping[int, bytes]] | None = None,
 ) -> bytes:
+    """`sealed`: the data held beside ops (sealed card data awaiting HQ), by op id; it travels
+    with its op, as on the mesh."""
     content = pack(
         {
             "magic": MAGIC,
@@ -46,7 +50,7 @@ def encode_bundle(
             "sender": signer.node_id,
             "nodes": [list(n.as_row()) for n in nodes],
             "vv": dict(sorted(vv.items())),
-            "ops": [[body, sig] for body, sig in raw_ops],
+            "ops": [_entry(body, sig, sealed or {}) for body, sig in raw_ops],
         }
     )
     return pack([content, signer.public_key, signer.sign(content)])
@@ -80,7 +84,7 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     try:
         nodes = tuple(NodeRecord(*row) for row in body["nodes"])
         vv = {str(k): int(v) for k, v in body["vv"].items()}
-        ops = tuple(decode_body(b, s) for b, s in body["ops"])
+        ops = tuple(decode_op(pack(list(entry))) for entry in body["ops"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise EncodingError("bundle content is malformed") from None
     for node in nodes:
@@ -89,3 +93,9 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
                 f"bundle lists node {node.node_id!r} with a key that is not its own"
             )
     return Bundle(store=store, sender=sender, nodes=nodes, vv=vv, ops=ops)
+
+
+def _entry(body: bytes, sig: bytes, sealed: Mapping[tuple[str, int], Mapping[int, bytes]]) -> Any:
+    if not sealed:
+        return [body, sig]
+    return unpack(wire_of(body, sig, sealed.get(decode_body(body, sig).id)), "op")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.core.errors import MeshposError, RemoteError
-from meshpos.core.ops import Op, decode_op, pack
+from meshpos.core.ops import Op, decode_op, wire_of
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.records import IngestResult
 from meshpos.sync.messages import (
@@ -64,6 +64,10 @@ class Replica(Protocol):
     def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult: ...
 
     def nodes(self) -> list[NodeRecord]: ...
+
+    def sealed_blobs(self) -> Mapping[tuple[str, int], Mapping[int, bytes]]:
+        """Data held beside ops (sealed card data awaiting HQ), by op id."""
+        ...
 
     def public_key(self, node_id: str) -> bytes | None: ...
 
@@ -121,6 +125,7 @@ class RequestReceived:
 
 Action = Send | PeerUp | PeerDown | Rejected | PeerComplained | Applied | RequestReceived
 Admit = Callable[[NodeRecord], str | None]
+REVOKED = "revoked"  # the Error code a revoked node is refused with
 NEVER = 1 << 62  # a deadline that never comes
 
 
@@ -182,11 +187,15 @@ class SyncNode:
         epoch: int,
         admit: Admit | None = None,
         config: SyncConfig | None = None,
+        revoked: Callable[[str], str | None] | None = None,
     ) -> None:
         self.replica = replica
         self.me = me
         self.epoch = epoch
         self.admit = admit or (lambda node: None)
+        # Why a node was revoked (meshpos/domain/revocation.py), None if it was not: its Hello
+        # is refused with code "revoked", which the revoked node shows.
+        self.revoked = revoked or (lambda node_id: None)
         self.config = config or SyncConfig()
         self.sessions: dict[str, Session] = {}
         self.flags: dict[str, bool] = {}
@@ -363,6 +372,7 @@ class SyncNode:
     def _on_hello(self, session: Session, msg: Hello, now: int, out: list[Action]) -> None:
         node = NodeRecord(*msg.node)
         reason = None
+        code = ""
         if msg.proto != PROTOCOL_VERSION:
             reason = f"protocol version {msg.proto} is not supported (this node speaks {PROTOCOL_VERSION})"
         elif msg.store != self.replica.store:
@@ -373,10 +383,13 @@ class SyncNode:
             )
         elif node.store != self.replica.store:
             reason = f"node record names store {node.store!r}"
-        else:
+        elif (reason := self.revoked(node.node_id)) is None:
             reason = self.admit(node)
+        else:
+            code = REVOKED
         if reason is not None:
-            code = "version" if msg.proto != PROTOCOL_VERSION else "refused"
+            if code != REVOKED:
+                code = "version" if msg.proto != PROTOCOL_VERSION else "refused"
             self.sessions.pop(session.peer, None)
             self._refuse(session.peer, code, reason, now, out)
             return
@@ -525,8 +538,9 @@ class SyncNode:
                 return
             batch: list[bytes] = []
             size = 0
+            beside = self.replica.sealed_blobs()
             for origin, seq, body, sig in raw:
-                wire = _wire(body, sig)
+                wire = wire_of(body, sig, beside.get((origin, seq)))
                 if batch and size + len(wire) > cfg.batch_bytes:
                     break
                 batch.append(wire)
@@ -543,6 +557,15 @@ class SyncNode:
             self._send(session, Ops(tuple(batch), nodes, self.epoch), now, out)
             room -= len(batch)
 
+    def cut_off(self, peer: str, reason: str, now: int) -> list[Action]:
+        """End a revoked peer's session at once, telling it why (an Error with code
+        "revoked"); its next Hello is refused the same way."""
+        session = self.sessions.pop(peer, None)
+        out: list[Action] = [Send(peer, encode(Error(REVOKED, reason)))]
+        if session is not None and session.ready:
+            out.append(PeerDown(peer, f"revoked: {reason}"))
+        return out
+
     def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:
         data = encode(msg)
         session.last_sent = now
@@ -552,10 +575,6 @@ class SyncNode:
     def _refuse(self, peer: str, code: str, reason: str, now: int, out: list[Action]) -> None:
         out.append(Rejected(peer, reason))
         out.append(Send(peer, encode(Error(code, reason))))
-
-
-def _wire(body: bytes, sig: bytes) -> bytes:
-    return pack([body, sig])
 
 
 def sends(actions: Sequence[Action]) -> list[Send]:

@@ -171,6 +171,8 @@ def _node_key(api: Api, request: Request, store: str, node: str) -> tuple[bytes 
     row = enrolment.store(store)
     if row is None:
         return None, "unknown store"
+    if node in api.service.storage.log.revocations(store):
+        return None, "node revoked"  # meshpos/domain/revocation.py
     known = enrolment.node_key(store, node)
     if known is not None:
         return known[0], ""

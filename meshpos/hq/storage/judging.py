@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from meshpos.core.ops import Op, decode_body
+from meshpos.domain.revocation import REVOKE_KIND
 from meshpos.hq.storage.database import Record, Tx
 from meshpos.ledger.apply import conflict_row
 from meshpos.ledger.fold import UNAUTHORISED, Changes
@@ -51,6 +52,16 @@ class HQPast(BatchPast):
     def stored_roles(self) -> dict[str, str]:
         rows = self.tx.execute("SELECT node_id, role FROM nodes WHERE store = ?", (self.store,))
         return {str(n): str(r) for n, r in rows}
+
+    def stored_certs(self) -> dict[str, bytes]:
+        rows = self.tx.execute("SELECT node_id, cert FROM nodes WHERE store = ?", (self.store,))
+        return {str(n): bytes(c) for n, c in rows}
+
+    def stored_revocations(self) -> list[Op]:
+        rows = self.tx.execute(
+            f"SELECT body, sig FROM ops WHERE store = ? AND kind = '{REVOKE_KIND}'", (self.store,)
+        )
+        return [decode_body(bytes(b), bytes(s)) for b, s in rows]
 
     def staff_since(self) -> int | None:
         if self._since is None:

@@ -12,7 +12,7 @@ a cycle. Stored ops are folded into the chain views (views.py) in the same trans
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshpos.core.clock import HLC
 from meshpos.core.errors import ChainError, EncodingError, WrongStore
@@ -30,7 +30,9 @@ from meshpos.core.ops import (
     verify_signature,
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
+from meshpos.domain.cards import blob_matches, carries_hash
 from meshpos.domain.enrolment import NodeRecord, admit_record
+from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
 from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
@@ -310,7 +312,12 @@ class OpLog:
             "updated_ms = excluded.updated_ms",
             head_rows,
         )
-        stale = self._note_staff_start(tx, store, ops)
+        self._keep_sealed(tx, store, ops)
+        stale = (
+            self._note_staff_start(tx, store, ops)
+            or self._note_revocations(tx, store, ops)
+            or self._heirs_of(tx, store, ops)
+        )
         rows = self._fold(tx, store, ops, now_ms)
         if stale:
             self.refold(tx, store, now_ms)
@@ -320,8 +327,47 @@ class OpLog:
 
     # -- the rulebook ---------------------------------------------------------------------------
 
+    def _keep_sealed(self, tx: Tx, store: str, ops: Sequence[Op]) -> None:
+        """Keep the sealed card data that came beside ops (each blob whose hash its op's signed
+        body names) until the sale has authority and its payment job takes it over."""
+        rows: list[tuple[SQLValue, ...]] = [
+            (store, o.origin, o.seq, i, blob)
+            for o in ops
+            for i, blob in o.sealed.items()
+            if blob_matches(o.payload, i, blob)
+        ]
+        if rows:
+            tx.executemany(
+                "INSERT INTO sealed VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (store, origin, seq, tender) DO NOTHING",
+                rows,
+            )
+
+    def _with_sealed(self, tx: Tx, store: str, ops: Sequence[Op]) -> list[Op]:
+        """`ops` with the sealed card data kept for them (a sale that gains authority after
+        it arrived, a refold), taken out of `sealed`: their payment jobs hold it now."""
+        out = []
+        for op in ops:
+            if not carries_hash(op):
+                out.append(op)
+                continue
+            if not op.sealed:
+                found = tx.execute(
+                    "SELECT tender, blob FROM sealed WHERE store = ? AND origin = ? AND seq = ?",
+                    (store, op.origin, op.seq),
+                )
+                if found:
+                    op = replace(op, sealed={int(i): bytes(b) for i, b in found})
+            tx.execute(
+                "DELETE FROM sealed WHERE store = ? AND origin = ? AND seq = ?",
+                (store, op.origin, op.seq),
+            )
+            out.append(op)
+        return out
+
     def _fold(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
         changes, allowed = judge_batch(ops, HQPast(tx, store))
+        allowed = self._with_sealed(tx, store, allowed)
         rows = gather(store, allowed, changes, now_ms)
         write_views(tx, store, changes, rows)
         write_takings(tx, store, changes)
@@ -338,6 +384,7 @@ class OpLog:
                 return
             changes, flipped, reworded = rejudge(held, past)
             past.forget(flipped, reworded)
+            flipped = self._with_sealed(tx, store, flipped)
             write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
             write_takings(tx, store, changes)
             if not flipped:
@@ -362,6 +409,31 @@ class OpLog:
         )
         return bool(late)
 
+    def _note_revocations(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+        """Whether a revocation of the batch takes effect from ops already held: then the
+        store's views are refolded (see `Ledger._note_revocations`: the same rule)."""
+        named = {o.payload.get("node") for o in ops if o.kind == REVOKE_KIND}
+        if not named:
+            return False
+        for node, rev in HQPast(tx, store).revocations().items():
+            if node in named and rev.to:
+                return True
+            if node in named and tx.execute(
+                "SELECT 1 FROM ops WHERE store = ? AND origin = ? AND seq > ? LIMIT 1",
+                (store, node, rev.after_seq),
+            ):
+                return True
+        return False
+
+    def _heirs_of(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+        """Whether the batch holds ops of a retired node (see `Ledger._heirs_of`)."""
+        retired = {n for n, rev in HQPast(tx, store).revocations().items() if rev.to}
+        return any(o.origin in retired for o in ops)
+
+    def revocations(self, store: str) -> dict[str, Revoked]:
+        """The revocation in force for each revoked node of the store."""
+        return self.db.run(lambda tx: HQPast(tx, store).revocations())
+
     def refold(self, tx: Tx, store: str, now_ms: int) -> None:
         """Fold a store's views again from its ops (an upgrade, a staff start moved earlier).
         Card payments keep their settlement; the store's ops are read in chunks per origin."""
@@ -374,7 +446,10 @@ class OpLog:
             )
         ]
         set_staff_since(tx, store, bootstrap_start(users, HQPast(tx, store).prev_hlc))
-        for origin, top in sorted(self.vv(store, tx).items()):
+        retired = {n for n, rev in HQPast(tx, store).revocations().items() if rev.to}
+        heads = sorted(self.vv(store, tx).items())
+        # Retired nodes first: their successors' spends are judged by what they inherit.
+        for origin, top in sorted(heads, key=lambda item: item[0] not in retired):
             for lo in range(1, top + 1, REFOLD_BATCH):
                 chunk = tx.execute(
                     "SELECT body, sig FROM ops WHERE store = ? AND origin = ? AND seq >= ? "

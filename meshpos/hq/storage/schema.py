@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS ops (
     sig    {blob} NOT NULL,
     PRIMARY KEY (store, origin, seq)
 );
+CREATE INDEX IF NOT EXISTS ops_revoke ON ops (store) WHERE kind = 'node.revoke';
 CREATE TABLE IF NOT EXISTS heads (
     store      TEXT NOT NULL,
     origin     TEXT NOT NULL,
@@ -127,6 +128,14 @@ CREATE TABLE IF NOT EXISTS registers (
     hlc    {int} NOT NULL,
     origin TEXT NOT NULL,
     PRIMARY KEY (store, entity, key, field)
+);
+CREATE TABLE IF NOT EXISTS sealed (
+    store  TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq    {int} NOT NULL,
+    tender {int} NOT NULL,
+    blob   {blob} NOT NULL,
+    PRIMARY KEY (store, origin, seq, tender)
 );
 CREATE TABLE IF NOT EXISTS payments (
     store      TEXT NOT NULL,

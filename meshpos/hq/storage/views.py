@@ -89,7 +89,7 @@ def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
         for i, t in enumerate(op.payload.get("tenders") or ()):
             if not isinstance(t, dict) or t.get("method") != "card":
                 continue
-            sealed = sealed_from_tender(t)
+            sealed = sealed_from_tender(t, op.sealed.get(i))
             if sealed is None:
                 continue
             rows.payments.append(
