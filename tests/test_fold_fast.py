@@ -14,7 +14,7 @@ from meshpos.ledger.fold import CARD_FLOAT, Changes, _checked_record, _plain_sal
 
 SIGNER = Signer.from_seed(b"fold-fast")
 
-LINE = {
+LINE: dict[str, Any] = {
     "sku": "KUR-OLI-M",
     "name": "Cotton kurta",
     "category": "Ethnic",
@@ -29,7 +29,7 @@ LINE = {
     "igst": 0,
     "total": 254900,
 }
-SALE = {
+SALE: dict[str, Any] = {
     "sale_id": "S-T1-000001",
     "receipt": "T1-000001",
     "number": 1,
@@ -85,7 +85,11 @@ def _outcome(fn: Any, op: Any) -> tuple[str, Any]:
 
 @st.composite
 def sales(draw: st.DrawFn) -> dict[str, Any]:
-    payload = {**SALE, "lines": [dict(LINE)], "tenders": [dict(t) for t in SALE["tenders"]]}
+    payload: dict[str, Any] = {
+        **SALE,
+        "lines": [dict(LINE)],
+        "tenders": [dict(t) for t in SALE["tenders"]],
+    }
     if draw(st.booleans()):
         payload["lines"].append(
             {**LINE, "sku": draw(st.sampled_from(["KUR-OLI-M", "B"])), "qty": 2}
@@ -148,10 +152,13 @@ def test_every_field_set_to_every_odd_value() -> None:
     for where, keys in (("sale", SALE_KEYS), ("line", LINE_KEYS), ("tender", TENDER_KEYS)):
         for key in keys:
             for value in [*ODD_VALUES, "missing"]:
-                payload = {**SALE, "lines": [dict(LINE)], "tenders": [dict(SALE["tenders"][0])]}
-                target = {"sale": payload, "line": payload["lines"][0]}.get(
-                    where, payload["tenders"][0]
-                )
+                payload: dict[str, Any] = {
+                    **SALE,
+                    "lines": [dict(LINE)],
+                    "tenders": [dict(SALE["tenders"][0])],
+                }
+                targets = {"sale": payload, "line": payload["lines"][0]}
+                target: dict[str, Any] = targets.get(where, payload["tenders"][0])
                 if value == "missing":
                     target.pop(key, None)
                 else:

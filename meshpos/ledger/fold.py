@@ -198,7 +198,7 @@ def _record(ch: Changes, op: Op) -> None:
 def _plain_sale(ch: Changes, op: Op) -> bool:
     """Fold a well-typed sale and return True; return False, changing nothing, otherwise."""
     p = op.payload
-    g = p.get
+    g: Callable[[str], Any] = p.get
     sale_id, customer, ref = g("sale_id"), g("customer"), g("ref_sale")
     earned, redeemed, number, ts_ms = (
         g("points_earned"),
@@ -230,8 +230,8 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
             type(line) is dict
             and type(line.get("sku")) is str
             and type(line.get("name")) is str
-            and _int_ok(qty := line.get("qty"))
-            and qty > 0
+            and _int_ok(line.get("qty"))
+            and line["qty"] > 0
             and _int_ok(line.get("unit_price"))
             and _int_ok(line.get("discount"))
             and _int_ok(line.get("gst_rate"))
