@@ -34,6 +34,7 @@ from meshpos.core.errors import MeshposError, RemoteError
 from meshpos.core.ops import Op, decode_op, pack
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.records import IngestResult
+from meshpos.sync import compression
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
     PROTOCOL_VERSION,
@@ -159,6 +160,7 @@ class Session:
     progress: dict[str, int] = field(default_factory=dict)  # per origin: last ack, or first send
     bytes_sent: int = 0
     bytes_received: int = 0
+    zdict: int = 0  # the compression dictionary both sides hold (0: send ops uncompressed)
 
     def inflight(self) -> int:
         return sum(max(0, s - self.their_vv.get(o, 0)) for o, s in self.sent_vv.items())
@@ -356,6 +358,7 @@ class SyncNode:
             self.replica.vv(),
             self.epoch,
             reply=ask or not session.ready,
+            zdicts=compression.known(),
         )
         session.last_hello = now
         self._send(session, msg, now, out)
@@ -384,6 +387,7 @@ class SyncNode:
         was_ready = session.ready
         session.peer_epoch = msg.epoch
         session.name = node.name
+        session.zdict = compression.best(msg.zdicts)
         vv = msg.vv
         if fresh:
             session.their_vv = dict(vv)
@@ -544,7 +548,7 @@ class SyncNode:
             room -= len(batch)
 
     def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:
-        data = encode(msg)
+        data = encode(msg, session.zdict)
         session.last_sent = now
         session.bytes_sent += len(data)
         out.append(Send(session.peer, data))
