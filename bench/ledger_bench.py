@@ -45,7 +45,17 @@ from bench.common import (
     timed,
 )
 from meshpos.core import clock
-from meshpos.core.ops import GENESIS, Op, Signer, decode_body, decode_op, make_op, pack, verify_run
+from meshpos.core.ops import (
+    GENESIS,
+    Op,
+    Signer,
+    decode_bodies,
+    decode_body,
+    decode_ops,
+    make_op,
+    pack,
+    verify_run,
+)
 from meshpos.core.ops import verify_signature as check_signature
 from meshpos.domain.catalog import SAMPLE_CATALOG, CatalogRow, parse_csv
 from meshpos.domain.enrolment import NodeRecord
@@ -570,7 +580,7 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 if not raw:
                     break
                 with decode_sw:
-                    ops = [decode_body(body, sig) for _, _, body, sig in raw]
+                    ops = decode_bodies((body, sig) for _, _, body, sig in raw)
                 with check_sw:
                     signatures += _check_chains(target, ops)
                 with ingest_sw:
@@ -665,7 +675,7 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"{fmt(proto.get('lone_push_bytes_mean'), '.0f')} B on average, "
                 f"{fmt(proto.get('lone_push_bytes_max'), ',d')} B at most",
                 "sync Ops messages: sender raw_since + messages.encode; receiver messages.decode "
-                "+ decode_op + one Ledger.ingest per origin per message, as SyncNode does",
+                "+ decode_ops + one Ledger.ingest per origin per message, as SyncNode does",
                 "CPU s: this process's CPU time (fsync waits and other processes' load excluded)",
                 f"converged with the source: {fmt(converged)}; open conflicts: {conflicts}; "
                 f"source ledger {'cached' if info['cached'] else 'built'} "
@@ -737,7 +747,7 @@ def _protocol_merge(
                 if not isinstance(msg, messages.Ops):
                     raise BenchError("an Ops message decoded as something else")
                 by_origin: dict[str, list[Op]] = {}
-                for op in (decode_op(w) for w in msg.ops):
+                for op in decode_ops(msg.ops):
                     by_origin.setdefault(op.origin, []).append(op)
                 for origin in sorted(by_origin):
                     merged += target.ingest(by_origin[origin]).applied

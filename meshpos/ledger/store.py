@@ -20,12 +20,14 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from meshpos.core.batching import collector_paused
 from meshpos.core.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
 from meshpos.core.ops import (
     GENESIS,
     Op,
     Payload,
     Signer,
+    decode_bodies,
     decode_body,
     make_op,
     node_id_of,
@@ -306,7 +308,7 @@ class Ledger:
         rows = self.conn.execute(
             "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
         ).fetchall()
-        return bootstrap_start([decode_body(b, s) for b, s in rows], NodePast(self.conn).prev_hlc)
+        return bootstrap_start(decode_bodies(rows), NodePast(self.conn).prev_hlc)
 
     def _rejudge(self, schema: str) -> None:
         """The fixpoint: fold the ops held without authority that have it now, until none does."""
@@ -343,7 +345,7 @@ class Ledger:
     def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult:
         """Merge ops from elsewhere. All of it is checked before anything is written: on any error
         the whole call changes nothing. Ops past a gap are kept in `pending` until it is filled."""
-        with self.write():
+        with collector_paused(), self.write():
             nodes = list(nodes)
             roles = node_roles(self.conn) if nodes else {}
             for node in nodes:
@@ -458,7 +460,7 @@ class Ledger:
         return out
 
     def ops_since(self, theirs: Mapping[str, int], limit: int | None = None) -> list[Op]:
-        return [decode_body(b, s) for _, _, b, s in self.raw_since(theirs, limit)]
+        return decode_bodies((b, s) for _, _, b, s in self.raw_since(theirs, limit))
 
     def get(self, origin: str, seq: int) -> Op | None:
         row = self.conn.execute(
@@ -470,7 +472,7 @@ class Ledger:
         rows = self.conn.execute(
             "SELECT body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
         ).fetchall()
-        return [decode_body(b, s) for b, s in reversed(rows)]
+        return decode_bodies(reversed(rows))
 
     def op_count(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
@@ -603,6 +605,10 @@ class Ledger:
         return str(base / f".verify-{os.getpid()}-{id(self)}.db")
 
     def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
+        with collector_paused():
+            return self._fold_each(schema, every_signature, batch)
+
+    def _fold_each(self, schema: str, every_signature: bool, batch: int) -> list[str]:
         problems: list[str] = []
         for origin, held, head in self.conn.execute("SELECT origin, seq, head FROM vv").fetchall():
             key = self.public_key(origin)
@@ -616,7 +622,7 @@ class Ledger:
             )
             while rows := cursor.fetchmany(batch):
                 try:
-                    ops = [decode_body(body, sig) for _, body, sig in rows]
+                    ops = decode_bodies((body, sig) for _, body, sig in rows)
                     verify_run(ops, key, prev)
                     if every_signature:
                         for op in ops[:-1]:

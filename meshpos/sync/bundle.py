@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.errors import EncodingError, SignatureError, WrongStore
-from meshpos.core.ops import Op, Signer, decode_body, node_id_of, pack, unpack
+from meshpos.core.ops import Op, Signer, decode_bodies, node_id_of, pack, unpack
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.sync import compression
 
@@ -92,7 +92,7 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     try:
         nodes = tuple(NodeRecord(*row) for row in body["nodes"])
         vv = {str(k): int(v) for k, v in body["vv"].items()}
-        ops = tuple(decode_body(b, s) for b, s in _raw_ops(body))
+        ops = tuple(decode_bodies(_raw_ops(body)))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise EncodingError("bundle content is malformed") from None
     for node in nodes:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.core.errors import MeshposError, RemoteError
-from meshpos.core.ops import Op, decode_op, pack
+from meshpos.core.ops import Op, decode_ops, pack
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.records import IngestResult
 from meshpos.sync import compression
@@ -415,7 +415,7 @@ class SyncNode:
 
     def _on_ops(self, session: Session, msg: Ops, now: int, out: list[Action]) -> None:
         try:
-            ops = [decode_op(w) for w in msg.ops]
+            ops = decode_ops(msg.ops)
             nodes = [NodeRecord(*n) for n in msg.nodes]
         except RemoteError as exc:
             self._refuse(session.peer, "malformed", str(exc), now, out)
