@@ -18,7 +18,9 @@ from importlib.resources import files
 from meshpos.core.errors import EncodingError
 
 DICTIONARIES = {1: "sync-zdict-1.bin"}
-LEVEL = 6
+LEVEL = 3
+"""Deflate's effort: 3 takes half the sender's CPU of the default 6 (~6 against ~12 µs a sale
+here) for ~9 % more bytes (~200 against ~185 a sale in a backlog)."""
 
 
 def known() -> tuple[int, ...]:
