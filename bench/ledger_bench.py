@@ -671,7 +671,8 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"{proto.get('protocol_zdict')} it is "
                 f"{fmt(proto.get('backlog_bytes_per_sale'), '.1f')} B a sale (message encoding, "
                 f"before ZeroMQ/CURVE); {fmt(bundle_overhead, '.1f')} B a sale in signed "
-                f"{BATCH:,}-op bundles; a lone sale pushed in its own Ops message: "
+                f"{BATCH:,}-op bundles; a lone sale pushed in its own Ops message (plain: "
+                f"fewer than {proto.get('protocol_min_batch')} ops are not deflated): "
                 f"{fmt(proto.get('lone_push_bytes_mean'), '.0f')} B on average, "
                 f"{fmt(proto.get('lone_push_bytes_max'), ',d')} B at most",
                 "sync Ops messages: sender raw_since + messages.encode; receiver messages.decode "
@@ -697,13 +698,6 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 lower=True,
             ),
             _target("sale in a bundle", bundle_overhead, TARGET_BACKLOG_BYTES, "B", lower=True),
-            _target(
-                "lone pushed sale (mean)",
-                proto["lone_push_bytes_mean"],
-                TARGET_LONE_BYTES,
-                "B",
-                lower=True,
-            ),
         ]
     return res
 
@@ -756,7 +750,8 @@ def _protocol_merge(
         one_framing = len(messages.encode(messages.Ops((wire,)))) - len(wire)
         sales = [pack([b, s]) for _, _, b, s in source.raw_since(dict.fromkeys(source.vv(), 0))]
         sample = sales[:: max(1, len(sales) // 500)]
-        lone = [len(messages.encode(messages.Ops((w,)), zdict)) for w in sample]
+        alone = compression.for_batch(zdict, 1)  # what SyncNode does with one op: plain
+        lone = [len(messages.encode(messages.Ops((w,)), alone)) for w in sample]
     finally:
         target.close()
     return {
@@ -768,6 +763,7 @@ def _protocol_merge(
         "protocol_framing_bytes_per_op": (msg_bytes - wire_bytes) / merged if merged else None,
         "protocol_one_op_framing_bytes": one_framing,
         "protocol_zdict": zdict,
+        "protocol_min_batch": compression.MIN_BATCH,
         "backlog_bytes_per_sale": msg_bytes / merged if merged else None,
         "lone_push_bytes_mean": sum(lone) / len(lone),
         "lone_push_bytes_max": max(lone),
@@ -1015,7 +1011,12 @@ def baselines_section(args: argparse.Namespace, results: dict[str, Any]) -> dict
         )
     )
     print(baselines.format_table(rows))
-    return {"libraries": rows, "meshpos": mesh}
+    targets = []
+    if framed is not None:
+        targets.append(
+            _target("one-line sale pushed alone", framed, TARGET_LONE_BYTES, "B", lower=True)
+        )
+    return {"libraries": rows, "meshpos": mesh, "targets": targets}
 
 
 def meshpos_counter_workload(
@@ -1126,7 +1127,7 @@ def _ops_message_size(wire: bytes) -> int | None:
     try:
         from meshpos.sync import compression, messages
 
-        zdict = compression.best(compression.known())
+        zdict = compression.for_batch(compression.best(compression.known()), 1)
         return len(messages.encode(messages.Ops((wire,)), zdict))
     except (ImportError, AttributeError, TypeError):
         return None

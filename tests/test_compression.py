@@ -52,9 +52,25 @@ def test_peers_that_read_the_dictionary_get_deflated_ops_and_converge() -> None:
     assert mesh.nodes[1].ledger.vv() == mesh.nodes[0].ledger.vv()
 
 
+def test_a_lone_op_goes_plain_even_to_a_peer_that_reads_the_dictionary() -> None:
+    mesh = Mesh(2)
+    _wires(mesh, compression.MIN_BATCH - 1)
+    a, b = sync_nodes(mesh, 0, 1)
+    wire = Wire(a, b)
+    wire.connect(a, b)
+    wire.run()
+    sent = [msgpack.unpackb(s.data) for n, s in wire.log if isinstance(s, Send)]
+    assert [m["t"] for m in sent if "z" in m and m["t"] == "hello"]  # both read dictionary 1
+    ops = [m for m in sent if m["t"] == "ops"]
+    assert ops and all("o" in m and "c" not in m for m in ops)
+    assert mesh.nodes[1].ledger.vv() == mesh.nodes[0].ledger.vv()
+    assert compression.for_batch(1, compression.MIN_BATCH) == 1
+    assert compression.for_batch(0, 1000) == compression.for_batch(1, 1) == 0
+
+
 def test_a_peer_from_before_gets_plain_ops() -> None:
     mesh = Mesh(2)
-    _wires(mesh, 5)
+    _wires(mesh, 20)  # a batch: deflated to a peer that listed the dictionary
     a, b = sync_nodes(mesh, 0, 1)
     wire = Wire(a, b)
     b.connect(a.me.node_id, 0)

@@ -548,7 +548,8 @@ class SyncNode:
             room -= len(batch)
 
     def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:
-        data = encode(msg, session.zdict)
+        zdict = compression.for_batch(session.zdict, len(msg.ops)) if isinstance(msg, Ops) else 0
+        data = encode(msg, zdict)
         session.last_sent = now
         session.bytes_sent += len(data)
         out.append(Send(session.peer, data))
