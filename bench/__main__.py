@@ -35,7 +35,16 @@ from bench import (
     sim_bench,
     web_bench,
 )
-from bench.common import DEFAULT_OUT, BenchError, fmt, load_average, log, peak_rss_mb, table
+from bench.common import (
+    DEFAULT_OUT,
+    BenchError,
+    fmt,
+    load_average,
+    log,
+    peak_rss_mb,
+    storage_of,
+    table,
+)
 
 Section = Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]
 
@@ -130,8 +139,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    load_start = load_average()
     t0 = time.perf_counter()
-    log(f"bench: sections {', '.join(args.sections)}; results in {args.out}")
+    storage = storage_of(args.out)
+    log(
+        f"bench: sections {', '.join(args.sections)}; results in {args.out} "
+        f"({storage['filesystem']} on {storage['device']}: {storage['disk']}); "
+        f"load average {load_start}"
+    )
     results: dict[str, Any] = {}
     for name, fn in SECTIONS:
         if name not in args.sections:
@@ -166,7 +181,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             "argv": sys.argv[1:] if argv is None else argv,
             "quick": args.quick,
             "bench_peak_rss_mb": peak_rss_mb(),
+            "load_average_start": load_start,
             "load_average_end": load_average(),
+            "storage": storage,
         },
         "targets": targets,
         "sections": results,

@@ -64,6 +64,37 @@ def load_average() -> float | None:
         return None
 
 
+def storage_of(path: Path) -> dict[str, str | None]:
+    """The filesystem and disk that hold `path` (from /proc/mounts and /sys/block): fsync-bound
+    figures mean little without them."""
+    out: dict[str, str | None] = {"mount": None, "filesystem": None, "device": None, "disk": None}
+    try:
+        target = path.resolve()
+        best = ""
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                device, mount, fstype, *_ = line.split()
+                if target.is_relative_to(mount) and len(mount) >= len(best):
+                    best = mount
+                    out.update(mount=mount, filesystem=fstype, device=device)
+        name = Path(out["device"] or "").name.rstrip("0123456789")
+        for base in (Path("/sys/block", name), Path("/sys/block", name.removesuffix("p"))):
+            if not base.exists():
+                continue
+            model = base / "device" / "model"
+            driver = (base / "device" / "driver").resolve().name
+            what = model.read_text().strip() if model.exists() else f"{driver} device"
+            rotational = (base / "queue" / "rotational").read_text().strip() == "1"
+            gib = int((base / "size").read_text()) * 512 / 2**30
+            out["disk"] = (
+                f"{what}, {gib:,.0f} GiB, reported {'rotating' if rotational else 'solid-state'}"
+            )
+            break
+    except OSError:
+        pass
+    return out
+
+
 class Stopwatch:
     """Accumulates wall time, and this process's CPU time, over several `with sw:` blocks.
 

@@ -72,6 +72,10 @@ def test_targets_and_meta(summary: dict[str, Any]) -> None:
     assert {"sale commit p99", "merge incl. checks"} <= names
     assert summary["meta"]["quick"] is True
     assert summary["meta"]["seconds"] > 0
+    meta = summary["meta"]
+    assert meta["python"] and meta["sqlite"] and meta["load_average_end"] is not None
+    assert meta["storage"]["filesystem"] and meta["storage"]["mount"]
+    assert {"sale in a synced backlog", "one-line sale pushed alone"} <= names
 
 
 def test_only_selects_sections_and_groups() -> None:

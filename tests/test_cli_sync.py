@@ -9,6 +9,7 @@ import tomllib
 import pytest
 
 from meshpos.core.ops import Signer, pack, unpack
+from meshpos.sync import compression
 
 
 def export(src, path, since_of=None) -> int:
@@ -161,7 +162,10 @@ def rewrap(data: bytes, signer: Signer, change) -> bytes:
     """Open a bundle, let `change` edit its content, and sign the envelope again with `signer`."""
     content, _, _ = unpack(data)
     body = unpack(content)
+    body["ops"] = unpack(compression.decompress(body.pop("opz"), body["z"], 1 << 30))
     change(body)
+    if body["format"] > 1:
+        body["opz"] = compression.compress(pack(body.pop("ops")), body["z"])
     new = pack(body)
     return pack([new, signer.public_key, signer.sign(new)])
 
@@ -185,10 +189,33 @@ def test_a_byte_flipped_anywhere_is_refused(small_bundle, tmp_path):
 def test_a_tampered_bundle_says_it_was_altered(small_bundle, tmp_path):
     _, t2, path = small_bundle
     data = path.read_bytes()
-    pos = data.index(b"CAP")
+    pos = data.index(b"meshpos-bundle")
     bad = tmp_path / "tampered.bundle"
-    bad.write_bytes(data[:pos] + b"CAT" + data[pos + 3 :])
+    bad.write_bytes(data[:pos] + b"meshpos-bundlf" + data[pos + 14 :])
     refused(t2, bad, "signature does not verify", "altered")
+
+
+def test_a_bundle_of_format_1_still_imports_and_a_later_format_is_refused_by_name(
+    small_bundle, tmp_path
+):
+    t1, t2, path = small_bundle
+    key = Signer.from_bytes((t1.path / "node.key").read_bytes())
+
+    def old(body):
+        body["format"] = 1
+        del body["z"]
+
+    def later(body):
+        body["format"] = 3
+
+    plain = rewrap(path.read_bytes(), key, old)
+    assert len(plain) > len(path.read_bytes())
+    bad = tmp_path / "later.bundle"
+    bad.write_bytes(rewrap(path.read_bytes(), key, later))
+    refused(t2, bad, "bundle format 3 is not supported", "upgrade meshpos")
+    old_path = tmp_path / "old.bundle"
+    old_path.write_bytes(plain)
+    assert t2.ok("sync", "import", str(old_path)).out.startswith("imported 2 new ops")
 
 
 @pytest.mark.parametrize("keep", [0, 1, 10, 0.5, -1])

@@ -351,6 +351,8 @@ CORRUPTIONS = [
     ("registers", "DELETE FROM registers WHERE field = 'name' AND key = 'SKU0'"),
     ("customers", "UPDATE customers SET name = 'Mallory'"),
     ("sales", "DELETE FROM sales WHERE kind = 'return'"),
+    ("sales", "UPDATE sales SET customer_id = 'C9' WHERE customer_id IS NULL"),
+    ("sale_tax", "UPDATE sale_tax SET place = '27'"),
     ("sale_lines", "UPDATE sale_lines SET total = 0 WHERE line = 0"),
     ("tenders", "UPDATE tenders SET method = 'card'"),
     ("returned", "DELETE FROM returned"),

@@ -13,7 +13,7 @@ contiguous run of an origin's ops plus one hash per op.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from meshpos.core.batching import collector_paused
 from meshpos.core.errors import ChainError, EncodingError, LocalError, SignatureError
 
 FORMAT = 1
@@ -269,6 +270,18 @@ def decode_op(wire: bytes) -> Op:
             raise EncodingError("the data beside an op is malformed")
         sealed[item[0]] = item[1]
     return replace(op, sealed=sealed)
+
+
+def decode_bodies(raw: Iterable[tuple[bytes, bytes]]) -> list[Op]:
+    """`decode_body` of each (body, signature), as a batch (meshpos/core/batching.py)."""
+    with collector_paused():
+        return [decode_body(body, sig) for body, sig in raw]
+
+
+def decode_ops(wires: Iterable[bytes]) -> list[Op]:
+    """`decode_op` of each wire form, as a batch."""
+    with collector_paused():
+        return [decode_op(wire) for wire in wires]
 
 
 def verify_signature(public_key: bytes, op: Op) -> None:

@@ -22,12 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from meshpos.core.batching import collector_paused
 from meshpos.core.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
 from meshpos.core.ops import (
     GENESIS,
     Op,
     Payload,
     Signer,
+    decode_bodies,
     decode_body,
     make_op,
     node_id_of,
@@ -436,7 +438,7 @@ class Ledger:
         rows = self.conn.execute(
             "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
         ).fetchall()
-        return bootstrap_start([decode_body(b, s) for b, s in rows], NodePast(self.conn).prev_hlc)
+        return bootstrap_start(decode_bodies(rows), NodePast(self.conn).prev_hlc)
 
     def _rejudge(self, schema: str) -> None:
         """The fixpoint: fold the ops held without authority that have it now, until none does."""
@@ -473,7 +475,7 @@ class Ledger:
     def ingest(self, ops: Iterable[Op], nodes: Iterable[NodeRecord] = ()) -> IngestResult:
         """Merge ops from elsewhere. All of it is checked before anything is written: on any error
         the whole call changes nothing. Ops past a gap are kept in `pending` until it is filled."""
-        with self.write():
+        with collector_paused(), self.write():
             nodes = list(nodes)
             roles = node_roles(self.conn) if nodes else {}
             for node in nodes:
@@ -591,12 +593,10 @@ class Ledger:
     def ops_since(self, theirs: Mapping[str, int], limit: int | None = None) -> list[Op]:
         """Ops the holder of `theirs` lacks, with the sealed card data held beside them."""
         blobs = self.sealed_blobs()
-        out = []
-        for origin, seq, b, s in self.raw_since(theirs, limit):
-            op = decode_body(b, s)
-            beside = blobs.get((origin, seq))
-            out.append(replace(op, sealed=beside) if beside else op)
-        return out
+        ops = decode_bodies((b, s) for _, _, b, s in self.raw_since(theirs, limit))
+        if not blobs:
+            return ops
+        return [replace(op, sealed=beside) if (beside := blobs.get(op.id)) else op for op in ops]
 
     def get(self, origin: str, seq: int) -> Op | None:
         row = self.conn.execute(
@@ -608,7 +608,7 @@ class Ledger:
         rows = self.conn.execute(
             "SELECT body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
         ).fetchall()
-        return [decode_body(b, s) for b, s in reversed(rows)]
+        return decode_bodies(reversed(rows))
 
     def op_count(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
@@ -742,6 +742,10 @@ class Ledger:
         return str(base / f".verify-{os.getpid()}-{id(self)}.db")
 
     def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
+        with collector_paused():
+            return self._fold_each(schema, every_signature, batch)
+
+    def _fold_each(self, schema: str, every_signature: bool, batch: int) -> list[str]:
         problems: list[str] = []
         retired = {n for n, rev in self.revocations().items() if rev.to}
         heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin").fetchall()
@@ -758,7 +762,7 @@ class Ledger:
             )
             while rows := cursor.fetchmany(batch):
                 try:
-                    ops = [decode_body(body, sig) for _, body, sig in rows]
+                    ops = decode_bodies((body, sig) for _, body, sig in rows)
                     verify_run(ops, key, prev)
                     if every_signature:
                         for op in ops[:-1]:
@@ -778,6 +782,8 @@ class Ledger:
     def _compare(self, schema: str) -> list[str]:
         problems = []
         for table in VIEW_TABLES:
+            if self._same_rows(table, schema):
+                continue
             for a, b, label in (
                 ("main", schema, "only in the live view"),
                 (schema, "main", "missing from the live view"),
@@ -788,6 +794,25 @@ class Ledger:
                 for row in rows:
                     problems.append(f"{table}: {label}: {row}")
         return problems
+
+    def _same_rows(self, table: str, schema: str) -> bool:
+        """Whether `table` holds the same rows in `main` and `schema`, by counting: both sides
+        hold n rows and n rows of main find their twin (equal in every column) in `schema` by
+        primary key. Four times faster than two EXCEPTs, which run only to name the rows that
+        differ when this says no (and for a table without a primary key)."""
+        info = self.conn.execute(f"PRAGMA main.table_info({table})").fetchall()
+        keys = [row[1] for row in info if row[5]]
+        if not keys:
+            return False
+        on = " AND ".join(
+            f"a.{name} = b.{name}" if name in keys else f"a.{name} IS b.{name}"
+            for name in (row[1] for row in info)
+        )
+        mine, theirs, twins = self.conn.execute(
+            f"SELECT (SELECT COUNT(*) FROM main.{table}), (SELECT COUNT(*) FROM {schema}.{table}), "
+            f"(SELECT COUNT(*) FROM main.{table} a JOIN {schema}.{table} b ON {on})"
+        ).fetchone()
+        return bool(mine == theirs == twins)
 
 
 def _segments(ops: list[Op]) -> Iterator[list[Op]]:

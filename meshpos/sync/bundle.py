@@ -1,7 +1,9 @@
 """Signed bundles: the file-based sync path (a USB stick when even the LAN is down).
 
 A bundle is `[content, sender public key, signature]`, where `content` is the msgpack map
-`{magic, format, store, sender, nodes, vv, ops}` and `ops` are the ops' own wire forms. The envelope
+`{magic, format, store, sender, nodes, vv, ...}`. Format 2 (written now) holds the ops as one
+deflated msgpack list of `[body, sig]` (`opz`, with its dictionary's number in `z`, see
+meshpos/sync/compression.py); format 1 (still read) holds that list plainly (`ops`). The envelope
 signature catches truncation and tampering of the file as a whole; each op still carries, and is
 checked by, its origin's signature and hash chain when ingested.
 """
@@ -15,12 +17,18 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from meshpos.core.batching import collector_paused
 from meshpos.core.errors import EncodingError, SignatureError, WrongStore
 from meshpos.core.ops import Op, Signer, decode_body, decode_op, node_id_of, pack, unpack, wire_of
 from meshpos.domain.enrolment import NodeRecord
+from meshpos.sync import compression
 
 MAGIC = "meshpos-bundle"
-FORMAT = 1
+FORMAT = 2
+READS = (1, 2)
+ZDICT = 1
+MAX_INFLATED = 1 << 30
+"""A bundle's ops may inflate to 1 GiB (a bundle is not capped at a message's size)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,10 @@ def encode_bundle(
             "sender": signer.node_id,
             "nodes": [list(n.as_row()) for n in nodes],
             "vv": dict(sorted(vv.items())),
-            "ops": [_entry(body, sig, sealed or {}) for body, sig in raw_ops],
+            "z": ZDICT,
+            "opz": compression.compress(
+                pack([_entry(body, sig, sealed or {}) for body, sig in raw_ops]), ZDICT
+            ),
         }
     )
     return pack([content, signer.public_key, signer.sign(content)])
@@ -73,8 +84,11 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     body = unpack(content, "bundle content")
     if not isinstance(body, dict) or body.get("magic") != MAGIC:
         raise EncodingError("this file is not a meshpos bundle")
-    if body.get("format") != FORMAT:
-        raise EncodingError(f"bundle format {body.get('format')!r} is not supported")
+    if body.get("format") not in READS:
+        raise EncodingError(
+            f"bundle format {body.get('format')!r} is not supported (this meshpos reads formats "
+            f"{', '.join(map(str, READS))}): upgrade meshpos to import it"
+        )
     store = body.get("store")
     if store != expect_store:
         raise WrongStore(f"bundle is from store {store!r}; this node belongs to {expect_store!r}")
@@ -84,7 +98,11 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
     try:
         nodes = tuple(NodeRecord(*row) for row in body["nodes"])
         vv = {str(k): int(v) for k, v in body["vv"].items()}
-        ops = tuple(decode_op(pack(list(entry))) for entry in body["ops"])
+        with collector_paused():
+            ops = tuple(
+                decode_body(e[0], e[1]) if len(e) == 2 else decode_op(pack(list(e)))
+                for e in _raw_ops(body)
+            )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise EncodingError("bundle content is malformed") from None
     for node in nodes:
@@ -99,3 +117,12 @@ def _entry(body: bytes, sig: bytes, sealed: Mapping[tuple[str, int], Mapping[int
     if not sealed:
         return [body, sig]
     return unpack(wire_of(body, sig, sealed.get(decode_body(body, sig).id)), "op")
+
+
+def _raw_ops(body: dict[str, Any]) -> Any:
+    if body["format"] == 1:
+        return body["ops"]
+    zdict, data = body["z"], body["opz"]
+    if type(zdict) is not int or not isinstance(data, bytes):
+        raise EncodingError("bundle content is malformed")
+    return unpack(compression.decompress(data, zdict, MAX_INFLATED), "bundle ops", MAX_INFLATED)

@@ -3,6 +3,11 @@
 Every message is a msgpack map with a type tag `t`. Decoding is strict: anything that does not have
 exactly the expected shape raises `MalformedMessage`, which the protocol answers with an Error message
 and otherwise ignores. No message is ever half-applied.
+
+A Hello lists the compression dictionaries its sender reads (`z`, meshpos/sync/compression.py); to
+a peer that listed one, Ops of a batch (`compression.MIN_BATCH` ops or more) carries its ops
+deflated (`c`, with the dictionary's number in `z`) instead of a list (`o`). A peer from before
+lists none and gets the list, which every node still reads.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 from meshpos.core.errors import RemoteError
 from meshpos.core.ops import pack, unpack
+from meshpos.sync import compression
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -33,6 +39,7 @@ class Hello:
     vv: dict[str, int]
     epoch: int = 0  # changes when the sender restarts, so the receiver resets its session
     reply: bool = False  # the sender has no session with us yet and waits for our Hello
+    zdicts: tuple[int, ...] = ()  # compression dictionaries the sender reads
 
 
 @dataclass(frozen=True)
@@ -72,21 +79,28 @@ class Request:
 Message = Hello | Ops | Have | Ping | Error | Request
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, zdict: int = 0) -> bytes:
+    """The message's bytes; Ops deflated with dictionary `zdict` when it is not 0."""
     if isinstance(msg, Hello):
-        return pack(
-            {
-                "t": "hello",
-                "p": msg.proto,
-                "s": msg.store,
-                "n": list(msg.node),
-                "v": msg.vv,
-                "e": msg.epoch,
-                "r": msg.reply,
-            }
-        )
+        hello: dict[str, Any] = {
+            "t": "hello",
+            "p": msg.proto,
+            "s": msg.store,
+            "n": list(msg.node),
+            "v": msg.vv,
+            "e": msg.epoch,
+            "r": msg.reply,
+        }
+        if msg.zdicts:
+            hello["z"] = list(msg.zdicts)
+        return pack(hello)
     if isinstance(msg, Ops):
-        body: dict[str, Any] = {"t": "ops", "o": list(msg.ops)}
+        body: dict[str, Any] = {"t": "ops"}
+        if zdict:
+            body["z"] = zdict
+            body["c"] = compression.compress(pack(list(msg.ops)), zdict)
+        else:
+            body["o"] = list(msg.ops)
         if msg.nodes:
             body["n"] = [list(n) for n in msg.nodes]
         if msg.epoch:
@@ -133,6 +147,17 @@ def _node(value: Any) -> NodeRow:
     return (value[0], value[1], value[2], value[3], value[4])
 
 
+def _inflate(body: dict[str, Any]) -> Any:
+    """The op list of a deflated Ops message."""
+    data, zdict = body.get("c"), body.get("z")
+    if not isinstance(data, bytes) or type(zdict) is not int:
+        raise MalformedMessage("compressed ops batch is malformed")
+    try:
+        return unpack(compression.decompress(data, zdict, MAX_MESSAGE_BYTES), "ops batch")
+    except RemoteError as exc:
+        raise MalformedMessage(str(exc)) from None
+
+
 def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE_BYTES:
         raise MalformedMessage(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -147,6 +172,9 @@ def decode(data: bytes) -> Message:
         proto, store, epoch, reply = body.get("p"), body.get("s"), body.get("e"), body.get("r")
         if not (isinstance(store, str) and isinstance(reply, bool)):
             raise MalformedMessage("hello is malformed")
+        zdicts = body.get("z", [])
+        if not isinstance(zdicts, list) or len(zdicts) > 64:
+            raise MalformedMessage("hello's dictionary list is malformed")
         return Hello(
             _int(proto, "hello"),
             store,
@@ -154,9 +182,10 @@ def decode(data: bytes) -> Message:
             _vv(body.get("v")),
             _int(epoch, "hello"),
             reply,
+            tuple(_int(z, "hello's dictionary list") for z in zdicts),
         )
     if t == "ops":
-        ops = body.get("o")
+        ops = _inflate(body) if "c" in body else body.get("o")
         if not isinstance(ops, list) or not all(isinstance(o, bytes) for o in ops):
             raise MalformedMessage("ops batch is malformed")
         if len(ops) > MAX_BATCH_OPS:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshpos.core.errors import MeshposError, RemoteError
-from meshpos.core.ops import Op, decode_op, wire_of
+from meshpos.core.ops import Op, decode_ops, wire_of
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.records import IngestResult
+from meshpos.sync import compression
 from meshpos.sync.messages import (
     MAX_BATCH_OPS,
     PROTOCOL_VERSION,
@@ -164,6 +165,7 @@ class Session:
     progress: dict[str, int] = field(default_factory=dict)  # per origin: last ack, or first send
     bytes_sent: int = 0
     bytes_received: int = 0
+    zdict: int = 0  # the compression dictionary both sides hold (0: send ops uncompressed)
 
     def inflight(self) -> int:
         return sum(max(0, s - self.their_vv.get(o, 0)) for o, s in self.sent_vv.items())
@@ -365,6 +367,7 @@ class SyncNode:
             self.replica.vv(),
             self.epoch,
             reply=ask or not session.ready,
+            zdicts=compression.known(),
         )
         session.last_hello = now
         self._send(session, msg, now, out)
@@ -397,6 +400,7 @@ class SyncNode:
         was_ready = session.ready
         session.peer_epoch = msg.epoch
         session.name = node.name
+        session.zdict = compression.best(msg.zdicts)
         vv = msg.vv
         if fresh:
             session.their_vv = dict(vv)
@@ -424,7 +428,7 @@ class SyncNode:
 
     def _on_ops(self, session: Session, msg: Ops, now: int, out: list[Action]) -> None:
         try:
-            ops = [decode_op(w) for w in msg.ops]
+            ops = decode_ops(msg.ops)
             nodes = [NodeRecord(*n) for n in msg.nodes]
         except RemoteError as exc:
             self._refuse(session.peer, "malformed", str(exc), now, out)
@@ -567,7 +571,8 @@ class SyncNode:
         return out
 
     def _send(self, session: Session, msg: Message, now: int, out: list[Action]) -> None:
-        data = encode(msg)
+        zdict = compression.for_batch(session.zdict, len(msg.ops)) if isinstance(msg, Ops) else 0
+        data = encode(msg, zdict)
         session.last_sent = now
         session.bytes_sent += len(data)
         out.append(Send(session.peer, data))

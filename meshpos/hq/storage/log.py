@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from meshpos.core.batching import collector_paused
 from meshpos.core.clock import HLC
 from meshpos.core.errors import ChainError, EncodingError, WrongStore
 from meshpos.core.ops import (
@@ -21,8 +22,9 @@ from meshpos.core.ops import (
     Op,
     Payload,
     Signer,
+    decode_bodies,
     decode_body,
-    decode_op,
+    decode_ops,
     make_op,
     node_id_of,
     pack,
@@ -187,7 +189,7 @@ class OpLog:
 
         Ops at or below HQ's head are duplicates (refused if their bytes differ); ops past a gap
         are not stored and show up in `skipped`, so the relay resends from HQ's vv."""
-        ops = [decode_op(w) for w in wires]
+        ops = decode_ops(wires)
         for op in ops:
             if op.store != store:
                 raise WrongStore(f"op {op.origin}:{op.seq} belongs to store {op.store!r}")
@@ -196,7 +198,8 @@ class OpLog:
                 raise WrongStore(f"node {node.node_id} belongs to store {node.store!r}")
             if node_id_of(node.public_key) != node.node_id:
                 raise NotEnrolled(f"node {node.node_id} does not match its public key")
-        return self.db.run(lambda tx: self._ingest(tx, store, ops, nodes, now_ms))
+        with collector_paused():
+            return self.db.run(lambda tx: self._ingest(tx, store, ops, nodes, now_ms))
 
     def _ingest(
         self, tx: Tx, store: str, ops: Sequence[Op], nodes: Sequence[NodeRecord], now_ms: int
@@ -456,7 +459,7 @@ class OpLog:
                     "AND seq < ? ORDER BY seq",
                     (store, origin, lo, lo + REFOLD_BATCH),
                 )
-                ops = [decode_body(bytes(b), bytes(s)) for b, s in chunk]
+                ops = decode_bodies((bytes(b), bytes(s)) for b, s in chunk)
                 self._fold(tx, store, ops, now_ms)
         self.rejudge(tx, store, now_ms)
 
