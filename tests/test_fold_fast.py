@@ -58,7 +58,7 @@ ODD = st.one_of(
 )
 SALE_KEYS = [*SALE, "place_of_supply", "seller_state", "buyer_gstin", "seller_gstin"]
 LINE_KEYS = [*LINE, "extra"]
-TENDER_KEYS = ["method", "amount", "points", "card_sealed"]
+TENDER_KEYS = ["method", "amount", "points", "card_sealed", "card_sealed_sha256"]
 
 
 def _op(payload: dict[str, Any], kind: str = "sale") -> Any:
@@ -95,7 +95,8 @@ def sales(draw: st.DrawFn) -> dict[str, Any]:
             {**LINE, "sku": draw(st.sampled_from(["KUR-OLI-M", "B"])), "qty": 2}
         )
     if draw(st.booleans()):
-        card = {"method": "card", "amount": 1000, "card_sealed": draw(st.sampled_from(["", "s"]))}
+        key = draw(st.sampled_from(["card_sealed", "card_sealed_sha256"]))  # in the body, beside
+        card = {"method": "card", "amount": 1000, key: draw(st.sampled_from(["", "s"]))}
         payload["tenders"].append(card)
     if draw(st.booleans()):
         payload.update(

@@ -328,8 +328,7 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         for i, tender in enumerate(tenders):
             method, amount = tender["method"], tender["amount"]
             out.append((origin, seq, i, method, amount, tender.get("points") or 0))
-            sealed = tender.get("card_sealed")
-            if method == "card" and isinstance(sealed, str) and sealed:
+            if method == "card" and is_sealed(tender):
                 ch.move_rights(op, CARD_FLOAT, origin, -max(amount, 0))
     ch.touched.add((OVER_RETURN, sale_id))
     _points(ch, op, customer, earned - redeemed, redeemed)
