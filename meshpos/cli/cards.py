@@ -17,6 +17,7 @@ from meshpos.cli.common import emit, json_option, open_terminal
 from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender, parse_tender
+from meshpos.domain.upi import check_ref
 from meshpos.service import cards
 from meshpos.service.cards import CardInput
 
@@ -76,6 +77,25 @@ def machine_payment(pays: Sequence[str], approval: str | None, last4: str | None
     checked = cards.machine_tender(tenders[i].amount, approval, last4)
     tenders[i] = replace(checked, amount=tenders[i].amount)
     return tenders
+
+
+def with_upi_ref(tenders: list[Tender], upi_ref: str | None) -> list[Tender]:
+    """The --pay tenders, the UPI one carrying --upi-ref (the UTR the customer's phone shows)."""
+    upi = [i for i, t in enumerate(tenders) if t.method == "upi"]
+    if not upi:
+        if upi_ref:
+            raise InputError("--upi-ref goes with --pay upi")
+        return tenders
+    if len(upi) > 1:
+        raise InputError("one UPI payment per command: give --pay upi once")
+    if not upi_ref:
+        raise InputError(
+            "--pay upi needs --upi-ref UTR: the 12-digit reference the customer's phone or the "
+            "sound box shows once the payment went through"
+        )
+    out = list(tenders)
+    out[upi[0]] = replace(out[upi[0]], upi_ref=check_ref(upi_ref))
+    return out
 
 
 def card_input(number: str | None, expiry: str | None, from_stdin: bool) -> CardInput | None:

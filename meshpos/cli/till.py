@@ -33,6 +33,7 @@ from meshpos.service.printing import Printing, scanner_setup, take_enqueued
 from meshpos.service.staff import PermissionDenied, approved_by, at_the_till, sign_in
 from meshpos.service.terminal import OversellNotConfirmed, SaleResult, Terminal
 from meshpos.service.till import (
+    CardScanned,
     InvalidCode,
     LineAdded,
     ReturnStarted,
@@ -55,7 +56,8 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
                         and the card's last four digits
   pay card [RUPEES]     a card captured here: swipe it or type it when asked (not shown)
   pay points [N]        redeem the customer's points; pay clear drops the payments
-  refund cash|card|points   how a return is paid out
+  pay giftcard CODE [RUPEES]  a gift card or credit note (or scan its barcode)
+  refund cash|card|points|credit-note   how a return is paid out
   return SALE_ID        start a return by typing the receipt's sale id
   hold [NAME]  held  recall N   park this sale / list parked sales / bring one back
   stock SKU             what this counter has in stock
@@ -266,7 +268,11 @@ class TillConsole:
 
     def scan(self, code: str) -> ScanEvent:
         event = self.session.add_code(code)
-        if isinstance(event, LineAdded | ReturnStarted):
+        if isinstance(event, CardScanned):
+            self.out(event.message)
+            if event.tender is not None:
+                self._paid()
+        elif isinstance(event, LineAdded | ReturnStarted):
             self.out(("+ " if isinstance(event, LineAdded) else "") + event.message)
             self.show()
             if isinstance(event, LineAdded):
@@ -412,12 +418,16 @@ class TillConsole:
                 secret=True,
             )
             return
+        elif method in ("giftcard", "gift", "gc"):
+            if not 1 <= len(rest) <= 2:
+                raise InputError("usage: pay giftcard CODE [RUPEES] (or scan the card)")
+            s.pay("giftcard", rest[1] if len(rest) > 1 else None, code=rest[0])
         elif method in ("cash", "points"):
             if len(rest) > 1:
                 raise InputError(f"usage: pay {method} [{'N' if method == 'points' else 'RUPEES'}]")
             s.pay(method, rest[0] if rest else None)
         else:
-            raise InputError("pay cash|machine|card|points|clear: see help")
+            raise InputError("pay cash|machine|card|upi|giftcard|points|clear: see help")
         self._paid()
 
     def _card(self, reply: str, amount: str | None) -> None:
@@ -487,7 +497,9 @@ class TillConsole:
         kind = result.op.kind
         change = change_given(p)
         paid = ", ".join(
-            f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}" for t in p["tenders"]
+            f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}"
+            + (f" {t['code']}" if t.get("code") else "")
+            for t in p["tenders"]
         )
         self.out(
             f"{kind} {result.sale_id} recorded: total {rupees(p['total'])}, {paid or '-'}"

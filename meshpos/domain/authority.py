@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
+from meshpos.domain.giftcards import code_of, is_key, spent_by
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import (
     LIMIT_FIELDS,
@@ -53,9 +54,10 @@ APPROVAL = "approval"
 ESCROW = "escrow"
 CARD_LIMIT = "card-limit"
 RULES = {
-    HQ_ONLY: "card payment results and card float are signed by HQ only",
+    HQ_ONLY: "card payment results, card float and gift card moves between stores are signed by "
+    "HQ only",
     APPROVAL: "ops above a staff limit carry a valid approval by a user who held the role",
-    ESCROW: "a counter spends only the loyalty points or card float it holds",
+    ESCROW: "a counter spends only the loyalty points, card float or gift card balance it holds",
     CARD_LIMIT: "card money taken offline in one sale stays within the per-sale floor limit",
 }
 
@@ -129,6 +131,7 @@ def spends(op: Op) -> dict[str, int]:
         card = card_pending(op)
         if card:
             out[CARD_FLOAT] = card
+        out.update(spent_by(p.get("tenders")))
     elif op.kind == "escrow.transfer":
         customer, points = p.get("customer_id"), _int(p.get("points"))
         if isinstance(customer, str) and points > 0:
@@ -166,7 +169,7 @@ def valid_limit(value: Any) -> bool:
 def judge(op: Op, past: Past) -> Violation | None:
     """None when `op` has authority to change the views; else the rule it breaks."""
     role = past.node_role(op.origin)
-    if op.kind in HQ_ONLY_KINDS and role != "hq":
+    if (op.kind in HQ_ONLY_KINDS or _moves_card_value(op)) and role != "hq":
         return Violation(HQ_ONLY, f"{_where(op)} is signed by {op.origin}, which is not HQ")
     if role == "hq":
         return None  # HQ answers for its own staff and mints the float it hands out
@@ -188,13 +191,25 @@ def judge(op: Op, past: Past) -> Violation | None:
     for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
         if amount > held:
-            what = "card float" if customer == CARD_FLOAT else f"customer {customer}'s points"
-            have = f"₹{rupees(max(held, 0))}" if customer == CARD_FLOAT else str(max(held, 0))
-            asked = f"₹{rupees(amount)}" if customer == CARD_FLOAT else str(amount)
+            money = customer == CARD_FLOAT or is_key(customer)
+            what = (
+                "card float"
+                if customer == CARD_FLOAT
+                else f"gift card {code_of(customer)}'s balance"
+                if is_key(customer)
+                else f"customer {customer}'s points"
+            )
+            have = f"₹{rupees(max(held, 0))}" if money else str(max(held, 0))
+            asked = f"₹{rupees(amount)}" if money else str(amount)
             return Violation(
                 ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )
     return None
+
+
+def _moves_card_value(op: Op) -> bool:
+    """A loyalty adjustment of a gift card's balance: only HQ moves one between stores."""
+    return op.kind == "loyalty.adjust" and is_key(op.payload.get("customer_id"))
 
 
 def per_sale_limit(values: Iterable[Any]) -> int:

@@ -20,6 +20,8 @@ from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
 from meshpos.domain.catalog import FIELDS
+from meshpos.domain.giftcards import CREDIT_NOTE, GIFT_CARD, escrow_key, is_key
+from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.staff import ROLES
 
@@ -126,8 +128,8 @@ def _product(ch: Changes, op: Op) -> None:
 
 def _customer_id(payload: Mapping[str, Any], key: str, op: Op, optional: bool = False) -> Any:
     cid = _opt(payload, key, str, op) if optional else _get(payload, key, str, op)
-    if cid == CARD_FLOAT:
-        raise EncodingError(f"op {op.origin}:{op.seq}: customer id {CARD_FLOAT!r} is reserved")
+    if cid == CARD_FLOAT or is_key(cid):
+        raise EncodingError(f"op {op.origin}:{op.seq}: customer id {cid!r} is reserved")
     return cid
 
 
@@ -270,9 +272,68 @@ def _record(ch: Changes, op: Op) -> None:
         sealed = tender.get("card_sealed")
         if method == "card" and isinstance(sealed, str) and sealed and op.kind != "return":
             ch.move_rights(op, CARD_FLOAT, op.origin, -max(amount, 0))
+        if method == GIFTCARD_TENDER and op.kind != "return":
+            _redeem(ch, op, tender, amount)
+        if method == CREDIT_NOTE:
+            _credit_note(ch, op, tender, -amount)
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
     _points(ch, op, customer, earned - redeemed, redeemed)
+
+
+def _redeem(ch: Changes, op: Op, tender: Mapping[str, Any], amount: int) -> None:
+    """A gift card or credit note spends its balance held at the selling counter (escrow)."""
+    code = _get(tender, "code", str, op)
+    if amount <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a gift card tender is malformed")
+    ch.move_rights(op, escrow_key(code), op.origin, -amount)
+
+
+def _credit_note(ch: Changes, op: Op, tender: Mapping[str, Any], refunded: int) -> None:
+    """A refund (a return, or an exchange's difference) paid as a new credit note: its balance
+    is minted at the refunding counter, which alone may spend it until it hands rights on."""
+    code = _get(tender, "code", str, op)
+    if refunded <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a credit note tender is malformed")
+    fields = {
+        "kind": CREDIT_NOTE,
+        "amount": refunded,
+        "expires_ms": _opt(tender, "expires_ms", int, op),
+        "issued_ms": _get(op.payload, "ts_ms", int, op),
+        "sale_id": _get(op.payload, "sale_id", str, op),
+        "customer": op.payload.get("customer"),
+    }
+    _register(ch, op, "giftcard", code, fields)
+    ch.move_rights(op, escrow_key(code), op.origin, refunded)
+
+
+def _giftcard_issue(ch: Changes, op: Op) -> None:
+    """A gift card sold at a counter: its register (amount, expiry, how it was paid) and its
+    whole balance as that counter's escrow rights."""
+    p = op.payload
+    code = _get(p, "code", str, op)
+    amount = _get(p, "amount", int, op)
+    if _get(p, "kind", str, op) != GIFT_CARD or amount <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: gift card issue is malformed")
+    tenders = _get(p, "tenders", list, op)
+    for t in tenders:
+        if not isinstance(t, dict):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a gift card tender is malformed")
+        _get(t, "method", str, op)
+        _get(t, "amount", int, op)
+    fields = {
+        "kind": GIFT_CARD,
+        "amount": amount,
+        "expires_ms": _opt(p, "expires_ms", int, op),
+        "issued_ms": _get(p, "ts_ms", int, op),
+        "sale_id": None,
+        "customer": _customer_id(p, "customer", op, optional=True),
+        "tenders": tenders,
+        "terminal": _get(p, "terminal", str, op),
+        "op": f"{op.origin}:{op.seq}",
+    }
+    _register(ch, op, "giftcard", code, fields)
+    ch.move_rights(op, escrow_key(code), op.origin, amount)
 
 
 def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
@@ -302,8 +363,14 @@ def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply)
 
 
 def _loyalty(ch: Changes, op: Op) -> None:
-    customer = _customer_id(op.payload, "customer_id", op)
     _get(op.payload, "reason", str, op)
+    key = _get(op.payload, "customer_id", str, op)
+    if is_key(key):
+        # HQ moving a gift card's balance between stores (hq/storage/loyalty.py): rights only;
+        # the rulebook lets only HQ sign it.
+        ch.move_rights(op, key, op.origin, _get(op.payload, "delta", int, op))
+        return
+    customer = _customer_id(op.payload, "customer_id", op)
     _points(ch, op, customer, _get(op.payload, "delta", int, op))
 
 
@@ -470,6 +537,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.out": _stock_transfer,
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
+    "giftcard.issue": _giftcard_issue,
     "note": _inert,
     "report.z": _inert,
 }

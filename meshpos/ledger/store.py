@@ -37,6 +37,7 @@ from meshpos.domain.staff import Policy
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
+from meshpos.ledger.giftcards import GiftCardViews
 from meshpos.ledger.judging import (
     NodePast,
     bootstrap_start,
@@ -124,6 +125,7 @@ class Ledger:
         self.peer_acks = PeerAcks(self.conn, self.write)
         self.other_stores = OtherStores(self.conn, self.write)
         self.transfers = TransferViews(self.conn)
+        self.giftcards = GiftCardViews(self.conn)
         self.parked = ParkedCarts(self.conn, self.write)
 
     def close(self) -> None:

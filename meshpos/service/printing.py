@@ -183,6 +183,8 @@ def render_job(
     """The ESC/POS bytes of a queued job for printer `cfg`; PrintError if its document is
     damaged. A reprint (or a job printed again after an interruption) is marked as a copy and
     never opens the cash drawer."""
+    if kind in (JobKind.RECEIPT, JobKind.REPRINT) and doc.get("op_kind") == "giftcard.issue":
+        return _voucher_bytes(doc, cfg, header)
     if kind in (JobKind.RECEIPT, JobKind.REPRINT):
         payload = doc.get("payload")
         if not isinstance(payload, Mapping):
@@ -234,6 +236,28 @@ def render_job(
         )
         return layout.render_bytes(layout.render_report(report, header, cfg.layout), cfg.profile)
     raise PrintError(f"unknown print job kind {kind!r}")
+
+
+def _voucher_bytes(doc: Mapping[str, Any], cfg: PrinterConfig, header: StoreHeader) -> bytes:
+    """The slip of a gift card sold: its value, expiry and code as a barcode."""
+    p = doc.get("payload")
+    if not isinstance(p, Mapping) or not isinstance(p.get("code"), str):
+        raise PrintError("gift card slip has no card to print")
+    amount, expires, issued = p.get("amount"), p.get("expires_ms"), p.get("ts_ms")
+    if type(amount) is not int or type(issued) is not int:
+        raise PrintError("gift card slip is damaged: no amount or time")
+    if isinstance(doc.get("timezone"), str):
+        header = replace(header, time=StoreTime.named(doc["timezone"]))
+    commands = layout.render_voucher(
+        header,
+        title="GIFT CARD",
+        code=p["code"],
+        amount=amount,
+        expires=header.time.day(expires) if type(expires) is int else "",
+        issued=header.time.stamp(issued),
+        options=cfg.layout,
+    )
+    return layout.render_bytes(commands, cfg.profile)
 
 
 def _is_plain_file(path: str) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshpos.core.errors import LocalError
+from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.money import rupees
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.terminal import Terminal
@@ -65,10 +67,35 @@ def holders(t: Terminal, customer_id: str) -> list[Holder]:
     return out
 
 
+class CardBalanceRefused(EscrowShortfall):
+    """Spending more of a gift card or credit note than this counter holds rights to, in the
+    cashier's words; an EscrowShortfall, so a till that can ask its peers does so."""
+
+    def __init__(self, short: EscrowShortfall, holders: list[Holder]) -> None:
+        self.customer, self.needed, self.held = short.customer, short.needed, short.held
+        self.holders = holders
+        here = max(short.held, 0)
+        code = giftcards.code_of(short.customer)
+        where = "; ".join(f"{h.name} holds {rupees(h.points)} ({h.reach})" for h in holders)
+        LocalError.__init__(
+            self,
+            f"card {code}: {rupees(short.needed)} asked, but this counter may spend only "
+            f"{rupees(here)} of it now. "
+            + (f"The rest is held elsewhere: {where}. " if where else "")
+            + (
+                f"Take at most {rupees(here)} from the card, or another payment"
+                if here
+                else "Take another payment, or redeem it at the counter holding it"
+            ),
+        )
+
+
 def explain(t: Terminal, short: EscrowShortfall) -> EscrowShortfall:
     """The shortfall in the cashier's words (a card-float shortfall already is)."""
-    if short.customer == CARD_FLOAT or isinstance(short, RedeemRefused):
+    if short.customer == CARD_FLOAT or isinstance(short, RedeemRefused | CardBalanceRefused):
         return short
+    if giftcards.is_key(short.customer):
+        return CardBalanceRefused(short, holders(t, short.customer))
     try:
         name = str(t.customer(short.customer)["name"])
     except LocalError:
