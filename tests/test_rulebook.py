@@ -193,7 +193,7 @@ def test_card_money_taken_offline_needs_float_and_a_limit_ever_set_before() -> N
     past = FakePast(held={(CARD_FLOAT, T1.node_id): 5_000_000})
     found = judge(an_op("sale", sale, minutes=10), past)
     assert found is not None and found.rule == CARD_LIMIT
-    assert "₹12000.00 by card offline, over the per-sale limit of ₹10000.00" in found.message
+    assert "₹12,000.00 by card offline, over the per-sale limit of ₹10,000.00" in found.message
     past.settings["cards.floor_per_sale"] = [(at(20), 2_000_000)]  # set after the sale
     assert judge(an_op("sale", sale, minutes=10), past) is not None
     past.settings["cards.floor_per_sale"].append((at(5), 1_500_000))

@@ -185,8 +185,8 @@ def judge(op: Op, past: Past) -> Violation | None:
         if pending > limit:
             return Violation(
                 CARD_LIMIT,
-                f"{_where(op)} took ₹{rupees(pending)} by card offline, over the per-sale limit "
-                f"of ₹{rupees(limit)}",
+                f"{_where(op)} took {rupees(pending)} by card offline, over the per-sale limit "
+                f"of {rupees(limit)}",
             )
     for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
@@ -199,8 +199,8 @@ def judge(op: Op, past: Past) -> Violation | None:
                 if is_key(customer)
                 else f"customer {customer}'s points"
             )
-            have = f"₹{rupees(max(held, 0))}" if money else str(max(held, 0))
-            asked = f"₹{rupees(amount)}" if money else str(amount)
+            have = rupees(max(held, 0)) if money else str(max(held, 0))
+            asked = rupees(amount) if money else str(amount)
             return Violation(
                 ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )

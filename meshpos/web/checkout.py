@@ -64,7 +64,14 @@ class Checkout:
         self.printer.wake()
         change = f", change {rupees(s.last['change'])}" if s.last["change"] else ""
         total = rupees(abs(s.last["total"]))
-        s.notice = Notice("ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}")
+        notes = "".join(
+            f"; credit note {t['code']} for {rupees(abs(t['amount']))}"
+            for t in s.last["tenders"]
+            if t.get("method") == "credit_note"
+        )
+        s.notice = Notice(
+            "ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}{notes}"
+        )
 
     def _exchange(
         self, s: WebSession, going_out: TillSession, method: str, approval: str, last4: str
@@ -81,7 +88,13 @@ class Checkout:
         if net > 0 and method != "cash":
             tenders = [cards.machine_tender(None, approval, last4)]
         result = self.t.exchange(
-            ref, back, take, tenders=tenders, user=s.user, allow_oversell=bool(going_out.confirmed)
+            ref,
+            back,
+            take,
+            tenders=tenders,
+            user=s.user,
+            allow_oversell=bool(going_out.confirmed),
+            refund="credit_note" if net < 0 and method == "credit_note" else "cash",
         )
         s.till.void()
         return result

@@ -83,6 +83,8 @@ def _tenders(till: TillSession, rule: LoyaltyRule) -> list[dict[str, Any]]:
             "last4": tn.card_last4,
             "approval": tn.card_approval,
             "pending": bool(tn.card_sealed),
+            "code": tn.code,
+            "upi_ref": tn.upi_ref,
         }
         for tn in till.tenders
     ]

@@ -21,6 +21,9 @@ def money(paise: int | None) -> str:
 
 def method_label(method: str) -> str:
     """A tender's method as the till says it: "Card machine", "Card (captured here)"."""
-    return {"card": "Card (captured here)", "card_machine": "Card machine"}.get(
-        method, method.replace("_", " ").capitalize()
-    )
+    return {
+        "card": "Card (captured here)",
+        "card_machine": "Card machine",
+        "giftcard": "Gift card / credit note",
+        "upi": "UPI",
+    }.get(method, method.replace("_", " ").capitalize())

@@ -138,6 +138,8 @@ def pay(p: TillParts, s: WebSession, d: Form) -> None:
         last4=d.get("last4", ""),
         card_number=d.get("card_number", ""),
         card_expiry=d.get("card_expiry", ""),
+        code=d.get("code", ""),
+        upi_ref=d.get("upi_ref", ""),
     )
 
 
