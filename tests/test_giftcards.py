@@ -284,7 +284,7 @@ def test_two_counters_on_a_split_lan_cannot_spend_the_same_card_twice() -> None:
     for node in mesh.nodes:
         assert node.ledger.giftcards.balance(code) == 0
         assert node.ledger.views.conflicts() == []
-    with pytest.raises(InputError, match="has ₹0.00 left"):
+    with pytest.raises(InputError, match=r"has ₹0\.00 left"):
         spend(mesh, 0, code, 100)
 
 
