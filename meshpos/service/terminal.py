@@ -399,7 +399,8 @@ class Terminal:
         if issued is None and balance == 0 and self.rights(giftcards.escrow_key(code)) == 0:
             raise NotFound(
                 f"{giftcards.LABELS[giftcards.kind_of(code)]} {code} is not known at this store: "
-                "check the code, or redeem it once HQ moved its balance here"
+                "check the code; another store's card is spent by naming the amount, and its "
+                "balance is asked of HQ"
             )
         issued = issued or {}
         return giftcards.CardState(
@@ -417,15 +418,25 @@ class Terminal:
         out = {}
         for t in tenders:
             if t.method == giftcards.TENDER:
-                state = self.giftcard(t.code or "")
-                out[t.code or ""] = state.balance
+                code = giftcards.parse_code(t.code or "")
+                try:
+                    out[t.code or ""] = self.giftcard(code).balance
+                except NotFound:
+                    if t.amount is None:
+                        raise
+                    out[t.code or ""] = t.amount  # another store's: asked of HQ when spent
         return out
 
     def check_giftcards(self, tenders: Sequence[Mapping[str, Any]]) -> None:
         """Refuse spending an expired card, more than its balance, or more than this counter
         holds rights to (escrow: EscrowShortfall names who holds the rest)."""
         for key, amount in giftcards.spent_by(list(tenders)).items():
-            state = self.giftcard(giftcards.code_of(key))
+            try:
+                state = self.giftcard(giftcards.code_of(key))
+            except NotFound:
+                # Another store's card: its balance reaches this counter through HQ (the escrow
+                # ask goes to the peers, then to HQ through the relay), as for loyalty.
+                raise EscrowShortfall(key, amount, 0, {}) from None
             if state.expired(self.now_ms()):
                 day = self.store_time().day(state.expires_ms or 0)
                 raise InputError(f"{state.label} {state.code} expired on {day}: it cannot be spent")

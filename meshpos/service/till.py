@@ -737,7 +737,12 @@ class TillSession:
         """A gift card or credit note pays as much of what is due as it covers (or `amount`);
         refused here, before it is taken, when it is expired, short, or its balance is held by
         another counter (the explanation names who holds it)."""
-        state = self.terminal.giftcard(code)
+        try:
+            state = self.terminal.giftcard(code)
+        except NotFound:
+            if amount is None:
+                raise
+            state = giftcards.CardState(giftcards.parse_code(code), "", 0, 0, None, None)
         used = sum(t.amount or 0 for t in self._s.tenders if t.code == state.code)
         left = state.balance - used
         value = min(left, due) if amount is None else parse_rupees(amount, "gift card amount")
