@@ -19,7 +19,7 @@ from meshpos.cli.till_info import HELP as INFO_HELP
 from meshpos.cli.till_info import info_command
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
-from meshpos.devices import layout
+from meshpos.devices import layout, qr
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
@@ -29,7 +29,12 @@ from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.power import till_power_guard
-from meshpos.service.printing import Printing, scanner_setup, take_enqueued
+from meshpos.service.printing import (
+    Printing,
+    queue_upi_request,
+    scanner_setup,
+    take_enqueued,
+)
 from meshpos.service.staff import PermissionDenied, approved_by, at_the_till, sign_in
 from meshpos.service.terminal import OversellNotConfirmed, SaleResult, Terminal
 from meshpos.service.till import (
@@ -57,6 +62,8 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   pay card [RUPEES]     a card captured here: swipe it or type it when asked (not shown)
   pay points [N]        redeem the customer's points; pay clear drops the payments
   pay giftcard CODE [RUPEES]  a gift card or credit note (or scan its barcode)
+  pay upi [RUPEES]      show (and print) the UPI QR for what is due, then type the UTR
+                        the customer's phone shows; pay upi UTR [RUPEES] records it at once
   refund cash|card|points|credit-note   how a return is paid out
   return SALE_ID        start a return by typing the receipt's sale id
   hold [NAME]  held  recall N   park this sale / list parked sales / bring one back
@@ -418,6 +425,16 @@ class TillConsole:
                 secret=True,
             )
             return
+        elif method == "upi":
+            if rest and rest[0].replace(" ", "").isdigit() and len(rest[0]) == 12:
+                if len(rest) > 2:
+                    raise InputError("usage: pay upi UTR [RUPEES]")
+                s.pay("upi", rest[1] if len(rest) > 1 else None, upi_ref=rest[0])
+            else:
+                if len(rest) > 1:
+                    raise InputError("usage: pay upi [RUPEES] (the UTR is asked for next)")
+                self._upi_request(rest[0] if rest else None)
+                return
         elif method in ("giftcard", "gift", "gc"):
             if not 1 <= len(rest) <= 2:
                 raise InputError("usage: pay giftcard CODE [RUPEES] (or scan the card)")
@@ -428,6 +445,34 @@ class TillConsole:
             s.pay(method, rest[0] if rest else None)
         else:
             raise InputError("pay cash|machine|card|upi|giftcard|points|clear: see help")
+        self._paid()
+
+    def _upi_request(self, amount: str | None) -> None:
+        """Show the UPI QR here and print it, then ask for the UTR the customer's phone shows."""
+        req = self.session.upi_request(amount)
+        self.out(f"UPI: {rupees(req.amount)} to {req.vpa}, reference {req.reference}")
+        for line in qr.text_lines(req.uri):
+            self.out("  " + line)
+        if self.printing is not None:
+            t = self.printing.terminal
+            try:
+                if queue_upi_request(t, req.uri, req.vpa, req.amount, req.reference):
+                    take_enqueued(t)
+                    self._print_outcome(self.printing.drain(), "UPI slip")
+            except ConfigError as exc:
+                self.out(f"! UPI slip not printed: {exc}")
+        value = f"{req.amount // 100}.{req.amount % 100:02d}"
+        self.ask(
+            "UTR from the customer's phone or the sound box, once paid (Enter cancels)",
+            lambda reply: self._upi_paid(reply, value),
+        )
+
+    def _upi_paid(self, reply: str, value: str) -> None:
+        if not reply.strip():
+            self.out("no UPI payment taken")
+            return
+        self.session.pay("upi", value, upi_ref=reply)
+        self.out("UPI payment recorded: pending reconciliation by HQ")
         self._paid()
 
     def _card(self, reply: str, amount: str | None) -> None:

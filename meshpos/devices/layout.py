@@ -435,6 +435,28 @@ def render_voucher(
     return tuple(out)
 
 
+def render_upi_request(
+    header: StoreHeader,
+    *,
+    uri: str,
+    vpa: str,
+    amount: int,
+    reference: str,
+    options: LayoutOptions | None = None,
+) -> tuple[PrintCommand, ...]:
+    """A slip the customer scans with a UPI app: the amount, the store's UPI id and the QR."""
+    opt = options or LayoutOptions()
+    out: list[PrintCommand] = [Init(), *_centred(header.name, opt.width, bold=True)]
+    out += _centred("Pay by UPI", opt.width, bold=True, double_height=True)
+    out += _centred(f"Amount INR {format_money(amount)}", opt.width, bold=True)
+    out += _centred(f"To {vpa}", opt.width)
+    out.append(QRCode(uri, size=8))
+    out += _centred(f"Ref {reference}", opt.width)
+    out += _centred("Show the cashier the UTR once paid", opt.width)
+    out.append(Cut())
+    return tuple(out)
+
+
 def render_report(
     report: ReportPrint, header: StoreHeader | None = None, options: LayoutOptions | None = None
 ) -> tuple[PrintCommand, ...]:

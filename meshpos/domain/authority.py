@@ -54,14 +54,14 @@ APPROVAL = "approval"
 ESCROW = "escrow"
 CARD_LIMIT = "card-limit"
 RULES = {
-    HQ_ONLY: "card payment results, card float and gift card moves between stores are signed by "
-    "HQ only",
+    HQ_ONLY: "card payment and UPI results, card float and gift card moves between stores are "
+    "signed by HQ only",
     APPROVAL: "ops above a staff limit carry a valid approval by a user who held the role",
     ESCROW: "a counter spends only the loyalty points, card float or gift card balance it holds",
     CARD_LIMIT: "card money taken offline in one sale stays within the per-sale floor limit",
 }
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect", "upi.result"})
 # The escrow pseudo-customer whose rights are a node's share of the store's offline card float.
 CARD_FLOAT = "card-float"
 PER_SALE_SETTING = "cards.floor_per_sale"

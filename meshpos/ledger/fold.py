@@ -24,6 +24,8 @@ from meshpos.domain.giftcards import CREDIT_NOTE, GIFT_CARD, escrow_key, is_key
 from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.staff import ROLES
+from meshpos.domain.upi import RESULT_KIND as UPI_RESULT
+from meshpos.domain.upi import RESULT_STATUSES as UPI_STATUSES
 
 PRODUCT_FIELDS = (*FIELDS, "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
@@ -37,6 +39,7 @@ NEGATIVE_POINTS = "negative_points"
 PAYMENT_DECLINED = "payment_declined"
 TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
 UNAUTHORISED = "unauthorised"  # an op without authority (meshpos/domain/authority.py)
+UPI_UNSETTLED = "upi_unsettled"  # a UPI payment HQ found missing or short in the bank's file
 PAYMENT_STATUSES = ("approved", "declined")
 CONFLICT_KINDS = (
     OVERSELL,
@@ -46,6 +49,7 @@ CONFLICT_KINDS = (
     PAYMENT_DECLINED,
     TRANSFER_SHORT,
     UNAUTHORISED,
+    UPI_UNSETTLED,
 )
 # CARD_FLOAT (from the rulebook) is the escrow pseudo-customer whose rights are a node's share of
 # the store's offline card float (meshpos/service/cards.py). No person may hold it.
@@ -427,6 +431,29 @@ def _payment_result(ch: Changes, op: Op) -> None:
         ch.move_rights(op, CARD_FLOAT, sale_origin, amount)
 
 
+def _upi_result(ch: Changes, op: Op) -> None:
+    """HQ's reconciliation of one UPI tender against the bank's settlement file: a register per
+    `<sale_id>#<tender>`; a payment missing from the file or settled for another amount opens a
+    `upi_unsettled:<sale_id>` conflict (meshpos/domain/upi.py)."""
+    p = op.payload
+    sale_id = _get(p, "sale_id", str, op)
+    tender = _get(p, "tender", int, op)
+    status = _get(p, "status", str, op)
+    amount = _get(p, "amount", int, op)
+    if status not in UPI_STATUSES or tender < 0 or amount < 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: UPI result is malformed")
+    fields = {
+        "status": status,
+        "amount": amount,
+        "settled": _opt(p, "settled", int, op),
+        "utr": _get(p, "utr", str, op),
+        "sale_op": _get(p, "sale_op", str, op),
+        "message": _get(p, "message", str, op),
+    }
+    _register(ch, op, "upi", f"{sale_id}#{tender}", fields)
+    ch.touched.add((UPI_UNSETTLED, sale_id))
+
+
 def _card_float(ch: Changes, op: Op) -> None:
     """HQ mints (or, negative, takes back) part of a store's offline card float at node `to`:
     escrow rights of the `card-float` pseudo-customer, moved between counters by
@@ -538,6 +565,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
     "giftcard.issue": _giftcard_issue,
+    UPI_RESULT: _upi_result,
     "note": _inert,
     "report.z": _inert,
 }

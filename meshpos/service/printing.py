@@ -185,6 +185,15 @@ def render_job(
     never opens the cash drawer."""
     if kind in (JobKind.RECEIPT, JobKind.REPRINT) and doc.get("op_kind") == "giftcard.issue":
         return _voucher_bytes(doc, cfg, header)
+    if kind in (JobKind.RECEIPT, JobKind.REPRINT) and doc.get("op_kind") == UPI_REQUEST:
+        fields = [doc.get(k) for k in ("uri", "vpa", "amount", "reference")]
+        if not (all(isinstance(f, str) for f in fields[:2]) and type(fields[2]) is int):
+            raise PrintError("UPI request slip is damaged")
+        slip = layout.render_upi_request(
+            header, uri=str(fields[0]), vpa=str(fields[1]), amount=int(str(fields[2])),
+            reference=str(fields[3] or ""), options=cfg.layout,
+        )  # fmt: skip
+        return layout.render_bytes(slip, cfg.profile)
     if kind in (JobKind.RECEIPT, JobKind.REPRINT):
         payload = doc.get("payload")
         if not isinstance(payload, Mapping):
@@ -325,6 +334,21 @@ def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
     recent = _enqueued.setdefault(terminal, [])
     recent.append(job)
     del recent[:-1000]
+
+
+UPI_REQUEST = "upi.request"
+
+
+def queue_upi_request(terminal: Terminal, uri: str, vpa: str, amount: int, reference: str) -> bool:
+    """Queue the slip with a UPI request's QR code (the text till has no screen to show it);
+    False when this till prints no receipts."""
+    if not printing_enabled(terminal.cfg):
+        return False
+    doc = {"op_kind": UPI_REQUEST, "uri": uri, "vpa": vpa, "amount": amount,
+           "reference": reference}  # fmt: skip
+    job = terminal.ledger.print_queue.enqueue(JobKind.RECEIPT, doc, now_ms=terminal.now_ms())
+    _enqueued.setdefault(terminal, []).append(job)
+    return True
 
 
 def take_enqueued(terminal: Terminal) -> list[int]:

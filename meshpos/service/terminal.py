@@ -461,6 +461,11 @@ class Terminal:
             "expires_ms": giftcards.expiry(self.now_ms(), days),
         }
 
+    def sale_id_of(self, number: int) -> str:
+        """The id of this terminal's sale, return or exchange with receipt number `number`
+        (`ledger.views.next_number` gives the next one)."""
+        return f"{self.cfg.store}-{self.cfg.name}-{number:06d}"
+
     def _record(
         self,
         kind: str,
@@ -476,7 +481,7 @@ class Terminal:
         with self.transaction():
             number = self.ledger.views.next_number(self.node_id)
             payload: dict[str, Any] = {
-                "sale_id": f"{self.cfg.store}-{self.cfg.name}-{number:06d}",
+                "sale_id": self.sale_id_of(number),
                 "receipt": f"{self.cfg.name}-{number:06d}",
                 "number": number,
                 "terminal": self.cfg.name,

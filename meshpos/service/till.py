@@ -34,7 +34,7 @@ from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_
 from meshpos.domain.staff import Credential, Need, source_required
 from meshpos.domain.upi import check_ref
 from meshpos.ledger.parked import ParkedCart
-from meshpos.service import cards, rights
+from meshpos.service import cards, rights, upi
 from meshpos.service.cards import MACHINE, TWO_KINDS, CardInput
 from meshpos.service.staff import approved_by, approver_for, store_policy
 from meshpos.service.terminal import (
@@ -686,6 +686,20 @@ class TillSession:
             tender = Tender("cash", value)
         s.tenders.append(tender)
         return tender
+
+    def upi_request(self, amount: str | None = None) -> upi.UpiRequest:
+        """The UPI request for `amount` (default: what is still due), to show as a QR code or
+        print; the payment is taken with `pay("upi", ..., upi_ref=UTR)` once the customer's
+        phone shows it went through."""
+        due = self.totals().due
+        if self._s.mode != "sale" or not self._s.lines or due <= 0:
+            raise InputError("nothing is due: scan an item first")
+        value = due if amount is None else parse_rupees(amount, "UPI amount")
+        if not 0 < value <= due:
+            raise InputError(
+                f"UPI amount {rupees(value)} must be above zero and at most the {rupees(due)} due"
+            )
+        return upi.request(self.terminal, value)
 
     def card_allowed(self, amount: str | None = None) -> int:
         """Whether a card can be taken here offline for `amount` (default: what is due), asked

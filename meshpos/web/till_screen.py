@@ -8,6 +8,7 @@ from typing import Any
 
 from meshpos.core.errors import ConfigError, NotFound
 from meshpos.domain.pricing import LoyaltyRule
+from meshpos.domain.upi import VPA_SETTING
 from meshpos.ledger.print_queue import JobState
 from meshpos.service import printer_words
 from meshpos.service.daemon_link import daemon_status
@@ -181,6 +182,7 @@ class TillScreen:
             "held_count": len(till.parked()),
             "panel": s.panel,
             "printer": self.printer_trouble(),
+            "upi_vpa": self.t.cfg.section("store").get(VPA_SETTING) or "",
         }
 
     def last(self, s: WebSession) -> dict[str, Any] | None:

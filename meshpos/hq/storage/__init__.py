@@ -27,6 +27,7 @@ from meshpos.hq.storage.postgres import PostgresDatabase
 from meshpos.hq.storage.schema import create_schema
 from meshpos.hq.storage.sqlite import SQLiteDatabase
 from meshpos.hq.storage.transfers import ChainTransfers
+from meshpos.hq.storage.upi import UpiLedger
 from meshpos.hq.storage.views import ChainViews
 
 
@@ -44,6 +45,7 @@ class HQStorage:
         self.settlement = Settlement(db, self.log, self.blocklist)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
         self.transfers = ChainTransfers(db)
+        self.upi = UpiLedger(db, self.log)
         # The reads `meshpos hq`, the demos and tests outside hq/ make, by the names they use.
         self.vv = self.log.vv
         self.summary = self.views.summary

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from meshpos.core.errors import InputError
+from meshpos.core.errors import InputError, MeshposError
+from meshpos.devices import qr
 from meshpos.web.backend import TillParts
 from meshpos.web.common import (
     Action,
@@ -178,6 +179,22 @@ async def till_json(site: Site, request: Request) -> Response:
     return need_signin(request) if data is None else JSONResponse(data)
 
 
+async def upi_qr(site: Site, request: Request) -> Response:
+    """The UPI request for what this session's sale still owes, as a QR code."""
+
+    def work() -> str | None:
+        s = site.parts.sessions.get(session_token(request))
+        return None if s is None else qr.svg(s.till.upi_request().uri)
+
+    try:
+        svg = await site.backend.worker.call(work)
+    except MeshposError as exc:
+        return Response(str(exc), status_code=409, media_type="text/plain")
+    if svg is None:
+        return need_signin(request)
+    return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
+
+
 def routes(site: Site) -> list[BaseRoute]:
     def post(path: str, fn: Action, approval: bool = False, waits: bool = False) -> Route:
         handler = site.action(fn, TILL, approval=path if approval else None, waits_for_rights=waits)
@@ -215,4 +232,5 @@ def routes(site: Site) -> list[BaseRoute]:
         Route("/part/last", site.page("till", "_last.html", last_view)),
         Route("/part/printer", site.page("till", "_printer.html", printer_view)),
         Route("/api/till", partial(till_json, site)),
+        Route("/till/upi.svg", partial(upi_qr, site)),
     ]
