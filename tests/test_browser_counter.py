@@ -132,3 +132,24 @@ def test_a_gift_card_pays_part_of_a_sale_and_a_return_goes_to_a_credit_note(
         assert t.giftcard(note).balance > 0 and t.giftcard(code).balance == 60_000
     finally:
         t.close()
+
+
+def test_upi_shows_the_qr_for_what_is_due_and_takes_the_utr(till: dict[str, Any]) -> None:
+    page = till["page"]
+    scan(page, "TSH-NAV-M")
+    page.wait_for_selector('tr.line[data-sku="TSH-NAV-M"]')
+    page.click("#upi-pay summary")
+    qr = page.locator("#upi-qr")
+    page.wait_for_function(
+        "document.querySelector('#upi-qr').complete && "
+        "document.querySelector('#upi-qr').naturalWidth > 0"
+    )
+    assert qr.is_visible()
+    assert "kalafashions@okaxis" in page.inner_text("#upi-form")
+    page.fill("#upi-form input[name=upi_ref]", "412345678901")
+    page.screenshot(path=str(till["shots"] / "till-upi-1366x768.png"))
+    page.click("#upi-form button")
+    assert "UTR 412345678901" in notice(page, "UPI payment")
+    assert "pending reconciliation" in page.inner_text('.tender[data-method="upi"]')
+    page.click("text=Complete sale")
+    notice(page, "recorded")
