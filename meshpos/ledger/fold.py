@@ -282,7 +282,24 @@ def _record(ch: Changes, op: Op) -> None:
             _credit_note(ch, op, tender, -amount)
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
+    if "paper" in p:
+        _paper(ch, op, sale_id)
     _points(ch, op, customer, earned - redeemed, redeemed)
+
+
+def _paper(ch: Changes, op: Op, sale_id: str) -> None:
+    """A sale written on a paper slip (meshpos/domain/paper.py): a register per slip number,
+    which the till checks so one slip is not entered twice."""
+    paper = _get(op.payload, "paper", dict, op)
+    if op.kind != "sale" or _get(op.payload, "number", int, op) != 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a paper entry is a sale with no number")
+    fields = {
+        "sale_id": sale_id,
+        "number": _get(paper, "number", int, op),
+        "written_ms": _get(paper, "written_ms", int, op),
+        "entered": f"{op.origin}:{op.seq}",
+    }
+    _register(ch, op, "paper", _get(paper, "slip", str, op), fields)
 
 
 def _redeem(ch: Changes, op: Op, tender: Mapping[str, Any], amount: int) -> None:

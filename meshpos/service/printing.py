@@ -320,8 +320,9 @@ def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[
 
 
 def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
-    """The record hook: queue the slip of a sale, return or exchange in its transaction."""
-    if not printing_enabled(terminal.cfg):
+    """The record hook: queue the slip of a sale, return or exchange in its transaction (not
+    of a paper entry: its customer left with the paper slip)."""
+    if not printing_enabled(terminal.cfg) or "paper" in payload:
         return
     job = terminal.ledger.print_queue.enqueue(
         JobKind.RECEIPT,

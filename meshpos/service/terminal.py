@@ -479,10 +479,13 @@ class Terminal:
         store's state)."""
         place = place or self.supply()
         with self.transaction():
-            number = self.ledger.views.next_number(self.node_id)
+            paper = extra.get("paper")
+            # a paper entry takes no receipt number: the terminal's stay gapless
+            number = 0 if paper else self.ledger.views.next_number(self.node_id)
+            sale_id = str(paper["id"]) if paper else self.sale_id_of(number)
             payload: dict[str, Any] = {
-                "sale_id": self.sale_id_of(number),
-                "receipt": f"{self.cfg.name}-{number:06d}",
+                "sale_id": sale_id,
+                "receipt": sale_id.removeprefix(f"{self.cfg.store}-"),
                 "number": number,
                 "terminal": self.cfg.name,
                 "customer": customer,
@@ -494,7 +497,7 @@ class Terminal:
                 "tenders": priced.tenders,
                 "points_earned": priced.points_earned,
                 "points_redeemed": priced.points_redeemed,
-                "ts_ms": self.now_ms(),
+                "ts_ms": int(paper["written_ms"]) if paper else self.now_ms(),
                 **place.fields(),
                 **extra,
             }
@@ -518,6 +521,7 @@ class Terminal:
         buyer_gstin: str | None = None,
         buyer_state: str | None = None,
         allow_oversell: bool = False,
+        paper: Mapping[str, Any] | None = None,
     ) -> SaleResult:
         """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
         sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
@@ -525,7 +529,9 @@ class Terminal:
         `buyer_gstin`: a registered buyer's GSTIN, printed on the invoice (a B2B sale); with
         `buyer_state` (the state the goods go to) it decides IGST or CGST + SGST.
         `allow_oversell`: the cashier confirmed selling beyond the stock this counter sees (the
-        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor)."""
+        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor).
+        `paper`: a sale written on a paper slip, entered now (meshpos/service/paper.py): its own
+        id and number, and the time written on the slip."""
         if card is not None and not tenders:
             tenders = [Tender("card")]
         place = self.supply(buyer_gstin, buyer_state)
@@ -551,6 +557,8 @@ class Terminal:
             if cid:
                 self.check_redeem(cid, settled.points_redeemed)
             extra = {"ref_sale": None, **self._oversell(settled.lines, allow_oversell)}
+            if paper is not None:
+                extra["paper"] = dict(paper)
             return self._record("sale", settled, cid, user, extra, place)
 
     # -- loyalty escrow -------------------------------------------------------------------------
