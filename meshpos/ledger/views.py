@@ -164,7 +164,7 @@ class Views:
             "SELECT s.sale_id, s.ts_ms, s.total, s.user, s.origin, s.seq, s.hlc, r.key AS slip "
             "FROM sales s JOIN registers r ON r.entity = 'paper' AND r.field = 'sale_id' "
             "AND r.value = json_quote(s.sale_id) WHERE s.number = 0 "
-            "ORDER BY s.ts_ms DESC, s.sale_id LIMIT ?",
+            "ORDER BY s.ts_ms DESC, s.sale_id DESC LIMIT ?",
             (limit,),
         )
         return rows
