@@ -153,3 +153,24 @@ def test_upi_shows_the_qr_for_what_is_due_and_takes_the_utr(till: dict[str, Any]
     assert "pending reconciliation" in page.inner_text('.tender[data-method="upi"]')
     page.click("text=Complete sale")
     notice(page, "recorded")
+
+
+def test_the_paper_screen_enters_a_slip_written_while_every_counter_was_down(
+    till: dict[str, Any],
+) -> None:
+    page = till["page"]
+    page.goto(till["url"] + "/paper")
+    page.fill("#paper-form input[name=slip]", "17")
+    when = page.evaluate(
+        "(() => { const d = new Date(Date.now() - 3 * 3600e3);"
+        " d.setMinutes(d.getMinutes() - d.getTimezoneOffset());"
+        " return d.toISOString().slice(0, 16); })()"
+    )
+    page.fill("#paper-form input[name=written]", when)
+    page.fill("#paper-form textarea[name=items]", "TSH-NAV-Mx2 JNS-BLA-L")
+    page.fill("#paper-form input[name=total]", "4497")
+    page.click("#paper-form button")
+    said = notice(page, "entered as")
+    assert "paper slip 17 entered as BLR1-T1-P00001: ₹4,497.00" in said
+    assert page.locator('tr[data-sale="BLR1-T1-P00001"]').is_visible()
+    page.screenshot(path=str(till["shots"] / "paper-1366x768.png"), full_page=True)
