@@ -28,6 +28,7 @@ from meshpos.service import counter_state, printer_words
 from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.history import customer_history, summary_lines
 from meshpos.service.power import till_power_guard
 from meshpos.service.printing import (
     Printing,
@@ -54,6 +55,7 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   q N [LINE]            quantity of the last line (or of LINE)
   rm [LINE]             remove the last line (or LINE)
   c PHONE|ID  /  c -    attach a customer (loyalty) / detach
+  history [PHONE|ID]    the customer's purchases, returns, sizes, points, credit notes
   disc 10%|50 [LINE]    discount on the sale (or on LINE); disc - [LINE] removes it
   pay cash [RUPEES]     cash (more than due gives change)
   pay machine CODE LAST4 [RUPEES]
@@ -337,6 +339,12 @@ class TillConsole:
                 else "customer removed"
             )
             self.show()
+        elif cmd in ("history", "hist") and len(args) <= 1:
+            code = args[0] if args else (s.customer or {}).get("customer_id")
+            if not code:
+                raise InputError("history of whom? attach a customer (c PHONE) or: history PHONE")
+            for line in summary_lines(self.terminal, customer_history(self.terminal, code, 5)):
+                self.out(line)
         elif cmd in ("disc", "discount") and 1 <= len(args) <= 2:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
             s.discount(None if args[0] == "-" else args[0], line)

@@ -12,6 +12,7 @@ from meshpos.domain.upi import VPA_SETTING
 from meshpos.ledger.print_queue import JobState
 from meshpos.service import printer_words
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.history import customer_history
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillLine, TillSession, TillTotals
 from meshpos.web.printer import TillPrinter
@@ -118,6 +119,7 @@ class TillScreen:
             **fresh,
             "rights_here": self.t.rights(cid),
             "elsewhere": self.t.rights_elsewhere(cid),
+            "history": customer_history(self.t, cid, 5),
         }
 
     def tiles(self) -> dict[str, list[Any]]:

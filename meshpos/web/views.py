@@ -15,6 +15,16 @@ def clock(ms: int, zone: StoreTime | None = None) -> str:
     return (zone or StoreTime()).clock(ms, seconds=True) if ms else "never"
 
 
+def stamp(ms: int, zone: StoreTime | None = None) -> str:
+    """Store date and time of a ms timestamp, as receipts print it: 03-10-2025 11:34."""
+    return (zone or StoreTime()).stamp(ms) if ms else "never"
+
+
+def day(ms: int, zone: StoreTime | None = None) -> str:
+    """The store day of a ms timestamp: 2025-10-03."""
+    return (zone or StoreTime()).day(ms)
+
+
 def money(paise: int | None) -> str:
     return rupees(int(paise or 0))
 
