@@ -340,10 +340,10 @@ class TillConsole:
             )
             self.show()
         elif cmd in ("history", "hist") and len(args) <= 1:
-            code = args[0] if args else (s.customer or {}).get("customer_id")
-            if not code:
+            who = str(args[0] if args else (s.customer or {}).get("customer_id") or "")
+            if not who:
                 raise InputError("history of whom? attach a customer (c PHONE) or: history PHONE")
-            for line in summary_lines(self.terminal, customer_history(self.terminal, code, 5)):
+            for line in summary_lines(self.terminal, customer_history(self.terminal, who, 5)):
                 self.out(line)
         elif cmd in ("disc", "discount") and 1 <= len(args) <= 2:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
