@@ -343,8 +343,8 @@ class TillConsole:
             who = str(args[0] if args else (s.customer or {}).get("customer_id") or "")
             if not who:
                 raise InputError("history of whom? attach a customer (c PHONE) or: history PHONE")
-            for line in summary_lines(self.terminal, customer_history(self.terminal, who, 5)):
-                self.out(line)
+            for said in summary_lines(self.terminal, customer_history(self.terminal, who, 5)):
+                self.out(said)
         elif cmd in ("disc", "discount") and 1 <= len(args) <= 2:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
             s.discount(None if args[0] == "-" else args[0], line)
