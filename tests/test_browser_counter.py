@@ -174,3 +174,24 @@ def test_the_paper_screen_enters_a_slip_written_while_every_counter_was_down(
     assert "paper slip 17 entered as BLR1-T1-P00001: ₹4,497.00" in said
     assert page.locator('tr[data-sale="BLR1-T1-P00001"]').is_visible()
     page.screenshot(path=str(till["shots"] / "paper-1366x768.png"), full_page=True)
+
+
+def test_the_customer_panel_shows_their_history(till: dict[str, Any]) -> None:
+    t = Terminal.open(till["dir"])
+    try:
+        cid = t.add_customer({"name": "Meera Iyer", "phone": "9845012345"})
+        sale = t.sell([("TSH-NAV-M", 2), ("JNS-BLA-L", 1)], customer=cid)
+        t.sell([("TSH-NAV-L", 1)], customer=cid)
+        t.return_items(sale.sale_id, [("TSH-NAV-M", 1)], refund="credit_note")
+    finally:
+        t.close()
+    page = till["page"]
+    page.goto(till["url"] + "/till")
+    page.fill("#find-customer input[name=q]", "9845012345")
+    page.click("#find-customer button")
+    page.click("text=Meera Iyer")
+    page.wait_for_selector("#customer-history")
+    page.click("#customer-history summary")
+    assert "2 purchase(s), 1 return(s)" in page.inner_text("#customer-history")
+    assert page.locator("#customer-history .card-left").count() == 1
+    page.screenshot(path=str(till["shots"] / "till-customer-history-1366x768.png"))
