@@ -4,7 +4,6 @@ confirms it with at every front door, and HQ's reconciliation against the bank's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -12,6 +11,7 @@ import pytest
 from conftest import Node, run_cli
 from hq_helpers import HQServer, make_store
 from test_front_doors import CASH, Outcome, Store, TextDoor, WebDoor, recording, store
+from test_giftcards_hq import hq
 
 from meshpos.core.errors import ConfigError, InputError
 from meshpos.devices import layout
@@ -25,7 +25,7 @@ from meshpos.service.conflict_words import describe
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillSession
 
-__all__ = ["store"]  # the front doors' store fixture
+__all__ = ["hq", "store"]  # fixtures shared with the front doors' and gift cards' tests
 
 UTR = "412345678901"
 VPA = "kalafashions@okaxis"
@@ -146,15 +146,6 @@ def test_settlement_files_are_read_by_the_banks_column_names() -> None:
         upi.parse_settlement("utr,amount\n12,5.00\n")
     with pytest.raises(InputError, match="needs an amount column"):
         upi.parse_settlement("utr,when\n")
-
-
-@pytest.fixture
-def hq(tmp_path: Path) -> Iterator[HQServer]:
-    server = HQServer(tmp_path / "hq")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_hq_matches_the_file_and_a_missing_and_a_wrong_amount_payment_open_conflicts(

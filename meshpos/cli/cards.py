@@ -24,6 +24,44 @@ from meshpos.service.cards import CardInput
 F = TypeVar("F", bound=Callable[..., object])
 
 
+MACHINE_OPTIONS = [
+    click.option(
+        "--card-approval",
+        metavar="CODE",
+        help="--pay card-machine: the approval (auth) code on the card machine's slip.",
+    ),
+    click.option(
+        "--card-last4",
+        metavar="NNNN",
+        help="--pay card-machine: the card's last four digits on the slip.",
+    ),
+]
+
+
+def final_payment_options(pay_help: str) -> Callable[[F], F]:
+    """--pay and the card machine's and UPI's details, for money that is final at the counter
+    (selling a gift card, entering a paper sale): no card is captured here."""
+
+    def wrap(fn: F) -> F:
+        for option in reversed(
+            [
+                click.option("--pay", "pays", multiple=True, help=pay_help),
+                *MACHINE_OPTIONS,
+                click.option("--upi-ref", metavar="UTR", help="--pay upi: the UPI payment's UTR."),
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+def final_payment(pays: Sequence[str], approval: str | None, last4: str | None,
+                  upi_ref: str | None) -> list[Tender]:  # fmt: skip
+    """The tenders `final_payment_options` gave."""
+    return with_upi_ref(machine_payment(pays, approval, last4), upi_ref)
+
+
 def card_options(fn: F) -> F:
     """The card options of a command that takes payment: a card captured here, or the approval
     code and last four digits of a payment on the store's card machine."""
@@ -42,16 +80,7 @@ def card_options(fn: F) -> F:
                 is_flag=True,
                 help="Read the card from stdin: NUMBER MM/YY, or a swiped track.",
             ),
-            click.option(
-                "--card-approval",
-                metavar="CODE",
-                help="--pay card-machine: the approval (auth) code on the card machine's slip.",
-            ),
-            click.option(
-                "--card-last4",
-                metavar="NNNN",
-                help="--pay card-machine: the card's last four digits on the slip.",
-            ),
+            *MACHINE_OPTIONS,
         ]
     ):
         fn = option(fn)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from meshpos.cli.cards import machine_payment, with_upi_ref
+from meshpos.cli.cards import final_payment, final_payment_options
 from meshpos.cli.common import acting_user, emit, json_option, op_ref, open_terminal
 from meshpos.cli.printing import selling_terminal
 from meshpos.domain.money import rupees
@@ -23,15 +23,9 @@ def giftcard() -> None:
 
 @giftcard.command("issue")
 @click.option("--amount", required=True, help="Value of the card in rupees (at most ₹10,000).")
-@click.option(
-    "--pay",
-    "pays",
-    multiple=True,
-    help="How the card is paid: cash|card-machine|upi[:AMOUNT] (default cash); repeat to split.",
+@final_payment_options(
+    "How the card is paid: cash|card-machine|upi[:AMOUNT] (default cash); repeat to split."
 )
-@click.option("--card-approval", help="The card machine slip's approval code (--pay card-machine).")
-@click.option("--card-last4", help="The card's last four digits from the card machine's slip.")
-@click.option("--upi-ref", help="The UPI payment's reference (UTR), with --pay upi.")
 @click.option("--customer", help="Customer id or phone the card is sold to (optional).")
 @json_option
 @click.pass_context
@@ -47,7 +41,7 @@ def giftcard_issue(
 ) -> None:
     """Sell a new gift card; prints its code (its slip, with the code as a barcode, goes to
     the receipt printer)."""
-    tenders = with_upi_ref(machine_payment(pays, card_approval, card_last4), upi_ref)
+    tenders = final_payment(pays, card_approval, card_last4, upi_ref)
     t = selling_terminal(ctx.find_root())  # open until the root prints the card's slip
     op = giftcards.issue(t, amount, tenders=tenders, customer=customer, user=acting_user(ctx))
     card = giftcards.show(t, str(op.payload["code"]))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from meshpos.cli.cards import machine_payment, with_upi_ref
+from meshpos.cli.cards import final_payment, final_payment_options
 from meshpos.cli.common import acting_user, emit, json_option, op_ref, open_terminal
 from meshpos.cli.printing import selling_terminal
 from meshpos.domain.money import rupees
@@ -29,15 +29,9 @@ def paper_group() -> None:
     metavar="TIME",
     help="The time written on the slip, store time: HH:MM (today) or 'YYYY-MM-DD HH:MM'.",
 )
-@click.option(
-    "--pay",
-    "pays",
-    multiple=True,
-    help="How it was paid: cash|card-machine|upi[:AMOUNT], as for `sell` (default cash).",
+@final_payment_options(
+    "How it was paid: cash|card-machine|upi[:AMOUNT], as for `sell` (default cash)."
 )
-@click.option("--card-approval", help="The card machine slip's approval code.")
-@click.option("--card-last4", help="The card's last four digits from the card machine's slip.")
-@click.option("--upi-ref", metavar="UTR", help="With --pay upi: the UTR noted on the slip.")
 @click.option("--customer", help="Customer id or phone, when the slip names one.")
 @click.option("--discount", help="A discount written on the slip: 10% or 50 (rupees).")
 @click.option(
@@ -62,7 +56,7 @@ def paper_add(
     """Enter a sale written on paper slip --slip at --at: ITEMS as for `sell` (SKU[xQTY]). It
     gets its own number (the till's receipt numbers stay gapless), counts in reports at the time
     on the slip, and shows as a paper entry in the audit trail (`meshpos ops tail`)."""
-    tenders = with_upi_ref(machine_payment(pays, card_approval, card_last4), upi_ref)
+    tenders = final_payment(pays, card_approval, card_last4, upi_ref)
     result = paper.add(
         selling_terminal(ctx),
         [parse_item(i) for i in items],

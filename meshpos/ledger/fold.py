@@ -419,56 +419,51 @@ def _resolve(ch: Changes, op: Op) -> None:
     ch.touched.add((kind, subject))
 
 
-def _payment_result(ch: Changes, op: Op) -> None:
-    """HQ's answer for an offline card tender (see meshpos/domain/cards.py): a register per
-    `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
+def _tender_result(
+    ch: Changes,
+    op: Op,
+    entity: str,
+    statuses: tuple[str, ...],
+    conflict: str,
+    texts: tuple[str, ...],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """HQ's verdict on one tender of a sale: a register `<entity>` per `<sale_id>#<tender>`
+    (its status, amount, the text fields `texts` and `extra`), re-checking the sale's
+    `conflict`. The fields, as registered."""
     p = op.payload
     sale_id = _get(p, "sale_id", str, op)
     tender = _get(p, "tender", int, op)
     status = _get(p, "status", str, op)
     amount = _get(p, "amount", int, op)
-    if status not in PAYMENT_STATUSES or tender < 0 or amount < 0:
-        raise EncodingError(f"op {op.origin}:{op.seq}: payment result is malformed")
-    fields = {
-        "status": status,
-        "amount": amount,
-        "sale_op": _get(p, "sale_op", str, op),
-        "code": _get(p, "code", str, op),
-        "message": _get(p, "message", str, op),
-        "auth_code": _get(p, "auth_code", str, op),
-        "card_last4": _get(p, "card_last4", str, op),
-        "card_brand": _get(p, "card_brand", str, op),
-    }
-    _register(ch, op, "payment", f"{sale_id}#{tender}", fields)
-    ch.touched.add((PAYMENT_DECLINED, sale_id))
+    if status not in statuses or tender < 0 or amount < 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: {entity} result is malformed")
+    fields = {"status": status, "amount": amount, **(extra or {})}
+    fields.update({name: _get(p, name, str, op) for name in texts})
+    _register(ch, op, entity, f"{sale_id}#{tender}", fields)
+    ch.touched.add((conflict, sale_id))
+    return fields
+
+
+def _payment_result(ch: Changes, op: Op) -> None:
+    """HQ's answer for an offline card tender (see meshpos/domain/cards.py): a register per
+    `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
+    texts = ("sale_op", "code", "message", "auth_code", "card_last4", "card_brand")
+    fields = _tender_result(ch, op, "payment", PAYMENT_STATUSES, PAYMENT_DECLINED, texts)
     # HQ's answer ends the money's unauthorised state, approved or declined (a decline is then
     # the manager's conflict): the float the sale took goes back to the counter that took it.
     sale_origin = fields["sale_op"].rpartition(":")[0]
     if sale_origin:
-        ch.move_rights(op, CARD_FLOAT, sale_origin, amount)
+        ch.move_rights(op, CARD_FLOAT, sale_origin, fields["amount"])
 
 
 def _upi_result(ch: Changes, op: Op) -> None:
     """HQ's reconciliation of one UPI tender against the bank's settlement file: a register per
     `<sale_id>#<tender>`; a payment missing from the file or settled for another amount opens a
     `upi_unsettled:<sale_id>` conflict (meshpos/domain/upi.py)."""
-    p = op.payload
-    sale_id = _get(p, "sale_id", str, op)
-    tender = _get(p, "tender", int, op)
-    status = _get(p, "status", str, op)
-    amount = _get(p, "amount", int, op)
-    if status not in UPI_STATUSES or tender < 0 or amount < 0:
-        raise EncodingError(f"op {op.origin}:{op.seq}: UPI result is malformed")
-    fields = {
-        "status": status,
-        "amount": amount,
-        "settled": _opt(p, "settled", int, op),
-        "utr": _get(p, "utr", str, op),
-        "sale_op": _get(p, "sale_op", str, op),
-        "message": _get(p, "message", str, op),
-    }
-    _register(ch, op, "upi", f"{sale_id}#{tender}", fields)
-    ch.touched.add((UPI_UNSETTLED, sale_id))
+    settled = {"settled": _opt(op.payload, "settled", int, op)}
+    texts = ("utr", "sale_op", "message")
+    _tender_result(ch, op, "upi", UPI_STATUSES, UPI_UNSETTLED, texts, settled)
 
 
 def _card_float(ch: Changes, op: Op) -> None:
