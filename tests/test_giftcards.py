@@ -375,3 +375,17 @@ def test_issuing_queues_the_gift_card_slip(node: Node, tmp_path: Path) -> None:
     code = issue(node, "250")
     assert code.encode() in out.read_bytes()
     assert b"GIFT CARD" in out.read_bytes()
+
+
+def test_the_x_report_counts_the_gift_cards_sold_and_how_they_were_paid(node: Node) -> None:
+    node.ok("giftcard", "issue", "--amount", "1000")
+    node.ok("giftcard", "issue", "--amount", "500", "--pay", "upi", "--upi-ref", "412345678901")
+    node.sell("TSH-NAV-M")
+    x = node.json("report", "x")
+    assert (x["sales"], x["net"]) == (1, 124_900)  # a gift card sold is not a sale
+    assert (x["giftcards_sold"], x["giftcards_amount"]) == (2, 150_000)
+    assert x["giftcard_tenders"] == [
+        {"method": "cash", "amount": 100_000}, {"method": "upi", "amount": 50_000}
+    ]  # fmt: skip
+    node.json("report", "z")
+    assert node.json("report", "x")["giftcards_sold"] == 0

@@ -80,3 +80,21 @@ class GiftCardViews:
             fields = self.issued(code) or {}
             out.append({"code": code, **fields, "balance": self.balance(code)})
         return sorted(out, key=lambda c: -int(c.get("issued_ms") or 0))
+
+    def sold(self, origin: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Gift cards `origin` sold after its op `after_seq` (a shift's): code, amount and how
+        each was paid (its tenders), oldest first."""
+        cards = registers_of(
+            self.conn.execute(
+                "SELECT r.key, r.field, r.value FROM registers r WHERE r.entity = 'giftcard' "
+                "AND r.key IN (SELECT key FROM registers WHERE entity = 'giftcard' "
+                "AND field = 'op' AND substr(value, 1, ?) = ?)",
+                (len(origin) + 2, f'"{origin}:'),
+            ).fetchall()
+        )
+        out = []
+        for code, fields in cards.items():
+            seq = int(str(fields.get("op", ":0")).rpartition(":")[2] or 0)
+            if seq > after_seq:
+                out.append({"code": code, "seq": seq, **fields})
+        return sorted(out, key=lambda c: c["seq"])

@@ -387,6 +387,17 @@ def report_rows(totals: Mapping[str, Any]) -> list[list[str]]:
         for t in totals["tenders"]:
             label = str(t["method"]).replace("_", " ").capitalize()
             rows.append([f"{label} ({t['count']})", money(int(t["amount"]))])
+    if totals.get("giftcards_sold"):
+        rows.append(["", ""])
+        rows.append(
+            [
+                f"Gift cards sold ({totals['giftcards_sold']})",
+                money(int(totals["giftcards_amount"])),
+            ]
+        )
+        for t in totals.get("giftcard_tenders") or []:
+            label = str(t["method"]).replace("_", " ").capitalize()
+            rows.append([f"  paid {label}", money(int(t["amount"]))])
     if totals.get("gst"):
         rows.append(["", ""])
         for g in totals["gst"]:
