@@ -85,6 +85,17 @@ def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+def shoot(page: Any, till: dict[str, Any], name: str) -> None:
+    """The page now at both till sizes, as NAME-WxH.png; the Complete button in view in both."""
+    for width, height in ((1366, 768), (800, 1280)):
+        page.set_viewport_size({"width": width, "height": height})
+        if page.locator(".finish .btn.go").count():
+            box = page.locator(".finish .btn.go").bounding_box()
+            assert box is not None and box["y"] + box["height"] <= height, (name, width)
+        page.screenshot(path=str(till["shots"] / f"{name}-{width}x{height}.png"))
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+
 def scan(page: Any, code: str) -> None:
     page.fill("#scan", code)
     page.press("#scan", "Enter")
@@ -106,7 +117,7 @@ def test_a_gift_card_pays_part_of_a_sale_and_a_return_goes_to_a_credit_note(
     page.click("#giftcard-pay summary")
     page.fill("#giftcard-form input[name=code]", code)
     page.fill("#giftcard-form input[name=amount]", "400")
-    page.screenshot(path=str(till["shots"] / "till-giftcard-1366x768.png"))
+    shoot(page, till, "till-giftcard")
     page.click("#giftcard-form button")
     assert "₹400.00 from card " + code in notice(page, "from card")
     assert code in page.inner_text('.tender[data-method="giftcard"]')
@@ -125,7 +136,7 @@ def test_a_gift_card_pays_part_of_a_sale_and_a_return_goes_to_a_credit_note(
     page.click("text=Complete return")
     said = notice(page, "credit note CN")
     assert page.locator("#last-sale .credit-note").is_visible()
-    page.screenshot(path=str(till["shots"] / "till-credit-note-1366x768.png"))
+    shoot(page, till, "till-credit-note")
     note = said.split("credit note ")[1].split()[0]
     t = Terminal.open(till["dir"])
     try:
@@ -147,7 +158,7 @@ def test_upi_shows_the_qr_for_what_is_due_and_takes_the_utr(till: dict[str, Any]
     assert qr.is_visible()
     assert "kalafashions@okaxis" in page.inner_text("#upi-form")
     page.fill("#upi-form input[name=upi_ref]", "412345678901")
-    page.screenshot(path=str(till["shots"] / "till-upi-1366x768.png"))
+    shoot(page, till, "till-upi")
     page.click("#upi-form button")
     assert "UTR 412345678901" in notice(page, "UPI payment")
     assert "pending reconciliation" in page.inner_text('.tender[data-method="upi"]')
@@ -194,4 +205,4 @@ def test_the_customer_panel_shows_their_history(till: dict[str, Any]) -> None:
     page.click("#customer-history summary")
     assert "2 purchase(s), 1 return(s)" in page.inner_text("#customer-history")
     assert page.locator("#customer-history .card-left").count() == 1
-    page.screenshot(path=str(till["shots"] / "till-customer-history-1366x768.png"))
+    shoot(page, till, "till-customer-history")

@@ -30,8 +30,9 @@ def svg(data: str) -> str:
 
 
 def text_lines(data: str) -> list[str]:
-    """The code in half-block characters, two module rows per line (dark on a light terminal
-    would invert it: light blocks are the code's dark modules, so it scans on a dark screen)."""
+    """The code in half-block characters, two module rows per line, for a terminal with light
+    text on a dark background: a dark module is left blank (the screen's dark), a light one is
+    drawn, so phones read it the right way round; the quiet zone is drawn light."""
     m = _matrix(data)
     if len(m) % 2:
         m.append([False] * len(m[0]))
