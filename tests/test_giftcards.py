@@ -368,13 +368,22 @@ def test_a_gift_card_slip_and_a_credit_note_carry_the_code_as_a_barcode() -> Non
     assert layout.Barcode("CN1234567890121") in commands
 
 
-def test_issuing_queues_the_gift_card_slip(node: Node, tmp_path: Path) -> None:
+def test_the_printer_gets_the_card_slip_and_the_credit_note_under_the_return(
+    node: Node, tmp_path: Path
+) -> None:
     out = tmp_path / "printer.bin"
     cfg = node.path / "meshpos.toml"
     cfg.write_text(cfg.read_text() + f'\n[printer]\nkind = "file"\npath = "{out}"\n')
     code = issue(node, "250")
-    assert code.encode() in out.read_bytes()
-    assert b"GIFT CARD" in out.read_bytes()
+    slip = out.read_bytes()
+    assert b"GIFT CARD" in slip and b"Value 250.00" in slip
+    assert b"\x1dk" in slip and code.encode() in slip  # GS k: a hardware barcode of the code
+    sale = node.json("sell", "CAP", "--pay", f"giftcard:{code}")
+    assert f"Gift card {code}".encode() in out.read_bytes()
+    back = node.json("return", sale["sale_id"], "CAP")
+    (note,) = back["tenders"]
+    printed = out.read_bytes()
+    assert b"CREDIT NOTE" in printed and note["code"].encode() in printed
 
 
 def test_the_x_report_counts_the_gift_cards_sold_and_how_they_were_paid(node: Node) -> None:

@@ -198,3 +198,12 @@ def test_hq_matches_the_file_and_a_missing_and_a_wrong_amount_payment_open_confl
     finally:
         st.close()
         svc.close()
+
+
+def test_the_receipt_says_the_upi_payment_awaits_reconciliation(node: Node, tmp_path: Path) -> None:
+    out = tmp_path / "printer.bin"
+    cfg = node.path / "meshpos.toml"
+    cfg.write_text(cfg.read_text() + f'\n[printer]\nkind = "file"\npath = "{out}"\n')
+    node.sell("CAP", "--pay", "upi", "--upi-ref", UTR)
+    printed = out.read_bytes()
+    assert f"UTR {UTR}".encode() in printed and b"UPI pending reconciliation" in printed
