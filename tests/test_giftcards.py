@@ -398,3 +398,22 @@ def test_the_x_report_counts_the_gift_cards_sold_and_how_they_were_paid(node: No
     ]  # fmt: skip
     node.json("report", "z")
     assert node.json("report", "x")["giftcards_sold"] == 0
+
+
+def test_the_web_till_refunds_an_exchange_difference_as_a_credit_note(store: Store) -> None:
+    web = WebTill(store)
+    try:
+        with recording(store.t1.path) as op:
+            web.post("/till/scan", code=store.big_sale)
+            web.post("/till/scan", code="JKT-L")
+            web.post("/till/exchange")
+            web.post("/till/scan", code="TSH-NAV-M")
+            assert "Refund as credit note" in web.c.get("/part/till").text
+            web.post("/till/complete", approve=True, method="credit_note")
+        out = web._outcome(op)
+    finally:
+        web.close()
+    (note,) = out.payload["tenders"]
+    assert note["method"] == "credit_note" and note["amount"] == out.payload["total"] < 0
+    assert card(store.t1, note["code"])["balance"] == -out.payload["total"]
+    assert f"credit note {note['code']}" in out.said
