@@ -26,6 +26,7 @@ from meshpos.cli import (
     drill,
     giftcards,
     hq,
+    hq_upi,
     mesh,
     oplog,
     paper,
@@ -116,6 +117,7 @@ for _command in (
     drill.drill,
 ):
     cli.add_command(_command)
+hq.hq.add_command(hq_upi.hq_upi)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

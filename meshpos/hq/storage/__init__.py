@@ -43,9 +43,9 @@ class HQStorage:
         self.views = ChainViews(db)
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)
+        self.upi = UpiLedger(db, self.log)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
         self.transfers = ChainTransfers(db)
-        self.upi = UpiLedger(db, self.log)
         # The reads `meshpos hq`, the demos and tests outside hq/ make, by the names they use.
         self.vv = self.log.vv
         self.summary = self.views.summary
