@@ -190,13 +190,16 @@ def judge(op: Op, past: Past) -> Violation | None:
             )
     for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
+        if amount > held and is_key(customer):
+            return Violation(
+                ESCROW,
+                f"{_where(op)} spends {rupees(amount)} of gift card {code_of(customer)}'s "
+                f"balance but its counter held only {rupees(max(held, 0))}",
+            )
         if amount > held:
             what = "card float" if customer == CARD_FLOAT else f"customer {customer}'s points"
             have = rupees(max(held, 0)) if customer == CARD_FLOAT else str(max(held, 0))
             asked = rupees(amount) if customer == CARD_FLOAT else str(amount)
-            if is_key(customer):
-                what = f"gift card {code_of(customer)}'s balance"
-                have, asked = rupees(max(held, 0)), rupees(amount)
             return Violation(
                 ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )
