@@ -26,7 +26,6 @@ from meshpos.cli import (
     drill,
     giftcards,
     hq,
-    hq_upi,
     mesh,
     oplog,
     paper,
@@ -42,6 +41,7 @@ from meshpos.cli import (
     till,
     training,
     transfers,
+    upi,
     web,
 )
 from meshpos.core.errors import MeshposError
@@ -117,7 +117,7 @@ for _command in (
     drill.drill,
 ):
     cli.add_command(_command)
-hq.hq.add_command(hq_upi.hq_upi)
+hq.hq.add_command(upi.hq_upi)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
