@@ -40,9 +40,12 @@ def issue(
     tenders: Sequence[Tender] = (),
     customer: str | None = None,
     user: str | None = None,
+    code: str | None = None,
 ) -> Op:
     """Sell a new gift card of `amount` (rupees as typed, or paise): one `giftcard.issue` op whose
-    counter then holds the card's whole balance. Paid in cash unless `tenders` say otherwise."""
+    counter then holds the card's whole balance. Paid in cash unless `tenders` say otherwise.
+    `code`: the card's code when the caller chose it (the simulator, from its seed); else a new
+    random one."""
     paise = amount if isinstance(amount, int) else parse_rupees(amount, "gift card amount")
     giftcards.check_amount(paise)
     for tender in tenders:
@@ -53,8 +56,11 @@ def issue(
     priced = PricedSale(lines=[], subtotal=paise, discount=0, tax=0, total=paise)
     settled = settle(priced, tenders, t.loyalty_rule(), customer=None)
     cards.check_kinds(settled.tenders)
-    digits = "".join(secrets.choice("0123456789") for _ in range(giftcards.DIGITS))
-    code = giftcards.make_code(giftcards.GIFT_CARD, digits)
+    if code is None:
+        digits = "".join(secrets.choice("0123456789") for _ in range(giftcards.DIGITS))
+        code = giftcards.make_code(giftcards.GIFT_CARD, digits)
+    elif giftcards.kind_of(giftcards.parse_code(code)) != giftcards.GIFT_CARD:
+        raise InputError(f"{code} is a credit note's code, not a gift card's")
     with t.transaction():
         cid = t.customer(customer)["customer_id"] if customer else None
         now = t.now_ms()
