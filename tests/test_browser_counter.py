@@ -112,6 +112,11 @@ def test_a_gift_card_pays_part_of_a_sale_and_a_return_goes_to_a_credit_note(
     till: dict[str, Any],
 ) -> None:
     page, code = till["page"], till["code"]
+    page.click("#giftcard-sell summary")
+    page.fill("#giftcard-sell-form input[name=amount]", "2000")
+    shoot(page, till, "till-giftcard-sell")
+    page.click("#giftcard-sell-form button")
+    assert "sold for ₹2,000.00: its slip prints" in notice(page, "sold for")
     scan(page, "JNS-BLA-L")
     page.wait_for_selector('tr.line[data-sku="JNS-BLA-L"]')
     page.click("#giftcard-pay summary")

@@ -417,3 +417,43 @@ def test_the_web_till_refunds_an_exchange_difference_as_a_credit_note(store: Sto
     assert note["method"] == "credit_note" and note["amount"] == out.payload["total"] < 0
     assert card(store.t1, note["code"])["balance"] == -out.payload["total"]
     assert f"credit note {note['code']}" in out.said
+
+
+@pytest.mark.parametrize("door", ["cli", "text", "web"])
+def test_a_gift_card_is_sold_at_every_door_and_its_balance_read_back(
+    door: str, store: Store
+) -> None:
+    node = store.t1
+    with recording(node.path) as op:
+        if door == "cli":
+            node.ok("giftcard", "issue", "--amount", "750", "--pay", "upi", "--upi-ref",
+                    "412345678901", user="ana")  # fmt: skip
+        elif door == "text":
+            text = TextTill(store)
+            try:
+                text.console.handle("giftcard sell 750 upi 412345678901")
+                assert any("sold for ₹750.00" in line for line in text.lines)
+            finally:
+                text.close()
+        else:
+            web = WebTill(store)
+            try:
+                html = web.post("/till/giftcard", amount="750", method="upi",
+                                upi_ref="412345678901")  # fmt: skip
+                assert "sold for ₹750.00" in html and 'data-level="ok"' in html
+            finally:
+                web.close()
+    assert op[0] is not None and op[0].kind == "giftcard.issue" and op[0].user == "ana"
+    p = op[0].payload
+    assert p["amount"] == 75_000
+    assert p["tenders"] == [
+        {"method": "upi", "amount": 75_000, "upi_ref": "412345678901", "pending": True}
+    ]
+    text = TextTill(store)
+    try:
+        text.console.handle(f"giftcard {p['code']}")
+        assert any(f"gift card {p['code']}: ₹750.00 left" in line for line in text.lines)
+        text.console.handle("giftcard sell 20000")
+        assert any("RBI's limit" in line for line in text.lines)
+    finally:
+        text.close()

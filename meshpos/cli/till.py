@@ -24,7 +24,7 @@ from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScann
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.ledger.live_feed import LiveFeed
-from meshpos.service import counter_state, printer_words
+from meshpos.service import cards, counter_state, giftcards, printer_words
 from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
@@ -64,6 +64,8 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   pay card [RUPEES]     a card captured here: swipe it or type it when asked (not shown)
   pay points [N]        redeem the customer's points; pay clear drops the payments
   pay giftcard CODE [RUPEES]  a gift card or credit note (or scan its barcode)
+  giftcard CODE         a card's balance;  giftcard sell RUPEES [upi UTR|machine CODE LAST4]
+                        sells one between sales (cash by default); its slip prints
   pay upi [RUPEES]      show (and print) the UPI QR for what is due, then type the UTR
                         the customer's phone shows; pay upi UTR [RUPEES] records it at once
   refund cash|card|points|credit-note   how a return is paid out
@@ -339,6 +341,8 @@ class TillConsole:
                 else "customer removed"
             )
             self.show()
+        elif cmd in ("giftcard", "gc") and args:
+            self._giftcard(args)
         elif cmd in ("history", "hist") and len(args) <= 1:
             who = str(args[0] if args else (s.customer or {}).get("customer_id") or "")
             if not who:
@@ -454,6 +458,39 @@ class TillConsole:
         else:
             raise InputError("pay cash|machine|card|upi|giftcard|points|clear: see help")
         self._paid()
+
+    def _giftcard(self, args: list[str]) -> None:
+        """`giftcard CODE`: what is left on it; `giftcard sell RUPEES [how]`: sell one."""
+        if args[0].lower() != "sell":
+            if len(args) != 1:
+                raise InputError("usage: giftcard CODE, or giftcard sell RUPEES [upi UTR]")
+            for said in giftcards.balance_lines(self.terminal, args[0]):
+                self.out(said)
+            return
+        if not self.session.empty:
+            raise InputError("finish or hold this sale before selling a gift card")
+        how = [a.lower() for a in args[2:3]]
+        if (
+            len(args) < 2
+            or (how == ["upi"] and len(args) != 4)
+            or (how == ["machine"] and len(args) != 5)
+            or (how and how[0] not in ("cash", "upi", "machine"))
+        ):
+            raise InputError("usage: giftcard sell RUPEES [cash | upi UTR | machine CODE LAST4]")
+        tenders = cards.final_tenders(
+            how[0] if how else "cash",
+            approval=args[3] if how == ["machine"] else "",
+            last4=args[4] if how == ["machine"] else "",
+            upi_ref=args[3] if how == ["upi"] else "",
+        )
+        op = giftcards.issue(self.terminal, args[1], tenders=tenders, user=self.session.user)
+        self.out(f"gift card {op.payload['code']} sold for {rupees(op.payload['amount'])}")
+        if self.printing is not None:
+            take_enqueued(self.printing.terminal)
+            try:
+                self._print_outcome(self.printing.drain(), "gift card slip")
+            except ConfigError as exc:
+                self.out(f"! gift card slip not printed: {exc}")
 
     def _upi_request(self, amount: str | None) -> None:
         """Show the UPI QR here and print it, then ask for the UTR the customer's phone shows."""

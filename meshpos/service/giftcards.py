@@ -15,7 +15,7 @@ from typing import Any
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
 from meshpos.domain import giftcards
-from meshpos.domain.money import parse_rupees
+from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import PricedSale, Tender, settle
 from meshpos.service import cards
 from meshpos.service.terminal import Terminal
@@ -104,3 +104,15 @@ def show(t: Terminal, code: str) -> dict[str, Any]:
             for move in t.ledger.giftcards.history(state.code)
         ],
     }
+
+
+def balance_lines(t: Terminal, code: str) -> list[str]:
+    """A card's balance in a line or two, for the text till."""
+    card = show(t, code)
+    until = f", valid until {card['expires']}" if card["expires"] else ""
+    gone = " (EXPIRED)" if card["expired"] else ""
+    out = [f"{card['label']} {card['code']}: {rupees(card['balance'])} left{until}{gone}"]
+    if card["held_elsewhere"]:
+        where = ", ".join(f"{n} {rupees(v)}" for n, v in card["held_elsewhere"].items())
+        out.append(f"  spendable here {rupees(card['spendable_here'])}; held by {where}")
+    return out

@@ -8,10 +8,8 @@ import re
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
-from meshpos.domain.pricing import Tender, parse_item
-from meshpos.domain.upi import check_ref
+from meshpos.domain.pricing import parse_item
 from meshpos.service import cards, paper
 from meshpos.web.backend import TillParts
 from meshpos.web.common import Context, Form, Screen, Site
@@ -31,20 +29,14 @@ def paper_view(p: TillParts, s: WebSession, request: Request) -> Context:
 PAPER = Screen("paper", "_paper.html", paper_view)
 
 
-def _tender(d: Form) -> list[Tender]:
-    method = d.get("method", "cash")
-    if method == "cash":
-        return []
-    if method == cards.MACHINE:
-        return [cards.machine_tender(None, d.get("approval", ""), d.get("last4", ""))]
-    if method == "upi":
-        return [Tender("upi", upi_ref=check_ref(d.get("upi_ref", "")))]
-    raise InputError(f"paid by {method!r}: cash, the card machine or UPI")
-
-
 def add(p: TillParts, s: WebSession, d: Form) -> None:
     items = [parse_item(i) for i in re.split(r"[\s,]+", d.get("items", "")) if i]
-    tenders = _tender(d)
+    tenders = cards.final_tenders(
+        d.get("method", "cash"),
+        approval=d.get("approval", ""),
+        last4=d.get("last4", ""),
+        upi_ref=d.get("upi_ref", ""),
+    )
     result = paper.add(
         p.terminal,
         items,

@@ -166,6 +166,10 @@ def complete(p: TillParts, s: WebSession, d: Form) -> None:
     )
 
 
+def sell_giftcard(p: TillParts, s: WebSession, d: Form) -> None:
+    p.checkout.sell_giftcard(s, d.get("amount", ""), d)
+
+
 def void(p: TillParts, s: WebSession, d: Form) -> None:
     p.cart.void(s)
 
@@ -227,6 +231,7 @@ def routes(site: Site) -> list[BaseRoute]:
             methods=["POST"],
         ),
         post("/till/void", void),
+        post("/till/giftcard", sell_giftcard),
         post("/till/dismiss", dismiss_approval),
         Route("/part/till", site.page("till", "_till.html", till_view)),
         Route("/part/last", site.page("till", "_last.html", last_view)),
