@@ -174,13 +174,14 @@ def test_customer_add_show_edit(node):
     cid = add_customer(node, email="asha@example.in")
     assert re.fullmatch(r"C[0-9a-f]{6}\d+", cid)
     shown = node.json("customer", "show", cid)
-    assert shown == {
+    assert {k: shown[k] for k in ("customer_id", "name", "phone", "email", "points")} == {
         "customer_id": cid,
         "name": "Asha",
         "phone": "9800000001",
         "email": "asha@example.in",
         "points": 0,
     }
+    assert (shown["recent"], shown["sizes"], shown["cards"]) == ([], [], [])  # test_history.py
     assert node.json("customer", "show", "9800000001")["customer_id"] == cid
     assert "updated" in node.ok("customer", "edit", cid, "--name", "Asha K").out
     node.ok("customer", "edit", "9800000001", "--email", "ak@example.in", "--phone", "9800000002")

@@ -58,7 +58,7 @@ ODD = st.one_of(
 )
 SALE_KEYS = [*SALE, "place_of_supply", "seller_state", "buyer_gstin", "seller_gstin"]
 LINE_KEYS = [*LINE, "extra"]
-TENDER_KEYS = ["method", "amount", "points", "card_sealed", "card_sealed_sha256"]
+TENDER_KEYS = ["method", "amount", "points", "card_sealed", "card_sealed_sha256", "code"]
 
 
 def _op(payload: dict[str, Any], kind: str = "sale") -> Any:
@@ -98,9 +98,15 @@ def sales(draw: st.DrawFn) -> dict[str, Any]:
         key = draw(st.sampled_from(["card_sealed", "card_sealed_sha256"]))  # in the body, beside
         card = {"method": "card", "amount": 1000, key: draw(st.sampled_from(["", "s"]))}
         payload["tenders"].append(card)
+    if draw(st.booleans()):  # a gift card or credit note moves a card's balance (escrow)
+        method = draw(st.sampled_from(["giftcard", "credit_note"]))
+        payload["tenders"].append({"method": method, "amount": 500, "code": "GC7X2KQ9"})
     if draw(st.booleans()):
+        payload.update(paper={"slip": "12", "number": 1, "written_ms": 5}, number=0)
+    if draw(st.booleans()):
+        customer = draw(st.sampled_from(["C00001", "giftcard:GC7X2KQ9"]))
         payload.update(
-            customer="C00001", points_earned=25, points_redeemed=draw(st.integers(0, 40))
+            customer=customer, points_earned=25, points_redeemed=draw(st.integers(0, 40))
         )
     lines, tenders = payload["lines"], payload["tenders"]
     for _ in range(draw(st.integers(0, 3))):

@@ -24,10 +24,12 @@ from meshpos.cli import (
     customers,
     devices,
     drill,
+    giftcards,
     hq,
     logs,
     mesh,
     oplog,
+    paper,
     power,
     printing,
     reports,
@@ -40,6 +42,7 @@ from meshpos.cli import (
     till,
     training,
     transfers,
+    upi,
     web,
 )
 from meshpos.core.errors import MeshposError
@@ -80,6 +83,8 @@ for _command in (
     stock.stock,
     customers.customer,
     customers.loyalty,
+    giftcards.giftcard,
+    paper.paper_group,
     reports.report,
     conflicts.conflicts,
     sync.sync,
@@ -114,6 +119,7 @@ for _command in (
     drill.drill,
 ):
     cli.add_command(_command)
+hq.hq.add_command(upi.hq_upi)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

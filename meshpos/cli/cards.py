@@ -17,10 +17,49 @@ from meshpos.cli.common import emit, json_option, open_terminal
 from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender, parse_tender
+from meshpos.domain.upi import check_ref
 from meshpos.service import cards
 from meshpos.service.cards import CardInput
 
 F = TypeVar("F", bound=Callable[..., object])
+
+
+MACHINE_OPTIONS = [
+    click.option(
+        "--card-approval",
+        metavar="CODE",
+        help="--pay card-machine: the approval (auth) code on the card machine's slip.",
+    ),
+    click.option(
+        "--card-last4",
+        metavar="NNNN",
+        help="--pay card-machine: the card's last four digits on the slip.",
+    ),
+]
+
+
+def final_payment_options(pay_help: str) -> Callable[[F], F]:
+    """--pay and the card machine's and UPI's details, for money that is final at the counter
+    (selling a gift card, entering a paper sale): no card is captured here."""
+
+    def wrap(fn: F) -> F:
+        for option in reversed(
+            [
+                click.option("--pay", "pays", multiple=True, help=pay_help),
+                *MACHINE_OPTIONS,
+                click.option("--upi-ref", metavar="UTR", help="--pay upi: the UPI payment's UTR."),
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+def final_payment(pays: Sequence[str], approval: str | None, last4: str | None,
+                  upi_ref: str | None) -> list[Tender]:  # fmt: skip
+    """The tenders `final_payment_options` gave."""
+    return with_upi_ref(machine_payment(pays, approval, last4), upi_ref)
 
 
 def card_options(fn: F) -> F:
@@ -41,16 +80,7 @@ def card_options(fn: F) -> F:
                 is_flag=True,
                 help="Read the card from stdin: NUMBER MM/YY, or a swiped track.",
             ),
-            click.option(
-                "--card-approval",
-                metavar="CODE",
-                help="--pay card-machine: the approval (auth) code on the card machine's slip.",
-            ),
-            click.option(
-                "--card-last4",
-                metavar="NNNN",
-                help="--pay card-machine: the card's last four digits on the slip.",
-            ),
+            *MACHINE_OPTIONS,
         ]
     ):
         fn = option(fn)
@@ -76,6 +106,25 @@ def machine_payment(pays: Sequence[str], approval: str | None, last4: str | None
     checked = cards.machine_tender(tenders[i].amount, approval, last4)
     tenders[i] = replace(checked, amount=tenders[i].amount)
     return tenders
+
+
+def with_upi_ref(tenders: list[Tender], upi_ref: str | None) -> list[Tender]:
+    """The --pay tenders, the UPI one carrying --upi-ref (the UTR the customer's phone shows)."""
+    upi = [i for i, t in enumerate(tenders) if t.method == "upi"]
+    if not upi:
+        if upi_ref:
+            raise InputError("--upi-ref goes with --pay upi")
+        return tenders
+    if len(upi) > 1:
+        raise InputError("one UPI payment per command: give --pay upi once")
+    if not upi_ref:
+        raise InputError(
+            "--pay upi needs --upi-ref UTR: the 12-digit reference the customer's phone or the "
+            "sound box shows once the payment went through"
+        )
+    out = list(tenders)
+    out[upi[0]] = replace(out[upi[0]], upi_ref=check_ref(upi_ref))
+    return out
 
 
 def card_input(number: str | None, expiry: str | None, from_stdin: bool) -> CardInput | None:

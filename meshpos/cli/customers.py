@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from meshpos.cli.common import acting_user, emit, json_option, op_ref, open_terminal
+from meshpos.service.history import customer_history, summary_lines
 
 
 @click.group()
@@ -30,11 +31,20 @@ def customer_add(
 
 @customer.command("show")
 @click.argument("customer_id")
+@click.option("-n", "count", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="How many recent purchases and returns to list.")  # fmt: skip
 @json_option
 @click.pass_context
-def customer_show(ctx: click.Context, customer_id: str, as_json: bool) -> None:
-    """Show a customer (by id or phone) with their points."""
-    emit(open_terminal(ctx).customer(customer_id), as_json, "customer")
+def customer_show(ctx: click.Context, customer_id: str, count: int, as_json: bool) -> None:
+    """Show a customer (by id or phone) with their points and history: recent purchases and
+    returns, sizes bought, gift cards and credit notes (from this till's own data, offline)."""
+    t = open_terminal(ctx)
+    found = customer_history(t, customer_id, count)
+    if as_json:
+        emit(found, True)
+        return
+    for line in summary_lines(t, found):
+        click.echo(line)
 
 
 @customer.command("edit")

@@ -11,6 +11,7 @@ from meshpos.cli.common import emit, json_option, op_ref, open_terminal
 from meshpos.core.clock import wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.domain.money import rupees
+from meshpos.domain.paper import paper_of
 from meshpos.service.card_scan import card_number_problems
 from meshpos.service.config import loose_modes
 
@@ -44,6 +45,9 @@ def ops_tail(ctx: click.Context, count: int, as_json: bool) -> None:
 
 
 def _summary(p: Any) -> str:
+    paper = paper_of(p)
+    if paper is not None:
+        return f"PAPER slip {paper.get('slip')}: {p.get('sale_id')} total {rupees(p['total'])}"
     for key in ("sale_id", "sku", "customer_id", "conflict_id", "key", "user_id"):
         if key in p:
             extra = f" total {rupees(p['total'])}" if "total" in p else ""

@@ -48,9 +48,13 @@ def _print_shift(totals: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
         click.echo(json.dumps(totals, indent=2))
         return
-    head = {k: v for k, v in totals.items() if k not in ("tenders", "gst", "days")}
+    head = {
+        k: v for k, v in totals.items() if k not in ("tenders", "gst", "days", "giftcard_tenders")
+    }
     emit(head, False, f"{title} of {totals['day']}")
     emit(totals["tenders"], False, "tenders")
+    if totals["giftcard_tenders"]:
+        emit(totals["giftcard_tenders"], False, "gift cards sold, paid by")
     emit(
         totals["gst"],
         False,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from meshpos.cli.cards import card_input, card_options, machine_payment
+from meshpos.cli.cards import card_input, card_options, machine_payment, with_upi_ref
 from meshpos.cli.common import acting_user, approve_option, emit, json_option, op_ref
 from meshpos.cli.printing import selling_terminal
 from meshpos.core.errors import InputError
@@ -77,6 +77,10 @@ def _print_sale(result: SaleResult, as_json: bool, title: str, copies: int | Non
 
 def _tender_text(t: dict[str, Any]) -> str:
     text = f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}"
+    if t.get("code"):
+        text += f" ({t['code']})"
+    if t.get("upi_ref"):
+        text += f" (UTR {t['upi_ref']}, pending reconciliation)"
     if t.get("card_approval"):
         text += f" (card ending {t.get('card_last4')}, approval {t['card_approval']})"
     elif t.get("card_last4"):
@@ -88,6 +92,13 @@ def _tender_text(t: dict[str, Any]) -> str:
 def _oversell_hint(exc: OversellNotConfirmed) -> InputError:
     return InputError(f"{exc}: add --allow-oversell")
 
+
+upi_ref_option = click.option(
+    "--upi-ref",
+    metavar="UTR",
+    help="With --pay upi: the 12-digit UTR the customer's phone or the sound box shows; the "
+    "payment is recorded as pending reconciliation by HQ.",
+)
 
 allow_oversell_option = click.option(
     "--allow-oversell",
@@ -104,10 +115,13 @@ allow_oversell_option = click.option(
     "--pay",
     "pays",
     multiple=True,
-    help="cash|card|card-machine|points[:AMOUNT]; repeat to split. Default: cash for the "
-    "total, or card when a card is given. card-machine: paid on the store's card machine "
-    "(give --card-approval and --card-last4); card: captured here (--card-stdin).",
+    help="cash|card|card-machine|upi|points[:AMOUNT] or giftcard:CODE[:AMOUNT]; repeat to "
+    "split. Default: cash for the total, or card when a card is given. card-machine: paid on "
+    "the store's card machine (give --card-approval and --card-last4); card: captured here "
+    "(--card-stdin); upi: paid from the customer's phone (give --upi-ref); giftcard: a gift "
+    "card's or credit note's balance (all of it that is due, or AMOUNT).",
 )
+@upi_ref_option
 @card_options
 @click.option(
     "--discount",
@@ -139,6 +153,7 @@ def sell(
     card_stdin: bool,
     card_approval: str | None,
     card_last4: str | None,
+    upi_ref: str | None,
     discounts: tuple[str, ...],
     buyer_gstin: str | None,
     buyer_state: str | None,
@@ -154,7 +169,7 @@ def sell(
     digits and brand stay readable, and offline floor limits apply (`meshpos cards`)."""
     sale_disc, line_disc = _discounts(discounts)
     card = card_input(card_number, card_expiry, card_stdin)
-    tenders = machine_payment(pays, card_approval, card_last4)
+    tenders = with_upi_ref(machine_payment(pays, card_approval, card_last4), upi_ref)
     if card is not None and not tenders:
         tenders = machine_payment(("card",), None, None)
     t = selling_terminal(ctx)
@@ -189,7 +204,12 @@ def sell(
 @click.argument("sale_id")
 @click.argument("items", nargs=-1, required=True)
 @click.option(
-    "--refund", default="cash", show_default=True, type=click.Choice(["cash", "card", "points"])
+    "--refund",
+    default="cash",
+    show_default=True,
+    type=click.Choice(["cash", "card", "points", "credit-note"]),
+    help="How the money goes back; credit-note: a new credit note (its code is printed as a "
+    "barcode the till scans to spend it).",
 )
 @json_option
 @approve_option
@@ -212,8 +232,17 @@ def return_cmd(
     "--pay",
     "pays",
     multiple=True,
-    help="Tender for any difference due: cash|card|card-machine[:AMOUNT], as for `sell`.",
+    help="Tender for any difference due: cash|card|card-machine|upi[:AMOUNT] or "
+    "giftcard:CODE[:AMOUNT], as for `sell`.",
 )
+@click.option(
+    "--refund",
+    default="cash",
+    show_default=True,
+    type=click.Choice(["cash", "credit-note"]),
+    help="How a difference in the customer's favour goes back.",
+)
+@upi_ref_option
 @card_options
 @allow_oversell_option
 @json_option
@@ -225,6 +254,8 @@ def exchange(
     back: tuple[str, ...],
     take: tuple[str, ...],
     pays: tuple[str, ...],
+    refund: str,
+    upi_ref: str | None,
     card_number: str | None,
     card_expiry: str | None,
     card_stdin: bool,
@@ -240,10 +271,11 @@ def exchange(
             sale_id,
             [parse_item(i) for i in back],
             [parse_item(i) for i in take],
-            tenders=machine_payment(pays, card_approval, card_last4),
+            tenders=with_upi_ref(machine_payment(pays, card_approval, card_last4), upi_ref),
             user=acting_user(ctx),
             card=card,
             allow_oversell=allow_oversell,
+            refund=refund,
         )
     except OversellNotConfirmed as exc:
         raise _oversell_hint(exc) from None

@@ -19,20 +19,27 @@ from meshpos.cli.till_info import HELP as INFO_HELP
 from meshpos.cli.till_info import info_command
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
-from meshpos.devices import layout
+from meshpos.devices import layout, qr
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.ledger.live_feed import LiveFeed
-from meshpos.service import counter_state, printer_words
+from meshpos.service import cards, counter_state, giftcards, printer_words
 from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.history import customer_history, summary_lines
 from meshpos.service.power import till_power_guard
-from meshpos.service.printing import Printing, scanner_setup, take_enqueued
+from meshpos.service.printing import (
+    Printing,
+    queue_upi_request,
+    scanner_setup,
+    take_enqueued,
+)
 from meshpos.service.staff import PermissionDenied, approved_by, at_the_till, sign_in
 from meshpos.service.terminal import OversellNotConfirmed, SaleResult, Terminal
 from meshpos.service.till import (
+    CardScanned,
     InvalidCode,
     LineAdded,
     ReturnStarted,
@@ -48,6 +55,7 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   q N [LINE]            quantity of the last line (or of LINE)
   rm [LINE]             remove the last line (or LINE)
   c PHONE|ID  /  c -    attach a customer (loyalty) / detach
+  history [PHONE|ID]    the customer's purchases, returns, sizes, points, credit notes
   disc 10%|50 [LINE]    discount on the sale (or on LINE); disc - [LINE] removes it
   pay cash [RUPEES]     cash (more than due gives change)
   pay machine CODE LAST4 [RUPEES]
@@ -55,7 +63,12 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
                         and the card's last four digits
   pay card [RUPEES]     a card captured here: swipe it or type it when asked (not shown)
   pay points [N]        redeem the customer's points; pay clear drops the payments
-  refund cash|card|points   how a return is paid out
+  pay giftcard CODE [RUPEES]  a gift card or credit note (or scan its barcode)
+  giftcard CODE         a card's balance;  giftcard sell RUPEES [upi UTR|machine CODE LAST4]
+                        sells one between sales (cash by default); its slip prints
+  pay upi [RUPEES]      show (and print) the UPI QR for what is due, then type the UTR
+                        the customer's phone shows; pay upi UTR [RUPEES] records it at once
+  refund cash|card|points|credit-note   how a return is paid out
   return SALE_ID        start a return by typing the receipt's sale id
   hold [NAME]  held  recall N   park this sale / list parked sales / bring one back
   stock SKU             what this counter has in stock
@@ -266,7 +279,11 @@ class TillConsole:
 
     def scan(self, code: str) -> ScanEvent:
         event = self.session.add_code(code)
-        if isinstance(event, LineAdded | ReturnStarted):
+        if isinstance(event, CardScanned):
+            self.out(event.message)
+            if event.tender is not None:
+                self._paid()
+        elif isinstance(event, LineAdded | ReturnStarted):
             self.out(("+ " if isinstance(event, LineAdded) else "") + event.message)
             self.show()
             if isinstance(event, LineAdded):
@@ -324,6 +341,14 @@ class TillConsole:
                 else "customer removed"
             )
             self.show()
+        elif cmd in ("giftcard", "gc") and args:
+            self._giftcard(args)
+        elif cmd in ("history", "hist") and len(args) <= 1:
+            who = str(args[0] if args else (s.customer or {}).get("customer_id") or "")
+            if not who:
+                raise InputError("history of whom? attach a customer (c PHONE) or: history PHONE")
+            for said in summary_lines(self.terminal, customer_history(self.terminal, who, 5)):
+                self.out(said)
         elif cmd in ("disc", "discount") and 1 <= len(args) <= 2:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
             s.discount(None if args[0] == "-" else args[0], line)
@@ -412,12 +437,87 @@ class TillConsole:
                 secret=True,
             )
             return
+        elif method == "upi":
+            if rest and rest[0].replace(" ", "").isdigit() and len(rest[0]) == 12:
+                if len(rest) > 2:
+                    raise InputError("usage: pay upi UTR [RUPEES]")
+                s.pay("upi", rest[1] if len(rest) > 1 else None, upi_ref=rest[0])
+            else:
+                if len(rest) > 1:
+                    raise InputError("usage: pay upi [RUPEES] (the UTR is asked for next)")
+                self._upi_request(rest[0] if rest else None)
+                return
+        elif method in ("giftcard", "gift", "gc"):
+            if not 1 <= len(rest) <= 2:
+                raise InputError("usage: pay giftcard CODE [RUPEES] (or scan the card)")
+            s.pay("giftcard", rest[1] if len(rest) > 1 else None, code=rest[0])
         elif method in ("cash", "points"):
             if len(rest) > 1:
                 raise InputError(f"usage: pay {method} [{'N' if method == 'points' else 'RUPEES'}]")
             s.pay(method, rest[0] if rest else None)
         else:
-            raise InputError("pay cash|machine|card|points|clear: see help")
+            raise InputError("pay cash|machine|card|upi|giftcard|points|clear: see help")
+        self._paid()
+
+    def _giftcard(self, args: list[str]) -> None:
+        """`giftcard CODE`: what is left on it; `giftcard sell RUPEES [how]`: sell one."""
+        if args[0].lower() != "sell":
+            if len(args) != 1:
+                raise InputError("usage: giftcard CODE, or giftcard sell RUPEES [upi UTR]")
+            for said in giftcards.balance_lines(self.terminal, args[0]):
+                self.out(said)
+            return
+        if not self.session.empty:
+            raise InputError("finish or hold this sale before selling a gift card")
+        how = [a.lower() for a in args[2:3]]
+        if (
+            len(args) < 2
+            or (how == ["upi"] and len(args) != 4)
+            or (how == ["machine"] and len(args) != 5)
+            or (how and how[0] not in ("cash", "upi", "machine"))
+        ):
+            raise InputError("usage: giftcard sell RUPEES [cash | upi UTR | machine CODE LAST4]")
+        tenders = cards.final_tenders(
+            how[0] if how else "cash",
+            approval=args[3] if how == ["machine"] else "",
+            last4=args[4] if how == ["machine"] else "",
+            upi_ref=args[3] if how == ["upi"] else "",
+        )
+        op = giftcards.issue(self.terminal, args[1], tenders=tenders, user=self.session.user)
+        self.out(f"gift card {op.payload['code']} sold for {rupees(op.payload['amount'])}")
+        if self.printing is not None:
+            take_enqueued(self.printing.terminal)
+            try:
+                self._print_outcome(self.printing.drain(), "gift card slip")
+            except ConfigError as exc:
+                self.out(f"! gift card slip not printed: {exc}")
+
+    def _upi_request(self, amount: str | None) -> None:
+        """Show the UPI QR here and print it, then ask for the UTR the customer's phone shows."""
+        req = self.session.upi_request(amount)
+        self.out(f"UPI: {rupees(req.amount)} to {req.vpa}, reference {req.reference}")
+        for line in qr.text_lines(req.uri):
+            self.out("  " + line)
+        if self.printing is not None:
+            t = self.printing.terminal
+            try:
+                if queue_upi_request(t, req.uri, req.vpa, req.amount, req.reference):
+                    take_enqueued(t)
+                    self._print_outcome(self.printing.drain(), "UPI slip")
+            except ConfigError as exc:
+                self.out(f"! UPI slip not printed: {exc}")
+        value = f"{req.amount // 100}.{req.amount % 100:02d}"
+        self.ask(
+            "UTR from the customer's phone or the sound box, once paid (Enter cancels)",
+            lambda reply: self._upi_paid(reply, value),
+        )
+
+    def _upi_paid(self, reply: str, value: str) -> None:
+        if not reply.strip():
+            self.out("no UPI payment taken")
+            return
+        self.session.pay("upi", value, upi_ref=reply)
+        self.out("UPI payment recorded: pending reconciliation by HQ")
         self._paid()
 
     def _card(self, reply: str, amount: str | None) -> None:
@@ -487,7 +587,9 @@ class TillConsole:
         kind = result.op.kind
         change = change_given(p)
         paid = ", ".join(
-            f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}" for t in p["tenders"]
+            f"{t['method'].replace('_', ' ')} {rupees(abs(t['amount']))}"
+            + (f" {t['code']}" if t.get("code") else "")
+            for t in p["tenders"]
         )
         self.out(
             f"{kind} {result.sale_id} recorded: total {rupees(p['total'])}, {paid or '-'}"

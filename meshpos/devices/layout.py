@@ -218,6 +218,15 @@ def _tender(t: ReceiptTender, width: int, refund: bool) -> list[Text]:
         return out
     if t.method == "points":
         return _lr(f"{prefix}Points ({t.points} pts)", format_money(t.amount), width)
+    if t.method == "giftcard":
+        return _lr(f"{prefix}Gift card {t.code}", format_money(t.amount), width)
+    if t.method == "credit_note":
+        return _lr(f"Credit note {t.code}", format_money(t.amount), width)
+    if t.method == "upi":
+        out = _lr(f"{prefix}UPI", format_money(t.amount), width)
+        out.append(Text(f"  UTR {t.upi_ref}"))
+        out.append(Text("UPI pending reconciliation", bold=True))
+        return out
     out = _lr(f"{prefix}{t.method.replace('_', ' ').title()}", format_money(t.amount), width)
     if t.pending:
         out.append(Text("Authorisation pending", bold=True))
@@ -379,10 +388,71 @@ def render_receipt(
     if receipt.customer or receipt.points_earned or receipt.points_redeemed:
         out.append(rule)
         out += _loyalty(receipt, w)
+    for t in receipt.tenders:
+        if t.method == "credit_note" and t.code:
+            expires = receipt.header.time.day(t.expires_ms) if t.expires_ms else ""
+            out += _voucher_code("CREDIT NOTE", t.code, abs(t.amount), expires, opt)
     out.append(Text("", "center"))
     out += _scan_code(receipt.sale_id, opt)
     for footer in receipt.header.footer:
         out += _centred(footer, w)
+    out.append(Cut())
+    return tuple(out)
+
+
+def _voucher_code(
+    title: str, code: str, amount: int, expires: str, opt: LayoutOptions
+) -> list[PrintCommand]:
+    """A gift card or credit note's code as a barcode the till scans to redeem it."""
+    out: list[PrintCommand] = [Text("-" * opt.width), Text(title, "center", bold=True)]
+    out += _centred(f"Value {format_money(amount)}", opt.width, bold=True)
+    if expires:
+        out += _centred(f"Valid until {expires}", opt.width)
+    out += _scan_code(code, opt)
+    out += _centred("Scan at the till to pay with it", opt.width)
+    return out
+
+
+def render_voucher(
+    header: StoreHeader,
+    *,
+    title: str,
+    code: str,
+    amount: int,
+    expires: str,
+    issued: str,
+    options: LayoutOptions | None = None,
+) -> tuple[PrintCommand, ...]:
+    """A gift card slip: the store, the value, the expiry and the code as a barcode."""
+    opt = options or LayoutOptions()
+    out: list[PrintCommand] = [Init()]
+    out += _header(header, opt.width)
+    out += _centred(f"Issued {issued}", opt.width)
+    out += _voucher_code(title, code, amount, expires, opt)
+    for footer in header.footer:
+        out += _centred(footer, opt.width)
+    out.append(Cut())
+    return tuple(out)
+
+
+def render_upi_request(
+    header: StoreHeader,
+    *,
+    uri: str,
+    vpa: str,
+    amount: int,
+    reference: str,
+    options: LayoutOptions | None = None,
+) -> tuple[PrintCommand, ...]:
+    """A slip the customer scans with a UPI app: the amount, the store's UPI id and the QR."""
+    opt = options or LayoutOptions()
+    out: list[PrintCommand] = [Init(), *_centred(header.name, opt.width, bold=True)]
+    out += _centred("Pay by UPI", opt.width, bold=True, double_height=True)
+    out += _centred(f"Amount INR {format_money(amount)}", opt.width, bold=True)
+    out += _centred(f"To {vpa}", opt.width)
+    out.append(QRCode(uri, size=8))
+    out += _centred(f"Ref {reference}", opt.width)
+    out += _centred("Show the cashier the UTR once paid", opt.width)
     out.append(Cut())
     return tuple(out)
 

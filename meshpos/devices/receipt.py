@@ -101,6 +101,9 @@ class ReceiptTender:
     card_last4: str = ""
     card_brand: str = ""
     pending: bool = False
+    code: str = ""  # a gift card spent, or the credit note a refund was paid as
+    upi_ref: str = ""  # a UPI payment's reference (UTR)
+    expires_ms: int | None = None  # a credit note's expiry
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,9 @@ def _tender(data: Any, where: str) -> ReceiptTender:
         card_last4=_opt_str(data, "card_last4"),
         card_brand=_opt_str(data, "card_brand"),
         pending=bool(data.get("pending", False)),
+        code=_opt_str(data, "code"),
+        upi_ref=_opt_str(data, "upi_ref"),
+        expires_ms=data.get("expires_ms") if type(data.get("expires_ms")) is int else None,
     )
 
 

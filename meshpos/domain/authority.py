@@ -35,6 +35,7 @@ from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import is_sealed
+from meshpos.domain.giftcards import code_of, is_key, spent_by
 from meshpos.domain.money import rupees
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.revocation import refusal as revocation_refusal
@@ -57,15 +58,16 @@ ESCROW = "escrow"
 CARD_LIMIT = "card-limit"
 REVOKED = "revoked"
 RULES = {
-    HQ_ONLY: "card payment results and card float are signed by HQ only",
+    HQ_ONLY: "card payment and UPI results, card float and gift card moves between stores are "
+    "signed by HQ only",
     APPROVAL: "ops above a staff limit carry a valid approval by a user who held the role",
-    ESCROW: "a counter spends only the loyalty points or card float it holds",
+    ESCROW: "a counter spends only the loyalty points, card float or gift card balance it holds",
     CARD_LIMIT: "card money taken offline in one sale stays within the per-sale floor limit",
     REVOKED: "a revoked node's ops after its revocation take no effect; only the store key or "
     "HQ revokes",
 }
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect"})
+HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect", "upi.result"})
 # The escrow pseudo-customer whose rights are a node's share of the store's offline card float.
 CARD_FLOAT = "card-float"
 PER_SALE_SETTING = "cards.floor_per_sale"
@@ -146,6 +148,7 @@ def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
         card = pending_amount(p.get("tenders") or ())
         if card:
             out[CARD_FLOAT] = card
+        out.update(spent_by(p.get("tenders")))
     elif kind == "escrow.transfer":
         customer, points = p.get("customer_id"), _int(p.get("points"))
         if isinstance(customer, str) and points > 0:
@@ -193,7 +196,7 @@ def judge(op: Op, past: Past) -> Violation | None:
     if op.kind == REVOKE_KIND:
         refused = revocation_refusal(op, role, past.node_cert(op.origin))
         return None if refused is None else Violation(REVOKED, refused)
-    if op.kind in HQ_ONLY_KINDS and role != "hq":
+    if (op.kind in HQ_ONLY_KINDS or _moves_card_value(op)) and role != "hq":
         return Violation(HQ_ONLY, f"{_where(op)} is signed by {op.origin}, which is not HQ")
     if role == "hq":
         return None  # HQ answers for its own staff and mints the float it hands out
@@ -214,6 +217,12 @@ def judge(op: Op, past: Past) -> Violation | None:
             )
     for customer, amount in sorted(spent.items()):
         held = past.rights_before(customer, op.origin, op)
+        if amount > held and is_key(customer):
+            return Violation(
+                ESCROW,
+                f"{_where(op)} spends {rupees(amount)} of gift card {code_of(customer)}'s "
+                f"balance but its counter held only {rupees(max(held, 0))}",
+            )
         if amount > held:
             what = "card float" if customer == CARD_FLOAT else f"customer {customer}'s points"
             have = rupees(max(held, 0)) if customer == CARD_FLOAT else str(max(held, 0))
@@ -222,6 +231,11 @@ def judge(op: Op, past: Past) -> Violation | None:
                 ESCROW, f"{_where(op)} spends {asked} of {what} but its counter held only {have}"
             )
     return None
+
+
+def _moves_card_value(op: Op) -> bool:
+    """A loyalty adjustment of a gift card's balance: only HQ moves one between stores."""
+    return op.kind == "loyalty.adjust" and is_key(op.payload.get("customer_id"))
 
 
 def per_sale_limit(values: Iterable[Any]) -> int:

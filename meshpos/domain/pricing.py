@@ -16,9 +16,11 @@ from meshpos.core.errors import InputError
 from meshpos.domain.gst import Bands, Supply, band_rate, split
 from meshpos.domain.money import allocate, parse_rate, parse_rupees, rupees
 
-TENDER_METHODS = ("cash", "card", "card_machine", "points")
+TENDER_METHODS = ("cash", "card", "card_machine", "points", "giftcard", "upi")
 """`card`: captured offline by meshpos and sealed to HQ; `card_machine`: paid on the store's own
-card machine (the bank authorised it; the till keeps its approval code and last four digits)."""
+card machine (the bank authorised it; the till keeps its approval code and last four digits);
+`giftcard`: a gift card or credit note's balance (its code); `upi`: a UPI payment the customer's
+phone made, confirmed by its reference (UTR) and pending HQ's reconciliation."""
 _ITEM = re.compile(r"^(?P<code>[^\sx*][^\s]*?)(?:[x*](?P<qty>-?\d+))?$")
 
 
@@ -64,6 +66,10 @@ class Tender:
     card_sealed: str | None = None
     # Paid on the store's card machine: the approval code on the machine's slip.
     card_approval: str | None = None
+    # A gift card or credit note (meshpos/domain/giftcards.py): its code.
+    code: str | None = None
+    # UPI: the payment's reference (UTR) the customer's phone or the sound box shows.
+    upi_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,14 +105,20 @@ def parse_item(text: str) -> tuple[str, int]:
 
 
 def parse_tender(text: str) -> Tender:
-    """'cash', 'cash:500', 'card', 'points:120'. Cash and card amounts are rupees; points are
-    points."""
+    """'cash', 'cash:500', 'card', 'points:120', 'giftcard:CODE', 'giftcard:CODE:500'. Cash,
+    card and gift card amounts are rupees; points are points."""
     method, _, amount = text.partition(":")
     method = method.strip().lower().replace("-", "_")
     if method not in TENDER_METHODS:
         raise InputError(f"payment {text!r}: method must be one of {', '.join(TENDER_METHODS)}")
+    code = None
+    if method == "giftcard":
+        code, _, amount = amount.partition(":")
+        if not code.strip():
+            raise InputError(f"payment {text!r}: give the card's code, giftcard:CODE[:AMOUNT]")
+        code = code.strip().upper()
     if not amount:
-        return Tender(method)
+        return Tender(method, code=code)
     if method == "points":
         if not amount.isdigit() or int(amount) <= 0:
             raise InputError(f"payment {text!r}: points must be a positive whole number")
@@ -114,7 +126,7 @@ def parse_tender(text: str) -> Tender:
     value = parse_rupees(amount, f"payment {text!r}")
     if value <= 0:
         raise InputError(f"payment {text!r}: amount must be more than zero")
-    return Tender(method, value)
+    return Tender(method, value, code=code)
 
 
 def _discount_amount(spec: str, base: int, what: str) -> int:
@@ -188,16 +200,34 @@ def settle(
     *,
     customer: str | None,
     points_balance: int = 0,
+    card_balances: Mapping[str, int] | None = None,
 ) -> PricedSale:
-    """Apply tenders in order; a tender without an amount pays what is still due. Cash may exceed
-    what is due (change is given); card and points may not."""
+    """Apply tenders in order; a tender without an amount pays what is still due (a gift card:
+    as much of it as its balance in `card_balances` covers). Cash may exceed what is due (change
+    is given); card, gift card, UPI and points may not."""
     due = priced.total
     out: list[dict[str, Any]] = []
     redeemed = 0
     change = 0
+    left = dict(card_balances or {})
     for t in tenders or [Tender("cash")]:
         if due <= 0:
             raise InputError(f"payment {t.method}: the sale is already paid in full")
+        if t.method == "giftcard":
+            if not t.code:
+                raise InputError("a gift card payment needs the card's code")
+            have = left.get(t.code, 0)
+            amount = t.amount if t.amount is not None else min(have, due)
+            if amount <= 0:
+                raise InputError(f"gift card {t.code} has nothing left to spend")
+            if amount > due:
+                raise InputError(
+                    f"gift card payment {rupees(amount)} is more than the {rupees(due)} due"
+                )
+            left[t.code] = have - amount
+            due -= amount
+            out.append({"method": "giftcard", "amount": amount, "code": t.code})
+            continue
         if t.method == "points":
             if customer is None:
                 raise InputError("paying with points needs a customer (--customer ID)")
@@ -241,6 +271,11 @@ def settle(
                 entry["card_approval"] = t.card_approval
             if t.card_sealed:
                 entry["card_sealed"] = t.card_sealed
+                entry["pending"] = True
+            if t.method == "upi":
+                if not t.upi_ref:
+                    raise InputError("a UPI payment needs its reference (UTR) to be confirmed")
+                entry["upi_ref"] = t.upi_ref
                 entry["pending"] = True
         due -= entry["amount"]
         out.append(entry)

@@ -30,6 +30,7 @@ from meshpos.domain.cards import (
 )
 from meshpos.domain.enrolment import NodeRecord, issue, make_request, read_certificate, read_request
 from meshpos.domain.store_settings import check_setting
+from meshpos.domain.upi import MISSING, Verdict, parse_settlement, reconcile
 from meshpos.hq import keys
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.hq.storage.database import Record, Tx
@@ -311,6 +312,23 @@ class HQService:
         return PaymentOutcome(
             "declined", result.code, result.message, block_key=key if result.block else None
         )
+
+    def import_upi(
+        self, text: str, through_ms: int, source: str = "settlement file"
+    ) -> list[Verdict]:
+        """Reconcile the UPI payments the stores recorded up to `through_ms` against a bank's
+        settlement file: every verdict, and the changed ones signed into the stores (a missing or
+        wrong-amount payment opens a conflict there)."""
+        rows = parse_settlement(text, source)
+        known = self.storage.upi.statuses()
+        verdicts = [
+            v
+            for v in reconcile(self.storage.upi.unsettled(through_ms), rows)
+            # a later file lacks what an earlier one found short or missing: it stays so
+            if v.status != MISSING or (v.payment.store, v.payment.key) not in known
+        ]
+        self.storage.upi.record(self.signer, verdicts, self.now_ms())
+        return verdicts
 
     def block_card(self, pan: str, reason: str, blocked: bool = True) -> list[Op]:
         card = parse_card(pan, "12/99")

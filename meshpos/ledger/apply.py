@@ -23,6 +23,7 @@ from meshpos.ledger.fold import (
     TRANSFER_SHORT,
     UNAUTHORISED,
     UNKNOWN_PRODUCT,
+    UPI_UNSETTLED,
     USER_FIELDS,
     Changes,
 )
@@ -155,7 +156,7 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
-    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED, CLOCK_AHEAD):
+    elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED, CLOCK_AHEAD, UPI_UNSETTLED):
         return set(subjects)
     elif kind == UNKNOWN_PRODUCT:
         return set(subjects) - _select_in(
@@ -319,6 +320,33 @@ def _payment_declined(conn: sqlite3.Connection, s: str, sale_id: str, ack: int |
     return detail, sorted({str(t.get("sale_op", "")) for t in declined})
 
 
+def _upi_unsettled(conn: sqlite3.Connection, s: str, sale_id: str, ack: int | None) -> Found:
+    """Open while HQ's latest reconciliation of any UPI tender of the sale found it missing
+    from the bank's settlement file or settled for another amount, until a manager records
+    what was done (the customer paid again, the bank credited it late)."""
+    if ack is not None:
+        return None
+    tenders: dict[str, dict[str, Any]] = {}
+    for key, name, value in conn.execute(
+        f"SELECT key, field, value FROM {s}.registers WHERE entity = 'upi' AND key > ? AND key < ?",
+        (sale_id + "#", sale_id + "$"),
+    ):
+        tenders.setdefault(key, {})[name] = json.loads(value)
+    bad = [t for _, t in sorted(tenders.items()) if t.get("status") != "matched"]
+    if not bad:
+        return None
+    first = bad[0]
+    detail = {
+        "sale_id": sale_id,
+        "status": first.get("status", ""),
+        "amount": sum(int(t.get("amount", 0)) for t in bad),
+        "settled": sum(int(t.get("settled") or 0) for t in bad),
+        "utr": first.get("utr", ""),
+        "reason": first.get("message", ""),
+    }
+    return detail, sorted({str(t.get("sale_op", "")) for t in bad})
+
+
 def _transfer_short(conn: sqlite3.Connection, s: str, tid: str, ack: int | None) -> Found:
     """Open once both what was sent (HQ's `transfer.expect`) and what was counted on arrival
     (`transfer.in`, every receipt of it) are known here and they differ, until a manager
@@ -384,4 +412,5 @@ _CHECKS = {
     TRANSFER_SHORT: _transfer_short,
     UNAUTHORISED: _unauthorised,
     CLOCK_AHEAD: _clock_ahead,
+    UPI_UNSETTLED: _upi_unsettled,
 }

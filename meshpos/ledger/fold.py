@@ -21,10 +21,14 @@ from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
 from meshpos.domain.cards import is_sealed
 from meshpos.domain.catalog import FIELDS
+from meshpos.domain.giftcards import CREDIT_NOTE, GIFT_CARD, escrow_key, is_key
+from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.revocation import REVOKE_KIND
 from meshpos.domain.revocation import read as read_revocation
 from meshpos.domain.staff import ROLES
+from meshpos.domain.upi import RESULT_KIND as UPI_RESULT
+from meshpos.domain.upi import RESULT_STATUSES as UPI_STATUSES
 
 PRODUCT_FIELDS = (*FIELDS, "active")
 INT_PRODUCT_FIELDS = frozenset({"price", "gst_rate", "active"})
@@ -39,7 +43,9 @@ PAYMENT_DECLINED = "payment_declined"
 TRANSFER_SHORT = "transfer_short"  # a stock transfer received short (or with extra or twice)
 UNAUTHORISED = "unauthorised"  # an op without authority (meshpos/domain/authority.py)
 CLOCK_AHEAD = "clock_ahead"  # a node stamped ops further ahead of another's clock than allowed
+UPI_UNSETTLED = "upi_unsettled"  # a UPI payment HQ found missing or short in the bank's file
 PAYMENT_STATUSES = ("approved", "declined")
+VALUE_TENDERS = frozenset({GIFTCARD_TENDER, CREDIT_NOTE})  # tenders that move a card's balance
 CONFLICT_KINDS = (
     OVERSELL,
     OVER_RETURN,
@@ -49,6 +55,7 @@ CONFLICT_KINDS = (
     TRANSFER_SHORT,
     UNAUTHORISED,
     CLOCK_AHEAD,
+    UPI_UNSETTLED,
 )
 # CARD_FLOAT (from the rulebook) is the escrow pseudo-customer whose rights are a node's share of
 # the store's offline card float (meshpos/service/cards.py). No person may hold it.
@@ -131,8 +138,8 @@ def _product(ch: Changes, op: Op) -> None:
 
 def _customer_id(payload: Mapping[str, Any], key: str, op: Op, optional: bool = False) -> Any:
     cid = _opt(payload, key, str, op) if optional else _get(payload, key, str, op)
-    if cid == CARD_FLOAT:
-        raise EncodingError(f"op {op.origin}:{op.seq}: customer id {CARD_FLOAT!r} is reserved")
+    if cid == CARD_FLOAT or is_key(cid):
+        raise EncodingError(f"op {op.origin}:{op.seq}: customer id {cid!r} is reserved")
     return cid
 
 
@@ -213,9 +220,14 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     )
     subtotal, discount, tax, total = g("subtotal"), g("discount"), g("tax"), g("total")
     terminal, lines, tenders = g("terminal"), g("lines"), g("tenders")
+    if "paper" in p:
+        return False  # a paper sale has its own register (`_paper`)
     if not (
         type(sale_id) is str
-        and (customer is None or (type(customer) is str and customer != CARD_FLOAT))
+        and (
+            customer is None
+            or (type(customer) is str and customer != CARD_FLOAT and not is_key(customer))
+        )
         and (ref is None or type(ref) is str)
         and type(terminal) is str
         and type(lines) is list
@@ -253,6 +265,7 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         if not (
             type(tender) is dict
             and type(tender.get("method")) is str
+            and tender["method"] not in VALUE_TENDERS
             and _int_ok(tender.get("amount"))
             and ((pts := tender.get("points")) is None or _int_ok(pts))
         ):
@@ -419,9 +432,85 @@ def _checked_record(ch: Changes, op: Op) -> None:
         ch.add("tenders", (op.origin, op.seq, i, method, amount, points))
         if method == "card" and is_sealed(tender) and op.kind != "return":
             ch.move_rights(op, CARD_FLOAT, op.origin, -max(amount, 0))
+        if method == GIFTCARD_TENDER and op.kind != "return":
+            _redeem(ch, op, tender, amount)
+        if method == CREDIT_NOTE:
+            _credit_note(ch, op, tender, -amount)
     if op.kind != "return":
         ch.touched.add((OVER_RETURN, sale_id))
+    if "paper" in p:
+        _paper(ch, op, sale_id)
     _points(ch, op, customer, earned - redeemed, redeemed)
+
+
+def _paper(ch: Changes, op: Op, sale_id: str) -> None:
+    """A sale written on a paper slip (meshpos/domain/paper.py): a register per slip number,
+    which the till checks so one slip is not entered twice."""
+    paper = _get(op.payload, "paper", dict, op)
+    if op.kind != "sale" or _get(op.payload, "number", int, op) != 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a paper entry is a sale with no number")
+    fields = {
+        "sale_id": sale_id,
+        "number": _get(paper, "number", int, op),
+        "written_ms": _get(paper, "written_ms", int, op),
+        "entered": f"{op.origin}:{op.seq}",
+    }
+    _register(ch, op, "paper", _get(paper, "slip", str, op), fields)
+
+
+def _redeem(ch: Changes, op: Op, tender: Mapping[str, Any], amount: int) -> None:
+    """A gift card or credit note spends its balance held at the selling counter (escrow)."""
+    code = _get(tender, "code", str, op)
+    if amount <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a gift card tender is malformed")
+    ch.move_rights(op, escrow_key(code), op.origin, -amount)
+
+
+def _credit_note(ch: Changes, op: Op, tender: Mapping[str, Any], refunded: int) -> None:
+    """A refund (a return, or an exchange's difference) paid as a new credit note: its balance
+    is minted at the refunding counter, which alone may spend it until it hands rights on."""
+    code = _get(tender, "code", str, op)
+    if refunded <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a credit note tender is malformed")
+    fields = {
+        "kind": CREDIT_NOTE,
+        "amount": refunded,
+        "expires_ms": _opt(tender, "expires_ms", int, op),
+        "issued_ms": _get(op.payload, "ts_ms", int, op),
+        "sale_id": _get(op.payload, "sale_id", str, op),
+        "customer": op.payload.get("customer"),
+    }
+    _register(ch, op, "giftcard", code, fields)
+    ch.move_rights(op, escrow_key(code), op.origin, refunded)
+
+
+def _giftcard_issue(ch: Changes, op: Op) -> None:
+    """A gift card sold at a counter: its register (amount, expiry, how it was paid) and its
+    whole balance as that counter's escrow rights."""
+    p = op.payload
+    code = _get(p, "code", str, op)
+    amount = _get(p, "amount", int, op)
+    if _get(p, "kind", str, op) != GIFT_CARD or amount <= 0 or not code:
+        raise EncodingError(f"op {op.origin}:{op.seq}: gift card issue is malformed")
+    tenders = _get(p, "tenders", list, op)
+    for t in tenders:
+        if not isinstance(t, dict):
+            raise EncodingError(f"op {op.origin}:{op.seq}: a gift card tender is malformed")
+        _get(t, "method", str, op)
+        _get(t, "amount", int, op)
+    fields = {
+        "kind": GIFT_CARD,
+        "amount": amount,
+        "expires_ms": _opt(p, "expires_ms", int, op),
+        "issued_ms": _get(p, "ts_ms", int, op),
+        "sale_id": None,
+        "customer": _customer_id(p, "customer", op, optional=True),
+        "tenders": tenders,
+        "terminal": _get(p, "terminal", str, op),
+        "op": f"{op.origin}:{op.seq}",
+    }
+    _register(ch, op, "giftcard", code, fields)
+    ch.move_rights(op, escrow_key(code), op.origin, amount)
 
 
 def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
@@ -451,8 +540,14 @@ def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply)
 
 
 def _loyalty(ch: Changes, op: Op) -> None:
-    customer = _customer_id(op.payload, "customer_id", op)
     _get(op.payload, "reason", str, op)
+    key = _get(op.payload, "customer_id", str, op)
+    if is_key(key):
+        # HQ moving a gift card's balance between stores (hq/storage/loyalty.py): rights only;
+        # the rulebook lets only HQ sign it.
+        ch.move_rights(op, key, op.origin, _get(op.payload, "delta", int, op))
+        return
+    customer = _customer_id(op.payload, "customer_id", op)
     _points(ch, op, customer, _get(op.payload, "delta", int, op))
 
 
@@ -480,33 +575,51 @@ def _resolve(ch: Changes, op: Op) -> None:
     ch.touched.add((kind, subject))
 
 
-def _payment_result(ch: Changes, op: Op) -> None:
-    """HQ's answer for an offline card tender (see meshpos/domain/cards.py): a register per
-    `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
+def _tender_result(
+    ch: Changes,
+    op: Op,
+    entity: str,
+    statuses: tuple[str, ...],
+    conflict: str,
+    texts: tuple[str, ...],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """HQ's verdict on one tender of a sale: a register `<entity>` per `<sale_id>#<tender>`
+    (its status, amount, the text fields `texts` and `extra`), re-checking the sale's
+    `conflict`. The fields, as registered."""
     p = op.payload
     sale_id = _get(p, "sale_id", str, op)
     tender = _get(p, "tender", int, op)
     status = _get(p, "status", str, op)
     amount = _get(p, "amount", int, op)
-    if status not in PAYMENT_STATUSES or tender < 0 or amount < 0:
-        raise EncodingError(f"op {op.origin}:{op.seq}: payment result is malformed")
-    fields = {
-        "status": status,
-        "amount": amount,
-        "sale_op": _get(p, "sale_op", str, op),
-        "code": _get(p, "code", str, op),
-        "message": _get(p, "message", str, op),
-        "auth_code": _get(p, "auth_code", str, op),
-        "card_last4": _get(p, "card_last4", str, op),
-        "card_brand": _get(p, "card_brand", str, op),
-    }
-    _register(ch, op, "payment", f"{sale_id}#{tender}", fields)
-    ch.touched.add((PAYMENT_DECLINED, sale_id))
+    if status not in statuses or tender < 0 or amount < 0:
+        raise EncodingError(f"op {op.origin}:{op.seq}: {entity} result is malformed")
+    fields = {"status": status, "amount": amount, **(extra or {})}
+    fields.update({name: _get(p, name, str, op) for name in texts})
+    _register(ch, op, entity, f"{sale_id}#{tender}", fields)
+    ch.touched.add((conflict, sale_id))
+    return fields
+
+
+def _payment_result(ch: Changes, op: Op) -> None:
+    """HQ's answer for an offline card tender (see meshpos/domain/cards.py): a register per
+    `<sale_id>#<tender>`, and a decline opens a `payment_declined:<sale_id>` conflict."""
+    texts = ("sale_op", "code", "message", "auth_code", "card_last4", "card_brand")
+    fields = _tender_result(ch, op, "payment", PAYMENT_STATUSES, PAYMENT_DECLINED, texts)
     # HQ's answer ends the money's unauthorised state, approved or declined (a decline is then
     # the manager's conflict): the float the sale took goes back to the counter that took it.
     sale_origin = fields["sale_op"].rpartition(":")[0]
     if sale_origin:
-        ch.move_rights(op, CARD_FLOAT, sale_origin, amount)
+        ch.move_rights(op, CARD_FLOAT, sale_origin, fields["amount"])
+
+
+def _upi_result(ch: Changes, op: Op) -> None:
+    """HQ's reconciliation of one UPI tender against the bank's settlement file: a register per
+    `<sale_id>#<tender>`; a payment missing from the file or settled for another amount opens a
+    `upi_unsettled:<sale_id>` conflict (meshpos/domain/upi.py)."""
+    settled = {"settled": _opt(op.payload, "settled", int, op)}
+    texts = ("utr", "sale_op", "message")
+    _tender_result(ch, op, "upi", UPI_STATUSES, UPI_UNSETTLED, texts, settled)
 
 
 def _card_float(ch: Changes, op: Op) -> None:
@@ -638,6 +751,8 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.out": _stock_transfer,
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
+    "giftcard.issue": _giftcard_issue,
+    UPI_RESULT: _upi_result,
     "note": _inert,
     REVOKE_KIND: _revoke,
     "clock.ahead": _clock_ahead,

@@ -74,7 +74,8 @@ class Reports:
             "COUNT(*) FILTER (WHERE kind = 'exchange') AS exchanges, "
             "COALESCE(SUM(subtotal), 0) AS gross, COALESCE(SUM(discount), 0) AS discounts, "
             "COALESCE(SUM(tax), 0) AS tax, COALESCE(SUM(total), 0) AS net, "
-            "MIN(number) AS first_receipt, MAX(number) AS last_receipt, "
+            "MIN(NULLIF(number, 0)) AS first_receipt, MAX(number) AS last_receipt, "
+            "COUNT(*) FILTER (WHERE number = 0) AS paper, "
             "MIN(ts_ms) AS first_ms, MAX(ts_ms) AS last_ms "
             f"FROM sales s WHERE {where}",
             args,

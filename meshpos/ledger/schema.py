@@ -205,6 +205,7 @@ CREATE TABLE IF NOT EXISTS {s}.sales (
     PRIMARY KEY (origin, seq)
 );
 CREATE INDEX IF NOT EXISTS {s}.sales_id ON sales (sale_id);
+CREATE INDEX IF NOT EXISTS {s}.sales_customer ON sales (customer_id, ts_ms);
 CREATE INDEX IF NOT EXISTS {s}.sales_number ON sales (origin, number);
 CREATE INDEX IF NOT EXISTS {s}.sales_ts ON sales (ts_ms);
 CREATE TABLE IF NOT EXISTS {s}.sale_lines (

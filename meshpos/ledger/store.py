@@ -44,6 +44,8 @@ from meshpos.ledger import commit_watch
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
+from meshpos.ledger.giftcards import GiftCardViews
+from meshpos.ledger.history import CustomerHistory
 from meshpos.ledger.judging import (
     NodePast,
     bootstrap_start,
@@ -132,6 +134,8 @@ class Ledger:
         self.peer_acks = PeerAcks(self.conn, self.write)
         self.other_stores = OtherStores(self.conn, self.write)
         self.transfers = TransferViews(self.conn)
+        self.giftcards = GiftCardViews(self.conn)
+        self.history = CustomerHistory(self.conn)
         self.parked = ParkedCarts(self.conn, self.write)
 
     def close(self) -> None:

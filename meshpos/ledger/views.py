@@ -144,6 +144,31 @@ class Views:
         """The receipt number `origin`'s next sale, return or exchange gets."""
         return self._value("SELECT MAX(number) FROM sales WHERE origin = ?", (origin,)) + 1
 
+    def next_paper_number(self, origin: str) -> int:
+        """The number `origin`'s next paper entry gets (paper entries take receipt number 0)."""
+        return (
+            self._value("SELECT COUNT(*) FROM sales WHERE origin = ? AND number = 0", (origin,)) + 1
+        )
+
+    def paper_slip(self, slip: str) -> str | None:
+        """The sale a paper slip was entered as, None when it was not."""
+        row = self.conn.execute(
+            "SELECT value FROM registers WHERE entity = 'paper' AND key = ? AND field = 'sale_id'",
+            (slip,),
+        ).fetchone()
+        return str(json.loads(row[0])) if row else None
+
+    def paper_sales(self, limit: int = 20) -> list[Row]:
+        """Paper entries, newest written first, with the slip they came from."""
+        rows = self.rows(
+            "SELECT s.sale_id, s.ts_ms, s.total, s.user, s.origin, s.seq, s.hlc, r.key AS slip "
+            "FROM sales s JOIN registers r ON r.entity = 'paper' AND r.field = 'sale_id' "
+            "AND r.value = json_quote(s.sale_id) WHERE s.number = 0 "
+            "ORDER BY s.ts_ms DESC, s.sale_id DESC LIMIT ?",
+            (limit,),
+        )
+        return rows
+
     def sales(self, sale_id: str, *, returns: bool = False) -> list[Row]:
         """Sales and exchanges (and returns, with `returns`) whose id is `sale_id` or ends with
         `-sale_id` (a receipt number typed at the till)."""

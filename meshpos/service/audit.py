@@ -35,6 +35,7 @@ from meshpos.core.clock import wall_of
 from meshpos.core.errors import EncodingError, InputError, MeshposError
 from meshpos.core.ops import GENESIS, Op, decode_body, verify_signature
 from meshpos.domain.enrolment import read_certificate
+from meshpos.domain.paper import paper_of
 from meshpos.service.terminal import Terminal
 
 FORMAT = "meshpos-audit"
@@ -89,6 +90,7 @@ def export_audit(t: Terminal, date_from: str, date_to: str, now_ms: int) -> dict
                         "time": iso(wall_of(op.hlc)),
                         "user": op.user,
                         "kind": op.kind,
+                        **({"paper": dict(paper)} if (paper := paper_of(op.payload)) else {}),
                         "body": _b64(body),
                         "sig": _b64(sig),
                     }
@@ -347,8 +349,10 @@ def _check_origin(
         if not start <= wall < end:
             p.append(f"{where} at {iso(wall)} is outside the exported range")
         number = op.payload.get("number")
-        if op.kind in RECEIPT_KINDS and isinstance(number, int):
-            receipts.append((op.seq, number))
+        if item.get("paper") != paper_of(op.payload):
+            p.append(f"{where}: the readable paper entry disagrees with the signed body")
+        if op.kind in RECEIPT_KINDS and isinstance(number, int) and paper_of(op.payload) is None:
+            receipts.append((op.seq, number))  # paper entries have their own numbering
         ops.append(op)
     if not ops:
         return r

@@ -55,6 +55,7 @@ from meshpos.domain.cards import (
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import PricedSale, Tender
+from meshpos.domain.upi import check_ref
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.context import NodeContext
 
@@ -313,6 +314,21 @@ def machine_tender(amount: int | None, approval: str, last4: str) -> Tender:
     if not (len(last4) == 4 and last4.isdigit()):
         raise InputError(f"last four digits {last4!r}: type the 4 digits the slip shows (XXXX1234)")
     return Tender(MACHINE, amount, card_last4=last4, card_approval=approval)
+
+
+def final_tenders(
+    method: str, *, approval: str = "", last4: str = "", upi_ref: str = ""
+) -> list[Tender]:
+    """One payment that is final at the counter, as a till's form gives it: cash (no tender:
+    cash is the default), the card machine's slip, or a UPI payment's UTR."""
+    method = method.strip().lower().replace("-", "_")
+    if method == "cash":
+        return []
+    if method in (MACHINE, "machine"):
+        return [machine_tender(None, approval, last4)]
+    if method == "upi":
+        return [Tender("upi", upi_ref=check_ref(upi_ref))]
+    raise InputError(f"paid by {method!r}: cash, the card machine or UPI")
 
 
 def check_kinds(tenders: Sequence[Mapping[str, Any]]) -> None:

@@ -141,6 +141,20 @@ def _words(
             "Agree with the customer what they keep; correct their points if needed, then "
             "resolve with a note.",
         )
+    if kind == "upi_unsettled":
+        settled = int(detail.get("settled") or 0)
+        what = (
+            f"settled only {rupees(settled)}"
+            if detail.get("status") == "wrong_amount"
+            else "was not in the bank's settlement file"
+        )
+        return (
+            f"A UPI payment on sale {subject} did not reach the bank as recorded",
+            f"The UPI payment of {rupees(int(detail.get('amount') or 0))} (UTR "
+            f"{detail.get('utr', '?')}) {what}: {detail.get('reason') or 'no reason given'}.",
+            "Check the UTR on the customer's phone or the sound box's log; ask the customer to "
+            "pay what is missing, then resolve with a note of how it was settled.",
+        )
     if kind == "payment_declined":
         return (
             f"HQ declined a card payment on sale {subject}",

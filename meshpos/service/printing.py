@@ -183,6 +183,17 @@ def render_job(
     """The ESC/POS bytes of a queued job for printer `cfg`; PrintError if its document is
     damaged. A reprint (or a job printed again after an interruption) is marked as a copy and
     never opens the cash drawer."""
+    if kind in (JobKind.RECEIPT, JobKind.REPRINT) and doc.get("op_kind") == "giftcard.issue":
+        return _voucher_bytes(doc, cfg, header)
+    if kind in (JobKind.RECEIPT, JobKind.REPRINT) and doc.get("op_kind") == UPI_REQUEST:
+        fields = [doc.get(k) for k in ("uri", "vpa", "amount", "reference")]
+        if not (all(isinstance(f, str) for f in fields[:2]) and type(fields[2]) is int):
+            raise PrintError("UPI request slip is damaged")
+        slip = layout.render_upi_request(
+            header, uri=str(fields[0]), vpa=str(fields[1]), amount=int(str(fields[2])),
+            reference=str(fields[3] or ""), options=cfg.layout,
+        )  # fmt: skip
+        return layout.render_bytes(slip, cfg.profile)
     if kind in (JobKind.RECEIPT, JobKind.REPRINT):
         payload = doc.get("payload")
         if not isinstance(payload, Mapping):
@@ -236,6 +247,28 @@ def render_job(
     raise PrintError(f"unknown print job kind {kind!r}")
 
 
+def _voucher_bytes(doc: Mapping[str, Any], cfg: PrinterConfig, header: StoreHeader) -> bytes:
+    """The slip of a gift card sold: its value, expiry and code as a barcode."""
+    p = doc.get("payload")
+    if not isinstance(p, Mapping) or not isinstance(p.get("code"), str):
+        raise PrintError("gift card slip has no card to print")
+    amount, expires, issued = p.get("amount"), p.get("expires_ms"), p.get("ts_ms")
+    if type(amount) is not int or type(issued) is not int:
+        raise PrintError("gift card slip is damaged: no amount or time")
+    if isinstance(doc.get("timezone"), str):
+        header = replace(header, time=StoreTime.named(doc["timezone"]))
+    commands = layout.render_voucher(
+        header,
+        title="GIFT CARD",
+        code=p["code"],
+        amount=amount,
+        expires=header.time.day(expires) if type(expires) is int else "",
+        issued=header.time.stamp(issued),
+        options=cfg.layout,
+    )
+    return layout.render_bytes(commands, cfg.profile)
+
+
 def _is_plain_file(path: str) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
@@ -287,8 +320,9 @@ def receipt_doc(terminal: Terminal, op: Op, payload: Mapping[str, Any]) -> dict[
 
 
 def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
-    """The record hook: queue the slip of a sale, return or exchange in its transaction."""
-    if not printing_enabled(terminal.cfg):
+    """The record hook: queue the slip of a sale, return or exchange in its transaction (not
+    of a paper entry: its customer left with the paper slip)."""
+    if not printing_enabled(terminal.cfg) or "paper" in payload:
         return
     job = terminal.ledger.print_queue.enqueue(
         JobKind.RECEIPT,
@@ -301,6 +335,21 @@ def queue_receipt(terminal: Terminal, op: Op, payload: dict[str, Any]) -> None:
     recent = _enqueued.setdefault(terminal, [])
     recent.append(job)
     del recent[:-1000]
+
+
+UPI_REQUEST = "upi.request"
+
+
+def queue_upi_request(terminal: Terminal, uri: str, vpa: str, amount: int, reference: str) -> bool:
+    """Queue the slip with a UPI request's QR code (the text till has no screen to show it);
+    False when this till prints no receipts."""
+    if not printing_enabled(terminal.cfg):
+        return False
+    doc = {"op_kind": UPI_REQUEST, "uri": uri, "vpa": vpa, "amount": amount,
+           "reference": reference}  # fmt: skip
+    job = terminal.ledger.print_queue.enqueue(JobKind.RECEIPT, doc, now_ms=terminal.now_ms())
+    _enqueued.setdefault(terminal, []).append(job)
+    return True
 
 
 def take_enqueued(terminal: Terminal) -> list[int]:
@@ -338,6 +387,17 @@ def report_rows(totals: Mapping[str, Any]) -> list[list[str]]:
         for t in totals["tenders"]:
             label = str(t["method"]).replace("_", " ").capitalize()
             rows.append([f"{label} ({t['count']})", money(int(t["amount"]))])
+    if totals.get("giftcards_sold"):
+        rows.append(["", ""])
+        rows.append(
+            [
+                f"Gift cards sold ({totals['giftcards_sold']})",
+                money(int(totals["giftcards_amount"])),
+            ]
+        )
+        for t in totals.get("giftcard_tenders") or []:
+            label = str(t["method"]).replace("_", " ").capitalize()
+            rows.append([f"  paid {label}", money(int(t["amount"]))])
     if totals.get("gst"):
         rows.append(["", ""])
         for g in totals["gst"]:

@@ -29,6 +29,11 @@ def shift_totals(t: Terminal) -> dict[str, Any]:
     totals = t.ledger.reports.shift(t.node_id, after_seq, zone)
     first, last = totals.pop("first_ms"), totals.pop("last_ms")
     days = [d["day"] for d in totals["days"]] or [zone.day(t.now_ms())]
+    cards = t.ledger.giftcards.sold(t.node_id, after_seq)
+    paid: dict[str, int] = {}
+    for card in cards:
+        for tender in card.get("tenders") or []:
+            paid[tender["method"]] = paid.get(tender["method"], 0) + int(tender["amount"])
     return {
         "terminal": t.cfg.name,
         "z_number": number + 1,
@@ -36,6 +41,11 @@ def shift_totals(t: Terminal) -> dict[str, Any]:
         "first_sale": zone.iso(first) if first is not None else None,
         "last_sale": zone.iso(last) if last is not None else None,
         **totals,
+        # Gift cards sold are money taken but not sales (no GST until the card is spent): the
+        # drawer holds their cash too.
+        "giftcards_sold": len(cards),
+        "giftcards_amount": sum(int(c.get("amount") or 0) for c in cards),
+        "giftcard_tenders": [{"method": m, "amount": a} for m, a in sorted(paid.items())],
     }
 
 

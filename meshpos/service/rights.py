@@ -8,10 +8,13 @@ Redeem step whether to wait for a peer, redeem fewer points or take another paym
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshpos.core.errors import LocalError
+from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.money import rupees
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.terminal import Terminal
@@ -32,23 +35,35 @@ class Holder:
 
 class RedeemRefused(EscrowShortfall):
     """A redemption beyond this counter's rights, explained; still an EscrowShortfall, so a
-    till that can ask its peers for the rights does so and tries again."""
+    till that can ask its peers for the rights does so and tries again. `card`: the rights are
+    a gift card's or credit note's balance (paise), not a customer's points."""
 
-    def __init__(self, short: EscrowShortfall, name: str, holders: list[Holder]) -> None:
+    def __init__(
+        self, short: EscrowShortfall, name: str, holders: list[Holder], *, card: bool = False
+    ) -> None:
         self.customer, self.needed, self.held = short.customer, short.needed, short.held
         self.holders = holders
         here = max(short.held, 0)
-        where = "; ".join(f"{h.name} holds {h.points} ({h.reach})" for h in holders)
+        amount: Callable[[int], str] = rupees if card else str
+        where = "; ".join(f"{h.name} holds {amount(h.points)} ({h.reach})" for h in holders)
+        may = (
+            f"spend only {rupees(here)} of it now"
+            if card
+            else f"redeem only {here} of their points now"
+        )
+        todo = (
+            (f"Take at most {rupees(here)} from the card, or another payment" if card
+             else f"Redeem at most {here}, or take another payment")
+            if here
+            else "Take another payment, or redeem at the counter holding "
+            + ("it" if card else "them")
+        )  # fmt: skip
         LocalError.__init__(
             self,
-            f"{name} ({short.customer}): {short.needed} points asked, but this counter may "
-            f"redeem only {here} of their points now. "
-            + (f"The rest are held elsewhere: {where}. " if where else "")
-            + (
-                f"Redeem at most {here}, or take another payment"
-                if here
-                else "Take another payment, or redeem at the counter holding them"
-            ),
+            f"{name}: {amount(short.needed)}{'' if card else ' points'} asked, but this counter "
+            f"may {may}. "
+            + (f"The rest {'is' if card else 'are'} held elsewhere: {where}. " if where else "")
+            + todo,
         )
 
 
@@ -69,8 +84,11 @@ def explain(t: Terminal, short: EscrowShortfall) -> EscrowShortfall:
     """The shortfall in the cashier's words (a card-float shortfall already is)."""
     if short.customer == CARD_FLOAT or isinstance(short, RedeemRefused):
         return short
+    if giftcards.is_key(short.customer):
+        code = giftcards.code_of(short.customer)
+        return RedeemRefused(short, f"card {code}", holders(t, short.customer), card=True)
     try:
         name = str(t.customer(short.customer)["name"])
     except LocalError:
         name = "the customer"
-    return RedeemRefused(short, name, holders(t, short.customer))
+    return RedeemRefused(short, f"{name} ({short.customer})", holders(t, short.customer))

@@ -7,6 +7,7 @@ the simulator and tests can drive it.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ from meshpos.core.clock import HLC, wall_ms
 from meshpos.core.clock import pack as pack_hlc
 from meshpos.core.errors import InputError, LocalError, NotFound, RemoteError
 from meshpos.core.ops import Op, Payload, Signer
+from meshpos.domain import giftcards
 from meshpos.domain.authority import spends_of
 from meshpos.domain.cards import detach_sealed
 from meshpos.domain.catalog import CatalogRow
@@ -34,7 +36,7 @@ from meshpos.domain.gst import (
     share,
     supply,
 )
-from meshpos.domain.money import portion
+from meshpos.domain.money import portion, rupees
 from meshpos.domain.pricing import (
     CartLine,
     LoyaltyRule,
@@ -91,6 +93,8 @@ def units_beyond(over: Mapping[str, tuple[int, int]]) -> dict[str, int]:
     """Per SKU, the units a sale takes beyond the stock seen (what a sale's `oversold` says)."""
     return {sku: want - max(have, 0) for sku, (want, have) in over.items()}
 
+
+REFUND_METHODS = ("cash", "card", "points", "credit_note")
 
 RecordHook = Callable[["Terminal", Op, dict[str, Any]], None]
 """Called with (terminal, op, payload) inside the transaction that records a sale, return or
@@ -438,6 +442,83 @@ class Terminal:
         if points > max(held, 0):
             raise EscrowShortfall(customer_id, points, held, self.rights_elsewhere(customer_id))
 
+    # -- gift cards and credit notes ------------------------------------------------------------
+
+    def giftcard(self, text: str) -> giftcards.CardState:
+        """A gift card or credit note by its code as typed or scanned."""
+        code = giftcards.parse_code(text)
+        issued = self.ledger.giftcards.issued(code)
+        balance = self.ledger.giftcards.balance(code)
+        if issued is None and balance == 0 and self.rights(giftcards.escrow_key(code)) == 0:
+            raise NotFound(
+                f"{giftcards.LABELS[giftcards.kind_of(code)]} {code} is not known at this store: "
+                "check the code; another store's card is spent by naming the amount, and its "
+                "balance is asked of HQ"
+            )
+        issued = issued or {}
+        return giftcards.CardState(
+            code=code,
+            kind=str(issued.get("kind") or giftcards.kind_of(code)),
+            issued=int(issued.get("amount") or 0),
+            balance=balance,
+            expires_ms=issued.get("expires_ms"),
+            issued_ms=issued.get("issued_ms"),
+        )
+
+    def giftcard_balances(self, tenders: Sequence[Tender]) -> dict[str, int]:
+        """The balances of the cards among `tenders`, for `settle` (a card with no amount pays
+        as much as its balance covers). Codes are checked here: a typo is refused at once."""
+        out = {}
+        for t in tenders:
+            if t.method == giftcards.TENDER:
+                code = giftcards.parse_code(t.code or "")
+                try:
+                    out[t.code or ""] = self.giftcard(code).balance
+                except NotFound:
+                    if t.amount is None:
+                        raise
+                    out[t.code or ""] = t.amount  # another store's: asked of HQ when spent
+        return out
+
+    def check_giftcards(self, tenders: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse spending an expired card, more than its balance, or more than this counter
+        holds rights to (escrow: EscrowShortfall names who holds the rest)."""
+        for key, amount in giftcards.spent_by(list(tenders)).items():
+            try:
+                state = self.giftcard(giftcards.code_of(key))
+            except NotFound:
+                # Another store's card: its balance reaches this counter through HQ (the escrow
+                # ask goes to the peers, then to HQ through the relay), as for loyalty.
+                raise EscrowShortfall(key, amount, 0, {}) from None
+            if state.expired(self.now_ms()):
+                day = self.store_time().day(state.expires_ms or 0)
+                raise InputError(f"{state.label} {state.code} expired on {day}: it cannot be spent")
+            if amount > state.balance:
+                raise InputError(
+                    f"{state.label} {state.code} has {rupees(state.balance)} left; "
+                    f"{rupees(amount)} cannot be spent"
+                )
+            held = self.rights(key)
+            if amount > max(held, 0):
+                raise EscrowShortfall(key, amount, held, self.rights_elsewhere(key))
+
+    def _credit_note(self, amount: int) -> dict[str, Any]:
+        """The tender of a refund paid as a new credit note of `amount` paise."""
+        kind = giftcards.CREDIT_NOTE
+        digits = "".join(secrets.choice("0123456789") for _ in range(giftcards.DIGITS))
+        days = int(self.cfg.section("giftcards").get("credit_note_days", 180))
+        return {
+            "method": kind,
+            "amount": amount,
+            "code": giftcards.make_code(kind, digits),
+            "expires_ms": giftcards.expiry(self.now_ms(), days),
+        }
+
+    def sale_id_of(self, number: int) -> str:
+        """The id of this terminal's sale, return or exchange with receipt number `number`
+        (`ledger.views.next_number` gives the next one)."""
+        return f"{self.cfg.store}-{self.cfg.name}-{number:06d}"
+
     def _record(
         self,
         kind: str,
@@ -451,10 +532,13 @@ class Terminal:
         store's state)."""
         place = place or self.supply()
         with self.transaction():
-            number = self.ledger.views.next_number(self.node_id)
+            paper = extra.get("paper")
+            # a paper entry takes no receipt number: the terminal's stay gapless
+            number = 0 if paper else self.ledger.views.next_number(self.node_id)
+            sale_id = str(paper["id"]) if paper else self.sale_id_of(number)
             payload: dict[str, Any] = {
-                "sale_id": f"{self.cfg.store}-{self.cfg.name}-{number:06d}",
-                "receipt": f"{self.cfg.name}-{number:06d}",
+                "sale_id": sale_id,
+                "receipt": sale_id.removeprefix(f"{self.cfg.store}-"),
                 "number": number,
                 "terminal": self.cfg.name,
                 "customer": customer,
@@ -466,7 +550,7 @@ class Terminal:
                 "tenders": priced.tenders,
                 "points_earned": priced.points_earned,
                 "points_redeemed": priced.points_redeemed,
-                "ts_ms": self.now_ms(),
+                "ts_ms": int(paper["written_ms"]) if paper else self.now_ms(),
                 **place.fields(),
                 **extra,
             }
@@ -490,6 +574,7 @@ class Terminal:
         buyer_gstin: str | None = None,
         buyer_state: str | None = None,
         allow_oversell: bool = False,
+        paper: Mapping[str, Any] | None = None,
     ) -> SaleResult:
         """`card`: a card read at the till (it pays the whole sale unless `tenders` say otherwise),
         sealed here to HQ's key for the card tender's amount (meshpos/service/cards.py); sealed card
@@ -497,7 +582,9 @@ class Terminal:
         `buyer_gstin`: a registered buyer's GSTIN, printed on the invoice (a B2B sale); with
         `buyer_state` (the state the goods go to) it decides IGST or CGST + SGST.
         `allow_oversell`: the cashier confirmed selling beyond the stock this counter sees (the
-        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor)."""
+        sale records how far, and beyond `staff.oversell_limit` units it needs a supervisor).
+        `paper`: a sale written on a paper slip, entered now (meshpos/service/paper.py): its own
+        id and number, and the time written on the slip."""
         if card is not None and not tenders:
             tenders = [Tender("card")]
         place = self.supply(buyer_gstin, buyer_state)
@@ -509,14 +596,22 @@ class Terminal:
             if any(t.method == "points" and t.amount is None for t in tenders):
                 balance = min(balance, held)
             settled = settle(
-                priced, tenders, self.loyalty_rule(), customer=cid, points_balance=balance
+                priced,
+                tenders,
+                self.loyalty_rule(),
+                customer=cid,
+                points_balance=balance,
+                card_balances=self.giftcard_balances(tenders),
             )
             if card is not None:
                 settled = cards.seal_tenders(self, settled, card)
             cards.check_sale(self, settled)
+            self.check_giftcards(settled.tenders)
             if cid:
                 self.check_redeem(cid, settled.points_redeemed)
             extra = {"ref_sale": None, **self._oversell(settled.lines, allow_oversell)}
+            if paper is not None:
+                extra["paper"] = dict(paper)
             return self._record("sale", settled, cid, user, extra, place)
 
     # -- loyalty escrow -------------------------------------------------------------------------
@@ -611,8 +706,9 @@ class Terminal:
         refund: str = "cash",
         user: str | None = None,
     ) -> SaleResult:
-        if refund not in ("cash", "card", "points"):
-            raise InputError(f"refund method {refund!r} must be cash, card or points")
+        refund = refund.replace("-", "_")
+        if refund not in REFUND_METHODS:
+            raise InputError(f"refund method {refund!r} must be cash, card, points or credit note")
         with self.transaction():
             ref, lines, earned = self._refund_lines(sale_id, items)
             orig = self.sale(ref)
@@ -638,9 +734,10 @@ class Terminal:
     def _refund_tenders(
         self, orig: Mapping[str, Any], total: int, earned: int, refund: str
     ) -> tuple[list[dict[str, Any]], int, int]:
-        """How `total` of a sale goes back: the share paid with points returns as points, the rest
-        by `refund`; and the share of the points it earned to take back. Shares are counted on the
-        running refunded total, so a sale returned in parts gives back exactly what it took."""
+        """How `total` of a sale goes back: the share paid with points returns as points, the
+        share paid with gift cards as a credit note, the rest by `refund`; and the share of the
+        points it earned to take back. Shares are counted on the running refunded total, so a
+        sale returned in parts gives back exactly what it took."""
         sold = int(orig["total"])
         before = min(self.ledger.views.refunded(orig["sale_id"]), sold)
         now = min(total, sold - before)
@@ -659,7 +756,14 @@ class Terminal:
                     "points": points,
                 }
             )
+        # The share paid with gift cards or credit notes never goes back as cash: it comes
+        # back as a credit note (with the rest, when that is refunded as one too).
+        stored = [t for t in orig["payload"]["tenders"] if t["method"] == giftcards.TENDER]
         rest = total - sum(t["amount"] for t in tenders)
+        note = rest if refund == giftcards.CREDIT_NOTE else part(sum(t["amount"] for t in stored))
+        if note > 0 and rest > 0:
+            tenders.append(self._credit_note(min(note, rest)))
+            rest -= min(note, rest)
         if rest or not tenders:
             tender: dict[str, Any] = {"method": refund, "amount": rest}
             if refund == "points":
@@ -678,9 +782,14 @@ class Terminal:
         user: str | None = None,
         card: CardInput | None = None,
         allow_oversell: bool = False,
+        refund: str = "cash",
     ) -> SaleResult:
         """Items of an earlier sale come back, others go out; the difference is paid (cash, the
-        card machine, or a card captured here: `card`, as in `sell`) or refunded in cash."""
+        card machine, a gift card, or a card captured here: `card`, as in `sell`) or refunded by
+        `refund`: cash, or a new credit note."""
+        refund = refund.replace("-", "_")
+        if refund not in ("cash", giftcards.CREDIT_NOTE):
+            raise InputError(f"an exchange refunds cash or a credit note, not {refund!r}")
         with self.transaction():
             ref, returned, _ = self._refund_lines(sale_id, back)
             orig = self.sale(ref)
@@ -692,15 +801,26 @@ class Terminal:
                 due = PricedSale(new.lines, new.subtotal, new.discount, new.tax, net)
                 if card is not None and not tenders:
                     tenders = [Tender("card")]
-                settled = settle(due, tenders, self.loyalty_rule(), customer=None)
+                settled = settle(
+                    due,
+                    tenders,
+                    self.loyalty_rule(),
+                    customer=None,
+                    card_balances=self.giftcard_balances(tenders),
+                )
                 if card is not None:
                     settled = cards.seal_tenders(self, settled, card)
                 cards.check_sale(self, settled)
+                self.check_giftcards(settled.tenders)
                 paid = settled.tenders
             else:
                 if tenders or card is not None:
                     raise InputError("nothing is due on this exchange; leave out --pay")
-                paid = [{"method": "cash", "amount": net}] if net else []
+                if net and refund == giftcards.CREDIT_NOTE:
+                    note = self._credit_note(-net)
+                    paid = [{**note, "amount": net}]
+                else:
+                    paid = [{"method": "cash", "amount": net}] if net else []
             back_qty = {ln["sku"]: int(ln["qty"]) for ln in returned}
             priced = PricedSale(
                 lines=new.lines,

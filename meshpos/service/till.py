@@ -27,15 +27,18 @@ from meshpos.devices.barcodes import (
     normalise,
     validate,
 )
+from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
 from meshpos.domain.staff import Credential, Need, source_required
+from meshpos.domain.upi import check_ref
 from meshpos.ledger.parked import ParkedCart
-from meshpos.service import cards, rights
+from meshpos.service import cards, rights, upi
 from meshpos.service.cards import MACHINE, TWO_KINDS, CardInput
 from meshpos.service.staff import approved_by, approver_for, store_policy
 from meshpos.service.terminal import (
+    REFUND_METHODS,
     OversellNotConfirmed,
     SaleResult,
     Terminal,
@@ -90,7 +93,18 @@ class ReturnStarted:
     beep: str | None = None
 
 
-ScanEvent = LineAdded | UnknownCode | InvalidCode | ReturnStarted
+@dataclass(frozen=True)
+class CardScanned:
+    """A gift card or credit note was scanned: it pays what is due (as much as it covers), or,
+    with nothing to pay for yet, the till says its balance."""
+
+    code: str
+    tender: Tender | None
+    message: str
+    beep: str | None = None
+
+
+ScanEvent = LineAdded | UnknownCode | InvalidCode | ReturnStarted | CardScanned
 
 
 @dataclass
@@ -217,6 +231,8 @@ class TillSession:
         product = self._lookup(code)
         if product is not None:
             return self._add_product(code, product)
+        if giftcards.looks_like(code):
+            return self._scan_card(code)
         if SALE_ID.match(code):
             started = self._start_return_from_scan(code)
             if started is not None:
@@ -265,6 +281,24 @@ class TillSession:
             product.sku,
             1,
             f"{product.name} {product.sku} at {rupees(product.price)}",
+        )
+
+    def _scan_card(self, code: str) -> ScanEvent:
+        """A scanned gift card or credit note starts its redemption."""
+        try:
+            state = self.terminal.giftcard(code)
+            if self._s.mode != "sale" or not self._s.lines or self.totals().due <= 0:
+                left = f"{state.label} {state.code}: {rupees(state.balance)} left"
+                if state.expires_ms:
+                    left += f", valid until {self.terminal.store_time().day(state.expires_ms)}"
+                return CardScanned(state.code, None, left)
+            tender = self.pay(giftcards.TENDER, code=state.code)
+        except (InputError, NotFound) as exc:
+            return UnknownCode(code, str(exc))
+        return CardScanned(
+            state.code,
+            tender,
+            f"{state.label} {state.code} pays {rupees(tender.amount or 0)}",
         )
 
     def _start_return_from_scan(self, code: str) -> ScanEvent | None:
@@ -327,8 +361,9 @@ class TillSession:
     def set_refund(self, method: str) -> None:
         if self._s.mode != "return":
             raise InputError("`refund` is for returns; take payment with `pay`")
-        if method not in ("cash", "card", "points"):
-            raise InputError(f"refund method {method!r} must be cash, card or points")
+        method = method.lower().replace("-", "_").replace(" ", "_")
+        if method not in REFUND_METHODS:
+            raise InputError(f"refund method {method!r} must be cash, card, points or credit note")
         if method == "points" and not self._s.customer:
             raise InputError("a refund to points needs a sale with a customer")
         self._s.refund = method
@@ -584,6 +619,7 @@ class TillSession:
 
     @staticmethod
     def _tender_value(t: Tender, point_value: int, due: int) -> int:
+        """What a tender pays (a gift card's amount is fixed when it is taken)."""
         if t.method == "points":
             return min((t.amount or 0) * point_value, due)
         return t.amount if t.amount is not None else due
@@ -595,6 +631,9 @@ class TillSession:
         card_last4: str | None = None,
         card: CardInput | None = None,
         approval: str | None = None,
+        *,
+        code: str | None = None,
+        upi_ref: str | None = None,
     ) -> Tender:
         """Take a tender: `cash [RUPEES]` (more than due gives change), `points [N]`, or a card
         of one of the two kinds: `card_machine` (paid on the store's card machine: its
@@ -608,15 +647,18 @@ class TillSession:
             raise InputError("nothing to pay for yet; scan an item first")
         method = method.lower().replace("-", "_")
         method = MACHINE if method == "machine" else method
-        if method not in ("cash", "card", MACHINE, "points"):
+        if method not in ("cash", "card", MACHINE, "points", giftcards.TENDER, "upi"):
             raise InputError(
-                f"payment method {method!r} must be cash, card, card machine or points"
+                f"payment method {method!r} must be cash, card, card machine, UPI, gift card "
+                "or points"
             )
         due = self.totals().due
         if due <= 0:
             raise InputError("the sale is already paid in full; type done to finish")
         if method == "points":
             return self._pay_points(amount, due)
+        if method == giftcards.TENDER:
+            return self._pay_giftcard(code or "", amount, due)
         value = due if amount is None else parse_rupees(amount, f"{method} amount")
         if value <= 0:
             raise InputError(f"{method} amount must be more than zero")
@@ -626,6 +668,8 @@ class TillSession:
             raise InputError("card details go with a card payment captured here: pay card")
         if method == MACHINE:
             tender = cards.machine_tender(value, approval or "", card_last4 or "")
+        elif method == "upi":
+            tender = Tender("upi", value, upi_ref=check_ref(upi_ref or ""))
         elif method == "card":
             if card is None:
                 raise InputError(f"a card payment needs the card: {TWO_KINDS}")
@@ -642,6 +686,20 @@ class TillSession:
             tender = Tender("cash", value)
         s.tenders.append(tender)
         return tender
+
+    def upi_request(self, amount: str | None = None) -> upi.UpiRequest:
+        """The UPI request for `amount` (default: what is still due), to show as a QR code or
+        print; the payment is taken with `pay("upi", ..., upi_ref=UTR)` once the customer's
+        phone shows it went through."""
+        due = self.totals().due
+        if self._s.mode != "sale" or not self._s.lines or due <= 0:
+            raise InputError("nothing is due: scan an item first")
+        value = due if amount is None else parse_rupees(amount, "UPI amount")
+        if not 0 < value <= due:
+            raise InputError(
+                f"UPI amount {rupees(value)} must be above zero and at most the {rupees(due)} due"
+            )
+        return upi.request(self.terminal, value)
 
     def card_allowed(self, amount: str | None = None) -> int:
         """Whether a card can be taken here offline for `amount` (default: what is due), asked
@@ -687,6 +745,35 @@ class TillSession:
             raise rights.explain(self.terminal, short) from None
         tender = Tender("points", points)
         s.tenders.append(tender)
+        return tender
+
+    def _pay_giftcard(self, code: str, amount: str | None, due: int) -> Tender:
+        """A gift card or credit note pays as much of what is due as it covers (or `amount`);
+        refused here, before it is taken, when it is expired, short, or its balance is held by
+        another counter (the explanation names who holds it)."""
+        try:
+            state = self.terminal.giftcard(code)
+        except NotFound:
+            if amount is None:
+                raise
+            state = giftcards.CardState(giftcards.parse_code(code), "", 0, 0, None, None)
+        used = sum(t.amount or 0 for t in self._s.tenders if t.code == state.code)
+        left = state.balance - used
+        value = min(left, due) if amount is None else parse_rupees(amount, "gift card amount")
+        if value <= 0:
+            raise InputError(f"{state.label} {state.code} has nothing left to spend")
+        if value > due:
+            raise InputError(
+                f"gift card payment {rupees(value)} is more than the {rupees(due)} due"
+            )
+        tender = Tender(giftcards.TENDER, value, code=state.code)
+        try:
+            self.terminal.check_giftcards(
+                [{"method": giftcards.TENDER, "amount": value + used, "code": state.code}]
+            )
+        except EscrowShortfall as short:
+            raise rights.explain(self.terminal, short) from None
+        self._s.tenders.append(tender)
         return tender
 
     def clear_payments(self) -> None:

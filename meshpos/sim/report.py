@@ -110,6 +110,12 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
     points = truth.points_signed()
     negative = _double_spent(points)
     customers = len(points)
+    cards = truth.cards_signed()
+    overspent = sorted(
+        f"{key.partition(':')[2]} (given {given}, spent {spent})"
+        for key, (given, spent) in cards.items()
+        if spent > given
+    )
     conflicts: Counter[str] = Counter()
     examples: list[str] = []
     oversells: list[dict[str, Any]] = []
@@ -128,6 +134,8 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
         stranded = views.rights_held_by(retired)
     if negative:
         violations.append(f"{s.name}: points double-spent: {', '.join(sorted(negative)[:5])}")
+    if overspent:
+        violations.append(f"{s.name}: gift cards double-spent: {', '.join(overspent[:5])}")
     if unauthorised:
         first = unauthorised[0]
         violations.append(
@@ -171,6 +179,7 @@ def _store_checks(s: StoreSim) -> dict[str, Any]:
             "views_equal": len(replicas) * len(VIEW_TABLES),
             "no_lost_acknowledged_ops": len(truth.rung) if ref is not None else 0,
             "no_double_spent_points": customers,
+            "no_double_spent_giftcards": len(cards),
             "every_op_had_authority": len(truth.rung) if ref is not None else 0,
             "hq_equals_union_of_stores": 1 if s.hq_enabled else 0,
             # every op a replica took from another origin had its chain link checked on the way
@@ -506,6 +515,11 @@ INVARIANTS = (  # (key, what it says, what it is checked on: one, many)
     ),
     ("no_double_spent_points", "no loyalty point redeemed twice", ("customer", "customers")),
     (
+        "no_double_spent_giftcards",
+        "no gift card or credit note spent beyond its value",
+        ("card", "cards"),
+    ),
+    (
         "every_op_had_authority",
         "every op had authority under the store's rules",
         ("op signed", "ops signed"),
@@ -527,7 +541,8 @@ def _invariant_checks(
         "converged_after_final_heal": all(c["converged"] for c in checks.values()),
         "views_equal": all(c["views_equal"] for c in checks.values()),
         "no_lost_acknowledged_ops": all(c["lost"] == 0 for c in checks.values()),
-        "no_double_spent_points": not any("double-spent" in v for v in violations),
+        "no_double_spent_points": not any("points double-spent" in v for v in violations),
+        "no_double_spent_giftcards": not any("gift cards double-spent" in v for v in violations),
         "every_op_had_authority": all(not c["unauthorised"] for c in checks.values()),
         "hq_equals_union_of_stores": all(
             c["hq_equals_union"] is not False for c in checks.values()

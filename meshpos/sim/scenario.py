@@ -217,6 +217,8 @@ class WorkloadConf:
     opening_points: tuple[int, int] = (100, 1500)
     basket: tuple[int, int] = (1, 4)
     escrow_wait_ms: int = 1500
+    giftcards: int = 0  # gift cards sold at opening, at the counters in turn
+    giftcard_share: float = 0.0  # sales paid (partly) with one of them
     # False: counters skip the escrow check at the source, as a tampered till would (the fold
     # still judges every op: the report shows both the double spend and the ops it refused).
     escrow_check: bool = True
@@ -261,6 +263,8 @@ class WorkloadConf:
                 else base.escrow_wait_ms
             ),
             escrow_check=_flag(raw, "escrow_check", base.escrow_check, where),
+            giftcards=_int(raw, "giftcards", base.giftcards, where, 0, 100_000),
+            giftcard_share=_num(raw, "giftcard_share", base.giftcard_share, where, 0, 1),
         )
 
     def dump(self, base: WorkloadConf | None = None) -> dict[str, Any]:

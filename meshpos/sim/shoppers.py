@@ -21,9 +21,10 @@ from typing import TypeVar
 from meshpos.core.errors import MeshposError, NotFound
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.giftcards import GIFT_CARD, TENDER, code_of, is_key, make_code
 from meshpos.domain.pricing import Tender, price_lines, settle
 from meshpos.node.core import NodeAction
-from meshpos.service import cards, escrow
+from meshpos.service import cards, escrow, giftcards
 from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.sim.agenda import Agenda, Retry
 from meshpos.sim.metrics import covers
@@ -89,6 +90,7 @@ class Shoppers:
         self.customer_cum: tuple[float, ...] = ()
         self.popularity: Popularity | None = None
         self.slips = 0
+        self.cards: list[str] = []  # gift cards sold at opening (codes)
 
     # -- opening the store ----------------------------------------------------------------------
 
@@ -117,6 +119,12 @@ class Shoppers:
                     "loyalty.adjust", {"customer_id": cid, "delta": points, "reason": "opening"}
                 )
                 self.truth.record(node, 0)
+        for k in range(self.wl.giftcards):
+            node = counters[k % len(counters)]
+            code = make_code(GIFT_CARD, f"{self.rng.randrange(10**12):012d}")
+            giftcards.issue(node.terminal, self.rng.randint(20, 100) * 10_000, code=code)
+            self.truth.record(node, 0)
+            self.cards.append(code)
 
     def schedule(self) -> None:
         d = self.sc.duration_ms
@@ -218,6 +226,9 @@ class Shoppers:
         if redeem and customer is not None:
             self._redeem(node, customer, items, rng.randint(20, 400), first=True)
             return
+        if wl.giftcard_share and self.cards and rng.random() < wl.giftcard_share:
+            self._gift(node, items, rng.choice(self.cards), first=True)
+            return
         self._sell(node, items, [self._card() if card else Tender("cash")], customer, "sale")
 
     def _card(self) -> Tender:
@@ -238,7 +249,7 @@ class Shoppers:
         try:
             result = self.act(node, lambda t: self._ring(t, items, tenders, customer))
         except EscrowShortfall:
-            if any(t.method == "points" for t in tenders):
+            if any(t.method in ("points", TENDER) for t in tenders):
                 raise
             # Terminal.sell refuses even a sale without points when this counter's rights for
             # the customer are below zero (a return here clawed back points earned elsewhere).
@@ -261,12 +272,13 @@ class Shoppers:
         """`Terminal.sell`, or with the escrow defeated (`escrow_check = false`) a sale recorded
         without the counter's escrow check, as a tampered till would."""
         # The goods are in the customer's hand: a cashier confirms selling beyond stock.
-        if self.wl.escrow_check or customer is None:
+        gift = any(t.method == TENDER for t in tenders)
+        if self.wl.escrow_check or (customer is None and not gift):
             return t.sell(items, tenders=tenders, customer=customer, allow_oversell=True)
         with t.transaction():
             priced = price_lines(t.cart(items, {}))
             settled = settle(priced, tenders, t.loyalty_rule(), customer=customer,
-                             points_balance=t.points(customer))  # fmt: skip
+                             points_balance=t.points(customer) if customer else 0)  # fmt: skip
             extra = {"ref_sale": None, **t._oversell(settled.lines, True)}
             return t._record("sale", settled, customer, None, extra)
 
@@ -304,11 +316,46 @@ class Shoppers:
             if not first:
                 self.escrow["redeemed_after_ask"] += 1
 
+    def _gift(self, node: SimNode, items: list[tuple[str, int]], code: str, first: bool) -> None:
+        """A customer pays with a gift card, as much as it covers (the card machine the rest).
+        Its balance is escrow like points: short here, the till asks its peers once and tries
+        again after the wait, else the customer pays another way."""
+        t = node.terminal
+        balance = t.ledger.giftcards.balance(code)
+        total = price_lines(t.cart(items, {})).total
+        amount = min(balance, total)
+        if amount <= 0:
+            self._sell(node, items, [self._card()], None, "sale")
+            return
+        tenders = [Tender(TENDER, amount, code=code)] + ([self._card()] if amount < total else [])
+        try:
+            ok = self._sell(node, items, tenders, None, "gift card sale")
+        except EscrowShortfall as short:
+            if first:
+                self.escrow["asks"] += 1
+                key, wanted = short.customer, short.needed - max(short.held, 0)
+                self.act(node, lambda t: escrow.ask(t, key, wanted))
+                retry: Retry = (node.name, key, items, amount)
+                self.agenda.push(self.net.now + self.wl.escrow_wait_ms, "retry", retry)
+                return
+            self.escrow["refused"] += 1
+            if self._rights_out_of_reach(node, short.customer):
+                self.escrow["refused_out_of_reach"] += 1
+            self._sell(node, items, [self._card()], None, "sale")
+            return
+        if ok:
+            self.tally.counts["giftcard_paid"] += amount
+            if not first:
+                self.escrow["redeemed_after_ask"] += 1
+
     def retry_redeem(self, retry: Retry) -> None:
         name, customer, items, points = retry
         node = self.roster.nodes[name]
         if not self._available(node):
             self.escrow["abandoned"] += 1
+            return
+        if is_key(customer):
+            self._gift(node, items, code_of(customer), first=False)
             return
         self._redeem(node, customer, items, points, first=False)
 

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from meshpos.core.clock import wall_of
+from meshpos.domain.giftcards import CREDIT_NOTE, escrow_key, spent_by
 from meshpos.node.core import NodeAction
 from meshpos.sim.nodes import SimNode
 from meshpos.sync.protocol import Applied, PeerDown, PeerUp, Rejected
@@ -32,6 +33,7 @@ class Rung:
     at: int
     node: str
     points: tuple[str, int, int, int, int] | None = None
+    cards: tuple[tuple[str, int], ...] = ()  # gift card balance moves: (escrow key, paise)
 
 
 def points_of(kind: str, payload: dict[str, object]) -> tuple[str, int, int, int, int] | None:
@@ -53,6 +55,26 @@ def points_of(kind: str, payload: dict[str, object]) -> tuple[str, int, int, int
     return None
 
 
+def cards_of(kind: str, payload: dict[str, object]) -> tuple[tuple[str, int], ...]:
+    """An op's effect on gift card and credit note balances as signed: an issue adds its value,
+    a tender of a sale or exchange spends its amount, a refund to a credit note adds one."""
+    if kind == "giftcard.issue":
+        code, amount = payload.get("code"), payload.get("amount")
+        if isinstance(code, str) and isinstance(amount, int):
+            return ((escrow_key(code), amount),)
+        return ()
+    if kind not in SALE_KINDS:
+        return ()
+    tenders = payload.get("tenders")
+    out = [] if kind == "return" else [(k, -a) for k, a in spent_by(tenders).items()]
+    for t in tenders if isinstance(tenders, list) else []:
+        if isinstance(t, dict) and t.get("method") == CREDIT_NOTE:
+            code, amount = t.get("code"), t.get("amount")
+            if isinstance(code, str) and isinstance(amount, int):
+                out.append((escrow_key(code), abs(amount)))
+    return tuple(out)
+
+
 @dataclass
 class GroundTruth:
     day_start_ms: int  # the true wall clock at simulated time 0
@@ -72,8 +94,10 @@ class GroundTruth:
         for seq in range(node.recorded + 1, head + 1):
             op = node.ledger.get(node.node_id, seq)
             assert op is not None
-            points = points_of(op.kind, dict(op.payload))
-            self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name, points)
+            payload = dict(op.payload)
+            points = points_of(op.kind, payload)
+            cards = cards_of(op.kind, payload)
+            self.rung[(op.origin, op.seq)] = Rung(op.sig, op.kind, now, node.name, points, cards)
             node.ops_signed += 1
             lead = wall_of(op.hlc) - true_wall
             node.max_lead_ms = max(node.max_lead_ms, lead)
@@ -112,6 +136,16 @@ class GroundTruth:
                 for i, v in enumerate(r.points[1:]):
                     row[i] += v
         return [(c, v[0], v[1], v[2], v[3]) for c, v in sorted(totals.items())]
+
+    def cards_signed(self) -> dict[str, tuple[int, int]]:
+        """Per gift card or credit note, from every op signed (and not lost with a disk): the
+        value it was given and what was spent from it."""
+        totals: dict[str, list[int]] = {}
+        for r in self.rung.values():
+            for key, delta in r.cards:
+                row = totals.setdefault(key, [0, 0])
+                row[0 if delta > 0 else 1] += abs(delta)
+        return {key: (v[0], v[1]) for key, v in sorted(totals.items())}
 
     def lose_tail(self, node: SimNode, held: int) -> int:
         """The disk of `node` died: its ops past `held` (the most any other replica holds) are

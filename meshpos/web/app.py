@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from meshpos.service.http_gate import Gate, GateLimits, GateMiddleware
 from meshpos.web.backend import Backend
 from meshpos.web.common import HERE, MAX_FORM, Site
-from meshpos.web.routes import auth, events, guide, manager, stock, till
+from meshpos.web.routes import auth, events, guide, manager, paper, stock, till
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 LIMITS = GateLimits(
@@ -72,6 +72,7 @@ def create_app(
         *auth.routes(site),
         *till.routes(site),
         *stock.routes(site),
+        *paper.routes(site),
         *manager.routes(site),
         *events.routes(site),
         *guide.routes(site),

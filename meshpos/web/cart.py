@@ -15,6 +15,7 @@ from meshpos.ledger.live_feed import find_customers
 from meshpos.service.cards import read_card
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import (
+    CardScanned,
     InvalidCode,
     LineAdded,
     ReturnStarted,
@@ -40,6 +41,8 @@ class Cart:
         elif isinstance(event, ReturnStarted):
             s.notice = Notice("ok", event.message)
             s.customers = []
+        elif isinstance(event, CardScanned):
+            s.notice = Notice("ok", event.message)
         elif isinstance(event, UnknownCode):
             s.notice = Notice("warn", event.message, event.beep)
             text = code.strip()
@@ -151,6 +154,8 @@ class Cart:
         last4: str = "",
         card_number: str = "",
         card_expiry: str = "",
+        code: str = "",
+        upi_ref: str = "",
     ) -> None:
         """Cash, points, a card on the store's card machine (approval code and last four from
         its slip), or a card captured here (typed or swiped into the card field; sealed at once,
@@ -166,6 +171,8 @@ class Cart:
             card_last4=last4.strip() or None,
             card=card,
             approval=approval.strip() or None,
+            code=code.strip() or None,
+            upi_ref=upi_ref.strip() or None,
         )
         totals = s.till.totals()
         if tender.method == "points":
@@ -174,6 +181,10 @@ class Cart:
             what = f"card ending {tender.card_last4} (authorisation pending with HQ)"
         elif tender.card_approval:
             what = f"card machine payment (approval {tender.card_approval})"
+        elif tender.code:
+            what = f"{rupees(tender.amount or 0)} from card {tender.code}"
+        elif tender.upi_ref:
+            what = f"UPI payment (UTR {tender.upi_ref}, pending reconciliation)"
         else:
             what = tender.method
         left = f"{rupees(totals.due)} still due" if totals.due else "paid in full"
@@ -186,7 +197,7 @@ class Cart:
 
     def refund(self, s: WebSession, method: str) -> None:
         s.till.set_refund(method)
-        s.notice = Notice("ok", f"refund by {method}")
+        s.notice = Notice("ok", f"refund by {s.till.refund_method.replace('_', ' ')}")
 
     def start_exchange(self, s: WebSession) -> None:
         if s.till.mode != "return" or s.till.ref_sale is None:

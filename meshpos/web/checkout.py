@@ -4,12 +4,13 @@ one transaction with the cashier's sign-in (and a supervisor's, when one approve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from meshpos.core.errors import InputError
 from meshpos.domain.money import rupees
 from meshpos.domain.pricing import Tender
-from meshpos.service import cards
+from meshpos.service import cards, giftcards
 from meshpos.service.terminal import SaleResult, Terminal
 from meshpos.service.till import TillSession, change_given
 from meshpos.web.printer import TillPrinter
@@ -64,7 +65,30 @@ class Checkout:
         self.printer.wake()
         change = f", change {rupees(s.last['change'])}" if s.last["change"] else ""
         total = rupees(abs(s.last["total"]))
-        s.notice = Notice("ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}")
+        notes = "".join(
+            f"; credit note {t['code']} for {rupees(abs(t['amount']))}"
+            for t in s.last["tenders"]
+            if t.get("method") == "credit_note"
+        )
+        s.notice = Notice(
+            "ok", f"{result.op.kind} {result.sale_id} recorded: {total}{change}{notes}"
+        )
+
+    def sell_giftcard(self, s: WebSession, amount: str, form: Mapping[str, str]) -> None:
+        """Sell a gift card between sales: paid in cash, on the card machine or by UPI; its slip
+        (the code as a barcode) goes to the printer with the next drain."""
+        if not s.till.empty:
+            raise InputError("finish or hold this sale before selling a gift card")
+        tenders = cards.final_tenders(
+            form.get("method", "cash"),
+            approval=form.get("approval", ""),
+            last4=form.get("last4", ""),
+            upi_ref=form.get("upi_ref", ""),
+        )
+        op = giftcards.issue(self.t, amount, tenders=tenders, user=s.user)
+        code, value = op.payload["code"], op.payload["amount"]
+        self.printer.wake()
+        s.notice = Notice("ok", f"gift card {code} sold for {rupees(value)}: its slip prints")
 
     def _exchange(
         self, s: WebSession, going_out: TillSession, method: str, approval: str, last4: str
@@ -81,7 +105,13 @@ class Checkout:
         if net > 0 and method != "cash":
             tenders = [cards.machine_tender(None, approval, last4)]
         result = self.t.exchange(
-            ref, back, take, tenders=tenders, user=s.user, allow_oversell=bool(going_out.confirmed)
+            ref,
+            back,
+            take,
+            tenders=tenders,
+            user=s.user,
+            allow_oversell=bool(going_out.confirmed),
+            refund="credit_note" if net < 0 and method == "credit_note" else "cash",
         )
         s.till.void()
         return result

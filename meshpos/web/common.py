@@ -31,7 +31,7 @@ from meshpos.web.backend import Backend, TillParts
 from meshpos.web.escrow_wait import wait_for_rights
 from meshpos.web.session import WebSession, run_action
 from meshpos.web.signin import COOKIE
-from meshpos.web.views import clock, method_label, money
+from meshpos.web.views import clock, day, method_label, money, stamp
 
 HERE = Path(__file__).resolve().parent
 DISCOUNTS = ("5%", "10%", "20%")
@@ -60,6 +60,8 @@ def templates() -> jinja2.Environment:
     env.filters["money"] = money
     env.filters["clock"] = clock
     env.filters["method_label"] = method_label
+    env.filters["stamp"] = stamp
+    env.filters["day"] = day
     env.globals["DISCOUNTS"] = DISCOUNTS
     env.globals["ago"] = ago
     return env

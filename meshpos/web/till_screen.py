@@ -8,9 +8,11 @@ from typing import Any
 
 from meshpos.core.errors import ConfigError, NotFound
 from meshpos.domain.pricing import LoyaltyRule
+from meshpos.domain.upi import VPA_SETTING
 from meshpos.ledger.print_queue import JobState
 from meshpos.service import printer_words
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.history import customer_history
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillLine, TillSession, TillTotals
 from meshpos.web.printer import TillPrinter
@@ -83,6 +85,8 @@ def _tenders(till: TillSession, rule: LoyaltyRule) -> list[dict[str, Any]]:
             "last4": tn.card_last4,
             "approval": tn.card_approval,
             "pending": bool(tn.card_sealed),
+            "code": tn.code,
+            "upi_ref": tn.upi_ref,
         }
         for tn in till.tenders
     ]
@@ -115,6 +119,7 @@ class TillScreen:
             **fresh,
             "rights_here": self.t.rights(cid),
             "elsewhere": self.t.rights_elsewhere(cid),
+            "history": customer_history(self.t, cid, 5),
         }
 
     def tiles(self) -> dict[str, list[Any]]:
@@ -179,6 +184,7 @@ class TillScreen:
             "held_count": len(till.parked()),
             "panel": s.panel,
             "printer": self.printer_trouble(),
+            "upi_vpa": self.t.cfg.section("store").get(VPA_SETTING) or "",
         }
 
     def last(self, s: WebSession) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from meshpos.hq.storage.postgres import PostgresDatabase
 from meshpos.hq.storage.schema import create_schema
 from meshpos.hq.storage.sqlite import SQLiteDatabase
 from meshpos.hq.storage.transfers import ChainTransfers
+from meshpos.hq.storage.upi import UpiLedger
 from meshpos.hq.storage.views import ChainViews
 
 
@@ -52,6 +53,7 @@ class HQStorage:
         self.views = ChainViews(db)
         self.blocklist = Blocklist(db, self.log)
         self.settlement = Settlement(db, self.log, self.blocklist)
+        self.upi = UpiLedger(db, self.log)
         self.escrow = LoyaltyEscrow(db, self.log, self.enrolment)
         self.transfers = ChainTransfers(db)
         takings.backfill(db)

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from meshpos.core.errors import InputError
+from meshpos.core.errors import InputError, MeshposError
+from meshpos.devices import qr
 from meshpos.web.backend import TillParts
 from meshpos.web.common import (
     Action,
@@ -138,6 +139,8 @@ def pay(p: TillParts, s: WebSession, d: Form) -> None:
         last4=d.get("last4", ""),
         card_number=d.get("card_number", ""),
         card_expiry=d.get("card_expiry", ""),
+        code=d.get("code", ""),
+        upi_ref=d.get("upi_ref", ""),
     )
 
 
@@ -163,6 +166,10 @@ def complete(p: TillParts, s: WebSession, d: Form) -> None:
     )
 
 
+def sell_giftcard(p: TillParts, s: WebSession, d: Form) -> None:
+    p.checkout.sell_giftcard(s, d.get("amount", ""), d)
+
+
 def void(p: TillParts, s: WebSession, d: Form) -> None:
     p.cart.void(s)
 
@@ -174,6 +181,22 @@ async def till_json(site: Site, request: Request) -> Response:
 
     data = await site.backend.worker.call(work)
     return need_signin(request) if data is None else JSONResponse(data)
+
+
+async def upi_qr(site: Site, request: Request) -> Response:
+    """The UPI request for what this session's sale still owes, as a QR code."""
+
+    def work() -> str | None:
+        s = site.parts.sessions.get(session_token(request))
+        return None if s is None else qr.svg(s.till.upi_request().uri)
+
+    try:
+        svg = await site.backend.worker.call(work)
+    except MeshposError as exc:
+        return Response(str(exc), status_code=409, media_type="text/plain")
+    if svg is None:
+        return need_signin(request)
+    return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -208,9 +231,11 @@ def routes(site: Site) -> list[BaseRoute]:
             methods=["POST"],
         ),
         post("/till/void", void),
+        post("/till/giftcard", sell_giftcard),
         post("/till/dismiss", dismiss_approval),
         Route("/part/till", site.page("till", "_till.html", till_view)),
         Route("/part/last", site.page("till", "_last.html", last_view)),
         Route("/part/printer", site.page("till", "_printer.html", printer_view)),
         Route("/api/till", partial(till_json, site)),
+        Route("/till/upi.svg", partial(upi_qr, site)),
     ]

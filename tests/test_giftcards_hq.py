@@ -1,0 +1,59 @@
+"""Another store's gift card, redeemed through HQ as loyalty points are (issue 15 item 1): the
+store holding the balance hands it to HQ, HQ burns it there and mints it for the asking counter of
+the other store, which spends it; both stores then show the same balance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hq_helpers import HQServer, make_store
+
+from meshpos.core.errors import NotFound
+from meshpos.domain import giftcards
+from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.pricing import Tender
+from meshpos.hq.service import HQService
+from meshpos.service import giftcards as service
+
+
+@pytest.fixture
+def hq(tmp_path: Path) -> Iterator[HQServer]:
+    server = HQServer(tmp_path / "hq")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_card_sold_in_one_store_is_spent_in_another_through_hq(
+    hq: HQServer, tmp_path: Path
+) -> None:
+    svc: HQService = hq.service()
+    a = make_store(hq, tmp_path / "a", 1, svc=svc)
+    b = make_store(hq, tmp_path / "b", 1, svc=svc)
+    try:
+        ta, tb = a.t1, b.t1
+        code = str(service.issue(ta, 100_000).payload["code"])
+        key = giftcards.escrow_key(code)
+        with pytest.raises(NotFound):
+            tb.giftcard(code)  # B has never seen it
+        with pytest.raises(EscrowShortfall):  # named with an amount: asked of HQ
+            tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])
+        assert ta.grant_rights(key, svc.node_id, 100_000) == 100_000  # A's relay hands it on
+        a.relay()
+        b.relay()
+        with b.client() as c:
+            assert c.claim_points(key, 40_000) == {"moved": 40_000, "asked": 0}
+        b.relay()
+        assert tb.rights(key) == 40_000
+        tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])
+        assert tb.ledger.giftcards.balance(code) == 0
+        a.relay()
+        assert ta.ledger.giftcards.balance(code) == 60_000
+        assert ta.conflicts() == [] and tb.conflicts() == []
+    finally:
+        a.close()
+        b.close()
+        svc.close()
