@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chain_helpers import STORES, Chain, build_chain, pull
+from chain_helpers import STORES, Chain, build_chain, pull, push
 from pg import pg_cluster_fixture
 
 from meshpos.domain.money import rupees
@@ -225,6 +225,33 @@ def test_an_op_hq_holds_without_authority_is_listed_in_words_and_counted(chain: 
         assert kor.open_conflicts == 1
     finally:
         db.run(lambda tx: tx.execute("DELETE FROM conflicts WHERE store = 'KOR'"))
+
+
+def test_a_terminal_hq_revoked_is_counted_and_its_later_sale_listed_as_without_effect(
+    tmp_path: Path,
+) -> None:
+    svc = HQService(keys.init_hq(tmp_path / "hq"))
+    Accounts(svc.storage.people).add("vera", "Vera", "viewer", PW)
+    c = build_chain(svc, tmp_path)
+    try:
+        kor = c.stores["KOR"]
+        stolen = kor.terminals[1]
+        svc.revoke("KOR", stolen.node_id, "stolen from the counter")
+        late = stolen.sell([("TEE", 1)])  # it has not heard yet: HQ stores the sale, no effect
+        push(svc, kor, stolen)
+        b = Browser(c, "vera")
+        row = re.search(r'data-store="KOR".*?</tr>', b.get("/stores").text, re.S)
+        assert row and 'data-revoked="1"' in row.group(0)
+        ind = re.search(r'data-store="IND".*?</tr>', b.get("/stores").text, re.S)
+        assert ind and "data-revoked" not in ind.group(0)
+        page = text(b.get("/conflicts?store=KOR"))
+        assert "A sale by " in page and "did not take effect" in page
+        assert f"{stolen.node_id} was revoked" in page and "stolen from the counter" in page
+        held = svc.storage.db.select("SELECT sale_id FROM sales WHERE store = ?", ["KOR"])
+        assert late.sale_id not in {str(r["sale_id"]) for r in held}
+    finally:
+        c.close()
+        svc.close()
 
 
 # -- actions and roles ---------------------------------------------------------------------------

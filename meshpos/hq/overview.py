@@ -29,7 +29,7 @@ class StoreStatus:
     relay: str  # the terminal that pushed or pulled last
     terminals: int
     terminals_online: int
-    revoked: int | None  # None: HQ keeps no revocations yet
+    revoked: int  # terminals revoked (a retirement into a successor is not counted)
     open_conflicts: int
     ops: int
     sales: int
@@ -65,7 +65,9 @@ def store_statuses(storage: HQStorage, now_ms: int) -> list[StoreStatus]:
                 relay=str(relay["name"] or relay["node"]) if relay else "",
                 terminals=terminals.get(store, 0),
                 terminals_online=len(fresh),
-                revoked=None,
+                revoked=sum(
+                    1 for r in storage.log.revocations(store).values() if not r.retired_only
+                ),
                 open_conflicts=conflicts.get(store, 0),
                 ops=int(row["ops"]),
                 sales=int(row["sales"]),
