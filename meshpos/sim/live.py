@@ -52,11 +52,25 @@ def _sample() -> str:
     return resources.files("meshpos").joinpath("data/sample_catalog.csv").read_text()
 
 
+LISTEN_PORTS = range(20_000, 32_768)
+"""Below Linux's ephemeral range (32768-60999): a port chosen here before its daemon starts cannot
+be taken meanwhile as the source port of another daemon's outgoing connection."""
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, for a daemon started a moment later."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # that range is crowded: any free port
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
 
 
 @dataclass
