@@ -96,7 +96,7 @@ def test_contacts_only_move_forward_and_the_stores_page_reads_them(tmp_path: Pat
         contacts.record([Contact("S1", "n1", NOW - 9000, 0, 99)])  # a late flush: older
         [s1, s2] = store_statuses(svc.storage, NOW + 1000)
         assert (s1.online, s1.ops_waiting, s1.relay, s1.last_sync_ms) == (True, 7, "n1", NOW)
-        assert s1.terminals_online == 2 and s1.revoked is None
+        assert s1.terminals_online == 2 and s1.revoked == 0
         assert (s2.online, s2.ops_waiting, s2.last_contact_ms) == (False, None, 0)
         later = store_statuses(svc.storage, NOW + ONLINE_MS + 1)[0]
         assert not later.online and later.ops_waiting == 7  # as last said, while offline
