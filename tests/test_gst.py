@@ -15,6 +15,7 @@ from conftest import Node
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshpos.cli.till import TillConsole
 from meshpos.core.errors import InputError
 from meshpos.core.ops import Signer
 from meshpos.devices import escpos_decode as ed
@@ -41,6 +42,7 @@ from meshpos.domain.store_settings import check_setting
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig
 from meshpos.service.terminal import Terminal
+from meshpos.service.till import TillSession
 
 KA = "29ABCDE1234F1ZW"  # Karnataka, valid check character
 MH = "27AAACM1234B1Z6"  # Maharashtra
@@ -221,6 +223,33 @@ def test_a_buyer_from_another_state_pays_igst(node: Node) -> None:
     assert f"buyer GSTIN {KA_BUYER}" in out
     delivered = node.sell("JNS-BLA-M", "--buyer-state", "Goa")
     assert delivered["place_of_supply"] == "30" and delivered["igst"] == 9519
+
+
+def test_the_text_till_puts_a_registered_buyer_on_the_sale(node: Node) -> None:
+    set_store(node, gstin=KA, state="Karnataka")
+    t = Terminal.open(node.path)
+    said: list[str] = []
+    try:
+        till = TillConsole(TillSession(t, None), None, said.append)
+        before = t.ledger.op_count()
+        till.handle("JNS-BLA-M")
+        till.handle("gstin " + MH[:-1] + "7")  # a typo: refused at once, the sale unchanged
+        assert any("fails its check character" in line for line in said)
+        assert till.session.buyer is None and t.ledger.op_count() == before
+        till.handle("gstin " + MH.lower())
+        assert f"buyer GSTIN {MH}, IGST (to 27-Maharashtra)" in said
+        till.handle("done")
+        [sale] = [o.payload for o in t.ledger.tail(1) if o.kind == "sale"]
+        assert sale["buyer_gstin"] == MH and sale["place_of_supply"] == "27"
+        assert sale["igst"] == sale["tax"] == 9519 and sale["cgst"] == 0
+        till.handle("JNS-BLA-M")  # the next sale starts without a buyer
+        assert till.session.buyer is None
+        till.handle("gstin " + KA_BUYER)
+        assert f"buyer GSTIN {KA_BUYER}, CGST + SGST" in said
+        till.handle("gstin -")
+        assert "buyer's GSTIN removed" in said and till.session.buyer is None
+    finally:
+        t.close()
 
 
 def test_bad_buyers_are_refused_and_nothing_is_written(node: Node) -> None:

@@ -21,6 +21,7 @@ from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout, qr
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
+from meshpos.domain.gst import Supply, state_label
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.ledger.live_feed import LiveFeed
@@ -56,6 +57,7 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
   rm [LINE]             remove the last line (or LINE)
   c PHONE|ID  /  c -    attach a customer (loyalty) / detach
   history [PHONE|ID]    the customer's purchases, returns, sizes, points, credit notes
+  gstin GSTIN [STATE]   a registered buyer (a B2B tax invoice; another state: IGST); gstin -
   disc 10%|50 [LINE]    discount on the sale (or on LINE); disc - [LINE] removes it
   pay cash [RUPEES]     cash (more than due gives change)
   pay machine CODE LAST4 [RUPEES]
@@ -163,6 +165,9 @@ class TillConsole:
         if s.customer:
             title += f"  customer {s.customer['name']} ({s.customer['customer_id']}, "
             title += f"{s.customer['points']} pts)"
+        buyer = s.buyer if s.mode == "sale" else None
+        if buyer is not None:
+            title += f"  buyer {_buyer_words(buyer)}"
         self.out(title)
         priced = s.priced()
         totals_by_line = iter(priced.lines) if priced else iter(())
@@ -340,6 +345,10 @@ class TillConsole:
                 if cust
                 else "customer removed"
             )
+            self.show()
+        elif cmd == "gstin" and 1 <= len(args) <= 2:
+            found = s.set_buyer(None if args[0] == "-" else args[0], args[1] if args[1:] else None)
+            self.out(f"buyer {_buyer_words(found)}" if found else "buyer's GSTIN removed")
             self.show()
         elif cmd in ("giftcard", "gc") and args:
             self._giftcard(args)
@@ -763,3 +772,9 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
         console.run(stdin, sources, prompt=prompt)
     take_enqueued(t)
     sys.stdout.flush()
+
+
+def _buyer_words(supply: Supply) -> str:
+    """'GSTIN 27AAB..., IGST (to 27-Maharashtra)' for the sale line and its confirmation."""
+    heads = f"IGST (to {state_label(supply.place)})" if supply.inter_state else "CGST + SGST"
+    return f"GSTIN {supply.buyer_gstin}, {heads}"

@@ -29,6 +29,7 @@ from meshpos.devices.barcodes import (
 )
 from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
+from meshpos.domain.gst import Supply
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
 from meshpos.domain.staff import Credential, Need, source_required
@@ -159,6 +160,7 @@ class _State:
     last: int | None = None
     confirmed: dict[str, int] = field(default_factory=dict)  # SKU -> units beyond stock, confirmed
     granted: dict[str, Granted] = field(default_factory=dict)  # "discount", "oversell"
+    buyer: tuple[str, str | None] | None = None  # a B2B buyer: GSTIN, state the goods go to
 
 
 class TillSession:
@@ -570,13 +572,35 @@ class TillSession:
 
     # -- money ----------------------------------------------------------------------------------
 
+    @property
+    def buyer(self) -> Supply | None:
+        """The sale's supply when a registered buyer is on it (a B2B tax invoice), else None."""
+        b = self._s.buyer
+        return self.terminal.supply(*b) if b else None
+
+    def set_buyer(self, gstin: str | None, state: str | None = None) -> Supply | None:
+        """Put a registered buyer on the sale: their GSTIN, and the state the goods go to when it
+        is not the GSTIN's own; another state than the store's means IGST on the invoice. None
+        takes the buyer off. Checked here (the GSTIN's check digit, the state), so the cashier
+        hears of a typo before the payment, not at Complete."""
+        if self._s.mode != "sale":
+            raise InputError("a buyer's GSTIN goes on a sale; a return follows its sale's invoice")
+        if not gstin:
+            self._s.buyer = None
+            return None
+        found = self.terminal.supply(gstin, state)
+        self._s.buyer = (found.buyer_gstin, state or None)
+        return found
+
     def priced(self) -> PricedSale | None:
         """The sale priced as it stands (None while it has no lines)."""
         lines = [ln for ln in self._s.lines if ln.qty > 0]
         if not lines or self._s.mode == "return":
             return None
         return price_lines(
-            [CartLine(ln.product, ln.qty, ln.discount) for ln in lines], self._s.discount
+            [CartLine(ln.product, ln.qty, ln.discount) for ln in lines],
+            self._s.discount,
+            self.buyer or self.terminal.supply(),
         )
 
     def _refund_total(self) -> int:
@@ -815,6 +839,8 @@ class TillSession:
                         },
                         user=self.user,
                         allow_oversell=bool(s.confirmed),
+                        buyer_gstin=s.buyer[0] if s.buyer else None,
+                        buyer_state=s.buyer[1] if s.buyer else None,
                     )
                 except EscrowShortfall as short:
                     raise rights.explain(self.terminal, short) from None
