@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tomllib
 import warnings
 from collections.abc import Iterator
 from html import unescape
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from conftest import Node
 from hq_helpers import free_port
 from hypothesis import given
@@ -392,3 +394,30 @@ def test_an_approval_given_at_a_step_covers_up_to_what_was_approved(node: Node) 
         assert sale.payload["approval"]["user"] == "sam" and sale.op.user == "ana"
     finally:
         t.close()
+
+
+# -- a registered buyer (B2B tax invoice) -----------------------------------------------------------
+
+
+def test_the_web_till_puts_a_registered_buyer_on_the_invoice(node: Node) -> None:
+    cfg = node.path / "meshpos.toml"
+    doc = tomllib.loads(cfg.read_text())
+    doc["store"]["state"] = "Karnataka"
+    cfg.write_text(tomli_w.dumps(doc))
+    maharashtra = "27AAACM1234B1Z6"
+    with web(node.path) as c:
+        post(c, "/till/scan", code="TEE-M")
+        html = post(c, "/till/buyer", gstin=maharashtra[:-1] + "7")  # a typo
+        assert "fails its check character" in notice(html) and 'id="buyer"' not in html
+        html = post(c, "/till/buyer", gstin=maharashtra.lower(), state="")
+        said = f"buyer GSTIN {maharashtra}, IGST (to 27-Maharashtra)"
+        assert said in notice(html) and said in html
+        post(c, "/till/pay", method="cash", amount="")
+        post(c, "/till/complete")
+    t = Terminal.open(node.path)
+    try:
+        [sale] = [o.payload for o in t.ledger.tail(3) if o.kind == "sale"]
+    finally:
+        t.close()
+    assert sale["buyer_gstin"] == maharashtra and sale["place_of_supply"] == "27"
+    assert sale["igst"] == sale["tax"] > 0 and sale["cgst"] == 0

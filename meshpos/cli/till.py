@@ -21,7 +21,6 @@ from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout, qr
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
-from meshpos.domain.gst import Supply, state_label
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.ledger.live_feed import LiveFeed
@@ -46,6 +45,7 @@ from meshpos.service.till import (
     ReturnStarted,
     ScanEvent,
     TillSession,
+    buyer_words,
     change_given,
 )
 from meshpos.service.training import is_practice
@@ -167,7 +167,7 @@ class TillConsole:
             title += f"{s.customer['points']} pts)"
         buyer = s.buyer if s.mode == "sale" else None
         if buyer is not None:
-            title += f"  buyer {_buyer_words(buyer)}"
+            title += f"  buyer {buyer_words(buyer)}"
         self.out(title)
         priced = s.priced()
         totals_by_line = iter(priced.lines) if priced else iter(())
@@ -348,7 +348,7 @@ class TillConsole:
             self.show()
         elif cmd == "gstin" and 1 <= len(args) <= 2:
             found = s.set_buyer(None if args[0] == "-" else args[0], args[1] if args[1:] else None)
-            self.out(f"buyer {_buyer_words(found)}" if found else "buyer's GSTIN removed")
+            self.out(f"buyer {buyer_words(found)}" if found else "buyer's GSTIN removed")
             self.show()
         elif cmd in ("giftcard", "gc") and args:
             self._giftcard(args)
@@ -772,9 +772,3 @@ def till(ctx: click.Context, scanners: tuple[str, ...], no_print: bool) -> None:
         console.run(stdin, sources, prompt=prompt)
     take_enqueued(t)
     sys.stdout.flush()
-
-
-def _buyer_words(supply: Supply) -> str:
-    """'GSTIN 27AAB..., IGST (to 27-Maharashtra)' for the sale line and its confirmation."""
-    heads = f"IGST (to {state_label(supply.place)})" if supply.inter_state else "CGST + SGST"
-    return f"GSTIN {supply.buyer_gstin}, {heads}"

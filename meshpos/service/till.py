@@ -29,7 +29,7 @@ from meshpos.devices.barcodes import (
 )
 from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
-from meshpos.domain.gst import Supply
+from meshpos.domain.gst import Supply, state_label
 from meshpos.domain.money import parse_rupees, rupees
 from meshpos.domain.pricing import CartLine, PricedSale, Product, Tender, price_lines
 from meshpos.domain.staff import Credential, Need, source_required
@@ -924,3 +924,9 @@ class TillSession:
 def change_given(payload: Mapping[str, Any]) -> int:
     """The change handed back on a recorded sale."""
     return sum(int(t.get("change", 0)) for t in payload.get("tenders", []))
+
+
+def buyer_words(supply: Supply) -> str:
+    """'GSTIN 27AAB..., IGST (to 27-Maharashtra)': a sale's registered buyer, as the tills say it."""
+    heads = f"IGST (to {state_label(supply.place)})" if supply.inter_state else "CGST + SGST"
+    return f"GSTIN {supply.buyer_gstin}, {heads}"

@@ -21,6 +21,7 @@ from meshpos.service.till import (
     ReturnStarted,
     TillSession,
     UnknownCode,
+    buyer_words,
 )
 from meshpos.web.session import Notice, WebSession
 from meshpos.web.signin import Sessions
@@ -135,6 +136,12 @@ class Cart:
             s.notice = Notice("ok", "customer removed from the sale")
         else:
             s.notice = Notice("ok", f"customer {found['name']} ({found['points']} points)")
+
+    def set_buyer(self, s: WebSession, gstin: str | None, state: str | None) -> None:
+        found = s.till.set_buyer(gstin, state)
+        s.notice = Notice(
+            "ok", f"B2B invoice: buyer {buyer_words(found)}" if found else "buyer's GSTIN removed"
+        )
 
     def add_customer(self, s: WebSession, name: str, phone: str, email: str) -> None:
         fields = {"name": name, "phone": phone or None, "email": email or None}

@@ -14,7 +14,7 @@ from meshpos.service import printer_words
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.history import customer_history
 from meshpos.service.terminal import Terminal
-from meshpos.service.till import TillLine, TillSession, TillTotals
+from meshpos.service.till import TillLine, TillSession, TillTotals, buyer_words
 from meshpos.web.printer import TillPrinter
 from meshpos.web.session import WebSession
 from meshpos.web.signin import Sessions
@@ -165,6 +165,7 @@ class TillScreen:
             "totals": totals,
             "sale_discount": till.sale_discount,
             "customer": self._customer(till),
+            "buyer": buyer_words(b) if till.mode == "sale" and (b := till.buyer) else None,
             "tenders": _tenders(till, rule),
             "point_value": rule.point_value,
             "take": None if s.take is None else _going_out(s.take, totals),

@@ -126,6 +126,10 @@ def attach_customer(p: TillParts, s: WebSession, d: Form) -> None:
     p.cart.attach_customer(s, d.get("customer") or None)
 
 
+def set_buyer(p: TillParts, s: WebSession, d: Form) -> None:
+    p.cart.set_buyer(s, d.get("gstin", "").strip() or None, d.get("state", "").strip() or None)
+
+
 def add_customer(p: TillParts, s: WebSession, d: Form) -> None:
     p.cart.add_customer(s, d.get("name", ""), d.get("phone", ""), d.get("email", ""))
 
@@ -221,6 +225,7 @@ def routes(site: Site) -> list[BaseRoute]:
         post("/till/customers", find_customers),
         post("/till/customer", attach_customer),
         post("/till/customer/new", add_customer),
+        post("/till/buyer", set_buyer),
         post("/till/pay", pay, waits=True),
         post("/till/pay/clear", clear_payments),
         post("/till/refund", refund),
