@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from meshpos.core.errors import ConfigError, NotFound
+from meshpos.domain.gst import Supply
 from meshpos.domain.pricing import LoyaltyRule
 from meshpos.domain.upi import VPA_SETTING
 from meshpos.ledger.print_queue import JobState
@@ -14,7 +15,7 @@ from meshpos.service import printer_words
 from meshpos.service.daemon_link import daemon_status
 from meshpos.service.history import customer_history
 from meshpos.service.terminal import Terminal
-from meshpos.service.till import TillLine, TillSession, TillTotals, buyer_words
+from meshpos.service.till import TillLine, TillSession, TillTotals
 from meshpos.web.printer import TillPrinter
 from meshpos.web.session import WebSession
 from meshpos.web.signin import Sessions
@@ -165,7 +166,7 @@ class TillScreen:
             "totals": totals,
             "sale_discount": till.sale_discount,
             "customer": self._customer(till),
-            "buyer": buyer_words(b) if till.mode == "sale" and (b := till.buyer) else None,
+            "buyer": _buyer(b) if till.mode == "sale" and (b := till.buyer) else None,
             "tenders": _tenders(till, rule),
             "point_value": rule.point_value,
             "take": None if s.take is None else _going_out(s.take, totals),
@@ -226,3 +227,8 @@ class TillScreen:
             )
         )
         return out
+
+
+def _buyer(supply: Supply) -> str:
+    """The buyer line of the totals, short enough for one line: GSTIN and the tax heads."""
+    return f"{supply.buyer_gstin} · {'IGST' if supply.inter_state else 'CGST + SGST'}"
