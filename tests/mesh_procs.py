@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from conftest import CliResult, run_cli
 
 from meshpos.core.clock import HLC
@@ -250,3 +251,17 @@ def wait_until(
             logs = f"\ndaemon logs:\n{daemons.logs()}" if daemons else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{logs}")
         time.sleep(interval)
+
+
+def wait_serving(
+    url: str, daemons: Daemons, what: str = "the daemon to serve the web till"
+) -> None:
+    """Wait until the daemon behind `url` serves the web till (its banner says a daemon runs)."""
+
+    def serving() -> bool:
+        try:
+            return bool(httpx.get(url + "/api/banner", timeout=1).json().get("daemon"))
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    wait_until(serving, 30, what, daemons)

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hq_helpers import HQServer, free_port, unique_store
-from mesh_procs import SAMPLE, Daemons, converged, meshpos, wait_until
+from mesh_procs import SAMPLE, Daemons, converged, meshpos, wait_serving, wait_until
 from printer_listener import PrinterListener
 
 from bench.common import CHROMIUM, chromium, screenshot_dir
@@ -140,13 +139,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         daemons.start(t2)
         url = f"http://127.0.0.1:{web_port}"
 
-        def serving() -> bool:
-            try:
-                return bool(httpx.get(url + "/api/banner", timeout=1).json().get("daemon"))
-            except (httpx.HTTPError, ValueError):
-                return False
-
-        wait_until(serving, 30, "T1's daemon to serve the web till", daemons)
+        wait_serving(url, daemons, "T1's daemon to serve the web till")
         wait_until(lambda: converged(dirs), 30, "T2 to hold T1's catalogue and staff", daemons)
         wait_until(
             lambda: any(p.get("up") for p in daemons.all[0].status().get("peers", [])),

@@ -4,19 +4,14 @@ part of a sale and a return refunded to a credit note. Screenshots go to $MESHPO
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hq_helpers import free_port
-from mesh_procs import SAMPLE, Daemons, wait_until
+from mesh_procs import SAMPLE, Daemons, wait_serving
 
-from bench.common import CHROMIUM, CHROMIUM_ARGS
+from bench.common import CHROMIUM, chromium, screenshot_dir
 from meshpos.cli.app import main
 from meshpos.domain.catalog import parse_csv
 from meshpos.node import membership
@@ -54,35 +49,18 @@ def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         code = str(giftcards.issue(t, "1000").payload["code"])
     finally:
         t.close()
-    shots = Path(os.environ.get("MESHPOS_SCREENSHOTS") or base / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    profile = tempfile.mkdtemp(prefix="meshpos-chromium-")
-    with Daemons() as daemons, sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1366, "height": 768},
-        )  # fmt: skip
-        try:
-            daemons.start(d)
-            url = f"http://127.0.0.1:{web}"
-
-            def serving() -> bool:
-                try:
-                    return bool(httpx.get(url + "/api/banner", timeout=1).json().get("daemon"))
-                except (httpx.HTTPError, ValueError):
-                    return False
-
-            wait_until(serving, 30, "the daemon to serve the web till", daemons)
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(url + "/till")
-            if page.url.endswith("/signin"):
-                page.click("#open-till")
-                page.wait_for_url("**/till")
-            yield {"dir": d, "url": url, "shots": shots, "page": page, "code": code}
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    shots = screenshot_dir(base / "screenshots")
+    with Daemons() as daemons, chromium(1366, 768) as context:
+        daemons.start(d)
+        url = f"http://127.0.0.1:{web}"
+        wait_serving(url, daemons)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(url + "/till")
+        if page.url.endswith("/signin"):
+            page.click("#open-till")
+            page.wait_for_url("**/till")
+        yield {"dir": d, "url": url, "shots": shots, "page": page, "code": code}
 
 
 def shoot(page: Any, till: dict[str, Any], name: str) -> None:

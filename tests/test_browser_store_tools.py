@@ -5,19 +5,15 @@ $MESHPOS_SCREENSHOTS (docs/screenshots when refreshing the docs), else tmp."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hq_helpers import free_port
-from mesh_procs import Daemons, wait_until
+from mesh_procs import Daemons, wait_serving
 
-from bench.common import CHROMIUM, CHROMIUM_ARGS
+from bench.common import CHROMIUM, chromium, screenshot_dir
 from meshpos.cli.app import main
 from meshpos.node import membership
 from meshpos.service.config import init_node, load_config
@@ -81,33 +77,16 @@ def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )  # fmt: skip
     finally:
         t.close()
-    shots = Path(os.environ.get("MESHPOS_SCREENSHOTS") or base / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    profile = tempfile.mkdtemp(prefix="meshpos-chromium-")
-    with Daemons() as daemons, sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 860},
-        )  # fmt: skip
-        try:
-            yield {"dir": d, "url": f"http://127.0.0.1:{web}", "power": power, "shots": shots,
-                   "daemons": daemons, "page": context.new_page()}  # fmt: skip
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    shots = screenshot_dir(base / "screenshots")
+    with Daemons() as daemons, chromium(1280, 860) as context:
+        yield {"dir": d, "url": f"http://127.0.0.1:{web}", "power": power, "shots": shots,
+               "daemons": daemons, "page": context.new_page()}  # fmt: skip
 
 
 def start(till: dict[str, Any]) -> Any:
     daemons: Daemons = till["daemons"]
     daemons.start(till["dir"])
-
-    def serving() -> bool:
-        try:
-            return bool(httpx.get(till["url"] + "/api/banner", timeout=1).json().get("daemon"))
-        except (httpx.HTTPError, ValueError):
-            return False
-
-    wait_until(serving, 30, "the daemon to serve the web till", daemons)
+    wait_serving(till["url"], daemons)
     page = till["page"]
     page.set_default_timeout(10_000)
     page.goto(till["url"] + "/till")
