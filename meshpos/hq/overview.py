@@ -45,6 +45,7 @@ def store_statuses(storage: HQStorage, now_ms: int) -> list[StoreStatus]:
         contacts.setdefault(str(c["store"]), []).append(c)
     conflicts = storage.anomalies.counts()
     terminals = storage.browse.terminals()
+    revoked = storage.log.revoked_counts([str(row["store"]) for row in summary])
     out = []
     for row in summary:
         store = str(row["store"])
@@ -65,9 +66,7 @@ def store_statuses(storage: HQStorage, now_ms: int) -> list[StoreStatus]:
                 relay=str(relay["name"] or relay["node"]) if relay else "",
                 terminals=terminals.get(store, 0),
                 terminals_online=len(fresh),
-                revoked=sum(
-                    1 for r in storage.log.revocations(store).values() if not r.retired_only
-                ),
+                revoked=revoked.get(store, 0),
                 open_conflicts=conflicts.get(store, 0),
                 ops=int(row["ops"]),
                 sales=int(row["sales"]),

@@ -437,6 +437,18 @@ class OpLog:
         """The revocation in force for each revoked node of the store."""
         return self.db.run(lambda tx: HQPast(tx, store).revocations())
 
+    def revoked_counts(self, stores: Sequence[str]) -> dict[str, int]:
+        """Terminals revoked per store (a retirement into a successor is not counted), read in
+        one transaction for a page that lists every store."""
+
+        def count(tx: Tx) -> dict[str, int]:
+            return {
+                s: sum(1 for r in HQPast(tx, s).revocations().values() if not r.retired_only)
+                for s in stores
+            }
+
+        return self.db.run(count, write=False)
+
     def refold(self, tx: Tx, store: str, now_ms: int) -> None:
         """Fold a store's views again from its ops (an upgrade, a staff start moved earlier).
         Card payments keep their settlement; the store's ops are read in chunks per origin."""
