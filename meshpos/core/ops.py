@@ -113,9 +113,15 @@ class Op:
 
 def wire_of(body: bytes, sig: bytes, sealed: Mapping[int, bytes] | None = None) -> bytes:
     """An op's wire form from its stored parts."""
+    return pack(op_parts(body, sig, sealed))
+
+
+def op_parts(body: bytes, sig: bytes, sealed: Mapping[int, bytes] | None = None) -> list[Any]:
+    """What an op's wire form packs: [body, signature] and, when sealed card data travels beside
+    it, [[tender, blob], ...]; a bundle holds these lists inside its own packed content."""
     if not sealed:
-        return pack([body, sig])
-    return pack([body, sig, [[i, blob] for i, blob in sorted(sealed.items())]])
+        return [body, sig]
+    return [body, sig, [[i, blob] for i, blob in sorted(sealed.items())]]
 
 
 class Signer:
@@ -250,7 +256,11 @@ MAX_SEALED_PARTS = 16
 
 
 def decode_op(wire: bytes) -> Op:
-    parts = unpack(wire, "op")
+    return decode_parts(unpack(wire, "op"))
+
+
+def decode_parts(parts: Any) -> Op:
+    """An op from its unpacked wire form (`op_parts`), checked as `decode_op` checks it."""
     if not isinstance(parts, list) or len(parts) not in (2, 3):
         raise EncodingError("an op must be [body bytes, signature bytes]")
     op = decode_body(parts[0], parts[1])

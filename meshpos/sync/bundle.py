@@ -19,7 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.batching import collector_paused
 from meshpos.core.errors import EncodingError, SignatureError, WrongStore
-from meshpos.core.ops import Op, Signer, decode_body, decode_op, node_id_of, pack, unpack, wire_of
+from meshpos.core.ops import (
+    Op,
+    Signer,
+    decode_body,
+    decode_parts,
+    node_id_of,
+    op_parts,
+    pack,
+    unpack,
+)
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.sync import compression
 
@@ -99,10 +108,7 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
         nodes = tuple(NodeRecord(*row) for row in body["nodes"])
         vv = {str(k): int(v) for k, v in body["vv"].items()}
         with collector_paused():
-            ops = tuple(
-                decode_body(e[0], e[1]) if len(e) == 2 else decode_op(pack(list(e)))
-                for e in _raw_ops(body)
-            )
+            ops = tuple(decode_parts(entry) for entry in _raw_ops(body))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise EncodingError("bundle content is malformed") from None
     for node in nodes:
@@ -114,9 +120,7 @@ def decode_bundle(data: bytes, expect_store: str) -> Bundle:
 
 
 def _entry(body: bytes, sig: bytes, sealed: Mapping[tuple[str, int], Mapping[int, bytes]]) -> Any:
-    if not sealed:
-        return [body, sig]
-    return unpack(wire_of(body, sig, sealed.get(decode_body(body, sig).id)), "op")
+    return op_parts(body, sig, sealed.get(decode_body(body, sig).id) if sealed else None)
 
 
 def _raw_ops(body: dict[str, Any]) -> Any:
