@@ -9,7 +9,7 @@ encryption at rest costs a sale.
 - The web till inside `meshpos node run`: one 300 MiB form post to /signin (no session), sent
   chunked so no Content-Length gives it away; the daemon's memory the same way.
 - A sale's commit, plain and encrypted (SQLCipher with a key file, the default of `meshpos init`),
-  in one run on the same machine.
+  interleaved sale by sale in one run, so both meet the same load.
 
 `flood` and `RssWatch` are also what tests/test_hardening_memory.py holds under a bound.
 """
@@ -49,6 +49,7 @@ HQ_BODY = 16 * MIB
 TILL_BODY = 300 * MIB
 TARGET_HQ_GROWTH_MB = 64.0
 TARGET_TILL_GROWTH_MB = 32.0
+TARGET_ENCRYPTED_P99_MS = 10.0  # issue 16, beside the plain p99 of the same run
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -309,29 +310,35 @@ def till_post(base: Path, body: int = TILL_BODY) -> dict[str, Any]:
 
 
 def commit_cost(base: Path, sales: int) -> dict[str, Any]:
-    """Per-sale commit latency (ms) on a plain node and an encrypted one, one after the other."""
+    """Per-sale commit latency (ms) on a plain node and an encrypted one, interleaved sale by sale
+    (which goes first alternates), so both see the same load, disk and page cache."""
     out: dict[str, Any] = {}
     rows = sample_rows()
-    for label, encrypt in (("plain", False), ("encrypted", True)):
-        directory = base / label
-        cfg = init_node(directory, "COST", "T1")
-        if encrypt:
-            encrypt_new_node(cfg)
-        t = Terminal.open(directory)
-        try:
-            t.import_catalog(rows)
-            skus = [r.sku for r in rows[:50]]
-            times = []
-            for i in range(sales):
+    skus = [r.sku for r in rows[:50]]
+    labels = ("plain", "encrypted")
+    terminals: dict[str, Terminal] = {}
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    try:
+        for label in labels:
+            cfg = init_node(base / label, "COST", "T1")
+            if label == "encrypted":
+                encrypt_new_node(cfg)
+            terminals[label] = Terminal.open(base / label)
+            terminals[label].import_catalog(rows)
+        for i in range(sales):
+            for label in labels if i % 2 == 0 else labels[::-1]:
                 t0 = time.perf_counter()
-                t.sell([(skus[i % len(skus)], 1)], allow_oversell=True)
-                times.append((time.perf_counter() - t0) * 1000)
-            out[f"{label}_p50_ms"] = percentile(times, 50)
-            out[f"{label}_p99_ms"] = percentile(times, 99)
-            out[f"{label}_sales_per_s"] = sales / (sum(times) / 1000)
-        finally:
+                terminals[label].sell([(skus[i % len(skus)], 1)], allow_oversell=True)
+                times[label].append((time.perf_counter() - t0) * 1000)
+    finally:
+        for t in terminals.values():
             t.close()
+    for label in labels:
+        out[f"{label}_p50_ms"] = percentile(times[label], 50)
+        out[f"{label}_p99_ms"] = percentile(times[label], 99)
+        out[f"{label}_sales_per_s"] = sales / (sum(times[label]) / 1000)
     out["encryption_cost"] = out["encrypted_p50_ms"] / out["plain_p50_ms"]
+    out["commit_load_average"] = os.getloadavg()[0]
     return out
 
 
@@ -351,6 +358,8 @@ def hardening_section(args: argparse.Namespace, results: dict[str, Any]) -> dict
                 TARGET_HQ_GROWTH_MB, "MiB", lower=True),
         _target("daemon memory after a 300 MiB till post", out["till_rss_growth_mb"],
                 TARGET_TILL_GROWTH_MB, "MiB", lower=True),
+        _target("encrypted sale commit p99", out["encrypted_p99_ms"],
+                TARGET_ENCRYPTED_P99_MS, "ms", lower=True),
     ]  # fmt: skip
     print(
         table(
@@ -375,7 +384,7 @@ def hardening_section(args: argparse.Namespace, results: dict[str, Any]) -> dict
                     f"{fmt(out['plain_p50_ms'], '.2f')} / {fmt(out['encrypted_p50_ms'], '.2f')}",
                 ],
                 [
-                    "sale commit p99 plain / encrypted (ms)",
+                    "sale commit p99 plain / encrypted (ms), interleaved",
                     f"{fmt(out['plain_p99_ms'], '.2f')} / {fmt(out['encrypted_p99_ms'], '.2f')}",
                 ],
             ],
