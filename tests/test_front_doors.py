@@ -37,7 +37,9 @@ from conftest import Node, run_cli
 
 from meshpos.cli.till import TillConsole
 from meshpos.core.ops import Op
+from meshpos.node.membership import set_config
 from meshpos.service import cards
+from meshpos.service.config import load_config
 from meshpos.service.staff import add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
 from meshpos.service.till import TillSession
@@ -64,6 +66,16 @@ class Pay:
 
 
 CASH, MACHINE, CARD = Pay(), Pay("machine"), Pay("card")
+UTR = "412345678901"
+
+
+@dataclass(frozen=True)
+class Settle:
+    """How an exchange's difference is settled: paid (cash, machine, upi, giftcard with `code`)
+    when the customer owes it, refunded (cash, credit_note) when they are owed it."""
+
+    kind: str = "cash"
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,8 @@ class Door(Protocol):
 
     def redeem(self, customer: str, points: int, items: list[tuple[str, int]]) -> Outcome: ...
 
+    def exchange(self, sale_id: str, back: str, take: str, how: Settle) -> Outcome: ...
+
 
 # -- the CLI ---------------------------------------------------------------------------------------
 
@@ -184,6 +198,17 @@ class CliDoor:
         args = ["sell", *(f"{s}x{q}" for s, q in items), "--customer", customer]
         return self._run([*args, "--pay", f"points:{points}", "--pay", "cash"], False)
 
+    def exchange(self, sale_id: str, back: str, take: str, how: Settle) -> Outcome:
+        args = ["exchange", sale_id, "--back", back, "--take", take]
+        args += {
+            "cash": [],
+            "credit_note": ["--refund", "credit-note"],
+            "machine": ["--pay", "card-machine", "--card-approval", "A1B2C3", "--card-last4", "4242"],
+            "upi": ["--pay", "upi", "--upi-ref", UTR],
+            "giftcard": ["--pay", f"giftcard:{how.code}"],
+        }[how.kind]  # fmt: skip
+        return self._run(args, False)
+
 
 # -- the text till ---------------------------------------------------------------------------------
 
@@ -219,6 +244,8 @@ class TextDoor:
                         answer = PINS["sam"]
                     elif "swipe the card" in prompt:
                         answer = pay.card
+                    elif prompt.startswith("UTR"):
+                        answer = UTR
                     else:
                         raise AssertionError(f"unexpected question {prompt!r}")
                     self.console.handle(answer)
@@ -266,6 +293,19 @@ class TextDoor:
     def redeem(self, customer: str, points: int, items: list[tuple[str, int]]) -> Outcome:
         script = [sku for sku, _ in items] + [f"c {customer}", f"pay points {points}"]
         return self._feed(script, approve=False, oversell=False, pay=CASH)
+
+    def exchange(self, sale_id: str, back: str, take: str, how: Settle) -> Outcome:
+        done = {
+            "cash": ["done"],
+            "credit_note": ["refund credit-note", "done"],
+            "machine": ["done machine A1B2C3 4242"],
+            "upi": ["done upi"],  # the QR is shown, then the UTR asked for
+            "giftcard": [f"done giftcard {how.code}"],
+        }[how.kind]
+        script = [f"return {sale_id}", back, "exchange", take, *done]
+        out = self._feed(script, approve=False, oversell=False, pay=CASH)
+        self.console.take = None
+        return out
 
 
 # -- the web till ----------------------------------------------------------------------------------
@@ -389,6 +429,28 @@ class WebDoor:
             self.post("/till/pay", method="points", amount=points)
         return self._outcome(op)
 
+    def exchange(self, sale_id: str, back: str, take: str, how: Settle) -> Outcome:
+        self.said.clear()
+        self.refused = False
+        with recording(self.node.path) as op:
+            self.post("/till/scan", code=sale_id)
+            self.post("/till/scan", code=back)
+            self.post("/till/exchange")
+            self.post("/till/scan", code=take)
+            if how.kind == "upi":  # the QR for the difference, as the page shows it
+                qr = self.c.get("/till/upi.svg")
+                assert qr.headers["content-type"].startswith("image/svg"), qr.text
+            form = {
+                "cash": {"method": "cash"},
+                "credit_note": {"method": "credit_note"},
+                "machine": {"method": "card_machine", "approval": "A1B2C3", "last4": "4242"},
+                "upi": {"method": "upi", "upi_ref": UTR},
+                "giftcard": {"method": "giftcard", "code": how.code},
+            }[how.kind]
+            self.post("/till/complete", **form)
+        self.post("/till/exchange", cancel="1")
+        return self._outcome(op)
+
 
 def _notice(html: str) -> str:
     m = re.search(r'id="notice" class="notice n-\w+" data-level="\w+"[^>]*>([^<]*)<', html)
@@ -409,6 +471,7 @@ def store(pair: tuple[Node, Node]) -> Store:
         t.close()
     t2.ok("sync", "export", str(t2.path / "b.bundle"))
     t1.ok("sync", "import", str(t2.path / "b.bundle"))
+    set_config(load_config(t1.path), "store", "upi_vpa", "kala@okaxis")
     hq = FakeHQ()
     t = Terminal.open(t1.path)
     try:
@@ -561,3 +624,57 @@ def test_a_card_with_no_kind_is_refused(cli_door: CliDoor) -> None:
     said = cli_door._run(["sell", "TEE-M", "--pay", "card"], False).said
     assert "a card payment with no card" in said
     assert "card machine" in said and "captured here offline" in said
+
+
+# -- exchanges -------------------------------------------------------------------------------------
+
+
+def test_a_size_swap_records_an_exchange_with_nothing_to_pay(door: Door, store: Store) -> None:
+    sold = sell(door, [("TEE-M", 1)])
+    before = stock(store.t1, "TEE-M"), stock(store.t1, "JKT-L")
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "TEE-M", Settle())
+    assert out.op is not None and out.op.kind == "exchange", out.said
+    assert out.payload["total"] == 0 and out.payload["tenders"] == []
+    assert [ln["sku"] for ln in out.payload["returned"]] == ["TEE-M"]
+    assert (stock(store.t1, "TEE-M"), stock(store.t1, "JKT-L")) == before
+
+
+@pytest.mark.parametrize("how", ["machine", "upi", "giftcard"])
+def test_an_exchange_difference_is_paid_by_machine_upi_or_gift_card(
+    door: Door, store: Store, how: str
+) -> None:
+    code = store.t1.ok("giftcard", "issue", "--amount", "5000").out.strip()
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle(how, code))
+    assert out.op is not None and out.op.kind == "exchange", out.said
+    assert out.payload["total"] == 200_000  # ₹3,000 jacket less the ₹1,000 tee
+    (tender,) = out.payload["tenders"]
+    assert tender["amount"] == 200_000
+    expected = {
+        "machine": {"method": "card_machine", "card_approval": "A1B2C3", "card_last4": "4242"},
+        "upi": {"method": "upi", "upi_ref": UTR, "pending": True},
+        "giftcard": {"method": "giftcard", "code": code},
+    }[how]
+    assert {k: tender.get(k) for k in expected} == expected, tender
+    if how == "giftcard":
+        assert store.t1.json("giftcard", "show", code)["balance"] == 300_000
+
+
+def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store: Store) -> None:
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "CAP", Settle("credit_note"))
+    assert out.op is not None and out.op.kind == "exchange", out.said
+    (note,) = out.payload["tenders"]
+    assert note["method"] == "credit_note" and note["amount"] == -75_000  # ₹1,000 less ₹250
+    assert store.t1.json("giftcard", "show", note["code"])["balance"] == 75_000
+
+
+def test_an_exchange_refuses_a_payment_when_nothing_is_due(store: Store) -> None:
+    """The till's one rule for exchanges (service/till.record_exchange), at the text till."""
+    text = TextDoor(store)
+    try:
+        sold = text.ring(Sale([("TEE-M", 1)]))
+        out = text.exchange(sold.payload["sale_id"], "TEE-M", "CAP", Settle("machine"))
+        assert out.op is None and "nothing is due on this exchange" in out.said, out.said
+    finally:
+        text.close()

@@ -47,8 +47,13 @@ from meshpos.service.till import (
     TillSession,
     buyer_words,
     change_given,
+    exchange_net,
+    exchange_payment,
+    exchange_upi_request,
+    record_exchange,
 )
 from meshpos.service.training import is_practice
+from meshpos.service.upi import UpiRequest
 
 HELP = (
     """\
@@ -72,6 +77,11 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
                         the customer's phone shows; pay upi UTR [RUPEES] records it at once
   refund cash|card|points|credit-note   how a return is paid out
   return SALE_ID        start a return by typing the receipt's sale id
+  exchange  /  exchange -   during a return: the customer takes other items instead (scans,
+                        q and rm then act on the items going out) / back to a plain return
+  done [cash|machine CODE LAST4|upi [UTR]|giftcard CODE]
+                        an exchange: how the customer pays the difference (cash by default);
+                        when they are owed it, `refund cash|credit-note` chooses how
   hold [NAME]  held  recall N   park this sale / list parked sales / bring one back
   stock SKU             what this counter has in stock
   receive SKU N REASON  /  adjust SKU +-N REASON   stock in / a counted correction
@@ -148,11 +158,17 @@ class TillConsole:
         self.echo = echo or (lambda on: None)
         self.completed: list[SaleResult] = []
         self.asks: list[Ask] = []
+        self.take: TillSession | None = None  # an exchange: the items going out
         self._line = ""
 
     @property
     def terminal(self) -> Terminal:
         return self.session.terminal
+
+    @property
+    def editing(self) -> TillSession:
+        """The lines scans, `q` and `rm` act on: the items going out during an exchange."""
+        return self.take if self.take is not None else self.session
 
     # -- showing the sale -----------------------------------------------------------------------
 
@@ -187,6 +203,9 @@ class TillConsole:
                 f"{line.qty:>4} x {rupees(line.product.price):>9} {amount:>10}{disc}{stock}"
             )
         t = s.totals()
+        if t.mode == "return" and self.take is not None:
+            self._show_exchange(t.total)
+            return
         if t.mode == "return":
             self.out(
                 f"    items {t.items}  refund {rupees(t.total)} by {s.refund_method}"
@@ -198,6 +217,29 @@ class TillConsole:
         if s.tenders:
             change = f"  change {rupees(t.change)}" if t.change else ""
             self.out(f"    paid {rupees(t.paid)}  due {rupees(t.due)}{change}")
+
+    def _show_exchange(self, back: int) -> None:
+        assert self.take is not None
+        self.out(f"    coming back {rupees(back)}; going out:")
+        priced = self.take.priced()
+        totals_by_line = iter(priced.lines) if priced else iter(())
+        for i, line in enumerate(self.take.lines, start=1):
+            amount = rupees(next(totals_by_line)["total"]) if line.qty > 0 else ""
+            self.out(
+                f"{i:>3} {line.product.sku:<14.14} {line.describe():<26.26}"
+                f"{line.qty:>4} x {rupees(line.product.price):>9} {amount:>10}"
+            )
+        net = exchange_net(self.session, self.take)
+        if not self.take.lines:
+            self.out("    scan the items going out (exchange - goes back to a plain return)")
+        elif net > 0:
+            self.out(
+                f"    customer pays {rupees(net)}: done cash | done machine CODE LAST4 | "
+                "done upi [UTR] | done giftcard CODE"
+            )
+        else:
+            by = "credit note" if self.session.refund_method == "credit_note" else "cash"
+            self.out(f"    customer gets {rupees(-net)} back by {by} (type done to record it)")
 
     def show_state(self, detail: bool = False) -> None:
         """The state line when it changed (every time with `detail`, and the details after)."""
@@ -261,7 +303,7 @@ class TillConsole:
             self._attempt(action)
 
     def _ask_oversell(self) -> None:
-        question = self.session.oversell_question()
+        question = self.editing.oversell_question()
         if question is None:
             return
         self.bell(layout.BeepPattern.UNKNOWN)
@@ -271,19 +313,19 @@ class TillConsole:
         if text.strip().lower() in ("y", "yes"):
 
             def confirm() -> None:
-                self.session.confirm_oversell()
+                self.editing.confirm_oversell()
                 self.out("selling beyond stock: the goods are in hand")
                 self.show()
 
             self._attempt(confirm)
         else:
-            self.out(self.session.decline_oversell())
+            self.out(self.editing.decline_oversell())
             self.show()
 
     # -- input ----------------------------------------------------------------------------------
 
     def scan(self, code: str) -> ScanEvent:
-        event = self.session.add_code(code)
+        event = self.editing.add_code(code)
         if isinstance(event, CardScanned):
             self.out(event.message)
             if event.tender is not None:
@@ -330,12 +372,12 @@ class TillConsole:
             return False
         elif cmd in ("q", "qty") and 1 <= len(args) <= 2:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
-            changed = s.set_qty(_int_arg(args[0], "quantity"), line)
+            changed = self.editing.set_qty(_int_arg(args[0], "quantity"), line)
             self.out(f"{changed.product.sku} x{changed.qty}")
             self.show()
             self._ask_oversell()
         elif cmd in ("rm", "del") and len(args) <= 1:
-            removed = s.remove_line(_int_arg(args[0], "line") if args else None)
+            removed = self.editing.remove_line(_int_arg(args[0], "line") if args else None)
             self.out(f"removed {removed.product.sku}")
             self.show()
         elif cmd in ("c", "customer") and len(args) == 1:
@@ -362,8 +404,28 @@ class TillConsole:
             line = _int_arg(args[1], "line") if len(args) == 2 else None
             s.discount(None if args[0] == "-" else args[0], line)
             self.show()
+        elif cmd == "pay" and args and self.take is not None:
+            raise InputError(
+                "an exchange settles its difference when it is recorded: done cash, "
+                "done machine CODE LAST4, done upi [UTR] or done giftcard CODE"
+            )
         elif cmd == "pay" and args:
             self._pay(args[0].lower(), args[1:])
+        elif cmd == "exchange" and args == ["-"]:
+            if self.take is None:
+                raise InputError("no exchange is in progress")
+            self.take = None
+            self.out("back to a plain return")
+            self.show()
+        elif cmd == "exchange" and not args:
+            if s.mode != "return" or s.ref_sale is None:
+                raise InputError("an exchange starts from a receipt: scan it (or: return SALE_ID)")
+            if self.take is None:
+                self.take = TillSession(self.terminal, s.user)
+            self.out(f"exchange against sale {s.ref_sale}: scan the items going out")
+            self.show()
+        elif cmd == "done" and self.take is not None:
+            self._exchange_done(args)
         elif cmd == "refund" and len(args) == 1:
             s.set_refund(args[0].lower())
             self.show()
@@ -403,6 +465,7 @@ class TillConsole:
             self._forward(args[1])
         elif cmd == "void" and not args:
             s.void()
+            self.take = None
             self.out("sale voided; nothing was recorded")
         elif cmd == "done" and not args:
             self._done()
@@ -504,6 +567,15 @@ class TillConsole:
     def _upi_request(self, amount: str | None) -> None:
         """Show the UPI QR here and print it, then ask for the UTR the customer's phone shows."""
         req = self.session.upi_request(amount)
+        self._show_upi(req)
+        value = f"{req.amount // 100}.{req.amount % 100:02d}"
+        self.ask(
+            "UTR from the customer's phone or the sound box, once paid (Enter cancels)",
+            lambda reply: self._upi_paid(reply, value),
+        )
+
+    def _show_upi(self, req: UpiRequest) -> None:
+        """The UPI request's QR on the screen, and on the receipt printer when there is one."""
         self.out(f"UPI: {rupees(req.amount)} to {req.vpa}, reference {req.reference}")
         for line in qr.text_lines(req.uri):
             self.out("  " + line)
@@ -515,11 +587,6 @@ class TillConsole:
                     self._print_outcome(self.printing.drain(), "UPI slip")
             except ConfigError as exc:
                 self.out(f"! UPI slip not printed: {exc}")
-        value = f"{req.amount // 100}.{req.amount % 100:02d}"
-        self.ask(
-            "UTR from the customer's phone or the sound box, once paid (Enter cancels)",
-            lambda reply: self._upi_paid(reply, value),
-        )
 
     def _upi_paid(self, reply: str, value: str) -> None:
         if not reply.strip():
@@ -589,8 +656,56 @@ class TillConsole:
         name, jobs = self.printing.forward(peer, seen)
         self.out(f"{len(jobs)} slip(s) sent to {name}'s printer")
 
+    def _exchange_done(self, args: list[str]) -> None:
+        assert self.take is not None
+        method = args[0].lower() if args else "cash"
+        rest = args[1:]
+        if method == "upi" and not rest:
+            ask = exchange_upi_request(self.session, self.take)
+            self._show_upi(ask)
+            self.ask(
+                "UTR from the customer's phone or the sound box, once paid (Enter cancels)",
+                self._exchange_upi_paid,
+            )
+            return
+        usage = {
+            "cash": 0,
+            "machine": 2,
+            "card_machine": 2,
+            "upi": 1,
+            "giftcard": 1,
+            "gc": 1,
+        }
+        if method not in usage or len(rest) != usage[method]:
+            raise InputError("usage: done [cash | machine CODE LAST4 | upi [UTR] | giftcard CODE]")
+        payment = None
+        if exchange_net(self.session, self.take) > 0:
+            payment = exchange_payment(
+                method,
+                approval=rest[0] if method in ("machine", "card_machine") else "",
+                last4=rest[1] if method in ("machine", "card_machine") else "",
+                upi_ref=rest[0] if method == "upi" else "",
+                code=rest[0] if method in ("giftcard", "gc") else "",
+            )
+        elif method != "cash":
+            raise InputError(
+                "nothing is due on this exchange: the customer is owed the difference; "
+                "`refund cash|credit-note` chooses how, then type done"
+            )
+        result = record_exchange(self.session, self.take, payment)
+        self.take = None
+        self._recorded(result)
+
+    def _exchange_upi_paid(self, reply: str) -> None:
+        if not reply.strip():
+            self.out("no UPI payment taken; the exchange is not recorded yet")
+            return
+        self._exchange_done(["upi", reply.strip()])
+
     def _done(self) -> None:
-        result = self.session.complete()
+        self._recorded(self.session.complete())
+
+    def _recorded(self, result: SaleResult) -> None:
         self.completed.append(result)
         p = result.payload
         kind = result.op.kind
@@ -618,6 +733,7 @@ class TillConsole:
             self.out("receipt printed")
 
     def finish(self) -> None:
+        self.take = None
         if not self.session.empty:
             self.session.void()
             self.out("unfinished sale voided; nothing was recorded")

@@ -921,6 +921,75 @@ class TillSession:
         return notes
 
 
+def exchange_net(returning: TillSession, going_out: TillSession) -> int:
+    """What the customer pays on an exchange (negative: what they get back): the items going
+    out at today's prices less what the items coming back were sold for."""
+    return going_out.totals().total - returning.totals().total
+
+
+def exchange_upi_request(returning: TillSession, going_out: TillSession) -> upi.UpiRequest:
+    """The UPI request for an exchange's difference, to show as a QR code or print."""
+    net = exchange_net(returning, going_out)
+    if net <= 0:
+        raise InputError(
+            "nothing is due on this exchange: the difference goes back to the customer"
+        )
+    return upi.request(returning.terminal, net)
+
+
+def exchange_payment(
+    method: str, *, approval: str = "", last4: str = "", upi_ref: str = "", code: str = ""
+) -> list[Tender]:
+    """How the difference of an exchange is paid, as either till gives it: cash, the card
+    machine's slip, a UPI payment's UTR, or a gift card or credit note by its code."""
+    if method.strip().lower().replace("-", "_") in (giftcards.TENDER, "gift_card", "gc"):
+        if not code.strip():
+            raise InputError("a gift card payment needs the card's code (or scan the card)")
+        return [Tender(giftcards.TENDER, None, code=giftcards.parse_code(code))]
+    return cards.final_tenders(method, approval=approval, last4=last4, upi_ref=upi_ref)
+
+
+def record_exchange(
+    returning: TillSession,
+    going_out: TillSession,
+    payment: list[Tender] | None = None,
+    refund: str | None = None,
+) -> SaleResult:
+    """Record an exchange rung at a till: `returning` is a return started from a receipt (the
+    items coming back), `going_out` the items the customer takes instead. The difference is paid
+    by `payment` (cash when none) or refunded by `refund` (the return's refund method when
+    none). Both tills record exchanges here, so the web and the text till refuse the same
+    things; the Terminal checks the rest in one transaction. Both sessions start afresh."""
+    ref = returning.ref_sale
+    back = [(ln.product.sku, ln.qty) for ln in returning.lines if ln.qty > 0]
+    take = [(ln.product.sku, ln.qty) for ln in going_out.lines if ln.qty > 0]
+    if returning.mode != "return" or ref is None:
+        raise InputError("an exchange starts from a receipt: scan the receipt's code first")
+    if not back:
+        raise InputError("scan (or add) the items coming back first")
+    if not take:
+        raise InputError("scan the items going out, or cancel the exchange")
+    net = exchange_net(returning, going_out)
+    if net <= 0 and payment:
+        back_by = (refund or returning.refund_method).replace("_", " ")
+        raise InputError(
+            f"nothing is due on this exchange: the customer gets {rupees(-net)} back "
+            f"({back_by}); leave out the payment"
+        )
+    result = returning.terminal.exchange(
+        ref,
+        back,
+        take,
+        tenders=payment or [],
+        user=returning.user,
+        allow_oversell=bool(going_out.confirmed),
+        refund=(refund or returning.refund_method) if net < 0 else "cash",
+    )
+    returning.void()
+    going_out.void()
+    return result
+
+
 def change_given(payload: Mapping[str, Any]) -> int:
     """The change handed back on a recorded sale."""
     return sum(int(t.get("change", 0)) for t in payload.get("tenders", []))

@@ -8,11 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from meshpos.core.errors import InputError
+from meshpos.domain.giftcards import CREDIT_NOTE
 from meshpos.domain.money import rupees
-from meshpos.domain.pricing import Tender
 from meshpos.service import cards, giftcards
 from meshpos.service.terminal import SaleResult, Terminal
-from meshpos.service.till import TillSession, change_given
+from meshpos.service.till import (
+    TillSession,
+    change_given,
+    exchange_net,
+    exchange_payment,
+    record_exchange,
+)
 from meshpos.web.printer import TillPrinter
 from meshpos.web.session import Notice, WebSession
 from meshpos.web.signin import Sessions
@@ -49,16 +55,20 @@ class Checkout:
         method: str = "cash",
         approval: str = "",
         last4: str = "",
+        *,
+        upi_ref: str = "",
+        code: str = "",
     ) -> None:
         """Record the sale, return or exchange. A points redemption that needs rights another
         counter holds raises EscrowShortfall (see meshpos/web/escrow_wait.py). An exchange's
-        difference is paid in cash or on the card machine (`approval`, `last4` from its slip)."""
+        difference is paid in cash, on the card machine (`approval`, `last4` from its slip), by
+        UPI (`upi_ref`) or by gift card (`code`)."""
         with self.sessions.acting(s, approver, pin):
             take = s.take
             result = (
                 s.till.complete()
                 if take is None
-                else self._exchange(s, take, method, approval, last4)
+                else self._exchange(s, take, method, approval, last4, upi_ref, code)
             )
         s.sale_closed()
         s.last = sale_summary(result)
@@ -91,27 +101,22 @@ class Checkout:
         s.notice = Notice("ok", f"gift card {code} sold for {rupees(value)}: its slip prints")
 
     def _exchange(
-        self, s: WebSession, going_out: TillSession, method: str, approval: str, last4: str
+        self,
+        s: WebSession,
+        going_out: TillSession,
+        method: str,
+        approval: str,
+        last4: str,
+        upi_ref: str = "",
+        code: str = "",
     ) -> SaleResult:
-        ref = s.till.ref_sale
-        back = [(ln.product.sku, ln.qty) for ln in s.till.lines if ln.qty > 0]
-        take = [(ln.product.sku, ln.qty) for ln in going_out.lines]
-        if ref is None or not back:
-            raise InputError("scan (or tap +) the items coming back first")
-        if not take:
-            raise InputError("scan the items going out, or cancel the exchange")
-        net = going_out.totals().total - s.till.totals().total
-        tenders: list[Tender] = []
-        if net > 0 and method != "cash":
-            tenders = [cards.machine_tender(None, approval, last4)]
-        result = self.t.exchange(
-            ref,
-            back,
-            take,
-            tenders=tenders,
-            user=s.user,
-            allow_oversell=bool(going_out.confirmed),
-            refund="credit_note" if net < 0 and method == "credit_note" else "cash",
-        )
-        s.till.void()
-        return result
+        """The difference is paid by `method` (cash, card machine, UPI, gift card) when the
+        customer owes it, and refunded in cash or as a credit note (`method` "credit_note")
+        when they are owed it."""
+        if exchange_net(s.till, going_out) > 0:
+            payment = exchange_payment(
+                method, approval=approval, last4=last4, upi_ref=upi_ref, code=code
+            )
+            return record_exchange(s.till, going_out, payment, "cash")
+        refund = CREDIT_NOTE if method == CREDIT_NOTE else "cash"
+        return record_exchange(s.till, going_out, None, refund)

@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 from meshpos.core.errors import InputError, MeshposError
 from meshpos.devices import qr
+from meshpos.service.till import exchange_upi_request
 from meshpos.web.backend import TillParts
 from meshpos.web.common import (
     Action,
@@ -166,7 +167,14 @@ def exchange(p: TillParts, s: WebSession, d: Form) -> None:
 def complete(p: TillParts, s: WebSession, d: Form) -> None:
     approver, pin = d.get("approver", ""), d.get("approver_pin", "")
     p.checkout.complete(
-        s, approver, pin, d.get("method", "cash"), d.get("approval", ""), d.get("last4", "")
+        s,
+        approver,
+        pin,
+        d.get("method", "cash"),
+        d.get("approval", ""),
+        d.get("last4", ""),
+        upi_ref=d.get("upi_ref", ""),
+        code=d.get("code", ""),
     )
 
 
@@ -192,7 +200,10 @@ async def upi_qr(site: Site, request: Request) -> Response:
 
     def work() -> str | None:
         s = site.parts.sessions.get(session_token(request))
-        return None if s is None else qr.svg(s.till.upi_request().uri)
+        if s is None:
+            return None
+        ask = s.till.upi_request() if s.take is None else exchange_upi_request(s.till, s.take)
+        return qr.svg(ask.uri)
 
     try:
         svg = await site.backend.worker.call(work)
