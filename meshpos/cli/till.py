@@ -178,6 +178,8 @@ class TillConsole:
             self.out("(no sale in progress: scan an item)")
             return
         title = f"return of {s.ref_sale}" if s.mode == "return" else "sale"
+        if self.take is not None:
+            title = f"exchange against {s.ref_sale}: coming back"
         if s.customer:
             title += f"  customer {s.customer['name']} ({s.customer['customer_id']}, "
             title += f"{s.customer['points']} pts)"
@@ -237,6 +239,8 @@ class TillConsole:
                 f"    customer pays {rupees(net)}: done cash | done machine CODE LAST4 | "
                 "done upi [UTR] | done giftcard CODE"
             )
+        elif net == 0:
+            self.out("    nothing to pay either way (type done to record it)")
         else:
             by = "credit note" if self.session.refund_method == "credit_note" else "cash"
             self.out(f"    customer gets {rupees(-net)} back by {by} (type done to record it)")
