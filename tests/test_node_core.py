@@ -435,5 +435,5 @@ def test_the_daemons_core_and_the_simulators_answer_one_trace_alike() -> None:
 
     # The comparison has teeth: the same core at another protocol timing answers otherwise.
     other = node_core(other_side, other_side.node_record(), epoch=start, admit=admit_all)
-    other.sync.config = replace(other.sync.config, forward_delay_ms=150)
+    other.sync.config = replace(other.sync.config, ping_ms=800)
     assert replay(calls, other, other_side, clock) != expected

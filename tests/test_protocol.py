@@ -663,3 +663,61 @@ def test_escrow_rights_move_over_the_mesh_and_a_split_cannot_double_spend() -> N
         redeemed = t.query("SELECT SUM(points_redeemed) AS r FROM sales")[0]["r"]
         assert redeemed == 300
     assert_same_views(mesh)
+
+
+def test_a_healed_backlog_is_left_to_its_origin_once_the_peer_reaches_it() -> None:
+    """T2 was cut off while T1 rang a backlog that T0 also holds. On the heal T2 happens to
+    reach T0 first, and T0 rightly starts forwarding T1's ops. The moment T2's session with T1
+    comes up, T2 says so in a Have (T1 feeds it directly), and T0 stops: at most what T0 sent
+    before that word reached it is sent twice, not the whole backlog."""
+    cfg = SyncConfig(batch_ops=5, window_ops=10)
+    slow = {(0, 2): LinkSpec(latency_ms=20), (1, 2): LinkSpec(latency_ms=60)}
+    mesh = Mesh(3, config=cfg, links=slow)
+    ids = [n.node_id for n in mesh.nodes]
+    mesh.net.run_for(1000)
+    mesh.net.partition([ids[0], ids[1]], [ids[2]])
+    mesh.net.run_for(cfg.dead_after_ms + 1000)
+    backlog = [mesh.sell(1, [("SKU1", 1)]) for _ in range(200)]
+    mesh.net.run_for(1000)
+    assert all(mesh.nodes[0].ledger.get(s.op.origin, s.op.seq) for s in backlog)
+    forwarded: list[int] = []
+
+    def watch(nid: str, action: Action) -> None:
+        if nid == ids[0] and isinstance(action, Send) and action.peer == ids[2]:
+            msg = decode(action.data)
+            if isinstance(msg, Ops):
+                forwarded.extend(1 for w in msg.ops if decode_op(w).origin == ids[1])
+
+    mesh.watch(watch)
+    mesh.net.heal()
+    assert mesh.settle(limit_ms=30_000) >= 0
+    assert all(mesh.nodes[2].ledger.get(s.op.origin, s.op.seq) for s in backlog)
+    # Sent before T2's word could reach T0: a few windows (one a round trip), not all 200.
+    assert len(forwarded) <= 4 * cfg.window_ops, f"T0 forwarded {len(forwarded)} of 200"
+    assert_same_views(mesh)
+
+
+def test_ops_are_forwarded_after_all_when_their_origin_cannot_give_them() -> None:
+    """T2 says it has a session with T1, but T1 no longer holds its own later ops (restored
+    from an old backup, say): T2's acknowledgements of T1 stop moving, and T0 forwards them."""
+    mesh = Mesh(3)
+    ids = [n.node_id for n in mesh.nodes]
+    mesh.net.run_for(1000)
+    mesh.net.partition([ids[0], ids[1]], [ids[2]])
+    mesh.net.run_for(mesh.sync_node(0).config.dead_after_ms + 1000)
+    backlog = [mesh.sell(1, [("SKU1", 1)]) for _ in range(5)]
+    mesh.net.run_for(1000)
+    # T1 keeps its session with T2 but never sends T2 its own ops.
+    send = mesh.net.send
+
+    def mute(src: str, dst: str, data: bytes) -> None:
+        if (src, dst) == (ids[1], ids[2]) and isinstance(decode(data), Ops):
+            return
+        send(src, dst, data)
+
+    mesh.net.send = mute  # type: ignore[method-assign]
+    mesh.net.heal()
+    cfg = mesh.sync_node(0).config
+    mesh.net.run_for(3 * cfg.retransmit_ms + 2000)
+    assert ids[1] in mesh.sync_node(2).ready_peers()
+    assert all(mesh.nodes[2].ledger.get(s.op.origin, s.op.seq) for s in backlog)

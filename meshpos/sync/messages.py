@@ -22,6 +22,7 @@ from meshpos.sync import compression
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_BATCH_OPS = 2000
+MAX_DIRECT = 1000  # peers named in a Have; a store has tens of terminals
 
 
 class MalformedMessage(RemoteError):
@@ -53,6 +54,9 @@ class Ops:
 class Have:
     vv: dict[str, int]
     epoch: int = 0  # the sender's: a wiped node's old Have must not speak for its new ledger
+    # The nodes the sender has a session with now: their own ops reach it from them directly,
+    # so nobody else need forward those (older peers send none, and forward as before).
+    direct: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ def encode(msg: Message, zdict: int = 0) -> bytes:
         have: dict[str, Any] = {"t": "have", "v": msg.vv}
         if msg.epoch:
             have["e"] = msg.epoch
+        if msg.direct:
+            have["d"] = list(msg.direct)
         return pack(have)
     if isinstance(msg, Ping):
         return pack({"t": "ping", "f": dict(msg.flags)} if msg.flags else {"t": "ping"})
@@ -195,7 +201,14 @@ def decode(data: bytes) -> Message:
             raise MalformedMessage("ops batch node list is malformed")
         return Ops(tuple(ops), tuple(_node(n) for n in nodes), _int(body.get("e", 0), "ops epoch"))
     if t == "have":
-        return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"))
+        direct = body.get("d", [])
+        if (
+            not isinstance(direct, list)
+            or len(direct) > MAX_DIRECT
+            or not all(isinstance(d, str) and len(d) <= 64 for d in direct)
+        ):
+            raise MalformedMessage("have's list of direct peers is malformed")
+        return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"), tuple(direct))
     if t == "ping":
         flags = body.get("f", {})
         if (

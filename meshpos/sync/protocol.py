@@ -12,6 +12,10 @@ How it converges:
   disk), which frees the sender's window (flow control) and counts as a copy of the sender's ops;
 - new local ops, and ops applied from any peer, are pushed to every other session at once, so ops
   are forwarded through peers that can see each other;
+- each Have also names the nodes its sender has a session with (sent to every peer the moment a
+  session comes up or goes down): a peer fed by an origin directly is not sent that origin's ops
+  by anyone else, unless its acknowledgements of that origin stop moving (a healed partition's
+  backlog then comes once, from its origin, not once from every node that holds it);
 - anti-entropy: Have is resent periodically; for an origin whose ops in flight see no progress for
   a while, the sender goes back to what the peer acknowledged and resends (lost, reordered or
   refused batches heal);
@@ -157,6 +161,9 @@ class Session:
     fed_elsewhere: dict[str, int] = field(default_factory=dict)  # origin -> when the peer last
     # acknowledged ops of it beyond what we sent: someone else (the origin itself) feeds it
     have_due: bool = False
+    peer_direct: frozenset[str] = frozenset()  # nodes the peer says it has a session with
+    direct_progress: dict[str, int] = field(default_factory=dict)  # origin -> when the peer,
+    # fed by that origin directly, last showed progress on it (or first said it was)
     peer_flags: dict[str, bool] = field(default_factory=dict)
     last_heard: int = 0
     last_sent: int = 0
@@ -217,7 +224,10 @@ class SyncNode:
 
     def disconnect(self, peer: str) -> list[Action]:
         session = self.sessions.pop(peer, None)
-        return [PeerDown(peer, "disconnected")] if session and session.ready else []
+        if not (session and session.ready):
+            return []
+        self._direct_changed()
+        return [PeerDown(peer, "disconnected")]
 
     def receive(self, peer: str, data: bytes, now: int) -> list[Action]:
         out: list[Action] = []
@@ -295,13 +305,13 @@ class SyncNode:
             if now - session.last_heard > cfg.dead_after_ms:
                 self.sessions.pop(session.peer, None)
                 out.append(PeerDown(session.peer, f"silent for {now - session.last_heard} ms"))
+                self._direct_changed()
                 continue
             self._retransmit(session, now)
             self._pump(session, now, out)
             if session.have_due or now - session.last_have >= cfg.anti_entropy_ms:
                 session.have_due = False
-                self._send(session, Have(self.replica.vv(), self.epoch), now, out)
-                session.last_have = now
+                self._have(session, now, out)
             elif now - session.last_sent >= cfg.ping_ms:
                 self._send(session, Ping(self._flags()), now, out)
         return out
@@ -420,6 +430,11 @@ class SyncNode:
                     return
             session.ready = True
             out.append(PeerUp(session.peer, node.name))
+            # Tell the others at once, before this peer's own ops arrive and keep us busy:
+            # they can leave its ops to it instead of forwarding them too.
+            for other in self.sessions.values():
+                if other is not session and other.ready:
+                    self._have(other, now, out)
             if self.flags:
                 self._send(session, Ping(self._flags()), now, out)
         if msg.reply:
@@ -464,8 +479,7 @@ class SyncNode:
                 continue
             applied.extend(result.applied_ops)
         _max_merge(session.sent_vv, session.their_vv)
-        self._send(session, Have(self.replica.vv(), self.epoch), now, out)
-        session.last_have = now
+        self._have(session, now, out)
         if applied:
             out.append(Applied(session.peer, tuple(applied)))
             for other in self.sessions.values():
@@ -477,13 +491,39 @@ class SyncNode:
         if msg.epoch != session.peer_epoch:
             self._other_incarnation(session, now, out)
             return
+        direct = frozenset(msg.direct)
+        for origin in direct - session.peer_direct:
+            session.direct_progress[origin] = now
+        session.peer_direct = direct
         sent = dict(session.sent_vv)
         for origin in _max_merge(session.their_vv, msg.vv):
             session.progress[origin] = now
+            session.direct_progress[origin] = now
             if session.their_vv[origin] > sent.get(origin, 0):
                 session.fed_elsewhere[origin] = now
         _max_merge(session.sent_vv, session.their_vv)
         self._pump(session, now, out)
+
+    def _have(self, session: Session, now: int, out: list[Action]) -> None:
+        direct = tuple(sorted(p for p, s in self.sessions.items() if s.ready))
+        self._send(session, Have(self.replica.vv(), self.epoch, direct), now, out)
+        session.last_have = now
+        session.have_due = False
+
+    def _direct_changed(self) -> None:
+        """A session went down: the others hear on the next tick, and forward its ops again."""
+        for other in self.sessions.values():
+            other.have_due = other.ready
+
+    def _fed_directly(self, session: Session, origin: str, now: int) -> bool:
+        """Whether the peer gets `origin`'s ops from `origin` itself: it says it has a session
+        with it, and its acknowledgements of that origin moved lately. An origin that cannot
+        give what the peer lacks (a node restored from an old backup) stops the progress, and
+        then we forward after all."""
+        if origin not in session.peer_direct:
+            return False
+        moved = session.direct_progress.get(origin, now)
+        return now - moved <= 2 * self.config.retransmit_ms
 
     def _other_incarnation(self, session: Session, now: int, out: list[Action]) -> None:
         """A Have or Ops from another epoch than our session's: a restart of the peer reordered
@@ -514,7 +554,8 @@ class SyncNode:
         directly, and the delay (plus the Have every node sends after applying) avoids sending
         each op twice; when the origin is out of the peer's reach, the delay is all it costs.
         While the peer's acks show it getting an origin's ops from elsewhere (a catch-up from the
-        origin itself), the delay keeps restarting, so a healed backlog is not sent twice.
+        origin itself), or it says it has a session with the origin, the delay keeps restarting,
+        so a healed backlog is not sent twice.
         """
         if not session.ready:
             return
@@ -531,7 +572,7 @@ class SyncNode:
                 if (
                     now - session.fed_elsewhere.get(origin, -cfg.forward_delay_ms)
                     < cfg.forward_delay_ms
-                ):
+                ) or self._fed_directly(session, origin, now):
                     session.lag_since[origin] = now  # still being fed: keep holding off
                 since = session.lag_since.setdefault(origin, now)
                 if now - since < cfg.forward_delay_ms:
