@@ -17,7 +17,10 @@ framing included, whichever process sent them and whether or not it lived to rep
    or a hung machine), or its WAN link cut while the LAN stays: the time until a sale rung at
    another counter is at HQ, and until the successor takes over.
 
-`--quick` rings a half-hour rush (360 sales: one push, so the kill lands after the upload).
+`--quick` rings a one-hour rush (720 sales, two pushes of the relay's 256 KiB batches), so the
+kill still lands mid-upload and the failover is as real as in the full run, only smaller; when a
+kill lands after HQ already holds the whole backlog (no failover happened), the dedup target is
+not met and the table says so.
 """
 
 from __future__ import annotations
@@ -273,6 +276,7 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
     return {
         **backlog,
         "killed_with_at_hq": at_hq,
+        "killed_mid_upload": at_hq < want,
         "backlog_ops": want,
         "bytes_sent": sent,
         "dedup_ratio": sent / backlog["op_bytes"] if backlog["op_bytes"] else None,
@@ -329,7 +333,7 @@ def _node_id(directory: Path) -> str:
 
 
 def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
-    hours = 0.5 if args.quick else 3.0
+    hours = 1.0 if args.quick else 3.0
     sales = int(hours * 3600 / SALE_EVERY_S) * len(COUNTERS)
     log(f"relay: {len(COUNTERS)} counters, {hours:g} h outage at one sale per counter every "
         f"{SALE_EVERY_S} s = {sales:,} sales")  # fmt: skip
@@ -366,7 +370,11 @@ def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 lower=True,
             ),
             _target(
-                "upload dedup ratio with a relay failover", f["dedup_ratio"], 1.05, "x", lower=True
+                "upload dedup ratio with a relay failover",
+                f["dedup_ratio"] if f["killed_mid_upload"] else None,
+                1.05,
+                "x",
+                lower=True,
             ),
         ],
     }
@@ -384,7 +392,8 @@ def relay_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 ["  upload rate", f"{fmt(d['ops_per_s'])} ops/s"],
                 [
                     "failover run: backlog at HQ when the relay was killed",
-                    f"{f['killed_with_at_hq']:,} of {f['backlog_ops']:,} ops",
+                    f"{f['killed_with_at_hq']:,} of {f['backlog_ops']:,} ops"
+                    + ("" if f["killed_mid_upload"] else " (after the upload: NO failover)"),
                 ],
                 ["failover: kill -> successor elected", f"{fmt(f['failover_elected_s'], '.2f')} s"],
                 [
