@@ -545,13 +545,13 @@ def mesh_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str,
         _target("mesh: 2nd copy p99", res["copy_p99_ms"], TARGET_COPY_P99_MS, "ms", lower=True),
         _target("mesh: propagation p99", res["seen_p99_ms"], TARGET_COPY_P99_MS, "ms", lower=True),
         _target(
-            "mesh: wire bytes per op bytes",
-            res["wire_ratio"] * 100,
+            "mesh: TCP payload per op byte, sales run",
+            res["kernel_ratio"] * 100,
             TARGET_WIRE_RATIO * 100,
             "%",
             lower=True,
         ),
-        _target("mesh: idle per peer", idle_kernel, TARGET_IDLE_BPS, "B/s", lower=True),
+        _target("mesh: idle per peer pair (TCP)", idle_kernel, TARGET_IDLE_BPS, "B/s", lower=True),
     ]
     if heal is not None:
         res["targets"].insert(
