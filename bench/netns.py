@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 SUBNET = "10.77.0"
+GATEWAY = f"{SUBNET}.254"  # the host's address on the bridge, in a lab made with `gateway=True`
+BLOCK_TABLE = "meshpos_block"
 PREFIX_LEN = 24
 REPO = Path(__file__).resolve().parents[1]
 _counter = itertools.count()
@@ -256,10 +258,34 @@ class Node:
     def heal(self) -> None:
         ip("link", "set", self.host_veth, "up")
 
+    def block(self, address: str) -> None:
+        """Drop every packet between this node and `address`, silently (nftables in the
+        namespace): a dead WAN while the LAN stays, with no refusal to notice it by."""
+        if shutil.which("nft") is None:
+            raise NetnsUnavailable("the `nft` command (nftables) is not installed")
+        table = ["inet", BLOCK_TABLE]
+        self.run(["nft", "add", "table", *table])
+        for chain, hook, field_ in (("out", "output", "daddr"), ("in", "input", "saddr")):
+            self.run(
+                [
+                    "nft",
+                    "add",
+                    "chain",
+                    *table,
+                    chain,
+                    f"{{ type filter hook {hook} priority 0 ; }}",
+                ]
+            )
+            self.run(["nft", "add", "rule", *table, chain, "ip", field_, address, "drop"])
+
+    def unblock(self) -> None:
+        self.run(["nft", "delete", "table", "inet", BLOCK_TABLE])
+
 
 @dataclass
 class Lab:
     bridge: str
+    gateway: str | None = None  # the host's address on the bridge, if it has one
     nodes: list[Node] = field(default_factory=list)
     spawned: list[Spawned] = field(default_factory=list)
 
@@ -286,8 +312,9 @@ class Lab:
         ip("link", "del", self.bridge, check=False)
 
 
-def create(n: int) -> Lab:
-    """N namespaces on one bridge; the caller must `close()` the lab (see `lab()`)."""
+def create(n: int, gateway: bool = False) -> Lab:
+    """N namespaces on one bridge; the caller must `close()` the lab (see `lab()`). With
+    `gateway`, the host joins the bridge at GATEWAY (for a service the nodes reach as a WAN)."""
     if not 1 <= n <= 200:
         raise ValueError("a lab has 1 to 200 nodes")
     reason = unavailable_reason()
@@ -302,6 +329,11 @@ def create(n: int) -> Lab:
         except RuntimeError as exc:
             raise NetnsUnavailable(f"the kernel refused a bridge: {exc}") from None
         ip("link", "set", lab.bridge, "up")
+        if gateway:
+            if ip("-o", "addr", "show", "to", GATEWAY).stdout.strip():
+                raise NetnsUnavailable(f"{GATEWAY} is taken (another lab with a gateway runs)")
+            ip("addr", "add", f"{GATEWAY}/{PREFIX_LEN}", "dev", lab.bridge)
+            lab.gateway = GATEWAY
         for i in range(n):
             node = Node(
                 i, f"meshpos-{pid}-{seq}-{i}", f"{SUBNET}.{i + 1}", f"m{pid:x}x{seq:x}v{i}", lab
@@ -337,9 +369,9 @@ def create(n: int) -> Lab:
 
 
 @contextlib.contextmanager
-def lab(n: int) -> Iterator[Lab]:
+def lab(n: int, gateway: bool = False) -> Iterator[Lab]:
     """N namespaces on one bridge, removed on exit whatever happened."""
-    created = create(n)
+    created = create(n, gateway)
     try:
         yield created
     finally:
