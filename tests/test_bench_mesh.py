@@ -68,17 +68,34 @@ def test_a_failing_run_removes_what_it_created(
 ) -> None:
     _need_netns()
     seen: list[list[str]] = []
+    running: list[list[str]] = []
 
     def broken_backlog(*args: object) -> int:
         seen.append(_leftovers())
+        running.append(_processes_under(tmp_path))
         raise BenchError("planted failure")
 
     monkeypatch.setattr(mesh_bench, "_backlog", broken_backlog)
     with pytest.raises(BenchError, match="planted failure"):
         mesh_bench.mesh_section(_args(tmp_path), {})
     assert seen and any("meshpos-" in line for line in seen[0])  # the lab existed
+    assert len(running[0]) == 3  # and the three daemons ran
     assert _leftovers() == []
     assert not list(tmp_path.glob("mesh-*"))
+    assert _processes_under(tmp_path) == []
+
+
+def _processes_under(directory: Path) -> list[str]:
+    """Command lines of live processes that name `directory` (the bench's daemons did)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(str(directory).encode() in arg for arg in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
 
 
 def test_without_namespaces_the_partition_is_skipped_not_faked(
