@@ -278,6 +278,9 @@ def dedup_with_failover(rig: Rig, sales: int) -> dict[str, Any]:
     elected = chosen[0][0] if chosen else None
     after = log_lines(survivors, PUSHED, killed_at)
     first_push = after[0][0] if after else None
+    # HQ logs a push after committing it: the last line may trail what its storage shows.
+    _wait(lambda: _hq_counts(rig.hq.log()[log_start:], rig.store)[0] >= want,
+          "HQ's log counting every op of the backlog", rig.daemons)  # fmt: skip
     applied, dups = _hq_counts(rig.hq.log()[log_start:], rig.store)
     rig.start_daemon(victim)  # back for the runs that follow
     return {
