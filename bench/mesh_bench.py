@@ -93,6 +93,7 @@ class Node:
     daemon: Daemon
     conn: sqlite3.Connection
     host: netns.Node | None  # its namespace, or None on the host's loopback
+    endpoint: str = ""  # where its daemon listens, as its peers' logs name it
 
     @property
     def name(self) -> str:
@@ -326,6 +327,10 @@ def _first_log(node: Node, text: str, after: float) -> float | None:
     return lines[0][0] - after if lines else None
 
 
+def _first_of(seconds: Sequence[float | None]) -> float | None:
+    return min((s for s in seconds if s is not None), default=None)
+
+
 def _partition_heal(
     nodes: list[Node], lab: netns.Lab, t1: Terminal, backlog: int
 ) -> dict[str, Any]:
@@ -390,7 +395,9 @@ def _partition_heal(
         "backlog_generate_s": gen_s,
         "heal_s": heal_s,
         "heal_first_op_s": (first_op[0] - healed) if first_op else None,
-        "heal_link_up_s": _first_log(n3, "link to ", healed_wall),
+        "heal_link_up_s": _first_of(
+            [_first_log(n3, f"link to {n.node_id} at {n.endpoint} up", healed_wall) for n in others]
+        ),
         "heal_session_up_s": _first_log(n3, ") is up", healed_wall),
         "heal_ops_per_s": backlog / heal_s if heal_s > 0 else None,
         "heal_payload_ratio": sum(to3.values()) / backlog_bytes,
@@ -424,6 +431,8 @@ def mesh_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str,
         wait(lambda: _converged(nodes), "the catalogue reaching every node")
         discovery_s = time.monotonic() - started
         ports = [int(n.status()["port"]) for n in nodes]
+        for n, port in zip(nodes, ports, strict=True):
+            n.endpoint = f"tcp://{n.host.ip if n.host else '127.0.0.1'}:{port}"
         t1 = stack.enter_context(contextlib.closing(Terminal.open(n1.directory)))
 
         # 1 + 2: latency and bytes per op, ringing sales at T1 one after another.
