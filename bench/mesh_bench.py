@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import netns
 from bench.common import BenchError, fmt, log, percentile, table
 from bench.ledger_bench import (
@@ -327,6 +329,12 @@ def _first_log(node: Node, text: str, after: float) -> float | None:
     return lines[0][0] - after if lines else None
 
 
+def _cpu_s(node: Node) -> float:
+    """CPU seconds (user + system) its daemon has used so far."""
+    times = psutil.Process(node.daemon.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def _first_of(seconds: Sequence[float | None]) -> float | None:
     return min((s for s in seconds if s is not None), default=None)
 
@@ -367,6 +375,7 @@ def _partition_heal(
         raise BenchError("mesh bench: T3 holds the backlog although it was cut off")
     partitioned_s = time.monotonic() - cut
     log("mesh: cable back in; waiting for T3 to hold every op")
+    cpu0 = {n.name: _cpu_s(n) for n in nodes}
     healed_wall, healed = time.time(), time.monotonic()
     lab[2].heal()
     first_op: list[float] = []
@@ -379,6 +388,7 @@ def _partition_heal(
 
     wait(caught_up, "T3 catching up after the heal", timeout=300, step=0.005)
     heal_s = time.monotonic() - healed
+    heal_cpu = {n.name: _cpu_s(n) - cpu0[n.name] for n in nodes}
     wait(
         lambda: all(_peer_up(n3, n) for n in others) and all(_peer_up(n, n3) for n in others),
         "T3's sync sessions with T1 and T2 up again",
@@ -400,6 +410,8 @@ def _partition_heal(
         ),
         "heal_session_up_s": _first_log(n3, ") is up", healed_wall),
         "heal_ops_per_s": backlog / heal_s if heal_s > 0 else None,
+        "heal_cpu_s": heal_cpu,
+        "heal_ops_per_t3_cpu_s": backlog / heal_cpu["T3"] if heal_cpu["T3"] > 0 else None,
         "heal_payload_ratio": sum(to3.values()) / backlog_bytes,
         "heal_payload_to_t3_by": {name: b / backlog_bytes for name, b in to3.items()},
     }
@@ -536,6 +548,9 @@ def mesh_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str,
              fmt(heal["heal_session_up_s"], ".2f")],
             ["  first backlog op on T3 after the heal, s", fmt(heal["heal_first_op_s"], ".2f")],
             ["  ops/s from the heal to caught up", fmt(heal["heal_ops_per_s"])],
+            ["  ops per CPU-second of T3's daemon", fmt(heal["heal_ops_per_t3_cpu_s"])],
+            ["  CPU s of the daemons meanwhile (T1 / T2 / T3)",
+             " / ".join(f"{heal['heal_cpu_s'][n]:.1f}" for n in NAMES)],
             ["  payload sent to T3 / backlog bytes", fmt(heal["heal_payload_ratio"], ".2f")],
             ["    of which by T1 (the origin)", fmt(by["T1"], ".2f")],
             ["    of which by T2 (forwarding)", fmt(by["T2"], ".2f")],

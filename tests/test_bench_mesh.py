@@ -55,6 +55,7 @@ def test_heal_after_a_real_partition(tmp_path: Path) -> None:
     assert part["heal_session_up_s"] is not None
     assert part["heal_first_op_s"] is not None and part["heal_first_op_s"] <= part["heal_s"]
     assert part["heal_payload_ratio"] > 0
+    assert part["heal_cpu_s"]["T3"] > 0 and part["heal_ops_per_t3_cpu_s"] > 0
     assert res["verify_problems"] == 0
     assert res["where"].startswith("in 3 network namespaces")
     names = [t["name"] for t in res["targets"]]
