@@ -354,9 +354,9 @@ def hardening_section(args: argparse.Namespace, results: dict[str, Any]) -> dict
     finally:
         shutil.rmtree(base, ignore_errors=True)
     out["targets"] = [
-        _target("HQ memory under 200 x 16 MiB strangers", out["hq_rss_growth_mb"],
+        _target("HQ peak memory growth, 200 x 16 MiB strangers", out["hq_rss_growth_mb"],
                 TARGET_HQ_GROWTH_MB, "MiB", lower=True),
-        _target("daemon memory after a 300 MiB till post", out["till_rss_growth_mb"],
+        _target("daemon peak memory growth, 300 MiB till post", out["till_rss_growth_mb"],
                 TARGET_TILL_GROWTH_MB, "MiB", lower=True),
         _target("encrypted sale commit p99", out["encrypted_p99_ms"],
                 TARGET_ENCRYPTED_P99_MS, "ms", lower=True),
