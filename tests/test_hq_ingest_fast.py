@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg import Cluster, pg_cluster_fixture
-from test_hq_storage import NODES, OPS, STORE, STORE_KEY, T0
+from test_hq_storage import NODES, OPS, STORE, STORE_KEY, T0, VIEWS, _hq_views
 
 from meshpos.core.ops import GENESIS, Op, Signer, make_op
 from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
@@ -23,7 +23,7 @@ from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.hq.storage.database import SQLValue, lock_key, upsert_values
 from meshpos.hq.storage.log import RULEBOOK_LOCK
-from meshpos.hq.storage.postgres import PostgresDatabase
+from meshpos.hq.storage.postgres import PostgresDatabase, PostgresTx
 from meshpos.hq.storage.views import StoreDays
 
 TABLE = "CREATE TABLE {name} (k TEXT PRIMARY KEY, n BIGINT, s TEXT, b BYTEA)"
@@ -214,5 +214,34 @@ def test_a_store_held_under_lock_does_not_hold_back_another(pg_cluster: Cluster)
             finally:
                 second.close()
         assert hq.log.ingest(STORE, wires, NODES, T0).applied == len(OPS)
+    finally:
+        hq.close()
+
+
+def test_a_database_written_by_the_plain_statements_takes_the_fast_ones(
+    pg_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HQ databases written before the fast paths (row INSERTs, VALUES upserts) are the same
+    tables: ingest half a store's ops the old way and the rest the new way, and HQ holds the
+    store's views."""
+
+    def plain_insert(
+        tx: PostgresTx, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
+    ) -> None:
+        named = f" ({', '.join(columns)})" if columns else ""
+        marks = ", ".join("?" * len(rows[0]))
+        tx.executemany(f"INSERT INTO {table}{named} VALUES ({marks})", rows)
+
+    hq = _hq(pg_cluster.create_db(), STORE)
+    try:
+        hq.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
+        half = len(OPS) // 2
+        with monkeypatch.context() as old:
+            old.setattr(PostgresTx, "insert_new", plain_insert)
+            old.setattr(PostgresTx, "upsert", upsert_values)
+            assert hq.log.ingest(STORE, [o.wire() for o in OPS[:half]], (), T0).applied == half
+        rest = hq.log.ingest(STORE, [o.wire() for o in OPS], (), T0)
+        assert (rest.applied, rest.duplicates) == (len(OPS) - half, half)
+        assert _hq_views(hq) == VIEWS
     finally:
         hq.close()
