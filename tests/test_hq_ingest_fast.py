@@ -204,6 +204,7 @@ def test_a_store_held_under_lock_does_not_hold_back_another(pg_cluster: Cluster)
         wires = [o.wire() for o in OPS]
         with hq.db.transaction() as held:  # "process" A, mid-ingest of store P1
             held.lock(lock_key(STORE, k) for k in {*(o.origin for o in OPS), RULEBOOK_LOCK})
+            held.execute("SELECT 1")  # locks are taken with the statement after them
             second = open_storage(url, durable=False)
             try:
                 with pytest.raises(psycopg.errors.LockNotAvailable):

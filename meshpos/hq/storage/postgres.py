@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -68,25 +68,52 @@ class ColumnTypes:
 
 
 class PostgresTx:
+    """One transaction on one connection. Upserts and locks, which answer nothing the caller
+    reads, are held back and sent with the next statement that does read (or at commit) in one
+    pipeline: one round trip for the lot, in the order they were made."""
+
     def __init__(self, cur: psycopg.Cursor[TupleRow], types: ColumnTypes) -> None:
         self.cur = cur
         self.types = types
+        self._held: list[tuple[str, Sequence[Any]]] = []
 
     @staticmethod
     def _sql(sql: str) -> str:
         return _MARK.sub("%s", sql)
 
+    def _run(self, sql: str, params: Sequence[Any]) -> None:
+        """Run `sql` on `self.cur` after the statements held back (in one pipeline with them)."""
+        if not self._held:
+            self.cur.execute(sql, params)
+            return
+        held, self._held = self._held, []
+        conn = self.cur.connection
+        with conn.pipeline(), conn.cursor() as writes:
+            for h_sql, h_params in held:
+                writes.execute(h_sql, h_params)
+            self.cur.execute(sql, params)
+
+    def flush(self) -> None:
+        """Send the statements held back (before a COPY, or the commit)."""
+        if self._held:
+            held, self._held = self._held, []
+            conn = self.cur.connection
+            with conn.pipeline(), conn.cursor() as writes:
+                for h_sql, h_params in held:
+                    writes.execute(h_sql, h_params)
+
     def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Row]:
-        self.cur.execute(self._sql(sql), tuple(params))
+        self._run(self._sql(sql), tuple(params))
         return self.cur.fetchall() if self.cur.description else []
 
     def executemany(self, sql: str, rows: Iterable[Sequence[SQLValue]]) -> None:
         batch = [tuple(r) for r in rows]
         if batch:
+            self.flush()
             self.cur.executemany(self._sql(sql), batch)
 
     def select(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Record]:
-        self.cur.execute(self._sql(sql), tuple(params))
+        self._run(self._sql(sql), tuple(params))
         names = [d.name for d in self.cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
 
@@ -97,6 +124,7 @@ class PostgresTx:
             return
         types = dict(self.types.of(self.cur, table))
         names = list(columns) if columns else list(types)
+        self.flush()  # no other statement may run in a pipeline with a COPY
         with self.cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as cp:
             cp.set_types([types[n] for n in names])
             for row in rows:
@@ -105,14 +133,18 @@ class PostgresTx:
     def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
         types = [t for _, t in self.types.of(self.cur, table)]
         arrays = ", ".join(f"%s::{t}[]" for t in types)
-        self.cur.execute(
-            f"INSERT INTO {table} SELECT * FROM unnest({arrays}) {conflict}",
-            [list(column) for column in zip(*rows, strict=True)],
+        self._held.append(
+            (
+                f"INSERT INTO {table} SELECT * FROM unnest({arrays}) {conflict}",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
         )
 
     def lock(self, keys: Iterable[str]) -> None:
+        """Held back like a write: the server takes the locks, in this order, before it runs
+        the next statement, which is the first that could read what they guard."""
         for key in sorted(set(keys)):
-            self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
+            self._held.append(("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),)))
 
 
 def _broken(conn: psycopg.Connection[TupleRow], exc: BaseException) -> bool:
@@ -149,7 +181,9 @@ class PostgresDatabase(Database):
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield PostgresTx(cur, self.types)
+            tx = PostgresTx(cur, self.types)
+            yield tx
+            tx.flush()
 
     def run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         for attempt in range(RETRIES):
