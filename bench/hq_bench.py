@@ -20,14 +20,14 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError, Stopwatch, fmt, load_average, log, rate, table
 from bench.ledger_bench import STORE, Generator, _target, store_ledger
-from meshpos.core.ops import GENESIS, Signer, decode_ops, make_op, pack
+from meshpos.core.ops import GENESIS, Op, Signer, decode_ops, make_op, pack
 from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
 from meshpos.hq import keys
 from meshpos.hq.client import HQClient
@@ -47,11 +47,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _certified(nodes: list[NodeRecord], store_key: Signer, store: str = STORE) -> list[NodeRecord]:
+def certified(
+    nodes: Sequence[NodeRecord], store_key: Signer, store: str = STORE, now_ms: int = NOW_MS
+) -> list[NodeRecord]:
+    """The nodes with certificates of `store` signed by its key."""
     out = []
     for n in nodes:
         req = EnrolRequest(store, n.node_id, n.name, n.public_key, b"0" * 40, b"")
-        cert = issue(store_key, store, req, now_ms=NOW_MS)
+        cert = issue(store_key, store, req, now_ms=now_ms)
         out.append(NodeRecord(n.node_id, n.public_key, store, n.name, cert))
     return out
 
@@ -61,17 +64,17 @@ def _store_key(store: str) -> Signer:
     return Signer.from_seed(b"meshpos-bench-hq-store-key" + extra)
 
 
-def _resigned(wires: list[bytes], seed: int, store: str) -> list[bytes]:
-    """The same ops signed again by the same tills as the ops of `store` (an op names its
-    store in its signed body, so another store's backlog needs its own signatures)."""
-    signers = {s.node_id: s for s in Generator(seed).signers}
+def resigned(ops: Sequence[Op], signers: Sequence[Signer], store: str) -> list[Op]:
+    """The same ops signed again by the same nodes as ops of `store` (an op names its store in
+    its signed body, so another store's backlog needs its own signatures)."""
+    by_id = {s.node_id: s for s in signers}
     heads: dict[str, bytes] = {}
     out = []
-    for op in decode_ops(wires):
-        new = make_op(signers[op.origin], store=store, seq=op.seq, hlc=op.hlc, user=op.user,
+    for op in ops:
+        new = make_op(by_id[op.origin], store=store, seq=op.seq, hlc=op.hlc, user=op.user,
                       kind=op.kind, payload=op.payload, prev=heads.get(op.origin, GENESIS))  # fmt: skip
         heads[op.origin] = new.hash
-        out.append(new.wire())
+        out.append(new)
     return out
 
 
@@ -88,7 +91,9 @@ def _source(path: Path) -> tuple[list[bytes], list[NodeRecord], dict[str, int]]:
 def _backlog(path: Path, seed: int, store: str) -> list[bytes]:
     """The cached store's ops as `store`'s backlog: re-signed for any other store."""
     wires, _, _ = _source(path)
-    return wires if store == STORE else _resigned(wires, seed, store)
+    if store == STORE:
+        return wires
+    return [op.wire() for op in resigned(decode_ops(wires), Generator(seed).signers, store)]
 
 
 @contextmanager
@@ -217,7 +222,7 @@ def _process_run(url: str, path: Path, seed: int, stores: tuple[str, ...]) -> di
     try:
         _, plain, vv = _source(path)
         for store in stores:
-            _enrol(storage, _store_key(store), _certified(plain, _store_key(store), store), store)
+            _enrol(storage, _store_key(store), certified(plain, _store_key(store), store), store)
         ctx = multiprocessing.get_context("spawn")
         start, results = ctx.Barrier(len(stores)), ctx.Queue()
         procs = [
@@ -255,7 +260,7 @@ def hq_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, A
     path, _ = store_ledger(args.out, args.merge_ops, args.seed, use_cache=not args.no_cache)
     wires, plain, vv = _source(path)
     store_key = _store_key(STORE)
-    nodes = _certified(plain, store_key)
+    nodes = certified(plain, store_key)
     relay = Signer.from_seed(f"meshpos-bench-{args.seed}-T1".encode())
     log(f"hq: {len(wires):,} ops from {len(nodes)} nodes, batches of {BATCH:,}")
     out: dict[str, Any] = {"ops": len(wires), "batch": BATCH, "backends": {}, "targets": []}

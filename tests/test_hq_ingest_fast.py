@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pg import Cluster, pg_cluster_fixture
 from test_hq_storage import NODES, OPS, STORE, STORE_KEY, T0, VIEWS, _hq_views
 
-from meshpos.core.ops import GENESIS, Op, Signer, make_op
-from meshpos.domain.enrolment import EnrolRequest, NodeRecord, issue
+from bench.hq_bench import certified, resigned
+from meshpos.core.ops import Signer
 from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage import HQStorage, open_storage
 from meshpos.hq.storage.database import SQLValue, lock_key, upsert_values
@@ -160,28 +160,7 @@ def test_store_days_across_a_midnight_clock_change() -> None:
     assert time.day(start + 2 * 86_400_000 + 23 * 3_600_000) == "2023-09-04"
 
 
-SIGNERS = {s.node_id: s for s in (Signer.from_seed(f"hq-prop-node-{i}".encode()) for i in (1, 2))}
-
-
-def _ops_of(store: str) -> list[Op]:
-    """The property test's ops signed again by the same terminals as ops of `store`."""
-    heads: dict[str, bytes] = {}
-    out = []
-    for op in OPS:
-        new = make_op(SIGNERS[op.origin], store=store, seq=op.seq, hlc=op.hlc, user=op.user,
-                      kind=op.kind, payload=op.payload, prev=heads.get(op.origin, GENESIS))  # fmt: skip
-        heads[op.origin] = new.hash
-        out.append(new)
-    return out
-
-
-def _nodes_of(store: str) -> list[NodeRecord]:
-    out = []
-    for n in NODES:
-        req = EnrolRequest(store, n.node_id, n.name, n.public_key, b"0" * 40, b"")
-        cert = issue(STORE_KEY, store, req, now_ms=T0)
-        out.append(NodeRecord(n.node_id, n.public_key, store, n.name, cert))
-    return out
+SIGNERS = [Signer.from_seed(f"hq-prop-node-{i}".encode()) for i in (1, 2)]
 
 
 def _hq(url: str, store: str) -> HQStorage:
@@ -209,8 +188,9 @@ def test_a_store_held_under_lock_does_not_hold_back_another(pg_cluster: Cluster)
             try:
                 with pytest.raises(psycopg.errors.LockNotAvailable):
                     second.log.ingest(STORE, wires, NODES, T0)
-                other_ops = _ops_of(other)
-                out = second.log.ingest(other, [o.wire() for o in other_ops], _nodes_of(other), T0)
+                other_ops = resigned(OPS, SIGNERS, other)
+                nodes = certified(NODES, STORE_KEY, other, T0)
+                out = second.log.ingest(other, [o.wire() for o in other_ops], nodes, T0)
                 assert out.applied == len(other_ops)
             finally:
                 second.close()
