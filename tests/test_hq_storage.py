@@ -12,6 +12,7 @@ import pytest
 from hq_helpers import CATALOG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg import Cluster, pg_cluster_fixture
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import Op, Signer
@@ -72,8 +73,8 @@ def storage() -> Iterator[HQStorage]:
     s.close()
 
 
-def _fresh() -> HQStorage:
-    s = open_storage(":memory:")
+def _fresh(url: str = ":memory:") -> HQStorage:
+    s = open_storage(url, durable=False)
     s.enrolment.add_store(STORE, "prop", STORE_KEY.public_key, key_at_hq=False, now_ms=T0)
     s.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
     return s
@@ -100,12 +101,24 @@ batches = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Cluster]:
+    yield from pg_cluster_fixture()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(batches=batches)
 def test_any_batches_in_any_order_store_each_op_once_with_the_stores_views(
-    batches: list[tuple[int, int, Any]],
+    backend: str, request: pytest.FixtureRequest, batches: list[tuple[int, int, Any]]
 ) -> None:
-    s = _fresh()
+    """On either database (PostgreSQL: binary COPY and array upserts; SQLite: plain INSERTs)."""
+    pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    s = _fresh(pg.create_db()) if pg is not None else _fresh()
     try:
         applied = 0
         for lo, size, rnd in batches:

@@ -42,7 +42,12 @@ class Tx(Protocol):
     def insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
     ) -> None:
-        """Insert rows whose keys are known to be new (checked under lock); the fast path."""
+        """Insert rows whose keys are known to be new (checked under lock); the fast path.
+        No `columns`: rows give every column of the table, in order."""
+
+    def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
+        """`INSERT INTO table VALUES <rows> <conflict>`: rows give every column in order and
+        do not repeat a key (a statement may not touch a row twice)."""
 
     def lock(self, keys: Iterable[str]) -> None:
         """Hold locks on these names until the transaction ends (taken in sorted order)."""
@@ -142,8 +147,15 @@ def lock_key(store: str, name: str) -> str:
 
 
 def upsert(tx: Tx, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
+    """`tx.upsert`, skipping the statement when there is nothing to write."""
+    if rows:
+        tx.upsert(table, rows, conflict)
+
+
+def upsert_values(tx: Tx, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
     """`INSERT ... VALUES (..), (..) ... ON CONFLICT ...` in chunks: one statement per few hundred
-    rows (rows must not repeat a key), which both databases run far faster than one per row."""
+    rows, which runs far faster than one per row (how SQLite upserts, and the plain form
+    PostgreSQL's array upsert is tested against)."""
     if not rows:
         return
     width = len(rows[0])

@@ -133,8 +133,7 @@ def write_rulebook(tx: Tx, store: str, ch: Changes) -> None:
     for table in ("staff_log", "rights_log", "unauthorised", "resolutions"):
         rows = ch.rows.get(table)
         if rows:
-            marks = ", ".join("?" * (len(rows[0]) + 1))
-            tx.executemany(f"INSERT INTO {table} VALUES ({marks})", [(store, *r) for r in rows])
+            tx.insert_new(table, (), [(store, *r) for r in rows])
     for kind, subject in sorted(ch.touched):
         if kind == UNAUTHORISED:
             _evaluate(tx, store, subject)

@@ -36,7 +36,7 @@ from meshpos.domain.cards import blob_matches, carries_hash
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
-from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key
+from meshpos.hq.storage.database import Database, SQLValue, Tx, chunks, lock_key, upsert
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
 from meshpos.hq.storage.judging import (
     RULEBOOK_TABLES,
@@ -309,11 +309,12 @@ class OpLog:
         head_rows: list[tuple[SQLValue, ...]] = [
             (store, o.origin, o.seq, o.hash, o.hlc, now_ms) for _, o in sorted(last.items())
         ]
-        tx.executemany(
-            "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, origin) DO UPDATE SET "
-            "seq = excluded.seq, head = excluded.head, hlc = excluded.hlc, "
-            "updated_ms = excluded.updated_ms",
+        upsert(
+            tx,
+            "heads",
             head_rows,
+            "ON CONFLICT (store, origin) DO UPDATE SET seq = excluded.seq, head = excluded.head, "
+            "hlc = excluded.hlc, updated_ms = excluded.updated_ms",
         )
         self._keep_sealed(tx, store, ops)
         stale = (

@@ -4,7 +4,12 @@ Same schema and SQL as SQLite (`?` placeholders become `%s`). What differs is co
 writers run at once, so each chain `(store, origin)` is taken under a transaction-scoped advisory
 lock before its head is read (`pg_advisory_xact_lock`, keys in sorted order), counter rows are
 upserted in key order, payment jobs are claimed with `FOR UPDATE SKIP LOCKED`, and a transaction
-that still loses a deadlock or serialisation race is retried. New ops and sales go in by `COPY`.
+that still loses a deadlock or serialisation race is retried.
+
+Bulk writes cost one statement each, whatever their size: new rows (ops, sales, the rulebook's
+logs) go in by binary `COPY`, and upserts bind one array per column (`INSERT ... SELECT * FROM
+unnest(...) ON CONFLICT ...`), so neither the client nor the server parses a value per row as text.
+Both need each table's column types, read once per process from the catalogue.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -35,38 +40,111 @@ def lock_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+Columns = list[tuple[str, str]]
+"""A table's columns in order: (name, type name as `pg_type` spells it: text, int8, bytea)."""
+
+
+class ColumnTypes:
+    """Each table's column types, read from the catalogue on first use (the schema is made
+    before any transaction of HQ's runs, and does not change while HQ runs)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, Columns] = {}
+
+    def of(self, cur: psycopg.Cursor[TupleRow], table: str) -> Columns:
+        found = self._tables.get(table)
+        if found is None:
+            cur.execute(
+                "SELECT a.attname, t.typname FROM pg_attribute a "
+                "JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = %s::regclass "
+                "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                (table,),
+            )
+            found = [(str(n), str(t)) for n, t in cur.fetchall()]
+            if not found:
+                raise AssertionError(f"table {table} has no columns")
+            self._tables[table] = found
+        return found
+
+
 class PostgresTx:
-    def __init__(self, cur: psycopg.Cursor[TupleRow]) -> None:
+    """One transaction on one connection. Upserts and locks, which answer nothing the caller
+    reads, are held back and sent with the next statement that does read (or at commit) in one
+    pipeline: one round trip for the lot, in the order they were made."""
+
+    def __init__(self, cur: psycopg.Cursor[TupleRow], types: ColumnTypes) -> None:
         self.cur = cur
+        self.types = types
+        self._held: list[tuple[str, Sequence[Any]]] = []
 
     @staticmethod
     def _sql(sql: str) -> str:
         return _MARK.sub("%s", sql)
 
+    def _run(self, sql: str, params: Sequence[Any]) -> None:
+        """Run `sql` on `self.cur` after the statements held back (in one pipeline with them)."""
+        if not self._held:
+            self.cur.execute(sql, params)
+            return
+        held, self._held = self._held, []
+        conn = self.cur.connection
+        with conn.pipeline(), conn.cursor() as writes:
+            for h_sql, h_params in held:
+                writes.execute(h_sql, h_params)
+            self.cur.execute(sql, params)
+
+    def flush(self) -> None:
+        """Send the statements held back (before a COPY, or the commit)."""
+        if self._held:
+            held, self._held = self._held, []
+            conn = self.cur.connection
+            with conn.pipeline(), conn.cursor() as writes:
+                for h_sql, h_params in held:
+                    writes.execute(h_sql, h_params)
+
     def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Row]:
-        self.cur.execute(self._sql(sql), tuple(params))
+        self._run(self._sql(sql), tuple(params))
         return self.cur.fetchall() if self.cur.description else []
 
     def executemany(self, sql: str, rows: Iterable[Sequence[SQLValue]]) -> None:
         batch = [tuple(r) for r in rows]
         if batch:
+            self.flush()
             self.cur.executemany(self._sql(sql), batch)
 
     def select(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Record]:
-        self.cur.execute(self._sql(sql), tuple(params))
+        self._run(self._sql(sql), tuple(params))
         names = [d.name for d in self.cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
 
     def insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
     ) -> None:
-        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        if not rows:
+            return
+        types = dict(self.types.of(self.cur, table))
+        names = list(columns) if columns else list(types)
+        self.flush()  # no other statement may run in a pipeline with a COPY
+        with self.cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types([types[n] for n in names])
             for row in rows:
-                copy.write_row(row)
+                cp.write_row(row)
+
+    def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
+        types = [t for _, t in self.types.of(self.cur, table)]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        self._held.append(
+            (
+                f"INSERT INTO {table} SELECT * FROM unnest({arrays}) {conflict}",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+        )
 
     def lock(self, keys: Iterable[str]) -> None:
+        """Held back like a write: the server takes the locks, in this order, before it runs
+        the next statement, which is the first that could read what they guard."""
         for key in sorted(set(keys)):
-            self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
+            self._held.append(("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),)))
 
 
 def _broken(conn: psycopg.Connection[TupleRow], exc: BaseException) -> bool:
@@ -83,6 +161,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, pool_size: int = 8, durable: bool = True) -> None:
         self.url = url
         self.durable = durable
+        self.types = ColumnTypes()
         self.pool: Pool[psycopg.Connection[TupleRow]] = Pool(
             self._connect, psycopg.Connection.close, pool_size, _broken
         )
@@ -102,7 +181,9 @@ class PostgresDatabase(Database):
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield PostgresTx(cur)
+            tx = PostgresTx(cur, self.types)
+            yield tx
+            tx.flush()
 
     def run(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         for attempt in range(RETRIES):

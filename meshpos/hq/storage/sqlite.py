@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from meshpos.core.errors import LocalError
-from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue
+from meshpos.hq.storage.database import Database, Pool, Record, Row, SQLValue, upsert_values
 from meshpos.ledger.encryption import create_owner_only
 
 
@@ -35,8 +35,14 @@ class SQLiteTx:
     def insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
     ) -> None:
-        marks = ", ".join("?" * len(columns))
-        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        if not rows:
+            return
+        named = f" ({', '.join(columns)})" if columns else ""
+        marks = ", ".join("?" * len(rows[0]))
+        self.conn.executemany(f"INSERT INTO {table}{named} VALUES ({marks})", rows)
+
+    def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
+        upsert_values(self, table, rows, conflict)
 
     def lock(self, keys: Iterable[str]) -> None:
         """BEGIN IMMEDIATE already holds the database's single write lock."""

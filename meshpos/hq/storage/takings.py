@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from meshpos.core.ops import decode_body
 from meshpos.domain.storetime import StoreTime
 from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
-from meshpos.hq.storage.views import store_time
+from meshpos.hq.storage.views import StoreDays, store_time
 from meshpos.ledger.fold import Changes, fold
 
 log = logging.getLogger("meshpos.hq.storage")
@@ -28,7 +28,8 @@ Key = tuple[str, str]  # (day, method)
 def gather(ch: Changes, zone: StoreTime) -> dict[Key, list[int]]:
     """[amount, tenders] per (day, method) of a fold's tender rows, dated by their sale in the
     store's time (the day the store's own report counts it on)."""
-    days = {(r[1], r[2]): zone.day(int(r[7])) for r in ch.rows.get("sales", ())}
+    day_of = StoreDays(zone)
+    days = {(r[1], r[2]): day_of(int(r[7])) for r in ch.rows.get("sales", ())}
     out: dict[Key, list[int]] = {}
     for origin, seq, _i, method, amount, _points in ch.rows.get("tenders", ()):
         day = days.get((origin, seq))

@@ -10,7 +10,9 @@ sale arrives, else Asia/Kolkata), as the store's own `report sales --by day` cou
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from bisect import bisect_right, insort
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ from meshpos.core.errors import InputError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import sealed_from_tender
 from meshpos.domain.storetime import SETTING as TIMEZONE_SETTING
-from meshpos.domain.storetime import StoreTime
+from meshpos.domain.storetime import StoreTime, parse_day
 from meshpos.hq.storage.database import Database, Record, SQLValue, Tx, upsert, where
 from meshpos.hq.storage.judging import conflicts, write_rulebook
 from meshpos.hq.storage.schema import SALE_COLUMNS
@@ -29,6 +31,7 @@ DAILY_FIELDS = ("sales", "returns", "exchanges", "net", "tax", "discount")
 VIEW_TABLES = ("sales", "sales_daily", "stock", "loyalty", "rights", "registers")
 """The tables folded from a store's ops (besides the rulebook's): what a refold rebuilds."""
 CARD_KINDS = frozenset({"sale", "exchange"})
+DAY_MS = 86_400_000
 
 
 def store_time(tx: Tx, store: str) -> StoreTime:
@@ -48,6 +51,29 @@ def store_time(tx: Tx, store: str) -> StoreTime:
     return StoreTime()
 
 
+class StoreDays:
+    """`StoreTime.day` for the many sales of a batch, at the cost of a few zone look-ups per
+    day instead of one per sale: the bounds of each day worked out are kept, for days exactly
+    24 hours long (one with a clock change is worked out for each instant)."""
+
+    def __init__(self, zone: StoreTime) -> None:
+        self.zone = zone
+        self._starts: list[int] = []
+        self._days: dict[int, str] = {}
+
+    def __call__(self, ms: int) -> str:
+        i = bisect_right(self._starts, ms) - 1
+        if i >= 0 and ms < self._starts[i] + DAY_MS:
+            return self._days[self._starts[i]]
+        day = self.zone.day(ms)
+        date = parse_day(day)
+        start = self.zone.day_start(date)
+        if self.zone.day_start(date + dt.timedelta(days=1)) - start == DAY_MS and start <= ms:
+            insort(self._starts, start)
+            self._days[start] = day
+        return day
+
+
 @dataclass
 class ViewRows:
     """Rows a batch of ops adds to the HQ views, gathered before any SQL runs."""
@@ -64,10 +90,11 @@ def _sales_rows(
     store day."""
     sales: list[tuple[SQLValue, ...]] = []
     daily: dict[tuple[str, str], list[int]] = {}
+    days = StoreDays(zone)
     for r in ch.rows.get("sales", ()):
         (sale_id, origin, seq, kind, _number, terminal, hlc, ts_ms, user, customer,
          subtotal, discount, tax, total, earned, redeemed, ref) = r  # fmt: skip
-        day = zone.day(ts_ms)
+        day = days(ts_ms)
         sales.append(
             (store, origin, seq, sale_id, kind, day, ts_ms, hlc, terminal, user, customer,
              subtotal, discount, tax, total, earned, redeemed, ref)
