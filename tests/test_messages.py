@@ -93,6 +93,8 @@ def test_every_message_round_trips(msg: Message) -> None:
         Ops(()),
         Have({"a" * 12: 1, "b" * 12: 2**40}),
         Have({}, epoch=3),
+        Have({"a" * 12: 1}, direct=("b" * 12, "c" * 12)),
+        Have({}, direct=()),  # the sender has no session with anyone now
         Ping(),
         Ping((("hq", True),)),
         Error("version", "protocol version 9 is not supported"),
@@ -149,7 +151,7 @@ field_values = st.one_of(
 @settings(max_examples=500)
 @given(
     st.sampled_from(["hello", "ops", "have", "ping", "err", "req", "nope", 1, None]),
-    st.dictionaries(st.sampled_from(list("psnverocbk")), field_values, max_size=7),
+    st.dictionaries(st.sampled_from(list("psnverocbkd")), field_values, max_size=7),
 )
 def test_near_miss_messages_raise_only_malformed(tag: Any, fields: dict[str, Any]) -> None:
     """Maps with a real type tag and plausible fields reach every shape check in `decode`."""
@@ -183,6 +185,10 @@ def test_exotic_msgpack_types_are_refused() -> None:
         {"t": b"ping"},
         {"t": "ping", "f": {"hq": 1}},
         {"t": "ping", "f": [("hq", True)]},
+        {"t": "have", "v": {}, "d": "abc"},
+        {"t": "have", "v": {}, "d": [1]},
+        {"t": "have", "v": {}, "d": ["x" * 65]},
+        {"t": "have", "v": {}, "d": ["n"] * 1001},
     ):
         with pytest.raises(MalformedMessage):
             decode(pack(value))

@@ -55,8 +55,9 @@ class Have:
     vv: dict[str, int]
     epoch: int = 0  # the sender's: a wiped node's old Have must not speak for its new ledger
     # The nodes the sender has a session with now: their own ops reach it from them directly,
-    # so nobody else need forward those (older peers send none, and forward as before).
-    direct: tuple[str, ...] = ()
+    # so nobody else need forward those. None: unchanged since the sender's last Have (older
+    # peers never send it, and are forwarded to as before).
+    direct: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def encode(msg: Message, zdict: int = 0) -> bytes:
         have: dict[str, Any] = {"t": "have", "v": msg.vv}
         if msg.epoch:
             have["e"] = msg.epoch
-        if msg.direct:
+        if msg.direct is not None:
             have["d"] = list(msg.direct)
         return pack(have)
     if isinstance(msg, Ping):
@@ -201,7 +202,9 @@ def decode(data: bytes) -> Message:
             raise MalformedMessage("ops batch node list is malformed")
         return Ops(tuple(ops), tuple(_node(n) for n in nodes), _int(body.get("e", 0), "ops epoch"))
     if t == "have":
-        direct = body.get("d", [])
+        direct = body.get("d")
+        if direct is None:
+            return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"))
         if (
             not isinstance(direct, list)
             or len(direct) > MAX_DIRECT

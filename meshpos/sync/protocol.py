@@ -162,6 +162,7 @@ class Session:
     # acknowledged ops of it beyond what we sent: someone else (the origin itself) feeds it
     have_due: bool = False
     peer_direct: frozenset[str] = frozenset()  # nodes the peer says it has a session with
+    told_direct: tuple[str, ...] | None = None  # what our last Have to the peer said of ours
     direct_progress: dict[str, int] = field(default_factory=dict)  # origin -> when the peer,
     # fed by that origin directly, last showed progress on it (or first said it was)
     peer_flags: dict[str, bool] = field(default_factory=dict)
@@ -417,6 +418,7 @@ class SyncNode:
             session.sent_vv = dict(vv)
             session.known_nodes = set()
             session.progress = {}
+            session.peer_direct, session.told_direct = frozenset(), None
         else:
             _max_merge(session.their_vv, vv)
             _max_merge(session.sent_vv, session.their_vv)
@@ -491,10 +493,11 @@ class SyncNode:
         if msg.epoch != session.peer_epoch:
             self._other_incarnation(session, now, out)
             return
-        direct = frozenset(msg.direct)
-        for origin in direct - session.peer_direct:
-            session.direct_progress[origin] = now
-        session.peer_direct = direct
+        if msg.direct is not None:
+            direct = frozenset(msg.direct)
+            for origin in direct - session.peer_direct:
+                session.direct_progress[origin] = now
+            session.peer_direct = direct
         sent = dict(session.sent_vv)
         for origin in _max_merge(session.their_vv, msg.vv):
             session.progress[origin] = now
@@ -505,8 +508,13 @@ class SyncNode:
         self._pump(session, now, out)
 
     def _have(self, session: Session, now: int, out: list[Action]) -> None:
+        """Our version vector, and the nodes we have a session with when that changed since
+        the last Have to this peer (or anti-entropy is due: a lost Have heals)."""
         direct = tuple(sorted(p for p, s in self.sessions.items() if s.ready))
-        self._send(session, Have(self.replica.vv(), self.epoch, direct), now, out)
+        periodic = now - session.last_have >= self.config.anti_entropy_ms
+        told = direct if direct != session.told_direct or periodic else None
+        session.told_direct = direct
+        self._send(session, Have(self.replica.vv(), self.epoch, told), now, out)
         session.last_have = now
         session.have_due = False
 
