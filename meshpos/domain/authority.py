@@ -164,7 +164,7 @@ def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
 
 
 # Tender methods that spend escrow rights: a sealed card (the card float), a gift card's balance.
-SPENDING_METHODS = frozenset({"card", GIFTCARD_TENDER})
+SPENDING_METHODS = ("card", GIFTCARD_TENDER)  # a tuple: a method may be any (unhashable) value
 
 
 def _may_spend(tenders: Any) -> bool:
