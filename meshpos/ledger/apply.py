@@ -32,8 +32,7 @@ from meshpos.ledger.judging import unauthorised_detail
 INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
-    "sale_lines": 12,
-    "sale_tax": 11,
+    "sale_lines": 19,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,

@@ -257,7 +257,6 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     origin, seq, hlc = op.origin, op.seq, op.hlc
     place, gstin = _supply_of(p)
     line_rows: list[tuple[Any, ...]] = []
-    tax_rows: list[tuple[Any, ...]] = []
     moves: dict[str, int] = {}
     for n, line in enumerate(lines):
         if type(line) is not dict:
@@ -298,15 +297,20 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         ):
             return False
         line_rows.append(
-            (origin, seq, n, sku, name, cat or "", qty, price, off, rate, ltax, ltotal)
-        )
-        tax_rows.append(
             (
                 origin,
                 seq,
                 n,
-                hsn or "",
+                sku,
+                name,
+                cat or "",
+                qty,
+                price,
+                off,
                 rate,
+                ltax,
+                ltotal,
+                hsn or "",
                 ltotal - cgst - sgst - igst,
                 cgst,
                 sgst,
@@ -349,7 +353,6 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     )
     if line_rows:
         rows.setdefault("sale_lines", []).extend(line_rows)
-        rows.setdefault("sale_tax", []).extend(tax_rows)
     if moves:
         stock, touched = ch.stock, ch.touched
         stock_moves = rows.setdefault("stock_moves", [])
@@ -435,9 +438,9 @@ def _checked_record(ch: Changes, op: Op) -> None:
                     _get(line, "gst_rate", int, op),
                     sign * _get(line, "tax", int, op),
                     sign * _get(line, "total", int, op),
+                    *_line_tax(op, line, sign, supply),
                 ),
             )
-            ch.add("sale_tax", _tax_row(op, n, line, sign, supply))
             n += 1
             moves[sku] -= sign * qty
             if sign < 0:
@@ -543,10 +546,11 @@ def _giftcard_issue(ch: Changes, op: Op) -> None:
     ch.move_rights(op, escrow_key(code), op.origin, amount)
 
 
-def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
-    """A line's GST as its tax invoice states it: HSN, rate, taxable value and the CGST, SGST and
+def _line_tax(op: Op, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
+    """A line's GST as its tax invoice states it: HSN, taxable value and the CGST, SGST and
     IGST it carries (a sale recorded before meshpos split GST: its tax halved, the odd paisa to
-    CGST), with the place of supply and the buyer's GSTIN."""
+    CGST), with the place of supply and the buyer's GSTIN (the last columns of its `sale_lines`
+    row)."""
     for key in ("cgst", "sgst", "igst"):
         if key in line and not _int_ok(line[key]):
             raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's {key} is malformed")
@@ -555,11 +559,7 @@ def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply)
         raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's hsn is malformed")
     t = recorded_split(line, supply.inter_state)
     return (
-        op.origin,
-        op.seq,
-        n,
         hsn,
-        line["gst_rate"],
         sign * t.taxable,
         sign * t.cgst,
         sign * t.sgst,
