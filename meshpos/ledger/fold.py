@@ -236,22 +236,11 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         and type(terminal) is str
         and type(lines) is list
         and type(tenders) is list
-        and type(earned) is int
-        and type(redeemed) is int
-        and type(number) is int
-        and type(ts_ms) is int
-        and type(subtotal) is int
-        and type(discount) is int
-        and type(tax) is int
-        and type(total) is int
-        and lo <= earned <= hi
-        and lo <= redeemed <= hi
-        and lo <= number <= hi
-        and lo <= ts_ms <= hi
-        and lo <= subtotal <= hi
-        and lo <= discount <= hi
-        and lo <= tax <= hi
-        and lo <= total <= hi
+        # type(...) is int: no bools; chained, every one of them is int
+        and type(earned) is type(redeemed) is type(number) is type(ts_ms) is int
+        and type(subtotal) is type(discount) is type(tax) is type(total) is int
+        and lo <= min(earned, redeemed, number, ts_ms, subtotal, discount, tax, total)
+        and max(earned, redeemed, number, ts_ms, subtotal, discount, tax, total) <= hi
     ):
         return False
     origin, seq, hlc = op.origin, op.seq, op.hlc
@@ -272,26 +261,12 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         rate, ltax, ltotal = lg("gst_rate"), lg("tax"), lg("total")
         cgst, sgst, igst, cat, hsn = lg("cgst"), lg("sgst"), lg("igst"), lg("category"), lg("hsn")
         if not (
-            type(sku) is str
-            and type(name) is str
-            and type(qty) is int
-            and type(price) is int
-            and type(off) is int
-            and type(rate) is int
-            and type(ltax) is int
-            and type(ltotal) is int
-            and type(cgst) is int
-            and type(sgst) is int
-            and type(igst) is int
+            type(sku) is type(name) is str
+            and type(qty) is type(price) is type(off) is type(rate) is type(ltax) is int
+            and type(ltotal) is type(cgst) is type(sgst) is type(igst) is int
             and 0 < qty <= hi
-            and lo <= price <= hi
-            and lo <= off <= hi
-            and lo <= rate <= hi
-            and lo <= ltax <= hi
-            and lo <= ltotal <= hi
-            and lo <= cgst <= hi
-            and lo <= sgst <= hi
-            and lo <= igst <= hi
+            and lo <= min(price, off, rate, ltax, ltotal, cgst, sgst, igst)
+            and max(price, off, rate, ltax, ltotal, cgst, sgst, igst) <= hi
             and (cat is None or type(cat) is str)
             and (hsn is None or type(hsn) is str)
         ):
