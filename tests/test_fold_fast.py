@@ -9,8 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshpos.core.errors import EncodingError
-from meshpos.core.ops import GENESIS, Signer, make_op
+from meshpos.core.ops import GENESIS, Op, Signer, make_op
+from meshpos.domain.authority import judge, pending_amount, spends_of
+from meshpos.domain.giftcards import spent_by
 from meshpos.ledger.fold import CARD_FLOAT, Changes, _checked_record, _plain_sale, fold
+from meshpos.ledger.judging import BatchPast, judge_batch, refusal
 
 SIGNER = Signer.from_seed(b"fold-fast")
 
@@ -176,3 +179,103 @@ def test_every_field_set_to_every_odd_value() -> None:
                     assert _outcome(_checked_record, op) == ("ok", fast), (where, key, value)
                 else:
                     assert fast == Changes(), (where, key, value)
+
+
+# -- the rulebook's side of the hot path -------------------------------------------------------
+
+
+def _spends_counted_in_full(p: dict[str, Any]) -> dict[str, int]:
+    """`spends_of` of a sale as it was before it skipped tenders that spend nothing."""
+    out: dict[str, int] = {}
+    customer = p.get("customer")
+    redeemed, earned = p.get("points_redeemed"), p.get("points_earned")
+    net = (redeemed if type(redeemed) is int else 0) - (earned if type(earned) is int else 0)
+    if isinstance(customer, str) and customer and net > 0:
+        out[customer] = net
+    card = pending_amount(p.get("tenders") or ())
+    if card:
+        out[CARD_FLOAT] = card
+    out.update(spent_by(p.get("tenders")))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sales(),
+    st.sampled_from(
+        [None, (), 0, "", {}, [1], ({"method": "card", "amount": 5, "card_sealed": "s"},)]
+    ),
+)
+def test_spends_skips_only_tenders_that_spend_nothing(payload: dict[str, Any], odd: Any) -> None:
+    assert spends_of("sale", payload) == _spends_counted_in_full(payload)
+    weird = {**payload, "tenders": odd}
+    assert spends_of("sale", weird) == _spends_counted_in_full(weird)
+
+
+class _NoPast(BatchPast):
+    """A replica with no staff, settings, rights or revocations stored: the batch is all."""
+
+    def stored_roles(self) -> dict[str, str]:
+        return {}
+
+    def stored_certs(self) -> dict[str, bytes]:
+        return {}
+
+    def stored_revocations(self) -> list[Op]:
+        return []
+
+    def staff_since(self) -> int | None:
+        return None
+
+    def stored_user(self, user: str, before_hlc: int) -> list[tuple[str, Any]]:
+        return []
+
+    def stored_settings(self) -> list[tuple[str, int, Any]]:
+        return []
+
+    def stored_rights(self, customer: str, node: str, op: Op) -> int:
+        return 0
+
+    def prev_hlc(self, origin: str, seq: int) -> int | None:
+        return None
+
+
+def _judged_one_by_one(ops: list[Op], past: BatchPast) -> Changes:
+    """`judge_batch` as it was: a `fold([op])` per op with authority, absorbing slices always."""
+    out = Changes()
+    rows = out.rows
+    for op in ops:
+        verdict = judge(op, past)
+        if verdict is None:
+            staff, rights = len(rows.get("staff_log", ())), len(rows.get("rights_log", ()))
+            fold([op], out)
+            past.absorb(rows.get("staff_log", [])[staff:], rows.get("rights_log", [])[rights:])
+        else:
+            mine = refusal(op, verdict)
+            out.merge(mine)
+            past.absorb((), mine.rows.get("rights_log", ()))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(sales(), min_size=1, max_size=6))
+def test_judge_batch_folds_what_judging_op_by_op_folds(payloads: list[dict[str, Any]]) -> None:
+    """Sales that earn and then redeem points in one batch: the later ones have authority only
+    through the rights the earlier ones wrote, so a batch that forgot to absorb them differs."""
+    ops = []
+    for seq, payload in enumerate(payloads, start=1):
+        op = make_op(
+            SIGNER,
+            store="S",
+            seq=seq,
+            hlc=(7 + seq) << 16,
+            user="cashier1",
+            kind="sale",
+            payload=payload,
+            prev=GENESIS,
+        )
+        if _outcome(lambda ch, o: fold([o], ch), op)[0] == "ok":
+            ops.append(op)
+    fast, allowed = judge_batch(ops, _NoPast())
+    assert fast == _judged_one_by_one(ops, _NoPast())
+    assert set(allowed) <= set(ops)

@@ -409,10 +409,26 @@ def test_the_sample_catalogue_is_taxed_as_apparel_is_today() -> None:
     assert jeans.fields["gst_rate"] == 500
 
 
+LINE_TAX_COLUMNS = ("hsn", "taxable", "cgst", "sgst", "igst", "place", "buyer_gstin")
+OLD_SALE_TAX = """CREATE TABLE sale_tax (
+    origin TEXT NOT NULL, seq INTEGER NOT NULL, line INTEGER NOT NULL, hsn TEXT NOT NULL,
+    gst_rate INTEGER NOT NULL, taxable INTEGER NOT NULL, cgst INTEGER NOT NULL,
+    sgst INTEGER NOT NULL, igst INTEGER NOT NULL, place TEXT NOT NULL,
+    buyer_gstin TEXT NOT NULL, PRIMARY KEY (origin, seq, line)
+) WITHOUT ROWID"""
+
+
+def _lines_without_tax(conn: sqlite3.Connection) -> None:
+    """`sale_lines` as it was before each line's GST joined its row."""
+    conn.execute("DROP VIEW sale_tax")
+    for column in LINE_TAX_COLUMNS:
+        conn.execute(f"ALTER TABLE sale_lines DROP COLUMN {column}")
+
+
 def test_an_older_database_gains_the_gst_view_and_verifies(node: Node) -> None:
     node.sell("JNS-BLA-M", "TEE-M")
     with sqlite3.connect(node.db) as conn:  # as meshpos left it before GST invoices
-        conn.execute("DROP TABLE sale_tax")
+        _lines_without_tax(conn)
         conn.execute("ALTER TABLE products DROP COLUMN hsn")
     node.ok("verify")
     with sqlite3.connect(node.db) as conn:
@@ -420,4 +436,27 @@ def test_an_older_database_gains_the_gst_view_and_verifies(node: Node) -> None:
         assert conn.execute("SELECT hsn FROM products WHERE sku = 'JNS-BLA-M'").fetchone() == (
             "620342",
         )
+        assert conn.execute("SELECT value FROM meta WHERE key = 'refold'").fetchone() is None
+
+
+def test_a_database_with_the_sale_tax_table_moves_it_into_sale_lines(node: Node) -> None:
+    """A ledger as meshpos wrote it while `sale_tax` was a table of its own (a row per line
+    beside `sale_lines`): it opens, drops that table, refolds each line's GST into its
+    `sale_lines` row, and the GST view reads what the table held."""
+    node.sell("JNS-BLA-M", "TEE-M")
+    node.sell("TSH-NAV-M")
+    query = "SELECT * FROM sale_tax ORDER BY origin, seq, line"
+    with sqlite3.connect(node.db) as conn:
+        held = conn.execute(query).fetchall()
+        _lines_without_tax(conn)
+        conn.execute(OLD_SALE_TAX)
+        conn.executemany(f"INSERT INTO sale_tax VALUES ({','.join('?' * 11)})", held)
+    assert len(held) == 3 and all(row[4] > 0 and row[6] + row[7] > 0 for row in held)
+    node.ok("verify")
+    with sqlite3.connect(node.db) as conn:
+        kind = conn.execute("SELECT type FROM sqlite_master WHERE name = 'sale_tax'").fetchone()
+        assert kind == ("view",)
+        assert conn.execute(query).fetchall() == held
+        have = {r[1] for r in conn.execute("PRAGMA table_info(sale_lines)")}
+        assert set(LINE_TAX_COLUMNS) <= have
         assert conn.execute("SELECT value FROM meta WHERE key = 'refold'").fetchone() is None

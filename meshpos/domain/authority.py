@@ -35,6 +35,7 @@ from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import is_sealed
+from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.giftcards import code_of, is_key, spent_by
 from meshpos.domain.money import rupees
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
@@ -145,10 +146,12 @@ def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
         net = _int(p.get("points_redeemed")) - _int(p.get("points_earned"))
         if isinstance(customer, str) and customer and net > 0:
             out[customer] = net
-        card = pending_amount(p.get("tenders") or ())
-        if card:
-            out[CARD_FLOAT] = card
-        out.update(spent_by(p.get("tenders")))
+        tenders = p.get("tenders") or ()
+        if _may_spend(tenders):
+            card = pending_amount(tenders)
+            if card:
+                out[CARD_FLOAT] = card
+            out.update(spent_by(tenders))
     elif kind == "escrow.transfer":
         customer, points = p.get("customer_id"), _int(p.get("points"))
         if isinstance(customer, str) and points > 0:
@@ -158,6 +161,17 @@ def spends_of(kind: str, p: Mapping[str, Any]) -> dict[str, int]:
         if isinstance(customer, str) and delta < 0:
             out[customer] = -delta
     return out
+
+
+# Tender methods that spend escrow rights: a sealed card (the card float), a gift card's balance.
+SPENDING_METHODS = ("card", GIFTCARD_TENDER)  # a tuple: a method may be any (unhashable) value
+
+
+def _may_spend(tenders: Any) -> bool:
+    """Whether any tender might spend rights (most sales: cash or UPI only, nothing to count)."""
+    if type(tenders) is not list:
+        return True  # a tuple (a cart at the till) or malformed: the full count decides
+    return any(type(t) is not dict or t.get("method") in SPENDING_METHODS for t in tenders)
 
 
 def card_pending(op: Op) -> int:

@@ -32,8 +32,7 @@ from meshpos.ledger.judging import unauthorised_detail
 INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
-    "sale_lines": 12,
-    "sale_tax": 11,
+    "sale_lines": 19,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,
@@ -136,17 +135,31 @@ def check_conflicts(
     for kind, subject in touched:
         by_kind.setdefault(kind, []).append(subject)
     for kind, subjects in by_kind.items():
-        ids = [f"{kind}:{x}" for x in subjects]
-        known = _select_in(
-            conn, f"SELECT conflict_id FROM {s}.conflicts WHERE conflict_id IN ({{marks}})", ids
-        ) | _select_in(
-            conn,
-            f"SELECT DISTINCT conflict_id FROM {s}.resolutions WHERE conflict_id IN ({{marks}})",
-            ids,
-        )
+        known: set[str] = set()
+        if _any_of_kind(conn, s, kind):
+            ids = [f"{kind}:{x}" for x in subjects]
+            known = _select_in(
+                conn, f"SELECT conflict_id FROM {s}.conflicts WHERE conflict_id IN ({{marks}})", ids
+            ) | _select_in(
+                conn,
+                f"SELECT DISTINCT conflict_id FROM {s}.resolutions WHERE conflict_id IN ({{marks}})",
+                ids,
+            )
         suspects = _suspects(conn, s, kind, subjects)
         for subject in sorted(suspects | {c.partition(":")[2] for c in known}):
             _evaluate(conn, s, kind, subject)
+
+
+def _any_of_kind(conn: sqlite3.Connection, s: str, kind: str) -> bool:
+    """Whether any conflict or resolution of `kind` is held: when none is (most batches, most
+    kinds), a batch's thousands of subjects need no look-up one by one."""
+    span = (f"{kind}:", f"{kind};")  # every id `kind:...` sorts in [kind:, kind;)
+    return any(
+        conn.execute(
+            f"SELECT 1 FROM {s}.{table} WHERE conflict_id >= ? AND conflict_id < ? LIMIT 1", span
+        ).fetchone()
+        for table in ("conflicts", "resolutions")
+    )
 
 
 def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) -> set[str]:
@@ -155,6 +168,8 @@ def _suspects(conn: sqlite3.Connection, s: str, kind: str, subjects: list[str]) 
     elif kind == NEGATIVE_POINTS:
         sql = f"SELECT customer_id FROM {s}.loyalty WHERE customer_id IN ({{marks}}) AND points < 0"
     elif kind == OVER_RETURN:
+        if not conn.execute(f"SELECT 1 FROM {s}.returned LIMIT 1").fetchone():
+            return set()  # nothing returned yet: a sale's own subject needs no look-up
         sql = f"SELECT DISTINCT ref_sale FROM {s}.returned WHERE ref_sale IN ({{marks}})"
     elif kind in (PAYMENT_DECLINED, TRANSFER_SHORT, UNAUTHORISED, CLOCK_AHEAD, UPI_UNSETTLED):
         return set(subjects)

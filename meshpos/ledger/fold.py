@@ -208,7 +208,10 @@ def _record(ch: Changes, op: Op) -> None:
 
 
 def _plain_sale(ch: Changes, op: Op) -> bool:
-    """Fold a well-typed sale and return True; return False, changing nothing, otherwise."""
+    """Fold a well-typed sale and return True; return False, changing nothing, otherwise.
+
+    One pass reads each line's fields once, checks them in one expression and builds its rows
+    aside; they join `ch` only when the whole sale passed."""
     p = op.payload
     g: Callable[[str], Any] = p.get
     sale_id, customer, ref = g("sale_id"), g("customer"), g("ref_sale")
@@ -222,6 +225,7 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     terminal, lines, tenders = g("terminal"), g("lines"), g("tenders")
     if "paper" in p:
         return False  # a paper sale has its own register (`_paper`)
+    lo, hi = -MAX_INT, MAX_INT
     if not (
         type(sale_id) is str
         and (
@@ -232,35 +236,65 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         and type(terminal) is str
         and type(lines) is list
         and type(tenders) is list
-        and _int_ok(earned)
-        and _int_ok(redeemed)
-        and _int_ok(number)
-        and _int_ok(ts_ms)
-        and _int_ok(subtotal)
-        and _int_ok(discount)
-        and _int_ok(tax)
-        and _int_ok(total)
+        # type(...) is int: no bools; chained, every one of them is int
+        and type(earned) is type(redeemed) is type(number) is type(ts_ms) is int
+        and type(subtotal) is type(discount) is type(tax) is type(total) is int
+        and lo <= min(earned, redeemed, number, ts_ms, subtotal, discount, tax, total)
+        and max(earned, redeemed, number, ts_ms, subtotal, discount, tax, total) <= hi
     ):
         return False
-    for line in lines:
+    origin, seq, hlc = op.origin, op.seq, op.hlc
+    place, gstin = _supply_of(p)
+    line_rows: list[tuple[Any, ...]] = []
+    moves: dict[str, int] = {}
+    for n, line in enumerate(lines):
+        if type(line) is not dict:
+            return False
+        lg = line.get
+        sku, name, qty, price, off = (
+            lg("sku"),
+            lg("name"),
+            lg("qty"),
+            lg("unit_price"),
+            lg("discount"),
+        )
+        rate, ltax, ltotal = lg("gst_rate"), lg("tax"), lg("total")
+        cgst, sgst, igst, cat, hsn = lg("cgst"), lg("sgst"), lg("igst"), lg("category"), lg("hsn")
         if not (
-            type(line) is dict
-            and type(line.get("sku")) is str
-            and type(line.get("name")) is str
-            and _int_ok(line.get("qty"))
-            and line["qty"] > 0
-            and _int_ok(line.get("unit_price"))
-            and _int_ok(line.get("discount"))
-            and _int_ok(line.get("gst_rate"))
-            and _int_ok(line.get("tax"))
-            and _int_ok(line.get("total"))
-            and _int_ok(line.get("cgst"))
-            and _int_ok(line.get("sgst"))
-            and _int_ok(line.get("igst"))
-            and ((cat := line.get("category")) is None or type(cat) is str)
-            and ((hsn := line.get("hsn")) is None or type(hsn) is str)
+            type(sku) is type(name) is str
+            and type(qty) is type(price) is type(off) is type(rate) is type(ltax) is int
+            and type(ltotal) is type(cgst) is type(sgst) is type(igst) is int
+            and 0 < qty <= hi
+            and lo <= min(price, off, rate, ltax, ltotal, cgst, sgst, igst)
+            and max(price, off, rate, ltax, ltotal, cgst, sgst, igst) <= hi
+            and (cat is None or type(cat) is str)
+            and (hsn is None or type(hsn) is str)
         ):
             return False
+        line_rows.append(
+            (
+                origin,
+                seq,
+                n,
+                sku,
+                name,
+                cat or "",
+                qty,
+                price,
+                off,
+                rate,
+                ltax,
+                ltotal,
+                hsn or "",
+                ltotal - cgst - sgst - igst,
+                cgst,
+                sgst,
+                igst,
+                place,
+                gstin,
+            )
+        )
+        moves[sku] = moves.get(sku, 0) - qty
     for tender in tenders:
         if not (
             type(tender) is dict
@@ -270,8 +304,6 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
             and ((pts := tender.get("points")) is None or _int_ok(pts))
         ):
             return False
-    origin, seq, hlc = op.origin, op.seq, op.hlc
-    supply = Supply.of(p)
     rows = ch.rows
     rows.setdefault("sales", []).append(
         (
@@ -294,48 +326,16 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
             ref,
         )
     )
-    moves: dict[str, int] = {}
-    if lines:
-        sale_lines = rows.setdefault("sale_lines", [])
-        sale_tax = rows.setdefault("sale_tax", [])
-        place, gstin = supply.place, supply.buyer_gstin
-        for n, line in enumerate(lines):
-            sku, qty, line_total = line["sku"], line["qty"], line["total"]
-            cgst, sgst, igst = line["cgst"], line["sgst"], line["igst"]
-            sale_lines.append(
-                (
-                    origin,
-                    seq,
-                    n,
-                    sku,
-                    line["name"],
-                    line.get("category") or "",
-                    qty,
-                    line["unit_price"],
-                    line["discount"],
-                    line["gst_rate"],
-                    line["tax"],
-                    line_total,
-                )
-            )
-            sale_tax.append(
-                (
-                    origin,
-                    seq,
-                    n,
-                    line.get("hsn") or "",
-                    line["gst_rate"],
-                    line_total - cgst - sgst - igst,
-                    cgst,
-                    sgst,
-                    igst,
-                    place,
-                    gstin,
-                )
-            )
-            moves[sku] = moves.get(sku, 0) - qty
-    for sku, delta in moves.items():
-        _move(ch, op, sku, delta, "sale")
+    if line_rows:
+        rows.setdefault("sale_lines", []).extend(line_rows)
+    if moves:
+        stock, touched = ch.stock, ch.touched
+        stock_moves = rows.setdefault("stock_moves", [])
+        for sku, delta in moves.items():
+            stock[sku] += delta
+            touched.add((OVERSELL, sku))
+            touched.add((UNKNOWN_PRODUCT, sku))
+            stock_moves.append((origin, seq, sku, delta, "sale", hlc))
     if tenders:
         out = rows.setdefault("tenders", [])
         for i, tender in enumerate(tenders):
@@ -346,6 +346,14 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     ch.touched.add((OVER_RETURN, sale_id))
     _points(ch, op, customer, earned - redeemed, redeemed)
     return True
+
+
+def _supply_of(p: Mapping[str, Any]) -> tuple[str, str]:
+    """`Supply.of(p)`'s place of supply and buyer GSTIN, without building a Supply per sale."""
+    seller, place, buyer = p.get("seller_state"), p.get("place_of_supply"), p.get("buyer_gstin")
+    seller = seller if isinstance(seller, str) else ""
+    place = place if isinstance(place, str) and place else seller
+    return place, buyer if isinstance(buyer, str) else ""
 
 
 def _checked_record(ch: Changes, op: Op) -> None:
@@ -405,9 +413,9 @@ def _checked_record(ch: Changes, op: Op) -> None:
                     _get(line, "gst_rate", int, op),
                     sign * _get(line, "tax", int, op),
                     sign * _get(line, "total", int, op),
+                    *_line_tax(op, line, sign, supply),
                 ),
             )
-            ch.add("sale_tax", _tax_row(op, n, line, sign, supply))
             n += 1
             moves[sku] -= sign * qty
             if sign < 0:
@@ -513,10 +521,11 @@ def _giftcard_issue(ch: Changes, op: Op) -> None:
     ch.move_rights(op, escrow_key(code), op.origin, amount)
 
 
-def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
-    """A line's GST as its tax invoice states it: HSN, rate, taxable value and the CGST, SGST and
+def _line_tax(op: Op, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
+    """A line's GST as its tax invoice states it: HSN, taxable value and the CGST, SGST and
     IGST it carries (a sale recorded before meshpos split GST: its tax halved, the odd paisa to
-    CGST), with the place of supply and the buyer's GSTIN."""
+    CGST), with the place of supply and the buyer's GSTIN (the last columns of its `sale_lines`
+    row)."""
     for key in ("cgst", "sgst", "igst"):
         if key in line and not _int_ok(line[key]):
             raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's {key} is malformed")
@@ -525,11 +534,7 @@ def _tax_row(op: Op, n: int, line: Mapping[str, Any], sign: int, supply: Supply)
         raise EncodingError(f"op {op.origin}:{op.seq}: a sale line's hsn is malformed")
     t = recorded_split(line, supply.inter_state)
     return (
-        op.origin,
-        op.seq,
-        n,
         hsn,
-        line["gst_rate"],
         sign * t.taxable,
         sign * t.cgst,
         sign * t.sgst,

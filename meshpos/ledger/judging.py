@@ -25,6 +25,7 @@ from meshpos.core.errors import RemoteError
 from meshpos.core.ops import Op, decode_body, unpack
 from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
 from meshpos.domain.revocation import REVOKE_KIND, Revoked, points, successor
+from meshpos.ledger.fold import RULES as RULES_BY_KIND
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
 MAX_SEQ = 2**62  # past any op of a chain
@@ -210,17 +211,27 @@ def judge_batch(ops: Iterable[Op], past: BatchPast) -> tuple[Changes, list[Op]]:
     out = Changes()
     allowed: list[Op] = []
     rows = out.rows
+    staff_log: list[tuple[Any, ...]] = rows.setdefault("staff_log", [])
+    rights_log: list[tuple[Any, ...]] = rows.setdefault("rights_log", [])
     for op in ops:
         verdict = judge(op, past)
         if verdict is None:
-            staff, rights = len(rows.get("staff_log", ())), len(rows.get("rights_log", ()))
-            fold([op], out)
+            staff, rights = len(staff_log), len(rights_log)
+            rule = RULES_BY_KIND.get(op.kind)
+            if rule is None:
+                fold([op], out)  # raises: unknown kind
+            else:
+                rule(out, op)
             allowed.append(op)
-            past.absorb(rows.get("staff_log", [])[staff:], rows.get("rights_log", [])[rights:])
+            if len(staff_log) != staff or len(rights_log) != rights:
+                past.absorb(staff_log[staff:], rights_log[rights:])
         else:
             mine = refusal(op, verdict)
             out.merge(mine)
             past.absorb((), mine.rows.get("rights_log", ()))
+    for table in ("staff_log", "rights_log"):
+        if not rows[table]:
+            del rows[table]
     return reassign(out, past), allowed
 
 

@@ -74,7 +74,6 @@ VIEW_TABLES = (
     "rights",
     "sales",
     "sale_lines",
-    "sale_tax",
     "tenders",
     "returned",
     "resolutions",
@@ -221,20 +220,13 @@ CREATE TABLE IF NOT EXISTS {s}.sale_lines (
     gst_rate INTEGER NOT NULL,
     tax      INTEGER NOT NULL,
     total    INTEGER NOT NULL,
-    PRIMARY KEY (origin, seq, line)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS {s}.sale_tax (
-    origin   TEXT NOT NULL,
-    seq      INTEGER NOT NULL,
-    line     INTEGER NOT NULL,
-    hsn      TEXT NOT NULL,
-    gst_rate INTEGER NOT NULL,
-    taxable  INTEGER NOT NULL,
-    cgst     INTEGER NOT NULL,
-    sgst     INTEGER NOT NULL,
-    igst     INTEGER NOT NULL,
-    place    TEXT NOT NULL,
-    buyer_gstin TEXT NOT NULL,
+    hsn      TEXT NOT NULL DEFAULT '',
+    taxable  INTEGER NOT NULL DEFAULT 0,
+    cgst     INTEGER NOT NULL DEFAULT 0,
+    sgst     INTEGER NOT NULL DEFAULT 0,
+    igst     INTEGER NOT NULL DEFAULT 0,
+    place    TEXT NOT NULL DEFAULT '',
+    buyer_gstin TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (origin, seq, line)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {s}.tenders (
@@ -356,7 +348,28 @@ CREATE TABLE IF NOT EXISTS parked_carts (
 # Columns added to view tables after their first release, (table, column, definition): a database
 # made before gets them by ALTER TABLE when it opens (always at the end, where the DDL above puts
 # them, so `verify` compares like with like), and its views are refolded once.
-ADDED_COLUMNS = (("products", "hsn", "TEXT NOT NULL DEFAULT ''"),)
+ADDED_COLUMNS = (
+    ("products", "hsn", "TEXT NOT NULL DEFAULT ''"),
+    ("sale_lines", "hsn", "TEXT NOT NULL DEFAULT ''"),
+    ("sale_lines", "taxable", "INTEGER NOT NULL DEFAULT 0"),
+    ("sale_lines", "cgst", "INTEGER NOT NULL DEFAULT 0"),
+    ("sale_lines", "sgst", "INTEGER NOT NULL DEFAULT 0"),
+    ("sale_lines", "igst", "INTEGER NOT NULL DEFAULT 0"),
+    ("sale_lines", "place", "TEXT NOT NULL DEFAULT ''"),
+    ("sale_lines", "buyer_gstin", "TEXT NOT NULL DEFAULT ''"),
+)
+
+# A line's GST as its tax invoice states it (HSN, rate, taxable value, CGST, SGST, IGST, place of
+# supply, buyer's GSTIN) is kept in its `sale_lines` row: one row a line to write when a sale is
+# folded, not two. `sale_tax`, a table of its own until then, is this view of those columns for
+# its readers (GST returns). A database made before has its `sale_tax` table dropped when it
+# opens (`RETIRED_TABLES`), and its views refolded once for the columns `sale_lines` gained.
+SALE_TAX_VIEW = """
+CREATE VIEW IF NOT EXISTS main.sale_tax AS
+SELECT origin, seq, line, hsn, gst_rate, taxable, cgst, sgst, igst, place, buyer_gstin
+FROM sale_lines
+"""
+RETIRED_TABLES = ("sale_tax",)
 
 
 def view_ddl(schema: str = "main") -> str:

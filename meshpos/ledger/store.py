@@ -60,7 +60,14 @@ from meshpos.ledger.peer_acks import PeerAcks, advisory_acks
 from meshpos.ledger.print_queue import PrintQueue
 from meshpos.ledger.records import IngestResult, LogWindow
 from meshpos.ledger.reports import Reports
-from meshpos.ledger.schema import ADDED_COLUMNS, VIEW_TABLES, node_ddl, view_ddl
+from meshpos.ledger.schema import (
+    ADDED_COLUMNS,
+    RETIRED_TABLES,
+    SALE_TAX_VIEW,
+    VIEW_TABLES,
+    node_ddl,
+    view_ddl,
+)
 from meshpos.ledger.staff import StaffStore
 from meshpos.ledger.transfers import TransferViews
 from meshpos.ledger.views import Views
@@ -142,15 +149,24 @@ class Ledger:
         self.conn.close()
 
     def _upgrade_views(self, tables_before: set[str]) -> None:
-        """A database made by an older meshpos: add the view columns it lacks, and mark its
-        views for one refold when a view table or column is new while the log holds ops (a
-        new table would otherwise miss the rows of every op folded before it existed)."""
+        """A database made by an older meshpos: add the view columns it lacks, drop the view
+        tables since retired (`sale_tax`, now a view of `sale_lines`), and mark its views for
+        one refold when a view table or column is new while the log holds ops (a new table
+        would otherwise miss the rows of every op folded before it existed)."""
         added = False
         for table, column, definition in ADDED_COLUMNS:
             have = {r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")}
             if column not in have:
                 self.conn.execute(f"ALTER TABLE main.{table} ADD COLUMN {column} {definition}")
                 added = True
+        for table in RETIRED_TABLES:
+            kind = self.conn.execute(
+                "SELECT type FROM main.sqlite_master WHERE name = ?", (table,)
+            ).fetchone()
+            if kind == ("table",):
+                self.conn.execute(f"DROP TABLE main.{table}")
+                added = True
+        self.conn.execute(SALE_TAX_VIEW)
         fresh = tables_before and not set(VIEW_TABLES) <= tables_before
         if (added or fresh) and self.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('refold', '1')")
