@@ -393,7 +393,10 @@ def test_relay_bench_quick_mode_reports_sane_figures(tmp_path: Path) -> None:
     assert r["drain"]["op_bytes"] > 100 * 360
     f = r["failover"]
     assert f["ops_applied"] == f["backlog_ops"] == 360  # every op once, none lost
-    assert 1.0 <= f["dedup_ratio"] < 1.5 and f["op_dedup_ratio"] >= 1.0
+    # At most the batch in flight when the relay died is sent twice; a batch is capped at
+    # batch_bytes, a large share of the quick run's small backlog.
+    resent_at_most = RelaySettings().batch_bytes / f["op_bytes"]
+    assert 1.0 <= f["dedup_ratio"] < 1.05 + resent_at_most and f["op_dedup_ratio"] >= 1.0
     for lost in (r["frozen_relay"], r["relay_wan_cut"]):
         assert 0 < lost["sale_at_hq_s"] < DEADLINE
     assert [t["unit"] for t in r["targets"]] == ["s", "x"]
