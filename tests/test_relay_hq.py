@@ -394,7 +394,10 @@ def test_relay_bench_quick_mode_reports_sane_figures(tmp_path: Path) -> None:
     f = r["failover"]
     assert f["killed_mid_upload"]  # the quick run's failover is a real one too
     assert f["ops_applied"] == f["backlog_ops"] == 720  # every op once, none lost
-    assert 1.0 <= f["dedup_ratio"] < 1.5 and f["op_dedup_ratio"] >= 1.0
+    # At most the batch in flight when the relay died is sent twice; a batch is capped at
+    # batch_bytes, a large share of the quick run's small backlog.
+    resent_at_most = RelaySettings().batch_bytes / f["op_bytes"]
+    assert 1.0 <= f["dedup_ratio"] < 1.05 + resent_at_most and f["op_dedup_ratio"] >= 1.0
     cuts = [r["frozen_relay"]]
     if r["where"] != "on 127.0.0.1":
         cuts += [r["relay_cable_pulled"], r["relay_wan_cut"]]
