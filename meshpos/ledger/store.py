@@ -40,7 +40,7 @@ from meshpos.domain.cards import blob_matches
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
-from meshpos.ledger import commit_watch
+from meshpos.ledger import body_codec, commit_watch
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
@@ -302,7 +302,10 @@ class Ledger:
         self._stored_ops = True
         self.conn.executemany(
             "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(o.origin, o.seq, o.hlc, o.user, o.kind, o.body, o.sig) for o in ops],
+            [
+                (o.origin, o.seq, o.hlc, o.user, o.kind, body_codec.store(o.body), o.sig)
+                for o in ops
+            ],
         )
         last: dict[str, Op] = {}
         for o in ops:
@@ -440,9 +443,10 @@ class Ledger:
 
     def _scan_staff_since(self) -> int | None:
         rows = self.conn.execute(
-            "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
+            "SELECT origin, seq, body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
         ).fetchall()
-        return bootstrap_start(decode_bodies(rows), NodePast(self.conn).prev_hlc)
+        ops = decode_bodies((body_codec.restore(b, o, q), s) for o, q, b, s in rows)
+        return bootstrap_start(ops, NodePast(self.conn).prev_hlc)
 
     def _rejudge(self, schema: str) -> None:
         """The fixpoint: fold the ops held without authority that have it now, until none does."""
@@ -567,7 +571,7 @@ class Ledger:
             row = self.conn.execute(
                 "SELECT body FROM ops WHERE origin = ? AND seq = ?", (origin, op.seq)
             ).fetchone()
-            if row is not None and row[0] != op.body:
+            if row is not None and body_codec.restore(row[0], origin, op.seq) != op.body:
                 raise ChainError(f"node {origin} signed two different ops with seq {op.seq}")
 
     # -- reading the log ------------------------------------------------------------------------
@@ -585,7 +589,7 @@ class Ledger:
             if room == 0:
                 break
             out.extend(
-                (origin, s, body, sig)
+                (origin, s, body_codec.restore(body, origin, s), sig)
                 for s, body, sig in self.conn.execute(
                     "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq > ? "
                     "ORDER BY seq LIMIT ?",
@@ -606,13 +610,13 @@ class Ledger:
         row = self.conn.execute(
             "SELECT body, sig FROM ops WHERE origin = ? AND seq = ?", (origin, seq)
         ).fetchone()
-        return decode_body(row[0], row[1]) if row else None
+        return decode_body(body_codec.restore(row[0], origin, seq), row[1]) if row else None
 
     def tail(self, n: int = 20) -> list[Op]:
         rows = self.conn.execute(
-            "SELECT body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
+            "SELECT origin, seq, body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
         ).fetchall()
-        return decode_bodies(reversed(rows))
+        return decode_bodies((body_codec.restore(b, o, q), s) for o, q, b, s in reversed(rows))
 
     def op_count(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
@@ -637,11 +641,12 @@ class Ledger:
             return None
         before = self.get(origin, first - 1) if first > 1 else None
         raw = self.conn.execute(
-            "SELECT body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
             (origin, first, last),
         ).fetchall()
         anchor = before.hash if before is not None else GENESIS
-        return LogWindow(first, last, anchor, tuple((b, s) for b, s in raw))
+        bodies = tuple((body_codec.restore(b, origin, q), s) for q, b, s in raw)
+        return LogWindow(first, last, anchor, bodies)
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         cur = self.conn.execute(sql, params)
@@ -766,7 +771,9 @@ class Ledger:
             )
             while rows := cursor.fetchmany(batch):
                 try:
-                    ops = decode_bodies((body, sig) for _, body, sig in rows)
+                    ops = decode_bodies(
+                        (body_codec.restore(body, origin, seq), sig) for seq, body, sig in rows
+                    )
                     verify_run(ops, key, prev)
                     if every_signature:
                         for op in ops[:-1]:
