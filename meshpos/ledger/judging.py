@@ -323,7 +323,7 @@ class NodePast(BatchPast):
         rows = self.conn.execute(
             f"SELECT origin, seq, body, sig FROM ops WHERE kind = '{REVOKE_KIND}'"
         )
-        return [decode_body(body_codec.restore(b, o, q), s) for o, q, b, s in rows]
+        return [decode_body(body_codec.restore(b, o, q, self.conn), s) for o, q, b, s in rows]
 
     def staff_since(self) -> int | None:
         if self._since is None:
@@ -371,7 +371,7 @@ class NodePast(BatchPast):
             "JOIN ops o ON o.origin = u.origin AND o.seq = u.seq ORDER BY u.origin, u.seq"
         ).fetchall()
         return [
-            (decode_body(body_codec.restore(b, o, q), s), str(rule), str(msg))
+            (decode_body(body_codec.restore(b, o, q, self.conn), s), str(rule), str(msg))
             for o, q, b, s, rule, msg in rows
         ]
 
