@@ -10,13 +10,11 @@ number instead.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import zstandard
 
 from bench.ledger_bench import STORE, Generator
 from bench.zdict import made_up_rows
+from bench.zdict import main as write_dictionary
 
 SIZE = 16 * 1024
 """Measured on sale bodies: 16, 32, 64 and 110 KiB dictionaries compress them within 1 % of each
@@ -34,14 +32,5 @@ def build() -> bytes:
     return zstandard.train_dictionary(SIZE, samples()).as_bytes()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    data = build()
-    args.out.write_bytes(data)
-    print(f"wrote {len(data):,} bytes to {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    write_dictionary(build, __doc__ or "")
