@@ -229,3 +229,42 @@ def test_a_missing_own_dictionary_is_named(trained: Ledger, tmp_path: Path) -> N
     with pytest.raises(EncodingError, match=r"body dictionary [0-9a-f]{8} is missing or damaged"):
         led.get(origin, seq)
     assert any("is missing or damaged" in p for p in led.verify())
+
+
+def test_a_second_process_on_the_file_takes_up_the_dictionary_trained_by_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(body_codec, "TRAIN_AFTER", 300)
+    path = tmp_path / "shared.db"
+    a, b = make_replicas(2)
+    a.terminal.import_catalog(catalog_rows(3, stock=10))
+    b.terminal.ingest(all_ops(a.ledger))
+    for i in range(200):
+        if i < 150:
+            a.terminal.sell([("SKU0", 1)], allow_oversell=True)
+        b.terminal.sell([("SKU1", 1)], allow_oversell=True)
+    ops_a, ops_b = all_ops(a.ledger), [op for op in all_ops(b.ledger) if op.origin == b.node_id]
+    first, second = new_ledger(SIGNERS, path), Ledger(path, STORE)
+    second.ingest(ops_b[:10])  # stores with the shipped dictionary, and remembers so
+    first.ingest(ops_a)
+    first.ingest(ops_b[10:150])  # past TRAIN_AFTER: trains
+    assert first.conn.execute("SELECT COUNT(*) FROM body_dicts").fetchone()[0] == 1
+    second.ingest(ops_b[150:175])  # still the shipped one; then takes up the trained one
+    second.ingest(ops_b[175:])
+    last = second.conn.execute("SELECT body FROM ops ORDER BY rowid DESC LIMIT 1").fetchone()[0]
+    assert last[0] == body_codec.TRAINED
+    assert second.conn.execute("SELECT COUNT(*) FROM body_dicts").fetchone()[0] == 1
+    assert first.verify() == [] and second.verify() == []
+
+
+def test_when_there_is_too_little_to_train_on_the_shipped_dictionary_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(body_codec, "TRAIN_AFTER", 5)
+    led = _busy()
+    assert led.conn.execute("SELECT COUNT(*) FROM body_dicts").fetchone()[0] == 0
+    assert {row[0][0] for row in led.conn.execute("SELECT body FROM ops")} <= {
+        body_codec.SHIPPED,
+        0x99,
+    }
+    assert led.verify() == []
