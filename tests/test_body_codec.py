@@ -261,6 +261,7 @@ def test_when_there_is_too_little_to_train_on_the_shipped_dictionary_serves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(body_codec, "TRAIN_AFTER", 5)
+    monkeypatch.setattr(body_codec, "TRAIN_ON", 5)
     led = _busy()
     assert led.conn.execute("SELECT COUNT(*) FROM body_dicts").fetchone()[0] == 0
     assert {row[0][0] for row in led.conn.execute("SELECT body FROM ops")} <= {

@@ -2,12 +2,12 @@
 
 Storage only. Signatures and hashes cover the body as signed; every read gives back exactly those
 bytes, and no compressed byte leaves the database (sync, bundles, HQ relay and verify all read
-through `restore`). Compressing a sale body costs ~3 µs, restoring it ~1 µs.
+through `restore`). Compressing a sale body costs ~2 µs, restoring it ~1 µs.
 
 Two kinds of dictionary. One shipped with the package (`bench/body_zdict.py` trains it on a made-up
-store) takes a ~600-byte sale to ~270 bytes from the first op. Once a database holds `TRAIN_AFTER`
-ops, zstd trains a dictionary on its latest ops (0.15 s, once in its life), which knows this store's
-catalogue, terminals and staff and takes a sale to ~150 bytes; it is kept in the database's
+store) takes a ~600-byte sale to ~275 bytes from the first op. Once a database holds `TRAIN_AFTER`
+ops, zstd trains a dictionary on its latest 2,000 (0.1 s, once in its life), which knows this
+store's catalogue, terminals and staff and takes a sale to ~150 bytes; it is kept in the database's
 `body_dicts` table under an id made from its content, so a process that holds several databases
 never mixes theirs up. Older rows keep the dictionary they were written with.
 
@@ -40,13 +40,16 @@ TRAINED = 0x40
 """First byte of a row compressed with the database's own dictionary."""
 
 TRAIN_AFTER = 5000
+TRAIN_ON = 2000
 TRAIN_SIZE = 32 * 1024
-"""Measured on the bench's store: trained on its first 2,000 / 5,000 / 10,000 ops, a 32 KiB
-dictionary stores a later sale in 155 / 150 / 149 bytes (a 16 KiB one in 163 / 155 / 154)."""
+"""Measured on the bench's store: a 32 KiB dictionary trained on its first 2,000 / 5,000 / 10,000
+ops stores a later sale in 155 / 150 / 149 bytes (a 16 KiB one in 163 / 155 / 154), on the latest
+2,000 of its first 5,000 (past the catalogue import, mostly sales) in 147, in 0.1 s."""
 
-LEVEL = 3
-"""zstd's effort, measured on the bench's sales: level 3 for ~3 µs, level 5 saves ~5 % more bytes
-for ~2 µs more a sale (more than merging gains from storing less), level 1 loses ~3 %."""
+LEVEL = 1
+"""zstd's effort, measured on the bench's sales with the database's own dictionary: level 1
+compresses a sale in ~2.1 µs to 151 bytes, level 3 in ~3 µs to 147, level 5 spends ~2 µs more
+for ~5 % fewer bytes. Merging pays this for every op, so the cheapest level."""
 
 PLAIN_FROM = 0x90
 """Rows whose first byte is at least this are bodies as signed (a msgpack array starts here)."""
@@ -178,7 +181,7 @@ class BodyStore:
         if held < TRAIN_AFTER or self._adopt():
             return
         rows = self.conn.execute(
-            "SELECT origin, seq, body FROM ops ORDER BY rowid DESC LIMIT ?", (TRAIN_AFTER,)
+            "SELECT origin, seq, body FROM ops ORDER BY rowid DESC LIMIT ?", (TRAIN_ON,)
         ).fetchall()
         try:
             # Without the `prev` hash each body ends with: random bytes teach nothing.
