@@ -104,7 +104,8 @@ def test_a_database_trains_its_own_dictionary_once_and_keeps_reading_older_rows(
     assert own < shipped * 0.8, (own, shipped)
     assert trained.verify(every_signature=True) == []
     # Another process on the file (a fresh connection, nothing cached) reads every row.
-    body_codec._trained.clear()
+    body_codec._dictionaries.clear()
+    body_codec._threads.__dict__.clear()
     again = Ledger(trained.path, STORE)
     assert _signed_bodies(again) == {k: op.body for k, op in ops.items()}
     assert again.verify() == []
@@ -220,7 +221,8 @@ def test_a_row_of_an_unknown_dictionary_asks_for_an_upgrade() -> None:
 def test_a_missing_own_dictionary_is_named(trained: Ledger, tmp_path: Path) -> None:
     copy = tmp_path / "copy.db"
     trained.copy_to(copy)
-    body_codec._trained.clear()
+    body_codec._dictionaries.clear()
+    body_codec._threads.__dict__.clear()
     led = Ledger(copy, STORE)
     led.conn.execute("DELETE FROM body_dicts")
     origin, seq = led.conn.execute(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from functools import cache
 from importlib.resources import files
 
@@ -87,30 +88,21 @@ def _shipped(number: int) -> bytes:
     return files("meshpos").joinpath("data", name).read_bytes()
 
 
-@cache
-def _shipped_compressor(number: int) -> zstandard.ZstdCompressor:
-    return _compressor(_shipped(number))
+_dictionaries: dict[int, bytes] = {}
+"""Databases' own dictionaries by content id, for every database this process reads (bytes only:
+zstd's objects are not safe to share between threads, so each thread builds its own from these)."""
 
-
-@cache
-def _shipped_decompressor(number: int) -> zstandard.ZstdDecompressor:
-    return _decompressor(_shipped(number))
-
-
-_trained: dict[int, zstandard.ZstdDecompressor] = {}
-"""Databases' own dictionaries by content id, for every database this process reads."""
+_threads = threading.local()
 
 
 def dictionary_id(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "big")
 
 
-def _trained_decompressor(
-    conn: sqlite3.Connection | None, ident: int
-) -> zstandard.ZstdDecompressor:
-    got = _trained.get(ident)
-    if got is not None:
-        return got
+def _trained(conn: sqlite3.Connection | None, ident: int) -> bytes:
+    data = _dictionaries.get(ident)
+    if data is not None:
+        return data
     row = None
     if conn is not None:
         row = conn.execute("SELECT dict FROM body_dicts WHERE id = ?", (ident,)).fetchone()
@@ -119,9 +111,22 @@ def _trained_decompressor(
             f"this database's body dictionary {ident:08x} is missing or damaged, so the ops "
             "stored with it cannot be read; restore the database from a backup, or from a peer"
         )
-    if len(_trained) >= 64:
-        _trained.clear()
-    _trained[ident] = got = _decompressor(bytes(row[0]))
+    _dictionaries[ident] = data = bytes(row[0])
+    return data
+
+
+def _decompressor_of(key: int, conn: sqlite3.Connection | None) -> zstandard.ZstdDecompressor:
+    """This thread's decompressor for shipped dictionary `key`, or (above 0xff) the database's
+    own dictionary of id `key - 0x100`."""
+    mine: dict[int, zstandard.ZstdDecompressor] | None = getattr(_threads, "decompressors", None)
+    if mine is None:
+        mine = _threads.decompressors = {}
+    got = mine.get(key)
+    if got is None:
+        data = _shipped(key) if key <= 0xFF else _trained(conn, key - 0x100)
+        if len(mine) >= 64:
+            mine.clear()
+        mine[key] = got = _decompressor(data)
     return got
 
 
@@ -134,10 +139,9 @@ def restore(
         return data
     try:
         if data[0] == TRAINED:
-            ident = int.from_bytes(data[1:5], "big")
-            frame = memoryview(data)[5:]
-            return _trained_decompressor(conn, ident).decompress(frame, MAX_OP_BYTES)
-        return _shipped_decompressor(data[0]).decompress(memoryview(data)[1:], MAX_OP_BYTES)
+            key = 0x100 + int.from_bytes(data[1:5], "big")
+            return _decompressor_of(key, conn).decompress(memoryview(data)[5:], MAX_OP_BYTES)
+        return _decompressor_of(data[0], None).decompress(memoryview(data)[1:], MAX_OP_BYTES)
     except zstandard.ZstdError as exc:
         what = f"op {origin}:{seq}" if origin else "an op"
         raise EncodingError(
@@ -148,12 +152,12 @@ def restore(
 
 class BodyStore:
     """One database's op bodies: compressed with its own dictionary once it has one, the shipped
-    one before. Held by the Ledger, one per connection."""
+    one before. Held by the Ledger, so used by one thread, as the Ledger is."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._prefix = bytes((SHIPPED,))
-        self._compressor = _shipped_compressor(SHIPPED)
+        self._compressor = _compressor(_shipped(SHIPPED))
         self._own = False
         self._looked = False
         self._gave_up = False
