@@ -67,6 +67,7 @@ from meshpos.domain.pricing import (
     price_lines,
     settle,
 )
+from meshpos.ledger import body_codec
 from meshpos.ledger.store import Ledger
 from meshpos.service.config import NodeConfig, init_node, load_signer
 from meshpos.service.terminal import Terminal
@@ -826,8 +827,15 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         "view_bytes_per_op": sizes["views"] / ops,
         "wire_bytes_per_op": sizes["wire"] / ops,
         "largest": {k: v / ops for k, v in sizes["largest"].items()},
+        "table_bytes_per_op": {k: v / ops for k, v in sizes["tables"].items()},
+        "btree_bytes_per_op": {k: v / ops for k, v in sizes["btrees"].items()},
     }
     largest = ", ".join(f"{k} {v:.0f}" for k, v in res["largest"].items())
+    btrees = ", ".join(
+        f"{k} {v:.0f}"
+        for k, v in sorted(res["btree_bytes_per_op"].items(), key=lambda kv: -kv[1])
+        if v >= 1
+    )
     print(
         table(
             f"3. at scale: {ops:,} ops ({info['sales']:,} sales on 3 tills + catalogue)",
@@ -860,6 +868,7 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"every view compared with the live views: {child['problems']} problems",
                 f"bytes after a WAL checkpoint; an op's body + signature alone is "
                 f"{res['wire_bytes_per_op']:.0f} B; largest per op: {largest}",
+                f"bytes per op by b-tree (tables and indexes, 1 B and up): {btrees}",
                 f"peak RSS of a fresh process that opens the ledger and verifies it "
                 f"({res['baseline_rss_mb']:.0f} MB after imports, before opening)",
                 f"ledger {'cached' if info['cached'] else 'built'}: {info['build_s']:.0f} s to "
@@ -875,15 +884,20 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
 
 
 def _sizes(path: Path) -> dict[str, Any]:
-    log_tables = {"ops", "vv", "pending", "nodes", "meta"}
+    """Bytes by table (a table with its indexes) and by b-tree, from dbstat; `wire`: the ops'
+    bodies as signed (restored from their compressed rows) plus signatures."""
+    log_tables = {"ops", "vv", "pending", "nodes", "meta", "body_dicts"}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema"))
         by_table: dict[str, int] = {}
+        btrees: dict[str, int] = {}
         for name, size in conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
             table_name = owner.get(name, name)
             by_table[table_name] = by_table.get(table_name, 0) + size
-        wire = conn.execute("SELECT SUM(length(body) + length(sig)) FROM ops").fetchone()[0]
+            btrees[name] = size
+        rows = conn.execute("SELECT origin, seq, body, length(sig) FROM ops")
+        wire = sum(len(body_codec.restore(b, o, q, conn)) + n for o, q, b, n in rows)
     finally:
         conn.close()
     log_bytes = sum(v for k, v in by_table.items() if k in log_tables)
@@ -893,8 +907,10 @@ def _sizes(path: Path) -> dict[str, Any]:
         "file": path.stat().st_size,
         "log": log_bytes,
         "views": sum(views.values()),
-        "wire": wire or 0,
+        "wire": wire,
         "largest": top,
+        "tables": by_table,
+        "btrees": btrees,
     }
 
 

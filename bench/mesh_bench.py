@@ -596,7 +596,7 @@ def _sale_payloads(t: Terminal) -> list[dict[str, Any]]:
         "SELECT body, sig FROM ops WHERE origin = ? AND kind = 'sale' ORDER BY seq DESC LIMIT 200",
         (t.node_id,),
     ).fetchall()
-    payloads = [dict(decode_body(body, sig).payload) for body, sig in rows]
+    payloads = [dict(decode_body(t.ledger.bodies.restore(body), sig).payload) for body, sig in rows]
     if not payloads:
         raise BenchError("mesh bench: no sale to copy into the backlog")
     return payloads

@@ -11,6 +11,7 @@ dictionary never changes: make a new number instead.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.ledger_bench import STORE, Generator, SaleSpec
@@ -46,11 +47,12 @@ def build(seed: int = 7) -> bytes:
     return b"".join(bodies).replace(STORE.encode(), b"SHOP1")[-WINDOW:]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(make: Callable[[], bytes] = build, doc: str = __doc__ or "") -> None:
+    """Write the dictionary `make` builds to the file named on the command line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    data = build()
+    data = make()
     args.out.write_bytes(data)
     print(f"wrote {len(data):,} bytes to {args.out}")
 

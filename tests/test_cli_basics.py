@@ -20,6 +20,7 @@ import pytest
 
 from meshpos import __version__
 from meshpos.cli.app import cli as root_command
+from meshpos.ledger.body_codec import BodyStore
 
 HEADER = "sku,name,barcode,category,size,colour,price,gst_rate,stock\n"
 GOOD = "NEW-1,New thing,2100000000015,Tops,M,Red,100.00,5,4\n"
@@ -444,8 +445,10 @@ def test_verify_names_an_altered_op(node):
         origin, seq, body = conn.execute(
             "SELECT origin, seq, body FROM ops WHERE kind = 'sale' ORDER BY seq LIMIT 1"
         ).fetchone()
-        altered = body.replace(b"CAP", b"CAT")
-        assert altered != body
+        bodies = BodyStore(conn)
+        signed = bodies.restore(body)
+        altered = bodies.store(signed.replace(b"CAP", b"CAT"))
+        assert bodies.restore(altered) != signed
         conn.execute("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", (altered, origin, seq))
         conn.commit()
     r = node.run("verify")

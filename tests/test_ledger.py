@@ -388,9 +388,11 @@ def test_verify_names_a_tampered_op_in_the_log(busy: Ledger) -> None:
     origin, seq, body = busy.conn.execute(
         "SELECT origin, seq, body FROM ops WHERE kind = 'sale' LIMIT 1"
     ).fetchone()
+    signed = busy.bodies.restore(body)
+    assert b"SKU" in signed
     busy.conn.execute(
         "UPDATE ops SET body = ? WHERE origin = ? AND seq = ?",
-        (body.replace(b"SKU", b"SKV"), origin, seq),
+        (busy.bodies.store(signed.replace(b"SKU", b"SKV")), origin, seq),
     )
     problems = busy.verify()
     assert any(origin in p for p in problems)

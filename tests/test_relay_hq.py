@@ -44,6 +44,7 @@ from meshpos.demo.hq import (
 from meshpos.demo.processes import status_of
 from meshpos.domain.relay import ASK_QUIET_S, ops_missing, plan_grants, take_batch
 from meshpos.hq.service import HQService
+from meshpos.ledger import body_codec
 from meshpos.node.relay import RelaySettings
 
 DEADLINE = 45.0  # generous for two loaded cores; typical waits take 1-4 s
@@ -97,9 +98,10 @@ def node_ops(directory: Path) -> list[tuple[str, int, str]]:
     conn = sqlite3.connect(f"file:{directory / 'meshpos.db'}?mode=ro", uri=True, timeout=30)
     try:
         rows = conn.execute("SELECT origin, seq, body, sig FROM ops").fetchall()
+        signed = [(o, s, body_codec.restore(b, o, s, conn), g) for o, s, b, g in rows]
     finally:
         conn.close()
-    return sorted((str(o), int(s), _digest(b, g)) for o, s, b, g in rows)
+    return sorted((str(o), int(s), _digest(b, g)) for o, s, b, g in signed)
 
 
 def in_sync(hq: HQ, store: str, dirs: list[Path]) -> bool:

@@ -25,6 +25,7 @@ from meshpos.core.errors import RemoteError
 from meshpos.core.ops import Op, decode_body, unpack
 from meshpos.domain.authority import RULES, Violation, is_bootstrap, judge
 from meshpos.domain.revocation import REVOKE_KIND, Revoked, points, successor
+from meshpos.ledger import body_codec
 from meshpos.ledger.fold import RULES as RULES_BY_KIND
 from meshpos.ledger.fold import UNAUTHORISED, Changes, fold
 
@@ -330,8 +331,10 @@ class NodePast(BatchPast):
         return {str(n): bytes(c) for n, c in rows}
 
     def stored_revocations(self) -> list[Op]:
-        rows = self.conn.execute(f"SELECT body, sig FROM ops WHERE kind = '{REVOKE_KIND}'")
-        return [decode_body(b, s) for b, s in rows]
+        rows = self.conn.execute(
+            f"SELECT origin, seq, body, sig FROM ops WHERE kind = '{REVOKE_KIND}'"
+        )
+        return [decode_body(body_codec.restore(b, o, q, self.conn), s) for o, q, b, s in rows]
 
     def staff_since(self) -> int | None:
         if self._since is None:
@@ -375,10 +378,13 @@ class NodePast(BatchPast):
 
     def held_without_authority(self) -> list[Held]:
         rows = self.conn.execute(
-            f"SELECT o.body, o.sig, u.rule, u.detail FROM {self.s}.unauthorised u JOIN ops o "
-            "ON o.origin = u.origin AND o.seq = u.seq ORDER BY u.origin, u.seq"
+            f"SELECT o.origin, o.seq, o.body, o.sig, u.rule, u.detail FROM {self.s}.unauthorised u "
+            "JOIN ops o ON o.origin = u.origin AND o.seq = u.seq ORDER BY u.origin, u.seq"
         ).fetchall()
-        return [(decode_body(b, s), str(rule), str(msg)) for b, s, rule, msg in rows]
+        return [
+            (decode_body(body_codec.restore(b, o, q, self.conn), s), str(rule), str(msg))
+            for o, q, b, s, rule, msg in rows
+        ]
 
     def forget(self, ops: Sequence[Op], reworded: Sequence[Held]) -> None:
         """Drop the `unauthorised` rows and authority-0 debits of ops that regained authority;

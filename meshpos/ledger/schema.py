@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS ops (
 CREATE INDEX IF NOT EXISTS ops_hlc ON ops (hlc);
 DROP INDEX IF EXISTS ops_user;
 CREATE INDEX IF NOT EXISTS ops_revoke ON ops (origin, seq) WHERE kind = 'node.revoke';
+CREATE TABLE IF NOT EXISTS body_dicts (
+    id   INTEGER PRIMARY KEY,
+    dict BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vv (
     origin TEXT PRIMARY KEY,
     seq    INTEGER NOT NULL,

@@ -42,6 +42,7 @@ from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
 from meshpos.ledger import commit_watch
 from meshpos.ledger.apply import apply_changes
+from meshpos.ledger.body_codec import BodyStore
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
 from meshpos.ledger.escrow_asks import EscrowAsks
 from meshpos.ledger.giftcards import GiftCardViews
@@ -120,6 +121,7 @@ class Ledger:
         self.conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'OFF'}")
         self._depth = 0
         self._stored_ops = False
+        self.bodies = BodyStore(self.conn)
         with self.write():
             before = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
             for stmt in node_ddl():
@@ -193,6 +195,8 @@ class Ledger:
             self.conn.execute("ROLLBACK")
             raise
         else:
+            if self._stored_ops:
+                self.bodies.keep_up()
             self.conn.execute("COMMIT")
             if commit_watch.watchers:
                 commit_watch.committed(time.perf_counter() - started, self._stored_ops)
@@ -318,7 +322,10 @@ class Ledger:
         self._stored_ops = True
         self.conn.executemany(
             "INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(o.origin, o.seq, o.hlc, o.user, o.kind, o.body, o.sig) for o in ops],
+            [
+                (o.origin, o.seq, o.hlc, o.user, o.kind, self.bodies.store(o.body), o.sig)
+                for o in ops
+            ],
         )
         last: dict[str, Op] = {}
         for o in ops:
@@ -456,9 +463,10 @@ class Ledger:
 
     def _scan_staff_since(self) -> int | None:
         rows = self.conn.execute(
-            "SELECT body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
+            "SELECT origin, seq, body, sig FROM ops WHERE kind = 'user.upsert' ORDER BY hlc"
         ).fetchall()
-        return bootstrap_start(decode_bodies(rows), NodePast(self.conn).prev_hlc)
+        ops = decode_bodies((self.bodies.restore(b, o, q), s) for o, q, b, s in rows)
+        return bootstrap_start(ops, NodePast(self.conn).prev_hlc)
 
     def _rejudge(self, schema: str) -> None:
         """The fixpoint: fold the ops held without authority that have it now, until none does."""
@@ -583,7 +591,7 @@ class Ledger:
             row = self.conn.execute(
                 "SELECT body FROM ops WHERE origin = ? AND seq = ?", (origin, op.seq)
             ).fetchone()
-            if row is not None and row[0] != op.body:
+            if row is not None and self.bodies.restore(row[0], origin, op.seq) != op.body:
                 raise ChainError(f"node {origin} signed two different ops with seq {op.seq}")
 
     # -- reading the log ------------------------------------------------------------------------
@@ -601,7 +609,7 @@ class Ledger:
             if room == 0:
                 break
             out.extend(
-                (origin, s, body, sig)
+                (origin, s, self.bodies.restore(body, origin, s), sig)
                 for s, body, sig in self.conn.execute(
                     "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq > ? "
                     "ORDER BY seq LIMIT ?",
@@ -622,13 +630,13 @@ class Ledger:
         row = self.conn.execute(
             "SELECT body, sig FROM ops WHERE origin = ? AND seq = ?", (origin, seq)
         ).fetchone()
-        return decode_body(row[0], row[1]) if row else None
+        return decode_body(self.bodies.restore(row[0], origin, seq), row[1]) if row else None
 
     def tail(self, n: int = 20) -> list[Op]:
         rows = self.conn.execute(
-            "SELECT body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
+            "SELECT origin, seq, body, sig FROM ops ORDER BY hlc DESC, origin DESC LIMIT ?", (n,)
         ).fetchall()
-        return decode_bodies(reversed(rows))
+        return decode_bodies((self.bodies.restore(b, o, q), s) for o, q, b, s in reversed(rows))
 
     def op_count(self) -> int:
         return int(self.conn.execute("SELECT COALESCE(SUM(seq), 0) FROM vv").fetchone()[0])
@@ -653,11 +661,12 @@ class Ledger:
             return None
         before = self.get(origin, first - 1) if first > 1 else None
         raw = self.conn.execute(
-            "SELECT body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ? ORDER BY seq",
             (origin, first, last),
         ).fetchall()
         anchor = before.hash if before is not None else GENESIS
-        return LogWindow(first, last, anchor, tuple((b, s) for b, s in raw))
+        bodies = tuple((self.bodies.restore(b, origin, q), s) for q, b, s in raw)
+        return LogWindow(first, last, anchor, bodies)
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         cur = self.conn.execute(sql, params)
@@ -782,7 +791,9 @@ class Ledger:
             )
             while rows := cursor.fetchmany(batch):
                 try:
-                    ops = decode_bodies((body, sig) for _, body, sig in rows)
+                    ops = decode_bodies(
+                        (self.bodies.restore(body, origin, seq), sig) for seq, body, sig in rows
+                    )
                     verify_run(ops, key, prev)
                     if every_signature:
                         for op in ops[:-1]:
