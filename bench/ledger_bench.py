@@ -1004,9 +1004,9 @@ def _verify_child(db: str, encrypted: str | None = None) -> dict[str, Any]:
         ledger.close()
     for p in (problems + full)[:5]:
         print(f"verify: {p}", file=sys.stderr)
-    backups = {"plain": _backup_child(Path(db), None)}
+    backups = {"plain": timed_backup(Path(db), None, Path(db).parent)}
     if encrypted:
-        backups["encrypted"] = _backup_child(Path(encrypted), SCALE_KEY)
+        backups["encrypted"] = timed_backup(Path(encrypted), SCALE_KEY, Path(db).parent)
     return {
         "ops": ops,
         "open_s": open_s,
@@ -1027,14 +1027,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _backup_child(db: Path, key: bytes | None) -> dict[str, Any]:
-    """`create_backup` of the ledger at `db`, as `meshpos backup` takes it."""
-    with tempfile.TemporaryDirectory(dir=db.parent, prefix="scale-backup-") as tmp:
+def timed_backup(db: Path, key: bytes | None, workdir: Path) -> dict[str, Any]:
+    """`create_backup` of the ledger at `db` as `meshpos backup` takes it, timed (the ops and
+    scale sections)."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="bench-backup-") as tmp:
         node = Path(tmp)
         cfg = NodeConfig(dir=node, store=STORE, name="T1", node_id="bench", raw={})
         settings = BackupSettings(every_minutes=0, keep=1, dir=node / "backups")
         ledger = Ledger(db, STORE, key=key)
         try:
+            ops = ledger.op_count()
+            log(f"backing up the {'encrypted ' if key else ''}{ops:,}-op ledger {db.name}")
             c0, t0 = time.process_time(), time.perf_counter()
             r = create_backup(cfg, ledger, now_ms=time.time_ns() // 1_000_000, settings=settings)
             total = time.perf_counter() - t0
@@ -1042,6 +1045,7 @@ def _backup_child(db: Path, key: bytes | None) -> dict[str, Any]:
         finally:
             ledger.close()
     return {
+        "ops": ops,
         "total_s": total,
         "cpu_s": cpu,
         "snapshot_s": r.snapshot_s,
