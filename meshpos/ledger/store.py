@@ -704,11 +704,13 @@ class Ledger:
         copy replays that WAL up to its last whole commit: the database as of one commit, the
         one read or a later one. No page is decrypted and encrypted again (SQLCipher's pages are
         copied as ciphertext: 5x faster than the backup API on an encrypted database).
-        Otherwise (in memory, a rollback journal) the online backup API, in one step."""
+        Otherwise (in memory, a URI, a rollback journal, inside a write) the online backup API,
+        in one step."""
         dest.unlink(missing_ok=True)
         remove_db_files(dest)
         mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if self.path == ":memory:" or str(mode).lower() != "wal" or self._depth:
+        in_files = self.path != ":memory:" and not self.path.startswith("file:")
+        if not in_files or str(mode).lower() != "wal" or self._depth:
             target = open_connection(str(dest), self.key)
             try:
                 self.conn.backup(target)
