@@ -7,7 +7,9 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Node
@@ -445,3 +447,27 @@ def test_a_snapshot_copy_interleaved_with_commits_and_a_checkpoint_is_whole(
     assert len(users) == 1, f"pages of two commits in one copy: {users}"
     problems, ops, _ = check_database(snap, "S1", None)
     assert problems == [] and ops >= 80
+
+
+def test_the_page_check_of_a_large_snapshot_runs_in_a_process_of_its_own(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+
+    class Counted(ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("meshpos.service.backup.create.PAGES_APART_BYTES", 0)
+    monkeypatch.setattr("meshpos.service.backup.create.ProcessPoolExecutor", Counted)
+    node.sell("TSH-NAV-M")
+    assert read_header(backup_once(node)).ops >= 1 and started == [1]
+    t = Terminal.open(node.path)
+    try:
+        t.ledger.conn.execute("DELETE FROM ops WHERE seq = 2")
+        with pytest.raises(LocalError, match="lacks op"):
+            create_backup(t.cfg, t.ledger, now_ms=NOW + 1)
+    finally:
+        t.close()
+    assert started == [1, 1]

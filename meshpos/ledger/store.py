@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Any
 
@@ -847,8 +847,10 @@ class Ledger:
         if workers is None:
             total = sum(t.hi - t.lo + 1 for t in tasks)
             workers = (os.cpu_count() or 1) if total >= PARALLEL_MIN else 0
-        on_disk = self.path != ":memory:" and not self.path.startswith("file:")
-        checks = SignatureChecks(self.conn, self.path, self.key, tasks, workers if on_disk else 0)
+        # A daemonic process (the daemon's backup child) may not start processes.
+        apart = self.path != ":memory:" and not self.path.startswith("file:")
+        apart = apart and not current_process().daemon
+        checks = SignatureChecks(self.conn, self.path, self.key, tasks, workers if apart else 0)
         with checks:
             yield checks
 
