@@ -10,7 +10,8 @@ What a backup proves before it is sealed is what restoring it needs: that its pa
 every hash chain, one signature per chain, which through the chain authenticates every op). The
 views are a fold of that log: `restore` refolds them and runs the full verify before it replaces
 anything, and rebuilds views that do not match. So a backup costs a read of the pages and a
-SHA-256 per op, not a refold of every view (4 s instead of some 90 s at a million ops). After
+SHA-256 per op, not a refold of every view (the log check of an encrypted million ops took 4 CPU
+seconds here, the refold of `verify` 85). After
 sealing the file is read back and every chunk authenticated against the digest of the checked
 snapshot: what is on disk is what was checked.
 """
