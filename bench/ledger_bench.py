@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import random
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -68,7 +69,10 @@ from meshpos.domain.pricing import (
     settle,
 )
 from meshpos.ledger import body_codec
+from meshpos.ledger.encryption import export_database
 from meshpos.ledger.store import Ledger
+from meshpos.service.backup.create import BACKUP_CHECK, create_backup
+from meshpos.service.backup.targets import BackupSettings
 from meshpos.service.config import NodeConfig, init_node, load_signer
 from meshpos.service.terminal import Terminal
 from meshpos.sync.bundle import decode_bundle, encode_bundle
@@ -109,6 +113,10 @@ TARGET_DECODE_OPS_S = 300_000.0
 TARGET_BACKLOG_BYTES = 300.0
 TARGET_LONE_BYTES = 600.0
 TARGET_RSS_MB = 150.0
+TARGET_FULL_VERIFY_S = 10.0  # issue 16, at a million ops
+TARGET_BACKUP_S = 30.0  # issue 16: snapshot + check + seal of a million ops
+MILLION_OPS = 1_000_000
+SCALE_KEY = hashlib.sha256(b"meshpos bench scale database key").digest()
 
 
 # -- realistic till traffic -----------------------------------------------------------------------
@@ -800,12 +808,14 @@ def _share(part: float, whole: float) -> str:
 
 
 def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
-    """Verify time, bytes per op and peak RSS of a node holding `--ops` ops."""
+    """Verify time (default and --full), backup time (plain and encrypted), bytes per op and peak
+    RSS of a node holding `--ops` ops."""
     preamble = 2 * len(sample_rows()) + DEFAULT_CUSTOMERS
     n_sales = max(args.ops - preamble, BATCH)
     path, info = store_ledger(args.out, n_sales, args.seed, use_cache=not args.no_cache)
-    log(f"scale: verifying {info['ops']:,} ops in a child process")
-    child = run_child("bench.ledger_bench", ["verify", str(path)])
+    encrypted = _encrypted_copy(path, use_cache=not args.no_cache)
+    log(f"scale: verifying and backing up {info['ops']:,} ops in a child process")
+    child = run_child("bench.ledger_bench", ["verify", str(path), "--encrypted", str(encrypted)])
     with timed("scale: size breakdown (dbstat)"):
         sizes = _sizes(path)
     ops = child["ops"]
@@ -818,6 +828,10 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         "verify_ops_per_s": rate(ops, child["verify_s"]),
         "verify_cpu_s": child["verify_cpu_s"],
         "verify_problems": child["problems"],
+        "verify_full_s": child["full_s"],
+        "verify_full_cpu_s": child["full_cpu_s"],
+        "verify_full_problems": child["full_problems"],
+        "backup": child["backup"],
         "open_s": child["open_s"],
         "peak_rss_mb": child["peak_rss_mb"],
         "baseline_rss_mb": child["baseline_rss_mb"],
@@ -835,6 +849,44 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
         f"{k} {v:.0f}"
         for k, v in sorted(res["btree_bytes_per_op"].items(), key=lambda kv: -kv[1])
         if v >= 1
+    )
+    backups = child["backup"]
+    print(
+        table(
+            f"3b. verify --full and backups at {ops:,} ops",
+            ["what", "wall s", "CPU s", "snapshot s", "check s", "seal s", "problems"],
+            [
+                [
+                    "verify --full",
+                    fmt(res["verify_full_s"], ".1f"),
+                    fmt(res["verify_full_cpu_s"], ".1f"),
+                    "-",
+                    "-",
+                    "-",
+                    fmt(res["verify_full_problems"], ",d"),
+                ],
+                *(
+                    [
+                        f"backup, {kind}",
+                        fmt(b["total_s"], ".1f"),
+                        fmt(b["cpu_s"], ".1f"),
+                        fmt(b["snapshot_s"], ".1f"),
+                        fmt(b["check_s"], ".1f"),
+                        fmt(b["seal_s"], ".1f"),
+                        "-",
+                    ]
+                    for kind, b in backups.items()
+                ),
+            ],
+            [
+                "verify --full = verify with every op's Ed25519 signature checked, in one worker "
+                f"process per core ({os.cpu_count()}) beside the refold; CPU = this process + "
+                "its workers",
+                "backup = create_backup: snapshot (the files copied under a read transaction), "
+                f"check ({BACKUP_CHECK}), seal (AES-GCM) and read-back; CPU of the process "
+                "and of its quick_check thread or process",
+            ],
+        )
     )
     print(
         table(
@@ -879,8 +931,42 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
     res["targets"] = [
         _target(f"peak RSS at {ops:,} ops", res["peak_rss_mb"], TARGET_RSS_MB, "MB", lower=True),
         _target("verify finds no problem", float(child["problems"]), 0.0, "problems", lower=True),
+        _target(
+            "verify --full finds no problem",
+            float(child["full_problems"]),
+            0.0,
+            "problems",
+            lower=True,
+        ),
     ]
+    if ops >= 0.9 * MILLION_OPS:
+        res["targets"] += [
+            _target(
+                f"verify --full at {ops:,} ops",
+                res["verify_full_s"],
+                TARGET_FULL_VERIFY_S,
+                "s",
+                lower=True,
+            ),
+            _target(
+                f"encrypted backup of {ops:,} ops (snapshot + check + seal)",
+                backups["encrypted"]["total_s"],
+                TARGET_BACKUP_S,
+                "s",
+                lower=True,
+            ),
+        ]
     return res
+
+
+def _encrypted_copy(path: Path, *, use_cache: bool) -> Path:
+    """The at-scale ledger under SQLCipher (the copy `meshpos encrypt` makes), cached beside it."""
+    enc = path.with_name(path.stem + ".scale.sqlcipher.db")
+    if not (use_cache and enc.exists()):
+        with timed(f"scale: encrypting a copy of {path.name}"):
+            export_database(path, None, enc.with_suffix(".part"), SCALE_KEY)
+            os.replace(enc.with_suffix(".part"), enc)
+    return enc
 
 
 def _sizes(path: Path) -> dict[str, Any]:
@@ -914,7 +1000,7 @@ def _sizes(path: Path) -> dict[str, Any]:
     }
 
 
-def _verify_child(db: str) -> dict[str, Any]:
+def _verify_child(db: str, encrypted: str | None = None) -> dict[str, Any]:
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
     ledger = Ledger(db, STORE)
@@ -925,18 +1011,64 @@ def _verify_child(db: str) -> dict[str, Any]:
         problems = ledger.verify()
         verify_s = time.perf_counter() - t0
         verify_cpu_s = time.process_time() - c0
+        peak = peak_rss_mb()
+        c0, w0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+        full = ledger.verify(every_signature=True)
+        full_s = time.perf_counter() - t0
+        full_cpu_s = time.process_time() - c0 + _children_cpu() - w0
     finally:
         ledger.close()
-    for p in problems[:5]:
+    for p in (problems + full)[:5]:
         print(f"verify: {p}", file=sys.stderr)
+    backups = {"plain": timed_backup(Path(db), None, Path(db).parent)}
+    if encrypted:
+        backups["encrypted"] = timed_backup(Path(encrypted), SCALE_KEY, Path(db).parent)
     return {
         "ops": ops,
         "open_s": open_s,
         "verify_s": verify_s,
         "verify_cpu_s": verify_cpu_s,
         "problems": len(problems),
-        "peak_rss_mb": peak_rss_mb(),
+        "full_s": full_s,
+        "full_cpu_s": full_cpu_s,
+        "full_problems": len(full),
+        "backup": backups,
+        "peak_rss_mb": peak,
         "baseline_rss_mb": baseline,
+    }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_backup(db: Path, key: bytes | None, workdir: Path) -> dict[str, Any]:
+    """`create_backup` of the ledger at `db` as `meshpos backup` takes it, timed (the ops and
+    scale sections)."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="bench-backup-") as tmp:
+        node = Path(tmp)
+        cfg = NodeConfig(dir=node, store=STORE, name="T1", node_id="bench", raw={})
+        settings = BackupSettings(every_minutes=0, keep=1, dir=node / "backups")
+        ledger = Ledger(db, STORE, key=key)
+        try:
+            ops = ledger.op_count()
+            log(f"backing up the {'encrypted ' if key else ''}{ops:,}-op ledger {db.name}")
+            c0, w0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+            r = create_backup(cfg, ledger, now_ms=time.time_ns() // 1_000_000, settings=settings)
+            total = time.perf_counter() - t0
+            cpu = time.process_time() - c0 + _children_cpu() - w0
+        finally:
+            ledger.close()
+    return {
+        "ops": ops,
+        "total_s": total,
+        "cpu_s": cpu,
+        "snapshot_s": r.snapshot_s,
+        "check_s": r.verify_s,
+        "seal_s": r.seal_s,
+        "file_mb": r.bytes / 1e6,
+        "checked": r.checked,
     }
 
 
@@ -1180,9 +1312,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     verify = sub.add_parser("verify", help="open a ledger, verify it, print figures as JSON")
     verify.add_argument("db")
+    verify.add_argument("--encrypted", help="the same ledger under SQLCipher, to back up too")
     args = parser.parse_args(argv)
     if args.cmd == "verify":
-        print(json.dumps(_verify_child(args.db)))
+        print(json.dumps(_verify_child(args.db, args.encrypted)))
 
 
 if __name__ == "__main__":

@@ -4,16 +4,21 @@ off-site copies, the daemon's schedule, and restore followed by catch-up from a 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Node
+from ledger_helpers import node_record, signer
 
 from meshpos.core.errors import ConfigError, LocalError
 from meshpos.ledger.schema import VIEW_TABLES
-from meshpos.service.backup.create import create_backup
+from meshpos.ledger.store import Ledger
+from meshpos.service.backup.create import BACKUP_CHECK, check_database, create_backup
 from meshpos.service.backup.format import CorruptBackup, read_header, seal_file
 from meshpos.service.backup.keys import BACKUP_KEY_FILE, node_seal_keys
 from meshpos.service.backup.restore import restore_backup, verify_backup
@@ -134,36 +139,85 @@ def test_a_flipped_byte_is_detected_and_restore_changes_nothing(node: Node) -> N
     assert node.snapshot() == before
 
 
-def test_a_backup_of_a_damaged_database_fails_its_verification(node: Node) -> None:
+def seal_as_is(t: Terminal, out: Path) -> Path:
+    """This database sealed as a backup as it stands (what a backup taken before the damage was
+    noticed, or by an older meshpos, would hold)."""
+    t.ledger.checkpoint()
+    fields = {"store": "S1", "node_id": t.cfg.node_id, "name": "T1", "created_ms": NOW}
+    seal_file(t.cfg.db_path, out, node_seal_keys(t.cfg, None), {**fields, "ops": 0, "vv": {}})
+    return out
+
+
+LOG_DAMAGE = {
+    "a tampered op": (
+        "UPDATE ops SET body = CAST(REPLACE(CAST(body AS TEXT), 'TSH-NAV-M', 'TSH-NAV-L') AS BLOB) "
+        "WHERE kind = 'sale'",
+        "does not follow the op before it",
+    ),
+    "a broken chain": (
+        "DELETE FROM ops WHERE seq = (SELECT MIN(seq) FROM ops WHERE kind = 'sale')",
+        "lacks op",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(LOG_DAMAGE))
+def test_a_backup_of_a_damaged_log_is_refused_when_taken_and_when_restored(
+    node: Node, damage: str
+) -> None:
+    node.sell("TSH-NAV-M")
     node.sell("TSH-NAV-M")
     good = backup_once(node, NOW)
     cfg = load_config(node.path)
+    sql, says = LOG_DAMAGE[damage]
     t = Terminal.open(node.path)
     try:
-        t.ledger.conn.execute("UPDATE stock SET qty = 999 WHERE sku = 'TSH-NAV-M'")
-        with pytest.raises(LocalError, match="snapshot fails verify, so no backup was kept"):
+        assert t.ledger.conn.execute(sql).rowcount >= 1
+        with pytest.raises(LocalError, match="snapshot fails its check, so no backup was kept"):
             create_backup(cfg, t.ledger, now_ms=NOW + 1)
+        assert says in node.fail("backup")
         assert list_backups(cfg.dir / "backups") == [good]
-        # A well-sealed file whose database inside is damaged: verify reports, restore refuses.
-        keys = node_seal_keys(cfg, None)
-        bad = cfg.dir / "damaged.mpbak"
-        fields = {
-            "store": "S1",
-            "node_id": cfg.node_id,
-            "name": "T1",
-            "created_ms": NOW,
-            "ops": 0,
-            "vv": {},
-        }
-        t.ledger.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        seal_file(cfg.db_path, bad, keys, fields)
+        bad = seal_as_is(t, cfg.dir / "damaged.mpbak")
     finally:
         t.close()
     check = verify_backup(bad, cfg=cfg)
-    assert any(p.startswith("stock:") for p in check.problems)
+    assert check.problems and not check.log_sound
     r = node.run("backup", "verify", str(bad))
-    assert r.code == 1 and "fails verify" in r.err
+    assert r.code == 1 and "fails verify" in r.err and "log is sound" not in r.err
+    before = node.snapshot()
     assert "fails verify" in node.fail("restore", str(bad), "--force")
+    assert node.snapshot() == before
+
+
+def test_a_backup_checks_the_log_and_restore_rebuilds_views_that_are_not_its_fold(
+    node: Node,
+) -> None:
+    """Views are a fold of the log: a backup of a database whose views were damaged is kept
+    (it says what it checked), and restoring it refolds them from the log and verifies."""
+    node.sell("TSH-NAV-M")
+    cfg = load_config(node.path)
+    t = Terminal.open(node.path)
+    try:
+        want = views(t)
+        t.ledger.conn.execute("UPDATE stock SET qty = 999 WHERE sku = 'TSH-NAV-M'")
+        r = create_backup(cfg, t.ledger, now_ms=NOW)
+        assert (
+            r.checked == BACKUP_CHECK and "views are refolded and verified at restore" in r.checked
+        )
+    finally:
+        t.close()
+    assert node.json("backup")["checked"] == BACKUP_CHECK
+    check = verify_backup(r.path, cfg=cfg)
+    assert check.log_sound and any(p.startswith("stock:") for p in check.problems)
+    err = node.run("backup", "verify", str(r.path)).err
+    assert "fails verify" in err and "`meshpos restore` rebuilds the views" in err
+    restored = node.json("restore", str(r.path), "--force")
+    assert restored["views"] == "rebuilt from the log"
+    t = Terminal.open(node.path)
+    try:
+        assert views(t) == want and t.ledger.verify() == []
+    finally:
+        t.close()
 
 
 def test_rotation_keeps_n_here_and_off_site(node: Node, tmp_path: Path) -> None:
@@ -292,3 +346,128 @@ def test_a_passphrase_backup_restores_anywhere_with_the_passphrase(
     assert fresh.json("restore", str(path))["ops"] == header.ops
     assert fresh.db.read_bytes().startswith(b"SQLite format 3")
     assert fresh.ok("verify").out.startswith("ok:")
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["plain", "encrypted"])
+def test_snapshots_copied_while_another_connection_commits_and_checkpoints_are_whole(
+    tmp_path: Path, key: bytes | None
+) -> None:
+    """`Ledger.copy_to` copies the files under a read transaction: whatever commits and
+    checkpoints run meanwhile, each copy opens as one commit's database, sound in full."""
+    s = signer(0)
+    path = tmp_path / "live.db"
+    live = Ledger(path, "S1", key=key, durable=False)
+    live.add_node(node_record(s, "T0"))
+    stop, errors = threading.Event(), []
+
+    def writer() -> None:
+        w = Ledger(path, "S1", key=key, durable=False)
+        try:
+            n = live_seq = w.head(s.node_id)[0]
+            while not stop.is_set() or n < live_seq + 60:
+                n += 1
+                w.append(s, kind="note", payload={"n": n, "pad": "x" * 2000}, user="u", hlc=n)
+                if n % 5 == 0:
+                    w.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            w.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen: list[int] = []
+    try:
+        while len(seen) < 6 or len(set(seen)) < 3:
+            snap = tmp_path / f"snap-{len(seen)}.db"
+            live.copy_to(snap)
+            problems, ops, vv = check_database(snap, "S1", key)
+            assert problems == [] and vv == ({s.node_id: ops} if ops else {})
+            assert not Path(f"{snap}-wal").exists()
+            seen.append(ops)
+    finally:
+        stop.set()
+        thread.join(60)
+        live.close()
+    assert not errors, errors
+    assert seen == sorted(seen)
+
+
+def test_a_snapshot_copy_interleaved_with_commits_and_a_checkpoint_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race `copy_to` must survive, made certain: nine tenths into copying the database
+    file, another connection commits, checkpoints and commits again. The read transaction
+    keeps that checkpoint from writing past the snapshot and the WAL from restarting, so the
+    WAL copied after holds every page it may have written: the copy is one commit's database,
+    with every op of the snapshot."""
+    s = signer(0)
+    path = tmp_path / "live.db"
+    live = Ledger(path, "S1", durable=False)
+    live.add_node(node_record(s, "T0"))
+    other = Ledger(path, "S1", durable=False)
+
+    def commit(count: int) -> None:
+        for _ in range(count):
+            n = other.head(s.node_id)[0] + 1
+            other.append(s, kind="note", payload={"n": n, "pad": "x" * 3000}, user="u", hlc=n)
+
+    commit(40)
+    other.checkpoint()
+    commit(40)  # in the WAL only
+    copy = shutil.copyfile
+
+    def interleaved(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if str(src).endswith("-wal"):
+            copy(src, dst)
+            return
+        data = Path(src).read_bytes()
+        cut = len(data) * 9 // 10  # past the empty tables' pages, into the log's
+        with open(dst, "wb") as out:
+            out.write(data[:cut])
+            commit(40)
+            # One transaction that touches every page of the log (a stand-in for any big one).
+            other.conn.execute("UPDATE ops SET user = 'later'")
+            other.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            commit(3)  # restarts the WAL if that checkpoint went to its end
+            out.write(Path(src).read_bytes()[cut:])
+
+    monkeypatch.setattr("meshpos.ledger.store.shutil.copyfile", interleaved)
+    snap = tmp_path / "snap.db"
+    try:
+        live.copy_to(snap)
+    finally:
+        other.close()
+        live.close()
+    torn = Ledger(snap, "S1", durable=False)
+    try:
+        users = torn.query("SELECT DISTINCT user FROM ops WHERE seq <= 80")
+    finally:
+        torn.close()
+    assert len(users) == 1, f"pages of two commits in one copy: {users}"
+    problems, ops, _ = check_database(snap, "S1", None)
+    assert problems == [] and ops >= 80
+
+
+def test_the_page_check_of_a_large_snapshot_runs_in_a_process_of_its_own(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+
+    class Counted(ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("meshpos.service.backup.create.PAGES_APART_BYTES", 0)
+    monkeypatch.setattr("meshpos.service.backup.create.ProcessPoolExecutor", Counted)
+    node.sell("TSH-NAV-M")
+    assert read_header(backup_once(node)).ops >= 1 and started == [1]
+    t = Terminal.open(node.path)
+    try:
+        t.ledger.conn.execute("DELETE FROM ops WHERE seq = 2")
+        with pytest.raises(LocalError, match="lacks op"):
+            create_backup(t.cfg, t.ledger, now_ms=NOW + 1)
+    finally:
+        t.close()
+    assert started == [1, 1]

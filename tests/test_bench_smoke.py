@@ -54,6 +54,10 @@ def test_scale_section(summary: dict[str, Any]) -> None:
     assert scale["ops"] == SIZES["ops"]
     _positive(scale, "verify_s", "bytes_per_op", "log_bytes_per_op", "peak_rss_mb")
     assert scale["verify_problems"] == 0
+    assert scale["verify_full_problems"] == 0 and scale["verify_full_s"] > 0
+    assert set(scale["backup"]) == {"plain", "encrypted"}
+    for b in scale["backup"].values():
+        _positive(b, "total_s", "snapshot_s", "check_s", "seal_s", "file_mb")
     assert scale["wire_bytes_per_op"] < scale["bytes_per_op"]
 
 

@@ -89,7 +89,8 @@ def backup() -> None:
 @json_option
 @click.pass_context
 def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_json: bool) -> None:
-    """Snapshot the database while selling goes on, verify it, seal it, rotate, copy off-site."""
+    """Snapshot the database while selling goes on, check its pages and log, seal it, rotate,
+    copy off-site (its views are refolded and verified at restore)."""
     t = open_terminal(ctx)
     target = DirectoryTarget(Path(to_dir).expanduser()) if to_dir else None
     r = create_backup(t.cfg, t.ledger, now_ms=wall_ms(), target=target, keep=keep)
@@ -98,6 +99,7 @@ def backup_create(ctx: click.Context, to_dir: str | None, keep: int | None, as_j
         "ops": r.ops,
         "bytes": r.bytes,
         "verified": True,
+        "checked": r.checked,
         "seconds": round(r.snapshot_s + r.verify_s + r.seal_s, 3),
         "offsite": r.offsite or r.offsite_error or "-",
         "rotated_out": len(r.removed),
@@ -164,7 +166,10 @@ def backup_verify(ctx: click.Context, file: str, key_file: str | None, as_json: 
     if check.problems:
         for p in check.problems:
             click.echo(f"problem: {p}", err=True)
-        raise MeshposError(f"backup {file} fails verify: {len(check.problems)} problem(s)")
+        hint = (
+            " (its log is sound: `meshpos restore` rebuilds the views)" if check.log_sound else ""
+        )
+        raise MeshposError(f"backup {file} fails verify: {len(check.problems)} problem(s){hint}")
 
 
 def _optional_config(ctx: click.Context) -> NodeConfig | None:
@@ -203,6 +208,7 @@ def restore(
         "from_terminal": f"{r.header.name} ({r.header.node_id})",
         "ops": r.ops,
         "previous_database": str(r.moved_to) if r.moved_to else "-",
+        "views": "rebuilt from the log" if r.views_rebuilt else "as backed up",
     }
     emit(info, as_json, "restored and verified")
     if not as_json:

@@ -13,14 +13,21 @@ and PIN lockouts), `print_queue`, `escrow_asks`, `peer_acks` and `parked`.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshpos.core.batching import collector_paused
 from meshpos.core.errors import ChainError, EncodingError, MeshposError, RemoteError, WrongStore
@@ -484,7 +491,7 @@ class Ledger:
     def _refold(self, schema: str) -> list[str]:
         for table in VIEW_TABLES:
             self.conn.execute(f"DELETE FROM {schema}.{table}")
-        return self._fold_all(schema, False, 5000)
+        return self._fold_all(schema, 5000)
 
     def _upgrade(self) -> None:
         """A database from before the rulebook: note its staff start and refold its views."""
@@ -705,27 +712,56 @@ class Ledger:
         rows = self.conn.execute("PRAGMA quick_check").fetchall()
         return [f"quick_check: {r[0]}" for r in rows if r[0] != "ok"]
 
-    def checkpoint(self) -> None:
-        """Merge the WAL into the database file and empty it."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def checkpoint(self) -> bool:
+        """Merge the WAL into the database file and empty it; whether all of it was (not while
+        another connection reads or writes)."""
+        busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     def copy_to(self, dest: Path) -> None:
-        """A consistent copy of the database into new file `dest`, under the same key, through
-        the online backup API in one step: a single read transaction, so concurrent commits
-        neither block nor tear it."""
+        """A consistent copy of the database into new file `dest`, under the same key, while
+        other connections go on committing.
+
+        In WAL mode, the files' bytes: inside a read transaction, which keeps checkpoints from
+        writing anything newer than this reader's snapshot into the database file and the WAL
+        from restarting, the database file and then its WAL are copied as they are. Every page
+        the database file may gain meanwhile is in the WAL copied after it, and opening the
+        copy replays that WAL up to its last whole commit: the database as of one commit, the
+        one read or a later one. No page is decrypted and encrypted again (SQLCipher's pages are
+        copied as ciphertext: 5x faster than the backup API on an encrypted database).
+        Otherwise (in memory, a URI, a rollback journal, inside a write) the online backup API,
+        in one step."""
         dest.unlink(missing_ok=True)
         remove_db_files(dest)
-        target = open_connection(str(dest), self.key)
-        try:
-            self.conn.backup(target)
-        finally:
-            target.close()
+        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        in_files = self.path != ":memory:" and not self.path.startswith("file:")
+        if not in_files or str(mode).lower() != "wal" or self._depth:
+            target = open_connection(str(dest), self.key)
+            try:
+                self.conn.backup(target)
+            finally:
+                target.close()
+            return
+        with self.snapshot():
+            self.conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+            for suffix in ("", "-wal"):
+                source = Path(self.path + suffix)
+                if source.exists():
+                    create_owner_only(str(dest) + suffix)
+                    shutil.copyfile(source, str(dest) + suffix)
 
     # -- verify and rebuild ---------------------------------------------------------------------
 
-    def verify(self, *, every_signature: bool = False, batch: int = 5000) -> list[str]:
+    def verify(
+        self, *, every_signature: bool = False, batch: int = 5000, workers: int | None = None
+    ) -> list[str]:
         """Check every hash chain, the signatures, and that each view equals a fresh fold of the
-        log. Returns the problems found (empty means the ledger is sound)."""
+        log. Returns the problems found (empty means the ledger is sound).
+
+        With `every_signature`, each op's signature is checked by `workers` processes (default:
+        one per core for a log of `PARALLEL_MIN` ops or more on disk, 0 = in this process), each
+        from its own read-only connection, while this process refolds the views: Ed25519 holds
+        the GIL, so threads would not overlap."""
         problems: list[str] = []
         scratch = self._scratch_path()
         try:
@@ -739,14 +775,16 @@ class Ledger:
             # and views, however much a running daemon commits meanwhile.
             self.conn.execute("BEGIN")
             try:
-                since = self._scan_staff_since()
-                if since != self.staff_since():
-                    problems.append(
-                        f"the staff start noted is {self.staff_since()}, the log says {since}"
-                    )
-                problems += self._fold_all("fresh", every_signature, batch)
-                problems += self._compare("fresh")
-                problems += self._check_sealed()
+                with self._signature_checks(every_signature, workers) as signatures:
+                    since = self._scan_staff_since()
+                    if since != self.staff_since():
+                        problems.append(
+                            f"the staff start noted is {self.staff_since()}, the log says {since}"
+                        )
+                    problems += self._fold_all("fresh", batch)
+                    problems += self._compare("fresh")
+                    problems += self._check_sealed()
+                    problems += signatures.problems()
             finally:
                 self.conn.execute("COMMIT")
         finally:
@@ -755,13 +793,99 @@ class Ledger:
                 Path(scratch + suffix).unlink(missing_ok=True)
         return problems
 
+    def verify_log(self, *, every_signature: bool = False, workers: int | None = None) -> list[str]:
+        """The log alone, views not refolded: each origin's hash chain from genesis to the head
+        the version vector names, its head's signature (which through the chain authenticates
+        every body and signature before it; each op's with `every_signature`), no op outside the
+        chains, and the sealed card data. What a backup proves before it is sealed: the views
+        are a fold of the log, rebuilt and checked in full at restore.
+
+        The chain is checked on the stored bytes, one SELECT per origin and a SHA-256 per op:
+        prev is the last field of the signed body, so no body is decoded but the head's."""
+        problems: list[str] = []
+        self.conn.execute("BEGIN")
+        try:
+            with self._signature_checks(every_signature, workers) as signatures:
+                heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin")
+                for origin, held, head in heads.fetchall():
+                    key = self.public_key(origin)
+                    if key is None:
+                        problems.append(f"origin {origin} has ops but no known key")
+                        continue
+                    problems += self._check_chain(origin, held, head, key)
+                stored, chained = self.conn.execute(
+                    "SELECT (SELECT COUNT(*) FROM ops), (SELECT COALESCE(SUM(seq), 0) FROM vv)"
+                ).fetchone()
+                if stored != chained:
+                    problems.append(
+                        f"the log holds {stored} ops, the version vector's chains {chained}"
+                    )
+                problems += self._check_sealed()
+                problems += signatures.problems()
+        finally:
+            self.conn.execute("COMMIT")
+        return problems
+
+    def _check_chain(self, origin: str, held: int, head: bytes, key: bytes) -> list[str]:
+        expected, seq = GENESIS, 0
+        last: tuple[bytes, bytes] | None = None
+        cursor = self.conn.execute(
+            "SELECT seq, body, sig FROM ops WHERE origin = ? ORDER BY seq", (origin,)
+        )
+        while rows := cursor.fetchmany(10_000):
+            for stored_seq, body, sig in rows:
+                seq += 1
+                if stored_seq != seq:
+                    return [f"origin {origin}: the log lacks op {origin}:{seq}"]
+                if body[-34:] != _PREV_TAG + expected:
+                    return [
+                        f"op {origin}:{seq} does not follow the op before it "
+                        "(an op was removed or altered)"
+                    ]
+                expected = hashlib.sha256(body + sig).digest()
+            last = rows[-1][1:]
+        if seq != held or expected != head:
+            return [f"origin {origin}: log ends at seq {seq}, version vector says {held}"]
+        if last is None:
+            return []
+        try:
+            op = decode_body(*last)
+            if (op.origin, op.seq) != (origin, seq):
+                raise ChainError(f"op {origin}:{seq} holds the body of {op.origin}:{op.seq}")
+            verify_run([op], key, None)
+        except (RemoteError, EncodingError) as exc:
+            return [str(exc)]
+        return []
+
+    @contextmanager
+    def _signature_checks(self, wanted: bool, workers: int | None) -> Iterator[SignatureChecks]:
+        """Every op's signature, checked beside whatever runs in the block (see `verify`)."""
+        tasks: list[SignatureTask] = []
+        if wanted:
+            for origin, held in self.conn.execute("SELECT origin, seq FROM vv ORDER BY origin"):
+                key = self.public_key(origin)
+                tasks += [
+                    SignatureTask(origin, key, lo, min(lo + SIGNATURE_CHUNK - 1, held))
+                    for lo in range(1, held + 1, SIGNATURE_CHUNK)
+                    if key is not None
+                ]
+        if workers is None:
+            total = sum(t.hi - t.lo + 1 for t in tasks)
+            workers = (os.cpu_count() or 1) if total >= PARALLEL_MIN else 0
+        # A daemonic process (the daemon's backup child) may not start processes.
+        apart = self.path != ":memory:" and not self.path.startswith("file:")
+        apart = apart and not current_process().daemon
+        checks = SignatureChecks(self.conn, self.path, self.key, tasks, workers if apart else 0)
+        with checks:
+            yield checks
+
     def rebuild(self, batch: int = 5000) -> None:
         """Drop and refold every view from the op log."""
         with self.write():
             self._set_staff_since(self._scan_staff_since())
             for table in VIEW_TABLES:
                 self.conn.execute(f"DELETE FROM main.{table}")
-            problems = self._fold_all("main", False, batch)
+            problems = self._fold_all("main", batch)
             if problems:
                 raise MeshposError("rebuild stopped: " + "; ".join(problems[:3]))
             self.conn.execute("DELETE FROM meta WHERE key = 'refold'")
@@ -770,11 +894,11 @@ class Ledger:
         base = Path(self.path).parent if self.path != ":memory:" else Path("/tmp")
         return str(base / f".verify-{os.getpid()}-{id(self)}.db")
 
-    def _fold_all(self, schema: str, every_signature: bool, batch: int) -> list[str]:
+    def _fold_all(self, schema: str, batch: int) -> list[str]:
         with collector_paused():
-            return self._fold_each(schema, every_signature, batch)
+            return self._fold_each(schema, batch)
 
-    def _fold_each(self, schema: str, every_signature: bool, batch: int) -> list[str]:
+    def _fold_each(self, schema: str, batch: int) -> list[str]:
         problems: list[str] = []
         retired = {n for n, rev in self.revocations().items() if rev.to}
         heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin").fetchall()
@@ -795,9 +919,6 @@ class Ledger:
                         (self.bodies.restore(body, origin, seq), sig) for seq, body, sig in rows
                     )
                     verify_run(ops, key, prev)
-                    if every_signature:
-                        for op in ops[:-1]:
-                            verify_run([op], key, None)
                 except (RemoteError, EncodingError) as exc:
                     problems.append(str(exc))
                     break
@@ -844,6 +965,93 @@ class Ledger:
             f"(SELECT COUNT(*) FROM main.{table} a JOIN {schema}.{table} b ON {on})"
         ).fetchone()
         return bool(mine == theirs == twins)
+
+
+_PREV_TAG = b"\xc4\x20"
+"""msgpack's header of a 32-byte bin: the prev hash that ends every op body (meshpos/core/ops.py)."""
+
+SIGNATURE_CHUNK = 50_000
+"""Ops per task of the every-signature check."""
+
+PARALLEL_MIN = 20_000
+"""From this many ops, the every-signature check runs in worker processes (starting one costs
+~0.5 s of imports, some 4,000 signature checks)."""
+
+
+@dataclass(frozen=True)
+class SignatureTask:
+    """Ops `lo`..`hi` of `origin`, whose signatures are checked against `public_key`."""
+
+    origin: str
+    public_key: bytes
+    lo: int
+    hi: int
+
+
+def check_signatures(conn: sqlite3.Connection, task: SignatureTask) -> list[str]:
+    """Each op's signature over its stored body bytes (nothing decoded); the first bad one."""
+    verifier = Ed25519PublicKey.from_public_bytes(task.public_key)
+    rows = conn.execute(
+        "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ?",
+        (task.origin, task.lo, task.hi),
+    )
+    for seq, body, sig in rows:
+        try:
+            verifier.verify(sig, body)
+        except (InvalidSignature, ValueError):
+            return [
+                f"op {task.origin}:{seq} has a signature that does not verify against its "
+                "origin's key"
+            ]
+    return []
+
+
+def _check_signatures_apart(path: str, key: bytes | None, task: SignatureTask) -> list[str]:
+    """`check_signatures` in a worker process, from its own read-only connection."""
+    conn = open_connection(path, key)
+    try:
+        conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return check_signatures(conn, task)
+    finally:
+        conn.close()
+
+
+class SignatureChecks:
+    """The every-signature check of a verify: with workers, started in processes when the block
+    is entered and gathered by `problems()`; without, run by `problems()` on the verify's own
+    connection (inside its read transaction)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        key: bytes | None,
+        tasks: list[SignatureTask],
+        workers: int,
+    ) -> None:
+        self._conn, self._path, self._key, self._tasks = conn, path, key, tasks
+        self._workers = min(workers, len(tasks))
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future[list[str]]] = []
+
+    def __enter__(self) -> SignatureChecks:
+        if self._workers:
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=get_context("spawn"))
+            self._futures = [
+                self._pool.submit(_check_signatures_apart, self._path, self._key, t)
+                for t in self._tasks
+            ]
+        return self
+
+    def problems(self) -> list[str]:
+        if self._pool is None:
+            return [p for t in self._tasks for p in check_signatures(self._conn, t)]
+        return [p for f in self._futures for p in f.result()]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _segments(ops: list[Op]) -> Iterator[list[Op]]:

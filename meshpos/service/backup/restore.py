@@ -1,7 +1,11 @@
 """Verifying a backup file, and restoring a node's database from one.
 
-Nothing changes unless the backup authenticates, belongs to this store and passes verify; the
-database it replaces is moved aside (`replaced/`), never deleted.
+Both run the full verify on the database inside (quick_check, every hash chain and signature,
+every view against a fresh fold), more than a backup checks when it is taken (see
+meshpos/service/backup/create.py). Nothing changes unless the backup authenticates, belongs to
+this store and passes verify; a backup whose log is sound but whose views are not its fold gets
+its views rebuilt from the log, then verified again. The database it replaces is moved aside
+(`replaced/`), never deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class BackupCheck:
     header: BackupHeader
     problems: tuple[str, ...]
     ops: int
+    log_sound: bool = True
+    """Whether the pages and the log pass (the problems are then in the views, which restore
+    rebuilds from the log)."""
 
 
 def verify_backup(
@@ -47,10 +54,11 @@ def verify_backup(
     try:
         unseal_file(path, keys.seal, tmp)
         problems, ops, _ = check_database(tmp, header.store, keys.db)
+        sound = not problems or not check_database(tmp, header.store, keys.db, full=False)[0]
     finally:
         tmp.unlink(missing_ok=True)
         remove_db_files(tmp)
-    return BackupCheck(header, tuple(problems), ops)
+    return BackupCheck(header, tuple(problems), ops, sound)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class RestoreResult:
     own_seq: int
     same_identity: bool
     moved_to: Path | None
+    views_rebuilt: bool = False
 
 
 def restore_backup(
@@ -92,6 +101,9 @@ def restore_backup(
             staged.unlink()
             os.replace(rekeyed, staged)
         problems, ops, vv = check_database(staged, cfg.store, node_key)
+        rebuilt = bool(problems) and _rebuild_views(staged, cfg.store, node_key)
+        if rebuilt:
+            problems, ops, vv = check_database(staged, cfg.store, node_key)
         if problems:
             raise CorruptBackup(
                 f"{path.name} fails verify ({problems[0]}; {len(problems)} problem(s)): "
@@ -123,7 +135,21 @@ def restore_backup(
     finally:
         staged.unlink(missing_ok=True)
         remove_db_files(staged)
-    return RestoreResult(header, ops, own, same, moved)
+    return RestoreResult(header, ops, own, same, moved, rebuilt)
+
+
+def _rebuild_views(path: Path, store: str, key: bytes | None) -> bool:
+    """Refold the views of a staged database whose log and pages pass their check; whether it
+    did (a damaged log or page is refused, never rebuilt around)."""
+    if check_database(path, store, key, full=False)[0]:
+        return False
+    ledger = Ledger(path, store, key=key, durable=False)
+    try:
+        ledger.rebuild()
+        ledger.checkpoint()
+    finally:
+        ledger.close()
+    return True
 
 
 def _hold_signing(cfg: NodeConfig, key: bytes | None) -> None:

@@ -106,7 +106,7 @@ def _reap(sched: _Schedule) -> None:
     sched.last, sched.error = result, error
     if result is not None:
         log.info(
-            "backup %s: %d ops, %.1f MB, verified%s",
+            "backup %s: %d ops, %.1f MB, pages and log checked%s",
             Path(result["path"]).name,
             result["ops"],
             result["bytes"] / 1e6,
