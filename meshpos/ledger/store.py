@@ -47,7 +47,7 @@ from meshpos.domain.cards import blob_matches
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
-from meshpos.ledger import commit_watch
+from meshpos.ledger import body_codec, commit_watch
 from meshpos.ledger.apply import apply_changes
 from meshpos.ledger.body_codec import BodyStore
 from meshpos.ledger.encryption import connect_encrypted, create_owner_only, remove_db_files
@@ -832,18 +832,23 @@ class Ledger:
         cursor = self.conn.execute(
             "SELECT seq, body, sig FROM ops WHERE origin = ? ORDER BY seq", (origin,)
         )
+        restore = self.bodies.restore
         while rows := cursor.fetchmany(10_000):
-            for stored_seq, body, sig in rows:
+            for stored_seq, stored, sig in rows:
                 seq += 1
                 if stored_seq != seq:
                     return [f"origin {origin}: the log lacks op {origin}:{seq}"]
+                try:
+                    body = restore(stored, origin, seq)
+                except EncodingError as exc:
+                    return [str(exc)]
                 if body[-34:] != _PREV_TAG + expected:
                     return [
                         f"op {origin}:{seq} does not follow the op before it "
                         "(an op was removed or altered)"
                     ]
                 expected = hashlib.sha256(body + sig).digest()
-            last = rows[-1][1:]
+                last = (body, sig)
         if seq != held or expected != head:
             return [f"origin {origin}: log ends at seq {seq}, version vector says {held}"]
         if last is None:
@@ -989,7 +994,8 @@ class SignatureTask:
 
 
 def check_signatures(conn: sqlite3.Connection, task: SignatureTask) -> list[str]:
-    """Each op's signature over its stored body bytes (nothing decoded); the first bad one."""
+    """Each op's signature over its signed body bytes (restored, nothing decoded); the first
+    bad one."""
     verifier = Ed25519PublicKey.from_public_bytes(task.public_key)
     rows = conn.execute(
         "SELECT seq, body, sig FROM ops WHERE origin = ? AND seq BETWEEN ? AND ?",
@@ -997,7 +1003,9 @@ def check_signatures(conn: sqlite3.Connection, task: SignatureTask) -> list[str]
     )
     for seq, body, sig in rows:
         try:
-            verifier.verify(sig, body)
+            verifier.verify(sig, body_codec.restore(body, task.origin, seq, conn))
+        except EncodingError as exc:
+            return [str(exc)]
         except (InvalidSignature, ValueError):
             return [
                 f"op {task.origin}:{seq} has a signature that does not verify against its "
