@@ -680,8 +680,8 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"{proto.get('protocol_zdict')} it is "
                 f"{fmt(proto.get('backlog_bytes_per_sale'), '.1f')} B a sale (message encoding, "
                 f"before ZeroMQ/CURVE); {fmt(bundle_overhead, '.1f')} B a sale in signed "
-                f"{BATCH:,}-op bundles; a lone sale pushed in its own Ops message (plain: "
-                f"fewer than {proto.get('protocol_min_batch')} ops are not deflated): "
+                f"{BATCH:,}-op bundles; a lone sale pushed in its own Ops message (deflated "
+                f"from {proto.get('protocol_min_batch')} op up, with the same dictionary): "
                 f"{fmt(proto.get('lone_push_bytes_mean'), '.0f')} B on average, "
                 f"{fmt(proto.get('lone_push_bytes_max'), ',d')} B at most",
                 "sync Ops messages: sender raw_since + messages.encode; receiver messages.decode "
@@ -759,7 +759,7 @@ def _protocol_merge(
         one_framing = len(messages.encode(messages.Ops((wire,)))) - len(wire)
         sales = [pack([b, s]) for _, _, b, s in source.raw_since(dict.fromkeys(source.vv(), 0))]
         sample = sales[:: max(1, len(sales) // 500)]
-        alone = compression.for_batch(zdict, 1)  # what SyncNode does with one op: plain
+        alone = compression.for_batch(zdict, 1)  # what SyncNode does with one op
         lone = [len(messages.encode(messages.Ops((w,)), alone)) for w in sample]
     finally:
         target.close()

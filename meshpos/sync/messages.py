@@ -5,7 +5,7 @@ exactly the expected shape raises `MalformedMessage`, which the protocol answers
 and otherwise ignores. No message is ever half-applied.
 
 A Hello lists the compression dictionaries its sender reads (`z`, meshpos/sync/compression.py); to
-a peer that listed one, Ops of a batch (`compression.MIN_BATCH` ops or more) carries its ops
+a peer that listed one, Ops (of `compression.MIN_BATCH` ops or more) carries its ops
 deflated (`c`, with the dictionary's number in `z`) instead of a list (`o`). A peer from before
 lists none and gets the list, which every node still reads.
 """
