@@ -26,12 +26,12 @@ import hashlib
 import sqlite3
 import threading
 from functools import cache
-from importlib.resources import files
 
 import zstandard
 
 from meshpos.core.errors import EncodingError
 from meshpos.core.ops import MAX_OP_BYTES
+from meshpos.core.shipped import shipped_dictionary
 
 DICTIONARIES = {1: "body-zdict-1.bin"}
 SHIPPED = 1
@@ -78,14 +78,7 @@ def _decompressor(data: bytes) -> zstandard.ZstdDecompressor:
 
 @cache
 def _shipped(number: int) -> bytes:
-    name = DICTIONARIES.get(number)
-    if name is None:
-        raise EncodingError(
-            f"an op in this database was stored with body dictionary {number}, which this version "
-            f"of meshpos does not have (it has {', '.join(map(str, sorted(DICTIONARIES)))}): "
-            "upgrade meshpos to read it"
-        )
-    return files("meshpos").joinpath("data", name).read_bytes()
+    return shipped_dictionary(DICTIONARIES, number, "an op in this database was stored with body")
 
 
 _dictionaries: dict[int, bytes] = {}

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import zlib
 from functools import cache
-from importlib.resources import files
 
 from meshpos.core.errors import EncodingError
+from meshpos.core.shipped import shipped_dictionary
 
 DICTIONARIES = {1: "sync-zdict-1.bin"}
 LEVEL = 3
@@ -47,13 +47,7 @@ def best(theirs: tuple[int, ...] | list[int]) -> int:
 
 @cache
 def dictionary(number: int) -> bytes:
-    name = DICTIONARIES.get(number)
-    if name is None:
-        raise EncodingError(
-            f"the data was compressed with dictionary {number}, which this version of meshpos "
-            f"does not have (it has {', '.join(map(str, known()))}): upgrade meshpos to read it"
-        )
-    return files("meshpos").joinpath("data", name).read_bytes()
+    return shipped_dictionary(DICTIONARIES, number, "the data was compressed with")
 
 
 @cache
