@@ -682,20 +682,15 @@ class TillConsole:
         }
         if method not in usage or len(rest) != usage[method]:
             raise InputError("usage: done [cash | machine CODE LAST4 | upi [UTR] | giftcard CODE]")
-        payment = None
-        if exchange_net(self.session, self.take) > 0:
-            payment = exchange_payment(
-                method,
-                approval=rest[0] if method in ("machine", "card_machine") else "",
-                last4=rest[1] if method in ("machine", "card_machine") else "",
-                upi_ref=rest[0] if method == "upi" else "",
-                code=rest[0] if method in ("giftcard", "gc") else "",
-            )
-        elif method != "cash":
-            raise InputError(
-                "nothing is due on this exchange: the customer is owed the difference; "
-                "`refund cash|credit-note` chooses how, then type done"
-            )
+        machine = method in ("machine", "card_machine")
+        payment = exchange_payment(
+            method,
+            approval=rest[0] if machine else "",
+            last4=rest[1] if machine else "",
+            upi_ref=rest[0] if method == "upi" else "",
+            code=rest[0] if method in ("giftcard", "gc") else "",
+        )
+        # The Terminal refuses a payment when the customer is owed the difference.
         result = record_exchange(self.session, self.take, payment)
         self.take = None
         self._recorded(result)

@@ -848,7 +848,7 @@ class Ledger:
                         "(an op was removed or altered)"
                     ]
                 expected = hashlib.sha256(body + sig).digest()
-                last = (body, sig)
+            last = (body, sig)
         if seq != held or expected != head:
             return [f"origin {origin}: log ends at seq {seq}, version vector says {held}"]
         if last is None:

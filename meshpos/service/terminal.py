@@ -815,7 +815,10 @@ class Terminal:
                 paid = settled.tenders
             else:
                 if tenders or card is not None:
-                    raise InputError("nothing is due on this exchange; leave out --pay")
+                    raise InputError(
+                        f"nothing is due on this exchange: the customer gets {rupees(-net)} "
+                        "back, so it takes no payment"
+                    )
                 if net and refund == giftcards.CREDIT_NOTE:
                     note = self._credit_note(-net)
                     paid = [{**note, "amount": net}]

@@ -970,12 +970,6 @@ def record_exchange(
     if not take:
         raise InputError("scan the items going out, or cancel the exchange")
     net = exchange_net(returning, going_out)
-    if net <= 0 and payment:
-        back_by = (refund or returning.refund_method).replace("_", " ")
-        raise InputError(
-            f"nothing is due on this exchange: the customer gets {rupees(-net)} back "
-            f"({back_by}); leave out the payment"
-        )
     result = returning.terminal.exchange(
         ref,
         back,

@@ -521,7 +521,8 @@ class SyncNode:
     def _direct_changed(self) -> None:
         """A session went down: the others hear on the next tick, and forward its ops again."""
         for other in self.sessions.values():
-            other.have_due = other.ready
+            if other.ready:
+                other.have_due = True
 
     def _fed_directly(self, session: Session, origin: str, now: int) -> bool:
         """Whether the peer gets `origin`'s ops from `origin` itself: it says it has a session
