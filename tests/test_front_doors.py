@@ -488,18 +488,32 @@ def store(pair: tuple[Node, Node]) -> Store:
     return Store(t1, t2, hq, kiran, big)
 
 
-@pytest.fixture(params=["cli", "text", "web"])
-def door(
-    request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Door]:
-    if request.param == "cli":
-        yield CliDoor(store, monkeypatch)
+@contextlib.contextmanager
+def door_of(
+    kind: str,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    doors: tuple[type[Any], type[TextDoor], type[WebDoor]] = (CliDoor, TextDoor, WebDoor),
+) -> Iterator[Any]:
+    """Door `kind` ("cli", "text" or "web") of `store`, as one of `doors` (a test file's own
+    subclasses, with more steps), closed after."""
+    cli, text, web = doors
+    if kind == "cli":
+        yield cli(store, monkeypatch)
         return
-    opened: TextDoor | WebDoor = TextDoor(store) if request.param == "text" else WebDoor(store)
+    opened = text(store) if kind == "text" else web(store)
     try:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(params=["cli", "text", "web"])
+def door(
+    request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Door]:
+    with door_of(request.param, store, monkeypatch) as opened:
+        yield opened
 
 
 def stock(node: Node, sku: str) -> int:

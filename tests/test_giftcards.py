@@ -17,7 +17,17 @@ from conftest import Node
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mesh_helpers import Mesh
-from test_front_doors import CASH, PINS, Outcome, Store, TextDoor, WebDoor, recording, store
+from test_front_doors import (
+    CASH,
+    PINS,
+    Outcome,
+    Store,
+    TextDoor,
+    WebDoor,
+    door_of,
+    recording,
+    store,
+)
 
 from meshpos.core.errors import InputError
 from meshpos.devices import layout
@@ -161,14 +171,8 @@ class WebTill(WebDoor):
 def door(
     request: pytest.FixtureRequest, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Door]:
-    if request.param == "cli":
-        yield CliDoor(store, monkeypatch)
-        return
-    opened: TextTill | WebTill = TextTill(store) if request.param == "text" else WebTill(store)
-    try:
+    with door_of(request.param, store, monkeypatch, (CliDoor, TextTill, WebTill)) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def issue(node: Node, rupees: str) -> str:
