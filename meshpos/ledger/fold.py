@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from meshpos.core.errors import EncodingError
@@ -207,24 +208,49 @@ def _record(ch: Changes, op: Op) -> None:
         _checked_record(ch, op)
 
 
+# The fields a plain sale and each of its lines must have, read in one call each; a missing one
+# sends the sale to the checked path, which names it.
+_SALE_FIELDS = itemgetter(
+    "sale_id",
+    "points_earned",
+    "points_redeemed",
+    "number",
+    "ts_ms",
+    "subtotal",
+    "discount",
+    "tax",
+    "total",
+)
+_SALE_PARTS = itemgetter("terminal", "lines", "tenders")
+_LINE_FIELDS = itemgetter(
+    "sku",
+    "name",
+    "qty",
+    "unit_price",
+    "discount",
+    "gst_rate",
+    "tax",
+    "total",
+    "cgst",
+    "sgst",
+    "igst",
+)
+
+
 def _plain_sale(ch: Changes, op: Op) -> bool:
     """Fold a well-typed sale and return True; return False, changing nothing, otherwise.
 
     One pass reads each line's fields once, checks them in one expression and builds its rows
     aside; they join `ch` only when the whole sale passed."""
     p = op.payload
-    g: Callable[[str], Any] = p.get
-    sale_id, customer, ref = g("sale_id"), g("customer"), g("ref_sale")
-    earned, redeemed, number, ts_ms = (
-        g("points_earned"),
-        g("points_redeemed"),
-        g("number"),
-        g("ts_ms"),
-    )
-    subtotal, discount, tax, total = g("subtotal"), g("discount"), g("tax"), g("total")
-    terminal, lines, tenders = g("terminal"), g("lines"), g("tenders")
     if "paper" in p:
         return False  # a paper sale has its own register (`_paper`)
+    try:
+        sale_id, earned, redeemed, number, ts_ms, subtotal, discount, tax, total = _SALE_FIELDS(p)
+        terminal, lines, tenders = _SALE_PARTS(p)
+    except KeyError:
+        return False
+    customer, ref = p.get("customer"), p.get("ref_sale")
     lo, hi = -MAX_INT, MAX_INT
     if not (
         type(sale_id) is str
@@ -250,16 +276,11 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     for n, line in enumerate(lines):
         if type(line) is not dict:
             return False
-        lg = line.get
-        sku, name, qty, price, off = (
-            lg("sku"),
-            lg("name"),
-            lg("qty"),
-            lg("unit_price"),
-            lg("discount"),
-        )
-        rate, ltax, ltotal = lg("gst_rate"), lg("tax"), lg("total")
-        cgst, sgst, igst, cat, hsn = lg("cgst"), lg("sgst"), lg("igst"), lg("category"), lg("hsn")
+        try:
+            sku, name, qty, price, off, rate, ltax, ltotal, cgst, sgst, igst = _LINE_FIELDS(line)
+        except KeyError:
+            return False
+        cat, hsn = line.get("category"), line.get("hsn")
         if not (
             type(sku) is type(name) is str
             and type(qty) is type(price) is type(off) is type(rate) is type(ltax) is int
