@@ -281,6 +281,7 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
     on_fresh = [("init",), ("store", "init")]
     needs_daemon = {("peers",), ("logs",)}
     parsed_elsewhere = {("store", "revoke"), ("store", "retire")}  # test_revocation.py
+    parsed_elsewhere.add(("verify",))  # below: test_verify_json_says_ok_or_lists_the_problems...
     # Their --json output is parsed by their own suites, which set up what they need first
     # (backups, exports, an HQ, users): tests/test_backup.py, test_audit.py, test_encryption.py,
     # test_hq_*.py, test_cli_staff.py.
@@ -421,6 +422,27 @@ def test_verify_passes_then_names_a_corrupted_view_row_and_rebuild_fixes_it(node
     assert "rebuilt views from" in node.ok("rebuild").out
     assert node.qty("TEE-M") == 8
     assert node.run("verify").code == 0
+
+
+def test_verify_json_says_ok_or_lists_the_problems_and_exits_1(node):
+    node.sell("TEE-Mx2")
+    report = node.json("verify")
+    ops = report["ops"]
+    assert report == {
+        "ok": True,
+        "ops": ops,
+        "every_signature": False,
+        "problems": [],
+        "warnings": [],
+        "sealed_cards": {"held_awaiting_hq": 0, "answered": 0},
+    }
+    assert ops == len(node.json("ops", "tail", "-n", "1000"))
+    assert node.json("verify", "--full")["every_signature"] is True
+    corrupt(node, "UPDATE stock SET qty = qty + 1 WHERE sku = 'TEE-M'")
+    r = node.run("verify", "--json")
+    assert r.code == 1
+    bad = json.loads(r.out)
+    assert bad["ok"] is False and any("'TEE-M', 9" in p for p in bad["problems"])
 
 
 def test_verify_names_a_deleted_sale_and_a_forged_customer(node):

@@ -178,3 +178,17 @@ def test_workers_split_a_long_chain_and_find_a_bad_signature_in_any_chunk(
     assert [p.split(" has")[0] for p in led.verify(every_signature=True, workers=2)] == [
         f"op {bad}"
     ]
+
+
+def test_verify_and_rebuild_report_their_progress_op_by_batch(sound: Path, tmp_path: Path) -> None:
+    """What a progress bar is moved by: the ops refolded so far, after each batch, up to all."""
+    led = opened(sound, tmp_path / "progress.db")
+    try:
+        total = led.op_count()
+        for walk in (led.verify, led.rebuild):
+            seen: list[int] = []
+            walk(batch=4, progress=seen.append)  # type: ignore[operator]
+            assert seen == sorted(set(seen)) and seen[-1] == total and len(seen) > total // 4
+        assert led.verify() == []
+    finally:
+        led.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -14,6 +13,7 @@ from meshpos.cli.common import (
     json_option,
     op_ref,
     open_terminal,
+    progress_bar,
 )
 from meshpos.core.errors import InputError
 from meshpos.domain.catalog import SAMPLE_CATALOG, parse_csv
@@ -46,18 +46,7 @@ def catalog_import(ctx: click.Context, file: str | None, sample: bool, as_json: 
         raise InputError(f"cannot read {path}: {exc}") from None
     rows = parse_csv(text, path.name)
     t = open_terminal(ctx)
-    with click.progressbar(
-        length=len(rows),
-        label="importing",
-        file=sys.stderr,
-        hidden=as_json or not sys.stderr.isatty(),
-    ) as bar:
-        last = [0]
-
-        def tick(n: int) -> None:
-            bar.update(n - last[0])
-            last[0] = n
-
+    with progress_bar(len(rows), "importing", hidden=as_json) as tick:
         products, receipts = t.import_catalog(rows, acting_user(ctx), progress=tick)
     emit({"products": products, "stock_receipts": receipts}, as_json, "catalogue imported")
 

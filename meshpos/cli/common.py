@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,22 @@ def emit(
     for row in rows:
         table.add_row(*(_fmt(c, row.get(c)) for c in cols))
     console.print(table)
+
+
+@contextmanager
+def progress_bar(total: int, label: str, hidden: bool = False) -> Iterator[Callable[[int], None]]:
+    """A bar on stderr for long work (hidden when stderr is not a terminal, or for --json),
+    moved by a callback told how many of `total` items are done so far."""
+    with click.progressbar(
+        length=total, label=label, file=sys.stderr, hidden=hidden or not sys.stderr.isatty()
+    ) as bar:
+        shown = [0]
+
+        def tick(done: int) -> None:
+            bar.update(done - shown[0])
+            shown[0] = done
+
+        yield tick
 
 
 def op_ref(op: Op) -> str:

@@ -3,11 +3,12 @@ views and refolded into them."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
-from meshpos.cli.common import emit, json_option, op_ref, open_terminal
+from meshpos.cli.common import emit, json_option, op_ref, open_terminal, progress_bar
 from meshpos.core.clock import wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.domain.money import rupees
@@ -58,20 +59,32 @@ def _summary(p: Any) -> str:
 
 @click.command()
 @click.option("--full", is_flag=True, help="Check every op's signature, not one per chain.")
+@json_option
 @click.pass_context
-def verify(ctx: click.Context, full: bool) -> None:
+def verify(ctx: click.Context, full: bool, as_json: bool) -> None:
     """Check signatures, hash chains, and every view against a fresh fold of the log; warn
-    about files in the node directory that other accounts may read."""
+    about files in the node directory that other accounts may read. Exits 1 on a problem."""
     t = open_terminal(ctx)
-    for loose in loose_modes(t.cfg.dir):
-        click.echo(f"warning: {loose}", err=True)
-    problems = t.ledger.verify(every_signature=full) + card_number_problems(t.cfg)
+    loose = loose_modes(t.cfg.dir)
+    for warning in [] if as_json else loose:
+        click.echo(f"warning: {warning}", err=True)
+    count = t.ledger.op_count()
+    with progress_bar(count, "refolding the log", hidden=as_json) as tick:
+        problems = t.ledger.verify(every_signature=full, progress=tick)
+    problems += card_number_problems(t.cfg)
+    sealed = t.ledger.sealed_status()
+    if as_json:
+        report = {"ok": not problems, "ops": count, "every_signature": full}
+        emit({**report, "problems": problems, "warnings": loose, "sealed_cards": sealed}, True)
+        if problems:
+            sys.exit(1)
+        return
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
         raise MeshposError(f"verify found {len(problems)} problem(s)")
-    click.echo(f"ok: {t.ledger.op_count()} ops, chains and signatures valid, views match the log")
-    sealed = t.ledger.sealed_status()
+    signatures = "every signature" if full else "one signature per chain"
+    click.echo(f"ok: {count} ops, chains and {signatures} valid, views match the log")
     if any(sealed.values()):
         click.echo(
             f"card data sealed to HQ: {sealed['held_awaiting_hq']} held awaiting HQ's answer; "
@@ -85,5 +98,7 @@ def verify(ctx: click.Context, full: bool) -> None:
 def rebuild(ctx: click.Context) -> None:
     """Refold every view from the op log."""
     t = open_terminal(ctx)
-    t.ledger.rebuild()
-    click.echo(f"rebuilt views from {t.ledger.op_count()} ops")
+    count = t.ledger.op_count()
+    with progress_bar(count, "refolding the log") as tick:
+        t.ledger.rebuild(progress=tick)
+    click.echo(f"rebuilt views from {count} ops")

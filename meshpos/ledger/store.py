@@ -18,7 +18,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -84,6 +84,8 @@ __all__ = ["IngestResult", "Ledger", "NodeRecord", "RawOp", "VersionVector", "op
 
 RawOp = tuple[bytes, bytes]
 VersionVector = dict[str, int]
+Progress = Callable[[int], None]
+"""Told how many ops a long walk over the log (a refold) has done so far."""
 
 RULEBOOK = "1"
 """`meta.rulebook`: the views were folded under the rulebook (meshpos/domain/authority.py). A
@@ -753,10 +755,16 @@ class Ledger:
     # -- verify and rebuild ---------------------------------------------------------------------
 
     def verify(
-        self, *, every_signature: bool = False, batch: int = 5000, workers: int | None = None
+        self,
+        *,
+        every_signature: bool = False,
+        batch: int = 5000,
+        workers: int | None = None,
+        progress: Progress | None = None,
     ) -> list[str]:
         """Check every hash chain, the signatures, and that each view equals a fresh fold of the
-        log. Returns the problems found (empty means the ledger is sound).
+        log. Returns the problems found (empty means the ledger is sound). `progress` is told
+        how many ops have been refolded so far, after each batch.
 
         With `every_signature`, each op's signature is checked by `workers` processes (default:
         one per core for a log of `PARALLEL_MIN` ops or more on disk, 0 = in this process), each
@@ -781,7 +789,7 @@ class Ledger:
                         problems.append(
                             f"the staff start noted is {self.staff_since()}, the log says {since}"
                         )
-                    problems += self._fold_all("fresh", batch)
+                    problems += self._fold_all("fresh", batch, progress)
                     problems += self._compare("fresh")
                     problems += self._check_sealed()
                     problems += signatures.problems()
@@ -884,13 +892,13 @@ class Ledger:
         with checks:
             yield checks
 
-    def rebuild(self, batch: int = 5000) -> None:
-        """Drop and refold every view from the op log."""
+    def rebuild(self, batch: int = 5000, progress: Progress | None = None) -> None:
+        """Drop and refold every view from the op log (`progress` as for `verify`)."""
         with self.write():
             self._set_staff_since(self._scan_staff_since())
             for table in VIEW_TABLES:
                 self.conn.execute(f"DELETE FROM main.{table}")
-            problems = self._fold_all("main", batch)
+            problems = self._fold_all("main", batch, progress)
             if problems:
                 raise MeshposError("rebuild stopped: " + "; ".join(problems[:3]))
             self.conn.execute("DELETE FROM meta WHERE key = 'refold'")
@@ -899,12 +907,13 @@ class Ledger:
         base = Path(self.path).parent if self.path != ":memory:" else Path("/tmp")
         return str(base / f".verify-{os.getpid()}-{id(self)}.db")
 
-    def _fold_all(self, schema: str, batch: int) -> list[str]:
+    def _fold_all(self, schema: str, batch: int, progress: Progress | None = None) -> list[str]:
         with collector_paused():
-            return self._fold_each(schema, batch)
+            return self._fold_each(schema, batch, progress)
 
-    def _fold_each(self, schema: str, batch: int) -> list[str]:
+    def _fold_each(self, schema: str, batch: int, progress: Progress | None) -> list[str]:
         problems: list[str] = []
+        done = 0
         retired = {n for n, rev in self.revocations().items() if rev.to}
         heads = self.conn.execute("SELECT origin, seq, head FROM vv ORDER BY origin").fetchall()
         # Retired nodes first: their successors' spends are judged by what they inherit.
@@ -929,6 +938,9 @@ class Ledger:
                     break
                 prev, last_seq = ops[-1].hash, ops[-1].seq
                 apply_changes(self.conn, judge_batch(ops, NodePast(self.conn, schema))[0], schema)
+                done += len(ops)
+                if progress is not None:
+                    progress(done)
             if last_seq != held or prev != head:
                 problems.append(
                     f"origin {origin}: log ends at seq {last_seq}, version vector says {held}"
