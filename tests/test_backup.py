@@ -207,10 +207,15 @@ def test_a_backup_checks_the_log_and_restore_rebuilds_views_that_are_not_its_fol
     finally:
         t.close()
     assert node.json("backup")["checked"] == BACKUP_CHECK
-    check = verify_backup(r.path, cfg=cfg)
+    seen: list[int] = []
+    check = verify_backup(r.path, cfg=cfg, progress=seen.append)
     assert check.log_sound and any(p.startswith("stock:") for p in check.problems)
+    assert seen and seen[-1] == check.ops == read_header(r.path).ops  # the bar's length
     err = node.run("backup", "verify", str(r.path)).err
     assert "fails verify" in err and "`meshpos restore` rebuilds the views" in err
+    seen.clear()
+    result = restore_backup(cfg, r.path, force=True, progress=seen.append)
+    assert result.views_rebuilt and seen.count(result.ops) == 3  # verify, rebuild, verify again
     restored = node.json("restore", str(r.path), "--force")
     assert restored["views"] == "rebuilt from the log"
     t = Terminal.open(node.path)

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from meshpos.cli.common import DefaultGroup, emit, json_option, node_dir, open_terminal
+from meshpos.cli.common import (
+    DefaultGroup,
+    emit,
+    json_option,
+    node_dir,
+    open_terminal,
+    progress_bar,
+)
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError, MeshposError
 from meshpos.service.backup.create import create_backup
@@ -147,12 +154,14 @@ def backup_list(ctx: click.Context, as_json: bool) -> None:
 def backup_verify(ctx: click.Context, file: str, key_file: str | None, as_json: bool) -> None:
     """Authenticate a backup file and run verify on the database inside it."""
     cfg = _optional_config(ctx)
-    check = verify_backup(
-        Path(file),
-        cfg=cfg,
-        key_file=Path(key_file) if key_file else None,
-        workdir=cfg.dir if cfg else None,
-    )
+    with progress_bar(read_header(Path(file)).ops, "verifying", hidden=as_json) as tick:
+        check = verify_backup(
+            Path(file),
+            cfg=cfg,
+            key_file=Path(key_file) if key_file else None,
+            workdir=cfg.dir if cfg else None,
+            progress=tick,
+        )
     h = check.header
     info = {
         "file": file,
@@ -196,13 +205,15 @@ def restore(
     catches up the rest from its peers."""
     cfg = _config(ctx)
     _no_daemon(cfg, "restoring")
-    r = restore_backup(
-        cfg,
-        Path(file),
-        key_file=Path(key_file) if key_file else None,
-        force=force,
-        now_ms=wall_ms(),
-    )
+    with progress_bar(read_header(Path(file)).ops, "verifying", hidden=as_json) as tick:
+        r = restore_backup(
+            cfg,
+            Path(file),
+            key_file=Path(key_file) if key_file else None,
+            force=force,
+            now_ms=wall_ms(),
+            progress=tick,
+        )
     info = {
         "restored": file,
         "from_terminal": f"{r.header.name} ({r.header.node_id})",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from meshpos.core.errors import LocalError, MeshposError
 from meshpos.ledger.encryption import remove_db_files
-from meshpos.ledger.store import Ledger
+from meshpos.ledger.store import Ledger, Progress
 from meshpos.service.backup.format import authenticate, seal_file
 from meshpos.service.backup.keys import node_seal_keys
 from meshpos.service.backup.targets import (
@@ -69,9 +69,15 @@ million ops), and starting a process costs ~0.5 s."""
 
 
 def check_database(
-    path: Path, store: str, key: bytes | None, *, full: bool = True
+    path: Path,
+    store: str,
+    key: bytes | None,
+    *,
+    full: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[list[str], int, dict[str, int]]:
-    """quick_check plus Ledger.verify (`full`) or Ledger.verify_log on a database file, then its
+    """quick_check plus Ledger.verify (`full`, told `progress`) or Ledger.verify_log on a
+    database file, then its
     WAL merged into it; returns (problems, ops, vv). The page check runs on a second connection
     beside the other, in a thread or (a large file, not in a daemonic process, which may not
     start one) a process, so it costs no wall time while the other keeps one core busy."""
@@ -85,7 +91,7 @@ def check_database(
     try:
         with pool:
             pages = pool.submit(_quick_check, path, store, key)
-            log_or_all = ledger.verify() if full else ledger.verify_log()
+            log_or_all = ledger.verify(progress=progress) if full else ledger.verify_log()
             problems = pages.result() + log_or_all
         ops, vv = ledger.op_count(), ledger.vv()
         if not ledger.checkpoint():

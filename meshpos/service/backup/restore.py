@@ -20,7 +20,7 @@ from pathlib import Path
 
 from meshpos.core.errors import InputError, LocalError
 from meshpos.ledger.encryption import export_database, refuse_if_open, remove_db_files
-from meshpos.ledger.store import Ledger
+from meshpos.ledger.store import Ledger, Progress
 from meshpos.service.backup.create import check_database
 from meshpos.service.backup.format import BackupHeader, CorruptBackup, read_header, unseal_file
 from meshpos.service.backup.keys import resolve_keys
@@ -44,6 +44,7 @@ def verify_backup(
     cfg: NodeConfig | None = None,
     key_file: Path | None = None,
     workdir: Path | None = None,
+    progress: Progress | None = None,
 ) -> BackupCheck:
     """Authenticate every chunk, then open the snapshot and run quick_check and Ledger.verify.
     Raises CorruptBackup when the file itself is damaged; returns the problems verify found."""
@@ -53,7 +54,7 @@ def verify_backup(
     tmp = work / f".verify-backup-{os.getpid()}-{threading.get_ident()}.db"
     try:
         unseal_file(path, keys.seal, tmp)
-        problems, ops, _ = check_database(tmp, header.store, keys.db)
+        problems, ops, _ = check_database(tmp, header.store, keys.db, progress=progress)
         sound = not problems or not check_database(tmp, header.store, keys.db, full=False)[0]
     finally:
         tmp.unlink(missing_ok=True)
@@ -78,11 +79,13 @@ def restore_backup(
     key_file: Path | None = None,
     force: bool = False,
     now_ms: int | None = None,
+    progress: Progress | None = None,
 ) -> RestoreResult:
     """Replace this node's database with a verified backup. Nothing changes unless the backup
     authenticates, belongs to this store and passes verify. The database it replaces is moved
     aside (`replaced/`), never deleted. Restoring a backup of this same terminal over a
-    database that holds more of its own ops is refused without `force`."""
+    database that holds more of its own ops is refused without `force`. `progress` is told the
+    ops refolded so far by each check (and by the rebuild, when the views need one)."""
     header = read_header(path)
     if header.store != cfg.store:
         raise InputError(
@@ -100,10 +103,10 @@ def restore_backup(
             export_database(staged, keys.db, rekeyed, node_key)
             staged.unlink()
             os.replace(rekeyed, staged)
-        problems, ops, vv = check_database(staged, cfg.store, node_key)
-        rebuilt = bool(problems) and _rebuild_views(staged, cfg.store, node_key)
+        problems, ops, vv = check_database(staged, cfg.store, node_key, progress=progress)
+        rebuilt = bool(problems) and _rebuild_views(staged, cfg.store, node_key, progress)
         if rebuilt:
-            problems, ops, vv = check_database(staged, cfg.store, node_key)
+            problems, ops, vv = check_database(staged, cfg.store, node_key, progress=progress)
         if problems:
             raise CorruptBackup(
                 f"{path.name} fails verify ({problems[0]}; {len(problems)} problem(s)): "
@@ -138,14 +141,16 @@ def restore_backup(
     return RestoreResult(header, ops, own, same, moved, rebuilt)
 
 
-def _rebuild_views(path: Path, store: str, key: bytes | None) -> bool:
+def _rebuild_views(
+    path: Path, store: str, key: bytes | None, progress: Progress | None = None
+) -> bool:
     """Refold the views of a staged database whose log and pages pass their check; whether it
     did (a damaged log or page is refused, never rebuilt around)."""
     if check_database(path, store, key, full=False)[0]:
         return False
     ledger = Ledger(path, store, key=key, durable=False)
     try:
-        ledger.rebuild()
+        ledger.rebuild(progress=progress)
         ledger.checkpoint()
     finally:
         ledger.close()
