@@ -28,6 +28,7 @@ from hq_helpers import (
 from pg import Cluster, pg_cluster_fixture
 
 from meshpos.core.ops import Signer, make_op, pack
+from meshpos.domain.authority import CARD_FLOAT
 from meshpos.domain.cards import blocked_reason, open_card, sealed_from_tender
 from meshpos.domain.pricing import Tender
 from meshpos.hq.client import HQRefused
@@ -313,6 +314,39 @@ def test_card_sealed_at_the_till_is_settled_by_hq_and_the_result_flows_back(
     assert len(svc.storage.views.payments(store.id)) == 1
     result_ops = [o for o in ops_of(store.t1) if o.kind == "payment.result"]
     assert len(result_ops) == 1 and result_ops[0].origin == svc.node_id
+
+
+def test_hq_keeps_a_card_sales_sealed_data_until_a_later_op_gives_the_sale_authority(
+    store: Store, svc: HQService
+) -> None:
+    """A card sale that spends float another counter handed over, reaching HQ before that
+    hand-over, has no authority there yet: HQ charges nothing but keeps the sealed card data
+    that came beside it. When the hand-over arrives the sale gains authority, its payment job
+    takes the data and is settled then (not left to the periodic sweep), and HQ keeps none."""
+    open_float(svc, store, rupees=4_000)  # ₹2,000 of offline card float for each counter
+    t1, t2 = store.terminals
+    store.mesh()
+    assert t2.grant_rights(CARD_FLOAT, t1.node_id, 200_000) == 200_000
+    store.mesh()
+    sale = sell_by_card(t1, [("JKT", 1)], pan_with_suffix("4242"))  # ₹3,000: needs both shares
+    assert sale.payload["tenders"][0]["amount"] == 300_000
+
+    def kept() -> list[tuple[object, ...]]:
+        return svc.storage.db.run(
+            lambda tx: [tuple(r) for r in tx.execute("SELECT origin, seq, tender FROM sealed")]
+        )
+
+    with store.client(t1) as c:
+        held = c.vv()
+        own = [o for o in t1.ledger.ops_since(held) if o.origin == t1.node_id]
+        assert [o.seq for o in own][-1] == sale.op.seq and sale.op.sealed
+        c.push([o.wire() for o in own], certified(t1))
+        assert svc.storage.views.payments(store.id) == []
+        assert kept() == [(sale.op.origin, sale.op.seq, 0)]
+        c.push(wires(t2, c.vv()), certified(t2))  # the hand-over
+    [payment] = svc.storage.views.payments(store.id)  # settled by the push that gave authority
+    assert (payment["sale_id"], payment["status"]) == (sale.sale_id, "approved")
+    assert kept() == []
 
 
 def test_declined_card_opens_a_conflict_and_lands_on_every_blocklist(

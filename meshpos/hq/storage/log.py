@@ -243,7 +243,7 @@ class OpLog:
         if applied:
             rows = self.commit(tx, store, applied, now_ms, nodes_changed=new_node)
         elif new_node:
-            self.rejudge(tx, store, now_ms)
+            rows.payments = self.rejudge(tx, store, now_ms)
         transfers = frozenset(
             (str(op.payload.get("customer_id")), str(op.payload.get("to")))
             for op in rows.allowed
@@ -324,9 +324,9 @@ class OpLog:
         )
         rows = self._fold(tx, store, ops, now_ms)
         if stale:
-            self.refold(tx, store, now_ms)
+            rows.payments = self.refold(tx, store, now_ms)
         elif nodes_changed or rows.authority:
-            self.rejudge(tx, store, now_ms)
+            rows.payments += self.rejudge(tx, store, now_ms)
         return rows
 
     # -- the rulebook ---------------------------------------------------------------------------
@@ -379,20 +379,24 @@ class OpLog:
         rows.authority = may_give_authority(changes)
         return rows
 
-    def rejudge(self, tx: Tx, store: str, now_ms: int) -> None:
-        """The fixpoint: fold the store's ops held without authority that have it now."""
+    def rejudge(self, tx: Tx, store: str, now_ms: int) -> list[tuple[SQLValue, ...]]:
+        """The fixpoint: fold the store's ops held without authority that have it now. Returns
+        the card payments it queued (a sale that gained authority), for the caller to settle."""
+        queued: list[tuple[SQLValue, ...]] = []
         while True:
             past = HQPast(tx, store)
             held = past.held_without_authority()
             if not held:
-                return
+                return queued
             changes, flipped, reworded = rejudge(held, past)
             past.forget(flipped, reworded)
             flipped = self._with_sealed(tx, store, flipped)
-            write_views(tx, store, changes, gather(store, flipped, changes, now_ms))
+            rows = gather(store, flipped, changes, now_ms)
+            write_views(tx, store, changes, rows)
             write_takings(tx, store, changes)
+            queued += rows.payments
             if not flipped:
-                return
+                return queued
 
     def _note_staff_start(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
         """Move the store's staff start earlier if a bootstrap user op says so; whether the views
@@ -450,9 +454,11 @@ class OpLog:
 
         return self.db.run(count, write=False)
 
-    def refold(self, tx: Tx, store: str, now_ms: int) -> None:
+    def refold(self, tx: Tx, store: str, now_ms: int) -> list[tuple[SQLValue, ...]]:
         """Fold a store's views again from its ops (an upgrade, a staff start moved earlier).
-        Card payments keep their settlement; the store's ops are read in chunks per origin."""
+        Card payments keep their settlement; the store's ops are read in chunks per origin.
+        Returns the card payments of sales with authority (those already settled stay so)."""
+        queued: list[tuple[SQLValue, ...]] = []
         for table in (*VIEW_TABLES, *RULEBOOK_TABLES, TAKINGS_TABLE):
             tx.execute(f"DELETE FROM {table} WHERE store = ?", (store,))
         users = [
@@ -473,8 +479,8 @@ class OpLog:
                     (store, origin, lo, lo + REFOLD_BATCH),
                 )
                 ops = decode_bodies((bytes(b), bytes(s)) for b, s in chunk)
-                self._fold(tx, store, ops, now_ms)
-        self.rejudge(tx, store, now_ms)
+                queued += self._fold(tx, store, ops, now_ms).payments
+        return queued + self.rejudge(tx, store, now_ms)
 
     def refold_all(self, tx: Tx, now_ms: int) -> None:
         """Every store's views folded again (an HQ database from before the rulebook)."""
