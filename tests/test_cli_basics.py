@@ -249,6 +249,20 @@ def test_help_on_every_command_and_group(cli, tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_tables_show_square_brackets_as_written(node, tmp_path):
+    """Table cells are text, not rich markup: a product named with brackets, or advice naming a
+    config section, keep the bracketed part."""
+    csv = tmp_path / "brackets.csv"
+    csv.write_text(
+        "sku,name,barcode,category,size,colour,price,gst_rate,stock\n"
+        "KUR-B,Kurta [blue] [b],2000000000055,[Ethnic],M,Blue,999.00,5,2\n"
+    )
+    node.ok("catalog", "import", str(csv))
+    listed = node.ok("catalog", "list", "--search", "KUR-B").out
+    assert "Kurta [blue] [b]" in listed and "[Ethnic]" in listed
+    assert "no HQ configured ([hq] url)" in node.ok("status").out
+
+
 def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, test_csv):
     cid = node.json("customer", "add", "--name", "Asha", "--phone", "9800000001")["customer_id"]
     sale = node.sell("TEE-Mx3", "--customer", cid)["sale_id"]

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
+from rich.text import Text
 
 from meshpos.core.clock import wall_ms
 from meshpos.core.errors import InputError
@@ -169,22 +170,23 @@ def emit(
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     if isinstance(rows, dict):
-        table = Table(title=title or None, show_header=False)
+        table = Table(title=_plain(title), show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value")
         for key, value in rows.items():
-            table.add_row(key, _fmt(key, value))
+            table.add_row(Text(key), Text(_fmt(key, value)))
         console.print(table)
         return
     if not rows:
-        console.print(f"(no {title or 'rows'})")
+        console.print(Text(f"(no {title or 'rows'})"))
         return
     cols = list(columns or rows[0].keys())
-    table = Table(title=title or None)
+    table = Table(title=_plain(title))
     for col in cols:
-        table.add_column(col, justify="right" if isinstance(rows[0].get(col), int) else "left")
+        justify: JustifyMethod = "right" if isinstance(rows[0].get(col), int) else "left"
+        table.add_column(Text(col), justify=justify)
     for row in rows:
-        table.add_row(*(_fmt(c, row.get(c)) for c in cols))
+        table.add_row(*(Text(_fmt(c, row.get(c))) for c in cols))
     console.print(table)
 
 
@@ -202,6 +204,12 @@ def progress_bar(total: int, label: str, hidden: bool = False) -> Iterator[Calla
             shown[0] = done
 
         yield tick
+
+
+def _plain(title: str) -> Text | None:
+    """Text as written: what people typed (a product called "Tee [blue]") and words like
+    "[hq] url" are not rich markup, which would drop the bracketed part."""
+    return Text(title) if title else None
 
 
 def op_ref(op: Op) -> str:

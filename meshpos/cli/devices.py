@@ -4,7 +4,6 @@ print."""
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from meshpos.cli.common import emit, json_option, open_terminal
 from meshpos.service.printing import Printing
@@ -29,16 +28,16 @@ def devices_list(ctx: click.Context, no_probe: bool, as_json: bool) -> None:
     rows = [
         {
             "device": "printer",
-            "what": escape(p.get("describe", p.get("kind", ""))),
+            "what": p.get("describe", p.get("kind", "")),
             "state": "ok" if p["ok"] else "unavailable",
-            "detail": escape(p["detail"])
+            "detail": p["detail"]
             + ("" if p.get("configured", True) else " (the default: no printer table)"),
         },
         {
             "device": "scanner",
             "what": s.get("describe", ""),
             "state": "ok" if s["ok"] else "unavailable",
-            "detail": escape(s["detail"]),
+            "detail": s["detail"],
         },
     ]
     emit(rows, False, f"devices of {status['terminal']}")
