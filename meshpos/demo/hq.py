@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.markup import escape
 from rich.table import Table
 
 from meshpos.core.errors import MeshposError
@@ -311,15 +312,15 @@ def run(base: Path) -> int:
         st = json.loads(meshpos("--dir", str(dirs[0]), "status", "--json").stdout)
         cmd(f"--dir {dirs[0]} status")
         for key in ("wan", "hq_relay", "last_hq_sync", "ops_waiting_for_hq", "last_hq_error"):
-            console.print(f"      {key:<20} {_clip(str(st.get(key, '')), 76)}")
+            console.print(f"      {key:<20} {escape(_clip(str(st.get(key, '')), 76))}")
         failed = meshpos("--dir", str(dirs[0]), "sync", "now", "--wait", "2", check=False)
         cmd(f"--dir {dirs[0]} sync now --wait 2")
-        console.print(f"      exit {failed.returncode}: {_clip(failed.stderr.strip(), 90)}")
+        console.print(f"      exit {failed.returncode}: {escape(_clip(failed.stderr.strip(), 90))}")
 
         step("Meanwhile HQ changes a price (it signs a product.upsert for the store)")
         out = meshpos("hq", "price", HOT, "449", "--dir", str(hq.dir))
         cmd(f"hq price {HOT} 449 --dir {hq.dir}")
-        console.print("      " + out.stdout.strip().replace("\n", "\n      ")[:400])
+        console.print("      " + escape(out.stdout.strip().replace("\n", "\n      ")[:400]))
 
         step("WAN back: HQ restarts; `meshpos sync now` runs a round at once")
         t0 = time.monotonic()
@@ -328,7 +329,7 @@ def run(base: Path) -> int:
         wait_for(lambda: status_of(dirs[0]).get("wan", {}).get("wan_ok"), "the WAN coming back")
         done = meshpos("--dir", str(dirs[0]), "sync", "now", check=False)
         cmd(f"--dir {dirs[0]} sync now")
-        console.print(f"      {(done.stdout or done.stderr).strip()}")
+        console.print(f"      {escape((done.stdout or done.stderr).strip())}")
 
         def every_price() -> bool:
             return all(store_view(d)["prices"].get(HOT) == 44_900 for d in dirs)

@@ -718,6 +718,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def print_table(report: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     sc = report["scenario"]
@@ -733,7 +734,7 @@ def print_table(report: dict[str, Any], console: Any) -> None:
         table.add_row(section, figure, value, style=style)
     console.print(table)
     for v in report["violations"]:
-        console.print(f"[bold red]violation:[/] {v}")
+        console.print(f"[bold red]violation:[/] {escape(str(v))}")
 
 
 # -- HTML ---------------------------------------------------------------------------------------
