@@ -316,6 +316,48 @@ def test_a_retirement_converges_in_any_delivery_order(data: st.DataObject) -> No
         assert sorted(tuple(r) for r in rows) == sorted(want)
 
 
+def retired_twice() -> tuple[dict[str, Node], dict[str, Op], str]:
+    """`retired_store`, then T1, T2's successor, is retired into T0 in turn: a chain T2 -> T1
+    -> T0 down which everything T2 and T1 held passes."""
+    nodes, marks, cid = retired_store()
+    t0, t1 = nodes["T0"].terminal, nodes["T1"].terminal
+    point = t0.ledger.head(t1.node_id)[0]
+    body = revocation.payload(STORE, t1.node_id, point, "counter closed", STORE_KEY, to=t0.node_id)
+    marks["retire_t1"] = t0.append(revocation.REVOKE_KIND, body)
+    full_sync(list(nodes.values()))
+    return nodes, marks, cid
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_chain_of_retirements_hands_every_balance_to_its_end_in_any_order(
+    data: st.DataObject,
+) -> None:
+    """T2's balances reach T0 through T1, whatever order the two retirements, T2's late sale,
+    T1's redemption and the grants arrive in, at a terminal and at HQ; nothing is stranded."""
+    nodes, _, cid = _RETIRED.get("twice") or _RETIRED.setdefault("twice", retired_twice())
+    t0, t1, t2 = (nodes[n].node_id for n in ("T0", "T1", "T2"))
+    ref = nodes["T0"].ledger
+    assert ref.views.rights_held_by([t1, t2]) == 0
+    assert ref.views.rights(CARD_FLOAT, t0) == 50_000
+    assert ref.views.rights(cid, t0) == ref.views.points(cid) > 0
+    assert {n: r.to for n, r in ref.revocations().items()} == {t2: t1, t1: t0}
+    for node in nodes.values():
+        assert views(node.ledger) == views(ref), node.name
+    chunks = chunked(data, sorted(ref.ops_since({}), key=lambda o: o.id))
+    node = fresh_ledger()
+    for chunk in chunks:
+        node.ingest(chunk)
+    assert views(node) == views(ref) and node.verify() == []
+    with hq_storage() as storage:
+        feed_hq(storage, chunks)
+        assert hq_verdicts(storage) == unauthorised(ref)
+        rows = storage.db.query("SELECT customer_id, node, points FROM rights WHERE store = ? "
+                                "AND points != 0", (STORE,))  # fmt: skip
+        want = ref.conn.execute("SELECT customer_id, node, points FROM rights WHERE points != 0")
+        assert sorted(tuple(r) for r in rows) == sorted(want)
+
+
 def test_store_retire_moves_the_balances_to_the_node_named(tmp_path: Path) -> None:
     a, b, c = make_shop(tmp_path, ["A", "B", "C"], catalog=False)
     bad = meshpos(a, "store", "retire", "C", "--to", "C", check=False)
