@@ -71,6 +71,17 @@ def test_export_since_carries_only_what_the_other_side_lacks(pair, tmp_path):
     t2.ok("verify")
 
 
+def test_export_and_import_json_give_the_counts(pair, tmp_path):
+    t1, t2 = pair
+    t1.sell("TEE-M")
+    (tmp_path / "vv.json").write_text(json.dumps(t2.vv()))
+    path = str(tmp_path / "one.bundle")
+    out = t1.json("sync", "export", path, "--since", str(tmp_path / "vv.json"))
+    assert out == {"file": path, "ops": 1, "bytes": (tmp_path / "one.bundle").stat().st_size}
+    assert t2.json("sync", "import", path) == {"applied": 1, "duplicates": 0, "pending": 0}
+    assert t2.json("sync", "import", path) == {"applied": 0, "duplicates": 1, "pending": 0}
+
+
 def test_importing_the_same_bundle_twice_changes_nothing(pair, tmp_path):
     t1, t2 = pair
     t1.sell("TEE-M")

@@ -57,22 +57,30 @@ def _read_vv(path: str) -> dict[str, int]:
     type=click.Path(dir_okay=False),
     help="The other side's `meshpos sync vv --json`; export only what it lacks.",
 )
+@json_option
 @click.pass_context
-def sync_export(ctx: click.Context, file: str, since_file: str | None) -> None:
+def sync_export(ctx: click.Context, file: str, since_file: str | None, as_json: bool) -> None:
     """Write a signed bundle of ops to FILE."""
     since = _read_vv(since_file) if since_file else None
     data, count = open_terminal(ctx).export_bundle(since)
     write_file(file, data)
+    if as_json:
+        emit({"file": file, "ops": count, "bytes": len(data)}, True)
+        return
     click.echo(f"exported {count} ops ({len(data)} bytes) to {file}")
 
 
 @sync.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
+@json_option
 @click.pass_context
-def sync_import(ctx: click.Context, file: str) -> None:
+def sync_import(ctx: click.Context, file: str, as_json: bool) -> None:
     """Merge a bundle; applies only what this node lacks (importing twice changes nothing)."""
     data = read_file(file)
     r = open_terminal(ctx).import_bundle(data)
+    if as_json:
+        emit({"applied": r.applied, "duplicates": r.duplicates, "pending": r.pending}, True)
+        return
     click.echo(
         f"imported {r.applied} new ops ({r.duplicates} already held, {r.pending} waiting "
         "for a gap to fill)"
