@@ -32,7 +32,7 @@ from meshpos.ledger.judging import unauthorised_detail
 INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
-    "sale_lines": 19,
+    "sale_lines": 20,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,
@@ -224,21 +224,26 @@ Found = tuple[dict[str, Any], list[str]] | None
 
 def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Found:
     """Names the newest removals that together took the stock from above zero to below it: for two
-    counters that both sold the last unit, both sales."""
+    counters that both sold the last unit, both sales. An op's moves of the SKU count as one (a
+    sale with two lines of it moves it twice, next to each other in this order)."""
     row = conn.execute(f"SELECT qty FROM {s}.stock WHERE sku = ?", (sku,)).fetchone()
     qty = row[0] if row else 0
     if qty >= min(ack if ack is not None else 0, 0):
         return None
     deficit, ops = -qty, []
     for origin, seq, delta in conn.execute(
-        f"SELECT origin, seq, delta FROM {s}.stock_moves WHERE sku = ? AND delta < 0 "
+        f"SELECT origin, seq, delta FROM {s}.all_stock_moves WHERE sku = ? AND delta < 0 "
         "ORDER BY hlc DESC, origin DESC, seq DESC",
         (sku,),
     ):
-        ops.append(f"{origin}:{seq}")
-        deficit += delta
+        ref = f"{origin}:{seq}"
+        if ops and ops[-1] == ref:
+            deficit += delta
+            continue
         if deficit < 0 or len(ops) >= 20:
             break
+        ops.append(ref)
+        deficit += delta
     return {"sku": sku, "stock": qty}, ops
 
 
@@ -296,14 +301,18 @@ def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None
         return None
     if ack is not None:
         return None
-    ops = [
-        f"{o}:{q}"
-        for o, q in conn.execute(
-            f"SELECT origin, seq FROM {s}.stock_moves WHERE sku = ? "
-            "ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 20",
-            (sku,),
-        )
-    ]
+    ops: list[str] = []
+    for o, q in conn.execute(
+        f"SELECT origin, seq FROM {s}.all_stock_moves WHERE sku = ? "
+        "ORDER BY hlc DESC, origin DESC, seq DESC",
+        (sku,),
+    ):
+        ref = f"{o}:{q}"
+        if ops and ops[-1] == ref:
+            continue
+        if len(ops) == 20:
+            break
+        ops.append(ref)
     if not ops:
         return None
     return {"sku": sku}, ops
