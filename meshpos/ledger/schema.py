@@ -211,7 +211,8 @@ CREATE INDEX IF NOT EXISTS {s}.sales_id ON sales (sale_id);
 DROP INDEX IF EXISTS {s}.sales_customer;
 CREATE INDEX IF NOT EXISTS {s}.sales_by_customer ON sales (customer_id, ts_ms)
     WHERE customer_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS {s}.sales_number ON sales (origin, number);
+DROP INDEX IF EXISTS {s}.sales_number;
+CREATE INDEX IF NOT EXISTS {s}.sales_paper ON sales (origin) WHERE number = 0;
 CREATE INDEX IF NOT EXISTS {s}.sales_ts ON sales (ts_ms);
 CREATE TABLE IF NOT EXISTS {s}.sale_lines (
     origin   TEXT NOT NULL,
