@@ -6,9 +6,10 @@ scratch, which is what makes "incremental equals rebuild" a meaningful check.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from meshpos.domain.transfers import discrepancy, registers_of
@@ -224,27 +225,40 @@ Found = tuple[dict[str, Any], list[str]] | None
 
 def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Found:
     """Names the newest removals that together took the stock from above zero to below it: for two
-    counters that both sold the last unit, both sales. An op's moves of the SKU count as one (a
-    sale with two lines of it moves it twice, next to each other in this order)."""
+    counters that both sold the last unit, both sales."""
     row = conn.execute(f"SELECT qty FROM {s}.stock WHERE sku = ?", (sku,)).fetchone()
     qty = row[0] if row else 0
     if qty >= min(ack if ack is not None else 0, 0):
         return None
     deficit, ops = -qty, []
+    for ref, delta in _moves_newest_first(conn, s, sku):
+        if delta >= 0:
+            continue
+        ops.append(ref)
+        deficit += delta
+        if deficit < 0 or len(ops) >= 20:
+            break
+    return {"sku": sku, "stock": qty}, ops
+
+
+def _moves_newest_first(conn: sqlite3.Connection, s: str, sku: str) -> Iterator[tuple[str, int]]:
+    """Each op's net move of `sku` ("origin:seq", delta), newest first, those that net to zero
+    left out: a record moves a SKU once per line (schema.MOVES_DDL), an exchange of a SKU for
+    itself not at all."""
+    ref, net = "", 0
     for origin, seq, delta in conn.execute(
-        f"SELECT origin, seq, delta FROM {s}.all_stock_moves WHERE sku = ? AND delta < 0 "
+        f"SELECT origin, seq, delta FROM {s}.all_stock_moves WHERE sku = ? "
         "ORDER BY hlc DESC, origin DESC, seq DESC",
         (sku,),
     ):
-        ref = f"{origin}:{seq}"
-        if ops and ops[-1] == ref:
-            deficit += delta
-            continue
-        if deficit < 0 or len(ops) >= 20:
-            break
-        ops.append(ref)
-        deficit += delta
-    return {"sku": sku, "stock": qty}, ops
+        this = f"{origin}:{seq}"
+        if this != ref:
+            if net:
+                yield ref, net
+            ref, net = this, 0
+        net += delta
+    if net:
+        yield ref, net
 
 
 def _negative_points(conn: sqlite3.Connection, s: str, cust: str, ack: int | None) -> Found:
@@ -301,18 +315,7 @@ def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None
         return None
     if ack is not None:
         return None
-    ops: list[str] = []
-    for o, q in conn.execute(
-        f"SELECT origin, seq FROM {s}.all_stock_moves WHERE sku = ? "
-        "ORDER BY hlc DESC, origin DESC, seq DESC",
-        (sku,),
-    ):
-        ref = f"{o}:{q}"
-        if ops and ops[-1] == ref:
-            continue
-        if len(ops) == 20:
-            break
-        ops.append(ref)
+    ops = [ref for ref, _ in itertools.islice(_moves_newest_first(conn, s, sku), 20)]
     if not ops:
         return None
     return {"sku": sku}, ops
