@@ -3,6 +3,7 @@ ops between them, and a canonical dump of every view for comparison."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,3 +144,45 @@ def catalog_rows(n: int, stock: int = 5) -> list[CatalogRow]:
         )
         for i in range(n)
     ]
+
+
+# -- stock moves (a record's are its sale lines, see meshpos/ledger/schema.py MOVES_DDL) -----------
+
+RECORDS = ("sale", "return", "exchange")
+
+
+def moves_by_op(ledger: Ledger) -> Counter[tuple[str, int, str]]:
+    """Net stock moved per op and SKU, as the view gives it."""
+    got: Counter[tuple[str, int, str]] = Counter()
+    for origin, seq, sku, delta in ledger.conn.execute(
+        "SELECT origin, seq, sku, delta FROM all_stock_moves"
+    ):
+        got[(origin, seq, sku)] += delta
+    return +got + -got  # drops the zeros an exchange of a SKU for itself nets to
+
+
+def moves_of_ops(ops: list[Op]) -> Counter[tuple[str, int, str]]:
+    """The same, from the ops' payloads alone: what the `stock_moves` rows of every op said
+    before a sale's moves were its lines."""
+    want: Counter[tuple[str, int, str]] = Counter()
+    for op in ops:
+        p = op.payload
+        if op.kind in ("stock.receive", "stock.adjust"):
+            want[(op.origin, op.seq, p["sku"])] += p["delta"]
+        elif op.kind in RECORDS:
+            sold = -1 if op.kind == "return" else 1
+            for line in p["lines"]:
+                want[(op.origin, op.seq, line["sku"])] -= sold * line["qty"]
+            for line in p.get("returned", ()):
+                want[(op.origin, op.seq, line["sku"])] += line["qty"]
+    return +want + -want
+
+
+def stock_is_the_sum_of_its_moves(ledger: Ledger) -> None:
+    stock = dict(ledger.conn.execute("SELECT sku, qty FROM stock WHERE qty != 0"))
+    summed = dict(
+        ledger.conn.execute(
+            "SELECT sku, SUM(delta) FROM all_stock_moves GROUP BY sku HAVING SUM(delta) != 0"
+        )
+    )
+    assert stock == summed

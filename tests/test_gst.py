@@ -419,9 +419,11 @@ OLD_SALE_TAX = """CREATE TABLE sale_tax (
 
 
 def _lines_without_tax(conn: sqlite3.Connection) -> None:
-    """`sale_lines` as it was before each line's GST joined its row."""
+    """`sale_lines` as it was before each line's GST joined its row (and its `hlc`, added after)."""
     conn.execute("DROP VIEW sale_tax")
-    for column in LINE_TAX_COLUMNS:
+    conn.execute("DROP VIEW all_stock_moves")
+    conn.execute("DROP INDEX sale_lines_sku")
+    for column in (*LINE_TAX_COLUMNS, "hlc"):
         conn.execute(f"ALTER TABLE sale_lines DROP COLUMN {column}")
 
 

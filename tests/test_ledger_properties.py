@@ -26,9 +26,12 @@ from ledger_helpers import (
     fold_of,
     full_sync,
     make_replicas,
+    moves_by_op,
+    moves_of_ops,
     new_ledger,
     ops_lacking,
     signer,
+    stock_is_the_sum_of_its_moves,
     sync,
     union,
     views,
@@ -280,6 +283,8 @@ def assert_converged(ledgers: Sequence[Ledger], everything: list[Op]) -> None:
         got = views(ledger)
         for table, rows in want.items():
             assert got[table] == rows, table
+        assert moves_by_op(ledger) == moves_of_ops(everything)
+        stock_is_the_sum_of_its_moves(ledger)
         assert ledger.verify() == []
 
 

@@ -6,9 +6,10 @@ scratch, which is what makes "incremental equals rebuild" a meaningful check.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from meshpos.domain.transfers import discrepancy, registers_of
@@ -32,7 +33,7 @@ from meshpos.ledger.judging import unauthorised_detail
 INSERT_WIDTH = {
     "stock_moves": 6,
     "sales": 17,
-    "sale_lines": 19,
+    "sale_lines": 20,
     "tenders": 6,
     "returned": 5,
     "resolutions": 7,
@@ -230,16 +231,34 @@ def _oversell(conn: sqlite3.Connection, s: str, sku: str, ack: int | None) -> Fo
     if qty >= min(ack if ack is not None else 0, 0):
         return None
     deficit, ops = -qty, []
-    for origin, seq, delta in conn.execute(
-        f"SELECT origin, seq, delta FROM {s}.stock_moves WHERE sku = ? AND delta < 0 "
-        "ORDER BY hlc DESC, origin DESC, seq DESC",
-        (sku,),
-    ):
-        ops.append(f"{origin}:{seq}")
+    for ref, delta in _moves_newest_first(conn, s, sku):
+        if delta >= 0:
+            continue
+        ops.append(ref)
         deficit += delta
         if deficit < 0 or len(ops) >= 20:
             break
     return {"sku": sku, "stock": qty}, ops
+
+
+def _moves_newest_first(conn: sqlite3.Connection, s: str, sku: str) -> Iterator[tuple[str, int]]:
+    """Each op's net move of `sku` ("origin:seq", delta), newest first, those that net to zero
+    left out: a record moves a SKU once per line (schema.MOVES_DDL), an exchange of a SKU for
+    itself not at all."""
+    ref, net = "", 0
+    for origin, seq, delta in conn.execute(
+        f"SELECT origin, seq, delta FROM {s}.all_stock_moves WHERE sku = ? "
+        "ORDER BY hlc DESC, origin DESC, seq DESC",
+        (sku,),
+    ):
+        this = f"{origin}:{seq}"
+        if this != ref:
+            if net:
+                yield ref, net
+            ref, net = this, 0
+        net += delta
+    if net:
+        yield ref, net
 
 
 def _negative_points(conn: sqlite3.Connection, s: str, cust: str, ack: int | None) -> Found:
@@ -296,14 +315,7 @@ def _unknown_product(conn: sqlite3.Connection, s: str, sku: str, ack: int | None
         return None
     if ack is not None:
         return None
-    ops = [
-        f"{o}:{q}"
-        for o, q in conn.execute(
-            f"SELECT origin, seq FROM {s}.stock_moves WHERE sku = ? "
-            "ORDER BY hlc DESC, origin DESC, seq DESC LIMIT 20",
-            (sku,),
-        )
-    ]
+    ops = [ref for ref, _ in itertools.islice(_moves_newest_first(conn, s, sku), 20)]
     if not ops:
         return None
     return {"sku": sku}, ops

@@ -166,10 +166,15 @@ def _setting(ch: Changes, op: Op) -> None:
 
 
 def _move(ch: Changes, op: Op, sku: str, delta: int, kind: str) -> None:
+    _moved(ch, sku, delta)
+    ch.add("stock_moves", (op.origin, op.seq, sku, delta, kind, op.hlc))
+
+
+def _moved(ch: Changes, sku: str, delta: int) -> None:
+    """A move's effect on stock. A sale's moves are its `sale_lines` rows (schema.MOVES_DDL)."""
     ch.stock[sku] += delta
     ch.touched.add((OVERSELL, sku))
     ch.touched.add((UNKNOWN_PRODUCT, sku))
-    ch.add("stock_moves", (op.origin, op.seq, sku, delta, kind, op.hlc))
 
 
 def _stock(ch: Changes, op: Op) -> None:
@@ -313,6 +318,7 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
                 igst,
                 place,
                 gstin,
+                hlc,
             )
         )
         moves[sku] = moves.get(sku, 0) - qty
@@ -351,12 +357,10 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
         rows.setdefault("sale_lines", []).extend(line_rows)
     if moves:
         stock, touched = ch.stock, ch.touched
-        stock_moves = rows.setdefault("stock_moves", [])
         for sku, delta in moves.items():
             stock[sku] += delta
             touched.add((OVERSELL, sku))
             touched.add((UNKNOWN_PRODUCT, sku))
-            stock_moves.append((origin, seq, sku, delta, "sale", hlc))
     if tenders:
         out = rows.setdefault("tenders", [])
         for i, tender in enumerate(tenders):
@@ -435,6 +439,7 @@ def _checked_record(ch: Changes, op: Op) -> None:
                     sign * _get(line, "tax", int, op),
                     sign * _get(line, "total", int, op),
                     *_line_tax(op, line, sign, supply),
+                    op.hlc,
                 ),
             )
             n += 1
@@ -443,7 +448,7 @@ def _checked_record(ch: Changes, op: Op) -> None:
                 back[sku] += qty
     for sku, delta in moves.items():
         if delta:
-            _move(ch, op, sku, delta, op.kind)
+            _moved(ch, sku, delta)
     if back:
         if ref is None:
             raise EncodingError(f"op {op.origin}:{op.seq}: a return must name its original sale")

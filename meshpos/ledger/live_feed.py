@@ -115,7 +115,7 @@ def stock_moves(ledger: Ledger, skus: Sequence[str]) -> dict[str, dict[str, int]
         return moves
     marks = ",".join("?" * len(skus))
     for sku, origin, delta in ledger.conn.execute(
-        f"SELECT sku, origin, SUM(delta) FROM stock_moves WHERE sku IN ({marks}) "
+        f"SELECT sku, origin, SUM(delta) FROM all_stock_moves WHERE sku IN ({marks}) "
         "GROUP BY sku, origin",
         list(skus),
     ):

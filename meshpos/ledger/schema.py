@@ -208,8 +208,11 @@ CREATE TABLE IF NOT EXISTS {s}.sales (
     PRIMARY KEY (origin, seq)
 );
 CREATE INDEX IF NOT EXISTS {s}.sales_id ON sales (sale_id);
-CREATE INDEX IF NOT EXISTS {s}.sales_customer ON sales (customer_id, ts_ms);
-CREATE INDEX IF NOT EXISTS {s}.sales_number ON sales (origin, number);
+DROP INDEX IF EXISTS {s}.sales_customer;
+CREATE INDEX IF NOT EXISTS {s}.sales_by_customer ON sales (customer_id, ts_ms)
+    WHERE customer_id IS NOT NULL;
+DROP INDEX IF EXISTS {s}.sales_number;
+CREATE INDEX IF NOT EXISTS {s}.sales_paper ON sales (origin) WHERE number = 0;
 CREATE INDEX IF NOT EXISTS {s}.sales_ts ON sales (ts_ms);
 CREATE TABLE IF NOT EXISTS {s}.sale_lines (
     origin   TEXT NOT NULL,
@@ -231,6 +234,7 @@ CREATE TABLE IF NOT EXISTS {s}.sale_lines (
     igst     INTEGER NOT NULL DEFAULT 0,
     place    TEXT NOT NULL DEFAULT '',
     buyer_gstin TEXT NOT NULL DEFAULT '',
+    hlc      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (origin, seq, line)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {s}.tenders (
@@ -361,6 +365,7 @@ ADDED_COLUMNS = (
     ("sale_lines", "igst", "INTEGER NOT NULL DEFAULT 0"),
     ("sale_lines", "place", "TEXT NOT NULL DEFAULT ''"),
     ("sale_lines", "buyer_gstin", "TEXT NOT NULL DEFAULT ''"),
+    ("sale_lines", "hlc", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 # A line's GST as its tax invoice states it (HSN, rate, taxable value, CGST, SGST, IGST, place of
@@ -376,11 +381,33 @@ FROM sale_lines
 RETIRED_TABLES = ("sale_tax",)
 
 
+# A sale's, return's or exchange's stock moves are its lines (a line of `qty` units of `sku` moves
+# -qty): they are not written again as `stock_moves` rows, which hold the other moves (stock
+# counts, receipts, transfers). `all_stock_moves` is every move, one row per move (a sale with two
+# lines of one SKU moves it twice), for every reader of stock moves; `sale_lines_sku` holds all a
+# reader of a SKU's moves needs (its lines and their order, without a lookup in `sale_lines`).
+# Both read `sale_lines.hlc`, which a database made before gains by `ADDED_COLUMNS`: `Ledger`
+# runs this after adding columns, `verify` with the views.
+MOVES_DDL = """
+CREATE INDEX IF NOT EXISTS {s}.sale_lines_sku ON sale_lines (sku, hlc, qty);
+CREATE VIEW IF NOT EXISTS {s}.all_stock_moves AS
+SELECT origin, seq, sku, delta, hlc FROM stock_moves
+UNION ALL
+SELECT origin, seq, sku, -qty, hlc FROM sale_lines
+"""
+
+
 def view_ddl(schema: str = "main") -> str:
-    return VIEW_DDL.format(s=schema)
+    return (VIEW_DDL + MOVES_DDL).format(s=schema)
+
+
+def moves_ddl(schema: str = "main") -> list[str]:
+    """`MOVES_DDL`'s statements for `schema`."""
+    return [stmt for stmt in MOVES_DDL.format(s=schema).split(";") if stmt.strip()]
 
 
 def node_ddl() -> list[str]:
-    """Every statement that creates a node database's tables, in order."""
-    text = LOG_DDL + view_ddl("main") + LOCAL_DDL
+    """Every statement that creates a node database's tables, in order (`moves_ddl` after the
+    columns an older database lacks are added)."""
+    text = LOG_DDL + VIEW_DDL.format(s="main") + LOCAL_DDL
     return [stmt for stmt in text.split(";") if stmt.strip()]

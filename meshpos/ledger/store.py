@@ -73,6 +73,7 @@ from meshpos.ledger.schema import (
     RETIRED_TABLES,
     SALE_TAX_VIEW,
     VIEW_TABLES,
+    moves_ddl,
     node_ddl,
     view_ddl,
 )
@@ -163,7 +164,8 @@ class Ledger:
         """A database made by an older meshpos: add the view columns it lacks, drop the view
         tables since retired (`sale_tax`, now a view of `sale_lines`), and mark its views for
         one refold when a view table or column is new while the log holds ops (a new table
-        would otherwise miss the rows of every op folded before it existed)."""
+        would otherwise miss the rows of every op folded before it existed; the refold also
+        drops the `stock_moves` rows a sale wrote before its lines were its moves)."""
         added = False
         for table, column, definition in ADDED_COLUMNS:
             have = {r[1] for r in self.conn.execute(f"PRAGMA main.table_info({table})")}
@@ -177,6 +179,8 @@ class Ledger:
             if kind == ("table",):
                 self.conn.execute(f"DROP TABLE main.{table}")
                 added = True
+        for stmt in moves_ddl():
+            self.conn.execute(stmt)
         self.conn.execute(SALE_TAX_VIEW)
         fresh = tables_before and not set(VIEW_TABLES) <= tables_before
         if (added or fresh) and self.conn.execute("SELECT 1 FROM ops LIMIT 1").fetchone():

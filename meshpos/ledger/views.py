@@ -141,8 +141,18 @@ class Views:
     # -- sales and returns ----------------------------------------------------------------------
 
     def next_number(self, origin: str) -> int:
-        """The receipt number `origin`'s next sale, return or exchange gets."""
-        return self._value("SELECT MAX(number) FROM sales WHERE origin = ?", (origin,)) + 1
+        """The receipt number `origin`'s next sale, return or exchange gets. A counter numbers
+        its records in the order it writes them (each takes the number this gives, in the same
+        transaction), so its newest numbered record holds its highest number: found from the end
+        of its run of sales by primary key, with no index of numbers to keep."""
+        return (
+            self._value(
+                "SELECT number FROM sales WHERE origin = ? AND number != 0 "
+                "ORDER BY seq DESC LIMIT 1",
+                (origin,),
+            )
+            + 1
+        )
 
     def next_paper_number(self, origin: str) -> int:
         """The number `origin`'s next paper entry gets (paper entries take receipt number 0)."""
