@@ -98,13 +98,15 @@ def _file_replicas(tmp_path: Path) -> tuple[Replica, Replica]:
 def _lay_out_as_before(conn: sqlite3.Connection) -> None:
     """Rewrite a database as meshpos laid its views out before: a `stock_moves` row per SKU a
     record moved (net of its lines, kind and hlc of the record), no `sale_lines.hlc`, an index of
-    receipt numbers and one of every sale by customer."""
+    receipt numbers, one of every sale by customer and one of every escrow move by op."""
     conn.executescript(
         """
         DROP VIEW all_stock_moves;
         DROP INDEX sale_lines_sku;
         DROP INDEX sales_by_customer;
         DROP INDEX sales_paper;
+        DROP INDEX rights_log_unheld;
+        CREATE INDEX rights_log_op ON rights_log (origin, seq);
         CREATE INDEX sales_customer ON sales (customer_id, ts_ms);
         CREATE INDEX sales_number ON sales (origin, number);
         INSERT INTO stock_moves
@@ -143,7 +145,13 @@ def test_a_database_laid_out_as_before_is_upgraded_once_and_verifies(tmp_path: P
     try:
         names = {r[0] for r in ledger.conn.execute("SELECT name FROM sqlite_master")}
         assert {"all_stock_moves", "sale_lines_sku", "sales_by_customer", "sales_paper"} <= names
-        assert not {"sales_customer", "sales_number"} & names
+        assert not {"sales_customer", "sales_number", "rights_log_op"} & names
+        plan = ledger.conn.execute(  # the one query by op: the debits judged without authority
+            "EXPLAIN QUERY PLAN DELETE FROM rights_log WHERE origin = ? AND seq = ? "
+            "AND authority = 0",
+            ("a", 1),
+        ).fetchall()
+        assert "USING INDEX rights_log_unheld" in plan[0][3]
         assert ledger.conn.execute("SELECT value FROM meta WHERE key = 'refold'").fetchone() is None
         kinds = ledger.conn.execute("SELECT DISTINCT kind FROM stock_moves").fetchall()
         assert kinds == [("stock.receive",)]

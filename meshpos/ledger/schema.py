@@ -147,7 +147,8 @@ CREATE TABLE IF NOT EXISTS {s}.rights_log (
     authority   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {s}.rights_log_holder ON rights_log (customer_id, node, origin, seq);
-CREATE INDEX IF NOT EXISTS {s}.rights_log_op ON rights_log (origin, seq);
+DROP INDEX IF EXISTS {s}.rights_log_op;
+CREATE INDEX IF NOT EXISTS {s}.rights_log_unheld ON rights_log (origin, seq) WHERE authority = 0;
 CREATE TABLE IF NOT EXISTS {s}.unauthorised (
     origin   TEXT NOT NULL,
     seq      INTEGER NOT NULL,
