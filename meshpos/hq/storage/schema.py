@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS sales (
     ref_sale TEXT,
     PRIMARY KEY (store, origin, seq)
 );
-CREATE INDEX IF NOT EXISTS sales_customer ON sales (customer_id);
+DROP INDEX IF EXISTS sales_customer;
 CREATE TABLE IF NOT EXISTS sales_daily (
     store     TEXT NOT NULL,
     day       TEXT NOT NULL,
