@@ -3,7 +3,7 @@ and binary COPY write exactly what `INSERT ... VALUES` writes; a batch's store d
 once per day, are `StoreTime.day` of every sale; and on PostgreSQL, a store whose locks are held
 does not hold back another store's ingest (several HQ processes share one database); writes sent
 without waiting still fail their transaction; the vv ingest works out is the stored one; takings
-dated by the views' days are takings dated alone; the retired `sales_customer` index goes."""
+dated by the views' days are takings dated alone; the retired indexes go."""
 
 from __future__ import annotations
 
@@ -298,13 +298,21 @@ def _indexes(hq: HQStorage) -> set[str]:
     return {str(n) for (n,) in hq.db.query("SELECT name FROM sqlite_master WHERE type='index'")}
 
 
+def _old_indexes(tx: Any) -> None:
+    """The indexes as the schema before this one made them."""
+    tx.execute("DROP INDEX rights_log_unheld")
+    tx.execute("CREATE INDEX sales_customer ON sales (customer_id)")
+    tx.execute("CREATE INDEX rights_log_op ON rights_log (store, origin, seq)")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_database_with_the_sales_customer_index_opens_without_it(
+def test_a_database_with_the_retired_indexes_opens_without_them(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """No HQ reader looks sales up by customer, so HQ no longer writes that index per sale: a
-    database made before (with it, as the old schema made it) loses it when HQ opens it, and
-    keeps its ops and views."""
+    """No HQ reader looks sales up by customer, nor deletes `rights_log` rows by op but those
+    without authority, so HQ no longer writes those indexes per sale: a database made before
+    (with them, as the old schema made them) loses them when HQ opens it (the narrower
+    `rights_log_unheld` made instead), and keeps its ops and views."""
     pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
     url = pg.create_db() if pg is not None else str(tmp_path / "hq.db")
     hq = _hq(url, STORE)
@@ -312,13 +320,14 @@ def test_a_database_with_the_sales_customer_index_opens_without_it(
     try:
         hq.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
         hq.log.ingest(STORE, [o.wire() for o in OPS[:half]], (), T0)
-        hq.db.run(lambda tx: tx.execute("CREATE INDEX sales_customer ON sales (customer_id)"))
-        assert "sales_customer" in _indexes(hq)
+        hq.db.run(_old_indexes)
+        assert {"sales_customer", "rights_log_op"} <= _indexes(hq)
     finally:
         hq.close()
     hq = open_storage(url, durable=False)
     try:
-        assert "sales_customer" not in _indexes(hq)
+        assert not {"sales_customer", "rights_log_op"} & _indexes(hq)
+        assert "rights_log_unheld" in _indexes(hq)
         rest = hq.log.ingest(STORE, [o.wire() for o in OPS], (), T0)
         assert (rest.applied, rest.duplicates) == (len(OPS) - half, half)
         assert _hq_views(hq) == VIEWS
