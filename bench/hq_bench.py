@@ -9,7 +9,9 @@ batch), and `http` pushes the same batches through a real uvicorn server with th
 push of everything measures the cost of a relay re-sending what HQ already holds.
 
 PostgreSQL runs in a throwaway cluster started here (tests/pg.py) with its durable defaults
-(fsync on); SQLite runs with synchronous=FULL, as `meshpos hq serve` does.
+(fsync on); SQLite runs with synchronous=FULL, as `meshpos hq serve` does. The server shares the
+machine's cores with the client, so the storage and process runs count its CPU too (`ServerCPU`,
+from /proc) beside the client's: ops per CPU-second of client plus server.
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ upserted in key order, payment jobs are claimed with `FOR UPDATE SKIP LOCKED`, a
 that still loses a deadlock or serialisation race is retried.
 
 Bulk writes cost one statement each, whatever their size: new rows (ops, sales, the rulebook's
-logs) go in by binary `COPY`, and upserts bind one array per column (`INSERT ... SELECT * FROM
-unnest(...) ON CONFLICT ...`), so neither the client nor the server parses a value per row as text.
-Both need each table's column types, read once per process from the catalogue.
+logs) go in by binary `COPY`, and upserts bind one binary array per column (`%b`, `INSERT ...
+SELECT * FROM unnest(...) ON CONFLICT ...`), so neither the client nor the server formats or
+parses a value per row as text (text arrays cost the client ~8x and the server ~3x as much).
+Both need each table's column types, read once per process from the catalogue. Upserts and
+locks are sent in pipeline mode as they are made, and not waited for until a statement reads
+(`PostgresTx`).
 """
 
 from __future__ import annotations
