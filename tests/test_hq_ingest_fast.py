@@ -1,13 +1,16 @@
 """HQ ingest's fast paths checked against the plain ones they replace: PostgreSQL's array upserts
 and binary COPY write exactly what `INSERT ... VALUES` writes; a batch's store days, worked out
 once per day, are `StoreTime.day` of every sale; and on PostgreSQL, a store whose locks are held
-does not hold back another store's ingest (several HQ processes share one database)."""
+does not hold back another store's ingest (several HQ processes share one database); writes sent
+without waiting still fail their transaction; the vv ingest works out is the stored one; takings
+dated by the views' days are takings dated alone; the retired indexes go."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,11 +23,12 @@ from test_hq_storage import NODES, OPS, STORE, STORE_KEY, T0, VIEWS, _hq_views
 from bench.hq_bench import certified, resigned
 from meshpos.core.ops import Signer
 from meshpos.domain.storetime import StoreTime
-from meshpos.hq.storage import HQStorage, open_storage
+from meshpos.hq.storage import HQStorage, open_storage, takings
 from meshpos.hq.storage.database import SQLValue, lock_key, upsert_values
 from meshpos.hq.storage.log import RULEBOOK_LOCK
 from meshpos.hq.storage.postgres import PostgresDatabase, PostgresTx
-from meshpos.hq.storage.views import StoreDays
+from meshpos.hq.storage.views import StoreDays, _sales_rows
+from meshpos.ledger.fold import fold
 
 TABLE = "CREATE TABLE {name} (k TEXT PRIMARY KEY, n BIGINT, s TEXT, b BYTEA)"
 CONFLICT = "ON CONFLICT (k) DO UPDATE SET n = {name}.n + excluded.n, s = excluded.s, b = excluded.b"
@@ -221,6 +225,109 @@ def test_a_database_written_by_the_plain_statements_takes_the_fast_ones(
             old.setattr(PostgresTx, "insert_new", plain_insert)
             old.setattr(PostgresTx, "upsert", upsert_values)
             assert hq.log.ingest(STORE, [o.wire() for o in OPS[:half]], (), T0).applied == half
+        rest = hq.log.ingest(STORE, [o.wire() for o in OPS], (), T0)
+        assert (rest.applied, rest.duplicates) == (len(OPS) - half, half)
+        assert _hq_views(hq) == VIEWS
+    finally:
+        hq.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(zone=st.sampled_from(ZONES), cut=st.integers(0, len(OPS)))
+def test_takings_dated_by_the_views_days_are_takings_dated_alone(zone: str, cut: int) -> None:
+    """Ingest dates each sale once, for the views, and tallies takings by those days: the same
+    sums as dating the tenders' sales again (`gather`, what a backfill does)."""
+    days = StoreTime.named(zone)
+    for part in (OPS[:cut], OPS[cut:]):
+        ch = fold(part)
+        _, _, dated = _sales_rows(STORE, ch, days)
+        assert takings.tally(ch, dated) == takings.gather(ch, days)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_vv_an_ingest_answers_is_the_stored_one(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Ingest answers the store's vv worked out from the heads it read under the store's lock:
+    the one stored afterwards, whether a batch holds every origin, one of them, only ops HQ
+    holds, or ops past a gap."""
+    pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    hq = _hq(pg.create_db() if pg is not None else ":memory:", STORE)
+    try:
+        hq.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
+        first = [o for o in OPS if o.origin == OPS[0].origin]
+        for batch in (first[:3], OPS[:10], first[:5], OPS[12:], OPS, []):
+            out = hq.log.ingest(STORE, [o.wire() for o in batch], (), T0)
+            assert out.vv == hq.log.vv(STORE)
+        assert out.vv == VIEWS["vv"]
+    finally:
+        hq.close()
+
+
+def test_a_write_refused_in_the_pipeline_undoes_its_transaction(
+    scratch: PostgresDatabase,
+) -> None:
+    """Writes go out without waiting for their answers; one the server refuses still fails its
+    transaction (at the next read or the commit), which leaves nothing, and the connection
+    serves the next transaction."""
+    _fresh_tables(scratch, "fast")
+    row: tuple[SQLValue, ...] = ("k", 1, "s", b"b")
+    scratch.run(lambda tx: tx.insert_new("fast", (), [row]))
+
+    def twice(tx: Any) -> None:
+        tx.upsert("fast", [("other", 5, None, None)], CONFLICT.format(name="fast"))
+        tx.insert_new("fast", (), [row])  # the key is there: refused by the server
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        scratch.run(twice)
+
+    def then_read(tx: Any) -> list[Any]:
+        tx.insert_new("fast", (), [row])
+        return tx.execute("SELECT 1")
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        scratch.run(then_read)
+    assert _contents(scratch, "fast") == [row]
+    scratch.run(lambda tx: tx.upsert("fast", [("k", 2, "t", None)], CONFLICT.format(name="fast")))
+    assert _contents(scratch, "fast") == [("k", 3, "t", None)]
+
+
+def _indexes(hq: HQStorage) -> set[str]:
+    if hq.db.backend == "postgresql":
+        return {str(n) for (n,) in hq.db.query("SELECT indexname FROM pg_indexes")}
+    return {str(n) for (n,) in hq.db.query("SELECT name FROM sqlite_master WHERE type='index'")}
+
+
+def _old_indexes(tx: Any) -> None:
+    """The indexes as the schema before this one made them."""
+    tx.execute("DROP INDEX rights_log_unheld")
+    tx.execute("CREATE INDEX sales_customer ON sales (customer_id)")
+    tx.execute("CREATE INDEX rights_log_op ON rights_log (store, origin, seq)")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_with_the_retired_indexes_opens_without_them(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """No HQ reader looks sales up by customer, nor deletes `rights_log` rows by op but those
+    without authority, so HQ no longer writes those indexes per sale: a database made before
+    (with them, as the old schema made them) loses them when HQ opens it (the narrower
+    `rights_log_unheld` made instead), and keeps its ops and views."""
+    pg = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    url = pg.create_db() if pg is not None else str(tmp_path / "hq.db")
+    hq = _hq(url, STORE)
+    half = len(OPS) // 2
+    try:
+        hq.enrolment.add_nodes(STORE, [n.cert for n in NODES if n.cert])
+        hq.log.ingest(STORE, [o.wire() for o in OPS[:half]], (), T0)
+        hq.db.run(_old_indexes)
+        assert {"sales_customer", "rights_log_op"} <= _indexes(hq)
+    finally:
+        hq.close()
+    hq = open_storage(url, durable=False)
+    try:
+        assert not {"sales_customer", "rights_log_op"} & _indexes(hq)
+        assert "rights_log_unheld" in _indexes(hq)
         rest = hq.log.ingest(STORE, [o.wire() for o in OPS], (), T0)
         assert (rest.applied, rest.duplicates) == (len(OPS) - half, half)
         assert _hq_views(hq) == VIEWS

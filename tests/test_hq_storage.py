@@ -128,6 +128,7 @@ def test_any_batches_in_any_order_store_each_op_once_with_the_stores_views(
                 chunk = chunk + chunk[: len(chunk) // 2]
             out = s.log.ingest(STORE, [o.wire() for o in chunk], NODES, T0)
             applied += out.applied
+            assert out.vv == s.log.vv(STORE)  # worked out in memory, as stored
             for origin, seq in out.vv.items():
                 assert seq <= VIEWS["vv"][origin]
         applied += s.log.ingest(STORE, [o.wire() for o in OPS], (), T0).applied

@@ -32,7 +32,7 @@ from meshpos.core.ops import (
     verify_signature,
 )
 from meshpos.domain.authority import GATED_KINDS, grace_end
-from meshpos.domain.cards import blob_matches, carries_hash
+from meshpos.domain.cards import SEALED_HASH, blob_matches, carries_hash
 from meshpos.domain.enrolment import NodeRecord, admit_record
 from meshpos.domain.revocation import REVOKE_KIND, Revoked
 from meshpos.domain.staff import Policy
@@ -60,6 +60,11 @@ RULEBOOK_LOCK = "#rulebook"
 rulebook reads across chains (a transfer from one counter gives another authority), so a store's
 verdicts are made one transaction at a time, each seeing the ones before; chains of different
 stores still ingest in parallel."""
+
+
+SEALED_HASH_BYTES = SEALED_HASH.encode()
+"""Any msgpack encoding of the key that names sealed card data holds these bytes: a signed body
+without them carries none, so its tenders are not searched."""
 
 
 class Equivocation(ChainError):
@@ -180,6 +185,11 @@ class OpLog:
                 out[str(origin)] = (int(seq), bytes(head))
         return out
 
+    def _store_heads(self, tx: Tx, store: str) -> dict[str, tuple[int, bytes]]:
+        """The last seq and op hash of every chain of the store HQ holds."""
+        rows = tx.execute("SELECT origin, seq, head FROM heads WHERE store = ?", (store,))
+        return {str(origin): (int(seq), bytes(head)) for origin, seq, head in rows}
+
     # -- ingest ---------------------------------------------------------------------------------
 
     def ingest(
@@ -223,7 +233,9 @@ class OpLog:
         for pair in twins:
             if pair[0].origin in known:
                 raise _equivocation(known[pair[0].origin][0], pair)
-        heads = self.heads(tx, store, sorted(by_origin))
+        # Every chain of the store, not only the batch's: the store's lock is held, so its vv
+        # afterwards is these heads moved on by the runs applied (no read after the writes).
+        heads = self._store_heads(tx, store)
         applied: list[Op] = []
         skipped: dict[str, int] = {}
         for origin in sorted(by_origin):
@@ -239,6 +251,8 @@ class OpLog:
                 skipped[origin] = past_gap
             dupes += held
             applied.extend(run)
+            if run:
+                heads[origin] = (run[-1].seq, run[-1].hash)
         rows = ViewRows()
         if applied:
             rows = self.commit(tx, store, applied, now_ms, nodes_changed=new_node)
@@ -253,7 +267,7 @@ class OpLog:
             applied=len(applied),
             duplicates=dupes,
             skipped=skipped,
-            vv=self.vv(store, tx),
+            vv={origin: seq for origin, (seq, _) in heads.items()},
             payments=len(rows.payments),
             transfers=transfers,
         )
@@ -317,12 +331,10 @@ class OpLog:
             "hlc = excluded.hlc, updated_ms = excluded.updated_ms",
         )
         self._keep_sealed(tx, store, ops)
-        stale = (
-            self._note_staff_start(tx, store, ops)
-            or self._note_revocations(tx, store, ops)
-            or self._heirs_of(tx, store, ops)
-        )
-        rows = self._fold(tx, store, ops, now_ms)
+        stale = self._note_staff_start(tx, store, ops) or self._note_revocations(tx, store, ops)
+        past = HQPast(tx, store)  # read once for the heirs and the verdicts: the batch is stored
+        stale = stale or self._heirs_of(past, ops)
+        rows = self._fold(tx, store, ops, now_ms, past)
         if stale:
             rows.payments = self.refold(tx, store, now_ms)
         elif nodes_changed or rows.authority:
@@ -352,7 +364,7 @@ class OpLog:
         it arrived, a refold), taken out of `sealed`: their payment jobs hold it now."""
         out = []
         for op in ops:
-            if not carries_hash(op):
+            if SEALED_HASH_BYTES not in op.body or not carries_hash(op):
                 out.append(op)
                 continue
             if not op.sealed:
@@ -369,12 +381,14 @@ class OpLog:
             out.append(op)
         return out
 
-    def _fold(self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int) -> ViewRows:
-        changes, allowed = judge_batch(ops, HQPast(tx, store))
+    def _fold(
+        self, tx: Tx, store: str, ops: Sequence[Op], now_ms: int, past: HQPast | None = None
+    ) -> ViewRows:
+        changes, allowed = judge_batch(ops, past or HQPast(tx, store))
         allowed = self._with_sealed(tx, store, allowed)
         rows = gather(store, allowed, changes, now_ms)
         write_views(tx, store, changes, rows)
-        write_takings(tx, store, changes)
+        write_takings(tx, store, changes, rows.days)
         rows.allowed = allowed
         rows.authority = may_give_authority(changes)
         return rows
@@ -393,7 +407,7 @@ class OpLog:
             flipped = self._with_sealed(tx, store, flipped)
             rows = gather(store, flipped, changes, now_ms)
             write_views(tx, store, changes, rows)
-            write_takings(tx, store, changes)
+            write_takings(tx, store, changes, rows.days)
             queued += rows.payments
             if not flipped:
                 return queued
@@ -433,9 +447,9 @@ class OpLog:
                 return True
         return False
 
-    def _heirs_of(self, tx: Tx, store: str, ops: Sequence[Op]) -> bool:
+    def _heirs_of(self, past: HQPast, ops: Sequence[Op]) -> bool:
         """Whether the batch holds ops of a retired node (see `Ledger._heirs_of`)."""
-        retired = {n for n, rev in HQPast(tx, store).revocations().items() if rev.to}
+        retired = {n for n, rev in past.revocations().items() if rev.to}
         return any(o.origin in retired for o in ops)
 
     def revocations(self, store: str) -> dict[str, Revoked]:

@@ -7,13 +7,17 @@ upserted in key order, payment jobs are claimed with `FOR UPDATE SKIP LOCKED`, a
 that still loses a deadlock or serialisation race is retried.
 
 Bulk writes cost one statement each, whatever their size: new rows (ops, sales, the rulebook's
-logs) go in by binary `COPY`, and upserts bind one array per column (`INSERT ... SELECT * FROM
-unnest(...) ON CONFLICT ...`), so neither the client nor the server parses a value per row as text.
-Both need each table's column types, read once per process from the catalogue.
+logs) go in by binary `COPY`, and upserts bind one binary array per column (`%b`, `INSERT ...
+SELECT * FROM unnest(...) ON CONFLICT ...`), so neither the client nor the server formats or
+parses a value per row as text (text arrays cost the client ~8x and the server ~3x as much).
+Both need each table's column types, read once per process from the catalogue. Upserts and
+locks are sent in pipeline mode as they are made, and not waited for until a statement reads
+(`PostgresTx`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -66,41 +70,53 @@ class ColumnTypes:
             self._tables[table] = found
         return found
 
+    def known(self, table: str) -> bool:
+        return table in self._tables
+
 
 class PostgresTx:
-    """One transaction on one connection. Upserts and locks, which answer nothing the caller
-    reads, are held back and sent with the next statement that does read (or at commit) in one
-    pipeline: one round trip for the lot, in the order they were made."""
+    """One transaction on one connection. Writes and locks, which answer nothing the caller
+    reads, go out at once in pipeline mode and are not waited for: the server stores them while
+    the caller works on (judging and folding the batch, on the other core). The next statement
+    that reads ends the pipeline and waits for everything before it, and so does the commit."""
 
     def __init__(self, cur: psycopg.Cursor[TupleRow], types: ColumnTypes) -> None:
         self.cur = cur
         self.types = types
-        self._held: list[tuple[str, Sequence[Any]]] = []
+        self._pipeline: contextlib.ExitStack | None = None  # open while writes are unanswered
+        self._writes: psycopg.Cursor[TupleRow] | None = None
 
     @staticmethod
     def _sql(sql: str) -> str:
         return _MARK.sub("%s", sql)
 
+    def _send(self, sql: str, params: Sequence[Any]) -> None:
+        """Send a write in the open pipeline (opened here), without waiting for its answer."""
+        if self._writes is None:
+            conn = self.cur.connection
+            self._pipeline = contextlib.ExitStack()
+            self._writes = conn.cursor()
+            self._pipeline.callback(self._writes.close)  # after the pipeline has its answers
+            self._pipeline.enter_context(conn.pipeline())
+        self._writes.execute(sql, params)
+
     def _run(self, sql: str, params: Sequence[Any]) -> None:
-        """Run `sql` on `self.cur` after the statements held back (in one pipeline with them)."""
-        if not self._held:
-            self.cur.execute(sql, params)
-            return
-        held, self._held = self._held, []
-        conn = self.cur.connection
-        with conn.pipeline(), conn.cursor() as writes:
-            for h_sql, h_params in held:
-                writes.execute(h_sql, h_params)
-            self.cur.execute(sql, params)
+        """Run `sql` on `self.cur` after the writes sent before it (in their pipeline)."""
+        self.cur.execute(sql, params)
+        self.flush()
 
     def flush(self) -> None:
-        """Send the statements held back (before a COPY, or the commit)."""
-        if self._held:
-            held, self._held = self._held, []
-            conn = self.cur.connection
-            with conn.pipeline(), conn.cursor() as writes:
-                for h_sql, h_params in held:
-                    writes.execute(h_sql, h_params)
+        """End the pipeline: wait for every statement sent (raising the first one's error)."""
+        pipeline, self._pipeline, self._writes = self._pipeline, None, None
+        if pipeline is not None:
+            pipeline.close()
+
+    def abort(self) -> None:
+        """Leave the pipeline after an error (the transaction is rolled back: answers unread)."""
+        pipeline, self._pipeline, self._writes = self._pipeline, None, None
+        if pipeline is not None:
+            with contextlib.suppress(psycopg.Error):
+                pipeline.close()
 
     def execute(self, sql: str, params: Sequence[SQLValue] = ()) -> list[Row]:
         self._run(self._sql(sql), tuple(params))
@@ -117,12 +133,17 @@ class PostgresTx:
         names = [d.name for d in self.cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
 
+    def _columns(self, table: str) -> Columns:
+        if self._pipeline is not None and not self.types.known(table):
+            self.flush()  # the catalogue read, once per table and process
+        return self.types.of(self.cur, table)
+
     def insert_new(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[SQLValue]]
     ) -> None:
         if not rows:
             return
-        types = dict(self.types.of(self.cur, table))
+        types = dict(self._columns(table))
         names = list(columns) if columns else list(types)
         self.flush()  # no other statement may run in a pipeline with a COPY
         with self.cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as cp:
@@ -131,20 +152,26 @@ class PostgresTx:
                 cp.write_row(row)
 
     def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
-        types = [t for _, t in self.types.of(self.cur, table)]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        self._held.append(
-            (
-                f"INSERT INTO {table} SELECT * FROM unnest({arrays}) {conflict}",
-                [list(column) for column in zip(*rows, strict=True)],
-            )
+        types = dict(self._columns(table))
+        self._send(
+            f"INSERT INTO {table} SELECT * FROM unnest({_arrays(types, list(types))}) {conflict}",
+            _by_column(rows),
         )
 
     def lock(self, keys: Iterable[str]) -> None:
-        """Held back like a write: the server takes the locks, in this order, before it runs
-        the next statement, which is the first that could read what they guard."""
+        """Sent like a write: the server takes the locks, in this order, before it runs the next
+        statement, which is the first that could read what they guard."""
         for key in sorted(set(keys)):
-            self._held.append(("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),)))
+            self._send("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
+
+
+def _arrays(types: dict[str, str], names: Sequence[str]) -> str:
+    """One binary array parameter per column (`%b`: no value is formatted or parsed as text)."""
+    return ", ".join(f"%b::{types[n]}[]" for n in names)
+
+
+def _by_column(rows: Sequence[Sequence[SQLValue]]) -> list[list[SQLValue]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _broken(conn: psycopg.Connection[TupleRow], exc: BaseException) -> bool:
@@ -182,7 +209,11 @@ class PostgresDatabase(Database):
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             tx = PostgresTx(cur, self.types)
-            yield tx
+            try:
+                yield tx
+            except BaseException:
+                tx.abort()
+                raise
             tx.flush()
 
     def run(self, fn: Callable[[Tx], T], write: bool = True) -> T:

@@ -9,6 +9,10 @@ settlement); `blocklist`; `loyalty_asks` (points other stores wait for); `taking
 per store, day and payment kind); `store_contacts` (when each terminal last reached HQ);
 `hq_users`, `hq_sessions` (HQ's people and their dashboard sessions).
 
+Indexes are those HQ's own queries read by, and no more: each costs every op that writes its
+table. Two that none read any more go when HQ opens a database that has them: `sales_customer`,
+and `rights_log_op` (only debits without authority are deleted by op: `rights_log_unheld`).
+
 Schema 2 added the rulebook's tables; a database of schema 1 gets them when HQ opens it, and every
 store's views refolded (`HQStorage`).
 """
@@ -86,7 +90,7 @@ CREATE TABLE IF NOT EXISTS sales (
     ref_sale TEXT,
     PRIMARY KEY (store, origin, seq)
 );
-CREATE INDEX IF NOT EXISTS sales_customer ON sales (customer_id);
+DROP INDEX IF EXISTS sales_customer;
 CREATE TABLE IF NOT EXISTS sales_daily (
     store     TEXT NOT NULL,
     day       TEXT NOT NULL,
@@ -187,7 +191,8 @@ CREATE TABLE IF NOT EXISTS rights_log (
     authority   {int} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rights_log_holder ON rights_log (store, customer_id, node, origin, seq);
-CREATE INDEX IF NOT EXISTS rights_log_op ON rights_log (store, origin, seq);
+DROP INDEX IF EXISTS rights_log_op;
+CREATE INDEX IF NOT EXISTS rights_log_unheld ON rights_log (store, origin, seq) WHERE authority = 0;
 CREATE TABLE IF NOT EXISTS unauthorised (
     store    TEXT NOT NULL,
     origin   TEXT NOT NULL,

@@ -9,7 +9,7 @@ missed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from meshpos.core.ops import decode_body
 from meshpos.domain.storetime import StoreTime
@@ -29,7 +29,11 @@ def gather(ch: Changes, zone: StoreTime) -> dict[Key, list[int]]:
     """[amount, tenders] per (day, method) of a fold's tender rows, dated by their sale in the
     store's time (the day the store's own report counts it on)."""
     day_of = StoreDays(zone)
-    days = {(r[1], r[2]): day_of(int(r[7])) for r in ch.rows.get("sales", ())}
+    return tally(ch, {(r[1], r[2]): day_of(int(r[7])) for r in ch.rows.get("sales", ())})
+
+
+def tally(ch: Changes, days: Mapping[tuple[str, int], str]) -> dict[Key, list[int]]:
+    """`gather`, with each sale's store day (by origin and seq) already worked out."""
     out: dict[Key, list[int]] = {}
     for origin, seq, _i, method, amount, _points in ch.rows.get("tenders", ()):
         day = days.get((origin, seq))
@@ -41,9 +45,12 @@ def gather(ch: Changes, zone: StoreTime) -> dict[Key, list[int]]:
     return out
 
 
-def write(tx: Tx, store: str, ch: Changes) -> None:
-    """Add a fold's tenders to the view (rows in key order: no two writers wait in a cycle)."""
-    _add(tx, store, gather(ch, store_time(tx, store)))
+def write(
+    tx: Tx, store: str, ch: Changes, days: Mapping[tuple[str, int], str] | None = None
+) -> None:
+    """Add a fold's tenders to the view (rows in key order: no two writers wait in a cycle).
+    `days`: the store day of each of its sales, as the views dated them (else dated here)."""
+    _add(tx, store, gather(ch, store_time(tx, store)) if days is None else tally(ch, days))
 
 
 def _add(tx: Tx, store: str, sums: dict[Key, list[int]]) -> None:

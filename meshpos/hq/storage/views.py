@@ -81,20 +81,24 @@ class ViewRows:
     payments: list[tuple[SQLValue, ...]] = field(default_factory=list)
     allowed: list[Op] = field(default_factory=list)  # the batch's ops that had authority
     authority: bool = False  # whether they may give authority to ops held without it
+    days: dict[tuple[str, int], str] = field(default_factory=dict)  # store day by (origin, seq)
 
 
 def _sales_rows(
     store: str, ch: Changes, zone: StoreTime
-) -> tuple[list[tuple[SQLValue, ...]], dict[tuple[str, str], list[int]]]:
-    """The fold's sales rows as HQ's (store-qualified, with the store day), and their sums per
-    store day."""
+) -> tuple[
+    list[tuple[SQLValue, ...]], dict[tuple[str, str], list[int]], dict[tuple[str, int], str]
+]:
+    """The fold's sales rows as HQ's (store-qualified, with the store day), their sums per
+    store day, and the day of each sale by (origin, seq)."""
     sales: list[tuple[SQLValue, ...]] = []
     daily: dict[tuple[str, str], list[int]] = {}
+    dated: dict[tuple[str, int], str] = {}
     days = StoreDays(zone)
     for r in ch.rows.get("sales", ()):
         (sale_id, origin, seq, kind, _number, terminal, hlc, ts_ms, user, customer,
          subtotal, discount, tax, total, earned, redeemed, ref) = r  # fmt: skip
-        day = days(ts_ms)
+        day = dated[(origin, seq)] = days(ts_ms)
         sales.append(
             (store, origin, seq, sale_id, kind, day, ts_ms, hlc, terminal, user, customer,
              subtotal, discount, tax, total, earned, redeemed, ref)
@@ -104,7 +108,7 @@ def _sales_rows(
         counts[3] += total
         counts[4] += tax
         counts[5] += discount
-    return sales, daily
+    return sales, daily, dated
 
 
 def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
@@ -129,9 +133,10 @@ def gather(store: str, ops: Sequence[Op], ch: Changes, now_ms: int) -> ViewRows:
 def write_views(tx: Tx, store: str, ch: Changes, rows: ViewRows) -> None:
     """Add a batch's fold to the views. Counter rows are upserted in key order, so two
     transactions never wait on each other in a cycle. Registers go first: a batch that sets the
-    store's time zone dates its own sales by it."""
+    store's time zone dates its own sales by it. Each sale's store day is left in `rows.days`
+    (takings are dated by it)."""
     _write_registers(tx, store, ch)
-    sales, daily = _sales_rows(store, ch, store_time(tx, store))
+    sales, daily, rows.days = _sales_rows(store, ch, store_time(tx, store))
     if sales:
         tx.insert_new("sales", SALE_COLUMNS, sales)
     if daily:
