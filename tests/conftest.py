@@ -3,6 +3,12 @@
 `meshpos.cli.app.main` is called directly with stdout/stderr redirected, so a test sees the same exit
 code and `error:` line a shell would, at in-process speed. Nodes with the sample catalogue (and a
 few test products with round prices) are built once per session and copied per test.
+
+`make test` runs the suite on one pytest-xdist worker per core (`--dist loadgroup`): tests that
+share a module- or class-scoped fixture (a PostgreSQL cluster, a browser, an HQ) are kept on one
+worker so it is built once; everything else is handed out test by test. A test that must not run
+beside certain others carries `pytest.mark.xdist_group(NAME)` (tests/netns.py's
+`GATEWAY_LAB`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,20 @@ CAP,Test cap,2000000000024,Accessories,,Blue,250.00,5,5
 JKT-L,Test jacket,2000000000031,Outerwear,L,Black,3000.00,12,3
 LAST,Last unit,2000000000048,Tops,,Grey,500.00,5,1
 """
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group each test that uses a module- or class-scoped fixture with the rest of its module,
+    so that under xdist the fixture is built on one worker only. Runs before xdist reads the
+    groups; an explicit xdist_group wins. Without xdist the marks change nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope in ("module", "class") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @dataclass(frozen=True)

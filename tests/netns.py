@@ -17,6 +17,10 @@ from bench.netns import Spawned as Spawned
 from bench.netns import lab as lab
 from bench.netns import loopback_multicast as loopback_multicast
 
+# Tests that build a lab with the host as gateway: there is one GATEWAY address, so under xdist
+# they share one worker, else a second such lab beside them would be refused (or skipped).
+GATEWAY_LAB = pytest.mark.xdist_group("gateway_lab")
+
 
 @pytest.fixture
 def netns_lab() -> Iterator[Callable[[int], Lab]]:

@@ -9,10 +9,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from netns import GATEWAY_LAB
 
 from bench import netns
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.netns, GATEWAY_LAB]
 
 PROBE = (
     "import socket, sys\n"
