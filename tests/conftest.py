@@ -4,11 +4,9 @@
 code and `error:` line a shell would, at in-process speed. Nodes with the sample catalogue (and a
 few test products with round prices) are built once per session and copied per test.
 
-`make test` runs the suite on one pytest-xdist worker per core (`--dist loadgroup`): tests that
-share a module- or class-scoped fixture (a PostgreSQL cluster, a browser, an HQ) are kept on one
-worker so it is built once; everything else is handed out test by test. A test that must not run
-beside certain others carries `pytest.mark.xdist_group(NAME)` (tests/netns.py's
-`GATEWAY_LAB`).
+`make test` runs the suite on one pytest-xdist worker per core, a test file at a time
+(`--dist loadfile`: a file's module fixtures and caches are built once). Tests in different files
+that must not run at the same time hold a lock (tests/netns.py's `gateway_lab_lock`).
 """
 
 from __future__ import annotations
@@ -35,18 +33,12 @@ LAST,Last unit,2000000000048,Tops,,Grey,500.00,5,1
 """
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group each test that uses a module- or class-scoped fixture with the rest of its module,
-    so that under xdist the fixture is built on one worker only. Runs before xdist reads the
-    groups; an explicit xdist_group wins. Without xdist the marks change nothing."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in ("module", "class") for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, put the files with `slow` tests first, so that no worker starts a long file
+    when the other is nearly done (`make test` passes --no-loadscope-reorder to keep this
+    order). A run without xdist keeps the files' order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from netns import Lab, Node, Spawned
 from netns import netns_lab as netns_lab
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 SEEN_WITHIN = 5.0
 
