@@ -3,6 +3,10 @@
 `meshpos.cli.app.main` is called directly with stdout/stderr redirected, so a test sees the same exit
 code and `error:` line a shell would, at in-process speed. Nodes with the sample catalogue (and a
 few test products with round prices) are built once per session and copied per test.
+
+`make test` runs the suite on one pytest-xdist worker per core, a test file at a time
+(`--dist loadfile`: a file's module fixtures and caches are built once). Tests in different files
+that must not run at the same time hold a lock (tests/netns.py's `gateway_lab_lock`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ CAP,Test cap,2000000000024,Accessories,,Blue,250.00,5,5
 JKT-L,Test jacket,2000000000031,Outerwear,L,Black,3000.00,12,3
 LAST,Last unit,2000000000048,Tops,,Grey,500.00,5,1
 """
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, put the files with `slow` tests first, so that no worker starts a long file
+    when the other is nearly done (`make test` passes --no-loadscope-reorder to keep this
+    order). A run without xdist keeps the files' order."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @dataclass(frozen=True)

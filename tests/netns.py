@@ -6,7 +6,10 @@ the test fails. Without root or when the kernel refuses namespaces, it skips wit
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,21 @@ from bench.netns import Node as Node
 from bench.netns import Spawned as Spawned
 from bench.netns import lab as lab
 from bench.netns import loopback_multicast as loopback_multicast
+
+GATEWAY_LOCK = Path(tempfile.gettempdir()) / "meshpos-gateway-lab.lock"
+
+
+@pytest.fixture
+def gateway_lab_lock() -> Iterator[None]:
+    """Held by a test while it has a lab with the host as gateway: the host has one GATEWAY
+    address, so a second such lab (another xdist worker's, or another test run's) would be
+    refused. Waits for the lock rather than skipping."""
+    with GATEWAY_LOCK.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from netns import gateway_lab_lock as gateway_lab_lock
 
 from bench import netns
 
@@ -27,7 +28,7 @@ PROBE = (
 
 
 @pytest.fixture
-def lab() -> Iterator[netns.Lab]:
+def lab(gateway_lab_lock: None) -> Iterator[netns.Lab]:
     try:
         created = netns.create(2, gateway=True)
     except netns.NetnsUnavailable as exc:

@@ -84,10 +84,13 @@ def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def start(till: dict[str, Any]) -> Any:
+    """(Re)start the till's daemon and open /till. The shared page leaves the last test's till
+    first: its refresh would meet the restarted daemon's 401 and go to /signin mid-`goto`."""
+    page = till["page"]
+    page.goto("about:blank")
     daemons: Daemons = till["daemons"]
     daemons.start(till["dir"])
     wait_serving(till["url"], daemons)
-    page = till["page"]
     page.set_default_timeout(10_000)
     page.goto(till["url"] + "/till")
     if page.url.endswith("/signin"):

@@ -367,6 +367,7 @@ def test_console_script_version_and_help(tmp_path):
         assert re.search(rf"^\s+{name}\b", r.stdout, re.M), name
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end_with_meshpos_dir(tmp_path, test_csv):
     env = {"MESHPOS_DIR": str(tmp_path / "node"), "MESHPOS_USER": "meera"}
     cwd = tmp_path / "cwd"

@@ -10,7 +10,7 @@ import contextlib
 import re
 import tomllib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -311,7 +311,13 @@ def test_tiles_come_from_the_config_and_the_catalogue(node: Node) -> None:
 # -- printer trouble -------------------------------------------------------------------------------
 
 
-def test_printer_trouble_in_plain_words_with_retry_reprint_and_another_counter(node: Node) -> None:
+def test_printer_trouble_in_plain_words_with_retry_reprint_and_another_counter(
+    make_node: Callable[..., Node], test_csv: Path
+) -> None:
+    # A node made now, not a copy of the session's: ops of its own that no peer has held for
+    # over 5 minutes would add the "alone" alert beside the printer's.
+    node = make_node("T1")
+    node.ok("catalog", "import", str(test_csv))
     cfg = load_config(node.path)
     for key, value in {"kind": "network", "host": "127.0.0.1", "port": free_port(),
                        "connect_timeout": 0.5}.items():  # fmt: skip

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from meshpos.service.terminal import Terminal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +87,7 @@ def ring_until_killed(node: Path, kill_after: int) -> list[str]:
     return complete.decode().split()
 
 
+@pytest.mark.slow
 def test_every_printed_sale_survives_sigkill(tmp_path: Path) -> None:
     node = tmp_path / "node"
     made = meshpos("--dir", str(node), "init", "--store", "S1", "--name", "T1")

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from meshpos.sim.engine import Simulation
 from meshpos.sim.scenario import loads
+
+pytestmark = pytest.mark.slow
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "meshpos" / "sim" / "scenarios"
 

@@ -27,6 +27,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mesh_procs import Daemons, backlog, meshpos, node_id, sell, wait_until
+from netns import gateway_lab_lock as gateway_lab_lock
 from pg import pg_cluster_fixture
 
 from meshpos.core.errors import ConfigError
@@ -384,7 +385,9 @@ def test_hq_settings_are_checked() -> None:
 
 
 @pytest.mark.slow
-def test_relay_bench_quick_mode_reports_sane_figures(tmp_path: Path) -> None:
+def test_relay_bench_quick_mode_reports_sane_figures(
+    tmp_path: Path, gateway_lab_lock: None
+) -> None:
     import argparse
 
     from bench import relay_bench

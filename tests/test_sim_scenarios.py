@@ -19,6 +19,8 @@ from meshpos.sim.engine import Simulation
 from meshpos.sim.report import to_html, to_json
 from meshpos.sim.scenario import load, shipped
 
+pytestmark = pytest.mark.slow
+
 SHORTEN = {
     "festive-wan-outage": 0.08,  # 12 h -> ~58 min, the outage ~14 min
     "floors-split-loyalty": 0.5,  # 2 h -> 1 h, a 10 min split
