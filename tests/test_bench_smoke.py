@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -97,3 +98,15 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile(values, 50) == pytest.approx(50.5)
     assert percentile(values, 99) == pytest.approx(99.01)
     assert percentile([3.0], 99) == 3.0
+
+
+def test_devices_section_runs_a_sale_to_its_printed_receipt(tmp_path: Path) -> None:
+    """The scan, render and sale-commit figures of the counter's devices, end to end: the sale
+    it prints is paid the way a till pays now (a card on the store's machine, and cash)."""
+    result = bench_main.run(["--quick", "--only=devices", "--out", str(tmp_path)])
+    devices = result["sections"]["devices"]
+    assert devices["scans"] > 0 and devices["renders"] > 0 and devices["sales"] > 0
+    for key in ("scan_to_line", "receipt_render", "sale_commit", "sale_commit_with_print_job"):
+        assert 0 < devices[key]["p50_ms"] <= devices[key]["p99_ms"] <= devices[key]["max_ms"]
+    assert devices["receipt_bytes"] > 500  # three lines, a customer, a discount, two tenders
+    assert [t["name"] for t in devices["targets"]] == ["scan to line p99"]
