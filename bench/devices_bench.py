@@ -89,7 +89,9 @@ def devices_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[s
             cid = term.add_customer({"name": "Bench", "phone": "9000000001"})
             till.set_customer(cid)
             till.discount("10%")
-            till.pay("machine", "500", card_last4="4242", approval="A1B2C3")  # the store's card machine
+            till.pay(
+                "machine", "500", card_last4="4242", approval="A1B2C3"
+            )  # the store's card machine
             till.pay("cash", "5000")
             sale = till.complete()
             printer = PrinterConfig(kind="dummy")
