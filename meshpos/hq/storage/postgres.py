@@ -152,10 +152,10 @@ class PostgresTx:
                 cp.write_row(row)
 
     def upsert(self, table: str, rows: Sequence[Sequence[SQLValue]], conflict: str) -> None:
-        types = dict(self._columns(table))
+        arrays = ", ".join(f"%b::{t}[]" for _, t in self._columns(table))  # binary: no text
         self._send(
-            f"INSERT INTO {table} SELECT * FROM unnest({_arrays(types, list(types))}) {conflict}",
-            _by_column(rows),
+            f"INSERT INTO {table} SELECT * FROM unnest({arrays}) {conflict}",
+            [list(column) for column in zip(*rows, strict=True)],
         )
 
     def lock(self, keys: Iterable[str]) -> None:
@@ -163,15 +163,6 @@ class PostgresTx:
         statement, which is the first that could read what they guard."""
         for key in sorted(set(keys)):
             self._send("SELECT pg_advisory_xact_lock(%s)", (lock_id(key),))
-
-
-def _arrays(types: dict[str, str], names: Sequence[str]) -> str:
-    """One binary array parameter per column (`%b`: no value is formatted or parsed as text)."""
-    return ", ".join(f"%b::{types[n]}[]" for n in names)
-
-
-def _by_column(rows: Sequence[Sequence[SQLValue]]) -> list[list[SQLValue]]:
-    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _broken(conn: psycopg.Connection[TupleRow], exc: BaseException) -> bool:
