@@ -217,15 +217,20 @@ def store_views(t: Terminal) -> dict[str, Any]:
             r["customer_id"]: r["points"]
             for r in q("SELECT customer_id, points FROM loyalty WHERE points != 0")
         },
-        "days": {
-            r["day"]: (r["sales"], r["net"])
-            for r in q(
-                "SELECT strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch') AS day, "
-                "SUM(kind = 'sale') AS sales, SUM(total) AS net FROM sales GROUP BY day"
-            )
-        },
+        "days": _days(t),
         "prices": {r["sku"]: r["price"] for r in q("SELECT sku, price FROM products")},
     }
+
+
+def _days(t: Terminal) -> dict[str, tuple[int, int]]:
+    """Sales and net per store day (IST by default), as HQ's sales_daily groups them: a sale
+    rung at 00:05 IST belongs to that IST day although it is the previous day in UTC."""
+    zone = t.store_time()
+    days: dict[str, tuple[int, int]] = {}
+    for r in t.query("SELECT ts_ms, kind, total FROM sales"):
+        sales, net = days.get(zone.day(r["ts_ms"]), (0, 0))
+        days[zone.day(r["ts_ms"])] = (sales + (r["kind"] == "sale"), net + r["total"])
+    return days
 
 
 def hq_views(svc: HQService, store: str) -> dict[str, Any]:
