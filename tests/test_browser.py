@@ -405,11 +405,14 @@ def test_printer_trouble_in_plain_words_then_retry_prints_it(page: Any, store: S
     page.wait_for_selector('#last-sale[data-receipt="printed"]', timeout=20_000)
     assert page.locator("#printer-trouble").count() == 0
     assert any([b.data for b in ed.decode(job).barcodes] == [sale_id] for job in store.printer.jobs)
+    page.wait_for_selector('#alerts [data-key="printer"]', state="detached", timeout=20_000)
 
 
 def test_a_sale_at_the_other_counter_changes_the_stock_screen_live(page: Any, store: Store) -> None:
     page.goto(store.url + "/stock?q=TSH-WHI")
-    page.wait_for_selector("#alerts .alert", state="detached")  # the printer is back
+    # the printer is back (the last test's retry printed its slip); other alerts, such as a
+    # state read that timed out on a busy machine, come and go and are not this test's subject
+    page.wait_for_selector('#alerts [data-key="printer"]', state="detached", timeout=20_000)
     cell = 'tr[data-sku="TSH-WHI-S"] td.stock-qty'
     before = int(page.get_attribute(cell, "data-qty"))
     page.evaluate("window.__sameDocument = true")
