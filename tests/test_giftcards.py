@@ -310,11 +310,15 @@ def test_a_tampered_till_spending_a_card_it_does_not_hold_changes_no_balance() -
         "tenders": [{"method": "giftcard", "amount": 49_900, "code": code}],
     }
     hq_move = {"customer_id": giftcards.escrow_key(code), "delta": 50_000, "reason": "mint"}
+    forever = {"code": code, "kind": "giftcard", "amount": 50_000, "store": "S9"}  # no expiry
+    expires = mesh.nodes[0].terminal.giftcard(code).expires_ms
     mesh.act(1, lambda t: forge(t, "sale", forged))
     mesh.act(1, lambda t: forge(t, "loyalty.adjust", hq_move))
+    mesh.act(1, lambda t: forge(t, "giftcard.known", forever))
     mesh.settle()
     for node in mesh.nodes:
         assert node.ledger.giftcards.balance(code) == 50_000
+        assert node.terminal.giftcard(code).expires_ms == expires is not None
         rules = {row["rule"] for row in node.ledger.views.unauthorised()}
         assert rules == {ESCROW, HQ_ONLY}
 

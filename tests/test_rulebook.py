@@ -125,7 +125,12 @@ def approved(kind: str, payload: dict[str, Any], minutes: int, by: str = "sue") 
 
 def test_hq_only_kinds_need_a_certificate_with_role_hq() -> None:
     result = {"sale_id": "x", "tender": 0, "status": "approved", "amount": 1}
-    for kind, payload in (("payment.result", result), ("card.float", {"to": "x", "amount": 1})):
+    known = {"code": "GC1234567890128", "kind": "giftcard", "amount": 1, "store": "S2"}
+    for kind, payload in (
+        ("payment.result", result),
+        ("card.float", {"to": "x", "amount": 1}),
+        ("giftcard.known", known),  # a till may not rewrite a card's expiry
+    ):
         found = judge(an_op(kind, payload), FakePast())
         assert found is not None and found.rule == HQ_ONLY and "not HQ" in found.message
         assert judge(an_op(kind, payload, signer=HQ), FakePast()) is None

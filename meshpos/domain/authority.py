@@ -35,6 +35,7 @@ from meshpos.core.clock import pack, wall_of
 from meshpos.core.errors import MeshposError
 from meshpos.core.ops import Op
 from meshpos.domain.cards import is_sealed
+from meshpos.domain.giftcards import KNOWN as GIFTCARD_KNOWN
 from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.giftcards import code_of, is_key, spent_by
 from meshpos.domain.money import rupees
@@ -68,7 +69,9 @@ RULES = {
     "HQ revokes",
 }
 
-HQ_ONLY_KINDS = frozenset({"payment.result", "card.float", "transfer.expect", "upi.result"})
+HQ_ONLY_KINDS = frozenset(
+    {"payment.result", "card.float", "transfer.expect", "upi.result", GIFTCARD_KNOWN}
+)
 # The escrow pseudo-customer whose rights are a node's share of the store's offline card float.
 CARD_FLOAT = "card-float"
 PER_SALE_SETTING = "cards.floor_per_sale"

@@ -16,6 +16,7 @@ the till, and a scan tells a card from a product barcode or a receipt by its pre
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ CREDIT_NOTE = "credit_note"
 KINDS = {GIFT_CARD: "GC", CREDIT_NOTE: "CN"}
 LABELS = {GIFT_CARD: "gift card", CREDIT_NOTE: "credit note"}
 TENDER = "giftcard"  # the tender method that spends a card or a credit note
+# HQ telling a store of a card another store issued (its kind, value and expiry), so the
+# store's tills apply the same expiry to it as the issuing store's do; it moves no value.
+KNOWN = "giftcard.known"
+KNOWN_FIELDS = ("kind", "amount", "expires_ms", "issued_ms", "store")
 DIGITS = 12  # random digits of a code; a 13th is the check digit
 DEFAULT_VALID_DAYS = {GIFT_CARD: 365, CREDIT_NOTE: 180}
 MAX_AMOUNT = 1_000_000  # paise: ₹10,000, the RBI's ceiling for a gift PPI
@@ -45,9 +50,43 @@ class CardState:
     balance: int  # paise, over every node
     expires_ms: int | None
     issued_ms: int | None
+    store: str | None = None  # the store that issued it, when another one did (`KNOWN`)
+
+    @classmethod
+    def of_register(cls, code: str, fields: Mapping[str, Any], balance: int) -> CardState:
+        """A card from its `giftcard` register fields (how it was issued) and its balance."""
+        expires, issued = fields.get("expires_ms"), fields.get("issued_ms")
+        return cls(
+            code=code,
+            kind=str(fields.get("kind") or kind_of(code)),
+            issued=int(fields.get("amount") or 0),
+            balance=balance,
+            expires_ms=expires if type(expires) is int else None,
+            issued_ms=issued if type(issued) is int else None,
+            store=str(fields["store"]) if fields.get("store") else None,
+        )
 
     def expired(self, now_ms: int) -> bool:
         return self.expires_ms is not None and now_ms >= self.expires_ms
+
+    def refusal(self, now_ms: int, day: Callable[[int], str]) -> str | None:
+        """Why the card cannot be spent at `now_ms` whatever its balance (None: it can). One rule
+        for a till spending it and for HQ moving its value to another store; `day` writes the
+        expiry as the store's calendar day."""
+        if self.expired(now_ms):
+            return f"{self.label} {self.code} expired on {day(self.expires_ms or 0)}: it cannot be spent"
+        return None
+
+    def known_payload(self, store: str) -> dict[str, Any]:
+        """What HQ signs (`KNOWN`) to tell another store of this card, issued in `store`."""
+        return {
+            "code": self.code,
+            "kind": self.kind,
+            "amount": self.issued,
+            "expires_ms": self.expires_ms,
+            "issued_ms": self.issued_ms,
+            "store": store,
+        }
 
     @property
     def label(self) -> str:

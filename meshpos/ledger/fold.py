@@ -22,7 +22,7 @@ from meshpos.core.ops import Op
 from meshpos.domain.authority import CARD_FLOAT, RULE_SETTINGS
 from meshpos.domain.cards import is_sealed
 from meshpos.domain.catalog import FIELDS
-from meshpos.domain.giftcards import CREDIT_NOTE, GIFT_CARD, escrow_key, is_key
+from meshpos.domain.giftcards import CREDIT_NOTE, GIFT_CARD, KINDS, KNOWN, escrow_key, is_key
 from meshpos.domain.giftcards import TENDER as GIFTCARD_TENDER
 from meshpos.domain.gst import Supply, recorded_split
 from meshpos.domain.revocation import REVOKE_KIND
@@ -547,6 +547,27 @@ def _giftcard_issue(ch: Changes, op: Op) -> None:
     ch.move_rights(op, escrow_key(code), op.origin, amount)
 
 
+def _giftcard_known(ch: Changes, op: Op) -> None:
+    """HQ telling this store of a card another store issued: its register only (kind, value,
+    expiry, issuing store), so the tills here refuse it once expired; its value moves as rights
+    (`loyalty.adjust` and `escrow.transfer` by HQ), never by this op."""
+    p = op.payload
+    code = _get(p, "code", str, op)
+    amount = _get(p, "amount", int, op)
+    store = _get(p, "store", str, op)
+    kind = _get(p, "kind", str, op)
+    if kind not in KINDS or amount <= 0 or not code or not store:
+        raise EncodingError(f"op {op.origin}:{op.seq}: a gift card record from HQ is malformed")
+    fields = {
+        "kind": kind,
+        "amount": amount,
+        "expires_ms": _opt(p, "expires_ms", int, op),
+        "issued_ms": _opt(p, "issued_ms", int, op),
+        "store": store,
+    }
+    _register(ch, op, "giftcard", code, fields)
+
+
 def _line_tax(op: Op, line: Mapping[str, Any], sign: int, supply: Supply) -> tuple[Any, ...]:
     """A line's GST as its tax invoice states it: HSN, taxable value and the CGST, SGST and
     IGST it carries (a sale recorded before meshpos split GST: its tax halved, the odd paisa to
@@ -783,6 +804,7 @@ RULES: dict[str, Callable[[Changes, Op], None]] = {
     "transfer.expect": _stock_transfer,
     "transfer.in": _stock_transfer,
     "giftcard.issue": _giftcard_issue,
+    KNOWN: _giftcard_known,
     UPI_RESULT: _upi_result,
     "note": _inert,
     REVOKE_KIND: _revoke,

@@ -455,15 +455,7 @@ class Terminal:
                 "check the code; another store's card is spent by naming the amount, and its "
                 "balance is asked of HQ"
             )
-        issued = issued or {}
-        return giftcards.CardState(
-            code=code,
-            kind=str(issued.get("kind") or giftcards.kind_of(code)),
-            issued=int(issued.get("amount") or 0),
-            balance=balance,
-            expires_ms=issued.get("expires_ms"),
-            issued_ms=issued.get("issued_ms"),
-        )
+        return giftcards.CardState.of_register(code, issued or {}, balance)
 
     def giftcard_balances(self, tenders: Sequence[Tender]) -> dict[str, int]:
         """The balances of the cards among `tenders`, for `settle` (a card with no amount pays
@@ -490,9 +482,12 @@ class Terminal:
                 # Another store's card: its balance reaches this counter through HQ (the escrow
                 # ask goes to the peers, then to HQ through the relay), as for loyalty.
                 raise EscrowShortfall(key, amount, 0, {}) from None
-            if state.expired(self.now_ms()):
-                day = self.store_time().day(state.expires_ms or 0)
-                raise InputError(f"{state.label} {state.code} expired on {day}: it cannot be spent")
+            refused = state.refusal(self.now_ms(), self.store_time().day)
+            if refused:
+                raise InputError(refused)
+            if amount > state.balance and state.store:
+                # Another store's card HQ told this store of: the rest is asked of HQ.
+                raise EscrowShortfall(key, amount, self.rights(key), self.rights_elsewhere(key))
             if amount > state.balance:
                 raise InputError(
                     f"{state.label} {state.code} has {rupees(state.balance)} left; "

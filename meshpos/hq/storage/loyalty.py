@@ -12,13 +12,19 @@ ask is moved when their rights reach HQ.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypedDict
 
 from meshpos.core.errors import LocalError
 from meshpos.core.ops import Signer
+from meshpos.domain.giftcards import KNOWN, CardState, code_of, is_key
+from meshpos.domain.transfers import registers_of
 from meshpos.hq.storage.database import Database, Tx, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
 from meshpos.hq.storage.log import RULEBOOK_LOCK, OpLog, OpToSign
+from meshpos.hq.storage.views import store_time
+
+log = logging.getLogger(__name__)
 
 
 class Ask(TypedDict):
@@ -54,17 +60,24 @@ class LoyaltyEscrow:
             self.enrolment.require(tx, store)
             if node not in self.enrolment.keys(tx, store, [node]):
                 raise NotEnrolled(f"node {node} is not enrolled in store {store} at HQ")
-            takes = self._takes(tx, signer.node_id, store, customer, points)
+            card, told = self._card(tx, store, customer)
+            refused = card.refusal(now_ms, store_time(tx, store).day) if card else None
+            takes = [] if refused else self._takes(tx, signer.node_id, store, customer, points)
             moved = sum(take for _, take in takes)
+            items = told
             if moved:
                 tx.lock(
                     lock_key(s, k)
                     for s in {store, *(s for s, _ in takes)}
                     for k in (signer.node_id, RULEBOOK_LOCK)
                 )
-                items = self._move(tx, store, customer, node, takes)
+                items += self._move(tx, store, customer, node, takes)
+            if items:
                 self.log.emit_in(tx, signer, items, now_ms, "hq-loyalty")
-            left = points - moved
+            if refused:
+                log.info("store %s asked for %s: %s; nothing moved", store, customer, refused)
+            # a refused card is never movable: its ask is dropped, and the store's tills say why
+            left = 0 if refused else points - moved
             tx.execute(
                 "DELETE FROM loyalty_asks WHERE store = ? AND customer_id = ? AND node = ?",
                 (store, customer, node),
@@ -77,6 +90,28 @@ class LoyaltyEscrow:
             return moved, left
 
         return self.db.run(fn)
+
+    def _card(self, tx: Tx, store: str, key: str) -> tuple[CardState | None, list[OpToSign]]:
+        """For a gift card's escrow key: the card as the store that issued it holds it (None
+        when HQ has not seen another store issue it), and the `giftcard.known` op telling
+        `store` of it when `store` holds no record of it yet. (None, []) for loyalty points."""
+        if not is_key(key):
+            return None, []
+        code = code_of(key)
+        by_store: dict[str, list[tuple[str, str, str]]] = {}
+        for src, name, value in tx.execute(
+            "SELECT store, field, value FROM registers WHERE entity = 'giftcard' AND key = ?",
+            (code,),
+        ):
+            by_store.setdefault(str(src), []).append((code, str(name), str(value)))
+        records = {src: registers_of(rows)[code] for src, rows in by_store.items()}
+        issuer = next((src for src, f in sorted(records.items()) if not f.get("store")), None)
+        if issuer is None or issuer == store:
+            return None, []
+        card = CardState.of_register(code, records[issuer], 0)
+        if store in records:
+            return card, []
+        return card, [(store, KNOWN, card.known_payload(issuer))]
 
     def _takes(
         self, tx: Tx, hq_node: str, store: str, customer: str, points: int
