@@ -51,6 +51,9 @@ def test_a_card_sold_in_one_store_is_spent_in_another_through_hq(
         known = tb.giftcard(code)  # HQ told B how A issued it, with the move
         assert (known.store, known.issued, known.balance) == (a.id, 100_000, 40_000)
         assert known.expires_ms == ta.giftcard(code).expires_ms is not None
+        shown = service.show(tb, code)
+        assert shown["issued_in"] == a.id and shown["balance"] == 40_000
+        assert f"issued in store {a.id}" in "\n".join(service.balance_lines(tb, code))
         with pytest.raises(EscrowShortfall):  # more than came over: asked of HQ, not refused
             tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 50_000, code=code), Tender("cash")])
         tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])

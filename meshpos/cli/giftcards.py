@@ -70,7 +70,8 @@ def giftcard_show(ctx: click.Context, code: str, as_json: bool) -> None:
             "code": card["code"],
             "kind": card["label"],
             "balance": rupees(card["balance"]),
-            "issued": f"{rupees(card['issued'])} on {card['issued_at'] or '-'}",
+            "issued": f"{rupees(card['issued'])} on {card['issued_at'] or '-'}"
+            + (f" in store {card['issued_in']}" if card["issued_in"] else ""),
             "expires": (card["expires"] or "never") + (" (EXPIRED)" if card["expired"] else ""),
             "spendable here": rupees(card["spendable_here"]),
             "held by other counters": elsewhere or "-",

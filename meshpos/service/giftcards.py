@@ -94,6 +94,7 @@ def show(t: Terminal, code: str) -> dict[str, Any]:
         "balance": state.balance,
         "issued": state.issued,
         "issued_at": zone.stamp(state.issued_ms) if state.issued_ms else None,
+        "issued_in": state.store,  # another store's card (HQ told this store of it)
         "expires_ms": state.expires_ms,
         "expires": zone.day(state.expires_ms) if state.expires_ms else None,
         "expired": state.expired(now),
@@ -112,6 +113,8 @@ def balance_lines(t: Terminal, code: str) -> list[str]:
     until = f", valid until {card['expires']}" if card["expires"] else ""
     gone = " (EXPIRED)" if card["expired"] else ""
     out = [f"{card['label']} {card['code']}: {rupees(card['balance'])} left{until}{gone}"]
+    if card["issued_in"]:
+        out.append(f"  issued in store {card['issued_in']}: what is left there is asked of HQ")
     if card["held_elsewhere"]:
         where = ", ".join(f"{n} {rupees(v)}" for n, v in card["held_elsewhere"].items())
         out.append(f"  spendable here {rupees(card['spendable_here'])}; held by {where}")
