@@ -27,12 +27,15 @@ from hq_helpers import (
 )
 from pg import Cluster, pg_cluster_fixture
 
+from meshpos.core.errors import InputError
 from meshpos.core.ops import Signer, make_op, pack
+from meshpos.domain import giftcards
 from meshpos.domain.authority import CARD_FLOAT
 from meshpos.domain.cards import blocked_reason, open_card, sealed_from_tender
 from meshpos.domain.pricing import Tender
 from meshpos.hq.client import HQRefused
 from meshpos.hq.service import HQService
+from meshpos.service import giftcards as giftcard_service
 
 LIMITS = {"max_batch_ops": 300, "max_body_bytes": 1_000_000}
 
@@ -441,6 +444,42 @@ def test_points_earned_in_one_store_are_redeemed_in_another_through_hq(
 
 
 # -- reports ----------------------------------------------------------------------------------------
+
+
+def test_another_stores_expired_card_is_not_moved_by_hq_and_the_till_says_why(
+    hq: HQServer, svc: HQService, tmp_path: Path
+) -> None:
+    """Expiry is one rule (`CardState.refusal`) for the till spending a card and for HQ moving
+    its value: a card A issued and that has since expired buys nothing at B, although A handed
+    its balance to HQ; B's till learns of the card from HQ and names the day it expired."""
+    a = make_store(hq, tmp_path / "a", 1, svc=svc)
+    b = make_store(hq, tmp_path / "b", 1, svc=svc)
+    try:
+        ta, tb = a.t1, b.t1
+        code = str(giftcard_service.issue(ta, 100_000).payload["code"])
+        key = giftcards.escrow_key(code)
+        expires = ta.giftcard(code).expires_ms
+        assert expires is not None
+        assert ta.grant_rights(key, svc.node_id, 100_000) == 100_000
+        a.relay()
+        b.relay()
+        later = expires + giftcards.DAY_MS
+        svc.now_ms = tb.now_ms = lambda: later  # the in-process HQ: its clock is ours to set
+        assert svc.claim_points(b.id, key, 40_000, tb.node_id) == {"moved": 0, "asked": 0}
+        assert svc.storage.escrow.asks() == []  # not left asked: it can never be moved
+        b.relay()
+        assert tb.rights(key) == 0
+        assert tb.giftcard(code).store == a.id
+        day = tb.store_time().day(expires)
+        with pytest.raises(InputError, match=f"gift card {code} expired on {day}"):
+            tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])
+        assert tb.query("SELECT COUNT(*) AS n FROM sales")[0]["n"] == 0
+        a.relay()
+        assert ta.ledger.giftcards.balance(code) == 100_000  # still there, held by HQ in A
+        assert ta.conflicts() == [] and tb.conflicts() == []
+    finally:
+        a.close()
+        b.close()
 
 
 def test_report_api_serves_chain_views_to_the_admin_only(
