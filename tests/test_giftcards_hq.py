@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from hq_helpers import HQServer, make_store
 
-from meshpos.core.errors import NotFound
+from meshpos.core.errors import EncodingError, NotFound
+from meshpos.core.ops import GENESIS, Signer, make_op
 from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.hq.service import HQService
+from meshpos.ledger.fold import Changes, fold
 from meshpos.service import giftcards as service
 
 
@@ -65,3 +67,31 @@ def test_a_card_sold_in_one_store_is_spent_in_another_through_hq(
         a.close()
         b.close()
         svc.close()
+
+
+KNOWN = {"code": "GC1234567890128", "kind": "giftcard", "amount": 100_000, "store": "S1",
+         "expires_ms": 1_900_000_000_000, "issued_ms": 1_800_000_000_000}  # fmt: skip
+
+
+def _known(payload: dict[str, object]) -> Changes:
+    op = make_op(Signer.from_seed(b"hq"), store="S2", seq=1, hlc=1 << 16, user="hq",
+                 kind=giftcards.KNOWN, payload=payload, prev=GENESIS)  # fmt: skip
+    return fold([op])
+
+
+def test_a_card_record_from_hq_writes_the_register_and_moves_no_value() -> None:
+    ch = _known(KNOWN)
+    fields = {(r[0], r[1], r[2]): r[3] for r in ch.registers}
+    assert fields[("giftcard", KNOWN["code"], "expires_ms")] == "1900000000000"
+    assert fields[("giftcard", KNOWN["code"], "store")] == '"S1"'
+    assert not ch.rows.get("rights_log") and not ch.rights
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"amount": 0}, {"amount": "100"}, {"kind": "voucher"}, {"store": ""}, {"code": 5},
+     {"expires_ms": "2030-01-01"}],
+)  # fmt: skip
+def test_a_malformed_card_record_from_hq_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(EncodingError):
+        _known({**KNOWN, **bad})
