@@ -202,6 +202,13 @@ def test_stores_sell_through_an_hq_outage_and_hq_ends_with_every_op_once(
         a3 = stores[a_id][2]  # any node may force a round, relay or not
         done = meshpos(a3, "sync", "now", "--wait", "10")
         assert "HQ sync done" in done.out and "0 waiting" in done.out
+        # every counter's round names the one relay: the others' own counts stay at zero
+        rounds = [meshpos(d, "sync", "now", "--wait", "10", "--json").json() for d in stores[a_id]]
+        assert [r["relay_is_me"] for r in rounds].count(True) == 1
+        assert len({r["relay"] for r in rounds}) == 1 and rounds[0]["relay"]
+        relay_name = meshpos(a3, "status", "--json").json()["hq_relay"]
+        if not rounds[2]["relay_is_me"]:
+            assert f"{relay_name} relays this store to HQ" in done.out, done.out
         st = meshpos(a3, "status", "--json").json()
         assert st["wan"].startswith("up since") and st["last_hq_error"] == ""
         assert st["last_hq_sync"] != "never" and st["ops_waiting_for_hq"] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -89,9 +90,11 @@ def sync_import(ctx: click.Context, file: str, as_json: bool) -> None:
 
 @sync.command("now")
 @click.option("--wait", "wait_s", default=15.0, show_default=True, help="Seconds to wait.")
+@json_option
 @click.pass_context
-def sync_now(ctx: click.Context, wait_s: float) -> None:
-    """Run an HQ sync round now (through the running daemon) and report how it went."""
+def sync_now(ctx: click.Context, wait_s: float, as_json: bool) -> None:
+    """Run an HQ sync round now (through the running daemon) and report how it went: what this
+    counter sent and took since its daemon started, and which counter relays the store."""
     t = open_terminal(ctx)
     d = daemon_status(t.cfg.dir)
     if not d:
@@ -105,12 +108,29 @@ def sync_now(ctx: click.Context, wait_s: float) -> None:
         time.sleep(0.1)
         wan = daemon_status(t.cfg.dir).get("wan") or {}
         if wan.get("rounds", 0) > before:
-            click.echo(
-                f"HQ sync done: {wan.get('ops_up', 0)} ops up and {wan.get('ops_down', 0)} down "
-                f"since the daemon started; {wan.get('ops_waiting', 0)} waiting"
-            )
+            _said_round(t.node_id, daemon_status(t.cfg.dir), wan, as_json)
             return
     wan = daemon_status(t.cfg.dir).get("wan") or {}
     raise MeshposError(
         f"no HQ round finished in {wait_s:g} s: {wan.get('last_error') or 'HQ unreachable?'}"
     )
+
+
+def _said_round(me: str, status: dict[str, Any], wan: dict[str, Any], as_json: bool) -> None:
+    """A finished round in words: a counter that is not the relay says who is, since its own
+    counts stay at zero while the relay carries the store's ops."""
+    relay = wan.get("relay")
+    names = {p.get("node_id"): p.get("name") for p in status.get("peers") or []}
+    up, down, waiting = wan.get("ops_up", 0), wan.get("ops_down", 0), wan.get("ops_waiting", 0)
+    if as_json:
+        emit({"ops_up": up, "ops_down": down, "ops_waiting": waiting, "relay": relay,
+              "relay_is_me": relay == me}, True)  # fmt: skip
+        return
+    counts = f"{up} ops up and {down} down since the daemon started; {waiting} waiting"
+    if relay and relay != me:
+        click.echo(
+            f"HQ sync done; {names.get(relay) or relay} relays this store to HQ "
+            f"(this counter: {counts})"
+        )
+    else:
+        click.echo(f"HQ sync done: {counts}")
