@@ -297,6 +297,7 @@ def test_json_output_parses_on_every_command_that_has_the_flag(node, make_node, 
     parsed_elsewhere = {("store", "revoke"), ("store", "retire")}  # test_revocation.py
     parsed_elsewhere.add(("verify",))  # below: test_verify_json_says_ok_or_lists_the_problems...
     parsed_elsewhere |= {("sync", "export"), ("sync", "import")}  # test_cli_sync.py
+    parsed_elsewhere.add(("sync", "now"))  # needs a daemon and an HQ: test_relay_hq.py
     # Their --json output is parsed by their own suites, which set up what they need first
     # (backups, exports, an HQ, users): tests/test_backup.py, test_audit.py, test_encryption.py,
     # test_hq_*.py, test_cli_staff.py.
