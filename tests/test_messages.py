@@ -95,6 +95,7 @@ def test_every_message_round_trips(msg: Message) -> None:
         Have({}, epoch=3),
         Have({"a" * 12: 1}, direct=("b" * 12, "c" * 12)),
         Have({}, direct=()),  # the sender has no session with anyone now
+        Have({"a" * 12: 1}, flags=(("pushing", False), ("wan", True))),
         Ping(),
         Ping((("hq", True),)),
         Error("version", "protocol version 9 is not supported"),
@@ -176,6 +177,8 @@ def test_exotic_msgpack_types_are_refused() -> None:
         {"t": "have", "v": {"a": True}},
         {"t": "have", "v": {}, "e": True},
         {"t": "have", "v": {}, "e": "1"},
+        {"t": "have", "v": {}, "f": {"wan": 1}},
+        {"t": "have", "v": {}, "f": ["wan"]},
         {"t": "ops", "o": [], "e": 1.0},
         {"t": "have", "v": [1, 2]},
         {"t": "ops", "o": ["text, not bytes"]},

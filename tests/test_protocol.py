@@ -22,6 +22,7 @@ from meshpos.sync.messages import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Error,
+    Have,
     Hello,
     Ops,
     Ping,
@@ -78,6 +79,62 @@ class Wire:
 
     def of(self, kind: type[A], nid: str | None = None) -> list[A]:
         return [a for n, a in self.log if isinstance(a, kind) and nid in (None, n)]
+
+
+def test_flags_set_before_the_handshake_reach_both_peers_without_an_idle_ping() -> None:
+    """Each side says its flags (whether it reaches HQ) once its session is up; a busy link
+    never idles long enough for a keepalive Ping, so that first word is the one that counts.
+    The answering side's must come after its Hello, or the asker, not ready yet, drops it and
+    elects a relay that cannot reach HQ (tests/test_relay_hq.py caught it on real daemons)."""
+    mesh = Mesh(2)
+    a, b = sync_nodes(mesh, 0, 1)
+    wire = Wire(a, b)
+    wire.do(a.me.node_id, a.set_flags(wire.now, wan=True))
+    wire.do(b.me.node_id, b.set_flags(wire.now, wan=True, pushing=False))
+    for asker, answerer in ((a, b), (b, a)):
+        wire.connect(asker, answerer)
+        wire.run()  # no tick: only what the handshake itself sends
+        assert asker.peer_flag("wan") == {answerer.me.node_id: True}
+        assert answerer.peer_flag("wan") == {asker.me.node_id: True}
+        wire.do(asker.me.node_id, asker.disconnect(answerer.me.node_id))
+        wire.do(answerer.me.node_id, answerer.disconnect(asker.me.node_id))
+
+
+def test_a_peer_learns_changed_flags_from_a_have_when_no_ping_reaches_it() -> None:
+    """On a busy link no idle Ping goes out, and a Ping may be lost: the next Have says the
+    flags that changed since the last one to that peer, and every periodic Have says them."""
+    mesh = Mesh(2)
+    cfg = SyncConfig(anti_entropy_ms=2000)  # due before the peer counts as silent
+    a, b = (
+        SyncNode(mesh.nodes[i].ledger, mesh.node_record(i), epoch=1, config=cfg) for i in (0, 1)
+    )
+    wire = Wire(a, b)
+    wire.connect(a, b)
+    wire.run()
+    a.set_flags(wire.now, wan=True)  # its Pings are lost: nothing sent reaches b
+    assert b.peer_flag("wan") == {a.me.node_id: False}
+    wire.now += cfg.anti_entropy_ms
+    sent = a.tick(wire.now)
+    haves = [
+        m for m in (decode(x.data) for x in sent if isinstance(x, Send)) if isinstance(m, Have)
+    ]
+    assert [h.flags for h in haves] == [(("wan", True),)]
+    wire.do(
+        a.me.node_id,
+        [x for x in sent if not (isinstance(x, Send) and isinstance(decode(x.data), Ping))],
+    )
+    wire.run()
+    assert b.peer_flag("wan") == {a.me.node_id: True}
+    mesh.nodes[1].terminal.sell([("SKU1", 1)])  # a acknowledges b's sale with a Have
+    start = len(wire.log)
+    wire.do(b.me.node_id, b.local_changed(wire.now))
+    wire.run()
+    acks = [
+        m
+        for nid, x in wire.log[start:]
+        if nid == a.me.node_id and isinstance(x, Send) and isinstance(m := decode(x.data), Have)
+    ]
+    assert acks and all(h.flags is None for h in acks)  # unchanged since the last: not repeated
 
 
 def sync_nodes(mesh: Mesh, *idx: int) -> list[SyncNode]:

@@ -58,6 +58,8 @@ class Have:
     # so nobody else need forward those. None: unchanged since the sender's last Have (older
     # peers never send it, and are forwarded to as before).
     direct: tuple[str, ...] | None = None
+    # The sender's flags (as a Ping's) when they changed since its last Have, or periodically.
+    flags: tuple[tuple[str, bool], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ def encode(msg: Message, zdict: int = 0) -> bytes:
             have["e"] = msg.epoch
         if msg.direct is not None:
             have["d"] = list(msg.direct)
+        if msg.flags is not None:
+            have["f"] = dict(msg.flags)
         return pack(have)
     if isinstance(msg, Ping):
         return pack({"t": "ping", "f": dict(msg.flags)} if msg.flags else {"t": "ping"})
@@ -152,6 +156,16 @@ def _node(value: Any) -> NodeRow:
     ):
         raise MalformedMessage("node record is malformed")
     return (value[0], value[1], value[2], value[3], value[4])
+
+
+def _flags(value: Any, what: str) -> tuple[tuple[str, bool], ...]:
+    if (
+        not isinstance(value, dict)
+        or len(value) > 16
+        or not all(isinstance(k, str) and isinstance(v, bool) for k, v in value.items())
+    ):
+        raise MalformedMessage(f"{what} flags are malformed")
+    return tuple(sorted(value.items()))
 
 
 def _inflate(body: dict[str, Any]) -> Any:
@@ -203,24 +217,20 @@ def decode(data: bytes) -> Message:
         return Ops(tuple(ops), tuple(_node(n) for n in nodes), _int(body.get("e", 0), "ops epoch"))
     if t == "have":
         direct = body.get("d")
-        if direct is None:
-            return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"))
-        if (
+        if direct is not None and (
             not isinstance(direct, list)
             or len(direct) > MAX_DIRECT
             or not all(isinstance(d, str) and len(d) <= 64 for d in direct)
         ):
             raise MalformedMessage("have's list of direct peers is malformed")
-        return Have(_vv(body.get("v")), _int(body.get("e", 0), "have epoch"), tuple(direct))
+        return Have(
+            _vv(body.get("v")),
+            _int(body.get("e", 0), "have epoch"),
+            None if direct is None else tuple(direct),
+            None if "f" not in body else _flags(body["f"], "have"),
+        )
     if t == "ping":
-        flags = body.get("f", {})
-        if (
-            not isinstance(flags, dict)
-            or len(flags) > 16
-            or not all(isinstance(k, str) and isinstance(v, bool) for k, v in flags.items())
-        ):
-            raise MalformedMessage("ping flags are malformed")
-        return Ping(tuple(sorted(flags.items())))
+        return Ping(_flags(body.get("f", {}), "ping"))
     if t == "err":
         code, reason = body.get("c"), body.get("r")
         if not isinstance(code, str) or not isinstance(reason, str):

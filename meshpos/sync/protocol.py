@@ -163,6 +163,7 @@ class Session:
     have_due: bool = False
     peer_direct: frozenset[str] = frozenset()  # nodes the peer says it has a session with
     told_direct: tuple[str, ...] | None = None  # what our last Have to the peer said of ours
+    told_flags: tuple[tuple[str, bool], ...] | None = None  # and of our flags
     direct_progress: dict[str, int] = field(default_factory=dict)  # origin -> when the peer,
     # fed by that origin directly, last showed progress on it (or first said it was)
     peer_flags: dict[str, bool] = field(default_factory=dict)
@@ -437,10 +438,12 @@ class SyncNode:
             for other in self.sessions.values():
                 if other is not session and other.ready:
                     self._have(other, now, out)
-            if self.flags:
-                self._send(session, Ping(self._flags()), now, out)
         if msg.reply:
             self._hello(session, now, out)
+        if not was_ready and self.flags:
+            # After our Hello: a peer that asked for it is not ready before it arrives, and
+            # drops what comes first. A busy link sends no idle Ping to say the flags again.
+            self._send(session, Ping(self._flags()), now, out)
         self._pump(session, now, out)
 
     def _on_ops(self, session: Session, msg: Ops, now: int, out: list[Action]) -> None:
@@ -493,6 +496,8 @@ class SyncNode:
         if msg.epoch != session.peer_epoch:
             self._other_incarnation(session, now, out)
             return
+        if msg.flags is not None:
+            session.peer_flags = dict(msg.flags)
         if msg.direct is not None:
             direct = frozenset(msg.direct)
             for origin in direct - session.peer_direct:
@@ -508,13 +513,17 @@ class SyncNode:
         self._pump(session, now, out)
 
     def _have(self, session: Session, now: int, out: list[Action]) -> None:
-        """Our version vector, and the nodes we have a session with when that changed since
-        the last Have to this peer (or anti-entropy is due: a lost Have heals)."""
+        """Our version vector, and the nodes we have a session with and our flags when they
+        changed since the last Have to this peer (or anti-entropy is due: a lost Have heals).
+        The flags ride here too because a busy link sends no idle Ping that would repeat them:
+        a peer that missed them would elect a relay from stale ones."""
         direct = tuple(sorted(p for p, s in self.sessions.items() if s.ready))
+        flags = self._flags()
         periodic = now - session.last_have >= self.config.anti_entropy_ms
         told = direct if direct != session.told_direct or periodic else None
-        session.told_direct = direct
-        self._send(session, Have(self.replica.vv(), self.epoch, told), now, out)
+        said = flags if flags and (flags != session.told_flags or periodic) else None
+        session.told_direct, session.told_flags = direct, flags
+        self._send(session, Have(self.replica.vv(), self.epoch, told, said), now, out)
         session.last_have = now
         session.have_due = False
 
