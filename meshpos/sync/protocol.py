@@ -577,12 +577,15 @@ class SyncNode:
         """
         if not session.ready:
             return
+        ours = self.replica.vv()
+        sent = session.sent_vv
+        if not session.lag_since and all(seq <= sent.get(o, 0) for o, seq in ours.items()):
+            return  # nothing new for this peer: the common case of every tick and every ack
         cfg = self.config
         room = cfg.window_ops - session.inflight()
         if room <= 0:
             return
-        ours = self.replica.vv()
-        eligible = dict(session.sent_vv)
+        eligible = dict(sent)
         for origin, seq in ours.items():
             if seq <= session.sent_vv.get(origin, 0):
                 session.lag_since.pop(origin, None)
