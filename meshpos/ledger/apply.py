@@ -246,8 +246,12 @@ def _moves_newest_first(conn: sqlite3.Connection, s: str, sku: str) -> Iterator[
     left out: a record moves a SKU once per line (schema.MOVES_DDL), an exchange of a SKU for
     itself not at all."""
     ref, net = "", 0
-    for origin, seq, delta in conn.execute(
-        f"SELECT origin, seq, delta FROM {s}.all_stock_moves WHERE sku = ? "
+    # The two kinds of move as one compound SELECT, not the `all_stock_moves` view: SQLite then
+    # merges the two index-ordered scans and stops when the caller has enough, where the view
+    # sorts every move the SKU ever had first (1.3 ms a check at 6,000 moves, growing with them).
+    for origin, seq, delta, _ in conn.execute(
+        f"SELECT origin, seq, delta, hlc FROM {s}.stock_moves WHERE sku = ?1 UNION ALL "
+        f"SELECT origin, seq, -qty, hlc FROM {s}.sale_lines WHERE sku = ?1 "
         "ORDER BY hlc DESC, origin DESC, seq DESC",
         (sku,),
     ):
