@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hq_helpers import HQServer, make_store
 
-from meshpos.core.errors import EncodingError, NotFound
+from meshpos.core.errors import EncodingError, InputError, NotFound
 from meshpos.core.ops import GENESIS, Signer, make_op
 from meshpos.domain import giftcards
 from meshpos.domain.escrow import EscrowShortfall
@@ -60,6 +60,10 @@ def test_a_card_sold_in_one_store_is_spent_in_another_through_hq(
             tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 50_000, code=code), Tender("cash")])
         tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])
         assert tb.ledger.giftcards.balance(code) == 0
+        with pytest.raises(InputError, match=f"issued in store {a.id}: name the amount"):
+            tb.sell([("TEE", 1)], tenders=[Tender("giftcard", code=code), Tender("cash")])
+        with pytest.raises(EscrowShortfall):  # named: the rest is asked of HQ again
+            tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 10_000, code=code), Tender("cash")])
         a.relay()
         assert ta.ledger.giftcards.balance(code) == 60_000
         assert ta.conflicts() == [] and tb.conflicts() == []

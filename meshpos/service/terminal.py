@@ -465,11 +465,21 @@ class Terminal:
             if t.method == giftcards.TENDER:
                 code = giftcards.parse_code(t.code or "")
                 try:
-                    out[t.code or ""] = self.giftcard(code).balance
+                    state = self.giftcard(code)
                 except NotFound:
                     if t.amount is None:
                         raise
                     out[t.code or ""] = t.amount  # another store's: asked of HQ when spent
+                    continue
+                if state.store and t.amount is not None:
+                    out[t.code or ""] = max(t.amount, state.balance)  # the rest asked of HQ
+                elif state.store and state.balance <= 0:
+                    raise InputError(
+                        f"{state.label} {code} was issued in store {state.store}: name the "
+                        "amount to spend from it (its balance is asked of HQ)"
+                    )
+                else:
+                    out[t.code or ""] = state.balance
         return out
 
     def check_giftcards(self, tenders: Sequence[Mapping[str, Any]]) -> None:
