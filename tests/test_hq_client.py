@@ -72,6 +72,7 @@ def test_a_pull_answer_becomes_ops_nodes_vv_and_asks() -> None:
         (lambda c: c.push([b"w"]), _json({"vv": {}, "applied": "2"})),
         (lambda c: c.vv(), _json(["a", "list"])),
         (lambda c: c.claim_points("c1", 5), _json({"moved": None})),
+        (lambda c: c.claim_points("c1", 5), _json({"moved": 0, "refused": 7})),
         (lambda c: c.info(), _json({"node_id": 42})),
         (lambda c: c.info(), _json({}, status=404)),
         (lambda c: c.pull({}), lambda r: httpx.Response(200, content=pack({"ops": {}}))),
@@ -84,7 +85,8 @@ def test_a_pull_answer_becomes_ops_nodes_vv_and_asks() -> None:
     ],
     ids=[
         "vv-not-a-map", "vv-seq-text", "vv-seq-bool", "applied-text", "json-list",
-        "moved-null", "info-not-text", "info-404", "pull-ops-map", "pull-asks-number",
+        "moved-null", "refused-number", "info-not-text", "info-404", "pull-ops-map",
+        "pull-asks-number",
         "pull-ask-not-map", "5xx",
     ],
 )  # fmt: skip
@@ -119,9 +121,15 @@ def test_a_claim_names_the_relaying_node_unless_told_otherwise() -> None:
         return httpx.Response(200, json={"moved": 3, "asked": 2})
 
     with _client(answer) as c:
-        assert c.claim_points("c1", 5) == {"moved": 3, "asked": 2}
+        assert c.claim_points("c1", 5) == {"moved": 3, "asked": 2}  # no "refused": it moved
         c.claim_points("c1", 1, node="other")
     assert bodies == [
         {"customer_id": "c1", "points": 5, "node": SIGNER.node_id},
         {"customer_id": "c1", "points": 1, "node": "other"},
     ]
+
+
+def test_a_refused_claim_carries_hq_s_reason() -> None:
+    said = {"moved": 0, "asked": 0, "refused": "gift card GC1 expired on 2027-01-01: it cannot"}
+    with _client(lambda request: httpx.Response(200, json=said)) as c:
+        assert c.claim_points("giftcard:GC1", 500) == said

@@ -465,12 +465,14 @@ def test_another_stores_expired_card_is_not_moved_by_hq_and_the_till_says_why(
         b.relay()
         later = expires + giftcards.DAY_MS
         svc.now_ms = tb.now_ms = lambda: later  # the in-process HQ: its clock is ours to set
-        assert svc.claim_points(b.id, key, 40_000, tb.node_id) == {"moved": 0, "asked": 0}
+        day = tb.store_time().day(expires)
+        refused = f"gift card {code} expired on {day}: it cannot be spent"
+        claimed = svc.claim_points(b.id, key, 40_000, tb.node_id)
+        assert claimed == {"moved": 0, "asked": 0, "refused": refused}
         assert svc.storage.escrow.asks() == []  # not left asked: it can never be moved
         b.relay()
         assert tb.rights(key) == 0
         assert tb.giftcard(code).store == a.id
-        day = tb.store_time().day(expires)
         with pytest.raises(InputError, match=f"gift card {code} expired on {day}"):
             tb.sell([("TEE", 1)], tenders=[Tender("giftcard", 40_000, code=code), Tender("cash")])
         assert tb.query("SELECT COUNT(*) AS n FROM sales")[0]["n"] == 0

@@ -206,20 +206,27 @@ class HQClient:
 
     def claim_points(
         self, customer_id: str, points: int, node: str | None = None
-    ) -> dict[str, int]:
+    ) -> dict[str, int | str]:
         """Ask HQ to move `points` of this customer's rights from other stores to `node` of this
         store (default: the relaying node). Returns {"moved": n, "asked": m}: m points are still
-        owed and arrive as ops once the stores holding them hand them to HQ."""
+        owed and arrive as ops once the stores holding them hand them to HQ; and "refused" with
+        HQ's reason when nothing may move (an expired gift card)."""
         body = json.dumps(
             {"customer_id": customer_id, "points": points, "node": node or self.signer.node_id}
         ).encode()
         data = self._json(
             self._request("POST", f"{self._base}/loyalty/claim", body, "application/json")
         )
-        return {
+        out: dict[str, int | str] = {
             "moved": _count(data.get("moved", 0), "count of points moved"),
             "asked": _count(data.get("asked", 0), "count of points asked"),
         }
+        refused = data.get("refused")
+        if refused is not None:
+            if not isinstance(refused, str):
+                raise HQUnavailable("HQ's reason for refusing a claim is not text")
+            out["refused"] = refused[:500]
+        return out
 
     def chain_stock(self, held: Mapping[str, int]) -> tuple[list[dict[str, Any]], list[str]]:
         """Other stores' stock: those whose version differs from `held` whole, the names of the

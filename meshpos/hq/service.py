@@ -228,13 +228,20 @@ class HQService:
             "asks": self.storage.escrow.asks_for(store, self.node_id),
         }
 
-    def claim_points(self, store: str, customer: str, points: int, node: str) -> dict[str, int]:
+    def claim_points(
+        self, store: str, customer: str, points: int, node: str
+    ) -> dict[str, int | str]:
+        """Move what HQ holds of `customer`'s rights to `node` of `store`: {"moved", "asked"},
+        and "refused" saying why when nothing may move (an expired gift card)."""
         if not 0 < points <= 10_000_000:
             raise InputError("points to claim must be between 1 and 10,000,000")
-        moved, asked = self.storage.escrow.move_points(
+        moved, asked, refused = self.storage.escrow.move_points(
             self.signer, store, customer, points, node, self.now_ms()
         )
-        return {"moved": moved, "asked": asked}
+        out: dict[str, int | str] = {"moved": moved, "asked": asked}
+        if refused:
+            out["refused"] = refused
+        return out
 
     def fulfil_asks(self, customer: str | None = None) -> int:
         """Move rights that reached HQ to the stores that asked for them, oldest ask first."""

@@ -408,12 +408,15 @@ class RelayWorker(threading.Thread):
             except MeshposError:
                 self.claims.put((customer, points))
                 raise
-            log.info(
-                "loyalty: HQ moved %d of %d points of %s here (%d still asked of other stores)",
-                got["moved"], points, customer, got["asked"],
-            )  # fmt: skip
+            if got.get("refused"):
+                log.warning("loyalty: HQ moved nothing of %s here: %s", customer, got["refused"])
+            else:
+                log.info(
+                    "loyalty: HQ moved %d of %d points of %s here (%d still asked of other stores)",
+                    got["moved"], points, customer, got["asked"],
+                )  # fmt: skip
             with self._lock:
-                self.status.claimed_from_hq += got["moved"]
+                self.status.claimed_from_hq += int(got["moved"])
 
     def _error(self, message: str) -> None:
         log.warning("relay: %s", message)

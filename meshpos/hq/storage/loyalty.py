@@ -49,13 +49,14 @@ class LoyaltyEscrow:
         points: int,
         node: str,
         now_ms: int,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, str]:
         """Give node `node` of `store` up to `points` of redemption rights for `customer`, taken
-        from rights that nodes of other stores handed to HQ. Returns (moved, still asked)."""
+        from rights that nodes of other stores handed to HQ. Returns (moved, still asked, why
+        nothing may move: an expired gift card's refusal, "" otherwise)."""
         if points <= 0:
             raise LocalError("points to move must be positive")
 
-        def fn(tx: Tx) -> tuple[int, int]:
+        def fn(tx: Tx) -> tuple[int, int, str]:
             tx.lock([f"loyalty\x00{customer}"])
             self.enrolment.require(tx, store)
             if node not in self.enrolment.keys(tx, store, [node]):
@@ -87,7 +88,7 @@ class LoyaltyEscrow:
                     "INSERT INTO loyalty_asks VALUES (?, ?, ?, ?, ?)",
                     (store, customer, node, left, now_ms),
                 )
-            return moved, left
+            return moved, left, refused or ""
 
         return self.db.run(fn)
 
