@@ -15,6 +15,7 @@ the line totals are asserted inside the viewport. Screenshots go to $MESHPOS_SCR
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -457,6 +458,7 @@ def test_hq_stopping_turns_the_chip_amber_and_selling_goes_on(page: Any, store: 
     store.hq.stop()
     page.wait_for_selector(f'{chip}[data-level="offline"]', timeout=20_000)
     assert page.inner_text(chip).startswith("Offline — sales are safe · ")
+    assert "unreachable" not in page.inner_text(chip)  # the raw error waits in the details
     assert page.locator("#alerts .alert").count() == 0  # nothing for the cashier to do
     assert page.evaluate("window.__sameDocument") is True
     for width, height in SIZES:  # the chip sits in the header, beside the tabs, never on them
@@ -471,7 +473,8 @@ def test_hq_stopping_turns_the_chip_amber_and_selling_goes_on(page: Any, store: 
     page.wait_for_selector("#state-details")
     details = page.inner_text("#state-details")
     assert "HQ not reachable since" in details and "Other counters: T2 reachable" in details
-    assert "Connection refused" in details  # the raw error is here, not in the chip
+    # the raw error is here, not in the chip: refused, reset or cut off, as the timing fell
+    assert re.search(r"HQ relay said: .*HQ at http://[\d.:]+ is unreachable: \S", details)
     shoot(page, store, "state-offline")
     page.click(chip)
     page.wait_for_function("document.activeElement.id === 'scan'", timeout=3000)  # scanning goes on
