@@ -106,9 +106,10 @@ def sync_now(ctx: click.Context, wait_s: float, as_json: bool) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        wan = daemon_status(t.cfg.dir).get("wan") or {}
+        status = daemon_status(t.cfg.dir)
+        wan = status.get("wan") or {}
         if wan.get("rounds", 0) > before:
-            _said_round(t.node_id, daemon_status(t.cfg.dir), wan, as_json)
+            _said_round(t.node_id, status, wan, as_json)
             return
     wan = daemon_status(t.cfg.dir).get("wan") or {}
     raise MeshposError(

@@ -32,7 +32,6 @@ TENDER = "giftcard"  # the tender method that spends a card or a credit note
 # HQ telling a store of a card another store issued (its kind, value and expiry), so the
 # store's tills apply the same expiry to it as the issuing store's do; it moves no value.
 KNOWN = "giftcard.known"
-KNOWN_FIELDS = ("kind", "amount", "expires_ms", "issued_ms", "store")
 DIGITS = 12  # random digits of a code; a 13th is the check digit
 DEFAULT_VALID_DAYS = {GIFT_CARD: 365, CREDIT_NOTE: 180}
 MAX_AMOUNT = 1_000_000  # paise: ₹10,000, the RBI's ceiling for a gift PPI

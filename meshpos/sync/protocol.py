@@ -587,7 +587,7 @@ class SyncNode:
             return
         eligible = dict(sent)
         for origin, seq in ours.items():
-            if seq <= session.sent_vv.get(origin, 0):
+            if seq <= sent.get(origin, 0):
                 session.lag_since.pop(origin, None)
             elif origin != self.me.node_id:
                 if (

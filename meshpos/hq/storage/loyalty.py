@@ -18,7 +18,6 @@ from typing import Any, TypedDict
 from meshpos.core.errors import LocalError
 from meshpos.core.ops import Signer
 from meshpos.domain.giftcards import KNOWN, CardState, code_of, is_key
-from meshpos.domain.transfers import registers_of
 from meshpos.hq.storage.database import Database, Tx, lock_key
 from meshpos.hq.storage.enrolment import Enrolment, NotEnrolled
 from meshpos.hq.storage.log import RULEBOOK_LOCK, OpLog, OpToSign
@@ -99,13 +98,12 @@ class LoyaltyEscrow:
         if not is_key(key):
             return None, []
         code = code_of(key)
-        by_store: dict[str, list[tuple[str, str, str]]] = {}
+        records: dict[str, dict[str, Any]] = {}
         for src, name, value in tx.execute(
             "SELECT store, field, value FROM registers WHERE entity = 'giftcard' AND key = ?",
             (code,),
         ):
-            by_store.setdefault(str(src), []).append((code, str(name), str(value)))
-        records = {src: registers_of(rows)[code] for src, rows in by_store.items()}
+            records.setdefault(str(src), {})[str(name)] = json.loads(value)
         issuer = next((src for src, f in sorted(records.items()) if not f.get("store")), None)
         if issuer is None or issuer == store:
             return None, []
