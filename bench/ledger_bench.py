@@ -606,6 +606,9 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                         [(b, s) for _, _, b, s in raw],
                     )
                     bundle_overhead = len(bundle) / len(ops)
+                # Freeing a batch is part of taking it in, not of decoding the next one.
+                with ingest_sw:
+                    del ops, raw
             sample = [decode_body(b, s) for _, _, b, s in source.raw_since({}, 1_000)]
             keys = {node.node_id: node.public_key for node in nodes}
             with Stopwatch() as sig_sw:
@@ -651,8 +654,8 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
     res["merge_cpu_s"] = merge_sw.cpu
     res["merge_ops_per_cpu_s"] = rate(n, merge_sw.cpu)
     rows = [
-        _step("decode (msgpack + sha256 per op)", n, decode_sw, receive_s),
-        _step("ingest (check, fold, durable commit)", n, ingest_sw, receive_s),
+        _step("decode (header + sha256 per op)", n, decode_sw, receive_s),
+        _step("ingest (payload, check, fold, commit)", n, ingest_sw, receive_s),
         _step("  of which chain + signature check*", n, check_sw, receive_s),
         _step("merge = decode + ingest", n, merge_sw, receive_s),
         _step("sender: read missing ops (raw_since)", n, read_sw, None),
@@ -686,6 +689,9 @@ def merge_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 f"{fmt(proto.get('lone_push_bytes_max'), ',d')} B at most",
                 "sync Ops messages: sender raw_since + messages.encode; receiver messages.decode "
                 "+ decode_ops + one Ledger.ingest per origin per message, as SyncNode does",
+                "decode checks each op's header and hashes it (what a receiver needs to tell a "
+                "new op from a duplicate and check the chain); its payload is decoded when first "
+                "used, so ingest counts it, and the freeing of each batch once taken in",
                 "CPU s: this process's CPU time (fsync waits and other processes' load excluded)",
                 f"converged with the source: {fmt(converged)}; open conflicts: {conflicts}; "
                 f"source ledger {'cached' if info['cached'] else 'built'} "

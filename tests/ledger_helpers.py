@@ -54,6 +54,26 @@ def node_record(s: Signer, name: str, store: str = STORE) -> NodeRecord:
     return NodeRecord(s.node_id, s.public_key, store, name)
 
 
+OP_FIELDS = (
+    "store",
+    "origin",
+    "seq",
+    "hlc",
+    "user",
+    "kind",
+    "payload",
+    "prev",
+    "body",
+    "sig",
+    "hash",
+)
+
+
+def rebuilt(op: Op, **change: Any) -> Op:
+    """`op` with some fields replaced, nothing recomputed: how a test forges or breaks an op."""
+    return Op(**({name: getattr(op, name) for name in OP_FIELDS} | change))
+
+
 def new_ledger(
     signers: Sequence[Signer], path: str | Path = ":memory:", store: str = STORE
 ) -> Ledger:

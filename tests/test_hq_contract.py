@@ -258,6 +258,10 @@ def test_each_bad_request_is_refused_and_changes_nothing(
         payload={"text": "a second op 1"}, prev=mine[0].prev,
     )  # fmt: skip
     _refused(lambda: c.push([twin.wire()], certified(t)), 409, "equivocation")
+    # Chained and signed, but its payload is not a map of text keys: found when HQ decodes it.
+    head = b"".join(pack(f) for f in (1, store.id, t.node_id, nxt.seq, nxt.hlc, "x", "note"))
+    body = b"\x99" + head + b"\x81\x01\x02" + pack(nxt.prev)
+    _refused(lambda: c.push([pack([body, t.signer.sign(body)])], certified(t)), 400, "malformed")
     stranger = Signer.generate()
     alien = make_op(stranger, store=store.id, seq=1, hlc=1, user="x", kind="note",
                     payload={}, prev=bytes(32))  # fmt: skip

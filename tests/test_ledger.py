@@ -278,6 +278,34 @@ def _raw_op(s: Signer, seq: int, prev: bytes, kind: str, payload: dict[str, Any]
     return decode_body(body, s.sign(body))
 
 
+# Payloads that are not a msgpack map with text keys: a string that is not UTF-8, a number as a
+# top-level key, a list as a key. The header decodes; the payload only when the op is used.
+UNDECODABLE = [b"\x81\xa1n\xa2\xff\xfe", b"\x81\x01\x02", b"\x81\x91\x01\x02"]
+
+
+def _signed_with_payload(s: Signer, seq: int, prev: bytes, payload: bytes) -> Op:
+    import msgpack
+
+    head = b"".join(msgpack.packb(f) for f in (1, STORE, s.node_id, seq, 5000, "u", "note"))
+    body = b"\x99" + head + payload + msgpack.packb(prev, use_bin_type=True)
+    return decode_body(body, s.sign(body))
+
+
+@pytest.mark.parametrize("payload", UNDECODABLE)
+def test_a_payload_that_does_not_decode_is_refused_at_ingest_and_writes_nothing(
+    ledger: Ledger, payload: bytes
+) -> None:
+    before = history(A, 1, start=4, prev=ledger.head(A.node_id)[1])
+    bad = _signed_with_payload(A, 5, before[0].hash, payload)
+    named = f"op {A.node_id}:5 \\(note\\): payload is not valid msgpack"
+    with pytest.raises(EncodingError, match=named):
+        bad.payload  # noqa: B018
+    assert_refused(ledger, [*before, bad], EncodingError, match=f"{A.node_id}:5")
+    # Past a gap it would wait in `pending`: it is refused before it is kept there, too.
+    assert_refused(ledger, [bad], EncodingError, match=f"{A.node_id}:5")
+    assert ledger.gaps() == {}
+
+
 def test_a_malformed_op_in_a_batch_of_another_origin_keeps_the_whole_batch_out(
     ledger: Ledger,
 ) -> None:

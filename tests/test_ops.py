@@ -17,6 +17,7 @@ from meshpos.core.ops import (
     MAX_OP_BYTES,
     Op,
     Signer,
+    check_payloads,
     decode_body,
     decode_op,
     make_op,
@@ -204,6 +205,88 @@ def test_a_mutated_valid_op_fails_only_with_remote_errors(data: st.DataObject) -
 def test_each_malformed_field_is_named(fields: list[Any], name: str) -> None:
     with pytest.raises(EncodingError, match=f"'{name}'"):
         decode_body(msgpack.packb(fields, use_bin_type=True), b"s" * 64)
+
+
+def _accepted_by_msgpack(body: bytes) -> tuple[Any, ...] | None:
+    """What every version before the fast path accepted: the whole body through msgpack, then
+    each field's type and range. The fields, or None for a refused body."""
+    try:
+        fields = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception:
+        return None
+    if not isinstance(fields, list) or len(fields) != 9:
+        return None
+    fmt, store, origin, seq, hlc, user, kind, payload, prev = fields
+    ok = (
+        fmt == 1
+        and isinstance(store, str) and store
+        and isinstance(origin, str) and len(origin) == 12
+        and type(seq) is int and 1 <= seq < 2**63
+        and type(hlc) is int and 0 <= hlc < 2**63
+        and isinstance(user, str)
+        and isinstance(kind, str) and kind
+        and isinstance(payload, dict)
+        and isinstance(prev, bytes) and len(prev) == 32
+    )  # fmt: skip
+    return tuple(fields[1:]) if ok else None
+
+
+def _accepted_now(body: bytes) -> tuple[Any, ...] | None:
+    try:
+        op = decode_body(body, b"s" * 64)
+        check_payloads([op])
+    except EncodingError:
+        return None
+    return (op.store, op.origin, op.seq, op.hlc, op.user, op.kind, op.payload, op.prev)
+
+
+odd_keys = st.integers(-5, 5) | st.booleans() | st.none() | st.binary(max_size=3)
+odd_values = st.recursive(
+    scalars | st.floats(allow_nan=False),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(keys, inner, max_size=3)
+        | st.dictionaries(odd_keys, inner, max_size=2)
+    ),
+    max_leaves=10,
+)
+header_values = st.one_of(
+    st.just(1), st.just(True), st.just(1.0), st.integers(-(2**63), 2**64 - 1), st.none(),
+    st.text(max_size=13), st.text(min_size=12, max_size=12), st.binary(max_size=33),
+    st.binary(min_size=32, max_size=32), st.lists(st.integers(0, 9), max_size=2),
+)  # fmt: skip
+
+
+@settings(max_examples=400)
+@given(st.data())
+def test_the_fast_path_accepts_exactly_what_msgpack_accepted(data: st.DataObject) -> None:
+    """Replicas of two versions must never disagree on a signed op: the msgspec fast path with its
+    lazy payload takes and refuses the same bodies as decoding them whole with msgpack did."""
+    good = [1, "S1", "a" * 12, 7, 1000, "u", "sale", {"n": 1}, GENESIS]
+    fields = list(good)
+    for i in data.draw(st.sets(st.integers(0, 8), max_size=3)):
+        fields[i] = data.draw(odd_values if i == 7 else header_values)
+    body = msgpack.packb(fields, use_bin_type=True)
+    assert _accepted_now(body) == _accepted_by_msgpack(body)
+
+
+@pytest.mark.parametrize("field", [1, 2, 5, 6])
+@pytest.mark.parametrize("bad", [b"\xed\xa0\x80", b"\xc0\x80", b"\xff", b"\xf4\x90\x80\x80"])
+def test_a_header_string_that_is_not_utf8_is_refused_on_both_paths(field: int, bad: bytes) -> None:
+    fields = [1, "S1", "a" * 12, 7, 1000, "u", "sale", {}, GENESIS]
+    marker = "\x00" * (12 if field == 2 else 1)
+    fields[field] = marker
+    packed = msgpack.packb(fields, use_bin_type=True)
+    at = packed.index(msgpack.packb(marker))
+    length = 12 if field == 2 else len(bad)
+    body = (
+        packed[:at]
+        + bytes([0xA0 | length])
+        + bad.ljust(length, b"a")
+        + packed[at + 1 + len(marker) :]
+    )
+    assert _accepted_by_msgpack(body) is None
+    assert _accepted_now(body) is None
 
 
 def test_unknown_format_and_bad_sizes_are_refused() -> None:

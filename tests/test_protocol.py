@@ -3,12 +3,12 @@ between them, h11 style) or wired to the seeded in-memory network."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import pytest
+from ledger_helpers import rebuilt
 from mesh_helpers import Mesh, signer
 
 from meshpos.core.ops import Op, decode_op, make_op
@@ -339,10 +339,6 @@ def test_garbage_from_a_peer_is_refused_and_other_sessions_carry_on() -> None:
     assert_same_views(mesh)
 
 
-def _rebuilt(op: Op, **change: object) -> Op:
-    return dataclasses.replace(op, **change)  # type: ignore[arg-type]
-
-
 def _forgeries(mesh: Mesh) -> dict[str, Callable[[list[Op]], list[Op]]]:
     """Ways to corrupt a run of T1's new ops [k+1, k+2] before T0 sees them."""
     s1 = mesh.nodes[1].signer
@@ -350,11 +346,11 @@ def _forgeries(mesh: Mesh) -> dict[str, Callable[[list[Op]], list[Op]]]:
 
     def bad_signature(ops: list[Op]) -> list[Op]:
         last = ops[-1]
-        return [*ops[:-1], _rebuilt(last, sig=bytes(64 - 1) + b"\x01")]
+        return [*ops[:-1], rebuilt(last, sig=bytes(64 - 1) + b"\x01")]
 
     def signed_by_another_key(ops: list[Op]) -> list[Op]:
         last = ops[-1]
-        return [*ops[:-1], _rebuilt(last, sig=other.sign(last.body))]
+        return [*ops[:-1], rebuilt(last, sig=other.sign(last.body))]
 
     def altered_middle(ops: list[Op]) -> list[Op]:
         first = ops[0]

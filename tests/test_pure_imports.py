@@ -43,6 +43,10 @@ PURE = [
 # whose `escpos.printer` package imports every printer backend, the network one (`socket`)
 # included. The AST test below still holds `layout` itself to the rule.
 INDIRECT = {"meshpos.devices.layout": {"socket", "_socket"}}
+# `typing_extensions` (which msgspec, the op decoder in meshpos/core/ops.py, imports) loads the C
+# module `_socket` for a type name; it opens nothing. Socket code of ours would import `socket`,
+# which stays forbidden everywhere but `layout`.
+EVERYWHERE = {"_socket"}
 
 
 def _source(module: str) -> Path:
@@ -68,7 +72,8 @@ def test_importing_a_pure_module_loads_no_io_module(module: str) -> None:
     )
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    assert not loaded - INDIRECT.get(module, set()), f"{module} loads {sorted(loaded)}"
+    allowed = INDIRECT.get(module, set()) | EVERYWHERE
+    assert not loaded - allowed, f"{module} loads {sorted(loaded)}"
 
 
 def _direct_imports(path: Path, package: str) -> set[str]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import all_ops, catalog_rows, make_replicas, new_ledger, signer
+from ledger_helpers import all_ops, catalog_rows, make_replicas, new_ledger, rebuilt, signer
 
 from meshpos.core.ops import make_op, op_hash
 from meshpos.ledger.schema import VIEW_TABLES
@@ -141,7 +140,7 @@ def badly_signed(tmp_path: Path) -> Iterator[tuple[Ledger, str]]:
         )
         if seq == 3:
             sig = bytes(64)
-            op = type(op)(**{**_fields(op), "sig": sig, "hash": op_hash(op.body, sig)})
+            op = rebuilt(op, sig=sig, hash=op_hash(op.body, sig))
         ops.append(op)
         prev = op.hash
     led.ingest(ops)
@@ -149,10 +148,6 @@ def badly_signed(tmp_path: Path) -> Iterator[tuple[Ledger, str]]:
         yield led, f"{s.node_id}:3"
     finally:
         led.close()
-
-
-def _fields(op: Any) -> dict[str, Any]:
-    return {name: getattr(op, name) for name in op.__slots__}
 
 
 def test_every_signature_is_checked_alike_in_process_and_in_workers(

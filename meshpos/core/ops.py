@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import msgpack
+import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -32,6 +33,7 @@ SIG_BYTES = 64
 MAX_INT = 2**63  # SQLite integers are signed 64-bit
 
 Payload = Mapping[str, Any]
+NO_SEALED: Mapping[int, bytes] = MappingProxyType({})
 
 
 def digest(data: bytes) -> bytes:
@@ -84,23 +86,79 @@ def unpack(data: bytes, what: str = "data", max_bin: int = MAX_OP_BYTES * 64) ->
         raise EncodingError(f"{what} is not valid msgpack ({exc.__class__.__name__})") from None
 
 
-@dataclass(frozen=True, eq=True, slots=True)
 class Op:
-    store: str
-    origin: str
-    seq: int
-    hlc: int
-    user: str
-    kind: str
-    payload: Payload = field(compare=False, hash=False)
-    prev: bytes
-    body: bytes = field(repr=False)
-    sig: bytes = field(repr=False)
-    hash: bytes = field(repr=False)
+    """One signed op, immutable (mypy holds its fields `Final`). Its payload is decoded from the
+    body on first use: a receiver learns whether it already holds an op (and checks the chain)
+    from the header and the hash alone, so duplicates and chain checks never pay for the
+    payload; `check_payloads` decodes the payloads of the ops about to be stored, so a malformed
+    one is refused before anything is written."""
+
+    __slots__ = (
+        "_payload",
+        "body",
+        "hash",
+        "hlc",
+        "kind",
+        "origin",
+        "prev",
+        "sealed",
+        "seq",
+        "sig",
+        "store",
+        "user",
+    )
+    # Set once, in __init__ (plain assignments: a frozen dataclass's object.__setattr__ per field
+    # is a third of the cost of decoding an op); mypy refuses any later assignment.
+    store: Final[str]
+    origin: Final[str]
+    seq: Final[int]
+    hlc: Final[int]
+    user: Final[str]
+    kind: Final[str]
+    _payload: Payload | msgspec.Raw  # the raw bytes until first use, then the decoded map
+    prev: Final[bytes]
+    body: Final[bytes]
+    sig: Final[bytes]
+    hash: Final[bytes]
     # Data that travels beside the op, outside its signed body, by index: the sealed card data
     # of a card tender, whose SHA-256 the body carries (meshpos/domain/cards.py), so a replica
     # can delete it once HQ answered and the op still verifies.
-    sealed: Mapping[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+    sealed: Final[Mapping[int, bytes]]
+
+    def __init__(
+        self,
+        store: str,
+        origin: str,
+        seq: int,
+        hlc: int,
+        user: str,
+        kind: str,
+        payload: Payload | msgspec.Raw,
+        prev: bytes,
+        body: bytes,
+        sig: bytes,
+        hash: bytes,
+        sealed: Mapping[int, bytes] = NO_SEALED,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.seq = seq
+        self.hlc = hlc
+        self.user = user
+        self.kind = kind
+        self._payload = payload
+        self.prev = prev
+        self.body = body
+        self.sig = sig
+        self.hash = hash
+        self.sealed = sealed
+
+    @property
+    def payload(self) -> Payload:
+        held = self._payload
+        if type(held) is msgspec.Raw:
+            held = self._payload = _decode_payload(held, self)
+        return held
 
     @property
     def id(self) -> tuple[str, int]:
@@ -109,6 +167,41 @@ class Op:
     def wire(self) -> bytes:
         """The op as it travels: body bytes and signature (and what travels beside it)."""
         return wire_of(self.body, self.sig, self.sealed)
+
+    def with_sealed(self, sealed: Mapping[int, bytes]) -> Op:
+        """The same op with this sealed card data beside it."""
+        return self.standing_for(self.origin, self.seq, sealed)
+
+    def standing_for(self, origin: str, seq: int, sealed: Mapping[int, bytes] | None = None) -> Op:
+        """A copy under another (origin, seq): the rulebook asks "what did `origin` hold just
+        before this op" with such a stand-in; its bytes are this op's."""
+        return Op(
+            self.store, origin, seq, self.hlc, self.user, self.kind, self._payload, self.prev,
+            self.body, self.sig, self.hash, self.sealed if sealed is None else sealed,
+        )  # fmt: skip
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.store, self.origin, self.seq, self.hlc, self.user, self.kind, self.prev,
+                self.body, self.sig, self.hash)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Op:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Op(store={self.store!r}, origin={self.origin!r}, seq={self.seq!r}, "
+            f"hlc={self.hlc!r}, user={self.user!r}, kind={self.kind!r}, "
+            f"payload={self.payload!r}, prev={self.prev!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[Op], tuple[object, ...]]:
+        return (Op, (*self._key()[:6], self.payload, self.prev, self.body, self.sig, self.hash,
+                     dict(self.sealed)))  # fmt: skip
 
 
 def wire_of(body: bytes, sig: bytes, sealed: Mapping[int, bytes] | None = None) -> bytes:
@@ -178,85 +271,102 @@ def make_op(
         raise LocalError(f"{kind} op is {len(body)} bytes; the limit is {MAX_OP_BYTES}")
     sig = signer.sign(body)
     return Op(
-        store=store,
-        origin=signer.node_id,
-        seq=seq,
-        hlc=hlc,
-        user=user,
-        kind=kind,
-        payload=clean,
-        prev=prev,
-        body=body,
-        sig=sig,
-        hash=op_hash(body, sig),
+        store, signer.node_id, seq, hlc, user, kind, clean, prev, body, sig, op_hash(body, sig)
     )
 
 
+# The common body takes a fast path: msgspec decodes it as a typed 9-tuple, checking each header
+# field's type in C, and leaves the payload as its raw bytes until the op is used (`Op.payload`).
+# Any body the fast path does not take goes through msgpack whole (`_decode_whole`), as every body
+# did before, and the payload is always decoded by msgpack: so this node accepts and refuses
+# exactly the signed ops that earlier versions did (msgspec alone would take map keys msgpack
+# refuses, and refuse a format field `true` that msgpack's checks took), and replicas of two
+# versions never disagree on an op. tests/test_ops.py holds the two paths to that.
+_BODY = msgspec.msgpack.Decoder(tuple[int, str, str, int, int, str, str, msgspec.Raw, bytes])
+_MAP_START = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])  # fixmap, map 16, map 32
+
+
 def decode_body(body: bytes, sig: bytes) -> Op:
-    """Parse an op's body bytes, checking every field's type; signatures are checked separately."""
-    if not isinstance(body, bytes) or not isinstance(sig, bytes):
+    """Parse an op's body bytes, checking every field of its header; its payload is decoded (and
+    checked) on first use. Signatures are checked separately."""
+    if type(body) is not bytes or type(sig) is not bytes:
         raise EncodingError("an op must be [body bytes, signature bytes]")
     if len(body) > MAX_OP_BYTES:
         raise EncodingError(f"op body is {len(body)} bytes; the limit is {MAX_OP_BYTES}")
     if len(sig) != SIG_BYTES:
         raise EncodingError(f"op signature is {len(sig)} bytes; expected {SIG_BYTES}")
+    try:
+        fmt, store, origin, seq, hlc, user, kind, payload, prev = _BODY.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _decode_whole(body, sig)
+    if not (
+        fmt == FORMAT
+        and store
+        and len(origin) == 12
+        and 1 <= seq < MAX_INT
+        and 0 <= hlc < MAX_INT
+        and kind
+        and memoryview(payload)[0] in _MAP_START
+        and len(prev) == 32
+    ):
+        return _decode_whole(body, sig)
+    return Op(store, origin, seq, hlc, user, kind, payload, prev, body, sig, op_hash(body, sig))
+
+
+def _decode_whole(body: bytes, sig: bytes) -> Op:
+    """Decode a body with msgpack, payload and all, and check every field (naming the one that
+    is wrong): for what the fast path did not take, which is nearly always malformed."""
     fields = unpack(body, "op body")
     if not isinstance(fields, list) or len(fields) != 9:
         raise EncodingError("op body must be a list of 9 fields")
     fmt, store, origin, seq, hlc, user, kind, payload, prev = fields
     if fmt != FORMAT:
         raise EncodingError(f"op format {fmt!r} is not supported (this node speaks {FORMAT})")
-    # One expression for the common case (type(x) is int also refuses bools); the named checks
-    # run only to say which field is wrong.
-    if not (
-        type(store) is str
-        and store
-        and type(origin) is str
-        and len(origin) == 12
-        and type(seq) is int
-        and 1 <= seq < MAX_INT
-        and type(hlc) is int
-        and 0 <= hlc < MAX_INT
-        and type(user) is str
-        and type(kind) is str
-        and kind
-        and type(payload) is dict
-        and type(prev) is bytes
-        and len(prev) == 32
-    ):
-        checks = (
-            (isinstance(store, str) and store, "store"),
-            (isinstance(origin, str) and len(origin) == 12, "origin"),
-            (isinstance(seq, int) and not isinstance(seq, bool) and 1 <= seq < MAX_INT, "seq"),
-            (isinstance(hlc, int) and not isinstance(hlc, bool) and 0 <= hlc < MAX_INT, "hlc"),
-            (isinstance(user, str), "user"),
-            (isinstance(kind, str) and kind, "kind"),
-            (isinstance(payload, dict), "payload"),
-            (isinstance(prev, bytes) and len(prev) == 32, "prev"),
-        )
-        for ok, name in checks:
-            if not ok:
-                raise EncodingError(f"op field {name!r} is malformed")
-    return Op(
-        store=store,
-        origin=origin,
-        seq=seq,
-        hlc=hlc,
-        user=user,
-        kind=kind,
-        payload=payload,
-        prev=prev,
-        body=body,
-        sig=sig,
-        hash=op_hash(body, sig),
+    checks = (
+        (isinstance(store, str) and store, "store"),
+        (isinstance(origin, str) and len(origin) == 12, "origin"),
+        (type(seq) is int and 1 <= seq < MAX_INT, "seq"),
+        (type(hlc) is int and 0 <= hlc < MAX_INT, "hlc"),
+        (isinstance(user, str), "user"),
+        (isinstance(kind, str) and kind, "kind"),
+        (isinstance(payload, dict), "payload"),
+        (isinstance(prev, bytes) and len(prev) == 32, "prev"),
     )
+    for ok, name in checks:
+        if not ok:
+            raise EncodingError(f"op field {name!r} is malformed")
+    return Op(store, origin, seq, hlc, user, kind, payload, prev, body, sig, op_hash(body, sig))
+
+
+def _decode_payload(raw: msgspec.Raw, op: Op) -> Payload:
+    try:
+        payload = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise EncodingError(
+            f"op {op.origin}:{op.seq} ({op.kind}): payload is not valid msgpack "
+            f"({exc.__class__.__name__})"
+        ) from None
+    return payload  # type: ignore[no-any-return]  # a map: the header's check saw its marker
+
+
+def check_payloads(ops: Iterable[Op]) -> None:
+    """Decode the payload of each op (refusing a malformed one): before ops are stored."""
+    for op in ops:
+        op.payload  # noqa: B018 (decoding is the check)
 
 
 MAX_SEALED_PARTS = 16
 
 
+_WIRE = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+
+
 def decode_op(wire: bytes) -> Op:
-    return decode_parts(unpack(wire, "op"))
+    try:
+        body, sig = _WIRE.decode(wire)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # sealed data beside it, or bad bytes
+        return decode_parts(unpack(wire, "op"))
+    return decode_body(body, sig)
 
 
 def decode_parts(parts: Any) -> Op:
@@ -279,7 +389,7 @@ def decode_parts(parts: Any) -> Op:
         ):
             raise EncodingError("the data beside an op is malformed")
         sealed[item[0]] = item[1]
-    return replace(op, sealed=sealed)
+    return op.with_sealed(sealed)
 
 
 def decode_bodies(raw: Iterable[tuple[bytes, bytes]]) -> list[Op]:

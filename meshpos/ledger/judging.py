@@ -18,7 +18,6 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from meshpos.core.errors import RemoteError
@@ -162,7 +161,7 @@ class BatchPast(ABC):
         for old, rev in self.revocations().items():
             if rev.to != node or rev.hlc >= op.hlc or old == node:
                 continue
-            end = replace(op, origin=old, seq=MAX_SEQ)
+            end = op.standing_for(old, MAX_SEQ)
             total += self._held(customer, old, end) + self._inherited(customer, old, end)
         return total
 

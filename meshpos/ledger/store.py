@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from meshpos.core.ops import (
     Op,
     Payload,
     Signer,
+    check_payloads,
     decode_bodies,
     decode_body,
     make_op,
@@ -326,7 +327,7 @@ class Ledger:
                 prev=prev,
             )
             if sealed:
-                op = replace(op, sealed=dict(sealed))
+                op = op.with_sealed(dict(sealed))
             self._commit_ops([op])
         return op
 
@@ -573,6 +574,8 @@ class Ledger:
                     self.conn.execute(
                         "DELETE FROM pending WHERE origin = ? AND seq <= ?", (origin, run[-1].seq)
                     )
+            check_payloads(applied)
+            check_payloads(parked)
             if parked:
                 self.conn.executemany(
                     "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?)",
@@ -637,7 +640,7 @@ class Ledger:
         ops = decode_bodies((b, s) for _, _, b, s in self.raw_since(theirs, limit))
         if not blobs:
             return ops
-        return [replace(op, sealed=beside) if (beside := blobs.get(op.id)) else op for op in ops]
+        return [op.with_sealed(beside) if (beside := blobs.get(op.id)) else op for op in ops]
 
     def get(self, origin: str, seq: int) -> Op | None:
         row = self.conn.execute(

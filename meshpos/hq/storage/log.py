@@ -12,7 +12,7 @@ a cycle. Stored ops are folded into the chain views (views.py) in the same trans
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from meshpos.core.batching import collector_paused
 from meshpos.core.clock import HLC
@@ -22,6 +22,7 @@ from meshpos.core.ops import (
     Op,
     Payload,
     Signer,
+    check_payloads,
     decode_bodies,
     decode_body,
     decode_ops,
@@ -253,6 +254,7 @@ class OpLog:
             applied.extend(run)
             if run:
                 heads[origin] = (run[-1].seq, run[-1].hash)
+        check_payloads(applied)
         rows = ViewRows()
         if applied:
             rows = self.commit(tx, store, applied, now_ms, nodes_changed=new_node)
@@ -373,7 +375,7 @@ class OpLog:
                     (store, op.origin, op.seq),
                 )
                 if found:
-                    op = replace(op, sealed={int(i): bytes(b) for i, b in found})
+                    op = op.with_sealed({int(i): bytes(b) for i, b in found})
             tx.execute(
                 "DELETE FROM sealed WHERE store = ? AND origin = ? AND seq = ?",
                 (store, op.origin, op.seq),
