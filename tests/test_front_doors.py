@@ -37,6 +37,7 @@ from conftest import Node, run_cli
 
 from meshpos.cli.till import TillConsole
 from meshpos.core.ops import Op
+from meshpos.domain.giftcards import DAY_MS, GIFT_CARD, KNOWN, make_code
 from meshpos.node.membership import set_config
 from meshpos.service import cards
 from meshpos.service.config import load_config
@@ -67,6 +68,7 @@ class Pay:
 
 CASH, MACHINE, CARD = Pay(), Pay("machine"), Pay("card")
 UTR = "412345678901"
+EXPIRED_MS = 1_760_000_000_000  # 2025-10-09 in IST
 
 
 @dataclass(frozen=True)
@@ -672,6 +674,26 @@ def test_an_exchange_difference_is_paid_by_machine_upi_or_gift_card(
     assert {k: tender.get(k) for k in expected} == expected, tender
     if how == "giftcard":
         assert store.t1.json("giftcard", "show", code)["balance"] == 300_000
+
+
+def test_another_stores_expired_gift_card_is_refused_at_every_door(
+    door: Door, store: Store
+) -> None:
+    """A card store S9 issued, expired in 2025, that HQ told this store of (`giftcard.known`):
+    the one expiry rule (`CardState.refusal`) refuses it at each door, and nothing is recorded."""
+    code = make_code(GIFT_CARD, "123456789012")
+    known = {"code": code, "kind": GIFT_CARD, "amount": 500_000, "expires_ms": EXPIRED_MS,
+             "issued_ms": EXPIRED_MS - 365 * DAY_MS, "store": "S9"}  # fmt: skip
+    store.hq.op(KNOWN, known)
+    t = Terminal.open(store.t1.path)
+    try:
+        store.hq.give(t)
+    finally:
+        t.close()
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+    assert out.op is None, "an expired card of another store paid for an exchange"
+    assert f"gift card {code} expired on 2025-10-09: it cannot be spent" in out.said, out.said
 
 
 def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store: Store) -> None:

@@ -471,6 +471,9 @@ class Terminal:
                         raise
                     out[t.code or ""] = t.amount  # another store's: asked of HQ when spent
                     continue
+                refused = state.refusal(self.now_ms(), self.store_time().day)
+                if refused:  # before any amount is asked for: no amount makes it spendable
+                    raise InputError(refused)
                 if state.store and t.amount is not None:
                     out[t.code or ""] = max(t.amount, state.balance)  # the rest asked of HQ
                 elif state.store and state.balance <= 0:
