@@ -206,3 +206,12 @@ def stock_is_the_sum_of_its_moves(ledger: Ledger) -> None:
         )
     )
     assert stock == summed
+    # Each counter's share, which the stock screen shows, is the sum of that counter's moves.
+    by_origin = {(sku, o): q for sku, o, q in ledger.conn.execute("SELECT * FROM stock_by_origin")}
+    per_move = {
+        (sku, o): q
+        for sku, o, q in ledger.conn.execute(
+            "SELECT sku, origin, SUM(delta) FROM all_stock_moves GROUP BY sku, origin"
+        )
+    }
+    assert by_origin == per_move

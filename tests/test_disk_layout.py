@@ -67,6 +67,29 @@ def test_the_stock_screen_moves_add_receipts_and_sales_per_counter() -> None:
         assert sum(per_origin.values()) == a.terminal.stock(sku)[0]["qty"]
 
 
+def test_a_database_without_stock_per_counter_gains_it_when_it_opens(tmp_path: Path) -> None:
+    """`stock_by_origin` is newer than the log it sums: opening an older database refolds it."""
+    a, b = _file_replicas(tmp_path)
+    a.terminal.import_catalog(catalog_rows(2, stock=5))
+    sync(a, b)
+    b.terminal.sell([("SKU0", 2), ("SKU1", 1)])
+    b.terminal.move_stock("receive", "SKU1", 3, "delivery")
+    full_sync([a, b])
+    want = stock_moves(a.ledger, ["SKU0", "SKU1"])
+    assert want == {"SKU0": {a.node_id: 5, b.node_id: -2}, "SKU1": {a.node_id: 5, b.node_id: 2}}
+    path = a.ledger.path
+    a.ledger.close()
+    b.ledger.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE stock_by_origin")
+    ledger = Ledger(path, "S1", durable=False)
+    try:
+        assert stock_moves(ledger, ["SKU0", "SKU1"]) == want
+        assert ledger.verify() == []
+    finally:
+        ledger.close()
+
+
 def test_receipt_numbers_follow_the_highest_number_a_counter_gave() -> None:
     (a,) = make_replicas(1)
     a.terminal.import_catalog(catalog_rows(2, stock=9))
@@ -98,10 +121,12 @@ def _file_replicas(tmp_path: Path) -> tuple[Replica, Replica]:
 def _lay_out_as_before(conn: sqlite3.Connection) -> None:
     """Rewrite a database as meshpos laid its views out before: a `stock_moves` row per SKU a
     record moved (net of its lines, kind and hlc of the record), no `sale_lines.hlc`, an index of
-    receipt numbers, one of every sale by customer and one of every escrow move by op."""
+    receipt numbers, one of every sale by customer and one of every escrow move by op, and no
+    stock per counter (`stock_by_origin`)."""
     conn.executescript(
         """
         DROP VIEW all_stock_moves;
+        DROP TABLE stock_by_origin;
         DROP INDEX sale_lines_sku;
         DROP INDEX sales_by_customer;
         DROP INDEX sales_paper;

@@ -58,6 +58,11 @@ def apply_changes(conn: sqlite3.Connection, ch: Changes, s: str = "main") -> Non
             "ON CONFLICT(sku) DO UPDATE SET qty = qty + excluded.qty",
             ch.stock.items(),
         )
+        conn.executemany(
+            f"INSERT INTO {s}.stock_by_origin VALUES (?, ?, ?) "
+            "ON CONFLICT(sku, origin) DO UPDATE SET qty = qty + excluded.qty",
+            [(sku, origin, delta) for (sku, origin), delta in ch.stock_by_origin.items()],
+        )
     if ch.points:
         conn.executemany(
             f"INSERT INTO {s}.loyalty VALUES (?, ?) "

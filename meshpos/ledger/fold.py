@@ -74,6 +74,8 @@ class Changes:
 
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     stock: Counter[str] = field(default_factory=Counter)
+    # The same moves by (sku, origin): how each counter's ops moved each SKU's stock.
+    stock_by_origin: Counter[tuple[str, str]] = field(default_factory=Counter)
     points: Counter[str] = field(default_factory=Counter)
     rights: Counter[tuple[str, str]] = field(default_factory=Counter)
     registers: list[tuple[str, str, str, str, int, str]] = field(default_factory=list)
@@ -88,6 +90,7 @@ class Changes:
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
         self.stock.update(other.stock)
+        self.stock_by_origin.update(other.stock_by_origin)
         self.points.update(other.points)
         self.rights.update(other.rights)
         self.registers.extend(other.registers)
@@ -166,13 +169,14 @@ def _setting(ch: Changes, op: Op) -> None:
 
 
 def _move(ch: Changes, op: Op, sku: str, delta: int, kind: str) -> None:
-    _moved(ch, sku, delta)
+    _moved(ch, op, sku, delta)
     ch.add("stock_moves", (op.origin, op.seq, sku, delta, kind, op.hlc))
 
 
-def _moved(ch: Changes, sku: str, delta: int) -> None:
+def _moved(ch: Changes, op: Op, sku: str, delta: int) -> None:
     """A move's effect on stock. A sale's moves are its `sale_lines` rows (schema.MOVES_DDL)."""
     ch.stock[sku] += delta
+    ch.stock_by_origin[(sku, op.origin)] += delta
     ch.touched.add((OVERSELL, sku))
     ch.touched.add((UNKNOWN_PRODUCT, sku))
 
@@ -356,9 +360,10 @@ def _plain_sale(ch: Changes, op: Op) -> bool:
     if line_rows:
         rows.setdefault("sale_lines", []).extend(line_rows)
     if moves:
-        stock, touched = ch.stock, ch.touched
+        stock, by_origin, touched = ch.stock, ch.stock_by_origin, ch.touched
         for sku, delta in moves.items():
             stock[sku] += delta
+            by_origin[(sku, origin)] += delta
             touched.add((OVERSELL, sku))
             touched.add((UNKNOWN_PRODUCT, sku))
     if tenders:
@@ -448,7 +453,7 @@ def _checked_record(ch: Changes, op: Op) -> None:
                 back[sku] += qty
     for sku, delta in moves.items():
         if delta:
-            _moved(ch, sku, delta)
+            _moved(ch, op, sku, delta)
     if back:
         if ref is None:
             raise EncodingError(f"op {op.origin}:{op.seq}: a return must name its original sale")

@@ -73,6 +73,7 @@ VIEW_TABLES = (
     "customers",
     "settings",
     "stock",
+    "stock_by_origin",
     "stock_moves",
     "loyalty",
     "rights",
@@ -168,6 +169,12 @@ CREATE TABLE IF NOT EXISTS {s}.stock (
     sku TEXT PRIMARY KEY,
     qty INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {s}.stock_by_origin (
+    sku    TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    qty    INTEGER NOT NULL,
+    PRIMARY KEY (sku, origin)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS {s}.stock_moves (
     origin TEXT NOT NULL,
     seq    INTEGER NOT NULL,
