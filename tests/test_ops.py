@@ -4,6 +4,7 @@ hash chain that makes a removed, altered or reordered op evident."""
 from __future__ import annotations
 
 import contextlib
+import pickle
 from typing import Any
 
 import msgpack
@@ -98,6 +99,14 @@ def test_an_op_survives_the_wire_unchanged(payload: dict[str, Any]) -> None:
     assert back == op
     assert back.payload == msgpack.unpackb(msgpack.packb(op.payload, use_bin_type=True))
     verify_signature(ALICE.public_key, back)
+
+
+def test_a_decoded_op_pickles_with_its_payload_and_sealed_data() -> None:
+    """Ops cross process boundaries (verify's and the bench's workers): a decoded op, whose
+    payload is still raw bytes, pickles as the same op with the same payload."""
+    op = decode_op(op_for(ALICE, {"lines": [{"sku": "X", "qty": 2}]}).wire()).with_sealed({0: b"k"})
+    back = pickle.loads(pickle.dumps(op))
+    assert back == op and back.payload == op.payload and back.sealed == {0: b"k"}
 
 
 def test_tuples_encode_like_lists() -> None:

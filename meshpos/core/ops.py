@@ -199,10 +199,6 @@ class Op:
             f"payload={self.payload!r}, prev={self.prev!r})"
         )
 
-    def __reduce__(self) -> tuple[type[Op], tuple[object, ...]]:
-        return (Op, (*self._key()[:6], self.payload, self.prev, self.body, self.sig, self.hash,
-                     dict(self.sealed)))  # fmt: skip
-
 
 def wire_of(body: bytes, sig: bytes, sealed: Mapping[int, bytes] | None = None) -> bytes:
     """An op's wire form from its stored parts."""
