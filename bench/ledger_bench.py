@@ -115,6 +115,7 @@ TARGET_LONE_BYTES = 600.0
 TARGET_RSS_MB = 150.0
 TARGET_FULL_VERIFY_S = 10.0  # issue 16, at a million ops
 TARGET_BACKUP_S = 30.0  # issue 16: snapshot + check + seal of a million ops
+TARGET_DISK_BYTES_PER_OP = 700.0  # issue 16, at a million ops
 MILLION_OPS = 1_000_000
 SCALE_KEY = hashlib.sha256(b"meshpos bench scale database key").digest()
 
@@ -986,6 +987,13 @@ def scale_section(args: argparse.Namespace, results: dict[str, Any]) -> dict[str
                 backups["encrypted"]["total_s"],
                 TARGET_BACKUP_S,
                 "s",
+                lower=True,
+            ),
+            _target(
+                f"disk per op at {ops:,} ops",
+                res["bytes_per_op"],
+                TARGET_DISK_BYTES_PER_OP,
+                "B",
                 lower=True,
             ),
         ]
