@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshpos.core.ops import Op, Signer
+from meshpos.core.ops import FORMAT, Op, Signer, decode_body, pack
 from meshpos.domain.catalog import CatalogRow
 from meshpos.domain.enrolment import NodeRecord
 from meshpos.ledger.schema import VIEW_TABLES
@@ -72,6 +72,16 @@ OP_FIELDS = (
 def rebuilt(op: Op, **change: Any) -> Op:
     """`op` with some fields replaced, nothing recomputed: how a test forges or breaks an op."""
     return Op(**({name: getattr(op, name) for name in OP_FIELDS} | change))
+
+
+def signed_with_raw_payload(
+    s: Signer, store: str, seq: int, hlc: int, prev: bytes, payload: bytes, kind: str = "note"
+) -> Op:
+    """An op `s` signed whose payload is the bytes given, not encoded by meshpos (to send one that
+    does not decode): its header and chain are sound."""
+    head = b"".join(pack(f) for f in (FORMAT, store, s.node_id, seq, hlc, "u", kind))
+    body = b"\x99" + head + payload + pack(prev)
+    return decode_body(body, s.sign(body))
 
 
 def new_ledger(

@@ -25,6 +25,7 @@ from hq_helpers import (
     store_views,
     wires,
 )
+from ledger_helpers import signed_with_raw_payload
 from pg import Cluster, pg_cluster_fixture
 
 from meshpos.core.errors import InputError
@@ -259,9 +260,8 @@ def test_each_bad_request_is_refused_and_changes_nothing(
     )  # fmt: skip
     _refused(lambda: c.push([twin.wire()], certified(t)), 409, "equivocation")
     # Chained and signed, but its payload is not a map of text keys: found when HQ decodes it.
-    head = b"".join(pack(f) for f in (1, store.id, t.node_id, nxt.seq, nxt.hlc, "x", "note"))
-    body = b"\x99" + head + b"\x81\x01\x02" + pack(nxt.prev)
-    _refused(lambda: c.push([pack([body, t.signer.sign(body)])], certified(t)), 400, "malformed")
+    odd = signed_with_raw_payload(t.signer, store.id, nxt.seq, nxt.hlc, nxt.prev, b"\x81\x01\x02")
+    _refused(lambda: c.push([odd.wire()], certified(t)), 400, "malformed")
     stranger = Signer.generate()
     alien = make_op(stranger, store=store.id, seq=1, hlc=1, user="x", kind="note",
                     payload={}, prev=bytes(32))  # fmt: skip

@@ -16,6 +16,7 @@ from ledger_helpers import (
     make_replicas,
     new_ledger,
     node_record,
+    signed_with_raw_payload,
     signer,
     table_counts,
     views,
@@ -283,20 +284,12 @@ def _raw_op(s: Signer, seq: int, prev: bytes, kind: str, payload: dict[str, Any]
 UNDECODABLE = [b"\x81\xa1n\xa2\xff\xfe", b"\x81\x01\x02", b"\x81\x91\x01\x02"]
 
 
-def _signed_with_payload(s: Signer, seq: int, prev: bytes, payload: bytes) -> Op:
-    import msgpack
-
-    head = b"".join(msgpack.packb(f) for f in (1, STORE, s.node_id, seq, 5000, "u", "note"))
-    body = b"\x99" + head + payload + msgpack.packb(prev, use_bin_type=True)
-    return decode_body(body, s.sign(body))
-
-
 @pytest.mark.parametrize("payload", UNDECODABLE)
 def test_a_payload_that_does_not_decode_is_refused_at_ingest_and_writes_nothing(
     ledger: Ledger, payload: bytes
 ) -> None:
     before = history(A, 1, start=4, prev=ledger.head(A.node_id)[1])
-    bad = _signed_with_payload(A, 5, before[0].hash, payload)
+    bad = signed_with_raw_payload(A, STORE, 5, 5000, before[0].hash, payload)
     named = f"op {A.node_id}:5 \\(note\\): payload is not valid msgpack"
     with pytest.raises(EncodingError, match=named):
         bad.payload  # noqa: B018

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import pytest
-from ledger_helpers import rebuilt
+from ledger_helpers import rebuilt, signed_with_raw_payload
 from mesh_helpers import Mesh, signer
 
 from meshpos.core.ops import Op, decode_op, make_op
@@ -394,7 +394,14 @@ def _forgeries(mesh: Mesh) -> dict[str, Callable[[list[Op]], list[Op]]]:
         )
         return [alien]
 
+    def undecodable_payload(ops: list[Op]) -> list[Op]:
+        first = ops[0]
+        return [
+            signed_with_raw_payload(s1, "S1", first.seq, first.hlc, first.prev, b"\x81\x01\x02")
+        ]
+
     return {
+        "undecodable_payload": undecodable_payload,
         "bad_signature": bad_signature,
         "signed_by_another_key": signed_by_another_key,
         "altered_middle": altered_middle,
@@ -405,7 +412,14 @@ def _forgeries(mesh: Mesh) -> dict[str, Callable[[list[Op]], list[Op]]]:
 
 @pytest.mark.parametrize(
     "forgery",
-    ["bad_signature", "signed_by_another_key", "altered_middle", "broken_link", "other_store"],
+    [
+        "undecodable_payload",
+        "bad_signature",
+        "signed_by_another_key",
+        "altered_middle",
+        "broken_link",
+        "other_store",
+    ],
 )
 def test_forged_or_broken_ops_are_rejected_whole_and_others_keep_syncing(forgery: str) -> None:
     mesh = Mesh(3)
