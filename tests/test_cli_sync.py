@@ -71,6 +71,26 @@ def test_export_since_carries_only_what_the_other_side_lacks(pair, tmp_path):
     t2.ok("verify")
 
 
+def test_stock_by_counter_shows_what_each_counters_ops_moved(pair, tmp_path):
+    t1, t2 = pair
+    (start,) = t1.json("stock", "show", "TEE-M")
+    t1.sell("TEE-M")
+    t2.sell("TEE-M")
+    t2.sell("TEE-M")
+    t2.ok("stock", "receive", "TEE-M", "5", "--reason", "delivery")
+    export(t2, tmp_path / "t2.bundle", since_of=t1)
+    t1.ok("sync", "import", str(tmp_path / "t2.bundle"))
+    (row,) = t1.json("stock", "show", "TEE-M", "--by-counter")
+    moved = row.pop("by_counter")
+    assert row == {**start, "qty": start["qty"] - 3 + 5}
+    assert moved["T2"] == 3 and sum(moved.values()) == row["qty"]
+    assert [r["sku"] for r in t1.json("stock", "--by-counter")] == [
+        r["sku"] for r in t1.json("stock")
+    ]
+    table = t1.ok("stock", "show", "--by-counter").out
+    assert "stock by counter" in table and "T1" in table and "T2" in table
+
+
 def test_export_and_import_json_give_the_counts(pair, tmp_path):
     t1, t2 = pair
     t1.sell("TEE-M")

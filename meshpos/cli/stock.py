@@ -24,11 +24,30 @@ def stock() -> None:
 
 @stock.command("show")
 @click.argument("sku", required=False)
+@click.option(
+    "--by-counter",
+    is_flag=True,
+    help="Add a column per counter: what its ops moved (receipts +, sales -); they add up to qty.",
+)
 @json_option
 @click.pass_context
-def stock_show(ctx: click.Context, sku: str | None, as_json: bool) -> None:
+def stock_show(ctx: click.Context, sku: str | None, by_counter: bool, as_json: bool) -> None:
     """Stock of one SKU, or of every SKU."""
-    emit(open_terminal(ctx).stock(sku), as_json, "stock")
+    t = open_terminal(ctx)
+    if not by_counter:
+        emit(t.stock(sku), as_json, "stock")
+        return
+    rows = t.stock_by_counter(sku)
+    if as_json:
+        emit(rows, as_json, "stock")
+        return
+    counters = sorted({name for row in rows for name in row["by_counter"]})
+    flat = [
+        {**{k: v for k, v in row.items() if k not in ("by_counter", "qty")},
+         **{name: row["by_counter"].get(name, "") for name in counters}, "qty": row["qty"]}
+        for row in rows
+    ]  # fmt: skip
+    emit(flat, as_json, "stock by counter")
 
 
 def _stock_cmd(kind: str, help_text: str) -> Callable[..., None]:

@@ -72,6 +72,17 @@ class Views:
             return self.rows(sql + "WHERE p.sku = ?", (sku,))
         return self.rows(sql + "ORDER BY p.sku")
 
+    def stock_by_counter(self, sku: str | None = None) -> dict[str, dict[str, int]]:
+        """Per SKU (every SKU, or one), what each counter's ops moved its stock, by node id: the
+        columns that add up to `stock` (the `stock_by_origin` view)."""
+        sql, args = "SELECT sku, origin, qty FROM stock_by_origin", []
+        if sku is not None:
+            sql, args = sql + " WHERE sku = ?", [sku]
+        out: dict[str, dict[str, int]] = {}
+        for code, origin, qty in self.conn.execute(sql, args):
+            out.setdefault(str(code), {})[str(origin)] = int(qty)
+        return out
+
     def stock_levels(self) -> dict[str, int]:
         """Units on hand per SKU with any stock move (no catalogue join)."""
         return {str(sku): int(qty) for sku, qty in self.conn.execute("SELECT sku, qty FROM stock")}

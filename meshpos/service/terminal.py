@@ -298,6 +298,21 @@ class Terminal:
     def stock(self, sku: str | None = None) -> list[dict[str, Any]]:
         return self.ledger.views.stock(self.product(sku).sku if sku is not None else None)
 
+    def stock_by_counter(self, sku: str | None = None) -> list[dict[str, Any]]:
+        """`stock`, each row with `by_counter`: what each counter's ops moved (receipts +, sales
+        -), by counter name; the amounts add up to `qty`."""
+        rows = self.stock(sku)
+        names = {n.node_id: n.name for n in self.ledger.nodes()}
+        moved = self.ledger.views.stock_by_counter(rows[0]["sku"] if sku is not None else None)
+        return [
+            {**row, "by_counter": {
+                names.get(origin, origin): qty
+                for origin, qty in sorted(moved.get(row["sku"], {}).items(),
+                                          key=lambda kv: names.get(kv[0], kv[0]))
+            }}
+            for row in rows
+        ]  # fmt: skip
+
     def move_stock(
         self, kind: str, code: str, qty: int, reason: str, user: str | None = None
     ) -> Op:
