@@ -696,6 +696,33 @@ def test_another_stores_expired_gift_card_is_refused_at_every_door(
     assert f"gift card {code} expired on 2025-10-09: it cannot be spent" in out.said, out.said
 
 
+def test_a_gift_card_another_counter_holds_is_refused_at_every_door(
+    door: Door, store: Store, tmp_path: Path
+) -> None:
+    """Sold at T2, its balance is T2's to spend (the gift card escrow): T1 refuses it whatever the
+    door, naming the counter that holds it, and records nothing."""
+    code = store.t2.ok("giftcard", "issue", "--amount", "5000").out.strip()
+    store.t2.ok("sync", "export", str(tmp_path / "card.bundle"))
+    store.t1.ok("sync", "import", str(tmp_path / "card.bundle"))
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+    assert out.op is None, "T1 spent a gift card whose balance T2 holds"
+    said = " ".join(out.said.split())
+    assert f"card {code}: ₹2,000.00 asked, but this counter may spend only ₹0.00 of it now" in said
+    assert "The rest is held elsewhere: T2 holds ₹5,000.00" in said, said
+    assert "points" not in said, said
+
+
+def test_a_spent_gift_card_is_refused_at_every_door(door: Door, store: Store) -> None:
+    code = store.t1.ok("giftcard", "issue", "--amount", "200").out.strip()
+    store.t1.ok("sell", "CAP", "--pay", f"giftcard:{code}", "--pay", "cash", user="ana")  # ₹250
+    assert store.t1.json("giftcard", "show", code)["balance"] == 0
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+    assert out.op is None, "a spent gift card paid for an exchange"
+    assert f"gift card {code} has nothing left to spend" in out.said, out.said
+
+
 def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store: Store) -> None:
     sold = sell(door, [("TEE-M", 1)])
     out = door.exchange(sold.payload["sale_id"], "TEE-M", "CAP", Settle("credit_note"))

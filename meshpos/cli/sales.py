@@ -266,8 +266,9 @@ def exchange(
 ) -> None:
     """Exchange items of an earlier sale for others; the difference is paid or refunded."""
     card = card_input(card_number, card_expiry, card_stdin)
+    t = selling_terminal(ctx)
     try:
-        result = selling_terminal(ctx).exchange(
+        result = t.exchange(
             sale_id,
             [parse_item(i) for i in back],
             [parse_item(i) for i in take],
@@ -279,4 +280,6 @@ def exchange(
         )
     except OversellNotConfirmed as exc:
         raise _oversell_hint(exc) from None
+    except EscrowShortfall as short:
+        raise rights.explain(t, short) from None
     _print_sale(result, as_json, "exchange")

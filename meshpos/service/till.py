@@ -970,15 +970,18 @@ def record_exchange(
     if not take:
         raise InputError("scan the items going out, or cancel the exchange")
     net = exchange_net(returning, going_out)
-    result = returning.terminal.exchange(
-        ref,
-        back,
-        take,
-        tenders=payment or [],
-        user=returning.user,
-        allow_oversell=bool(going_out.confirmed),
-        refund=(refund or returning.refund_method) if net < 0 else "cash",
-    )
+    try:
+        result = returning.terminal.exchange(
+            ref,
+            back,
+            take,
+            tenders=payment or [],
+            user=returning.user,
+            allow_oversell=bool(going_out.confirmed),
+            refund=(refund or returning.refund_method) if net < 0 else "cash",
+        )
+    except EscrowShortfall as short:
+        raise rights.explain(returning.terminal, short) from None
     returning.void()
     going_out.void()
     return result
