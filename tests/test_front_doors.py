@@ -723,6 +723,19 @@ def test_a_spent_gift_card_is_refused_at_every_door(door: Door, store: Store) ->
     assert f"gift card {code} has nothing left to spend" in out.said, out.said
 
 
+def test_a_refund_of_a_gift_card_sale_comes_back_as_a_credit_note_at_every_door(
+    door: Door, store: Store
+) -> None:
+    """What a gift card paid never goes back as cash, whatever refund the door asks for."""
+    code = store.t1.ok("giftcard", "issue", "--amount", "1000").out.strip()
+    sold = store.t1.json("sell", "TEE-M", "--pay", f"giftcard:{code}", "--json", user="ana")
+    out = door.refund(sold["sale_id"], "TEE-M")
+    assert out.op is not None and out.op.kind == "return", out.said
+    (back,) = out.payload["tenders"]
+    assert back["method"] == "credit_note" and back["amount"] == 100_000, back
+    assert store.t1.json("giftcard", "show", back["code"])["balance"] == 100_000
+
+
 def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store: Store) -> None:
     sold = sell(door, [("TEE-M", 1)])
     out = door.exchange(sold.payload["sale_id"], "TEE-M", "CAP", Settle("credit_note"))
