@@ -556,6 +556,18 @@ def test_a_refund_above_the_limit_needs_a_supervisors_pin(door: Door, store: Sto
     assert taken.payload["total"] == 300_000 and taken.payload["approval"]["user"] == "sam"
 
 
+def test_an_item_cannot_be_returned_twice_at_any_door(door: Door, store: Store) -> None:
+    sold = sell(door, [("TEE-M", 1)])
+    first = door.refund(sold.payload["sale_id"], "TEE-M")
+    assert first.op is not None and first.op.kind == "return", first.said
+    again = door.refund(sold.payload["sale_id"], "TEE-M")
+    assert again.op is None, "the same item was refunded twice"
+    # The CLI names the item ("only 0 of TEE-M can still be returned"); a till, at the receipt's
+    # scan, says the whole sale has come back. Both refuse before anything is recorded.
+    assert sold.payload["sale_id"] in again.said, again.said
+    assert "can still be returned" in again.said or "already come back" in again.said
+
+
 def test_a_stock_correction_needs_a_supervisors_pin(door: Door, store: Store) -> None:
     before = stock(store.t1, "CAP")
     refused = door.adjust("CAP", -2)
@@ -734,6 +746,22 @@ def test_a_refund_of_a_gift_card_sale_comes_back_as_a_credit_note_at_every_door(
     (back,) = out.payload["tenders"]
     assert back["method"] == "credit_note" and back["amount"] == 100_000, back
     assert store.t1.json("giftcard", "show", back["code"])["balance"] == 100_000
+
+
+def test_an_exchange_beyond_stock_asks_first_at_every_door(door: Door, store: Store) -> None:
+    """The item going out is one this counter has none of: the door asks, as a sale's does,
+    and records nothing unconfirmed."""
+    t = Terminal.open(store.t1.path)
+    try:
+        with approved_by(t, sign_in(t, "sam", PINS["sam"])):
+            t.move_stock("adjust", "CAP", -t.stock("CAP")[0]["qty"], "count", user="sam")
+    finally:
+        t.close()
+    sold = sell(door, [("TEE-M", 1)])
+    out = door.exchange(sold.payload["sale_id"], "TEE-M", "CAP", Settle("credit_note"))
+    assert out.op is None, "an exchange took out an item beyond stock unasked"
+    said = " ".join(out.said.split())
+    assert "more than this counter has in stock (CAP" in said and "0 in stock" in said, said
 
 
 def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store: Store) -> None:
