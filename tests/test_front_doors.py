@@ -773,6 +773,16 @@ def test_an_exchange_owing_the_customer_refunds_a_credit_note(door: Door, store:
     assert store.t1.json("giftcard", "show", note["code"])["balance"] == 75_000
 
 
+@pytest.mark.parametrize("how", ["cash", "credit_note"])
+def test_an_exchange_refund_above_the_limit_needs_a_supervisors_pin(
+    door: Door, store: Store, how: str
+) -> None:
+    """₹3,000 jacket back, ₹250 cap out: ₹2,750 owed, above the ₹1,000 refund limit."""
+    out = door.exchange(store.big_sale, "JKT-L", "CAP", Settle(how))
+    assert out.op is None, "a refund above the limit was given without a supervisor"
+    assert SUPERVISOR in out.said and "₹2,750.00" in out.said, out.said
+
+
 def test_an_exchange_refuses_a_payment_when_nothing_is_due(store: Store) -> None:
     """The till's one rule for exchanges (service/till.record_exchange), at the text till."""
     text = TextDoor(store)
