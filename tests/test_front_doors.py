@@ -12,7 +12,12 @@ the rules are asserted once, parametrised over the doors:
 - selling beyond the stock this counter sees needs the cashier's confirmation, and a supervisor
   above the oversell limit;
 - card payments are one of two kinds: the card machine (approval code and last four, no card
-  data) or a card captured here (blocklist, per-sale floor limit, sealed, pending).
+  data) or a card captured here (blocklist, per-sale floor limit, sealed, pending);
+- gift cards: one another counter holds, one spent, and another store's expired one (known
+  through HQ's `giftcard.known`) are refused, in the cashier's words; what a card paid comes
+  back as a credit note;
+- exchanges: beyond stock asks first; a refund above the limit needs a supervisor; an item
+  comes back only once.
 
 Store: T1 and T2 of store S1 (tests/conftest.py), staff boss (admin), ana (cashier, the one at
 the counter), sam (supervisor); HQ's payment key and ₹20,000 of card float reached T1.
