@@ -109,17 +109,8 @@ def sales_by_origin(ledger: Ledger) -> dict[str, OriginSales]:
 
 def stock_moves(ledger: Ledger, skus: Sequence[str]) -> dict[str, dict[str, int]]:
     """Per SKU, the net stock each counter's ops moved (receipts +, sales -): stock is a sum of
-    signed moves, so the columns add up to the total. Read from `stock_by_origin`, which the
-    fold keeps beside `stock`: a row per SKU and counter, however many moves made it."""
-    moves: dict[str, dict[str, int]] = {}
-    if not skus:
-        return moves
-    marks = ",".join("?" * len(skus))
-    for sku, origin, qty in ledger.conn.execute(
-        f"SELECT sku, origin, qty FROM stock_by_origin WHERE sku IN ({marks})", list(skus)
-    ):
-        moves.setdefault(sku, {})[origin] = int(qty)
-    return moves
+    signed moves, so the columns add up to the total."""
+    return ledger.views.stock_by_counter(skus) if skus else {}
 
 
 def latest_ops(ledger: Ledger, origin: str, kind: str, limit: int) -> list[Op]:

@@ -72,12 +72,13 @@ class Views:
             return self.rows(sql + "WHERE p.sku = ?", (sku,))
         return self.rows(sql + "ORDER BY p.sku")
 
-    def stock_by_counter(self, sku: str | None = None) -> dict[str, dict[str, int]]:
-        """Per SKU (every SKU, or one), what each counter's ops moved its stock, by node id: the
-        columns that add up to `stock` (the `stock_by_origin` view)."""
-        sql, args = "SELECT sku, origin, qty FROM stock_by_origin", []
-        if sku is not None:
-            sql, args = sql + " WHERE sku = ?", [sku]
+    def stock_by_counter(self, skus: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per SKU (every SKU, or those of `skus`), what each counter's ops moved its stock, by
+        node id: the columns that add up to `stock` (the `stock_by_origin` view, which the fold
+        keeps beside it: a row per SKU and counter, however many moves made it)."""
+        sql, args = "SELECT sku, origin, qty FROM stock_by_origin", list(skus or ())
+        if skus is not None:
+            sql += f" WHERE sku IN ({','.join('?' * len(args))})"
         out: dict[str, dict[str, int]] = {}
         for code, origin, qty in self.conn.execute(sql, args):
             out.setdefault(str(code), {})[str(origin)] = int(qty)

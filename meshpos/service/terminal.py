@@ -303,7 +303,7 @@ class Terminal:
         -), by counter name; the amounts add up to `qty`."""
         rows = self.stock(sku)
         names = {n.node_id: n.name for n in self.ledger.nodes()}
-        moved = self.ledger.views.stock_by_counter(rows[0]["sku"] if sku is not None else None)
+        moved = self.ledger.views.stock_by_counter([rows[0]["sku"]] if sku is not None else None)
         return [
             {**row, "by_counter": {
                 names.get(origin, origin): qty
