@@ -262,6 +262,18 @@ def test_an_expired_card_and_a_spent_one_are_refused_and_nothing_is_recorded(nod
     assert "not known at this store" in node.fail("giftcard", "show", "GC1234567890128")
 
 
+def test_another_stores_card_with_an_amount_is_refused_saying_only_hq_moves_it(node: Node) -> None:
+    """No counter of this store holds any of it: the words must not send the cashier looking
+    for one."""
+    said = node.fail("sell", CHINOS, "--pay", "giftcard:GC1234567890128:50", "--pay", "cash")
+    said = " ".join(said.split())
+    assert "card GC1234567890128: ₹50.00 asked, but this counter may spend only ₹0.00" in said
+    assert (
+        "No counter of this store holds any of it: another store's card is spent through HQ" in said
+    )
+    assert "counter holding it" not in said, said
+
+
 # -- escrow: a split LAN, a tampered till, HQ only between stores --------------------------------
 
 

@@ -51,12 +51,20 @@ class RedeemRefused(EscrowShortfall):
             if card
             else f"redeem only {here} of their points now"
         )
+        nowhere = (  # no counter here holds any: only HQ can move it from another store
+            "No counter of this store holds any of it: another store's card is spent through HQ"
+            if card
+            else "No counter of this store holds any of them: points from another store come "
+            "through HQ"
+        )
         todo = (
             (f"Take at most {rupees(here)} from the card, or another payment" if card
              else f"Redeem at most {here}, or take another payment")
             if here
             else "Take another payment, or redeem at the counter holding "
             + ("it" if card else "them")
+            if holders
+            else f"{nowhere}. Take another payment"
         )  # fmt: skip
         LocalError.__init__(
             self,
