@@ -10,6 +10,7 @@ from mesh_helpers import Mesh
 
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
+from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service import escrow
 from meshpos.service.escrow import EscrowSale
 from meshpos.service.terminal import SaleResult, Terminal
@@ -83,6 +84,37 @@ def test_without_peers_the_shortfall_is_raised_at_once_and_nothing_is_asked() ->
     with pytest.raises(EscrowShortfall):
         sale.step()
     assert escrow.take_unsent(t) == []
+
+
+def test_with_hq_alone_in_reach_the_shortfall_is_asked_so_the_daemon_claims_it_from_hq() -> None:
+    """A counter with no LAN peer up but HQ in reach (a one-counter store online) still asks: its
+    daemon claims from HQ what no peer holds (meshpos/node/core.py). The card float is never
+    claimed from HQ, so a card-float shortfall is not asked."""
+    mesh, cid = points_store()
+    t = mesh.nodes[2].terminal
+    sale = EscrowSale(
+        t, lambda: redeeming(t, cid, 100), peers_up=False, hq_up=True, clock=Seconds()
+    )
+    assert sale.step() is None and sale.waiting
+    assert escrow.take_unsent(t) == [(cid, 100)]
+    float_short = EscrowShortfall(CARD_FLOAT, 5_000, 0, {})
+    assert not escrow.worth_asking(float_short, peers_up=False, hq_up=True)
+    assert escrow.worth_asking(float_short, peers_up=True, hq_up=False)
+
+
+@pytest.mark.parametrize(
+    ("status", "seen"),
+    [
+        ({}, (False, False)),  # no daemon running
+        ({"peers_up": 2, "wan": None}, (True, False)),  # no HQ configured
+        ({"peers_up": 0, "wan": {"wan_ok": True}}, (False, True)),
+        ({"peers_up": 1, "wan": {"wan_ok": False}}, (True, False)),
+    ],
+)
+def test_reach_reads_lan_peers_and_hq_from_the_daemons_status(
+    status: dict[str, object], seen: tuple[bool, bool]
+) -> None:
+    assert escrow.reach(status) == seen
 
 
 def test_sell_with_escrow_is_the_blocking_loop_over_the_steps() -> None:

@@ -22,7 +22,7 @@ from meshpos.domain.money import points_moved, rupees
 from meshpos.domain.pricing import parse_item
 from meshpos.service import rights
 from meshpos.service.daemon_link import daemon_status, wait_for_copies
-from meshpos.service.escrow import sell_with_escrow
+from meshpos.service.escrow import reach, sell_with_escrow
 from meshpos.service.terminal import OversellNotConfirmed, SaleResult
 
 LINE_COLUMNS = ("sku", "name", "hsn", "qty", "unit_price", "discount", "gst_rate", "tax", "total")
@@ -174,10 +174,12 @@ def sell(
         tenders = machine_payment(("card",), None, None)
     t = selling_terminal(ctx)
     daemon = daemon_status(t.cfg.dir)
+    peers_up, hq_up = reach(daemon)
     try:
         result = sell_with_escrow(
             t,
-            peers_up=bool(daemon.get("peers_up")),
+            peers_up=peers_up,
+            hq_up=hq_up,
             items=[parse_item(i) for i in items],
             tenders=tenders,
             customer=customer,

@@ -21,6 +21,7 @@ from typing import Any, TypedDict, Unpack
 from meshpos.core.errors import RemoteError
 from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
+from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.cards import CardInput
 from meshpos.service.terminal import SaleResult, Terminal
 
@@ -81,13 +82,27 @@ class RightsWait:
         return now >= self.deadline
 
 
+def worth_asking(short: EscrowShortfall, peers_up: bool, hq_up: bool) -> bool:
+    """Whether anyone can answer an ask for `short` now: a LAN peer with a session, or HQ, of
+    which the daemon claims what no peer holds (meshpos/node/core.py: never the card float, which
+    HQ hands out itself). A store with one counter online reaches other stores' cards and points
+    through HQ alone."""
+    return peers_up or (hq_up and short.customer != CARD_FLOAT)
+
+
+def reach(status: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(LAN peers up, HQ reachable) from the daemon's status ({} when none runs: neither)."""
+    wan = status.get("wan")
+    return bool(status.get("peers_up")), isinstance(wan, dict) and bool(wan.get("wan_ok"))
+
+
 @dataclass
 class EscrowSale:
     """One sale that may need rights another counter holds, rung by `ring` (`Terminal.sell`, or
     a till session's `complete`).
 
-    `step()` rings it. On a shortfall (and with peers up) it asks the peers once and returns
-    None; later steps return None until this terminal holds the rights, then ring again. Past
+    `step()` rings it. On a shortfall that someone can answer (`worth_asking`) it asks once and
+    returns None; later steps return None until this terminal holds the rights, then ring again. Past
     `wait_ms` after the ask, a step raises the shortfall. No step blocks; `clock` is seconds
     (monotonic) and only measures the wait.
     """
@@ -97,6 +112,7 @@ class EscrowSale:
     wait_ms: int = 1500
     peers_up: bool = True
     clock: Callable[[], float] = time.monotonic
+    hq_up: bool = False
     _wait: RightsWait | None = field(default=None, init=False)
 
     @property
@@ -110,7 +126,7 @@ class EscrowSale:
             try:
                 return self.ring()
             except EscrowShortfall as exc:
-                if not self.peers_up:
+                if not worth_asking(exc, self.peers_up, self.hq_up):
                     raise
                 self._wait = RightsWait.ask(self.terminal, exc, self.wait_ms, self.clock)
                 return None
@@ -143,12 +159,15 @@ def sell_with_escrow(
     items: Sequence[tuple[str, int]],
     wait_ms: int = 1500,
     peers_up: bool = True,
+    hq_up: bool = False,
     **options: Unpack[SellOptions],
 ) -> SaleResult:
     """`Terminal.sell`; when a points redemption (or card float) needs rights held elsewhere, ask
     the peers through the daemon and retry until the rights arrive or `wait_ms` passes. Blocks
     the calling thread; see `EscrowSale` for the form that does not."""
-    sale = EscrowSale(t, lambda: t.sell(items, **options), wait_ms=wait_ms, peers_up=peers_up)
+    sale = EscrowSale(
+        t, lambda: t.sell(items, **options), wait_ms=wait_ms, peers_up=peers_up, hq_up=hq_up
+    )
     while (result := sale.step()) is None:
         time.sleep(POLL_S)
     return result
