@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,9 +45,10 @@ from conftest import Node, run_cli
 
 from meshpos.cli.till import TillConsole
 from meshpos.core.ops import Op
+from meshpos.domain import giftcards
 from meshpos.domain.giftcards import DAY_MS, GIFT_CARD, KNOWN, make_code
 from meshpos.node.membership import set_config
-from meshpos.service import cards
+from meshpos.service import cards, escrow
 from meshpos.service.config import load_config
 from meshpos.service.staff import add_user, approved_by, sign_in
 from meshpos.service.terminal import Terminal
@@ -728,6 +732,37 @@ def test_a_gift_card_another_counter_holds_is_refused_at_every_door(
     assert f"card {code}: ₹2,000.00 asked, but this counter may spend only ₹0.00 of it now" in said
     assert "The rest is held elsewhere: T2 holds ₹5,000.00" in said, said
     assert "points" not in said, said
+
+
+def _daemon_reaching_hq_alone(node: Node) -> None:
+    """What `meshpos node run` writes while no LAN peer is up but HQ is in reach."""
+    status = {"pid": os.getpid(), "written": time.time(), "peers_up": 0, "wan": {"wan_ok": True}}
+    (node.path / "status.json").write_text(json.dumps(status))
+
+
+def test_the_text_till_asks_for_a_cards_rights_when_hq_is_in_reach(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like `meshpos sell` and the web till, the text till asks for rights another counter holds
+    (its daemon claims from HQ what no peer holds) and waits, bounded, before it refuses; it runs
+    the step once more when they arrive, and no more."""
+    code = store.t2.ok("giftcard", "issue", "--amount", "5000").out.strip()
+    store.t2.ok("sync", "export", str(tmp_path / "card.bundle"))
+    store.t1.ok("sync", "import", str(tmp_path / "card.bundle"))
+    _daemon_reaching_hq_alone(store.t1)
+    text = TextDoor(store)
+    try:
+        text.console.rights_wait_ms = 50
+        sold = text.ring(Sale([("TEE-M", 1)]))
+        out = text.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+        assert out.op is None and "asking for the rest" in out.said, out.said
+        assert "T2 holds ₹5,000.00" in " ".join(out.said.split()), out.said
+        assert escrow.take_unsent(text.terminal) == [(giftcards.escrow_key(code), 200_000)]
+        monkeypatch.setattr(escrow.RightsWait, "arrived", lambda self: True)
+        again = text.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+        assert again.op is None and again.said.count("asking for the rest") == 1, again.said
+    finally:
+        text.close()
 
 
 def test_a_spent_gift_card_is_refused_at_every_door(door: Door, store: Store) -> None:

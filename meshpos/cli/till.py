@@ -7,6 +7,7 @@ import contextlib
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -21,6 +22,7 @@ from meshpos.core.clock import wall_ms
 from meshpos.core.errors import ConfigError, InputError, MeshposError
 from meshpos.devices import layout, qr
 from meshpos.devices.scanners import HidScanner, ScannerUnavailable, SerialScanner
+from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.money import rupees
 from meshpos.domain.staff import APPROVAL
 from meshpos.ledger.live_feed import LiveFeed
@@ -28,6 +30,7 @@ from meshpos.service import cards, counter_state, giftcards, printer_words
 from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
+from meshpos.service.escrow import RightsWait, reach, worth_asking
 from meshpos.service.history import customer_history, summary_lines
 from meshpos.service.power import till_power_guard
 from meshpos.service.printing import (
@@ -95,6 +98,10 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
 )
 
 
+RIGHTS_WAIT_MS = 2000  # how long a step waits for rights it asked for, as the web till does
+RIGHTS_POLL_S = 0.02
+
+
 @dataclass
 class Ask:
     """A question the till put to the cashier: the next line answers it."""
@@ -160,6 +167,7 @@ class TillConsole:
         self.asks: list[Ask] = []
         self.take: TillSession | None = None  # an exchange: the items going out
         self._line = ""
+        self.rights_wait_ms = RIGHTS_WAIT_MS
 
     @property
     def terminal(self) -> Terminal:
@@ -276,10 +284,17 @@ class TillConsole:
     def secret(self) -> bool:
         return bool(self.asks) and self.asks[0].secret
 
-    def _attempt(self, action: Callable[[], None]) -> None:
-        """Run a step; one refused for want of a supervisor asks for one and runs again."""
+    def _attempt(self, action: Callable[[], None], *, asked: bool = False) -> None:
+        """Run a step; one refused for want of a supervisor asks for one and runs again, and one
+        refused for rights another counter (or, through HQ, another store) holds asks for them,
+        waits a moment and runs once more, as `meshpos sell` and the web till do."""
         try:
             action()
+        except EscrowShortfall as short:
+            if not asked and self._rights_arrived(short):
+                self._attempt(action, asked=True)
+            else:
+                self.out(f"! {short}")
         except PermissionDenied as exc:
             self.out(f"! {at_the_till(exc)}")
             self.ask(
@@ -290,6 +305,20 @@ class TillConsole:
             self._ask_oversell()
         except MeshposError as exc:
             self.out(f"! {exc}")
+
+    def _rights_arrived(self, short: EscrowShortfall) -> bool:
+        """Ask for the rights `short` lacks when someone can answer (`escrow.worth_asking`) and
+        wait, bounded, for them; whether they arrived."""
+        t = self.terminal
+        if not worth_asking(short, *reach(daemon_status(t.cfg.dir))):
+            return False
+        self.out("  asking for the rest; a moment...")
+        wait = RightsWait.ask(t, short, self.rights_wait_ms)
+        while not wait.arrived():
+            if wait.expired(time.monotonic()):
+                return False
+            time.sleep(RIGHTS_POLL_S)
+        return True
 
     def _approver_pin(self, uid: str, action: Callable[[], None]) -> None:
         if not uid:
