@@ -758,9 +758,27 @@ def test_the_text_till_asks_for_a_cards_rights_when_hq_is_in_reach(
         assert out.op is None and "asking for the rest" in out.said, out.said
         assert "T2 holds ₹5,000.00" in " ".join(out.said.split()), out.said
         assert escrow.take_unsent(text.terminal) == [(giftcards.escrow_key(code), 200_000)]
+        real_arrived = escrow.RightsWait.arrived
         monkeypatch.setattr(escrow.RightsWait, "arrived", lambda self: True)
         again = text.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
         assert again.op is None and again.said.count("asking for the rest") == 1, again.said
+        # T2 grants the rights while the till waits: the step runs once more and records.
+        t2 = Terminal.open(store.t2.path)
+        try:
+            t2.grant_rights(giftcards.escrow_key(code), text.terminal.node_id, 200_000)
+            grant = [op for op in t2.ledger.ops_since(text.terminal.ledger.vv())]
+            nodes = t2.ledger.nodes()
+        finally:
+            t2.close()
+
+        def arriving(wait: escrow.RightsWait) -> bool:
+            wait.terminal.ingest(grant, nodes)
+            return real_arrived(wait)
+
+        monkeypatch.setattr(escrow.RightsWait, "arrived", arriving)
+        done = text.exchange(sold.payload["sale_id"], "TEE-M", "JKT-L", Settle("giftcard", code))
+        assert done.op is not None and done.op.kind == "exchange", done.said
+        assert done.said.count("asking for the rest") == 1, done.said
     finally:
         text.close()
 

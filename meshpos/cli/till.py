@@ -7,7 +7,6 @@ import contextlib
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -30,7 +29,7 @@ from meshpos.service import cards, counter_state, giftcards, printer_words
 from meshpos.service.cards import read_card_line
 from meshpos.service.counter_state import CounterState
 from meshpos.service.daemon_link import daemon_status
-from meshpos.service.escrow import RightsWait, reach, worth_asking
+from meshpos.service.escrow import RightsWait
 from meshpos.service.history import customer_history, summary_lines
 from meshpos.service.power import till_power_guard
 from meshpos.service.printing import (
@@ -99,7 +98,6 @@ scan or type a barcode or SKU to add it; scan a receipt to start a return
 
 
 RIGHTS_WAIT_MS = 2000  # how long a step waits for rights it asked for, as the web till does
-RIGHTS_POLL_S = 0.02
 
 
 @dataclass
@@ -309,16 +307,11 @@ class TillConsole:
     def _rights_arrived(self, short: EscrowShortfall) -> bool:
         """Ask for the rights `short` lacks when someone can answer (`escrow.worth_asking`) and
         wait, bounded, for them; whether they arrived."""
-        t = self.terminal
-        if not worth_asking(short, *reach(daemon_status(t.cfg.dir))):
+        wait = RightsWait.ask_if_answerable(self.terminal, short, self.rights_wait_ms)
+        if wait is None:
             return False
         self.out("  asking for the rest; a moment...")
-        wait = RightsWait.ask(t, short, self.rights_wait_ms)
-        while not wait.arrived():
-            if wait.expired(time.monotonic()):
-                return False
-            time.sleep(RIGHTS_POLL_S)
-        return True
+        return wait.waited()
 
     def _approver_pin(self, uid: str, action: Callable[[], None]) -> None:
         if not uid:

@@ -170,14 +170,17 @@ class Op:
 
     def with_sealed(self, sealed: Mapping[int, bytes]) -> Op:
         """The same op with this sealed card data beside it."""
-        return self.standing_for(self.origin, self.seq, sealed)
+        return self._copy(self.origin, self.seq, sealed)
 
-    def standing_for(self, origin: str, seq: int, sealed: Mapping[int, bytes] | None = None) -> Op:
+    def standing_for(self, origin: str, seq: int) -> Op:
         """A copy under another (origin, seq): the rulebook asks "what did `origin` hold just
         before this op" with such a stand-in; its bytes are this op's."""
+        return self._copy(origin, seq, self.sealed)
+
+    def _copy(self, origin: str, seq: int, sealed: Mapping[int, bytes]) -> Op:
         return Op(
             self.store, origin, seq, self.hlc, self.user, self.kind, self._payload, self.prev,
-            self.body, self.sig, self.hash, self.sealed if sealed is None else sealed,
+            self.body, self.sig, self.hash, sealed,
         )  # fmt: skip
 
     def _key(self) -> tuple[object, ...]:

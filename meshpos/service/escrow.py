@@ -23,6 +23,7 @@ from meshpos.domain.escrow import EscrowShortfall
 from meshpos.domain.pricing import Tender
 from meshpos.ledger.fold import CARD_FLOAT
 from meshpos.service.cards import CardInput
+from meshpos.service.daemon_link import daemon_status
 from meshpos.service.terminal import SaleResult, Terminal
 
 POLL_S = 0.005
@@ -58,7 +59,8 @@ class RightsWait:
 
     The one place the wait's rules live (ask for what is missing, done once the terminal holds
     what the sale needs, given up at the deadline); `EscrowSale` steps through it for the CLI
-    and the simulator, and the web till polls it from async code so its worker is never held."""
+    and the simulator, the text till blocks on it (`waited`), and the web till polls it from
+    async code so its worker is never held."""
 
     terminal: Terminal
     short: EscrowShortfall
@@ -75,11 +77,29 @@ class RightsWait:
         ask(t, short.customer, short.needed - max(short.held, 0))
         return cls(t, short, clock() + wait_ms / 1000)
 
+    @classmethod
+    def ask_if_answerable(
+        cls, t: Terminal, short: EscrowShortfall, wait_ms: int
+    ) -> RightsWait | None:
+        """`ask` when someone can answer now, from the daemon's status (`worth_asking`: a LAN
+        peer up, or HQ in reach); None when nobody can. The tills' form of the ask."""
+        if not worth_asking(short, *reach(daemon_status(t.cfg.dir))):
+            return None
+        return cls.ask(t, short, wait_ms)
+
     def arrived(self) -> bool:
         return self.terminal.rights(self.short.customer) >= self.short.needed
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
+
+    def waited(self) -> bool:
+        """Block, polling, until the rights arrived (True) or the wait expired (False)."""
+        while not self.arrived():
+            if self.expired(time.monotonic()):
+                return False
+            time.sleep(POLL_S)
+        return True
 
 
 def worth_asking(short: EscrowShortfall, peers_up: bool, hq_up: bool) -> bool:

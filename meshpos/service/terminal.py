@@ -486,9 +486,7 @@ class Terminal:
                         raise
                     out[t.code or ""] = t.amount  # another store's: asked of HQ when spent
                     continue
-                refused = state.refusal(self.now_ms(), self.store_time().day)
-                if refused:  # before any amount is asked for: no amount makes it spendable
-                    raise InputError(refused)
+                self._spendable(state)  # before any amount is asked for: none makes it so
                 if state.store and t.amount is not None:
                     out[t.code or ""] = max(t.amount, state.balance)  # the rest asked of HQ
                 elif state.store and state.balance <= 0:
@@ -500,6 +498,13 @@ class Terminal:
                     out[t.code or ""] = state.balance
         return out
 
+    def _spendable(self, state: giftcards.CardState) -> None:
+        """Refuse a card that cannot be spent now whatever its balance (expired): the one rule,
+        `CardState.refusal`, in the store's calendar."""
+        refused = state.refusal(self.now_ms(), self.store_time().day)
+        if refused:
+            raise InputError(refused)
+
     def check_giftcards(self, tenders: Sequence[Mapping[str, Any]]) -> None:
         """Refuse spending an expired card, more than its balance, or more than this counter
         holds rights to (escrow: EscrowShortfall names who holds the rest)."""
@@ -510,9 +515,7 @@ class Terminal:
                 # Another store's card: its balance reaches this counter through HQ (the escrow
                 # ask goes to the peers, then to HQ through the relay), as for loyalty.
                 raise EscrowShortfall(key, amount, 0, {}) from None
-            refused = state.refusal(self.now_ms(), self.store_time().day)
-            if refused:
-                raise InputError(refused)
+            self._spendable(state)
             if amount > state.balance and state.store:
                 # Another store's card HQ told this store of: the rest is asked of HQ.
                 raise EscrowShortfall(key, amount, self.rights(key), self.rights_elsewhere(key))

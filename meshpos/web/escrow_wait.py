@@ -13,8 +13,7 @@ import asyncio
 import time
 
 from meshpos.domain.escrow import EscrowShortfall
-from meshpos.service.daemon_link import daemon_status
-from meshpos.service.escrow import RightsWait, reach, worth_asking
+from meshpos.service.escrow import RightsWait
 from meshpos.service.terminal import Terminal
 from meshpos.web.worker import Worker
 
@@ -22,18 +21,10 @@ ESCROW_WAIT_MS = 2000
 POLL_S = 0.02
 
 
-def _ask_peers(t: Terminal, short: EscrowShortfall) -> RightsWait | None:
-    """Ask for what is missing (the reachable peers, and HQ through the daemon for what no peer
-    holds); None when nobody can answer now (`worth_asking`)."""
-    if not worth_asking(short, *reach(daemon_status(t.cfg.dir))):
-        return None
-    return RightsWait.ask(t, short, ESCROW_WAIT_MS)
-
-
 async def wait_for_rights(worker: Worker, t: Terminal, short: EscrowShortfall) -> None:
     """Ask for the rights `short` lacks and await them for up to ESCROW_WAIT_MS; `t` is only
     touched on the worker. Returns at once when nobody can answer now."""
-    wait = await worker.call(_ask_peers, t, short)
+    wait = await worker.call(RightsWait.ask_if_answerable, t, short, ESCROW_WAIT_MS)
     while wait is not None and not await worker.call(wait.arrived):
         if wait.expired(time.monotonic()):
             return
